@@ -1,0 +1,1 @@
+"""eval-operator: model evaluation as a Kubernetes resource."""

@@ -1,0 +1,230 @@
+"""Generate CustomResourceDefinitions from the typed API models.
+
+pydantic emits JSON Schema with $refs, anyOf-with-null for optional fields and
+titles; a CRD needs a *structural* OpenAPI v3 schema: every node typed, refs
+inlined, no anyOf for nullability, free-form maps marked
+x-kubernetes-preserve-unknown-fields and int-or-string marked as such.
+
+Run `python -m eval_operator.api.crdgen crds/` (or `make crds`) to rewrite crds/.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from eval_operator.api import v1alpha1
+
+# Keys of JSON Schema that mean the same in OpenAPI v3 and are allowed in structural schemas.
+_PASSTHROUGH_KEYS = {
+    "description",
+    "type",
+    "format",
+    "enum",
+    "pattern",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "required",
+    "default",
+    "nullable",
+    "x-kubernetes-validations",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-map-type",
+}
+
+
+def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    target = defs[ref.rsplit("/", 1)[-1]]
+    # Sibling keys of a $ref (pydantic puts description/default there) override the target's.
+    merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return _resolve(merged, defs)
+
+
+def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    node = _resolve(node, defs)
+    variants = node.get("anyOf") or node.get("oneOf")
+    if variants is not None:
+        non_null = [_resolve(v, defs) for v in variants if v.get("type") != "null"]
+        outer = {k: v for k, v in node.items() if k not in ("anyOf", "oneOf")}
+        if outer.get("default", "absent") is None:
+            del outer["default"]
+        types = sorted({v.get("type") for v in non_null})
+        if len(non_null) == 1:
+            return _structural({**non_null[0], **outer}, defs)
+        if types == ["integer", "string"]:
+            out = _structural(outer, defs)
+            out.pop("type", None)
+            out["x-kubernetes-int-or-string"] = True
+            return out
+        raise ValueError(f"cannot express {variants!r} in a structural schema")
+
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _PASSTHROUGH_KEYS:
+            out[key] = value
+        elif key == "const":
+            out["enum"] = [value]
+    if "const" in node and "type" not in out:
+        out["type"] = "string"
+
+    kind = node.get("type")
+    if kind == "object" or "properties" in node:
+        out["type"] = "object"
+        properties = node.get("properties")
+        if properties:
+            out["properties"] = {
+                name: _structural(prop, defs) for name, prop in properties.items()
+            }
+        additional = node.get("additionalProperties")
+        if isinstance(additional, dict) and additional:
+            out["additionalProperties"] = _structural(additional, defs)
+        elif not properties:
+            # A free-form object (e.g. an inline dataset record).
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    elif kind == "array":
+        items = node.get("items", {})
+        out["items"] = _structural(items, defs) if items else {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+        }
+    if out.get("default", "absent") is None:
+        del out["default"]
+    return out
+
+
+_KEY_ORDER = ("description", "type")
+
+
+def _ordered(node: Any) -> Any:
+    """Description and type first, nested schemas last: the YAML reads top-down like docs."""
+    if isinstance(node, list):
+        return [_ordered(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    nested = ("items", "additionalProperties", "properties")
+    first = [k for k in _KEY_ORDER if k in node]
+    middle = sorted(k for k in node if k not in _KEY_ORDER and k not in nested)
+    last = [k for k in nested if k in node]
+    out = {k: _ordered(node[k]) for k in first + middle + last}
+    if "properties" in node:  # a map of field names: keep the model's field order
+        out["properties"] = {name: _ordered(prop) for name, prop in node["properties"].items()}
+    return out
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Shared sub-schemas must be written out in full: kubectl and helm dislike YAML anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    return _ordered(_structural(raw, defs))
+
+
+def _top_level_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The object schema: apiVersion/kind/metadata are the apiserver's; spec/status are ours."""
+    full = openapi_schema(model)
+    props = full["properties"]
+    return {
+        "type": "object",
+        "description": (model.__doc__ or "").strip().replace("\n    ", " "),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {
+                "type": "string",
+                "description": "APIVersion defines the versioned schema of this object.",
+            },
+            "kind": {
+                "type": "string",
+                "description": "Kind is a string value representing the REST resource.",
+            },
+            "metadata": {"type": "object"},
+            "spec": props["spec"],
+            "status": props["status"],
+        },
+    }
+
+
+def crd_for(model: type[BaseModel]) -> dict[str, Any]:
+    extra = model.model_config["json_schema_extra"]["x-crd"]  # type: ignore[index]
+    kind = model.__name__
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{extra['plural']}.{v1alpha1.GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "eval-operator"},
+        },
+        "spec": {
+            "group": v1alpha1.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": extra["plural"],
+                "singular": extra["singular"],
+                "shortNames": extra["shortNames"],
+                "categories": extra["categories"],
+            },
+            "versions": [
+                {
+                    "name": v1alpha1.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": extra["printerColumns"],
+                    "schema": {"openAPIV3Schema": _top_level_schema(model)},
+                }
+            ],
+        },
+    }
+
+
+ALL_KINDS: tuple[type[BaseModel], ...] = (v1alpha1.Evaluation,)
+
+
+def render_all() -> dict[str, str]:
+    """File name -> YAML text for every CRD."""
+    header = "# Generated from operator/eval_operator/api by `make crds`; do not edit.\n"
+    files = {}
+    for model in ALL_KINDS:
+        crd = crd_for(model)
+        files[f"{crd['metadata']['name']}.yaml"] = header + yaml.dump(
+            crd, Dumper=_NoAliasDumper, sort_keys=False, width=100
+        )
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out_dir = Path(args[0] if args else "crds")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in render_all().items():
+        (out_dir / name).write_text(text)
+        print(f"wrote {out_dir / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,720 @@
+"""The evals.io/v1alpha1 API as typed models: the one source of truth.
+
+The CRDs in crds/ are generated from these classes (see crdgen.py), the operator
+and the runner parse manifests with them, and the field descriptions become what
+`kubectl explain` prints. Decimals (temperature, prices, budgets, tolerances) are
+strings checked by a pattern and parsed as Decimal, as the API conventions ask.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "evals.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Datasets shipped inside the runner package (runner/eval_runner/datasets/);
+# a unit test keeps this list and the files in step.
+BUILTIN_DATASETS = ("arithmetic", "capitals", "sentiment")
+
+DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+SIGNED_DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SCORER_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+# "<scorer> <op> <number>", e.g. "exact_match >= 0.8".
+THRESHOLD_PATTERN = r"^[a-z][a-z0-9_]* *(>=|<=|>|<|==) *[0-9]+(\.[0-9]+)?$"
+THRESHOLD_RE = re.compile(r"^(?P<scorer>[a-z][a-z0-9_]*) *(?P<op>>=|<=|>|<|==) *(?P<value>[0-9]+(\.[0-9]+)?)$")
+
+# Annotation whose new value asks the operator to run a finished Evaluation again.
+RERUN_ANNOTATION = f"{GROUP}/rerun"
+
+
+def cel_rule(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One x-kubernetes-validations entry; the CRD generator copies these verbatim."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def exactly_one_of(*fields: str) -> str:
+    return " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields) + " == 1"
+
+
+class ApiModel(BaseModel):
+    """Base: camelCase on the wire, unknown fields rejected (a typo is an error, not a no-op)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+    )
+
+
+class SecretKeySelector(ApiModel):
+    """A key of a Secret in the Evaluation's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the Secret.")
+    key: str = Field(min_length=1, max_length=253, description="Key inside the Secret's data.")
+
+
+class ConfigMapKeySelector(ApiModel):
+    """A key of a ConfigMap in the Evaluation's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the ConfigMap.")
+    key: str = Field(min_length=1, max_length=253, description="Key inside the ConfigMap's data.")
+
+
+class CABundleSource(ApiModel):
+    """A PEM bundle of CA certificates to trust for the model endpoint."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    exactly_one_of("configMapRef", "secretRef"),
+                    "exactly one of configMapRef or secretRef must be set",
+                )
+            ]
+        }
+    )
+
+    config_map_ref: ConfigMapKeySelector | None = Field(
+        default=None, description="ConfigMap key holding the PEM bundle."
+    )
+    secret_ref: SecretKeySelector | None = Field(
+        default=None, description="Secret key holding the PEM bundle."
+    )
+
+
+class ModelParameters(ApiModel):
+    """Sampling parameters sent with every request."""
+
+    temperature: str | None = Field(
+        default=None,
+        pattern=DECIMAL_PATTERN,
+        description='Sampling temperature as a decimal string, e.g. "0" or "0.7".',
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Maximum number of tokens to generate."
+    )
+    top_p: str | None = Field(
+        default=None, pattern=DECIMAL_PATTERN, description='Nucleus sampling mass, e.g. "0.9".'
+    )
+    stop: list[str] | None = Field(
+        default=None, max_length=8, description="Stop sequences (at most 8)."
+    )
+    seed: int | None = Field(
+        default=None, description="Seed for providers that support reproducible sampling."
+    )
+
+
+class Pricing(ApiModel):
+    """Prices in US dollars per million tokens, used to compute status.usage.costUSD."""
+
+    input_per_million_usd: str = Field(
+        alias="inputPerMillionUSD",
+        pattern=DECIMAL_PATTERN,
+        description='USD per million input (prompt) tokens, e.g. "0.15".',
+    )
+    output_per_million_usd: str = Field(
+        alias="outputPerMillionUSD",
+        pattern=DECIMAL_PATTERN,
+        description='USD per million output (completion) tokens, e.g. "0.60".',
+    )
+
+    def cost(self, input_tokens: int, output_tokens: int) -> Decimal:
+        million = Decimal(1_000_000)
+        return (
+            Decimal(self.input_per_million_usd) * input_tokens
+            + Decimal(self.output_per_million_usd) * output_tokens
+        ) / million
+
+
+class ModelSpec(ApiModel):
+    """The model under evaluation and how to reach it."""
+
+    provider: Literal["openai", "anthropic"] = Field(
+        default="openai",
+        description=(
+            "API flavour: openai is any OpenAI-compatible chat-completions endpoint "
+            "(OpenAI, vLLM, Ollama, TGI, LiteLLM); anthropic is the Anthropic Messages API."
+        ),
+    )
+    name: str = Field(
+        min_length=1, max_length=256, description="Model name sent in each request."
+    )
+    base_url: str | None = Field(
+        default=None,
+        alias="baseURL",
+        max_length=2048,
+        pattern=r"^https?://",
+        description=(
+            "Endpoint base URL, e.g. http://vllm.models:8000/v1. Defaults to the provider's "
+            "public API."
+        ),
+    )
+    api_key_secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        description=(
+            "Secret key holding the API key. It is mounted into runner pods as an environment "
+            "variable and never copied anywhere else. Omit for endpoints without auth."
+        ),
+    )
+    parameters: ModelParameters = Field(
+        default_factory=ModelParameters, description="Sampling parameters."
+    )
+    max_concurrency: int = Field(
+        default=8, ge=1, le=1024, description="Upper bound of concurrent requests per shard."
+    )
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Request rate limit per shard."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, le=100_000_000, description="Token rate limit per shard."
+    )
+    timeout_seconds: int = Field(
+        default=60, ge=1, le=3600, description="Timeout of one request."
+    )
+    pricing: Pricing | None = Field(
+        default=None, description="Token prices, to report cost and enforce budget.maxCostUSD."
+    )
+    ca_bundle: CABundleSource | None = Field(
+        default=None, description="CA bundle for endpoints behind a private CA."
+    )
+
+
+class DatasetSpec(ApiModel):
+    """Where the samples come from: exactly one of builtin, configMapRef, inline or url."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    exactly_one_of("builtin", "configMapRef", "inline", "url"),
+                    "exactly one of builtin, configMapRef, inline or url must be set",
+                ),
+                cel_rule(
+                    "!has(self.url) || has(self.sha256)",
+                    "url requires sha256, so a changed file is detected",
+                    ".sha256",
+                ),
+                cel_rule(
+                    "!has(self.sha256) || has(self.url)",
+                    "sha256 is only meaningful with url",
+                    ".sha256",
+                ),
+            ]
+        }
+    )
+
+    builtin: Literal[BUILTIN_DATASETS] | None = Field(  # type: ignore[valid-type]
+        default=None, description="A small dataset shipped in the runner image."
+    )
+    config_map_ref: ConfigMapKeySelector | None = Field(
+        default=None, description="A ConfigMap key holding the dataset file."
+    )
+    inline: list[dict[str, Any]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Records given in the manifest (at most 1000; use a ConfigMap or url beyond).",
+    )
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="HTTP(S) URL of the dataset file; requires sha256.",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[a-f0-9]{64}$",
+        description="Hex SHA-256 of the file at url; a mismatch fails the run.",
+    )
+    format: Literal["jsonl", "json", "csv"] | None = Field(
+        default=None,
+        description=(
+            "File format of configMapRef or url; inferred from the key or URL suffix when omitted."
+        ),
+    )
+    input_field: str = Field(
+        default="input", min_length=1, description="Record field holding the model input."
+    )
+    target_field: str = Field(
+        default="target", min_length=1, description="Record field holding the expected answer."
+    )
+    limit: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Use only the first N records (after shuffling)."
+    )
+    shuffle_seed: int | None = Field(
+        default=None, description="Shuffle the records with this seed before limit and sharding."
+    )
+
+
+class FewShotExample(ApiModel):
+    """A worked example shown to the model before each sample."""
+
+    input: str = Field(description="The example's input, rendered through promptTemplate.")
+    target: str = Field(description="The answer the assistant gives in the example.")
+
+
+ScorerType = Literal["exact_match", "contains", "regex", "numeric", "token_f1", "json_valid"]
+Normalization = Literal[
+    "lowercase", "strip", "collapse_whitespace", "strip_punctuation", "remove_articles"
+]
+
+
+class ScorerSpec(ApiModel):
+    """One scorer: its result appears in status.results under its name."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "self.type != 'regex' || has(self.pattern)",
+                    "a regex scorer requires pattern",
+                    ".pattern",
+                ),
+                cel_rule(
+                    "self.type == 'regex' || !has(self.pattern)",
+                    "pattern is only used by the regex scorer",
+                    ".pattern",
+                ),
+                cel_rule(
+                    "self.type == 'numeric' || !has(self.tolerance)",
+                    "tolerance is only used by the numeric scorer",
+                    ".tolerance",
+                ),
+            ]
+        }
+    )
+
+    type: ScorerType = Field(
+        description=(
+            "exact_match: normalised output equals target; contains: output contains target; "
+            "regex: pattern extracts the answer (group 1, else the whole match) and it is "
+            "compared to target, or, with no target, a match scores 1; numeric: the last number "
+            "in the output is within tolerance of target; token_f1: token-level F1 against target; "
+            "json_valid: output parses as JSON."
+        )
+    )
+    name: str | None = Field(
+        default=None,
+        pattern=SCORER_NAME_PATTERN,
+        max_length=63,
+        description="Name in results and thresholds; defaults to type. Must be unique.",
+    )
+    normalize: list[Normalization] = Field(
+        default_factory=lambda: ["strip"],
+        max_length=5,
+        description="Normalisations applied to output and target before comparing.",
+    )
+    pattern: str | None = Field(
+        default=None, max_length=1024, description="Regular expression (Python syntax) for regex."
+    )
+    tolerance: str | None = Field(
+        default=None,
+        pattern=DECIMAL_PATTERN,
+        description='Absolute tolerance for numeric, e.g. "0.01" (default "0").',
+    )
+
+    @property
+    def effective_name(self) -> str:
+        return self.name or self.type
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise ValueError(f"invalid regular expression: {err}") from err
+        return value
+
+
+UNIQUE_SCORER_NAMES = (
+    "self.all(a, self.exists_one(b, (has(b.name) ? b.name : b.type) == "
+    "(has(a.name) ? a.name : a.type)))"
+)
+
+
+class TaskSpec(ApiModel):
+    """How each sample becomes a prompt, and how answers are scored."""
+
+    prompt_template: str = Field(
+        default="{{ input }}",
+        max_length=65536,
+        description=(
+            "Sandboxed Jinja2 template of the user message. Variables: input, target and every "
+            "field of the record."
+        ),
+    )
+    system_prompt: str | None = Field(
+        default=None, max_length=65536, description="System message sent before the examples."
+    )
+    few_shot: list[FewShotExample] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Examples sent as prior user/assistant turns (at most 32).",
+    )
+    scorers: list[ScorerSpec] = Field(
+        min_length=1,
+        max_length=16,
+        description="Scorers applied to every answer; the first is the main score.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(UNIQUE_SCORER_NAMES, "scorer names (name, or type when unnamed) must be unique")
+            ]
+        },
+    )
+
+    @field_validator("scorers")
+    @classmethod
+    def _unique_names(cls, scorers: list[ScorerSpec]) -> list[ScorerSpec]:
+        names = [s.effective_name for s in scorers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"scorer names must be unique: {', '.join(duplicates)}")
+        return scorers
+
+
+class Toleration(ApiModel):
+    """A pod toleration, as in core/v1."""
+
+    key: str | None = Field(default=None, description="Taint key; empty matches all keys.")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists or Equal (default Equal)."
+    )
+    value: str | None = Field(default=None, description="Taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty matches all."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated."
+    )
+
+
+Quantity = int | str
+
+
+class ResourceRequirements(ApiModel):
+    """CPU and memory for each runner pod, as in core/v1."""
+
+    requests: dict[str, Quantity] | None = Field(
+        default=None, description='Requested resources, e.g. {cpu: "500m", memory: 256Mi}.'
+    )
+    limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits.")
+
+
+class ExecutionSpec(ApiModel):
+    """How the run is spread over pods."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!has(self.parallelism) || self.parallelism <= self.shards",
+                    "parallelism cannot exceed shards",
+                    ".parallelism",
+                )
+            ]
+        }
+    )
+
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Number of pods (Indexed Job completions); each scores a deterministic slice.",
+    )
+    parallelism: int | None = Field(
+        default=None, ge=1, le=1000, description="Shards running at once (default: all)."
+    )
+    backoff_limit_per_index: int = Field(
+        default=2, ge=0, le=20, description="Retries of one shard before it counts as failed."
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Wall-clock limit of the whole run."
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Runner pod resources (operator default when omitted)."
+    )
+    node_selector: dict[str, str] | None = Field(
+        default=None, description="Node labels the runner pods must match."
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None, max_length=32, description="Tolerations of the runner pods."
+    )
+    image: str | None = Field(
+        default=None, max_length=512, description="Runner image override (operator default when omitted)."
+    )
+
+
+class BudgetSpec(ApiModel):
+    """Limits that stop the run cleanly (reason BudgetExceeded) when reached."""
+
+    max_cost_usd: str | None = Field(
+        default=None,
+        alias="maxCostUSD",
+        pattern=DECIMAL_PATTERN,
+        description='Maximum spend in USD, e.g. "5.00"; requires model.pricing.',
+    )
+    max_requests: int | None = Field(
+        default=None, ge=1, description="Maximum number of model requests."
+    )
+
+
+class LocalObjectReference(ApiModel):
+    """A reference to an object in the same namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the object.")
+
+
+class EvaluationSpec(ApiModel):
+    """The desired evaluation: one model on one dataset with a set of scorers."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!has(self.budget) || !has(self.budget.maxCostUSD) || has(self.model.pricing)",
+                    "budget.maxCostUSD requires model.pricing",
+                    ".budget.maxCostUSD",
+                ),
+            ]
+        }
+    )
+
+    model: ModelSpec = Field(description="The model under evaluation.")
+    dataset: DatasetSpec = Field(description="The samples.")
+    task: TaskSpec = Field(description="Prompting and scoring.")
+    execution: ExecutionSpec = Field(
+        default_factory=ExecutionSpec, description="Sharding and pod settings."
+    )
+    budget: BudgetSpec | None = Field(default=None, description="Spend limits.")
+    thresholds: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            'Pass criteria such as "exact_match >= 0.8", one per scorer result; all must hold for '
+            "condition Passed to be True."
+        ),
+        json_schema_extra={
+            "items": {"type": "string", "pattern": THRESHOLD_PATTERN, "maxLength": 128}
+        },
+    )
+    suite_ref: LocalObjectReference | None = Field(
+        default=None, description="Run inside this EvalSuite's stack (store and cache)."
+    )
+    suspend: bool = Field(
+        default=False,
+        description="Hold the run (the Job is created suspended); Kueue-friendly.",
+    )
+    cancel: bool = Field(
+        default=False, description="Stop the run: its Job is deleted and the phase becomes Failed."
+    )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _threshold_syntax(cls, thresholds: list[str]) -> list[str]:
+        for threshold in thresholds:
+            if not THRESHOLD_RE.match(threshold):
+                raise ValueError(f"threshold {threshold!r} is not '<scorer> <op> <number>'")
+        return thresholds
+
+    @model_validator(mode="after")
+    def _thresholds_name_scorers(self) -> EvaluationSpec:
+        names = {s.effective_name for s in self.task.scorers}
+        for threshold in self.thresholds:
+            scorer = parse_threshold(threshold).scorer
+            if scorer not in names:
+                raise ValueError(f"threshold {threshold!r} names no scorer of task.scorers")
+        if self.budget and self.budget.max_cost_usd and not self.model.pricing:
+            raise ValueError("budget.maxCostUSD requires model.pricing")
+        return self
+
+
+class Threshold(BaseModel):
+    scorer: str
+    op: Literal[">=", "<=", ">", "<", "=="]
+    value: Decimal
+
+    def holds(self, score: float) -> bool:
+        observed = Decimal(str(score))
+        return {
+            ">=": observed >= self.value,
+            "<=": observed <= self.value,
+            ">": observed > self.value,
+            "<": observed < self.value,
+            "==": observed == self.value,
+        }[self.op]
+
+
+def parse_threshold(text: str) -> Threshold:
+    match = THRESHOLD_RE.match(text)
+    if not match:
+        raise ValueError(f"threshold {text!r} is not '<scorer> <op> <number>'")
+    return Threshold(scorer=match["scorer"], op=match["op"], value=Decimal(match["value"]))
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+class Condition(ApiModel):
+    """A condition in the shape of the Kubernetes API conventions (metav1.Condition)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = Field(description="Condition type, e.g. Ready, Progressing, Succeeded, Passed.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason for the last transition.")
+    message: str = Field(default="", description="Human-readable details.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation the condition was set for."
+    )
+
+
+class Progress(ApiModel):
+    """How many samples are done."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    total: int = Field(default=0, description="Samples in the run (0 until known).")
+    completed: int = Field(default=0, description="Samples answered and scored.")
+    failed: int = Field(
+        default=0, description="Samples whose request failed after retries (never scored)."
+    )
+    summary: str = Field(default="", description='Display form, e.g. "120/500".')
+
+
+class ScoreResult(ApiModel):
+    """The aggregate of one scorer over all scored samples."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(description="Scorer name.")
+    value: float = Field(description="Mean score.")
+    stderr: float = Field(description="Standard error of the mean.")
+    ci95: list[float] = Field(description="95% confidence interval [low, high] of the mean.")
+    n: int = Field(description="Number of scored samples.")
+
+
+class Usage(ApiModel):
+    """What the run consumed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    requests: int = Field(default=0, description="Model requests sent.")
+    input_tokens: int = Field(default=0, description="Input tokens reported by the provider.")
+    output_tokens: int = Field(default=0, description="Output tokens reported by the provider.")
+    cache_hits: int = Field(default=0, description="Requests answered from the response cache.")
+    cost_usd: str = Field(
+        default="0", alias="costUSD", description="Cost in USD from model.pricing (decimal string)."
+    )
+
+
+class EvaluationStatus(ApiModel):
+    """What the operator observed; rebuilt from the Job and its pods."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = Field(
+        default=None, description="Pending, Running, Succeeded or Failed (for display)."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status reflects."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Progressing, Succeeded, Failed and Passed conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    progress: Progress | None = Field(default=None, description="Sample counts.")
+    results: list[ScoreResult] = Field(
+        default_factory=list,
+        description="Per-scorer aggregates; the first is the main score.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    usage: Usage | None = Field(default=None, description="Requests, tokens, cache hits and cost.")
+    start_time: str | None = Field(default=None, description="When the run's Job was created.")
+    completion_time: str | None = Field(default=None, description="When the run finished.")
+    job_name: str | None = Field(default=None, description="Name of the run's Indexed Job.")
+    run_generation: int | None = Field(
+        default=None, description="The .metadata.generation the current run was started from."
+    )
+    rerun_token: str | None = Field(
+        default=None,
+        description=f"Value of the {RERUN_ANNOTATION} annotation the current run answers.",
+    )
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata the operator and runner read."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "evaluation"
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+EVALUATION_PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
+    {
+        "name": "Score",
+        "type": "number",
+        "format": "float",
+        "description": "Mean of the first scorer",
+        "jsonPath": ".status.results[0].value",
+    },
+    {
+        "name": "Passed",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Passed")].status',
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Dataset",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": ".spec.dataset.builtin",
+    },
+    {"name": "Job", "type": "string", "priority": 1, "jsonPath": ".status.jobName"},
+    {"name": "Cost", "type": "string", "priority": 1, "jsonPath": ".status.usage.costUSD"},
+]
+
+
+class Evaluation(BaseModel):
+    """An Evaluation runs one model on one dataset with scorers, as a sharded Indexed Job, and
+    writes progress, scores with confidence intervals, usage, cost and pass/fail to its status."""
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra={
+            "x-crd": {
+                "plural": "evaluations",
+                "singular": "evaluation",
+                "shortNames": ["ev"],
+                "categories": ["evals"],
+                "printerColumns": EVALUATION_PRINTER_COLUMNS,
+            }
+        },
+    )
+
+    api_version: Literal["evals.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    kind: Literal["Evaluation"] = "Evaluation"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: EvaluationSpec = Field(description="The desired evaluation.")
+    status: EvaluationStatus | None = Field(default=None, description="The observed state.")
