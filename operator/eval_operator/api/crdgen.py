@@ -150,6 +150,13 @@ def _top_level_schema(model: type[BaseModel]) -> dict[str, Any]:
         "type": "object",
         "description": (model.__doc__ or "").strip().replace("\n    ", " "),
         "required": ["spec"],
+        # Child objects carry the name in label values, which hold at most 63 characters.
+        "x-kubernetes-validations": [
+            {
+                "rule": "self.metadata.name.size() <= 63",
+                "message": "metadata.name must be at most 63 characters",
+            }
+        ],
         "properties": {
             "apiVersion": {
                 "type": "string",

@@ -1,0 +1,227 @@
+"""The Indexed Job and the run-config ConfigMap of one Evaluation run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from eval_operator.api.summary import EXIT_PERMANENT
+from eval_operator.api.v1alpha1 import EvaluationSpec
+from eval_operator.builders.meta import child_labels, owner_reference
+from eval_operator.settings import OperatorSettings
+
+CONTAINER_NAME = "runner"
+CONFIG_DIR = "/etc/eval/config"
+CONFIG_KEY = "evaluation.json"
+DATASET_DIR = "/etc/eval/dataset"
+CA_DIR = "/etc/eval/ca"
+CA_FILE = "ca.crt"
+RUNNER_UID = 65532
+PROGRESS_PORT_NAME = "http-progress"
+
+
+def build_run_config(evaluation: Mapping[str, Any], run: str) -> dict[str, Any]:
+    """The spec the run was started from, frozen in an immutable ConfigMap.
+
+    Later edits of the Evaluation do not change a running Job's input; the next run gets a
+    new ConfigMap. No secret is ever in it: the API key stays in its Secret.
+    """
+    meta = evaluation["metadata"]
+    frozen = {
+        "apiVersion": evaluation.get("apiVersion"),
+        "kind": evaluation.get("kind"),
+        "metadata": {"name": meta["name"], "namespace": meta.get("namespace")},
+        "spec": evaluation["spec"],
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": run,
+            "namespace": meta["namespace"],
+            "labels": child_labels(evaluation, run),
+            "ownerReferences": [owner_reference(evaluation)],
+        },
+        "immutable": True,
+        "data": {CONFIG_KEY: json.dumps(frozen, sort_keys=True, separators=(",", ":"))},
+    }
+
+
+def _container_security_context() -> dict[str, Any]:
+    # Pod Security "restricted": non-root, no escalation, no capabilities, read-only root FS.
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUNNER_UID,
+        "runAsGroup": RUNNER_UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _resources(spec: EvaluationSpec, settings: OperatorSettings) -> dict[str, Any]:
+    if spec.execution.resources is None:
+        return {k: dict(v) for k, v in settings.runner_resources.items()}
+    given = spec.execution.resources.model_dump(exclude_none=True)
+    return {section: {k: str(v) for k, v in values.items()} for section, values in given.items()}
+
+
+def _env(spec: EvaluationSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "EVAL_DATASET_DIR", "value": DATASET_DIR},
+        {"name": "EVAL_PROGRESS_PORT", "value": str(settings.progress_port)},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    ref = spec.model.api_key_secret_ref
+    if ref is not None:
+        # The key reaches the pod only through the kubelet: never in the Job object's values.
+        env.append(
+            {
+                "name": "EVAL_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    if spec.model.ca_bundle is not None:
+        env.append({"name": "EVAL_CA_BUNDLE", "value": f"{CA_DIR}/{CA_FILE}"})
+    return env
+
+
+def _volumes(spec: EvaluationSpec, run: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": run}},
+        # The only writable path: Python and httpx may want a temp dir.
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    dataset_ref = spec.dataset.config_map_ref
+    if dataset_ref is not None:
+        volumes.append(
+            {
+                "name": "dataset",
+                "configMap": {
+                    "name": dataset_ref.name,
+                    "items": [{"key": dataset_ref.key, "path": dataset_ref.key}],
+                },
+            }
+        )
+        mounts.append({"name": "dataset", "mountPath": DATASET_DIR, "readOnly": True})
+    ca = spec.model.ca_bundle
+    if ca is not None:
+        if ca.config_map_ref is not None:
+            source = {
+                "configMap": {
+                    "name": ca.config_map_ref.name,
+                    "items": [{"key": ca.config_map_ref.key, "path": CA_FILE}],
+                }
+            }
+        else:
+            assert ca.secret_ref is not None  # the schema demands exactly one
+            source = {
+                "secret": {
+                    "secretName": ca.secret_ref.name,
+                    "items": [{"key": ca.secret_ref.key, "path": CA_FILE}],
+                }
+            }
+        volumes.append({"name": "ca", **source})
+        mounts.append({"name": "ca", "mountPath": CA_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def build_job(
+    evaluation: Mapping[str, Any], run: str, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The Indexed Job of one run: one pod per shard, each retried on its own."""
+    spec = EvaluationSpec.model_validate(evaluation["spec"])
+    meta = evaluation["metadata"]
+    labels = child_labels(evaluation, run)
+    volumes, mounts = _volumes(spec, run)
+    execution = spec.execution
+
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": execution.image or settings.runner_image,
+        "imagePullPolicy": settings.runner_image_pull_policy,
+        "args": ["shard", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
+        "env": _env(spec, settings),
+        "ports": [
+            {"name": PROGRESS_PORT_NAME, "containerPort": settings.progress_port, "protocol": "TCP"}
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz", "port": PROGRESS_PORT_NAME},
+            "periodSeconds": 10,
+        },
+        "resources": _resources(spec, settings),
+        "securityContext": _container_security_context(),
+        "volumeMounts": mounts,
+        # The runner writes its shard summary here; the operator reads it from the pod status.
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+    }
+    pod_spec: dict[str, Any] = {
+        # Required by podFailurePolicy; retries are per index, by the Job controller.
+        "restartPolicy": "Never",
+        # Runner pods never talk to the Kubernetes API: no token, no RBAC.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNNER_UID,
+            "runAsGroup": RUNNER_UID,
+            "fsGroup": RUNNER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if execution.node_selector:
+        pod_spec["nodeSelector"] = dict(execution.node_selector)
+    if execution.tolerations:
+        pod_spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in execution.tolerations
+        ]
+
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": execution.shards,
+        "parallelism": execution.parallelism or execution.shards,
+        "backoffLimitPerIndex": execution.backoff_limit_per_index,
+        "podFailurePolicy": {
+            "rules": [
+                # Bad input (dataset checksum, template error): retrying cannot help.
+                {
+                    "action": "FailIndex",
+                    "onExitCodes": {
+                        "containerName": CONTAINER_NAME,
+                        "operator": "In",
+                        "values": [EXIT_PERMANENT],
+                    },
+                },
+                # Evictions and preemptions are not the runner's fault: do not spend a retry.
+                {
+                    "action": "Ignore",
+                    "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                },
+            ]
+        },
+        "suspend": spec.suspend,
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if execution.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = execution.active_deadline_seconds
+
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": run,
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(evaluation)],
+        },
+        "spec": job_spec,
+    }

@@ -1,0 +1,1 @@
+"""Reconcile logic per kind; main.py wires it to kopf."""

@@ -1,0 +1,134 @@
+"""kopf wiring: the only module with @kopf decorators; each handler calls into handlers/.
+
+Run with `kopf run -m eval_operator.main` (or `make run`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+import kopf
+
+from eval_operator import kube
+from eval_operator.api.v1alpha1 import GROUP, VERSION
+from eval_operator.builders.meta import EVALUATION_LABEL, MANAGED_BY, RUN_LABEL
+from eval_operator.handlers import evaluation as evaluation_handlers
+from eval_operator.settings import OperatorSettings
+from eval_operator.status import TERMINAL_PHASES
+
+EVALUATIONS = (GROUP, VERSION, "evaluations")
+# Read at import because the timer interval is fixed when the decorator runs; the same values
+# go into the memo at start-up.
+SETTINGS = OperatorSettings.from_env()
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Our CRD schema has no room for kopf's bookkeeping in status (it would be pruned), so
+    # handler progress and the last-handled spec live in annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Watches reconnect every few minutes instead of trusting one long connection through
+    # proxies and load balancers that drop idle streams silently.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    # One slow API call must not hang a handler forever.
+    settings.networking.request_timeout = 60
+    # Events from kopf itself at WARNING and above; ours are posted explicitly.
+    settings.posting.level = logging.WARNING
+    memo.ctx = evaluation_handlers.Context(
+        settings=SETTINGS,
+        kube=kube.Kube(await kube.connect()),
+        http=aiohttp.ClientSession(),
+    )
+
+
+@kopf.on.cleanup()
+async def close_clients(memo: kopf.Memo, **_: Any) -> None:
+    ctx = memo.get("ctx")
+    if ctx is not None:
+        await ctx.http.close()
+        await ctx.kube.close()
+
+
+@kopf.on.probe(id="ready")
+def ready(memo: kopf.Memo, **_: Any) -> bool:
+    return memo.get("ctx") is not None
+
+
+@kopf.index("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+def evaluation_jobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): evaluation_handlers.job_view(body)}
+
+
+@kopf.index("", "v1", "pods", labels={EVALUATION_LABEL: kopf.PRESENT, RUN_LABEL: kopf.PRESENT})
+def evaluation_pods(
+    namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    return {(namespace, labels[RUN_LABEL]): evaluation_handlers.pod_view(body)}
+
+
+async def _reconcile_and_patch(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    evaluation_jobs: kopf.Index,
+    evaluation_pods: kopf.Index,
+) -> None:
+    evaluation = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": dict(body.metadata),
+        "spec": dict(body.spec),
+        "status": dict(body.status),
+    }
+    status, events = await evaluation_handlers.reconcile(
+        evaluation, memo.ctx, evaluation_jobs, evaluation_pods
+    )
+    old = evaluation["status"]
+    if status != old:
+        patch.status.update(evaluation_handlers.status_patch(old, status))
+    for message in events:
+        kopf.info(body, reason="Reconciled", message=message)
+
+
+@kopf.on.resume(*EVALUATIONS, id="reconcile-on-resume")
+@kopf.on.create(*EVALUATIONS, id="reconcile-on-create")
+@kopf.on.update(*EVALUATIONS, id="reconcile-on-update")
+async def reconcile_evaluation(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    evaluation_jobs: kopf.Index,
+    evaluation_pods: kopf.Index,
+    **_: Any,
+) -> None:
+    await _reconcile_and_patch(body, patch, memo, evaluation_jobs, evaluation_pods)
+
+
+def _unfinished(status: kopf.Status, body: kopf.Body, **_: Any) -> bool:
+    return status.get("phase") not in TERMINAL_PHASES
+
+
+@kopf.timer(
+    *EVALUATIONS,
+    id="follow-run",
+    interval=SETTINGS.reconcile_interval_seconds,
+    when=_unfinished,
+)
+async def follow_run(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    evaluation_jobs: kopf.Index,
+    evaluation_pods: kopf.Index,
+    **_: Any,
+) -> None:
+    """While a run is unfinished: progress from the pods, the Job's outcome, missing inputs."""
+    await _reconcile_and_patch(body, patch, memo, evaluation_jobs, evaluation_pods)

@@ -1,0 +1,64 @@
+"""Operator settings: read once from the environment at start-up, validated, then passed along.
+
+The Helm chart sets these variables; anything invalid stops the operator at start (fail fast)
+instead of surfacing later as a broken Job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+ENV_PREFIX = "EVAL_OPERATOR_"
+
+
+class OperatorSettings(BaseModel):
+    runner_image: str = Field(
+        default="ghcr.io/eval-operator/eval-runner:0.1.0",
+        min_length=1,
+        description="Runner image used when an Evaluation does not override it.",
+    )
+    runner_image_pull_policy: str = Field(default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
+    runner_resources: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {
+            "requests": {"cpu": "250m", "memory": "256Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        description="Runner pod resources used when an Evaluation sets none.",
+    )
+    progress_port: int = Field(default=9090, ge=1, le=65535, description="Runner /progress port.")
+    reconcile_interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="How often an unfinished Evaluation is re-checked (progress, missing inputs).",
+    )
+    progress_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=30, description="Timeout of one /progress poll of a runner pod."
+    )
+
+    @field_validator("runner_resources")
+    @classmethod
+    def _known_sections(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        unknown = set(value) - {"requests", "limits"}
+        if unknown:
+            raise ValueError(f"runner resources allow only requests and limits, not {sorted(unknown)}")
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
+        """EVAL_OPERATOR_RUNNER_IMAGE etc.; RUNNER_RESOURCES is JSON."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, object] = {}
+        for name in cls.model_fields:
+            value = env.get(ENV_PREFIX + name.upper())
+            if value is None or value == "":
+                continue
+            raw[name] = json.loads(value) if name == "runner_resources" else value
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            raise SystemExit(f"invalid operator settings ({ENV_PREFIX}*): {err}") from err
