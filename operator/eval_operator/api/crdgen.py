@@ -223,6 +223,79 @@ def render_all() -> dict[str, str]:
     return files
 
 
+def _type_of(node: dict[str, Any]) -> str:
+    if node.get("x-kubernetes-int-or-string"):
+        return "int or string"
+    kind = node.get("type", "object")
+    if kind == "array":
+        return f"[]{_type_of(node.get('items', {}))}"
+    if kind == "object" and "additionalProperties" in node:
+        return f"map[string]{_type_of(node['additionalProperties'])}"
+    if "enum" in node:
+        return " \\| ".join(str(v) for v in node["enum"])
+    return kind
+
+
+def _constraints(node: dict[str, Any]) -> str:
+    parts = []
+    for key in ("default", "minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "pattern"):
+        if key in node:
+            value = node[key]
+            parts.append(f"{key}: `{value}`" if key != "default" else f"default: `{value!r}`")
+    for rule in node.get("x-kubernetes-validations", []):
+        parts.append(f"rule: {rule['message']}")
+    return "; ".join(parts).replace("|", "\\|")
+
+
+def _field_rows(node: dict[str, Any], path: str, required: bool) -> list[str]:
+    rows = []
+    if path:
+        description = (node.get("description") or "").replace("\n", " ").replace("|", "\\|")
+        flag = " (required)" if required else ""
+        rows.append(
+            f"| `{path}`{flag} | {_type_of(node)} | {description} | {_constraints(node)} |"
+        )
+    target = node.get("items", node) if node.get("type") == "array" else node
+    wanted = set(target.get("required", []))
+    for name, child in (target.get("properties") or {}).items():
+        child_path = f"{path}{'[]' if node.get('type') == 'array' else ''}.{name}" if path else name
+        rows.extend(_field_rows(child, child_path, name in wanted))
+    return rows
+
+
+def render_reference(models: tuple[type[BaseModel], ...] = ()) -> str:
+    """Markdown reference of every field, from the same schema the CRDs carry."""
+    lines = [
+        "# API reference (evals.io/v1alpha1)",
+        "",
+        "Generated from operator/eval_operator/api by `make crds`; do not edit.",
+        "`kubectl explain evaluation.spec --recursive` shows the same from a cluster.",
+    ]
+    for model in models or ALL_KINDS:
+        crd = crd_for(model)
+        version = crd["spec"]["versions"][0]
+        schema = version["schema"]["openAPIV3Schema"]
+        names = crd["spec"]["names"]
+        lines += [
+            "",
+            f"## {names['kind']}",
+            "",
+            schema["description"],
+            "",
+            f"Short name `{', '.join(names['shortNames'])}`, category `{', '.join(names['categories'])}`.",
+            "",
+            "| Field | Type | Description | Constraints |",
+            "|---|---|---|---|",
+        ]
+        for part in ("spec", "status"):
+            lines += _field_rows(schema["properties"][part], part, part == "spec")
+        lines += ["", "Printer columns: " + ", ".join(c["name"] for c in version["additionalPrinterColumns"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+REFERENCE_PATH = "docs/api-reference.md"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out_dir = Path(args[0] if args else "crds")
@@ -230,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in render_all().items():
         (out_dir / name).write_text(text)
         print(f"wrote {out_dir / name}")
+    reference = out_dir.parent / REFERENCE_PATH
+    reference.parent.mkdir(parents=True, exist_ok=True)
+    reference.write_text(render_reference())
+    print(f"wrote {reference}")
     return 0
 
 

@@ -47,6 +47,14 @@ def exactly_one_of(*fields: str) -> str:
     return " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields) + " == 1"
 
 
+def require_exactly_one(model: BaseModel, *fields: str) -> None:
+    """The Python twin of exactly_one_of(), for manifests validated outside a cluster."""
+    present = [f for f in fields if getattr(model, f) is not None]
+    if len(present) != 1:
+        names = ", ".join(to_camel(f) for f in fields)
+        raise ValueError(f"exactly one of {names} must be set (got {len(present)})")
+
+
 class ApiModel(BaseModel):
     """Base: camelCase on the wire, unknown fields rejected (a typo is an error, not a no-op)."""
 
@@ -91,6 +99,11 @@ class CABundleSource(ApiModel):
     secret_ref: SecretKeySelector | None = Field(
         default=None, description="Secret key holding the PEM bundle."
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CABundleSource:
+        require_exactly_one(self, "config_map_ref", "secret_ref")
+        return self
 
 
 class ModelParameters(ApiModel):
@@ -256,6 +269,15 @@ class DatasetSpec(ApiModel):
         default=None, description="Shuffle the records with this seed before limit and sharding."
     )
 
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        require_exactly_one(self, "builtin", "config_map_ref", "inline", "url")
+        if self.url is not None and self.sha256 is None:
+            raise ValueError("url requires sha256, so a changed file is detected")
+        if self.sha256 is not None and self.url is None:
+            raise ValueError("sha256 is only meaningful with url")
+        return self
+
 
 class FewShotExample(ApiModel):
     """A worked example shown to the model before each sample."""
@@ -327,6 +349,14 @@ class ScorerSpec(ApiModel):
     @property
     def effective_name(self) -> str:
         return self.name or self.type
+
+    @model_validator(mode="after")
+    def _options_match_type(self) -> ScorerSpec:
+        if (self.type == "regex") != (self.pattern is not None):
+            raise ValueError("a regex scorer requires pattern, and only it takes one")
+        if self.tolerance is not None and self.type != "numeric":
+            raise ValueError("tolerance is only used by the numeric scorer")
+        return self
 
     @field_validator("pattern")
     @classmethod
@@ -455,6 +485,12 @@ class ExecutionSpec(ApiModel):
     image: str | None = Field(
         default=None, max_length=512, description="Runner image override (operator default when omitted)."
     )
+
+    @model_validator(mode="after")
+    def _parallelism_within_shards(self) -> ExecutionSpec:
+        if self.parallelism is not None and self.parallelism > self.shards:
+            raise ValueError("parallelism cannot exceed shards")
+        return self
 
 
 class BudgetSpec(ApiModel):

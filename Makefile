@@ -1,0 +1,61 @@
+# eval-operator — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+KUBECTL ?= kubectl
+
+.DEFAULT_GOAL := help
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
+	  /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: setup
+setup: $(VENV)/.installed ## Create .venv with the project and its test tools.
+
+.PHONY: test
+test: $(VENV)/.installed ## Run unit and integration tests (everything but e2e).
+	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: $(VENV)/.installed ## Run the unit tests only (seconds).
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: crds
+crds: $(VENV)/.installed ## Regenerate crds/ from the typed API models.
+	$(PY) -m eval_operator.api.crdgen crds/
+
+.PHONY: lint
+lint: $(VENV)/.installed ## Lint with ruff.
+	$(PY) -m ruff check operator runner tests e2e
+
+##@ Running
+
+.PHONY: install-crds
+install-crds: ## Apply the CRDs to the current kubeconfig's cluster.
+	$(KUBECTL) apply --server-side -f crds/
+
+.PHONY: run
+run: $(VENV)/.installed ## Run the operator locally against the current kubeconfig (all namespaces).
+	$(VENV)/bin/kopf run --standalone --all-namespaces --liveness=http://0.0.0.0:8080/healthz -m eval_operator.main
+
+.PHONY: quickstart
+quickstart: $(VENV)/.installed ## Run examples/quickstart.yaml locally against the bundled demo model server.
+	@set -e; \
+	$(PY) -m eval_runner.demo_server --port 8000 & server=$$!; \
+	trap "kill $$server" EXIT; \
+	for i in $$(seq 50); do $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 8000), 0.2)" 2>/dev/null && break; sleep 0.1; done; \
+	$(VENV)/bin/eval-runner run examples/quickstart.yaml --base-url http://127.0.0.1:8000/v1
