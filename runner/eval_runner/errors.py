@@ -1,0 +1,13 @@
+"""Errors that retrying cannot fix."""
+
+from __future__ import annotations
+
+
+class PermanentError(Exception):
+    """Bad input (dataset, template, config): the shard fails at once with exit code 3, so the
+    Job does not retry it, and the operator shows `reason` and `message` in a condition."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
