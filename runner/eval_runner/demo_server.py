@@ -1,0 +1,140 @@
+"""A stand-in model for trying eval-runner without an external endpoint.
+
+    python -m eval_runner.demo_server --port 8000
+
+It is not a language model: it computes arithmetic questions such as "What is 17 + 25?" exactly
+and echoes any other last user message back. It speaks OpenAI chat completions
+(POST /v1/chat/completions) and Anthropic Messages (POST /v1/messages), and reports usage as
+whitespace-separated tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_EXPRESSION = re.compile(r"(-?\d+(?:\.\d+)?)\s*([-+*/])\s*(-?\d+(?:\.\d+)?)")
+_OPERATIONS = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b,
+}
+
+
+def arithmetic_answer(text: str) -> str | None:
+    """The exact result of the first `a <op> b` in text, or None when there is none."""
+    match = _EXPRESSION.search(text)
+    if match is None:
+        return None
+    a, op, b = Decimal(match[1]), match[2], Decimal(match[3])
+    if op == "/" and b == 0:
+        return None
+    return format(_OPERATIONS[op](a, b).normalize(), "f")
+
+
+def content_text(content: Any) -> str:
+    """A message's text, whether content is a string or a list of content blocks."""
+    if isinstance(content, str):
+        return content
+    return "".join(block.get("text", "") for block in content if isinstance(block, dict))
+
+
+def count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+def prompt_texts(body: dict[str, Any]) -> list[str]:
+    """Every text the model is shown: the Anthropic top-level system field and all messages."""
+    texts = [content_text(body["system"])] if body.get("system") else []
+    return texts + [content_text(m.get("content", "")) for m in body.get("messages", [])]
+
+
+def last_user_message(body: dict[str, Any]) -> str:
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    return content_text(users[-1].get("content", "")) if users else ""
+
+
+def response_body(flavour: str, model: str, text: str, input_tokens: int) -> dict[str, Any]:
+    """A minimal, valid OpenAI or Anthropic response carrying `text`."""
+    output_tokens = count_tokens(text)
+    if flavour == "anthropic":
+        return {
+            "id": "msg_demo",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        }
+    return {
+        "id": "chatcmpl-demo",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": input_tokens,
+            "completion_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        },
+    }
+
+
+FLAVOURS = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as real model servers do
+
+    def do_POST(self) -> None:  # noqa: N802 (the stdlib's naming)
+        flavour = FLAVOURS.get(self.path)
+        if flavour is None:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        try:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        except ValueError:
+            self._send(400, {"error": {"message": "request body is not JSON"}})
+            return
+        question = last_user_message(body)
+        answer = arithmetic_answer(question) or question
+        input_tokens = sum(count_tokens(text) for text in prompt_texts(body))
+        self._send(200, response_body(flavour, body.get("model", "demo"), answer, input_tokens))
+
+    def _send(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m eval_runner.demo_server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    server = ThreadingHTTPServer((args.host, args.port), _Handler)
+    print(f"demo model server on http://{args.host}:{args.port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
