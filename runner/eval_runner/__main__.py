@@ -1,0 +1,3 @@
+from eval_runner.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,389 @@
+"""The eval-runner command: `run` a manifest locally, or run one `shard` inside a Job's pod."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from eval_operator.api.summary import EXIT_OK, EXIT_PERMANENT, Aggregate, ShardSummary, aggregate
+from eval_operator.api.v1alpha1 import Evaluation, parse_threshold
+from eval_runner.dataset import DEFAULT_DATASET_DIR
+from eval_runner.errors import PermanentError
+from eval_runner.pipeline import run_shard
+from eval_runner.server import ProgressServer
+
+EXIT_THRESHOLDS_FAILED = 1
+EXIT_CRASHED = 1  # unexpected error in a pod: the Job retries the index
+EXIT_INVALID = 2
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+DEFAULT_PROGRESS_PORT = 9090
+
+RUN_EPILOG = """\
+exit codes:
+  0  the run finished and every threshold holds (or there are none)
+  1  the run finished and a threshold failed: CI can gate on it
+  2  invalid manifest or arguments
+  3  the run cannot succeed (dataset not found, checksum mismatch, template error, ...)
+
+The API key is read from --api-key-env, else EVAL_API_KEY, else OPENAI_API_KEY or
+ANTHROPIC_API_KEY by provider; it is never printed. EVAL_CA_BUNDLE may name a PEM file of
+extra CA certificates to trust.
+"""
+
+SHARD_EPILOG = """\
+environment:
+  JOB_COMPLETION_INDEX  shard index when --shard is not given (set by an Indexed Job)
+  EVAL_API_KEY          the model API key (mounted from the referenced Secret)
+  EVAL_DATASET_DIR      where a configMapRef dataset's key is mounted (default /etc/eval/dataset)
+  EVAL_PROGRESS_PORT    port of GET /progress, /healthz, /metrics (default 9090)
+  EVAL_CA_BUNDLE        PEM file of extra CA certificates for the model endpoint
+
+exit codes: 0 done; 3 permanent error (the Job fails the index); 1 anything else (retried).
+The final ShardSummary JSON is written to the termination log in every case.
+"""
+
+log = structlog.get_logger()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.command(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eval-runner", description="Run model evaluations (evals.io/v1alpha1 Evaluation)."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run an Evaluation manifest locally and print its results",
+        description="Run an Evaluation manifest locally, as one shard, and print its results.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("manifest", type=Path, metavar="FILE.yaml", help="the Evaluation manifest")
+    run.add_argument("--base-url", help="override spec.model.baseURL")
+    run.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key")
+    run.add_argument(
+        "--dataset-file", type=Path, metavar="PATH", help="the file of a configMapRef dataset"
+    )
+    run.add_argument("--limit", type=int, metavar="N", help="override spec.dataset.limit")
+    run.add_argument("--output", choices=["table", "json"], default="table")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    run.set_defaults(command=cmd_run)
+
+    shard = commands.add_parser(
+        "shard",
+        help="run one shard inside a Job's pod",
+        description="Run one shard of an Evaluation inside an Indexed Job's pod.",
+        epilog=SHARD_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    shard.add_argument("--config", type=Path, required=True, help="the Evaluation as JSON")
+    shard.add_argument("--shard", type=int, help="shard index (default $JOB_COMPLETION_INDEX)")
+    shard.add_argument("--shards", type=int, help="shard count (default spec.execution.shards)")
+    shard.add_argument("--termination-log", type=Path, default=Path(DEFAULT_TERMINATION_LOG))
+    shard.add_argument("--port", type=int, help="progress port (default $EVAL_PROGRESS_PORT)")
+    shard.set_defaults(command=cmd_shard)
+    return parser
+
+
+def configure_logging(stream: TextIO, *, json_logs: bool, level: int = logging.INFO) -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer()
+    )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if json_logs:
+        processors.append(structlog.processors.dict_tracebacks)
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _ca_bundle() -> Path | None:
+    value = os.environ.get("EVAL_CA_BUNDLE")
+    return Path(value) if value else None
+
+
+# --- run ------------------------------------------------------------------------------------
+
+
+class InvalidInput(Exception):
+    """The manifest or the arguments are wrong: exit 2 with this message."""
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    # Logs go to stderr with the progress bar; stdout carries only the results.
+    configure_logging(sys.stderr, json_logs=False, level=logging.WARNING)
+    try:
+        evaluation = load_manifest(args.manifest)
+        spec = evaluation.spec
+        if args.base_url:
+            if not args.base_url.startswith(("http://", "https://")):
+                raise InvalidInput(f"--base-url {args.base_url!r} must start with http(s)://")
+            spec.model.base_url = args.base_url
+        if args.limit is not None:
+            if args.limit < 1:
+                raise InvalidInput("--limit must be at least 1")
+            spec.dataset.limit = args.limit
+        if (spec.dataset.config_map_ref is None) != (args.dataset_file is None):
+            raise InvalidInput(
+                "a dataset.configMapRef needs its file passed with --dataset-file PATH, "
+                "and --dataset-file is only for a configMapRef dataset"
+            )
+    except InvalidInput as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+
+    api_key = _local_api_key(args.api_key_env, spec.model.provider)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=args.no_progress,
+    )
+    bar = progress.add_task(evaluation.metadata.name, total=None)
+
+    def show(summary: ShardSummary) -> None:
+        progress.update(bar, total=summary.total, completed=summary.completed + summary.failed)
+
+    try:
+        with progress:
+            summary = asyncio.run(
+                run_shard(
+                    evaluation,
+                    0,
+                    1,
+                    api_key,
+                    dataset_file=args.dataset_file,
+                    ca_bundle=_ca_bundle(),
+                    on_progress=show,
+                )
+            )
+    except PermanentError as err:
+        print(f"error: {err.reason}: {err.message}", file=sys.stderr)
+        return EXIT_PERMANENT
+
+    scorer_names = [s.effective_name for s in spec.task.scorers]
+    result = aggregate([summary], scorer_names, total=summary.total)
+    verdicts = threshold_verdicts(spec.thresholds, result)
+    passed = all(ok for _, ok in verdicts) if verdicts else None
+    if args.output == "json":
+        print(json.dumps(_json_report(evaluation, result, verdicts, passed), indent=2))
+    else:
+        _print_table(evaluation, result, verdicts)
+    return EXIT_THRESHOLDS_FAILED if passed is False else EXIT_OK
+
+
+def load_manifest(path: Path) -> Evaluation:
+    """The Evaluation in a YAML file (which may hold other documents too, e.g. its Secret)."""
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except OSError as err:
+        raise InvalidInput(f"cannot read {path}: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise InvalidInput(f"{path} is not valid YAML: {err}") from err
+    evaluations = [d for d in documents if isinstance(d, dict) and d.get("kind") == "Evaluation"]
+    if len(evaluations) > 1:
+        raise InvalidInput(f"{path} holds {len(evaluations)} Evaluations; run one at a time")
+    if not evaluations and len(documents) != 1:
+        raise InvalidInput(f"{path} holds no Evaluation")
+    document = evaluations[0] if evaluations else documents[0]
+    try:
+        return Evaluation.model_validate(document)
+    except ValidationError as err:
+        raise InvalidInput(f"{path} is not a valid Evaluation:\n{format_errors(err)}") from err
+
+
+def format_errors(err: ValidationError) -> str:
+    """One line per problem, named by its field path as written in the manifest."""
+    lines = []
+    for error in err.errors():
+        path = ""
+        for part in error["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        lines.append(f"  {path or '(document)'}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _local_api_key(env_var: str | None, provider: str) -> str | None:
+    names = [env_var] if env_var else ["EVAL_API_KEY", f"{provider.upper()}_API_KEY"]
+    for name in names:
+        if os.environ.get(name):
+            return os.environ[name]
+    if env_var:
+        print(f"warning: {env_var} is not set; requests carry no API key", file=sys.stderr)
+    return None
+
+
+def threshold_verdicts(thresholds: list[str], result: Aggregate) -> list[tuple[str, bool]]:
+    """Each threshold with whether it holds; a scorer without any scored sample fails."""
+    values = {r.name: r.value for r in result.results}
+    verdicts = []
+    for text in thresholds:
+        threshold = parse_threshold(text)
+        value = values.get(threshold.scorer)
+        verdicts.append((text, value is not None and threshold.holds(value)))
+    return verdicts
+
+
+def _json_report(
+    evaluation: Evaluation,
+    result: Aggregate,
+    verdicts: list[tuple[str, bool]],
+    passed: bool | None,
+) -> dict[str, Any]:
+    return {
+        "evaluation": evaluation.metadata.name,
+        "model": evaluation.spec.model.name,
+        "results": [r.model_dump(mode="json", by_alias=True) for r in result.results],
+        "usage": result.usage.model_dump(mode="json", by_alias=True),
+        "progress": result.progress.model_dump(mode="json", by_alias=True),
+        "errors": result.errors,
+        "thresholds": [{"threshold": text, "passed": ok} for text, ok in verdicts],
+        "passed": passed,
+    }
+
+
+def _print_table(
+    evaluation: Evaluation, result: Aggregate, verdicts: list[tuple[str, bool]]
+) -> None:
+    console = Console(highlight=False)
+    spec = evaluation.spec
+    table = Table(title=Text(f"{evaluation.metadata.name}: {spec.model.name}"))
+    table.add_column("scorer")
+    for column in ("value", "stderr", "ci95", "n"):
+        table.add_column(column, justify="right")
+    for r in result.results:
+        low, high = r.ci95
+        table.add_row(
+            Text(r.name),
+            f"{r.value:.4f}",
+            f"{r.stderr:.4f}",
+            Text(f"[{low:.4f}, {high:.4f}]"),
+            str(r.n),
+        )
+    console.print(table)
+    p, u = result.progress, result.usage
+    lines = [f"samples: {p.completed} scored, {p.failed} failed, {p.total} total"]
+    if result.errors:
+        lines.append("failed by error: " + ", ".join(f"{k}={v}" for k, v in result.errors.items()))
+    lines.append(
+        f"usage: {u.requests} requests, {u.input_tokens} input tokens, "
+        f"{u.output_tokens} output tokens, cost ${u.cost_usd}"
+    )
+    lines += [f"threshold {text}: {'PASS' if ok else 'FAIL'}" for text, ok in verdicts]
+    for line in lines:
+        console.print(Text(line))
+
+
+# --- shard ----------------------------------------------------------------------------------
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    configure_logging(sys.stdout, json_logs=True)
+    summary = ShardSummary()
+    try:
+        evaluation = _read_config(args.config)
+        shard = args.shard if args.shard is not None else _completion_index()
+        shards = args.shards or evaluation.spec.execution.shards
+        summary.shard, summary.shards = shard, shards
+        port = args.port or int(os.environ.get("EVAL_PROGRESS_PORT", DEFAULT_PROGRESS_PORT))
+    except PermanentError as err:
+        summary.state, summary.reason, summary.message = "error", err.reason, err.message
+        log.error("invalid shard configuration", reason=err.reason, message=err.message)
+        code = EXIT_PERMANENT
+    else:
+        structlog.contextvars.bind_contextvars(
+            evaluation=evaluation.metadata.name,
+            namespace=evaluation.metadata.namespace,
+            shard=shard,
+        )
+        code = asyncio.run(
+            _serve_shard(evaluation, shard, shards, summary, port, os.environ.get("EVAL_API_KEY"))
+        )
+    _write_termination_log(args.termination_log, summary)
+    return code
+
+
+def _read_config(path: Path) -> Evaluation:
+    try:
+        return Evaluation.model_validate_json(path.read_bytes())
+    except OSError as err:
+        raise PermanentError("ConfigInvalid", f"cannot read {path}: {err.strerror}") from err
+    except ValidationError as err:
+        raise PermanentError("ConfigInvalid", f"{path}:\n{format_errors(err)}") from err
+
+
+def _completion_index() -> int:
+    value = os.environ.get("JOB_COMPLETION_INDEX", "0")
+    try:
+        return int(value)
+    except ValueError as err:
+        raise PermanentError("InvalidShard", f"JOB_COMPLETION_INDEX={value!r}") from err
+
+
+async def _serve_shard(
+    evaluation: Evaluation,
+    shard: int,
+    shards: int,
+    summary: ShardSummary,
+    port: int,
+    api_key: str | None,
+) -> int:
+    dataset_dir = Path(os.environ.get("EVAL_DATASET_DIR", str(DEFAULT_DATASET_DIR)))
+    async with ProgressServer(summary, port=port):
+        try:
+            await run_shard(
+                evaluation,
+                shard,
+                shards,
+                api_key,
+                dataset_dir=dataset_dir,
+                ca_bundle=_ca_bundle(),
+                summary=summary,
+            )
+        except PermanentError as err:
+            log.error("shard failed permanently", reason=err.reason, message=err.message)
+            return EXIT_PERMANENT
+        except Exception:
+            log.exception("shard crashed")
+            return EXIT_CRASHED
+    return EXIT_OK
+
+
+def _write_termination_log(path: Path, summary: ShardSummary) -> None:
+    message = summary.to_message()
+    log.info("shard summary", summary=json.loads(message))
+    try:
+        path.write_text(message)
+    except OSError as err:
+        log.warning("cannot write the termination log", path=str(path), error=str(err))

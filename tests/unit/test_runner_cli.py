@@ -1,0 +1,96 @@
+"""CLI helpers: manifest loading and error messages, thresholds, API key lookup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eval_operator.api.summary import ScoreSums, ShardSummary, aggregate
+from eval_runner.cli import InvalidInput, _local_api_key, load_manifest, threshold_verdicts
+
+MANIFEST = """\
+apiVersion: evals.io/v1alpha1
+kind: Evaluation
+metadata: {name: demo}
+spec:
+  model: {name: m}
+  dataset: {builtin: arithmetic}
+  task:
+    scorers: [{type: exact_match}, {type: numeric}]
+"""
+
+
+def test_loads_the_evaluation_out_of_several_documents(tmp_path: Path) -> None:
+    path = tmp_path / "ev.yaml"
+    path.write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: key}\n---\n" + MANIFEST)
+    assert load_manifest(path).metadata.name == "demo"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            MANIFEST.replace("{type: numeric}", "{type: numeric, pattern: x}").replace(
+                "{name: m}", "{name: m, temperature: '0'}"
+            ),
+            [
+                "spec.model.temperature: Extra inputs are not permitted",
+                "spec.task.scorers[1]: ",
+            ],
+        ),
+        (MANIFEST.replace("exact_match", "exact"), ["spec.task.scorers[0].type: Input should be"]),
+        (
+            "kind: Evaluation\nspec: {}\n",
+            ["spec.model: Field required", "spec.dataset: Field required"],
+        ),
+        ("key: [unclosed\n", ["is not valid YAML"]),
+        ("", ["holds no Evaluation"]),
+        (MANIFEST + "---\n" + MANIFEST, ["holds 2 Evaluations"]),
+    ],
+)
+def test_invalid_manifests_name_the_field_paths(
+    tmp_path: Path, text: str, expected: list[str]
+) -> None:
+    path = tmp_path / "ev.yaml"
+    path.write_text(text)
+    with pytest.raises(InvalidInput) as caught:
+        load_manifest(path)
+    for line in expected:
+        assert line in str(caught.value)
+
+
+def test_a_missing_file_is_invalid_input(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="cannot read"):
+        load_manifest(tmp_path / "absent.yaml")
+
+
+def test_threshold_verdicts() -> None:
+    summary = ShardSummary(scores={"exact_match": ScoreSums(n=4, sum=3, sumsq=3)})
+    result = aggregate([summary], ["exact_match", "numeric"])
+    verdicts = threshold_verdicts(
+        ["exact_match >= 0.75", "exact_match > 0.75", "numeric >= 0"], result
+    )
+    # numeric has no scored sample: its threshold cannot hold
+    assert verdicts == [
+        ("exact_match >= 0.75", True),
+        ("exact_match > 0.75", False),
+        ("numeric >= 0", False),
+    ]
+
+
+def test_api_key_lookup(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("EVAL_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MY_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert _local_api_key(None, "openai") is None
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "a-key")
+    assert _local_api_key(None, "anthropic") == "a-key"
+    assert _local_api_key(None, "openai") is None
+    monkeypatch.setenv("EVAL_API_KEY", "e-key")
+    assert _local_api_key(None, "anthropic") == "e-key"
+    assert _local_api_key("MY_KEY", "openai") is None
+    assert "MY_KEY is not set" in capsys.readouterr().err
+    monkeypatch.setenv("MY_KEY", "m-key")
+    assert _local_api_key("MY_KEY", "openai") == "m-key"
