@@ -108,6 +108,9 @@ class _Handler(BaseHTTPRequestHandler):
         input_tokens = sum(count_tokens(text) for text in prompt_texts(body))
         self._send(200, response_body(flavour, body.get("model", "demo"), answer, input_tokens))
 
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's naming)
+        """One line per request would drown the evaluation's own output."""
+
     def _send(self, status: int, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)

@@ -58,7 +58,7 @@ class ShardUsage(BaseModel):
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             cache_hits=self.cache_hits + other.cache_hits,
-            cost_usd=str(Decimal(self.cost_usd) + Decimal(other.cost_usd)),
+            cost_usd=format(Decimal(self.cost_usd) + Decimal(other.cost_usd), "f"),
         )
 
 
