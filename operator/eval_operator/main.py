@@ -19,6 +19,7 @@ from eval_operator.settings import OperatorSettings
 from eval_operator.status import TERMINAL_PHASES
 
 EVALUATIONS = (GROUP, VERSION, "evaluations")
+KOPF_PREFIX = f"operator.{GROUP}"
 # Read at import because the timer interval is fixed when the decorator runs; the same values
 # go into the memo at start-up.
 SETTINGS = OperatorSettings.from_env()
@@ -27,10 +28,12 @@ SETTINGS = OperatorSettings.from_env()
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Our CRD schema has no room for kopf's bookkeeping in status (it would be pruned), so
-    # handler progress and the last-handled spec live in annotations.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # handler progress and the last-handled spec live in annotations. Their prefix must differ
+    # from the user-facing evals.io/ one: kopf ignores changes of its own prefix's annotations,
+    # and evals.io/rerun must trigger a reconcile.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Watches reconnect every few minutes instead of trusting one long connection through
@@ -120,6 +123,8 @@ def _unfinished(status: kopf.Status, body: kopf.Body, **_: Any) -> bool:
     *EVALUATIONS,
     id="follow-run",
     interval=SETTINGS.reconcile_interval_seconds,
+    # The create/resume handlers reconcile first; the timer follows up.
+    initial_delay=SETTINGS.reconcile_interval_seconds,
     when=_unfinished,
 )
 async def follow_run(

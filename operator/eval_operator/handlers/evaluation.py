@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -29,6 +31,19 @@ class Context:
     settings: OperatorSettings
     kube: Kube
     http: aiohttp.ClientSession
+    # kopf runs an object's event handlers and its timer concurrently; one reconcile at a time
+    # per Evaluation keeps them from both creating the Job.
+    _locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
+    # Jobs this process created that the Job watch has not delivered yet.
+    just_created: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def lock_for(self, namespace: str, name: str) -> asyncio.Lock:
+        lock = self._locks.get((namespace, name))
+        if lock is None:
+            lock = self._locks[(namespace, name)] = asyncio.Lock()
+        return lock
 
 
 def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,6 +134,17 @@ async def reconcile(
     without an API call per reconcile.
     """
     meta = evaluation["metadata"]
+    async with ctx.lock_for(meta["namespace"], meta["name"]):
+        return await _reconcile(evaluation, ctx, jobs, pods)
+
+
+async def _reconcile(
+    evaluation: dict[str, Any],
+    ctx: Context,
+    jobs: Mapping[Any, Iterable[dict[str, Any]]],
+    pods: Mapping[Any, Iterable[dict[str, Any]]],
+) -> tuple[dict[str, Any], list[str]]:
+    meta = evaluation["metadata"]
     namespace = meta["namespace"]
     token = (meta.get("annotations") or {}).get(RERUN_ANNOTATION)
     run = run_name(meta["name"], meta["uid"], token)
@@ -139,7 +165,12 @@ async def reconcile(
             events.append(f"Deleted Job {previous_run} of the previous run")
         await ctx.kube.delete_config_map(namespace, previous_run)
 
-    obs.job = next(iter(jobs.get((namespace, run), [])), None)
+    key = (namespace, run)
+    obs.job = next(iter(jobs.get(key, [])), None)
+    if obs.job is None:
+        obs.job = ctx.just_created.get(key)
+    else:
+        ctx.just_created.pop(key, None)
     obs.pods = list(pods.get((namespace, run), []))
 
     if not run_is_finished(old, run):
@@ -153,7 +184,7 @@ async def reconcile(
                 job = build_job(evaluation, run, ctx.settings)
                 if await ctx.kube.create(job):
                     events.append(f"Created Job {run} with {spec.execution.shards} shard(s)")
-                obs.job = job_view(job)
+                obs.job = ctx.just_created[key] = job_view(job)
         else:
             if obs.job["spec"]["suspend"] != spec.suspend:
                 await ctx.kube.set_job_suspend(namespace, run, spec.suspend)
