@@ -1,0 +1,369 @@
+"""
+Resource types (built-in and CRD-defined) and the discovery documents for them.
+
+Built-ins carry small "strategy" hooks mimicking what the real apiserver does
+on writes (Job selectors, Secret ``stringData``, Pod phase, etc.), because
+operators observe those effects.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import FieldError
+
+ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+SUBRESOURCE_VERBS = ("get", "patch", "update")
+METADATA_FIELDS = ("metadata.name", "metadata.namespace")
+
+# Hooks: ``prepare_create(obj)`` resets what clients may not set on creation;
+# ``normalize(obj, old)`` defaults & validates on every write (old is None on create).
+PrepareHook = Callable[[dict[str, Any]], None]
+NormalizeHook = Callable[[dict[str, Any], dict[str, Any] | None], list[FieldError]]
+
+
+@dataclass(eq=False)
+class ResourceType:
+    group: str
+    versions: list[str]  # served versions
+    plural: str
+    kind: str
+    namespaced: bool = True
+    singular: str = ""
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    subresources: frozenset[str] = frozenset()
+    has_generation: bool = False  # objects with a spec get metadata.generation
+    custom: bool = False  # defined by a CRD
+    schemas: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # version -> schema
+    storage_version: str = ""
+    field_labels: tuple[str, ...] = ()  # field selectors beyond metadata.name/namespace
+    return_deleted_object: bool = False  # DELETE replies with the object, not a Status
+    default_gc_policy: str = "Background"
+    prepare_create: PrepareHook | None = None
+    normalize: NormalizeHook | None = None
+
+    def __post_init__(self) -> None:
+        self.singular = self.singular or self.kind.lower()
+        self.storage_version = self.storage_version or self.versions[0]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.group, self.plural
+
+    @property
+    def qualified(self) -> str:
+        """How the apiserver names the resource in messages: ``pods``, ``jobs.batch``."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def list_kind(self) -> str:
+        return f"{self.kind}List"
+
+    def api_version(self, version: str | None = None) -> str:
+        version = version or self.storage_version
+        return f"{self.group}/{version}" if self.group else version
+
+    @property
+    def supported_fields(self) -> tuple[str, ...]:
+        return METADATA_FIELDS + self.field_labels
+
+
+def version_priority(version: str) -> tuple[int, int, int, str]:
+    """Kubernetes version ordering: v2 > v1 > v1beta2 > v1beta1 > v1alpha1 > others."""
+    m = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
+    if not m:
+        return (3, 0, 0, version)  # non-kube-like versions go last, alphabetically
+    stability = {None: 0, "beta": 1, "alpha": 2}[m.group(2)]
+    return (stability, -int(m.group(1)), -int(m.group(3) or 0), "")
+
+
+def sort_versions(versions: Iterable[str]) -> list[str]:
+    return sorted(versions, key=version_priority)
+
+
+# --- built-in strategies ------------------------------------------------------------------------
+
+
+def _namespace_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    # The apiserver always labels namespaces with their name (for namespaceSelectors).
+    name = obj["metadata"].get("name", "")
+    obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+    obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    obj.setdefault("status", {}).setdefault("phase", "Active")
+    return []
+
+
+def _pod_prepare(obj: dict[str, Any]) -> None:
+    obj["status"] = {"phase": "Pending"}  # no kubelet here, but creation resets the status
+
+
+def _check_containers(spec: Any, path: str) -> list[FieldError]:
+    errors: list[FieldError] = []
+    containers = spec.get("containers") if isinstance(spec, dict) else None
+    if not containers or not isinstance(containers, list):
+        return [FieldError(f"{path}.containers", "Required")]
+    for i, container in enumerate(containers):
+        if not isinstance(container, dict) or not container.get("name"):
+            errors.append(FieldError(f"{path}.containers[{i}].name", "Required"))
+        if not isinstance(container, dict) or not container.get("image"):
+            errors.append(FieldError(f"{path}.containers[{i}].image", "Required"))
+    return errors
+
+
+def _pod_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    spec = obj.setdefault("spec", {})
+    if isinstance(spec, dict):
+        spec.setdefault("restartPolicy", "Always")
+    return _check_containers(spec, "spec")
+
+
+def _job_prepare(obj: dict[str, Any]) -> None:
+    obj["status"] = {}
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict) or spec.get("manualSelector"):
+        return
+    # Like the real Job strategy: a selector on the (future) uid, and matching template labels.
+    # The uid is assigned before hooks run (see Store._create).
+    uid, name = obj["metadata"]["uid"], obj["metadata"].get("name", "")
+    labels = {
+        "batch.kubernetes.io/controller-uid": uid,
+        "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid,
+        "job-name": name,
+    }
+    spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+    template = spec.setdefault("template", {})
+    if isinstance(template, dict):
+        template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+
+
+def _job_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [FieldError("spec", "Required")]
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
+    pod_spec = template.get("spec") if isinstance(template.get("spec"), dict) else {}
+    errors = _check_containers(pod_spec, "spec.template.spec")
+    policy = pod_spec.get("restartPolicy")
+    if policy not in ("Never", "OnFailure"):
+        errors.append(
+            FieldError(
+                "spec.template.spec.restartPolicy",
+                "Required" if policy is None else "NotSupported",
+                policy,
+                'supported values: "OnFailure", "Never"',
+            )
+        )
+    if old is not None:
+        for name in ("selector", "template", "completions"):
+            if spec.get(name) != (old.get("spec") or {}).get(name):
+                errors.append(
+                    FieldError(f"spec.{name}", "Invalid", spec.get(name), "field is immutable")
+                )
+    return errors
+
+
+def _secret_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    # The apiserver folds write-only stringData into base64-encoded data.
+    string_data = obj.pop("stringData", None) or {}
+    if string_data:
+        data = obj.setdefault("data", {})
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+    obj.setdefault("type", "Opaque")
+    if old is not None and obj["type"] != old.get("type"):
+        return [FieldError("type", "Invalid", obj["type"], "field is immutable")]
+    return []
+
+
+def builtin_types() -> list[ResourceType]:
+    from .crds import crd_normalize  # the CRD strategy lives with the CRD machinery
+
+    all_ = ("all",)
+    status = frozenset({"status"})
+    return [
+        ResourceType(
+            "",
+            ["v1"],
+            "namespaces",
+            "Namespace",
+            namespaced=False,
+            short_names=("ns",),
+            subresources=status,
+            field_labels=("status.phase",),
+            normalize=_namespace_normalize,
+        ),
+        ResourceType(
+            "",
+            ["v1"],
+            "pods",
+            "Pod",
+            short_names=("po",),
+            categories=all_,
+            subresources=status,
+            has_generation=True,
+            return_deleted_object=True,
+            field_labels=(
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "status.phase",
+                "status.podIP",
+            ),
+            prepare_create=_pod_prepare,
+            normalize=_pod_normalize,
+        ),
+        ResourceType(
+            "", ["v1"], "secrets", "Secret", field_labels=("type",), normalize=_secret_normalize
+        ),
+        ResourceType("", ["v1"], "configmaps", "ConfigMap", short_names=("cm",)),
+        ResourceType(
+            "",
+            ["v1"],
+            "events",
+            "Event",
+            short_names=("ev",),
+            field_labels=(
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "reason",
+                "type",
+                "reportingComponent",
+                "source",
+            ),
+        ),
+        ResourceType("", ["v1"], "serviceaccounts", "ServiceAccount", short_names=("sa",)),
+        ResourceType(
+            "",
+            ["v1"],
+            "services",
+            "Service",
+            short_names=("svc",),
+            categories=all_,
+            subresources=status,
+        ),
+        # batch/v1 Jobs orphan their pods by default on deletion (a real, surprising quirk).
+        ResourceType(
+            "batch",
+            ["v1"],
+            "jobs",
+            "Job",
+            categories=all_,
+            subresources=status,
+            has_generation=True,
+            default_gc_policy="Orphan",
+            field_labels=("status.successful",),
+            prepare_create=_job_prepare,
+            normalize=_job_normalize,
+        ),
+        ResourceType(
+            "events.k8s.io",
+            ["v1"],
+            "events",
+            "Event",
+            short_names=("ev",),
+            field_labels=(
+                "reason",
+                "type",
+                "regarding.kind",
+                "regarding.name",
+                "regarding.namespace",
+                "regarding.uid",
+            ),
+        ),
+        ResourceType("coordination.k8s.io", ["v1"], "leases", "Lease"),
+        ResourceType(
+            "apiextensions.k8s.io",
+            ["v1"],
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            namespaced=False,
+            short_names=("crd", "crds"),
+            categories=("api-extensions",),
+            subresources=status,
+            has_generation=True,
+            normalize=crd_normalize,
+        ),
+    ]
+
+
+# --- discovery documents ------------------------------------------------------------------------
+
+
+def api_versions(server_address: str) -> dict[str, Any]:
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+        ],
+    }
+
+
+def _group_info(group: str, types: list[ResourceType]) -> dict[str, Any]:
+    versions = sort_versions({v for rt in types if rt.group == group for v in rt.versions})
+    entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {"name": group, "versions": entries, "preferredVersion": entries[0]}
+
+
+def api_group_list(types: list[ResourceType]) -> dict[str, Any]:
+    groups = list(dict.fromkeys(rt.group for rt in types if rt.group))  # in registration order
+    return {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [_group_info(g, types) for g in groups],
+    }
+
+
+def api_group(group: str, types: list[ResourceType]) -> dict[str, Any]:
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group_info(group, types)}
+
+
+def api_resource_list(group: str, version: str, types: list[ResourceType]) -> dict[str, Any]:
+    resources: list[dict[str, Any]] = []
+    for rt in types:
+        if rt.group != group or version not in rt.versions:
+            continue
+        entry: dict[str, Any] = {
+            "name": rt.plural,
+            "singularName": rt.singular,
+            "namespaced": rt.namespaced,
+            "kind": rt.kind,
+            "verbs": list(ALL_VERBS),
+        }
+        if rt.short_names:
+            entry["shortNames"] = list(rt.short_names)
+        if rt.categories:
+            entry["categories"] = list(rt.categories)
+        resources.append(entry)
+        for sub in sorted(rt.subresources):
+            resources.append(
+                {
+                    "name": f"{rt.plural}/{sub}",
+                    "singularName": "",
+                    "namespaced": rt.namespaced,
+                    "kind": rt.kind,
+                    "verbs": list(SUBRESOURCE_VERBS),
+                }
+            )
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{group}/{version}" if group else version,
+        "resources": resources,
+    }

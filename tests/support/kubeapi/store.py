@@ -1,0 +1,834 @@
+"""
+The in-memory storage with the apiserver's object semantics.
+
+Everything here is synchronous and guarded by one re-entrant lock, so it can be
+called from the server's event loop (HTTP handlers) and from any other thread
+(tests) alike. Watchers live on the server's loop; the store only appends to
+their queues and wakes them thread-safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import datetime
+import json
+import random
+import re
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import errors as err
+from .crds import resource_type_from_crd
+from .errors import APIError, FieldError
+from .patches import MalformedPatch, PatchError, json_equal, json_patch, merge_patch
+from .resources import ResourceType, builtin_types
+from .schema import MISSING, apply_defaults, prune, validate
+
+CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
+NAMESPACE_KEY = ("", "namespaces")
+OBJECT_META = {
+    "name",
+    "generateName",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+    "selfLink",
+}
+SYSTEM_META = (
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "name",
+    "namespace",
+)
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # no vowels: no accidental words in names
+
+Matcher = Callable[[dict[str, Any]], bool]
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    rv: int
+    type: str  # ADDED | MODIFIED | DELETED
+    key: tuple[str, str]
+    obj: dict[str, Any]  # the new state; for DELETED, the last state. Never mutated.
+    old: dict[str, Any] | None  # the previous state, for selectors' transitions
+
+
+class Watcher:
+    """One watch-stream's queue. Filled by the store (any thread), drained on the server loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        matches: Matcher,
+    ) -> None:
+        self.loop, self.rt, self.version = loop, rt, version
+        self.namespace, self.matches = namespace, matches
+        self.pending: deque[WatchEvent] = deque()
+        self.wakeup = asyncio.Event()
+        self.closed = False
+        self.last_rv = 0  # the newest resource version this watcher has been given
+
+    def _wake(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.wakeup.set)
+        except RuntimeError:  # the loop is closed: nobody is listening anymore
+            pass
+
+    def push(self, event: WatchEvent) -> None:
+        self.pending.append(event)
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def translate(self, event: WatchEvent) -> dict[str, Any] | None:
+        """The event as this watcher sees it: selectors turn modifications into adds/deletes."""
+        if event.key != self.rt.key:
+            return None
+        if self.namespace is not None and event.obj["metadata"].get("namespace") != self.namespace:
+            return None
+        now_matches = self.matches(event.obj)
+        was_matching = event.old is not None and self.matches(event.old)
+        kind = event.type
+        if kind == "MODIFIED" and now_matches != was_matching:
+            kind = "ADDED" if now_matches else "DELETED"  # entered or left the selection
+        elif not now_matches:
+            return None
+        return {"type": kind, "object": render(self.rt, event.obj, self.version, deep=False)}
+
+
+def render(
+    rt: ResourceType, obj: dict[str, Any], version: str | None = None, *, deep: bool = True
+) -> dict[str, Any]:
+    """The object as served in the requested version (no conversion, as with ``strategy: None``)."""
+    body = copy.deepcopy(obj) if deep else obj
+    return {
+        "apiVersion": rt.api_version(version),
+        "kind": rt.kind,
+        **{k: v for k, v in body.items() if k not in ("apiVersion", "kind")},
+    }
+
+
+def bookmark(
+    rt: ResourceType, version: str, rv: int, *, initial_end: bool = False
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"resourceVersion": str(rv)}
+    if initial_end:
+        metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
+    return {
+        "type": "BOOKMARK",
+        "object": {"kind": rt.kind, "apiVersion": rt.api_version(version), "metadata": metadata},
+    }
+
+
+def _spec_like(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    """What counts for metadata.generation: all but metadata (and status, if a subresource)."""
+    skipped = {"metadata", "apiVersion", "kind"} | (
+        {"status"} if "status" in rt.subresources else set()
+    )
+    return {k: v for k, v in obj.items() if k not in skipped}
+
+
+def _without_rv(obj: dict[str, Any]) -> dict[str, Any]:
+    return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}}
+
+
+def _validate_metadata(rt: ResourceType, meta: dict[str, Any]) -> list[FieldError]:
+    errors: list[FieldError] = []
+    name = meta.get("name") or ""
+    pattern, limit, what = (
+        (_LABEL, 63, "RFC 1123 label")
+        if rt.key == NAMESPACE_KEY
+        else (_SUBDOMAIN, 253, "RFC 1123 subdomain")
+    )
+    if not pattern.match(name) or len(name) > limit:
+        errors.append(
+            FieldError(
+                "metadata.name",
+                "Invalid",
+                name,
+                f"a lowercase {what} must consist of lower case alphanumeric "
+                f"characters, '-' or '.', and must start and end with an "
+                f"alphanumeric character",
+            )
+        )
+    for field in ("labels", "annotations"):
+        mapping = meta.get(field)
+        if mapping is None:
+            continue
+        if not isinstance(mapping, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+        ):
+            errors.append(
+                FieldError(
+                    f"metadata.{field}", "Invalid", mapping, "must be a map of strings to strings"
+                )
+            )
+            continue
+        if field == "labels":
+            for key, value in mapping.items():
+                if len(value) > 63 or not _LABEL_VALUE.match(value):
+                    errors.append(
+                        FieldError(
+                            "metadata.labels",
+                            "Invalid",
+                            value,
+                            "a valid label must be an empty string or consist of "
+                            "alphanumeric characters, '-', '_' or '.', and must "
+                            "start and end with an alphanumeric character",
+                        )
+                    )
+                short = key.rsplit("/", 1)[-1]
+                if not short or len(short) > 63 or not _LABEL_VALUE.match(short):
+                    errors.append(
+                        FieldError(
+                            "metadata.labels",
+                            "Invalid",
+                            key,
+                            "name part must consist of alphanumeric characters, '-', '_' or '.'",
+                        )
+                    )
+    finalizers = meta.get("finalizers")
+    if finalizers is not None and (
+        not isinstance(finalizers, list) or not all(isinstance(f, str) and f for f in finalizers)
+    ):
+        errors.append(
+            FieldError(
+                "metadata.finalizers", "Invalid", finalizers, "must be a list of non-empty strings"
+            )
+        )
+    for i, ref in enumerate(meta.get("ownerReferences") or []):
+        for key in ("apiVersion", "kind", "name", "uid"):
+            if not isinstance(ref, dict) or not ref.get(key):
+                errors.append(FieldError(f"metadata.ownerReferences[{i}].{key}", "Required"))
+    return errors
+
+
+class Store:
+    def __init__(self, *, history_limit: int = 10000) -> None:
+        self.lock = threading.RLock()
+        self.rv = 0  # the global resource version: one counter for all objects, like etcd's
+        self.types: dict[tuple[str, str], ResourceType] = {}
+        self.objects: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
+        self.uids: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {}
+        self.history: deque[WatchEvent] = deque()
+        self.history_limit = history_limit
+        self.floor = 0  # events with rv <= floor are forgotten (like etcd compaction)
+        self.watchers: set[Watcher] = set()
+        self.deletion_policies: dict[str, str] = {}  # uid -> policy, for finalizer-held deletions
+        for rt in builtin_types():
+            self.register(rt)
+
+    # --- resource types -------------------------------------------------------------------------
+
+    def register(self, rt: ResourceType) -> None:
+        with self.lock:
+            self.types[rt.key] = rt
+            self.objects.setdefault(rt.key, {})
+
+    def resolve(self, group: str, version: str, plural: str) -> ResourceType:
+        with self.lock:
+            rt = self.types.get((group, plural))
+            if rt is None or version not in rt.versions:
+                raise err.not_found_path()
+            return rt
+
+    def resolve_kind(self, api_version: str, kind: str) -> tuple[ResourceType, str]:
+        group, _, version = api_version.rpartition("/")
+        with self.lock:
+            for rt in self.types.values():
+                if rt.group == group and rt.kind == kind and version in rt.versions:
+                    return rt, version
+        raise err.not_found_path()
+
+    def all_types(self) -> list[ResourceType]:
+        with self.lock:
+            return list(self.types.values())
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def _next_rv(self) -> int:
+        self.rv += 1
+        return self.rv
+
+    def _emit(
+        self, kind: str, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
+    ) -> None:
+        event = WatchEvent(
+            int(obj["metadata"]["resourceVersion"]),
+            kind,
+            rt.key,
+            copy.deepcopy(obj),
+            copy.deepcopy(old),
+        )
+        self.history.append(event)
+        while len(self.history) > self.history_limit:
+            self.floor = self.history.popleft().rv
+        for watcher in self.watchers:
+            if watcher.rt.key == rt.key:
+                watcher.push(event)
+
+    def compact(self) -> None:
+        """Forget all history, like etcd compaction: older resource versions become 410 Gone."""
+        with self.lock:
+            self.floor = self.rv
+            self.history.clear()
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def _stored(self, rt: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
+        ns = (namespace or "") if rt.namespaced else ""
+        obj = self.objects[rt.key].get((ns, name))
+        if obj is None:
+            raise err.not_found(rt, name)
+        return obj
+
+    def get(
+        self, rt: ResourceType, version: str, namespace: str | None, name: str
+    ) -> dict[str, Any]:
+        with self.lock:
+            return render(rt, self._stored(rt, namespace, name), version)
+
+    def _select(
+        self, rt: ResourceType, namespace: str | None, matches: Matcher
+    ) -> Iterator[tuple[tuple[str, str], dict[str, Any]]]:
+        for key in sorted(self.objects.get(rt.key, {})):
+            obj = self.objects[rt.key][key]
+            if (namespace is None or key[0] == namespace) and matches(obj):
+                yield key, obj
+
+    def list(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        matches: Matcher,
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> dict[str, Any]:
+        with self.lock:
+            list_rv, after = self.rv, None
+            if continue_token:
+                try:
+                    state = json.loads(base64.urlsafe_b64decode(continue_token))
+                    list_rv, after = int(state["rv"]), tuple(state["start"])
+                except (ValueError, KeyError, TypeError) as e:
+                    raise err.bad_request(f"continue key is not valid: {e}") from None
+                if list_rv < self.floor:
+                    raise err.expired(
+                        "The provided continue parameter is too old to display a "
+                        "consistent list result."
+                    )
+            # Continuations see the current state after the last key, reported with the first
+            # chunk's version: the real apiserver serves a consistent snapshot instead.
+            selected = [
+                (key, obj)
+                for key, obj in self._select(rt, namespace, matches)
+                if after is None or key > after
+            ]
+            metadata: dict[str, Any] = {"resourceVersion": str(list_rv)}
+            if limit and len(selected) > limit:
+                selected = selected[:limit]
+                token = {"rv": list_rv, "start": list(selected[-1][0])}
+                metadata["continue"] = base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+                metadata["remainingItemCount"] = sum(
+                    1 for key, _ in self._select(rt, namespace, matches) if key > selected[-1][0]
+                )
+            return {
+                "kind": rt.list_kind,
+                "apiVersion": rt.api_version(version),
+                "metadata": metadata,
+                "items": [render(rt, obj, version) for _, obj in selected],
+            }
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def _prepare_body(self, rt: ResourceType, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise err.bad_request("the body of the request must be a JSON object")
+        obj = copy.deepcopy(body)
+        if obj.get("kind") not in (None, rt.kind):
+            raise err.bad_request(
+                f"the kind {obj['kind']!r} does not match the expected {rt.kind!r}"
+            )
+        if obj.get("apiVersion") not in (None, *(rt.api_version(v) for v in rt.versions)):
+            raise err.bad_request(
+                f"the API version {obj['apiVersion']!r} does not match "
+                f"the expected {rt.api_version()!r}"
+            )
+        if not isinstance(obj.setdefault("metadata", {}), dict):
+            raise err.bad_request("metadata must be an object")
+        obj["apiVersion"], obj["kind"] = rt.api_version(), rt.kind  # stored as the storage version
+        return obj
+
+    def _admit(
+        self, rt: ResourceType, version: str, obj: dict[str, Any], old: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Defaulting & validation common to all writes; raises 422 with all the field errors."""
+        meta = obj["metadata"]
+        for key in set(meta) - OBJECT_META:
+            del meta[key]  # unknown metadata fields are dropped when decoding ObjectMeta
+        errors = _validate_metadata(rt, meta)
+        if old is not None and old["metadata"].get("deletionTimestamp"):
+            added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
+            if added:
+                errors.append(
+                    FieldError(
+                        "metadata.finalizers",
+                        "Forbidden",
+                        None,
+                        f"no new finalizers can be added if the object is being "
+                        f"deleted, found new finalizers {sorted(added)!r}",
+                    )
+                )
+        if rt.normalize is not None:
+            errors.extend(rt.normalize(obj, old))
+        if rt.custom:
+            schema = rt.schemas.get(version)
+            obj = apply_defaults(prune(obj, schema, root=True), schema, root=True)
+            errors.extend(validate(obj, schema, old=old if old is not None else MISSING, root=True))
+        if errors:
+            raise err.invalid(rt, meta.get("name") or "", errors)
+        return obj
+
+    def _generate_name(self, rt: ResourceType, namespace: str, prefix: str) -> str:
+        for _ in range(100):
+            name = prefix + "".join(random.choices(_NAME_ALPHABET, k=5))
+            if (namespace, name) not in self.objects[rt.key]:
+                return name
+        raise APIError(500, "InternalError", "could not generate a unique name")
+
+    def create(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        body: Any,
+        *,
+        keep_status: bool = False,
+    ) -> dict[str, Any]:
+        with self.lock:
+            obj = self._prepare_body(rt, body)
+            meta = obj["metadata"]
+            if rt.namespaced:
+                if namespace and meta.get("namespace") not in (None, "", namespace):
+                    raise err.bad_request(
+                        "the namespace of the provided object does not match "
+                        "the namespace sent on the request"
+                    )
+                meta["namespace"] = namespace or meta.get("namespace") or "default"
+            else:
+                meta.pop("namespace", None)  # silently ignored for cluster-scoped objects
+            ns = meta.get("namespace", "")
+            for key in (
+                "uid",
+                "resourceVersion",
+                "generation",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "selfLink",
+            ):
+                meta.pop(key, None)  # owned by the server
+            if not meta.get("name"):
+                if not meta.get("generateName"):
+                    raise err.invalid(
+                        rt,
+                        "",
+                        [
+                            FieldError(
+                                "metadata.name",
+                                "Required",
+                                detail="name or generateName is required",
+                            )
+                        ],
+                    )
+                meta["name"] = self._generate_name(rt, ns, meta["generateName"])
+            if (ns, meta["name"]) in self.objects[rt.key]:
+                raise err.already_exists(rt, meta["name"])
+
+            # Clients cannot create objects with a status if it is a subresource;
+            # the in-process backdoor can (as if a controller had set it at once).
+            given_status = obj.get("status")
+            if "status" in rt.subresources:
+                obj.pop("status", None)
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = now()
+            if rt.prepare_create is not None:
+                rt.prepare_create(obj)
+            if keep_status and given_status is not None:
+                obj["status"] = given_status
+            obj = self._admit(rt, version, obj, None)
+            if rt.has_generation:
+                obj["metadata"]["generation"] = 1
+            obj["metadata"]["resourceVersion"] = str(self._next_rv())
+            self.objects[rt.key][(ns, meta["name"])] = obj
+            self.uids[meta["uid"]] = (rt.key, (ns, meta["name"]))
+            self._emit("ADDED", rt, obj, None)
+            if rt.key == CRD_KEY:
+                self.register(resource_type_from_crd(obj))
+            return render(rt, obj, version)
+
+    def _write(
+        self,
+        rt: ResourceType,
+        version: str,
+        old: dict[str, Any],
+        new: Any,
+        *,
+        subresource: str | None = None,
+        require_rv: bool = False,
+    ) -> dict[str, Any]:
+        """Update an existing object with a full new body (after patching or for PUT)."""
+        new = self._prepare_body(rt, new)
+        meta, old_meta = new["metadata"], old["metadata"]
+        if meta.get("name") not in (None, old_meta["name"]):
+            raise err.bad_request(
+                f"the name of the object ({meta['name']}) does not match "
+                f"the name on the URL ({old_meta['name']})"
+            )
+        if rt.namespaced and meta.get("namespace") not in (None, "", old_meta.get("namespace")):
+            raise err.bad_request(
+                "the namespace of the provided object does not match "
+                "the namespace sent on the request"
+            )
+        given_rv = meta.get("resourceVersion")
+        if given_rv and given_rv != old_meta["resourceVersion"]:
+            raise err.conflict(rt, old_meta["name"])  # optimistic concurrency
+        if not given_rv and require_rv:
+            raise err.invalid(
+                rt,
+                old_meta["name"],
+                [
+                    FieldError(
+                        "metadata.resourceVersion", "Invalid", 0, "must be specified for an update"
+                    )
+                ],
+            )
+
+        if subresource == "status":
+            # The status subresource changes the status only; everything else is ignored.
+            result = copy.deepcopy(old)
+            result.pop("status", None)
+            if "status" in new:
+                result["status"] = new["status"]
+        else:
+            result = new
+            if "status" in rt.subresources:  # the main resource cannot change the status
+                result.pop("status", None)
+                if "status" in old:
+                    result["status"] = copy.deepcopy(old["status"])
+        for key in SYSTEM_META:  # immutable or server-owned metadata
+            result["metadata"].pop(key, None)
+            if key in old_meta:
+                result["metadata"][key] = old_meta[key]
+        result["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
+        result = self._admit(rt, version, result, old)
+
+        if json_equal(_without_rv(result), _without_rv(old)):
+            return old  # a no-op: no new resource version, no watch event
+        if rt.has_generation and not json_equal(_spec_like(rt, result), _spec_like(rt, old)):
+            result["metadata"]["generation"] = old_meta.get("generation", 0) + 1
+        return self._commit(rt, old, result)
+
+    def _commit(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        meta = new["metadata"]
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            # The last finalizer is gone: the update becomes the deletion requested earlier
+            # (one DELETED event with the final state, no MODIFIED: as the apiserver does).
+            return self._remove(rt, new, self.deletion_policies.pop(meta["uid"], None), old=old)
+        meta["resourceVersion"] = str(self._next_rv())
+        self.objects[rt.key][(meta.get("namespace", ""), meta["name"])] = new
+        self._emit("MODIFIED", rt, new, old)
+        if rt.key == CRD_KEY:
+            self.register(resource_type_from_crd(new))
+        return new
+
+    def replace(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        with self.lock:
+            old = self._stored(rt, namespace, name)
+            # Custom resources require a resourceVersion on PUT; built-ins allow blind updates.
+            result = self._write(
+                rt, version, old, body, subresource=subresource, require_rv=rt.custom
+            )
+            return render(rt, result, version)
+
+    def patch(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        name: str,
+        patch_type: str,
+        patch: Any,
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        """Apply a 'json', 'merge' or 'strategic' patch to the whole object, then write it."""
+        with self.lock:
+            old = self._stored(rt, namespace, name)
+            current = render(rt, old, version)
+            try:
+                if patch_type == "json":
+                    new = json_patch(current, patch)
+                elif isinstance(patch, dict):
+                    new = merge_patch(current, patch)  # "strategic" is approximated as "merge"
+                else:
+                    raise MalformedPatch("a merge patch must be a JSON object")
+            except MalformedPatch as e:
+                raise err.bad_request(str(e)) from None
+            except PatchError as e:
+                raise APIError(
+                    422,
+                    "Invalid",
+                    f"the server rejected our request due to an error in our request: {e}",
+                ) from None
+            result = self._write(rt, version, old, new, subresource=subresource)
+            return render(rt, result, version)
+
+    # --- deleting -------------------------------------------------------------------------------
+
+    def delete(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        name: str,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """Returns the HTTP code (200 deleted, 202 pending on finalizers) and the reply body."""
+        options = options or {}
+        with self.lock:
+            obj = self._stored(rt, namespace, name)
+            meta = obj["metadata"]
+            preconditions = options.get("preconditions") or {}
+            for key in ("uid", "resourceVersion"):
+                if preconditions.get(key) and preconditions[key] != meta.get(key):
+                    raise err.conflict(
+                        rt,
+                        name,
+                        f"Precondition failed: {key} in precondition: "
+                        f"{preconditions[key]}, {key} in object meta: "
+                        f"{meta.get(key)}",
+                    )
+            policy = options.get("propagationPolicy") or (
+                "Orphan" if options.get("orphanDependents") is True else rt.default_gc_policy
+            )
+            if policy not in ("Orphan", "Background", "Foreground"):
+                raise err.bad_request(f"unsupported propagationPolicy: {policy!r}")
+            code, result = self._delete(rt, obj, policy)
+            if code == 200 and not rt.return_deleted_object:
+                details = {"name": name, "kind": rt.plural, "uid": meta["uid"]}
+                return 200, err.success_status(
+                    {**details, **({"group": rt.group} if rt.group else {})}
+                )
+            return code, render(rt, result, version)
+
+    def _delete(
+        self, rt: ResourceType, obj: dict[str, Any], policy: str
+    ) -> tuple[int, dict[str, Any]]:
+        meta = obj["metadata"]
+        if meta.get("finalizers"):
+            if meta.get("deletionTimestamp"):
+                return 202, obj  # already being deleted: nothing changes
+            new = copy.deepcopy(obj)
+            new["metadata"]["deletionTimestamp"] = now()
+            new["metadata"]["deletionGracePeriodSeconds"] = 0
+            if rt.custom:  # custom resources bump the generation when marked for deletion
+                new["metadata"]["generation"] = meta.get("generation", 0) + 1
+            self.deletion_policies[meta["uid"]] = policy
+            return 202, self._commit(rt, obj, new)
+        return 200, self._remove(rt, obj, policy)
+
+    def _remove(
+        self,
+        rt: ResourceType,
+        obj: dict[str, Any],
+        policy: str | None,
+        *,
+        old: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Really delete the object, then everything that depended on it."""
+        meta = obj["metadata"]
+        del self.objects[rt.key][(meta.get("namespace", ""), meta["name"])]
+        self.uids.pop(meta["uid"], None)
+        self.deletion_policies.pop(meta["uid"], None)
+        final = copy.deepcopy(obj)
+        final["metadata"]["resourceVersion"] = str(self._next_rv())  # DELETED has a fresh version
+        self._emit("DELETED", rt, final, old or obj)
+        if rt.key == CRD_KEY:
+            self._drop_custom_type(final)
+        if rt.key == NAMESPACE_KEY:
+            self._empty_namespace(meta["name"])
+        self._collect_garbage(meta["uid"], policy or "Background")
+        return final
+
+    def _drop_custom_type(self, crd: dict[str, Any]) -> None:
+        # Simplification: the CRD's custom resources go away at once, finalizers or not.
+        key = (crd["spec"]["group"], crd["spec"]["names"]["plural"])
+        rt = self.types.get(key)
+        if rt is None or not rt.custom:
+            return
+        for obj in list(self.objects.get(key, {}).values()):
+            self._remove(rt, obj, "Background")
+        del self.types[key]
+        self.objects.pop(key, None)
+        for watcher in list(self.watchers):
+            if watcher.rt.key == key:
+                watcher.close()  # as when the apiserver stops serving a resource
+
+    def _empty_namespace(self, namespace: str) -> None:
+        # Simplification: the namespace itself is gone at once; its objects are deleted
+        # normally (so those with finalizers linger until released).
+        for rt in list(self.types.values()):
+            if rt.namespaced:
+                for (ns, _), obj in list(self.objects.get(rt.key, {}).items()):
+                    if ns == namespace and not obj["metadata"].get("deletionTimestamp"):
+                        self._delete(rt, obj, "Background")
+
+    def _collect_garbage(self, owner_uid: str, policy: str) -> None:
+        """The garbage collector, synchronously: dependents go (or are orphaned) right away."""
+        for key, objects in list(self.objects.items()):
+            rt = self.types.get(key)
+            for stored in list(objects.values()):
+                refs = stored["metadata"].get("ownerReferences") or []
+                if rt is None or not any(ref.get("uid") == owner_uid for ref in refs):
+                    continue
+                current = self.objects[key].get(
+                    (stored["metadata"].get("namespace", ""), stored["metadata"]["name"])
+                )
+                if current is None:
+                    continue  # already removed by a cascade within this loop
+                others = [ref for ref in refs if ref.get("uid") != owner_uid]
+                if policy == "Orphan" or any(ref.get("uid") in self.uids for ref in others):
+                    new = copy.deepcopy(current)
+                    if others:
+                        new["metadata"]["ownerReferences"] = others
+                    else:
+                        new["metadata"].pop("ownerReferences", None)
+                    self._commit(rt, current, new)
+                elif not current["metadata"].get("deletionTimestamp"):
+                    self._delete(rt, current, "Background")
+
+    def delete_collection(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        matches: Matcher,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        with self.lock:
+            listing = self.list(rt, version, namespace, matches)
+            for item in listing["items"]:
+                meta = item["metadata"]
+                try:
+                    self.delete(rt, version, meta.get("namespace"), meta["name"], options)
+                except APIError as e:
+                    if e.code != 404:  # gone via a cascade of an earlier deletion: fine
+                        raise
+            return listing
+
+    # --- watching -------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        matches: Matcher,
+        *,
+        since: str | None,
+        send_initial: bool | None,
+    ) -> tuple[Watcher, list[dict[str, Any]]]:
+        """Start a watch; returns the watcher and the events to send before the live ones.
+
+        Raises a 410 ``APIError`` if ``since`` is older than the retained history.
+        """
+        with self.lock:
+            watcher = Watcher(loop, rt, version, namespace, matches)
+            initial: list[dict[str, Any]] = []
+            if send_initial or (send_initial is None and since in (None, "", "0")):
+                # "Get state and start at most recent": the current objects as synthetic ADDED.
+                for _, obj in self._select(rt, namespace, matches):
+                    initial.append({"type": "ADDED", "object": render(rt, obj, version)})
+                if send_initial:
+                    initial.append(bookmark(rt, version, self.rv, initial_end=True))
+            elif since not in (None, "", "0"):
+                if not re.fullmatch(r"\d+", since):
+                    raise err.bad_request(f"invalid resource version: {since!r}")
+                if int(since) < self.floor:
+                    raise err.expired(f"too old resource version: {since} ({self.floor + 1})")
+                for event in self.history:
+                    if event.rv > int(since) and (translated := watcher.translate(event)):
+                        initial.append(translated)
+            watcher.last_rv = self.rv
+            self.watchers.add(watcher)
+            return watcher, initial
+
+    def drain(self, watcher: Watcher) -> list[dict[str, Any]]:
+        with self.lock:
+            events = []
+            while watcher.pending:
+                event = watcher.pending.popleft()
+                watcher.last_rv = event.rv
+                if translated := watcher.translate(event):
+                    events.append(translated)
+            return events
+
+    def progress_rv(self, watcher: Watcher) -> int:
+        """The version a bookmark may claim: never beyond an event not yet delivered."""
+        with self.lock:
+            if not watcher.pending:
+                watcher.last_rv = self.rv  # events are queued under this lock, so none is missed
+            return watcher.last_rv
+
+    def unsubscribe(self, watcher: Watcher) -> None:
+        with self.lock:
+            self.watchers.discard(watcher)
+
+    def close_watchers(self) -> None:
+        with self.lock:
+            for watcher in self.watchers:
+                watcher.close()
