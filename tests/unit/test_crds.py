@@ -174,3 +174,21 @@ def test_threshold_must_name_a_scorer_locally():
 def test_every_builtin_dataset_is_in_the_schema(schema):
     enum = schema["properties"]["spec"]["properties"]["dataset"]["properties"]["builtin"]["enum"]
     assert enum == list(BUILTIN_DATASETS)
+
+
+LIST_MACROS = ("all(", "exists(", "exists_one(", "filter(", "map(")
+
+
+def test_rules_that_iterate_only_see_bounded_values(schema):
+    """The apiserver rejects a CRD whose CEL rules' *estimated* cost is too high, and it
+    estimates from maxItems/maxLength (unbounded means ~3 MiB). So every list and string that
+    an iterating rule can reach must be bounded."""
+    for path, node in _walk(schema, ""):
+        rules = [r["rule"] for r in node.get("x-kubernetes-validations", [])]
+        if not any(macro in rule for rule in rules for macro in LIST_MACROS):
+            continue
+        for sub_path, sub in _walk(node, path):
+            if sub.get("type") == "array":
+                assert "maxItems" in sub, f"{sub_path} is reached by an iterating rule but has no maxItems"
+            if sub.get("type") == "string":
+                assert "maxLength" in sub, f"{sub_path} is reached by an iterating rule but has no maxLength"

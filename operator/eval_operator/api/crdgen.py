@@ -107,6 +107,9 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         }
     if out.get("default", "absent") is None:
         del out["default"]
+    if out.get("type") == "string" and "enum" in out and "maxLength" not in out:
+        # The apiserver estimates CEL cost from maxLength, not from enum: bound every string.
+        out["maxLength"] = max(len(str(v)) for v in out["enum"])
     return out
 
 

@@ -112,13 +112,15 @@ class ModelParameters(ApiModel):
     temperature: str | None = Field(
         default=None,
         pattern=DECIMAL_PATTERN,
+        max_length=32,
         description='Sampling temperature as a decimal string, e.g. "0" or "0.7".',
     )
     max_tokens: int | None = Field(
         default=None, ge=1, le=1_000_000, description="Maximum number of tokens to generate."
     )
     top_p: str | None = Field(
-        default=None, pattern=DECIMAL_PATTERN, description='Nucleus sampling mass, e.g. "0.9".'
+        default=None, pattern=DECIMAL_PATTERN,
+        max_length=32, description='Nucleus sampling mass, e.g. "0.9".'
     )
     stop: list[str] | None = Field(
         default=None, max_length=8, description="Stop sequences (at most 8)."
@@ -134,11 +136,13 @@ class Pricing(ApiModel):
     input_per_million_usd: str = Field(
         alias="inputPerMillionUSD",
         pattern=DECIMAL_PATTERN,
+        max_length=32,
         description='USD per million input (prompt) tokens, e.g. "0.15".',
     )
     output_per_million_usd: str = Field(
         alias="outputPerMillionUSD",
         pattern=DECIMAL_PATTERN,
+        max_length=32,
         description='USD per million output (completion) tokens, e.g. "0.60".',
     )
 
@@ -343,6 +347,7 @@ class ScorerSpec(ApiModel):
     tolerance: str | None = Field(
         default=None,
         pattern=DECIMAL_PATTERN,
+        max_length=32,
         description='Absolute tolerance for numeric, e.g. "0.01" (default "0").',
     )
 
@@ -500,6 +505,7 @@ class BudgetSpec(ApiModel):
         default=None,
         alias="maxCostUSD",
         pattern=DECIMAL_PATTERN,
+        max_length=32,
         description='Maximum spend in USD, e.g. "5.00"; requires model.pricing.',
     )
     max_requests: int | None = Field(

@@ -1,0 +1,407 @@
+"""The real kopf operator against the API emulator over HTTP, with real runner processes.
+
+Per module: an emulated API server with our CRD installed, a local model server with known
+answers, the operator (kopf.testing.KopfRunner, in a thread), and a stand-in Job controller
+that runs each index's pod as an `eval-runner shard` process. Tests create Evaluations the way
+`kubectl apply` would (HTTP POST) and assert the status a user sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kopf.testing
+import pytest
+import yaml
+
+from eval_operator.builders.meta import run_name
+from tests.support.job_controller import FakeJobController
+from tests.support.kubeapi import KubeAPIServer, running_kubeapi, use_kubeconfig
+from tests.support.model_server import Faults, ModelServer
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+NS = "default"
+GROUP, VERSION, PLURAL = "evals.io", "v1alpha1", "evaluations"
+# Ten questions; the model server answers the ones in WRONG off by one.
+QUESTIONS = [f"What is {a} + {b}?" for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10),
+                                                    (11, 12), (13, 14), (15, 16), (17, 18), (19, 20)]]
+WRONG = ["What is 5 + 6?", "What is 15 + 16?"]
+RECORDS = [{"question": q, "answer": str(sum(int(x) for x in q[8:-1].split(" + ")))} for q in QUESTIONS]
+API_KEY = "canary-key-for-integration-tests-0001"
+
+
+@dataclass
+class Cluster:
+    api: KubeAPIServer
+    model: ModelServer
+    controller: FakeJobController
+    operator: Operator
+
+    # --- what kubectl would do ------------------------------------------------------------
+
+    def apply(self, obj: dict[str, Any]) -> httpx.Response:
+        kind_paths = {
+            "Evaluation": f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}",
+            "Secret": f"/api/v1/namespaces/{NS}/secrets",
+            "ConfigMap": f"/api/v1/namespaces/{NS}/configmaps",
+        }
+        return httpx.post(self.api.url + kind_paths[obj["kind"]], json=obj, timeout=10)
+
+    def evaluation(self, name: str) -> dict[str, Any] | None:
+        return self.api.get(GROUP, VERSION, PLURAL, NS, name)
+
+    def wait(self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = self.evaluation(name)
+            if last is not None and predicate(last):
+                return last
+            time.sleep(0.1)
+        raise AssertionError(f"{name} did not reach the state in {timeout}s; status: {json.dumps((last or {}).get('status'), indent=1)}")
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
+        return self.wait(name, lambda ev: ev.get("status", {}).get("phase") == phase, timeout)
+
+    def job_posts(self) -> list[str]:
+        return [r.body["metadata"]["name"] for r in self.api.find_requests("POST", path_prefix="/apis/batch/v1/")
+                if r.path.endswith("/jobs")]
+
+    def annotate(self, name: str, annotations: dict[str, str]) -> None:
+        self.api.patch(GROUP, VERSION, PLURAL, NS, name, {"metadata": {"annotations": annotations}})
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.api.patch(GROUP, VERSION, PLURAL, NS, name, {"spec": spec})
+
+
+def condition(ev: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in ev["status"]["conditions"] if c["type"] == type_)
+
+
+def manifest(name: str, model: ModelServer, **spec_changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {
+            "name": "stand-in",
+            "baseURL": model.base_url,
+            "apiKeySecretRef": {"name": "model-key", "key": "api-key"},
+            "maxConcurrency": 4,
+        },
+        "dataset": {"inline": RECORDS, "inputField": "question", "targetField": "answer"},
+        "task": {
+            "promptTemplate": "{{ input }}",
+            "scorers": [{"type": "exact_match"}, {"type": "numeric", "name": "close", "tolerance": "1"}],
+        },
+        "execution": {"shards": 2, "backoffLimitPerIndex": 2},
+        "thresholds": ["exact_match >= 0.75"],
+    }
+    spec.update(spec_changes)
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Evaluation",
+            "metadata": {"name": name, "namespace": NS}, "spec": spec}
+
+
+def secret(name: str = "model-key") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
+            "type": "Opaque", "data": {"api-key": base64.b64encode(API_KEY.encode()).decode()}}
+
+
+@contextmanager
+def controller_thread(controller: FakeJobController) -> Iterator[None]:
+    loop = asyncio.new_event_loop()
+    task_holder: dict[str, asyncio.Task[None]] = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        task_holder["task"] = loop.create_task(controller.run())
+        try:
+            loop.run_until_complete(task_holder["task"])
+        except asyncio.CancelledError:
+            pass
+
+    thread = threading.Thread(target=run, name="job-controller", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        while "task" not in task_holder:
+            time.sleep(0.01)
+        loop.call_soon_threadsafe(task_holder["task"].cancel)
+        thread.join(timeout=20)
+
+
+class Operator:
+    """The real operator (kopf run -m eval_operator.main) in a thread; stoppable, restartable."""
+
+    ARGS = ["run", "--standalone", "--namespace", NS, "--verbose", "-m", "eval_operator.main"]
+
+    def __init__(self) -> None:
+        self.runner: kopf.testing.KopfRunner | None = None
+
+    def start(self) -> None:
+        self.runner = kopf.testing.KopfRunner(self.ARGS, timeout=60)
+        self.runner.__enter__()
+
+    def stop(self) -> None:
+        assert self.runner is not None
+        self.runner.__exit__(None, None, None)
+        assert self.runner.exception is None, repr(self.runner.exception)
+        assert self.runner.exit_code == 0, self.runner.output
+        self.runner = None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if "eval_operator.main" in sys.modules:  # its settings are read at import
+        pytest.fail("eval_operator.main was imported before the operator fixture set its environment")
+    os.environ["EVAL_OPERATOR_RECONCILE_INTERVAL_SECONDS"] = "0.5"
+    os.environ["EVAL_OPERATOR_RUNNER_IMAGE"] = "eval-runner:test"
+    workdir = tmp_path_factory.mktemp("cluster")
+    crd = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
+    with running_kubeapi(bookmark_interval=2.0) as api, ModelServer(wrong=WRONG).in_thread() as model:
+        api.create(crd)
+        assert api.create(secret())
+        kubeconfig = api.write_kubeconfig(workdir / "kubeconfig")
+        controller = FakeJobController(api.url, workdir / "pods")
+        with use_kubeconfig(kubeconfig), controller_thread(controller):
+            running = Operator()
+            running.start()
+            try:
+                yield Cluster(api=api, model=model, controller=controller, operator=running)
+            finally:
+                running.stop()
+
+
+# --- the main path ----------------------------------------------------------------------------
+
+
+def test_evaluation_runs_to_succeeded_with_exact_results(cluster: Cluster) -> None:
+    requests_before = len(cluster.model.requests)
+    assert cluster.apply(manifest("happy", cluster.model)).status_code == 201
+
+    ev = cluster.wait_phase("happy", "Succeeded")
+    status = ev["status"]
+    # 10 samples, 2 answered off by one: exact_match 8/10; numeric with tolerance 1: 10/10.
+    results = {r["name"]: r for r in status["results"]}
+    assert [r["name"] for r in status["results"]] == ["exact_match", "close"]
+    assert results["exact_match"]["value"] == pytest.approx(0.8)
+    assert results["exact_match"]["n"] == 10
+    assert results["exact_match"]["stderr"] == pytest.approx((0.8 * 0.2 / 9) ** 0.5, abs=1e-6)
+    assert results["close"]["value"] == 1.0
+    assert results["close"]["ci95"] == [1.0, 1.0]
+    assert status["progress"] == {"total": 10, "completed": 10, "failed": 0, "summary": "10/10"}
+    # Usage is what the provider reported, summed over shards.
+    model_requests = cluster.model.requests[requests_before:]
+    assert status["usage"]["requests"] == len(model_requests) == 10
+    assert status["usage"]["inputTokens"] == sum(len(r.body["messages"][-1]["content"].split()) for r in model_requests)
+    assert status["usage"]["outputTokens"] == 10
+    # The key reached the model server through the Secret, and only there.
+    assert {r.headers["Authorization"] for r in model_requests} == {f"Bearer {API_KEY}"}
+    assert API_KEY not in json.dumps(ev)
+
+    assert condition(ev, "Ready")["status"] == "True"
+    assert condition(ev, "Succeeded")["status"] == "True"
+    passed = condition(ev, "Passed")
+    assert (passed["status"], passed["reason"]) == ("True", "ThresholdsMet")
+    assert all(c["observedGeneration"] == ev["metadata"]["generation"] for c in status["conditions"])
+    assert status["observedGeneration"] == ev["metadata"]["generation"]
+    assert status["startTime"] and status["completionTime"]
+
+    run = run_name("happy", ev["metadata"]["uid"], None)
+    assert status["jobName"] == run
+    job = cluster.api.get("batch", "v1", "jobs", NS, run)
+    assert job["metadata"]["ownerReferences"][0]["uid"] == ev["metadata"]["uid"]
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    assert cluster.job_posts().count(run) == 1
+    config_map = cluster.api.get("", "v1", "configmaps", NS, run)
+    assert API_KEY not in json.dumps(config_map)
+
+
+def test_progress_is_visible_while_running(cluster: Cluster) -> None:
+    cluster.model.faults.latency = 0.15
+    try:
+        records = [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(40)]
+        body = manifest("slow", cluster.model,
+                        dataset={"inline": records, "inputField": "question", "targetField": "answer"})
+        body["spec"]["model"]["maxConcurrency"] = 1
+        body["spec"]["execution"] = {"shards": 1}
+        assert cluster.apply(body).status_code == 201
+        mid = cluster.wait("slow", lambda ev: ev.get("status", {}).get("phase") == "Running"
+                           and 0 < ev["status"].get("progress", {}).get("completed", 0) < 40, timeout=30)
+        assert mid["status"]["progress"]["total"] == 40
+        assert condition(mid, "Progressing")["status"] == "True"
+        assert condition(mid, "Ready")["reason"] == "Running"
+        assert condition(mid, "Passed")["status"] == "Unknown"
+        # Partial results are already there, computed from the live shard summary.
+        assert mid["status"]["results"][0]["n"] == mid["status"]["progress"]["completed"]
+    finally:
+        cluster.model.faults.latency = 0.0
+    done = cluster.wait_phase("slow", "Succeeded")
+    assert done["status"]["progress"]["completed"] == 40
+
+
+def test_a_crashed_index_is_retried_and_results_are_unchanged(cluster: Cluster) -> None:
+    cluster.model.faults.latency = 0.15
+    cluster.controller.crash_first_attempt["retry"] = {1}
+    try:
+        body = manifest("retry", cluster.model)
+        body["spec"]["model"]["maxConcurrency"] = 1  # slow enough to be killed mid-shard
+        assert cluster.apply(body).status_code == 201
+        ev = cluster.wait_phase("retry", "Succeeded")
+    finally:
+        cluster.model.faults.latency = 0.0
+    run = ev["status"]["jobName"]
+    attempts = [p for p in cluster.controller.pods_created if p.startswith(f"{run}-1-")]
+    assert len(attempts) == 2  # index 1 crashed once and was retried
+    assert len([p for p in cluster.controller.pods_created if p.startswith(f"{run}-0-")]) == 1
+    results = {r["name"]: r for r in ev["status"]["results"]}
+    # The retry repeats only its index, and only its last attempt counts.
+    assert results["exact_match"]["value"] == pytest.approx(0.8) and results["exact_match"]["n"] == 10
+    assert ev["status"]["progress"]["completed"] == 10
+    job = cluster.api.get("batch", "v1", "jobs", NS, run)
+    assert job["status"]["failed"] == 1 and job["status"]["completedIndexes"] == "0-1"
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_invalid_manifest_is_rejected_at_apply(cluster: Cluster) -> None:
+    body = manifest("bad", cluster.model, dataset={"builtin": "arithmetic", "inline": RECORDS})
+    response = cluster.apply(body)
+    assert response.status_code == 422
+    assert "exactly one of builtin, configMapRef, inline or url must be set" in response.json()["message"]
+    assert cluster.evaluation("bad") is None
+
+
+def test_missing_secret_is_reported_and_recovers_when_created(cluster: Cluster) -> None:
+    body = manifest("needs-key", cluster.model)
+    body["spec"]["model"]["apiKeySecretRef"] = {"name": "late-key", "key": "api-key"}
+    assert cluster.apply(body).status_code == 201
+    ev = cluster.wait("needs-key", lambda e: e.get("status", {}).get("conditions") is not None
+                      and condition(e, "Ready")["reason"] == "SecretNotFound")
+    assert ev["status"]["phase"] == "Pending"
+    assert "late-key" in condition(ev, "Ready")["message"]
+    assert cluster.api.get("batch", "v1", "jobs", NS, ev["status"]["jobName"]) is None
+
+    assert cluster.apply(secret("late-key")).status_code == 201
+    done = cluster.wait_phase("needs-key", "Succeeded")
+    assert condition(done, "Passed")["status"] == "True"
+
+
+def test_missing_dataset_configmap_then_created(cluster: Cluster) -> None:
+    body = manifest("from-cm", cluster.model, dataset={"configMapRef": {"name": "qa", "key": "qa.jsonl"},
+                                                        "inputField": "question", "targetField": "answer"})
+    assert cluster.apply(body).status_code == 201
+    cluster.wait("from-cm", lambda e: e.get("status", {}).get("conditions") is not None
+                 and condition(e, "Ready")["reason"] == "ConfigMapNotFound")
+    data = "\n".join(json.dumps(r) for r in RECORDS[:4])
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "qa", "namespace": NS},
+          "data": {"qa.jsonl": data}}
+    assert cluster.apply(cm).status_code == 201
+    done = cluster.wait_phase("from-cm", "Succeeded")
+    assert done["status"]["progress"]["total"] == 4
+    assert {r["name"]: r["n"] for r in done["status"]["results"]} == {"exact_match": 4, "close": 4}
+
+
+def test_checksum_mismatch_fails_without_retries(cluster: Cluster) -> None:
+    cluster.model.files["data.jsonl"] = "\n".join(json.dumps(r) for r in RECORDS).encode()
+    body = manifest("bad-sum", cluster.model, dataset={
+        "url": cluster.model.url("/files/data.jsonl"), "sha256": "0" * 64,
+        "inputField": "question", "targetField": "answer"})
+    body["spec"]["execution"] = {"shards": 1, "backoffLimitPerIndex": 3}
+    assert cluster.apply(body).status_code == 201
+    ev = cluster.wait_phase("bad-sum", "Failed")
+    ready = condition(ev, "Ready")
+    assert ready["reason"] == "DatasetChecksumMismatch"
+    assert ready["message"].startswith("shard 0:")
+    assert condition(ev, "Stalled")["status"] == "True"
+    assert condition(ev, "Passed")["status"] == "False"
+    run = ev["status"]["jobName"]
+    assert len([p for p in cluster.controller.pods_created if p.startswith(run)]) == 1
+
+
+# --- lifecycle ----------------------------------------------------------------------------------
+
+
+def test_suspend_holds_the_run_until_resumed(cluster: Cluster) -> None:
+    assert cluster.apply(manifest("held", cluster.model, suspend=True)).status_code == 201
+    ev = cluster.wait("held", lambda e: e.get("status", {}).get("conditions") is not None
+                      and condition(e, "Progressing")["reason"] == "Suspended")
+    assert ev["status"]["phase"] == "Pending"
+    job = cluster.api.get("batch", "v1", "jobs", NS, ev["status"]["jobName"])
+    assert job["spec"]["suspend"] is True
+    time.sleep(1.0)
+    assert not [p for p in cluster.controller.pods_created if p.startswith(ev["status"]["jobName"])]
+
+    cluster.patch_spec("held", {"suspend": False})
+    done = cluster.wait_phase("held", "Succeeded")
+    assert done["status"]["results"][0]["n"] == 10
+
+
+def test_rerun_annotation_and_spec_changes(cluster: Cluster) -> None:
+    assert cluster.apply(manifest("again", cluster.model)).status_code == 201
+    first = cluster.wait_phase("again", "Succeeded")
+    first_run = first["status"]["jobName"]
+
+    # A spec change on a finished Evaluation does not re-run it; the message says how to.
+    cluster.patch_spec("again", {"thresholds": ["exact_match >= 0.9"]})
+    changed = cluster.wait("again", lambda e: e["status"]["observedGeneration"] == e["metadata"]["generation"] == 2)
+    assert changed["status"]["jobName"] == first_run
+    assert changed["status"]["phase"] == "Succeeded"
+    assert "evals.io/rerun" in condition(changed, "Ready")["message"]
+    assert cluster.job_posts().count(first_run) == 1
+
+    cluster.annotate("again", {"evals.io/rerun": "1"})
+    second = cluster.wait("again", lambda e: e["status"].get("rerunToken") == "1"
+                          and e["status"].get("phase") == "Succeeded", timeout=60)
+    assert second["status"]["jobName"] != first_run
+    assert second["status"]["runGeneration"] == 2
+    # The new run is judged by the new threshold: 0.8 < 0.9.
+    assert condition(second, "Passed")["status"] == "False"
+    assert cluster.api.get("batch", "v1", "jobs", NS, first_run) is None
+    assert "evals.io/rerun" not in condition(second, "Ready")["message"]
+
+
+def test_cancel_stops_the_run(cluster: Cluster) -> None:
+    cluster.model.faults.latency = 0.2
+    try:
+        body = manifest("stop-me", cluster.model)
+        body["spec"]["model"]["maxConcurrency"] = 1
+        assert cluster.apply(body).status_code == 201
+        cluster.wait_phase("stop-me", "Running", timeout=30)
+        cluster.patch_spec("stop-me", {"cancel": True})
+        ev = cluster.wait_phase("stop-me", "Failed", timeout=30)
+    finally:
+        cluster.model.faults.latency = 0.0
+    assert condition(ev, "Ready")["reason"] == "Cancelled"
+    cluster.api.wait_for("batch", "v1", "jobs", NS, ev["status"]["jobName"], lambda job: job is None)
+
+
+def test_operator_restart_creates_no_second_job_and_keeps_status(cluster: Cluster) -> None:
+    """Runs last in the module: it stops and starts the operator."""
+    before = {name: cluster.evaluation(name)["status"] for name in ("happy", "again")}
+    posts_before = cluster.job_posts()
+    cluster.operator.stop()
+    cluster.operator.start()
+    # kopf resumes every Evaluation on start; give it time to do so and to settle.
+    time.sleep(3)
+    for name, status in before.items():
+        after = cluster.evaluation(name)["status"]
+        assert after["jobName"] == status["jobName"]
+        assert after["results"] == status["results"]
+        assert after["phase"] == status["phase"]
+        assert [c["lastTransitionTime"] for c in after["conditions"]] == [
+            c["lastTransitionTime"] for c in status["conditions"]]
+    assert cluster.job_posts() == posts_before

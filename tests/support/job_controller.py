@@ -1,0 +1,345 @@
+"""Plays the Job controller and the kubelet for the operator's Indexed Jobs, over the real API.
+
+There is no cluster here, so this stands in for the two controllers a cluster would run: it
+watches (by listing) Jobs the operator created, creates a Pod object per completion index, runs
+that pod's container as a real `eval-runner shard` process on this machine with the env and
+files the pod spec asks for (Secret and ConfigMap values read from the API, as the kubelet
+does), reports the pod's status and termination message, retries a failed index up to
+backoffLimitPerIndex (honouring the FailIndex podFailurePolicy rule), and finally sets the
+Job's Complete or Failed condition.
+
+`crash_first_attempt` ({evaluation name: indexes}) kills the first attempt of those indexes once
+it has scored at least one sample (as an OOM kill would), so tests can see a failed index being
+retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+MANAGED = "app.kubernetes.io/managed-by=eval-operator"
+ROOT = Path(__file__).resolve().parents[2]
+# The runner runs from the source roots, as in the image, whatever way the venv was installed.
+SOURCE_PATH = os.pathsep.join(str(ROOT / root) for root in ("runner", "operator"))
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+
+def now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def index_ranges(indexes: set[int]) -> str | None:
+    """Kubernetes' compressed form: {0,1,2,5} -> "0-2,5"."""
+    if not indexes:
+        return None
+    ordered = sorted(indexes)
+    parts, start, prev = [], ordered[0], ordered[0]
+    for value in ordered[1:] + [None]:  # type: ignore[list-item]
+        if value is not None and value == prev + 1:
+            prev = value
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if value is not None:
+            start = prev = value
+    return ",".join(parts)
+
+
+@dataclass
+class Attempt:
+    pod_name: str
+    process: asyncio.subprocess.Process
+    workdir: Path
+    port: int
+    killed: bool = False
+
+
+@dataclass
+class JobState:
+    namespace: str
+    name: str
+    uid: str
+    evaluation: str
+    completions: int
+    parallelism: int
+    backoff_limit_per_index: int
+    fail_index_exit_codes: set[int]
+    retries: dict[int, int] = field(default_factory=dict)
+    running: dict[int, Attempt] = field(default_factory=dict)
+    succeeded: set[int] = field(default_factory=set)
+    failed: set[int] = field(default_factory=set)
+    finished: bool = False
+    started: str = field(default_factory=now)
+
+
+class FakeJobController:
+    def __init__(
+        self,
+        api_url: str,
+        workdir: Path,
+        *,
+        crash_first_attempt: dict[str, set[int]] | None = None,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.workdir = workdir
+        self.crash_first_attempt = crash_first_attempt or {}
+        self.poll_interval = poll_interval
+        self.jobs: dict[tuple[str, str], JobState] = {}
+        self.pods_created: list[str] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+        assert self._session is not None
+        headers = {"Content-Type": content_type or "application/json"}
+        data = json.dumps(body) if body is not None else None
+        async with self._session.request(method, self.api_url + path, data=data, headers=headers) as rsp:
+            payload = await rsp.json(content_type=None)
+            if rsp.status >= 400:
+                raise RuntimeError(f"{method} {path} -> {rsp.status}: {payload}")
+            return payload
+
+    async def _merge_status(self, path: str, status: dict[str, Any]) -> None:
+        await self._request("PATCH", f"{path}/status", {"status": status}, "application/merge-patch+json")
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as self._session:
+            try:
+                while True:
+                    await self.step()
+                    await asyncio.sleep(self.poll_interval)
+            finally:
+                for state in self.jobs.values():
+                    for attempt in state.running.values():
+                        with contextlib.suppress(ProcessLookupError):
+                            attempt.process.kill()
+
+    async def step(self) -> None:
+        listing = await self._request("GET", f"/apis/batch/v1/jobs?labelSelector={MANAGED}")
+        present = set()
+        for job in listing["items"]:
+            key = (job["metadata"]["namespace"], job["metadata"]["name"])
+            present.add(key)
+            state = self.jobs.get(key)
+            if state is None or state.uid != job["metadata"]["uid"]:
+                state = self.jobs[key] = self._new_state(job)
+            await self._drive(job, state)
+        for key in set(self.jobs) - present:
+            # Deleted Job: its pods are garbage-collected; their containers stop.
+            for attempt in self.jobs.pop(key).running.values():
+                with contextlib.suppress(ProcessLookupError):
+                    attempt.process.kill()
+
+    def _new_state(self, job: dict[str, Any]) -> JobState:
+        spec = job["spec"]
+        codes: set[int] = set()
+        for rule in (spec.get("podFailurePolicy") or {}).get("rules", []):
+            if rule["action"] == "FailIndex" and "onExitCodes" in rule:
+                codes |= set(rule["onExitCodes"]["values"])
+        return JobState(
+            namespace=job["metadata"]["namespace"],
+            name=job["metadata"]["name"],
+            uid=job["metadata"]["uid"],
+            evaluation=job["metadata"].get("labels", {}).get("evals.io/evaluation", ""),
+            completions=spec["completions"],
+            parallelism=spec.get("parallelism", spec["completions"]),
+            backoff_limit_per_index=spec.get("backoffLimitPerIndex", 0),
+            fail_index_exit_codes=codes,
+        )
+
+    async def _drive(self, job: dict[str, Any], state: JobState) -> None:
+        if state.finished:
+            return
+        job_path = f"/apis/batch/v1/namespaces/{state.namespace}/jobs/{state.name}"
+        if job["spec"].get("suspend"):
+            for index, attempt in list(state.running.items()):
+                attempt.process.kill()
+                await attempt.process.wait()
+                del state.running[index]
+            await self._merge_status(job_path, {"active": 0})
+            return
+
+        for index, attempt in list(state.running.items()):
+            crash = index in self.crash_first_attempt.get(state.evaluation, set())
+            if crash and attempt.process.returncode is None and not state.retries.get(index) and not attempt.killed:
+                if await self._scored_some(attempt):
+                    attempt.killed = True
+                    attempt.process.send_signal(signal.SIGKILL)
+            if attempt.process.returncode is not None:
+                await self._finish_attempt(state, index, attempt)
+
+        pending = [
+            i for i in range(state.completions)
+            if i not in state.succeeded and i not in state.failed and i not in state.running
+        ]
+        for index in pending[: max(state.parallelism - len(state.running), 0)]:
+            state.running[index] = await self._start_pod(job, state, index)
+
+        done = state.succeeded | state.failed
+        status: dict[str, Any] = {
+            "startTime": state.started,
+            "active": len(state.running),
+            "succeeded": len(state.succeeded),
+            "failed": sum(state.retries.values()) + len(state.failed),
+            "completedIndexes": index_ranges(state.succeeded),
+            "failedIndexes": index_ranges(state.failed),
+        }
+        if len(done) == state.completions and not state.running:
+            state.finished = True
+            if state.failed:
+                status["conditions"] = [{
+                    "type": "Failed", "status": "True", "reason": "FailedIndexes",
+                    "message": "Job has failed indexes", "lastTransitionTime": now(),
+                }]
+            else:
+                status["completionTime"] = now()
+                status["conditions"] = [{
+                    "type": "Complete", "status": "True", "lastTransitionTime": now(),
+                }]
+        await self._merge_status(job_path, status)
+
+    async def _scored_some(self, attempt: Attempt) -> bool:
+        assert self._session is not None
+        try:
+            async with self._session.get(f"http://127.0.0.1:{attempt.port}/progress") as rsp:
+                return rsp.status == 200 and (await rsp.json()).get("completed", 0) >= 1
+        except aiohttp.ClientError:
+            return False
+
+    # --- one pod ----------------------------------------------------------------------------
+
+    async def _start_pod(self, job: dict[str, Any], state: JobState, index: int) -> Attempt:
+        template = job["spec"]["template"]
+        pod_spec = json.loads(json.dumps(template["spec"]))
+        container = pod_spec["containers"][0]
+        port = free_port()
+        # Every "pod" shares this host's network, so each gets its own port.
+        for entry in container.get("ports", []):
+            entry["containerPort"] = port
+        name = f"{state.name}-{index}-{uuid.uuid4().hex[:5]}"
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": state.namespace,
+                "labels": {**template["metadata"].get("labels", {}), "batch.kubernetes.io/job-name": state.name,
+                           "job-name": state.name, INDEX_ANNOTATION: str(index)},
+                "annotations": {INDEX_ANNOTATION: str(index)},
+                "ownerReferences": [{
+                    "apiVersion": "batch/v1", "kind": "Job", "name": state.name,
+                    "uid": state.uid, "controller": True, "blockOwnerDeletion": True,
+                }],
+            },
+            "spec": pod_spec,
+        }
+        pod_path = f"/api/v1/namespaces/{state.namespace}/pods"
+        await self._request("POST", pod_path, pod)
+        self.pods_created.append(name)
+
+        workdir = self.workdir / name
+        workdir.mkdir(parents=True)
+        env = await self._container_env(state.namespace, container, workdir)
+        env.update(JOB_COMPLETION_INDEX=str(index), EVAL_PROGRESS_PORT=str(port))
+        config_path = await self._materialize_volumes(state.namespace, pod_spec, container, workdir, env)
+        termination_log = workdir / "termination-log"
+        args = list(container["args"])
+        args[args.index("--config") + 1] = config_path
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "eval_runner", *args, "--termination-log", str(termination_log),
+            env=env, stdout=open(workdir / "stdout.log", "wb"), stderr=asyncio.subprocess.STDOUT,
+        )
+        await self._merge_status(f"{pod_path}/{name}", {
+            "phase": "Running",
+            "podIP": "127.0.0.1",
+            "startTime": now(),
+            "containerStatuses": [{"name": "runner", "ready": True, "restartCount": 0,
+                                   "image": container["image"], "imageID": "", "state": {"running": {"startedAt": now()}}}],
+        })
+        return Attempt(pod_name=name, process=process, workdir=workdir, port=port)
+
+    async def _finish_attempt(self, state: JobState, index: int, attempt: Attempt) -> None:
+        del state.running[index]
+        code = attempt.process.returncode
+        exit_code = 128 + -code if code < 0 else code
+        log_path = attempt.workdir / "termination-log"
+        message = log_path.read_text() if log_path.exists() else ""
+        terminated: dict[str, Any] = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                                      "startedAt": state.started, "finishedAt": now()}
+        if message:
+            terminated["message"] = message
+        await self._merge_status(
+            f"/api/v1/namespaces/{state.namespace}/pods/{attempt.pod_name}",
+            {"phase": "Succeeded" if exit_code == 0 else "Failed",
+             "containerStatuses": [{"name": "runner", "ready": False, "restartCount": 0, "image": "", "imageID": "",
+                                    "state": {"terminated": terminated}}]},
+        )
+        if exit_code == 0:
+            state.succeeded.add(index)
+        elif exit_code in state.fail_index_exit_codes:
+            state.failed.add(index)
+        else:
+            state.retries[index] = state.retries.get(index, 0) + 1
+            if state.retries[index] > state.backoff_limit_per_index:
+                state.failed.add(index)
+
+    async def _container_env(self, namespace: str, container: dict[str, Any], workdir: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+        env.update(TMPDIR=str(workdir), PYTHONPATH=SOURCE_PATH)
+        for entry in container.get("env", []):
+            if "value" in entry:
+                env[entry["name"]] = entry["value"]
+            elif "secretKeyRef" in entry["valueFrom"]:
+                ref = entry["valueFrom"]["secretKeyRef"]
+                secret = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{ref['name']}")
+                env[entry["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+        return env
+
+    async def _materialize_volumes(
+        self, namespace: str, pod_spec: dict[str, Any], container: dict[str, Any], workdir: Path, env: dict[str, str]
+    ) -> str:
+        """Write ConfigMap/Secret volumes to disk and point the container's paths at them."""
+        volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+        config_path = ""
+        for mount in container.get("volumeMounts", []):
+            volume = volumes[mount["name"]]
+            target = workdir / mount["name"]
+            target.mkdir(exist_ok=True)
+            if "configMap" in volume:
+                cm = await self._request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{volume['configMap']['name']}")
+                items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in cm.get("data", {})]
+                for item in items:
+                    (target / item["path"]).write_text(cm["data"][item["key"]])
+            elif "secret" in volume:
+                secret = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{volume['secret']['secretName']}")
+                for item in volume["secret"].get("items", []):
+                    (target / item["path"]).write_bytes(base64.b64decode(secret["data"][item["key"]]))
+            for key, value in list(env.items()):
+                if value == mount["mountPath"] or value.startswith(mount["mountPath"] + "/"):
+                    env[key] = str(target) + value[len(mount["mountPath"]):]
+            if mount["name"] == "config":
+                config_path = str(target / "evaluation.json")
+        return config_path
