@@ -40,7 +40,8 @@ crds: $(VENV)/.installed ## Regenerate crds/ from the typed API models.
 
 .PHONY: lint
 lint: $(VENV)/.installed ## Lint with ruff.
-	$(PY) -m ruff check operator runner tests e2e
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 ##@ Running
 

@@ -27,7 +27,11 @@ def set_condition(
     """
     previous = next((c for c in conditions if c.get("type") == type_), None)
     transition = now
-    if previous is not None and previous.get("status") == status and previous.get("lastTransitionTime"):
+    if (
+        previous is not None
+        and previous.get("status") == status
+        and previous.get("lastTransitionTime")
+    ):
         transition = previous["lastTransitionTime"]
     updated = {
         "type": type_,

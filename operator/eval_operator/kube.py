@@ -50,9 +50,7 @@ class Kube:
     async def delete_job(self, namespace: str, name: str) -> bool:
         """Delete a Job and, in the background, its pods; False when it was not there."""
         try:
-            await self.batch.delete_namespaced_job(
-                name, namespace, propagation_policy="Background"
-            )
+            await self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
         except ApiException as err:
             if err.status == 404:
                 return False

@@ -18,7 +18,7 @@ _MAX_PARALLEL_POLLS = 32
 
 
 async def poll_pods(
-    session: aiohttp.ClientSession, pods: list[dict[str, Any]], timeout: float
+    session: aiohttp.ClientSession, pods: list[dict[str, Any]], timeout_seconds: float
 ) -> dict[str, ShardSummary]:
     """pod name -> its live summary, for the running pods that answered in time."""
     gate = asyncio.Semaphore(_MAX_PARALLEL_POLLS)
@@ -28,7 +28,9 @@ async def poll_pods(
         url = f"http://{pod['status']['podIP']}:{pod['progressPort']}/progress"
         async with gate:
             try:
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as rsp:
+                async with session.get(
+                    url, timeout=aiohttp.ClientTimeout(total=timeout_seconds)
+                ) as rsp:
                     if rsp.status != 200:
                         return name, None
                     return name, ShardSummary.model_validate(await rsp.json())

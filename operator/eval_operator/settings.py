@@ -21,7 +21,9 @@ class OperatorSettings(BaseModel):
         min_length=1,
         description="Runner image used when an Evaluation does not override it.",
     )
-    runner_image_pull_policy: str = Field(default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
+    runner_image_pull_policy: str = Field(
+        default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$"
+    )
     runner_resources: dict[str, dict[str, str]] = Field(
         default_factory=lambda: {
             "requests": {"cpu": "250m", "memory": "256Mi"},
@@ -45,7 +47,9 @@ class OperatorSettings(BaseModel):
     def _known_sections(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
         unknown = set(value) - {"requests", "limits"}
         if unknown:
-            raise ValueError(f"runner resources allow only requests and limits, not {sorted(unknown)}")
+            raise ValueError(
+                f"runner resources allow only requests and limits, not {sorted(unknown)}"
+            )
         return value
 
     @classmethod

@@ -74,7 +74,9 @@ def _pod_index(pod: dict[str, Any]) -> int | None:
         return None
 
 
-def shard_summaries(pods: list[dict[str, Any]], live: dict[str, ShardSummary]) -> dict[int, ShardSummary]:
+def shard_summaries(
+    pods: list[dict[str, Any]], live: dict[str, ShardSummary]
+) -> dict[int, ShardSummary]:
     """The current summary of each shard: its latest attempt's (a retry starts the shard over)."""
     latest: dict[int, dict[str, Any]] = {}
     for pod in pods:
@@ -98,12 +100,13 @@ def shard_summaries(pods: list[dict[str, Any]], live: dict[str, ShardSummary]) -
 
 def _failure(job: dict[str, Any], summaries: dict[int, ShardSummary]) -> tuple[str, str]:
     """Reason and message of a failed run, preferring what the runner said over the Job's."""
-    errors = sorted(
-        (index, s) for index, s in summaries.items() if s.state == "error" and s.reason
-    )
+    errors = sorted((index, s) for index, s in summaries.items() if s.state == "error" and s.reason)
     if errors:
         index, summary = errors[0]
-        return summary.reason or "RunnerError", f"shard {index}: {summary.message or summary.reason}"
+        return (
+            summary.reason or "RunnerError",
+            f"shard {index}: {summary.message or summary.reason}",
+        )
     failed = _job_condition(job, "Failed") or {}
     reason = failed.get("reason") or "JobFailed"
     message = failed.get("message") or "the runner Job failed"
@@ -128,7 +131,10 @@ def _passed(spec: EvaluationSpec, results: list[dict[str, Any]]) -> tuple[str, s
             continue
         holds = threshold.holds(result["value"])
         passed = passed and holds
-        verdicts.append(f"{threshold.scorer} {result['value']:.4g} {threshold.op} {threshold.value}: {'ok' if holds else 'not met'}")
+        verdicts.append(
+            f"{threshold.scorer} {result['value']:.4g} {threshold.op} {threshold.value}: "
+            + ("ok" if holds else "not met")
+        )
     return (
         "True" if passed else "False",
         "ThresholdsMet" if passed else "ThresholdsNotMet",
@@ -144,7 +150,9 @@ def desired_status(evaluation: dict[str, Any], obs: Observation) -> dict[str, An
 
     def set_(type_: str, status: str, reason: str, message: str) -> None:
         nonlocal conditions
-        conditions = cond.set_condition(conditions, type_, status, reason, message, generation, obs.now)
+        conditions = cond.set_condition(
+            conditions, type_, status, reason, message, generation, obs.now
+        )
 
     status: dict[str, Any] = {"observedGeneration": generation}
     same_run = old.get("jobName") == obs.run

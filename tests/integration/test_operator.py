@@ -29,7 +29,7 @@ import yaml
 from eval_operator.builders.meta import run_name
 from tests.support.job_controller import FakeJobController
 from tests.support.kubeapi import KubeAPIServer, running_kubeapi, use_kubeconfig
-from tests.support.model_server import Faults, ModelServer
+from tests.support.model_server import ModelServer
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +37,25 @@ ROOT = Path(__file__).resolve().parents[2]
 NS = "default"
 GROUP, VERSION, PLURAL = "evals.io", "v1alpha1", "evaluations"
 # Ten questions; the model server answers the ones in WRONG off by one.
-QUESTIONS = [f"What is {a} + {b}?" for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10),
-                                                    (11, 12), (13, 14), (15, 16), (17, 18), (19, 20)]]
+QUESTIONS = [
+    f"What is {a} + {b}?"
+    for a, b in [
+        (1, 2),
+        (3, 4),
+        (5, 6),
+        (7, 8),
+        (9, 10),
+        (11, 12),
+        (13, 14),
+        (15, 16),
+        (17, 18),
+        (19, 20),
+    ]
+]
 WRONG = ["What is 5 + 6?", "What is 15 + 16?"]
-RECORDS = [{"question": q, "answer": str(sum(int(x) for x in q[8:-1].split(" + ")))} for q in QUESTIONS]
+RECORDS = [
+    {"question": q, "answer": str(sum(int(x) for x in q[8:-1].split(" + ")))} for q in QUESTIONS
+]
 API_KEY = "canary-key-for-integration-tests-0001"
 
 
@@ -64,7 +79,9 @@ class Cluster:
     def evaluation(self, name: str) -> dict[str, Any] | None:
         return self.api.get(GROUP, VERSION, PLURAL, NS, name)
 
-    def wait(self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict[str, Any]:
+    def wait(
+        self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -72,14 +89,20 @@ class Cluster:
             if last is not None and predicate(last):
                 return last
             time.sleep(0.1)
-        raise AssertionError(f"{name} did not reach the state in {timeout}s; status: {json.dumps((last or {}).get('status'), indent=1)}")
+        raise AssertionError(
+            f"{name} did not reach the state in {timeout}s; "
+            f"status: {json.dumps((last or {}).get('status'), indent=1)}"
+        )
 
     def wait_phase(self, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
         return self.wait(name, lambda ev: ev.get("status", {}).get("phase") == phase, timeout)
 
     def job_posts(self) -> list[str]:
-        return [r.body["metadata"]["name"] for r in self.api.find_requests("POST", path_prefix="/apis/batch/v1/")
-                if r.path.endswith("/jobs")]
+        return [
+            r.body["metadata"]["name"]
+            for r in self.api.find_requests("POST", path_prefix="/apis/batch/v1/")
+            if r.path.endswith("/jobs")
+        ]
 
     def annotate(self, name: str, annotations: dict[str, str]) -> None:
         self.api.patch(GROUP, VERSION, PLURAL, NS, name, {"metadata": {"annotations": annotations}})
@@ -103,19 +126,31 @@ def manifest(name: str, model: ModelServer, **spec_changes: Any) -> dict[str, An
         "dataset": {"inline": RECORDS, "inputField": "question", "targetField": "answer"},
         "task": {
             "promptTemplate": "{{ input }}",
-            "scorers": [{"type": "exact_match"}, {"type": "numeric", "name": "close", "tolerance": "1"}],
+            "scorers": [
+                {"type": "exact_match"},
+                {"type": "numeric", "name": "close", "tolerance": "1"},
+            ],
         },
         "execution": {"shards": 2, "backoffLimitPerIndex": 2},
         "thresholds": ["exact_match >= 0.75"],
     }
     spec.update(spec_changes)
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Evaluation",
-            "metadata": {"name": name, "namespace": NS}, "spec": spec}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Evaluation",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
 
 
 def secret(name: str = "model-key") -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
-            "type": "Opaque", "data": {"api-key": base64.b64encode(API_KEY.encode()).decode()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NS},
+        "type": "Opaque",
+        "data": {"api-key": base64.b64encode(API_KEY.encode()).decode()},
+    }
 
 
 @contextmanager
@@ -165,12 +200,17 @@ class Operator:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if "eval_operator.main" in sys.modules:  # its settings are read at import
-        pytest.fail("eval_operator.main was imported before the operator fixture set its environment")
+        pytest.fail(
+            "eval_operator.main was imported before the operator fixture set its environment"
+        )
     os.environ["EVAL_OPERATOR_RECONCILE_INTERVAL_SECONDS"] = "0.5"
     os.environ["EVAL_OPERATOR_RUNNER_IMAGE"] = "eval-runner:test"
     workdir = tmp_path_factory.mktemp("cluster")
     crd = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
-    with running_kubeapi(bookmark_interval=2.0) as api, ModelServer(wrong=WRONG).in_thread() as model:
+    with (
+        running_kubeapi(bookmark_interval=2.0) as api,
+        ModelServer(wrong=WRONG).in_thread() as model,
+    ):
         api.create(crd)
         assert api.create(secret())
         kubeconfig = api.write_kubeconfig(workdir / "kubeconfig")
@@ -205,7 +245,9 @@ def test_evaluation_runs_to_succeeded_with_exact_results(cluster: Cluster) -> No
     # Usage is what the provider reported, summed over shards.
     model_requests = cluster.model.requests[requests_before:]
     assert status["usage"]["requests"] == len(model_requests) == 10
-    assert status["usage"]["inputTokens"] == sum(len(r.body["messages"][-1]["content"].split()) for r in model_requests)
+    assert status["usage"]["inputTokens"] == sum(
+        len(r.body["messages"][-1]["content"].split()) for r in model_requests
+    )
     assert status["usage"]["outputTokens"] == 10
     # The key reached the model server through the Secret, and only there.
     assert {r.headers["Authorization"] for r in model_requests} == {f"Bearer {API_KEY}"}
@@ -215,7 +257,9 @@ def test_evaluation_runs_to_succeeded_with_exact_results(cluster: Cluster) -> No
     assert condition(ev, "Succeeded")["status"] == "True"
     passed = condition(ev, "Passed")
     assert (passed["status"], passed["reason"]) == ("True", "ThresholdsMet")
-    assert all(c["observedGeneration"] == ev["metadata"]["generation"] for c in status["conditions"])
+    assert all(
+        c["observedGeneration"] == ev["metadata"]["generation"] for c in status["conditions"]
+    )
     assert status["observedGeneration"] == ev["metadata"]["generation"]
     assert status["startTime"] and status["completionTime"]
 
@@ -233,13 +277,22 @@ def test_progress_is_visible_while_running(cluster: Cluster) -> None:
     cluster.model.faults.latency = 0.15
     try:
         records = [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(40)]
-        body = manifest("slow", cluster.model,
-                        dataset={"inline": records, "inputField": "question", "targetField": "answer"})
+        body = manifest(
+            "slow",
+            cluster.model,
+            dataset={"inline": records, "inputField": "question", "targetField": "answer"},
+        )
         body["spec"]["model"]["maxConcurrency"] = 1
         body["spec"]["execution"] = {"shards": 1}
         assert cluster.apply(body).status_code == 201
-        mid = cluster.wait("slow", lambda ev: ev.get("status", {}).get("phase") == "Running"
-                           and 0 < ev["status"].get("progress", {}).get("completed", 0) < 40, timeout=30)
+        mid = cluster.wait(
+            "slow",
+            lambda ev: (
+                ev.get("status", {}).get("phase") == "Running"
+                and 0 < ev["status"].get("progress", {}).get("completed", 0) < 40
+            ),
+            timeout=30,
+        )
         assert mid["status"]["progress"]["total"] == 40
         assert condition(mid, "Progressing")["status"] == "True"
         assert condition(mid, "Ready")["reason"] == "Running"
@@ -268,7 +321,9 @@ def test_a_crashed_index_is_retried_and_results_are_unchanged(cluster: Cluster) 
     assert len([p for p in cluster.controller.pods_created if p.startswith(f"{run}-0-")]) == 1
     results = {r["name"]: r for r in ev["status"]["results"]}
     # The retry repeats only its index, and only its last attempt counts.
-    assert results["exact_match"]["value"] == pytest.approx(0.8) and results["exact_match"]["n"] == 10
+    assert (
+        results["exact_match"]["value"] == pytest.approx(0.8) and results["exact_match"]["n"] == 10
+    )
     assert ev["status"]["progress"]["completed"] == 10
     job = cluster.api.get("batch", "v1", "jobs", NS, run)
     assert job["status"]["failed"] == 1 and job["status"]["completedIndexes"] == "0-1"
@@ -281,7 +336,10 @@ def test_invalid_manifest_is_rejected_at_apply(cluster: Cluster) -> None:
     body = manifest("bad", cluster.model, dataset={"builtin": "arithmetic", "inline": RECORDS})
     response = cluster.apply(body)
     assert response.status_code == 422
-    assert "exactly one of builtin, configMapRef, inline or url must be set" in response.json()["message"]
+    assert (
+        "exactly one of builtin, configMapRef, inline or url must be set"
+        in response.json()["message"]
+    )
     assert cluster.evaluation("bad") is None
 
 
@@ -289,8 +347,13 @@ def test_missing_secret_is_reported_and_recovers_when_created(cluster: Cluster) 
     body = manifest("needs-key", cluster.model)
     body["spec"]["model"]["apiKeySecretRef"] = {"name": "late-key", "key": "api-key"}
     assert cluster.apply(body).status_code == 201
-    ev = cluster.wait("needs-key", lambda e: e.get("status", {}).get("conditions") is not None
-                      and condition(e, "Ready")["reason"] == "SecretNotFound")
+    ev = cluster.wait(
+        "needs-key",
+        lambda e: (
+            e.get("status", {}).get("conditions") is not None
+            and condition(e, "Ready")["reason"] == "SecretNotFound"
+        ),
+    )
     assert ev["status"]["phase"] == "Pending"
     assert "late-key" in condition(ev, "Ready")["message"]
     assert cluster.api.get("batch", "v1", "jobs", NS, ev["status"]["jobName"]) is None
@@ -301,14 +364,30 @@ def test_missing_secret_is_reported_and_recovers_when_created(cluster: Cluster) 
 
 
 def test_missing_dataset_configmap_then_created(cluster: Cluster) -> None:
-    body = manifest("from-cm", cluster.model, dataset={"configMapRef": {"name": "qa", "key": "qa.jsonl"},
-                                                        "inputField": "question", "targetField": "answer"})
+    body = manifest(
+        "from-cm",
+        cluster.model,
+        dataset={
+            "configMapRef": {"name": "qa", "key": "qa.jsonl"},
+            "inputField": "question",
+            "targetField": "answer",
+        },
+    )
     assert cluster.apply(body).status_code == 201
-    cluster.wait("from-cm", lambda e: e.get("status", {}).get("conditions") is not None
-                 and condition(e, "Ready")["reason"] == "ConfigMapNotFound")
+    cluster.wait(
+        "from-cm",
+        lambda e: (
+            e.get("status", {}).get("conditions") is not None
+            and condition(e, "Ready")["reason"] == "ConfigMapNotFound"
+        ),
+    )
     data = "\n".join(json.dumps(r) for r in RECORDS[:4])
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "qa", "namespace": NS},
-          "data": {"qa.jsonl": data}}
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "qa", "namespace": NS},
+        "data": {"qa.jsonl": data},
+    }
     assert cluster.apply(cm).status_code == 201
     done = cluster.wait_phase("from-cm", "Succeeded")
     assert done["status"]["progress"]["total"] == 4
@@ -317,9 +396,16 @@ def test_missing_dataset_configmap_then_created(cluster: Cluster) -> None:
 
 def test_checksum_mismatch_fails_without_retries(cluster: Cluster) -> None:
     cluster.model.files["data.jsonl"] = "\n".join(json.dumps(r) for r in RECORDS).encode()
-    body = manifest("bad-sum", cluster.model, dataset={
-        "url": cluster.model.url("/files/data.jsonl"), "sha256": "0" * 64,
-        "inputField": "question", "targetField": "answer"})
+    body = manifest(
+        "bad-sum",
+        cluster.model,
+        dataset={
+            "url": cluster.model.url("/files/data.jsonl"),
+            "sha256": "0" * 64,
+            "inputField": "question",
+            "targetField": "answer",
+        },
+    )
     body["spec"]["execution"] = {"shards": 1, "backoffLimitPerIndex": 3}
     assert cluster.apply(body).status_code == 201
     ev = cluster.wait_phase("bad-sum", "Failed")
@@ -337,8 +423,13 @@ def test_checksum_mismatch_fails_without_retries(cluster: Cluster) -> None:
 
 def test_suspend_holds_the_run_until_resumed(cluster: Cluster) -> None:
     assert cluster.apply(manifest("held", cluster.model, suspend=True)).status_code == 201
-    ev = cluster.wait("held", lambda e: e.get("status", {}).get("conditions") is not None
-                      and condition(e, "Progressing")["reason"] == "Suspended")
+    ev = cluster.wait(
+        "held",
+        lambda e: (
+            e.get("status", {}).get("conditions") is not None
+            and condition(e, "Progressing")["reason"] == "Suspended"
+        ),
+    )
     assert ev["status"]["phase"] == "Pending"
     job = cluster.api.get("batch", "v1", "jobs", NS, ev["status"]["jobName"])
     assert job["spec"]["suspend"] is True
@@ -357,15 +448,20 @@ def test_rerun_annotation_and_spec_changes(cluster: Cluster) -> None:
 
     # A spec change on a finished Evaluation does not re-run it; the message says how to.
     cluster.patch_spec("again", {"thresholds": ["exact_match >= 0.9"]})
-    changed = cluster.wait("again", lambda e: e["status"]["observedGeneration"] == e["metadata"]["generation"] == 2)
+    changed = cluster.wait(
+        "again", lambda e: e["status"]["observedGeneration"] == e["metadata"]["generation"] == 2
+    )
     assert changed["status"]["jobName"] == first_run
     assert changed["status"]["phase"] == "Succeeded"
     assert "evals.io/rerun" in condition(changed, "Ready")["message"]
     assert cluster.job_posts().count(first_run) == 1
 
     cluster.annotate("again", {"evals.io/rerun": "1"})
-    second = cluster.wait("again", lambda e: e["status"].get("rerunToken") == "1"
-                          and e["status"].get("phase") == "Succeeded", timeout=60)
+    second = cluster.wait(
+        "again",
+        lambda e: e["status"].get("rerunToken") == "1" and e["status"].get("phase") == "Succeeded",
+        timeout=60,
+    )
     assert second["status"]["jobName"] != first_run
     assert second["status"]["runGeneration"] == 2
     # The new run is judged by the new threshold: 0.8 < 0.9.
@@ -386,7 +482,9 @@ def test_cancel_stops_the_run(cluster: Cluster) -> None:
     finally:
         cluster.model.faults.latency = 0.0
     assert condition(ev, "Ready")["reason"] == "Cancelled"
-    cluster.api.wait_for("batch", "v1", "jobs", NS, ev["status"]["jobName"], lambda job: job is None)
+    cluster.api.wait_for(
+        "batch", "v1", "jobs", NS, ev["status"]["jobName"], lambda job: job is None
+    )
 
 
 def test_operator_restart_creates_no_second_job_and_keeps_status(cluster: Cluster) -> None:
@@ -403,5 +501,6 @@ def test_operator_restart_creates_no_second_job_and_keeps_status(cluster: Cluste
         assert after["results"] == status["results"]
         assert after["phase"] == status["phase"]
         assert [c["lastTransitionTime"] for c in after["conditions"]] == [
-            c["lastTransitionTime"] for c in status["conditions"]]
+            c["lastTransitionTime"] for c in status["conditions"]
+        ]
     assert cluster.job_posts() == posts_before

@@ -126,9 +126,18 @@ def job(
         conditions.append({"type": "Complete", "status": "True"})
     if failed:
         conditions.append(
-            {"type": "Failed", "status": "True", "reason": "FailedIndexes", "message": "Job has failed indexes"}
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "FailedIndexes",
+                "message": "Job has failed indexes",
+            }
         )
-    status: dict[str, Any] = {"active": active, "startTime": "2026-11-23T10:00:00Z", "conditions": conditions}
+    status: dict[str, Any] = {
+        "active": active,
+        "startTime": "2026-11-23T10:00:00Z",
+        "conditions": conditions,
+    }
     if complete:
         status["completionTime"] = "2026-11-23T10:05:00Z"
     if failed_indexes:

@@ -110,18 +110,24 @@ class FakeJobController:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    async def _request(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+    async def _request(
+        self, method: str, path: str, body: Any = None, content_type: str | None = None
+    ) -> Any:
         assert self._session is not None
         headers = {"Content-Type": content_type or "application/json"}
         data = json.dumps(body) if body is not None else None
-        async with self._session.request(method, self.api_url + path, data=data, headers=headers) as rsp:
+        async with self._session.request(
+            method, self.api_url + path, data=data, headers=headers
+        ) as rsp:
             payload = await rsp.json(content_type=None)
             if rsp.status >= 400:
                 raise RuntimeError(f"{method} {path} -> {rsp.status}: {payload}")
             return payload
 
     async def _merge_status(self, path: str, status: dict[str, Any]) -> None:
-        await self._request("PATCH", f"{path}/status", {"status": status}, "application/merge-patch+json")
+        await self._request(
+            "PATCH", f"{path}/status", {"status": status}, "application/merge-patch+json"
+        )
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -184,7 +190,12 @@ class FakeJobController:
 
         for index, attempt in list(state.running.items()):
             crash = index in self.crash_first_attempt.get(state.evaluation, set())
-            if crash and attempt.process.returncode is None and not state.retries.get(index) and not attempt.killed:
+            if (
+                crash
+                and attempt.process.returncode is None
+                and not state.retries.get(index)
+                and not attempt.killed
+            ):
                 if await self._scored_some(attempt):
                     attempt.killed = True
                     attempt.process.send_signal(signal.SIGKILL)
@@ -192,7 +203,8 @@ class FakeJobController:
                 await self._finish_attempt(state, index, attempt)
 
         pending = [
-            i for i in range(state.completions)
+            i
+            for i in range(state.completions)
             if i not in state.succeeded and i not in state.failed and i not in state.running
         ]
         for index in pending[: max(state.parallelism - len(state.running), 0)]:
@@ -210,15 +222,24 @@ class FakeJobController:
         if len(done) == state.completions and not state.running:
             state.finished = True
             if state.failed:
-                status["conditions"] = [{
-                    "type": "Failed", "status": "True", "reason": "FailedIndexes",
-                    "message": "Job has failed indexes", "lastTransitionTime": now(),
-                }]
+                status["conditions"] = [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "FailedIndexes",
+                        "message": "Job has failed indexes",
+                        "lastTransitionTime": now(),
+                    }
+                ]
             else:
                 status["completionTime"] = now()
-                status["conditions"] = [{
-                    "type": "Complete", "status": "True", "lastTransitionTime": now(),
-                }]
+                status["conditions"] = [
+                    {
+                        "type": "Complete",
+                        "status": "True",
+                        "lastTransitionTime": now(),
+                    }
+                ]
         await self._merge_status(job_path, status)
 
     async def _scored_some(self, attempt: Attempt) -> bool:
@@ -246,13 +267,23 @@ class FakeJobController:
             "metadata": {
                 "name": name,
                 "namespace": state.namespace,
-                "labels": {**template["metadata"].get("labels", {}), "batch.kubernetes.io/job-name": state.name,
-                           "job-name": state.name, INDEX_ANNOTATION: str(index)},
+                "labels": {
+                    **template["metadata"].get("labels", {}),
+                    "batch.kubernetes.io/job-name": state.name,
+                    "job-name": state.name,
+                    INDEX_ANNOTATION: str(index),
+                },
                 "annotations": {INDEX_ANNOTATION: str(index)},
-                "ownerReferences": [{
-                    "apiVersion": "batch/v1", "kind": "Job", "name": state.name,
-                    "uid": state.uid, "controller": True, "blockOwnerDeletion": True,
-                }],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": state.name,
+                        "uid": state.uid,
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
             },
             "spec": pod_spec,
         }
@@ -264,21 +295,41 @@ class FakeJobController:
         workdir.mkdir(parents=True)
         env = await self._container_env(state.namespace, container, workdir)
         env.update(JOB_COMPLETION_INDEX=str(index), EVAL_PROGRESS_PORT=str(port))
-        config_path = await self._materialize_volumes(state.namespace, pod_spec, container, workdir, env)
+        config_path = await self._materialize_volumes(
+            state.namespace, pod_spec, container, workdir, env
+        )
         termination_log = workdir / "termination-log"
         args = list(container["args"])
         args[args.index("--config") + 1] = config_path
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "eval_runner", *args, "--termination-log", str(termination_log),
-            env=env, stdout=open(workdir / "stdout.log", "wb"), stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "eval_runner",
+            *args,
+            "--termination-log",
+            str(termination_log),
+            env=env,
+            stdout=(workdir / "stdout.log").open("wb"),  # noqa: ASYNC230 (a local file, once per pod)
+            stderr=asyncio.subprocess.STDOUT,
         )
-        await self._merge_status(f"{pod_path}/{name}", {
-            "phase": "Running",
-            "podIP": "127.0.0.1",
-            "startTime": now(),
-            "containerStatuses": [{"name": "runner", "ready": True, "restartCount": 0,
-                                   "image": container["image"], "imageID": "", "state": {"running": {"startedAt": now()}}}],
-        })
+        await self._merge_status(
+            f"{pod_path}/{name}",
+            {
+                "phase": "Running",
+                "podIP": "127.0.0.1",
+                "startTime": now(),
+                "containerStatuses": [
+                    {
+                        "name": "runner",
+                        "ready": True,
+                        "restartCount": 0,
+                        "image": container["image"],
+                        "imageID": "",
+                        "state": {"running": {"startedAt": now()}},
+                    }
+                ],
+            },
+        )
         return Attempt(pod_name=name, process=process, workdir=workdir, port=port)
 
     async def _finish_attempt(self, state: JobState, index: int, attempt: Attempt) -> None:
@@ -287,15 +338,29 @@ class FakeJobController:
         exit_code = 128 + -code if code < 0 else code
         log_path = attempt.workdir / "termination-log"
         message = log_path.read_text() if log_path.exists() else ""
-        terminated: dict[str, Any] = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
-                                      "startedAt": state.started, "finishedAt": now()}
+        terminated: dict[str, Any] = {
+            "exitCode": exit_code,
+            "reason": "Completed" if exit_code == 0 else "Error",
+            "startedAt": state.started,
+            "finishedAt": now(),
+        }
         if message:
             terminated["message"] = message
         await self._merge_status(
             f"/api/v1/namespaces/{state.namespace}/pods/{attempt.pod_name}",
-            {"phase": "Succeeded" if exit_code == 0 else "Failed",
-             "containerStatuses": [{"name": "runner", "ready": False, "restartCount": 0, "image": "", "imageID": "",
-                                    "state": {"terminated": terminated}}]},
+            {
+                "phase": "Succeeded" if exit_code == 0 else "Failed",
+                "containerStatuses": [
+                    {
+                        "name": "runner",
+                        "ready": False,
+                        "restartCount": 0,
+                        "image": "",
+                        "imageID": "",
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            },
         )
         if exit_code == 0:
             state.succeeded.add(index)
@@ -306,7 +371,9 @@ class FakeJobController:
             if state.retries[index] > state.backoff_limit_per_index:
                 state.failed.add(index)
 
-    async def _container_env(self, namespace: str, container: dict[str, Any], workdir: Path) -> dict[str, str]:
+    async def _container_env(
+        self, namespace: str, container: dict[str, Any], workdir: Path
+    ) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
         env.update(TMPDIR=str(workdir), PYTHONPATH=SOURCE_PATH)
         for entry in container.get("env", []):
@@ -314,12 +381,19 @@ class FakeJobController:
                 env[entry["name"]] = entry["value"]
             elif "secretKeyRef" in entry["valueFrom"]:
                 ref = entry["valueFrom"]["secretKeyRef"]
-                secret = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{ref['name']}")
+                secret = await self._request(
+                    "GET", f"/api/v1/namespaces/{namespace}/secrets/{ref['name']}"
+                )
                 env[entry["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
         return env
 
     async def _materialize_volumes(
-        self, namespace: str, pod_spec: dict[str, Any], container: dict[str, Any], workdir: Path, env: dict[str, str]
+        self,
+        namespace: str,
+        pod_spec: dict[str, Any],
+        container: dict[str, Any],
+        workdir: Path,
+        env: dict[str, str],
     ) -> str:
         """Write ConfigMap/Secret volumes to disk and point the container's paths at them."""
         volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
@@ -329,17 +403,27 @@ class FakeJobController:
             target = workdir / mount["name"]
             target.mkdir(exist_ok=True)
             if "configMap" in volume:
-                cm = await self._request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{volume['configMap']['name']}")
-                items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in cm.get("data", {})]
+                cm = await self._request(
+                    "GET",
+                    f"/api/v1/namespaces/{namespace}/configmaps/{volume['configMap']['name']}",
+                )
+                items = volume["configMap"].get("items") or [
+                    {"key": k, "path": k} for k in cm.get("data", {})
+                ]
                 for item in items:
                     (target / item["path"]).write_text(cm["data"][item["key"]])
             elif "secret" in volume:
-                secret = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{volume['secret']['secretName']}")
+                secret = await self._request(
+                    "GET",
+                    f"/api/v1/namespaces/{namespace}/secrets/{volume['secret']['secretName']}",
+                )
                 for item in volume["secret"].get("items", []):
-                    (target / item["path"]).write_bytes(base64.b64decode(secret["data"][item["key"]]))
+                    (target / item["path"]).write_bytes(
+                        base64.b64decode(secret["data"][item["key"]])
+                    )
             for key, value in list(env.items()):
                 if value == mount["mountPath"] or value.startswith(mount["mountPath"] + "/"):
-                    env[key] = str(target) + value[len(mount["mountPath"]):]
+                    env[key] = str(target) + value[len(mount["mountPath"]) :]
             if mount["name"] == "config":
                 config_path = str(target / "evaluation.json")
         return config_path

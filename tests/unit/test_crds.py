@@ -1,4 +1,4 @@
-"""crds/ is generated from the typed models, structural, documented, and its rules do what they say."""
+"""crds/ is generated from the typed models, structural, documented, and its rules work."""
 
 import copy
 from pathlib import Path
@@ -77,8 +77,12 @@ def test_every_field_is_described(schema):
 
 def admit(schema, spec, name="ev"):
     """What the apiserver does with a created object: prune, default, validate."""
-    obj = {"apiVersion": "evals.io/v1alpha1", "kind": "Evaluation",
-           "metadata": {"name": name, "namespace": "default"}, "spec": copy.deepcopy(spec)}
+    obj = {
+        "apiVersion": "evals.io/v1alpha1",
+        "kind": "Evaluation",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": copy.deepcopy(spec),
+    }
     obj = apply_defaults(prune(obj, schema, root=True), schema)
     return obj, [f"{e.field}: {e.body}" for e in validate(obj, schema, root=True)]
 
@@ -122,7 +126,10 @@ REJECTED = {
     ),
     "unknown builtin": (with_changes(dataset__builtin="nope"), "Unsupported value"),
     "zero shards": (with_changes(execution__shards=0), "should be greater than or equal to 1"),
-    "too many shards": (with_changes(execution__shards=1001), "should be less than or equal to 1000"),
+    "too many shards": (
+        with_changes(execution__shards=1001),
+        "should be less than or equal to 1000",
+    ),
     "parallelism above shards": (
         with_changes(execution__shards=2, execution__parallelism=3),
         "parallelism cannot exceed shards",
@@ -134,10 +141,18 @@ REJECTED = {
         with_changes(task__scorers=[{"type": "exact_match"}, {"type": "exact_match"}]),
         "scorer names (name, or type when unnamed) must be unique",
     ),
-    "regex without pattern": (with_changes(task__scorers=[{"type": "regex"}]), "a regex scorer requires pattern"),
-    "budget cost without pricing": (with_changes(budget={"maxCostUSD": "5"}), "requires model.pricing"),
+    "regex without pattern": (
+        with_changes(task__scorers=[{"type": "regex"}]),
+        "a regex scorer requires pattern",
+    ),
+    "budget cost without pricing": (
+        with_changes(budget={"maxCostUSD": "5"}),
+        "requires model.pricing",
+    ),
     "sha256 not hex": (
-        with_changes(dataset__builtin=None, dataset__url="https://e.com/d.jsonl", dataset__sha256="xyz"),
+        with_changes(
+            dataset__builtin=None, dataset__url="https://e.com/d.jsonl", dataset__sha256="xyz"
+        ),
         "should match",
     ),
 }
@@ -189,6 +204,10 @@ def test_rules_that_iterate_only_see_bounded_values(schema):
             continue
         for sub_path, sub in _walk(node, path):
             if sub.get("type") == "array":
-                assert "maxItems" in sub, f"{sub_path} is reached by an iterating rule but has no maxItems"
+                assert "maxItems" in sub, (
+                    f"{sub_path} is reached by an iterating rule but has no maxItems"
+                )
             if sub.get("type") == "string":
-                assert "maxLength" in sub, f"{sub_path} is reached by an iterating rule but has no maxLength"
+                assert "maxLength" in sub, (
+                    f"{sub_path} is reached by an iterating rule but has no maxLength"
+                )

@@ -29,7 +29,9 @@ def full_spec():
         "activeDeadlineSeconds": 3600,
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": 2147483648}},
         "nodeSelector": {"pool": "cpu"},
-        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "evals", "effect": "NoSchedule"}],
+        "tolerations": [
+            {"key": "dedicated", "operator": "Equal", "value": "evals", "effect": "NoSchedule"}
+        ],
         "image": "registry.example/custom-runner:9",
     }
     spec["suspend"] = True

@@ -41,10 +41,11 @@ def test_missing_secret_is_reported_and_not_progressing():
 
 
 def test_running_progress_comes_from_live_and_finished_shards():
-    pods = [pod(RUN, 0, phase="Succeeded", termination=summary(0, 8, 10, shards=2)),
-            pod(RUN, 1)]
+    pods = [pod(RUN, 0, phase="Succeeded", termination=summary(0, 8, 10, shards=2)), pod(RUN, 1)]
     live = {f"{RUN}-1-0": summary(1, 3, 10, shards=2, state="running")}
-    status = desired_status(evaluation(spec=_sharded(2)), observe(job=job(RUN, active=1), pods=pods, live=live))
+    status = desired_status(
+        evaluation(spec=_sharded(2)), observe(job=job(RUN, active=1), pods=pods, live=live)
+    )
     assert status["phase"] == "Running"
     assert status["progress"] == {"total": 20, "completed": 13, "failed": 0, "summary": "13/20"}
     assert condition(status, "Progressing")["status"] == "True"
@@ -53,14 +54,20 @@ def test_running_progress_comes_from_live_and_finished_shards():
 
 def test_progress_summary_is_open_ended_until_every_shard_reported():
     pods = [pod(RUN, 0, phase="Succeeded", termination=summary(0, 8, 10, shards=2))]
-    status = desired_status(evaluation(spec=_sharded(2)), observe(job=job(RUN, active=1), pods=pods))
+    status = desired_status(
+        evaluation(spec=_sharded(2)), observe(job=job(RUN, active=1), pods=pods)
+    )
     assert status["progress"]["summary"] == "10/?"
 
 
 def test_succeeded_run_has_exact_results_usage_and_passes():
-    pods = [pod(RUN, 0, phase="Succeeded", termination=summary(0, 9, 10, shards=2)),
-            pod(RUN, 1, phase="Succeeded", termination=summary(1, 8, 10, shards=2))]
-    status = desired_status(evaluation(spec=_sharded(2)), observe(job=job(RUN, complete=True), pods=pods))
+    pods = [
+        pod(RUN, 0, phase="Succeeded", termination=summary(0, 9, 10, shards=2)),
+        pod(RUN, 1, phase="Succeeded", termination=summary(1, 8, 10, shards=2)),
+    ]
+    status = desired_status(
+        evaluation(spec=_sharded(2)), observe(job=job(RUN, complete=True), pods=pods)
+    )
     assert status["phase"] == "Succeeded"
     main = status["results"][0]
     assert main["name"] == "exact_match" and main["n"] == 20
@@ -70,7 +77,13 @@ def test_succeeded_run_has_exact_results_usage_and_passes():
     lo, hi = main["ci95"]
     assert lo == pytest.approx(0.85 - 1.959964 * main["stderr"], abs=1e-5)
     assert hi == pytest.approx(min(1.0, 0.85 + 1.959964 * main["stderr"]), abs=1e-5)
-    assert status["usage"] == {"requests": 20, "inputTokens": 200, "outputTokens": 40, "cacheHits": 0, "costUSD": "0"}
+    assert status["usage"] == {
+        "requests": 20,
+        "inputTokens": 200,
+        "outputTokens": 40,
+        "cacheHits": 0,
+        "costUSD": "0",
+    }
     assert status["startTime"] == "2026-11-23T10:00:00Z"
     assert status["completionTime"] == "2026-11-23T10:05:00Z"
     assert condition(status, "Ready")["status"] == "True"
@@ -96,10 +109,23 @@ def test_no_thresholds_passes_with_reason():
 
 
 def test_retried_index_counts_only_its_latest_attempt():
-    first = pod(RUN, 0, phase="Failed", attempt=0, created="2026-11-23T10:00:00Z",
-                termination=summary(0, 2, 10, state="error", reason="RunnerError", message="boom"), exit_code=1)
-    retry = pod(RUN, 0, phase="Succeeded", attempt=1, created="2026-11-23T10:01:00Z",
-                termination=summary(0, 9, 10))
+    first = pod(
+        RUN,
+        0,
+        phase="Failed",
+        attempt=0,
+        created="2026-11-23T10:00:00Z",
+        termination=summary(0, 2, 10, state="error", reason="RunnerError", message="boom"),
+        exit_code=1,
+    )
+    retry = pod(
+        RUN,
+        0,
+        phase="Succeeded",
+        attempt=1,
+        created="2026-11-23T10:01:00Z",
+        termination=summary(0, 9, 10),
+    )
     summaries = shard_summaries([retry, first], {})
     assert summaries[0].completed == 10 and summaries[0].state == "done"
     status = desired_status(evaluation(), observe(job=job(RUN, complete=True), pods=[first, retry]))
@@ -108,12 +134,28 @@ def test_retried_index_counts_only_its_latest_attempt():
 
 
 def test_failed_run_reports_the_runners_reason_and_keeps_partial_results():
-    pods = [pod(RUN, 0, phase="Succeeded", termination=summary(0, 9, 10, shards=2)),
-            pod(RUN, 1, phase="Failed", exit_code=3,
-                termination=summary(1, 0, 0, shards=2, state="error", reason="DatasetChecksumMismatch",
-                                    message="sha256 of https://x/data.jsonl is abc, expected def"))]
-    status = desired_status(evaluation(spec=_sharded(2)),
-                            observe(job=job(RUN, failed=True, failed_indexes="1"), pods=pods))
+    pods = [
+        pod(RUN, 0, phase="Succeeded", termination=summary(0, 9, 10, shards=2)),
+        pod(
+            RUN,
+            1,
+            phase="Failed",
+            exit_code=3,
+            termination=summary(
+                1,
+                0,
+                0,
+                shards=2,
+                state="error",
+                reason="DatasetChecksumMismatch",
+                message="sha256 of https://x/data.jsonl is abc, expected def",
+            ),
+        ),
+    ]
+    status = desired_status(
+        evaluation(spec=_sharded(2)),
+        observe(job=job(RUN, failed=True, failed_indexes="1"), pods=pods),
+    )
     assert status["phase"] == "Failed"
     ready = condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "DatasetChecksumMismatch")
@@ -155,14 +197,24 @@ def test_last_transition_time_is_kept_when_status_does_not_change():
     pods = [pod(RUN, 0)]
     live = {f"{RUN}-0-0": summary(0, 3, 10, state="running")}
     first = desired_status(evaluation(), observe(job=job(RUN, active=1), pods=pods, live=live))
-    later = Observation(run=RUN, rerun_token=None, now="2026-11-23T11:00:00Z",
-                        job=job(RUN, active=1), pods=pods, live=live)
+    later = Observation(
+        run=RUN,
+        rerun_token=None,
+        now="2026-11-23T11:00:00Z",
+        job=job(RUN, active=1),
+        pods=pods,
+        live=live,
+    )
     second = desired_status(evaluation(status=first), later)
     for type_ in ("Ready", "Progressing", "Passed"):
         assert condition(second, type_)["lastTransitionTime"] == NOW
-    done = Observation(run=RUN, rerun_token=None, now="2026-11-23T12:00:00Z",
-                       job=job(RUN, complete=True),
-                       pods=[pod(RUN, 0, phase="Succeeded", termination=summary(0, 9, 10))])
+    done = Observation(
+        run=RUN,
+        rerun_token=None,
+        now="2026-11-23T12:00:00Z",
+        job=job(RUN, complete=True),
+        pods=[pod(RUN, 0, phase="Succeeded", termination=summary(0, 9, 10))],
+    )
     third = desired_status(evaluation(status=second), done)
     assert condition(third, "Ready")["lastTransitionTime"] == "2026-11-23T12:00:00Z"
     assert condition(third, "Stalled")["lastTransitionTime"] == NOW  # False all along
@@ -215,8 +267,10 @@ def test_aggregate_of_shards_equals_single_shard():
 
 
 def _sharded(shards):
-    from tests.support.factories import BASE_SPEC
     import copy
+
+    from tests.support.factories import BASE_SPEC
+
     spec = copy.deepcopy(BASE_SPEC)
     spec["execution"] = {"shards": shards}
     return spec

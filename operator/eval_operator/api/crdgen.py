@@ -90,9 +90,7 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         out["type"] = "object"
         properties = node.get("properties")
         if properties:
-            out["properties"] = {
-                name: _structural(prop, defs) for name, prop in properties.items()
-            }
+            out["properties"] = {name: _structural(prop, defs) for name, prop in properties.items()}
         additional = node.get("additionalProperties")
         if isinstance(additional, dict) and additional:
             out["additionalProperties"] = _structural(additional, defs)
@@ -101,10 +99,14 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out["x-kubernetes-preserve-unknown-fields"] = True
     elif kind == "array":
         items = node.get("items", {})
-        out["items"] = _structural(items, defs) if items else {
-            "type": "object",
-            "x-kubernetes-preserve-unknown-fields": True,
-        }
+        out["items"] = (
+            _structural(items, defs)
+            if items
+            else {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+            }
+        )
     if out.get("default", "absent") is None:
         del out["default"]
     if out.get("type") == "string" and "enum" in out and "maxLength" not in out:
@@ -241,7 +243,16 @@ def _type_of(node: dict[str, Any]) -> str:
 
 def _constraints(node: dict[str, Any]) -> str:
     parts = []
-    for key in ("default", "minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "pattern"):
+    for key in (
+        "default",
+        "minimum",
+        "maximum",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "pattern",
+    ):
         if key in node:
             value = node[key]
             parts.append(f"{key}: `{value}`" if key != "default" else f"default: `{value!r}`")
@@ -255,9 +266,7 @@ def _field_rows(node: dict[str, Any], path: str, required: bool) -> list[str]:
     if path:
         description = (node.get("description") or "").replace("\n", " ").replace("|", "\\|")
         flag = " (required)" if required else ""
-        rows.append(
-            f"| `{path}`{flag} | {_type_of(node)} | {description} | {_constraints(node)} |"
-        )
+        rows.append(f"| `{path}`{flag} | {_type_of(node)} | {description} | {_constraints(node)} |")
     target = node.get("items", node) if node.get("type") == "array" else node
     wanted = set(target.get("required", []))
     for name, child in (target.get("properties") or {}).items():
@@ -285,14 +294,20 @@ def render_reference(models: tuple[type[BaseModel], ...] = ()) -> str:
             "",
             schema["description"],
             "",
-            f"Short name `{', '.join(names['shortNames'])}`, category `{', '.join(names['categories'])}`.",
+            f"Short name `{', '.join(names['shortNames'])}`, "
+            f"category `{', '.join(names['categories'])}`.",
             "",
             "| Field | Type | Description | Constraints |",
             "|---|---|---|---|",
         ]
         for part in ("spec", "status"):
             lines += _field_rows(schema["properties"][part], part, part == "spec")
-        lines += ["", "Printer columns: " + ", ".join(c["name"] for c in version["additionalPrinterColumns"]) + "."]
+        lines += [
+            "",
+            "Printer columns: "
+            + ", ".join(c["name"] for c in version["additionalPrinterColumns"])
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 

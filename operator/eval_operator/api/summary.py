@@ -40,7 +40,9 @@ class ScoreSums(BaseModel):
         self.sumsq += value * value
 
     def merged(self, other: ScoreSums) -> ScoreSums:
-        return ScoreSums(n=self.n + other.n, sum=self.sum + other.sum, sumsq=self.sumsq + other.sumsq)
+        return ScoreSums(
+            n=self.n + other.n, sum=self.sum + other.sum, sumsq=self.sumsq + other.sumsq
+        )
 
 
 class ShardUsage(BaseModel):

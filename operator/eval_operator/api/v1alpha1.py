@@ -29,7 +29,9 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SCORER_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 # "<scorer> <op> <number>", e.g. "exact_match >= 0.8".
 THRESHOLD_PATTERN = r"^[a-z][a-z0-9_]* *(>=|<=|>|<|==) *[0-9]+(\.[0-9]+)?$"
-THRESHOLD_RE = re.compile(r"^(?P<scorer>[a-z][a-z0-9_]*) *(?P<op>>=|<=|>|<|==) *(?P<value>[0-9]+(\.[0-9]+)?)$")
+THRESHOLD_RE = re.compile(
+    r"^(?P<scorer>[a-z][a-z0-9_]*) *(?P<op>>=|<=|>|<|==) *(?P<value>[0-9]+(\.[0-9]+)?)$"
+)
 
 # Annotation whose new value asks the operator to run a finished Evaluation again.
 RERUN_ANNOTATION = f"{GROUP}/rerun"
@@ -119,8 +121,10 @@ class ModelParameters(ApiModel):
         default=None, ge=1, le=1_000_000, description="Maximum number of tokens to generate."
     )
     top_p: str | None = Field(
-        default=None, pattern=DECIMAL_PATTERN,
-        max_length=32, description='Nucleus sampling mass, e.g. "0.9".'
+        default=None,
+        pattern=DECIMAL_PATTERN,
+        max_length=32,
+        description='Nucleus sampling mass, e.g. "0.9".',
     )
     stop: list[str] | None = Field(
         default=None, max_length=8, description="Stop sequences (at most 8)."
@@ -164,9 +168,7 @@ class ModelSpec(ApiModel):
             "(OpenAI, vLLM, Ollama, TGI, LiteLLM); anthropic is the Anthropic Messages API."
         ),
     )
-    name: str = Field(
-        min_length=1, max_length=256, description="Model name sent in each request."
-    )
+    name: str = Field(min_length=1, max_length=256, description="Model name sent in each request.")
     base_url: str | None = Field(
         default=None,
         alias="baseURL",
@@ -196,9 +198,7 @@ class ModelSpec(ApiModel):
     tokens_per_minute: int | None = Field(
         default=None, ge=1, le=100_000_000, description="Token rate limit per shard."
     )
-    timeout_seconds: int = Field(
-        default=60, ge=1, le=3600, description="Timeout of one request."
-    )
+    timeout_seconds: int = Field(default=60, ge=1, le=3600, description="Timeout of one request.")
     pricing: Pricing | None = Field(
         default=None, description="Token prices, to report cost and enforce budget.maxCostUSD."
     )
@@ -267,7 +267,10 @@ class DatasetSpec(ApiModel):
         default="target", min_length=1, description="Record field holding the expected answer."
     )
     limit: int | None = Field(
-        default=None, ge=1, le=10_000_000, description="Use only the first N records (after shuffling)."
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Use only the first N records (after shuffling).",
     )
     shuffle_seed: int | None = Field(
         default=None, description="Shuffle the records with this seed before limit and sharding."
@@ -405,7 +408,9 @@ class TaskSpec(ApiModel):
         description="Scorers applied to every answer; the first is the main score.",
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel_rule(UNIQUE_SCORER_NAMES, "scorer names (name, or type when unnamed) must be unique")
+                cel_rule(
+                    UNIQUE_SCORER_NAMES, "scorer names (name, or type when unnamed) must be unique"
+                )
             ]
         },
     )
@@ -488,7 +493,9 @@ class ExecutionSpec(ApiModel):
         default=None, max_length=32, description="Tolerations of the runner pods."
     )
     image: str | None = Field(
-        default=None, max_length=512, description="Runner image override (operator default when omitted)."
+        default=None,
+        max_length=512,
+        description="Runner image override (operator default when omitted).",
     )
 
     @model_validator(mode="after")

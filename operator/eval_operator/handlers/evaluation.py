@@ -13,7 +13,12 @@ import aiohttp
 from pydantic import ValidationError
 
 from eval_operator.api.v1alpha1 import RERUN_ANNOTATION, EvaluationSpec
-from eval_operator.builders.job import CONTAINER_NAME, PROGRESS_PORT_NAME, build_job, build_run_config
+from eval_operator.builders.job import (
+    CONTAINER_NAME,
+    PROGRESS_PORT_NAME,
+    build_job,
+    build_run_config,
+)
 from eval_operator.builders.meta import run_name
 from eval_operator.conditions import now_rfc3339
 from eval_operator.kube import Kube
