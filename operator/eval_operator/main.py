@@ -77,12 +77,29 @@ def evaluation_pods(
     return {(namespace, labels[RUN_LABEL]): evaluation_handlers.pod_view(body)}
 
 
-async def _reconcile_and_patch(
+def _unfinished(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in TERMINAL_PHASES
+
+
+@kopf.on.resume(*EVALUATIONS, id="reconcile-on-resume")
+@kopf.on.create(*EVALUATIONS, id="reconcile-on-create")
+@kopf.on.update(*EVALUATIONS, id="reconcile-on-update")
+@kopf.timer(
+    *EVALUATIONS,
+    id="follow-run",
+    # While a run is unfinished: progress from the pods, the Job's outcome, missing inputs.
+    interval=SETTINGS.reconcile_interval_seconds,
+    # The create/resume handlers reconcile first; the timer follows up.
+    initial_delay=SETTINGS.reconcile_interval_seconds,
+    when=_unfinished,
+)
+async def reconcile_evaluation(
     body: kopf.Body,
     patch: kopf.Patch,
     memo: kopf.Memo,
     evaluation_jobs: kopf.Index,
     evaluation_pods: kopf.Index,
+    **_: Any,
 ) -> None:
     evaluation = {
         "apiVersion": body.get("apiVersion"),
@@ -99,41 +116,3 @@ async def _reconcile_and_patch(
         patch.status.update(evaluation_handlers.status_patch(old, status))
     for message in events:
         kopf.info(body, reason="Reconciled", message=message)
-
-
-@kopf.on.resume(*EVALUATIONS, id="reconcile-on-resume")
-@kopf.on.create(*EVALUATIONS, id="reconcile-on-create")
-@kopf.on.update(*EVALUATIONS, id="reconcile-on-update")
-async def reconcile_evaluation(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    evaluation_jobs: kopf.Index,
-    evaluation_pods: kopf.Index,
-    **_: Any,
-) -> None:
-    await _reconcile_and_patch(body, patch, memo, evaluation_jobs, evaluation_pods)
-
-
-def _unfinished(status: kopf.Status, body: kopf.Body, **_: Any) -> bool:
-    return status.get("phase") not in TERMINAL_PHASES
-
-
-@kopf.timer(
-    *EVALUATIONS,
-    id="follow-run",
-    interval=SETTINGS.reconcile_interval_seconds,
-    # The create/resume handlers reconcile first; the timer follows up.
-    initial_delay=SETTINGS.reconcile_interval_seconds,
-    when=_unfinished,
-)
-async def follow_run(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    evaluation_jobs: kopf.Index,
-    evaluation_pods: kopf.Index,
-    **_: Any,
-) -> None:
-    """While a run is unfinished: progress from the pods, the Job's outcome, missing inputs."""
-    await _reconcile_and_patch(body, patch, memo, evaluation_jobs, evaluation_pods)
