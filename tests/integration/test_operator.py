@@ -487,6 +487,20 @@ def test_cancel_stops_the_run(cluster: Cluster) -> None:
     )
 
 
+def test_deleting_an_evaluation_removes_its_job_and_config(cluster: Cluster) -> None:
+    assert cluster.apply(manifest("short-lived", cluster.model)).status_code == 201
+    ev = cluster.wait_phase("short-lived", "Succeeded")
+    run = ev["status"]["jobName"]
+    assert cluster.api.get("batch", "v1", "jobs", NS, run) is not None
+    # No finalizer holds the Evaluation: owner references let the garbage collector work.
+    assert not ev["metadata"].get("finalizers")
+    cluster.api.delete(GROUP, VERSION, PLURAL, NS, "short-lived")
+    assert cluster.evaluation("short-lived") is None
+    assert cluster.api.get("batch", "v1", "jobs", NS, run) is None
+    assert cluster.api.get("", "v1", "configmaps", NS, run) is None
+    assert cluster.api.list("", "v1", "pods", NS, label_selector=f"evals.io/run={run}") == []
+
+
 def test_operator_restart_creates_no_second_job_and_keeps_status(cluster: Cluster) -> None:
     """Runs last in the module: it stops and starts the operator."""
     before = {name: cluster.evaluation(name)["status"] for name in ("happy", "again")}
