@@ -1,0 +1,30 @@
+"""Every example manifest is one the API server admits and the runner accepts as is."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eval_operator.api.v1alpha1 import Evaluation
+from tests.support.kubeapi.schema import apply_defaults, prune, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
+SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def test_there_are_examples():
+    assert {p.name for p in EXAMPLES} >= {"quickstart.yaml"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_is_admitted_and_parses(path):
+    for document in yaml.safe_load_all(path.read_text()):
+        if document.get("kind") != "Evaluation":
+            continue
+        admitted = apply_defaults(prune(document, SCHEMA, root=True), SCHEMA)
+        assert validate(admitted, SCHEMA, root=True) == []
+        # Nothing in the example is silently pruned: every field is known to the schema.
+        assert prune(document, SCHEMA, root=True) == document
+        Evaluation.model_validate(document)
