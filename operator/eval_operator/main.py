@@ -6,12 +6,13 @@ Run with `kopf run -m eval_operator.main` (or `make run`).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import aiohttp
 import kopf
 
-from eval_operator import kube
+from eval_operator import kube, metrics
 from eval_operator.api.v1alpha1 import GROUP, VERSION
 from eval_operator.builders.meta import EVALUATION_LABEL, MANAGED_BY, RUN_LABEL
 from eval_operator.handlers import evaluation as evaluation_handlers
@@ -26,7 +27,12 @@ SETTINGS = OperatorSettings.from_env()
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    evaluation_states: kopf.Index,
+    **_: Any,
+) -> None:
     # Our CRD schema has no room for kopf's bookkeeping in status (it would be pruned), so
     # handler progress and the last-handled spec live in annotations. Their prefix must differ
     # from the user-facing evals.io/ one: kopf ignores changes of its own prefix's annotations,
@@ -50,10 +56,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         kube=kube.Kube(await kube.connect()),
         http=aiohttp.ClientSession(),
     )
+    if SETTINGS.metrics_port:
+        memo.collector = metrics.EvaluationCollector(evaluation_states)
+        metrics.REGISTRY.register(memo.collector)
+        memo.metrics_server = metrics.MetricsServer()
+        await memo.metrics_server.start("0.0.0.0", SETTINGS.metrics_port)
 
 
 @kopf.on.cleanup()
 async def close_clients(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("metrics_server") is not None:
+        await memo.metrics_server.stop()
+        metrics.REGISTRY.unregister(memo.collector)
     ctx = memo.get("ctx")
     if ctx is not None:
         await ctx.http.close()
@@ -75,6 +89,12 @@ def evaluation_pods(
     namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[Any, Any]:
     return {(namespace, labels[RUN_LABEL]): evaluation_handlers.pod_view(body)}
+
+
+@kopf.index(*EVALUATIONS)
+def evaluation_states(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict[Any, Any]:
+    """Phase and verdict of every watched Evaluation, for the metrics computed at scrape time."""
+    return {(namespace, name): metrics.evaluation_view(status)}
 
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
@@ -100,6 +120,23 @@ async def reconcile_evaluation(
     evaluation_jobs: kopf.Index,
     evaluation_pods: kopf.Index,
     **_: Any,
+) -> None:
+    started = time.monotonic()
+    try:
+        await _reconcile(body, patch, memo, evaluation_jobs, evaluation_pods)
+    except Exception:
+        metrics.RECONCILE_ERRORS.inc()
+        raise
+    finally:
+        metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+
+async def _reconcile(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    evaluation_jobs: kopf.Index,
+    evaluation_pods: kopf.Index,
 ) -> None:
     evaluation = {
         "apiVersion": body.get("apiVersion"),

@@ -41,6 +41,12 @@ class OperatorSettings(BaseModel):
     progress_timeout_seconds: float = Field(
         default=2.0, gt=0, le=30, description="Timeout of one /progress poll of a runner pod."
     )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the operator's GET /metrics; 0 serves none (the Helm chart sets it).",
+    )
 
     @field_validator("runner_resources")
     @classmethod
