@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from eval_operator.api.v1alpha1 import Progress, ScoreResult, Usage
+from eval_operator.api.v1alpha1 import JudgeUsage, Progress, ScoreResult, Usage
 
 # Exit codes of the runner. Permanent errors fail the index at once (the Job's podFailurePolicy
 # maps this code to FailIndex), anything else non-zero is retried up to backoffLimitPerIndex.
@@ -22,6 +22,14 @@ EXIT_OK = 0
 EXIT_PERMANENT = 3
 
 TERMINATION_MESSAGE_LIMIT = 4096
+
+
+def judge_key_env(index: int) -> str:
+    """The environment variable holding the key of the index-th llm_judge scorer's judge: the
+    Job builder mounts it there, the runner reads it there."""
+    return "EVAL_JUDGE_API_KEY" if index == 0 else f"EVAL_JUDGE_API_KEY_{index}"
+
+
 Z_95 = 1.959963984540054
 
 
@@ -46,6 +54,8 @@ class ScoreSums(BaseModel):
 
 
 class ShardUsage(BaseModel):
+    """What a shard consumed: the model's requests, and its judges' apart in `judge`."""
+
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     requests: int = 0
@@ -53,15 +63,24 @@ class ShardUsage(BaseModel):
     output_tokens: int = Field(default=0, alias="outputTokens")
     cache_hits: int = Field(default=0, alias="cacheHits")
     cost_usd: str = Field(default="0", alias="costUSD")
+    judge: ShardUsage | None = None
 
     def merged(self, other: ShardUsage) -> ShardUsage:
+        judge = self.judge
+        if other.judge is not None:
+            judge = other.judge if judge is None else judge.merged(other.judge)
         return ShardUsage(
             requests=self.requests + other.requests,
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             cache_hits=self.cache_hits + other.cache_hits,
             cost_usd=format(Decimal(self.cost_usd) + Decimal(other.cost_usd), "f"),
+            judge=judge,
         )
+
+    def total_cost(self) -> Decimal:
+        """Model and judge cost together: what budgets limit."""
+        return Decimal(self.cost_usd) + (self.judge.total_cost() if self.judge else Decimal(0))
 
 
 class ShardSummary(BaseModel):
@@ -157,6 +176,14 @@ def aggregate(
             output_tokens=usage.output_tokens,
             cache_hits=usage.cache_hits,
             cost_usd=usage.cost_usd,
+            judge=None
+            if usage.judge is None
+            else JudgeUsage(
+                requests=usage.judge.requests,
+                input_tokens=usage.judge.input_tokens,
+                output_tokens=usage.judge.output_tokens,
+                cost_usd=usage.judge.cost_usd,
+            ),
         ),
         errors=errors,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -126,8 +126,10 @@ class ModelParameters(ApiModel):
         max_length=32,
         description='Nucleus sampling mass, e.g. "0.9".',
     )
-    stop: list[str] | None = Field(
-        default=None, max_length=8, description="Stop sequences (at most 8)."
+    stop: list[Annotated[str, Field(max_length=256)]] | None = Field(
+        default=None,
+        max_length=8,
+        description="Stop sequences (at most 8, each at most 256 characters).",
     )
     seed: int | None = Field(
         default=None, description="Seed for providers that support reproducible sampling."
@@ -158,8 +160,8 @@ class Pricing(ApiModel):
         ) / million
 
 
-class ModelSpec(ApiModel):
-    """The model under evaluation and how to reach it."""
+class EndpointSpec(ApiModel):
+    """A model endpoint and how to call it (shared by the model under evaluation and judges)."""
 
     provider: Literal["openai", "anthropic"] = Field(
         default="openai",
@@ -193,18 +195,46 @@ class ModelSpec(ApiModel):
         default=8, ge=1, le=1024, description="Upper bound of concurrent requests per shard."
     )
     requests_per_minute: int | None = Field(
-        default=None, ge=1, le=1_000_000, description="Request rate limit per shard."
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Request rate limit per shard (a token bucket holding one second's worth).",
     )
     tokens_per_minute: int | None = Field(
-        default=None, ge=1, le=100_000_000, description="Token rate limit per shard."
+        default=None,
+        ge=1,
+        le=100_000_000,
+        description=(
+            "Token rate limit per shard: a request is charged its estimated prompt tokens plus "
+            "maxTokens up front and corrected to the reported usage afterwards."
+        ),
     )
-    timeout_seconds: int = Field(default=60, ge=1, le=3600, description="Timeout of one request.")
+    timeout_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="Timeout of one request; a timed-out request is retried like a 5xx.",
+    )
     pricing: Pricing | None = Field(
         default=None, description="Token prices, to report cost and enforce budget.maxCostUSD."
     )
+
+
+class ModelSpec(EndpointSpec):
+    """The model under evaluation and how to reach it."""
+
     ca_bundle: CABundleSource | None = Field(
-        default=None, description="CA bundle for endpoints behind a private CA."
+        default=None,
+        description=(
+            "CA bundle for endpoints behind a private CA (trusted for llm_judge endpoints too)."
+        ),
     )
+
+
+class JudgeSpec(EndpointSpec):
+    """The model that grades answers for an llm_judge scorer. Its requests go through the same
+    concurrency limit, rate limits, retries and budget as the model's, and are counted apart in
+    status.usage.judge. Its key is mounted from its own apiKeySecretRef."""
 
 
 class DatasetSpec(ApiModel):
@@ -293,7 +323,9 @@ class FewShotExample(ApiModel):
     target: str = Field(description="The answer the assistant gives in the example.")
 
 
-ScorerType = Literal["exact_match", "contains", "regex", "numeric", "token_f1", "json_valid"]
+ScorerType = Literal[
+    "exact_match", "contains", "regex", "numeric", "token_f1", "json_valid", "llm_judge"
+]
 Normalization = Literal[
     "lowercase", "strip", "collapse_whitespace", "strip_punctuation", "remove_articles"
 ]
@@ -320,6 +352,16 @@ class ScorerSpec(ApiModel):
                     "tolerance is only used by the numeric scorer",
                     ".tolerance",
                 ),
+                cel_rule(
+                    "self.type != 'llm_judge' || (has(self.judge) && has(self.rubric))",
+                    "an llm_judge scorer requires judge and rubric",
+                    ".judge",
+                ),
+                cel_rule(
+                    "self.type == 'llm_judge' || (!has(self.judge) && !has(self.rubric))",
+                    "judge and rubric are only used by the llm_judge scorer",
+                    ".judge",
+                ),
             ]
         }
     )
@@ -330,7 +372,8 @@ class ScorerSpec(ApiModel):
             "regex: pattern extracts the answer (group 1, else the whole match) and it is "
             "compared to target, or, with no target, a match scores 1; numeric: the last number "
             "in the output is within tolerance of target; token_f1: token-level F1 against target; "
-            "json_valid: output parses as JSON."
+            "json_valid: output parses as JSON; llm_judge: the judge model grades the output "
+            "with rubric."
         )
     )
     name: str | None = Field(
@@ -353,6 +396,21 @@ class ScorerSpec(ApiModel):
         max_length=32,
         description='Absolute tolerance for numeric, e.g. "0.01" (default "0").',
     )
+    judge: JudgeSpec | None = Field(
+        default=None, description="llm_judge only: the model that grades the answers."
+    )
+    rubric: str | None = Field(
+        default=None,
+        max_length=65536,
+        description=(
+            "llm_judge only: sandboxed Jinja2 template of the judge's prompt, with variables "
+            "input, target and output. The reply becomes a score in [0, 1] by the first rule "
+            'that matches: "score: x" or "score = x" (x a number, or a fraction "x/y"); else a '
+            "PASS or FAIL word (1 or 0); else a reply that is only a number or fraction. A "
+            "value outside [0, 1] or a reply matching no rule is unparsable: the sample counts "
+            "as errored (class judge_unparsable), never as 0."
+        ),
+    )
 
     @property
     def effective_name(self) -> str:
@@ -364,6 +422,10 @@ class ScorerSpec(ApiModel):
             raise ValueError("a regex scorer requires pattern, and only it takes one")
         if self.tolerance is not None and self.type != "numeric":
             raise ValueError("tolerance is only used by the numeric scorer")
+        if self.type == "llm_judge" and (self.judge is None or self.rubric is None):
+            raise ValueError("an llm_judge scorer requires judge and rubric")
+        if self.type != "llm_judge" and (self.judge is not None or self.rubric is not None):
+            raise ValueError("judge and rubric are only used by the llm_judge scorer")
         return self
 
     @field_validator("pattern")
@@ -506,17 +568,31 @@ class ExecutionSpec(ApiModel):
 
 
 class BudgetSpec(ApiModel):
-    """Limits that stop the run cleanly (reason BudgetExceeded) when reached."""
+    """Limits that stop the run cleanly when reached: no new request starts, requests in flight
+    finish, the results so far are kept, and the run fails with reason BudgetExceeded.
+
+    Sharded runs split each limit over the shards (maxRequests as whole numbers with the
+    remainder going to the lowest shards, maxCostUSD as decimals rounded down), so the sum can
+    never exceed it. Cost is known only after an answer, so before every request the runner
+    reserves its worst case (every byte of the prompt as a token, plus 8 per message and 16,
+    and the full maxTokens of output, at model.pricing) and starts it only if what was spent
+    plus what is reserved stays within the shard's share."""
 
     max_cost_usd: str | None = Field(
         default=None,
         alias="maxCostUSD",
         pattern=DECIMAL_PATTERN,
         max_length=32,
-        description='Maximum spend in USD, e.g. "5.00"; requires model.pricing.',
+        description=(
+            'Maximum spend in USD, e.g. "5.00", over the model and its judges; requires '
+            "model.pricing (and pricing for every judge), and model.parameters.maxTokens for "
+            "provider openai (the output bound of the worst case)."
+        ),
     )
     max_requests: int | None = Field(
-        default=None, ge=1, description="Maximum number of model requests."
+        default=None,
+        ge=1,
+        description="Maximum number of HTTP requests, retries and judge requests included.",
     )
 
 
@@ -535,6 +611,14 @@ class EvaluationSpec(ApiModel):
                 cel_rule(
                     "!has(self.budget) || !has(self.budget.maxCostUSD) || has(self.model.pricing)",
                     "budget.maxCostUSD requires model.pricing",
+                    ".budget.maxCostUSD",
+                ),
+                cel_rule(
+                    "!has(self.budget) || !has(self.budget.maxCostUSD) || "
+                    "self.model.provider == 'anthropic' || (has(self.model.parameters) && "
+                    "has(self.model.parameters.maxTokens))",
+                    "budget.maxCostUSD requires model.parameters.maxTokens (the output bound of "
+                    "a request's worst-case cost)",
                     ".budget.maxCostUSD",
                 ),
             ]
@@ -585,8 +669,23 @@ class EvaluationSpec(ApiModel):
             scorer = parse_threshold(threshold).scorer
             if scorer not in names:
                 raise ValueError(f"threshold {threshold!r} names no scorer of task.scorers")
-        if self.budget and self.budget.max_cost_usd and not self.model.pricing:
-            raise ValueError("budget.maxCostUSD requires model.pricing")
+        if self.budget and self.budget.max_cost_usd:
+            if not self.model.pricing:
+                raise ValueError("budget.maxCostUSD requires model.pricing")
+            endpoints: list[tuple[str, EndpointSpec]] = [("model", self.model)]
+            endpoints += [
+                (f"task.scorers[{i}].judge", s.judge)
+                for i, s in enumerate(self.task.scorers)
+                if s.judge is not None
+            ]
+            for where, endpoint in endpoints:
+                if endpoint.pricing is None:
+                    raise ValueError(f"budget.maxCostUSD requires {where}.pricing")
+                if endpoint.provider == "openai" and endpoint.parameters.max_tokens is None:
+                    raise ValueError(
+                        f"budget.maxCostUSD requires {where}.parameters.maxTokens (the output "
+                        "bound of a request's worst-case cost)"
+                    )
         return self
 
 
@@ -639,7 +738,13 @@ class Progress(ApiModel):
     total: int = Field(default=0, description="Samples in the run (0 until known).")
     completed: int = Field(default=0, description="Samples answered and scored.")
     failed: int = Field(
-        default=0, description="Samples whose request failed after retries (never scored)."
+        default=0,
+        description=(
+            "Samples that errored, never scored: their request (or their judge's) still failed "
+            "after its retries, or the judge's reply was unparsable. When more than 5% of the "
+            "finished samples errored, the Ready and Progressing messages say how many and "
+            "name the most frequent error classes."
+        ),
     )
     summary: str = Field(default="", description='Display form, e.g. "120/500".')
 
@@ -656,17 +761,46 @@ class ScoreResult(ApiModel):
     n: int = Field(description="Number of scored samples.")
 
 
+class JudgeUsage(ApiModel):
+    """What the llm_judge scorers' judges consumed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    requests: int = Field(default=0, description="Judge requests sent, retries included.")
+    input_tokens: int = Field(default=0, description="Input tokens reported by the judge.")
+    output_tokens: int = Field(default=0, description="Output tokens reported by the judge.")
+    cost_usd: str = Field(
+        default="0", alias="costUSD", description="Cost in USD from the judges' pricing."
+    )
+
+
 class Usage(ApiModel):
     """What the run consumed."""
 
     model_config = ConfigDict(extra="ignore")
 
-    requests: int = Field(default=0, description="Model requests sent.")
+    requests: int = Field(
+        default=0, description="Requests sent to the model under evaluation, retries included."
+    )
     input_tokens: int = Field(default=0, description="Input tokens reported by the provider.")
     output_tokens: int = Field(default=0, description="Output tokens reported by the provider.")
-    cache_hits: int = Field(default=0, description="Requests answered from the response cache.")
+    cache_hits: int = Field(
+        default=0,
+        description=(
+            "Requests whose prompt the provider served from its prompt cache (cached input "
+            "tokens reported in the response's usage)."
+        ),
+    )
     cost_usd: str = Field(
-        default="0", alias="costUSD", description="Cost in USD from model.pricing (decimal string)."
+        default="0",
+        alias="costUSD",
+        description=(
+            "Cost in USD of the model's requests from model.pricing (decimal string); budgets "
+            "apply to this plus judge.costUSD."
+        ),
+    )
+    judge: JudgeUsage | None = Field(
+        default=None, description="llm_judge requests, counted apart from the model's."
     )
 
 
