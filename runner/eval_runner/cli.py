@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -19,11 +18,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from eval_operator.api.summary import EXIT_OK, EXIT_PERMANENT, Aggregate, ShardSummary, aggregate
+from eval_operator.api.summary import (
+    EXIT_OK,
+    EXIT_PERMANENT,
+    Aggregate,
+    ShardSummary,
+    aggregate,
+    judge_key_env,
+)
 from eval_operator.api.v1alpha1 import Evaluation, parse_threshold
 from eval_runner.dataset import DEFAULT_DATASET_DIR
 from eval_runner.errors import PermanentError
-from eval_runner.pipeline import run_shard
+from eval_runner.pipeline import BudgetStopped, run_shard
+from eval_runner.runtime import run as run_async
 from eval_runner.server import ProgressServer
 
 EXIT_THRESHOLDS_FAILED = 1
@@ -37,22 +44,26 @@ exit codes:
   0  the run finished and every threshold holds (or there are none)
   1  the run finished and a threshold failed: CI can gate on it
   2  invalid manifest or arguments
-  3  the run cannot succeed (dataset not found, checksum mismatch, template error, ...)
+  3  the run cannot succeed (dataset not found, checksum mismatch, template error, ...),
+     or it stopped at spec.budget (BudgetExceeded: the results so far are printed)
 
 The API key is read from --api-key-env, else EVAL_API_KEY, else OPENAI_API_KEY or
-ANTHROPIC_API_KEY by provider; it is never printed. EVAL_CA_BUNDLE may name a PEM file of
-extra CA certificates to trust.
+ANTHROPIC_API_KEY by provider; it is never printed. The llm_judge scorers' judges read
+EVAL_JUDGE_API_KEY (the first judge), EVAL_JUDGE_API_KEY_1, ... EVAL_CA_BUNDLE may name a
+PEM file of extra CA certificates to trust.
 """
 
 SHARD_EPILOG = """\
 environment:
   JOB_COMPLETION_INDEX  shard index when --shard is not given (set by an Indexed Job)
   EVAL_API_KEY          the model API key (mounted from the referenced Secret)
+  EVAL_JUDGE_API_KEY    the first llm_judge scorer's judge key (EVAL_JUDGE_API_KEY_1, ... next)
   EVAL_DATASET_DIR      where a configMapRef dataset's key is mounted (default /etc/eval/dataset)
   EVAL_PROGRESS_PORT    port of GET /progress, /healthz, /metrics (default 9090)
   EVAL_CA_BUNDLE        PEM file of extra CA certificates for the model endpoint
 
-exit codes: 0 done; 3 permanent error (the Job fails the index); 1 anything else (retried).
+exit codes: 0 done; 3 permanent error or BudgetExceeded (the Job fails the index); 1 anything
+else (retried).
 The final ShardSummary JSON is written to the termination log in every case.
 """
 
@@ -126,6 +137,12 @@ def configure_logging(stream: TextIO, *, json_logs: bool, level: int = logging.I
     )
 
 
+def judge_api_keys(evaluation: Evaluation) -> list[str | None]:
+    """The judges' keys, in the order of the llm_judge scorers (as the Job builder mounts them)."""
+    judges = sum(1 for s in evaluation.spec.task.scorers if s.judge is not None)
+    return [os.environ.get(judge_key_env(index)) or None for index in range(judges)]
+
+
 def _ca_bundle() -> Path | None:
     value = os.environ.get("EVAL_CA_BUNDLE")
     return Path(value) if value else None
@@ -175,19 +192,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     def show(summary: ShardSummary) -> None:
         progress.update(bar, total=summary.total, completed=summary.completed + summary.failed)
 
+    summary = ShardSummary()
+    stopped: BudgetStopped | None = None
     try:
         with progress:
-            summary = asyncio.run(
+            run_async(
                 run_shard(
                     evaluation,
                     0,
                     1,
                     api_key,
+                    judge_api_keys=judge_api_keys(evaluation),
                     dataset_file=args.dataset_file,
                     ca_bundle=_ca_bundle(),
+                    summary=summary,
                     on_progress=show,
                 )
             )
+    except BudgetStopped as err:
+        stopped = err  # the results so far are printed below
     except PermanentError as err:
         print(f"error: {err.reason}: {err.message}", file=sys.stderr)
         return EXIT_PERMANENT
@@ -197,9 +220,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     verdicts = threshold_verdicts(spec.thresholds, result)
     passed = all(ok for _, ok in verdicts) if verdicts else None
     if args.output == "json":
-        print(json.dumps(_json_report(evaluation, result, verdicts, passed), indent=2))
+        report = _json_report(evaluation, result, verdicts, passed)
+        if stopped is not None:
+            report["stopped"] = {"reason": stopped.reason, "message": stopped.message}
+        print(json.dumps(report, indent=2))
     else:
         _print_table(evaluation, result, verdicts)
+    if stopped is not None:
+        print(f"error: {stopped.reason}: {stopped.message}", file=sys.stderr)
+        return EXIT_PERMANENT
     return EXIT_THRESHOLDS_FAILED if passed is False else EXIT_OK
 
 
@@ -293,13 +322,19 @@ def _print_table(
         )
     console.print(table)
     p, u = result.progress, result.usage
-    lines = [f"samples: {p.completed} scored, {p.failed} failed, {p.total} total"]
+    lines = [f"samples: {p.completed} scored, {p.failed} errored, {p.total} total"]
     if result.errors:
-        lines.append("failed by error: " + ", ".join(f"{k}={v}" for k, v in result.errors.items()))
+        lines.append("errored by class: " + ", ".join(f"{k}={v}" for k, v in result.errors.items()))
     lines.append(
         f"usage: {u.requests} requests, {u.input_tokens} input tokens, "
         f"{u.output_tokens} output tokens, cost ${u.cost_usd}"
     )
+    if u.judge is not None:
+        j = u.judge
+        lines.append(
+            f"judge usage: {j.requests} requests, {j.input_tokens} input tokens, "
+            f"{j.output_tokens} output tokens, cost ${j.cost_usd}"
+        )
     lines += [f"threshold {text}: {'PASS' if ok else 'FAIL'}" for text, ok in verdicts]
     for line in lines:
         console.print(Text(line))
@@ -327,7 +362,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
             namespace=evaluation.metadata.namespace,
             shard=shard,
         )
-        code = asyncio.run(
+        code = run_async(
             _serve_shard(evaluation, shard, shards, summary, port, os.environ.get("EVAL_API_KEY"))
         )
     _write_termination_log(args.termination_log, summary)
@@ -367,10 +402,14 @@ async def _serve_shard(
                 shard,
                 shards,
                 api_key,
+                judge_api_keys=judge_api_keys(evaluation),
                 dataset_dir=dataset_dir,
                 ca_bundle=_ca_bundle(),
                 summary=summary,
             )
+        except BudgetStopped as err:
+            log.warning("shard stopped at its budget", reason=err.reason, message=err.message)
+            return EXIT_PERMANENT
         except PermanentError as err:
             log.error("shard failed permanently", reason=err.reason, message=err.message)
             return EXIT_PERMANENT

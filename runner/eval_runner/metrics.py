@@ -1,16 +1,85 @@
-"""Prometheus metrics of the runner process, served at GET /metrics."""
+"""Prometheus metrics of the runner process, served at GET /metrics.
+
+The names and labels are a contract (dashboards and the chart's PrometheusRule alerts use
+them; the README lists them): change them only with a new name. Labels never hold a key or a
+URL: `role` is "model" or "judge", `model` the model name from the spec.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
-SAMPLES = Counter(
-    "eval_runner_samples_total",
-    "Samples finished, by outcome (scored, or failed after retries and never scored).",
-    ["outcome"],
-)
+LABELS = ("role", "model")
+
 REQUESTS = Counter(
     "eval_runner_requests_total",
-    "Model requests sent (every attempt), by outcome: ok or an error class such as http_429.",
-    ["outcome"],
+    "HTTP requests sent to model endpoints (every attempt), by outcome: ok, or an error class "
+    "such as http_429, http_500, timeout, connection, invalid_json.",
+    [*LABELS, "outcome"],
+)
+REQUEST_DURATION = Histogram(
+    "eval_runner_request_duration_seconds",
+    "Duration of one HTTP request to a model endpoint, failed ones included.",
+    LABELS,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+RETRIES = Counter(
+    "eval_runner_retries_total",
+    "Requests repeated after a retryable failure, by the error class that caused the retry.",
+    [*LABELS, "error_class"],
+)
+TOKENS = Counter(
+    "eval_runner_tokens_total",
+    "Tokens reported by the provider, by kind: input or output.",
+    [*LABELS, "kind"],
+)
+COST = Counter(
+    "eval_runner_cost_usd_total",
+    "Cost in US dollars of the answered requests, from the spec's pricing.",
+    LABELS,
+)
+CACHE_HITS = Counter(
+    "eval_runner_cache_hits_total",
+    "Requests whose prompt the provider served from its prompt cache.",
+    LABELS,
+)
+ERRORS = Counter(
+    "eval_runner_errors_total",
+    "Samples counted as errored (never scored), by error class.",
+    ["error_class"],
+)
+SAMPLES = Counter(
+    "eval_runner_samples_total",
+    "Samples finished, by result: scored, or errored (failed after retries, never scored).",
+    ["result"],
+)
+CONCURRENCY = Gauge(
+    "eval_runner_concurrency",
+    "Current adaptive concurrency limit (maxConcurrency, halved on 429/503, grown back on "
+    "success).",
+    LABELS,
+)
+CONCURRENCY_CUTS = Counter(
+    "eval_runner_concurrency_cuts_total",
+    "Times the adaptive concurrency limit was cut because of 429/503 answers.",
+    LABELS,
+)
+IN_FLIGHT = Gauge(
+    "eval_runner_in_flight_requests",
+    "Requests currently waiting for an answer.",
+    LABELS,
+)
+BREAKER_STATE = Gauge(
+    "eval_runner_circuit_breaker_state",
+    "Circuit breaker of the endpoint: 0 closed, 1 half-open, 2 open.",
+    LABELS,
+)
+BREAKER_OPENS = Counter(
+    "eval_runner_circuit_breaker_opens_total",
+    "Times the endpoint's circuit breaker opened.",
+    LABELS,
+)
+BUDGET_EXCEEDED = Counter(
+    "eval_runner_budget_exceeded_total",
+    "Shards stopped because the next request could exceed their share of the budget.",
 )

@@ -1,7 +1,7 @@
-"""The model client: request mapping per provider, response parsing, retry classification.
+"""The model client: request mapping per provider, response parsing, retry classification,
+usage and budget accounting, and the key's secrecy.
 
-Parsing and classification use httpx.MockTransport; talking to a real server is covered by the
-integration tests.
+These use a scripted Transport; talking to a real server is covered by the integration tests.
 """
 
 from __future__ import annotations
@@ -9,18 +9,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import json
+from decimal import Decimal
+
 import pytest
 
+from eval_operator.api.summary import ShardUsage
 from eval_operator.api.v1alpha1 import ModelSpec
+from eval_runner.breaker import CLOSED, CircuitBreaker
+from eval_runner.budget import Budget, BudgetExceeded
 from eval_runner.client import (
     HttpModelClient,
     RequestFailed,
-    RetryPolicy,
     anthropic_request,
     openai_request,
 )
 from eval_runner.prompt import Message
+from eval_runner.retry import RetryPolicy
+from eval_runner.transport import HttpResponse, TransportError, TransportTimeout
 
 MESSAGES: list[Message] = [
     {"role": "system", "content": "Be brief."},
@@ -33,7 +39,7 @@ OPENAI_OK = {
     "choices": [{"message": {"content": "4"}}],
     "usage": {"prompt_tokens": 9, "completion_tokens": 1},
 }
-NO_WAIT = RetryPolicy(attempts=3, base_delay=0.0)
+NO_WAIT = RetryPolicy(max_errors=3, max_throttled=4, base_delay=0.0)
 KEY = "sk-test-secret"
 
 
@@ -86,106 +92,187 @@ def test_anthropic_defaults_max_tokens_and_omits_an_absent_system() -> None:
     assert "x-api-key" not in request.headers
 
 
-def client_for(
-    handler: Callable[[httpx.Request], httpx.Response], **fields: Any
-) -> tuple[HttpModelClient, list[httpx.Request]]:
-    seen: list[httpx.Request] = []
-
-    def record(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return handler(request)
-
-    http = httpx.AsyncClient(transport=httpx.MockTransport(record))
-    return HttpModelClient(model(baseURL="http://model/v1", **fields), KEY, http, NO_WAIT), seen
+Answer = HttpResponse | Exception
 
 
-async def test_parses_openai_and_anthropic_answers() -> None:
-    openai, _ = client_for(lambda r: httpx.Response(200, json=OPENAI_OK))
-    anthropic_body = {
-        "content": [{"type": "text", "text": "4"}, {"type": "text", "text": "!"}],
-        "usage": {"input_tokens": 9, "output_tokens": 2},
-    }
-    anthropic, _ = client_for(
-        lambda r: httpx.Response(200, json=anthropic_body), provider="anthropic"
-    )
-    first = await openai.complete(MESSAGES)
-    second = await anthropic.complete(MESSAGES)
-    assert (first.text, first.input_tokens, first.output_tokens, first.attempts) == ("4", 9, 1, 1)
-    assert (second.text, second.input_tokens, second.output_tokens) == ("4!", 9, 2)
+def ok(payload: Any = OPENAI_OK) -> HttpResponse:
+    return HttpResponse(200, json.dumps(payload).encode(), None)
 
 
-async def test_missing_usage_counts_zero_tokens() -> None:
-    client, _ = client_for(
-        lambda r: httpx.Response(200, json={"choices": [{"message": {"content": None}}]})
-    )
-    completion = await client.complete(MESSAGES)
-    assert (completion.text, completion.input_tokens, completion.output_tokens) == ("", 0, 0)
+def status(code: int, body: bytes = b"", retry_after: str | None = None) -> HttpResponse:
+    return HttpResponse(code, body, retry_after)
 
 
-def answers(*responses: httpx.Response | Exception) -> Callable[[httpx.Request], httpx.Response]:
-    queue = list(responses)
+class ScriptedTransport:
+    """Answers with the scripted responses in order, repeating the last one."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        answer = queue.pop(0) if len(queue) > 1 else queue[0]
+    def __init__(self, *answers: Answer) -> None:
+        self.answers = list(answers)
+        self.sent: list[tuple[str, dict[str, str], bytes, float]] = []
+
+    async def post(
+        self, url: str, headers: dict[str, str], body: bytes, timeout_seconds: float
+    ) -> HttpResponse:
+        self.sent.append((url, headers, body, timeout_seconds))
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
             raise answer
         return answer
 
-    return handler
+
+def client_for(
+    *answers: Answer, budget: Budget | None = None, **fields: Any
+) -> tuple[HttpModelClient, ScriptedTransport]:
+    transport = ScriptedTransport(*answers)
+    client = HttpModelClient(
+        model(baseURL="http://model/v1", **fields),
+        KEY,
+        transport,
+        usage=ShardUsage(),
+        budget=budget,
+        retry=NO_WAIT,
+    )
+    return client, transport
+
+
+async def test_parses_answers_and_meters_usage_and_cost() -> None:
+    pricing = {"inputPerMillionUSD": "1", "outputPerMillionUSD": "2"}
+    openai, sent = client_for(ok(), pricing=pricing, timeoutSeconds=7)
+    cached = {
+        **OPENAI_OK,
+        "usage": {**OPENAI_OK["usage"], "prompt_tokens_details": {"cached_tokens": 4}},
+    }
+    anthropic_body = {
+        "content": [{"type": "text", "text": "4"}, {"type": "text", "text": "!"}],
+        "usage": {"input_tokens": 9, "output_tokens": 2, "cache_read_input_tokens": 3},
+    }
+    anthropic, _ = client_for(ok(anthropic_body), provider="anthropic")
+    first = await openai.complete(MESSAGES)
+    second = await anthropic.complete(MESSAGES)
+    assert (first.text, first.input_tokens, first.output_tokens) == ("4", 9, 1)
+    # Anthropic reports cache reads apart from input_tokens: all of it is input.
+    assert (second.text, second.input_tokens, second.output_tokens) == ("4!", 12, 2)
+    assert sent.sent[0][3] == 7.0  # the endpoint's timeout, per request
+    assert (openai.usage.requests, openai.usage.cost_usd, openai.usage.cache_hits) == (
+        1,
+        "0.000011",
+        0,
+    )
+    assert anthropic.usage.cache_hits == 1
+    openai_cached, _ = client_for(ok(cached))
+    await openai_cached.complete(MESSAGES)
+    assert openai_cached.usage.cache_hits == 1
+
+
+async def test_missing_usage_counts_zero_tokens() -> None:
+    client, _ = client_for(ok({"choices": [{"message": {"content": None}}]}))
+    completion = await client.complete(MESSAGES)
+    assert (completion.text, completion.input_tokens, completion.output_tokens) == ("", 0, 0)
 
 
 async def test_transient_failures_are_retried_until_success() -> None:
-    client, seen = client_for(
-        answers(
-            httpx.Response(429, headers={"Retry-After": "0"}),
-            httpx.Response(503),
-            httpx.Response(200, json=OPENAI_OK),
-        )
+    client, transport = client_for(
+        status(429, retry_after="0"), status(503), TransportTimeout("slow"), ok()
     )
     completion = await client.complete(MESSAGES)
-    assert completion.text == "4" and completion.attempts == 3
-    assert len(seen) == 3
+    assert completion.text == "4"
+    assert len(transport.sent) == 4 and client.usage.requests == 4
+    assert client.usage.input_tokens == 9  # only the answer is billed
 
 
 @pytest.mark.parametrize(
     ("failure", "error_class", "attempts"),
     [
-        (httpx.Response(429), "http_429", 3),
-        (httpx.Response(500, text="boom"), "http_500", 3),
-        (httpx.Response(408), "http_408", 3),
-        (httpx.ReadTimeout("slow"), "timeout", 3),
-        (httpx.ConnectError("refused"), "connection", 3),
-        (httpx.Response(400, json={"error": "bad"}), "http_400", 1),
-        (httpx.Response(401), "http_401", 1),
-        (httpx.Response(404), "http_404", 1),
-        (httpx.Response(200, text="not json"), "bad_response", 1),
-        (httpx.Response(200, json={"choices": []}), "bad_response", 1),
+        (status(429), "http_429", 4),  # throttling has its own, larger budget
+        (status(500, b"boom"), "http_500", 3),
+        (status(503), "http_503", 3),
+        (status(408), "http_408", 3),
+        (status(409), "http_409", 3),
+        (TransportTimeout("slow"), "timeout", 3),
+        (TransportError("refused"), "connection", 3),
+        (ok(None), "bad_response", 1),  # JSON, but not an answer
+        (HttpResponse(200, b'{"choices": [{"mess', None), "invalid_json", 3),  # truncated
+        (status(400, b'{"error": "bad"}'), "http_400", 1),
+        (status(401), "http_401", 1),
+        (status(404), "http_404", 1),
+        (status(422), "http_422", 1),
+        (ok({"choices": []}), "bad_response", 1),
     ],
 )
-async def test_failures_are_classified(
-    failure: httpx.Response | Exception, error_class: str, attempts: int
+async def test_failures_are_classified_and_only_transient_ones_retried(
+    failure: Answer, error_class: str, attempts: int
 ) -> None:
-    client, seen = client_for(answers(failure))
+    client, transport = client_for(failure)
     with pytest.raises(RequestFailed) as caught:
         await client.complete(MESSAGES)
     assert caught.value.error_class == error_class
-    assert caught.value.attempts == attempts == len(seen)
+    assert len(transport.sent) == attempts == client.usage.requests
 
 
-async def test_the_key_is_sent_only_in_its_header() -> None:
-    client, seen = client_for(answers(httpx.Response(401, text="no")))
+async def test_the_key_is_sent_only_in_its_header_and_redacted_from_errors() -> None:
+    echo = f'{{"error": "bad key", "headers": {{"authorization": "Bearer {KEY}"}}}}'.encode()
+    client, transport = client_for(status(401, echo))
     with pytest.raises(RequestFailed) as caught:
         await client.complete(MESSAGES)
-    assert seen[0].headers["authorization"] == f"Bearer {KEY}"
-    assert KEY.encode() not in seen[0].content
-    assert KEY not in str(caught.value)
+    url, headers, body, _ = transport.sent[0]
+    assert headers["Authorization"] == f"Bearer {KEY}"
+    assert KEY.encode() not in body and KEY not in url
+    assert KEY not in str(caught.value) and "[redacted]" in str(caught.value)
 
 
-def test_retry_delay_honours_retry_after_and_backs_off_with_jitter() -> None:
-    policy = RetryPolicy(attempts=5, base_delay=1.0, max_delay=8.0)
-    assert policy.delay(1, retry_after=2.5) == 2.5
-    assert policy.delay(1, retry_after=100.0) == 8.0  # capped
-    for attempt, full in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 8.0)]:
-        delays = [policy.delay(attempt, None) for _ in range(50)]
-        assert all(full / 2 <= d <= full for d in delays)
-        assert len(set(delays)) > 1
+async def test_throttling_cuts_the_concurrency_limit() -> None:
+    client, _ = client_for(status(429, retry_after="0"), ok(), maxConcurrency=16)
+    await client.complete(MESSAGES)
+    assert client.limiter.limit == 8 and client.limiter.cuts == 1
+
+
+async def test_max_requests_stops_before_sending() -> None:
+    budget = Budget(max_requests=3)
+    client, transport = client_for(status(500), budget=budget)
+    with pytest.raises(RequestFailed):
+        await client.complete(MESSAGES)  # 3 attempts: the whole share
+    with pytest.raises(BudgetExceeded, match="3 requests of the shard's 3"):
+        await client.complete(MESSAGES)
+    assert len(transport.sent) == 3 and budget.requests == 3
+
+
+async def test_max_cost_reserves_the_worst_case_before_each_request() -> None:
+    pricing = {"inputPerMillionUSD": "1000000", "outputPerMillionUSD": "1000000"}
+    messages: list[Message] = [{"role": "user", "content": "2 + 2"}]
+    # Worst case: 5 bytes + 8 per message + 16 per request input tokens, 10 output: $39.
+    budget = Budget(max_cost=Decimal("80"))
+    client, transport = client_for(
+        ok(), budget=budget, pricing=pricing, parameters={"maxTokens": 10}
+    )
+    for _ in range(5):  # spent 0, 10, 20, 30, 40: each + 39 reserved stays within 80
+        await client.complete(messages)
+    with pytest.raises(BudgetExceeded, match=r"spent \$50 of the shard's \$80"):
+        await client.complete(messages)  # 50 + 39 > 80: not sent
+    assert len(transport.sent) == 5
+    assert budget.spent == Decimal(50) <= budget.max_cost and budget.reserved == 0
+
+
+async def test_an_open_breaker_sends_nothing_until_its_probe() -> None:
+    now = [0.0]
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # time passes without waiting
+        waits.append(seconds)
+        now[0] += seconds
+
+    breaker = CircuitBreaker(window=4, min_calls=2, open_seconds=5, clock=lambda: now[0])
+    transport = ScriptedTransport(status(500), status(500), ok())
+    client = HttpModelClient(
+        model(baseURL="http://model/v1"),
+        KEY,
+        transport,
+        retry=RetryPolicy(max_errors=4, base_delay=0.0),
+        breaker=breaker,
+        sleep=sleep,
+    )
+    # Two 500s open the breaker; the third attempt is refused without sending and waits for
+    # the open period; the fourth is the half-open probe, and its success closes the breaker.
+    completion = await client.complete(MESSAGES)
+    assert completion.text == "4" and len(transport.sent) == 3
+    assert 5.0 <= waits[2] <= 5.5  # the open period, plus at most 10% jitter
+    assert breaker.state == CLOSED and breaker.opened == 1

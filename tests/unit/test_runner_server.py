@@ -28,7 +28,7 @@ async def test_serves_the_live_summary_health_and_metrics() -> None:
     assert second.completed == 4
     assert health.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert 'eval_runner_samples_total{outcome="scored"}' in metrics.text
+    assert 'eval_runner_samples_total{result="scored"}' in metrics.text
     assert (missing.status_code, wrong_method.status_code) == (404, 405)
 
 
