@@ -19,6 +19,10 @@ from eval_operator.api.v1alpha1 import RERUN_ANNOTATION, EvaluationSpec, parse_t
 from eval_operator.builders.job import CONTAINER_NAME
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
+# Above this fraction of errored samples among the finished ones, the Ready and Progressing
+# messages say so (documented on status.progress.failed and in the README).
+ERRORED_FRACTION_NOTE = 0.05
+TOP_ERROR_CLASSES = 3
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
@@ -116,6 +120,19 @@ def _failure(job: dict[str, Any], summaries: dict[int, ShardSummary]) -> tuple[s
     return reason, message
 
 
+def errored_note(completed: int, failed: int, errors: dict[str, int]) -> str:
+    """ " N of M finished samples errored (x%): class=n, ..." when above ERRORED_FRACTION_NOTE."""
+    finished = completed + failed
+    if not finished or failed / finished <= ERRORED_FRACTION_NOTE:
+        return ""
+    top = sorted(errors.items(), key=lambda item: (-item[1], item[0]))[:TOP_ERROR_CLASSES]
+    classes = ", ".join(f"{name}={count}" for name, count in top)
+    return (
+        f" {failed} of {finished} finished samples errored ({100 * failed / finished:.1f}%, "
+        f"never scored){': ' + classes if classes else ''}."
+    )
+
+
 def _passed(spec: EvaluationSpec, results: list[dict[str, Any]]) -> tuple[str, str, str]:
     if not spec.thresholds:
         return "True", "NoThresholds", "no thresholds set"
@@ -181,15 +198,17 @@ def desired_status(evaluation: dict[str, Any], obs: Observation) -> dict[str, An
     scorer_names = [s.effective_name for s in spec.task.scorers]
     finished_before = run_is_finished(old, obs.run)
     summaries = shard_summaries(obs.pods, obs.live)
+    errors_note = ""
     if summaries:
         agg = aggregate(list(summaries.values()), scorer_names)
+        errors_note = errored_note(agg.progress.completed, agg.progress.failed, agg.errors)
         expected = spec.execution.shards
         progress = agg.progress.model_dump(by_alias=True)
         if len(summaries) < expected and not finished_before:
             progress["summary"] = f"{agg.progress.completed + agg.progress.failed}/?"
         status["progress"] = progress
         status["results"] = [r.model_dump(by_alias=True) for r in agg.results]
-        status["usage"] = agg.usage.model_dump(by_alias=True)
+        status["usage"] = agg.usage.model_dump(by_alias=True, exclude_none=True)
 
     job = obs.job
     if finished_before:
@@ -237,9 +256,9 @@ def desired_status(evaluation: dict[str, Any], obs: Observation) -> dict[str, An
         return status
 
     if phase == "Succeeded":
-        message = "the run finished" + spec_note
+        message = "the run finished" + errors_note + spec_note
         set_("Ready", "True", "Succeeded", message)
-        set_("Progressing", "False", "Succeeded", "the run finished")
+        set_("Progressing", "False", "Succeeded", "the run finished" + errors_note)
         set_("Succeeded", "True", "Succeeded", "all shards finished")
         set_("Stalled", "False", "Succeeded", "")
         set_("Passed", *_passed(spec, status.get("results") or []))
@@ -248,6 +267,7 @@ def desired_status(evaluation: dict[str, Any], obs: Observation) -> dict[str, An
             reason, message = "Cancelled", "spec.cancel is true: the run was stopped"
         else:
             reason, message = _failure(job or {}, summaries)
+            message += errors_note
         set_("Ready", "False", reason, message + spec_note)
         set_("Progressing", "False", reason, message)
         set_("Succeeded", "False", reason, message)
@@ -265,7 +285,7 @@ def desired_status(evaluation: dict[str, Any], obs: Observation) -> dict[str, An
             progressing = ("False", reason, message)
         elif phase == "Running":
             done = (status.get("progress") or {}).get("summary") or "starting"
-            reason, message = "Running", f"{done} samples done"
+            reason, message = "Running", f"{done} samples done" + errors_note
             progressing = ("True", reason, message)
         else:
             reason, message = "Pending", "waiting for runner pods to start"

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from eval_operator.api.summary import EXIT_PERMANENT
+from eval_operator.api.summary import EXIT_PERMANENT, judge_key_env
 from eval_operator.api.v1alpha1 import EvaluationSpec
 from eval_operator.builders.meta import child_labels, owner_reference
 from eval_operator.settings import OperatorSettings
@@ -83,6 +83,17 @@ def _env(spec: EvaluationSpec, settings: OperatorSettings) -> list[dict[str, Any
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
             }
         )
+    judges = [s.judge for s in spec.task.scorers if s.judge is not None]
+    for index, judge in enumerate(judges):
+        if judge.api_key_secret_ref is not None:
+            # Each judge's key from its own Secret, under a name of its own.
+            judge_ref = judge.api_key_secret_ref
+            env.append(
+                {
+                    "name": judge_key_env(index),
+                    "valueFrom": {"secretKeyRef": {"name": judge_ref.name, "key": judge_ref.key}},
+                }
+            )
     if spec.model.ca_bundle is not None:
         env.append({"name": "EVAL_CA_BUNDLE", "value": f"{CA_DIR}/{CA_FILE}"})
     return env

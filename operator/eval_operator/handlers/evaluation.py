@@ -106,6 +106,10 @@ async def missing_input(kube: Kube, namespace: str, spec: EvaluationSpec) -> tup
     if spec.model.api_key_secret_ref is not None:
         ref = spec.model.api_key_secret_ref
         wanted.append(("Secret", ref.name, ref.key))
+    for scorer in spec.task.scorers:
+        if scorer.judge is not None and scorer.judge.api_key_secret_ref is not None:
+            judge_ref = scorer.judge.api_key_secret_ref
+            wanted.append(("Secret", judge_ref.name, judge_ref.key))
     if spec.dataset.config_map_ref is not None:
         ref2 = spec.dataset.config_map_ref
         wanted.append(("ConfigMap", ref2.name, ref2.key))
