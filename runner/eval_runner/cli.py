@@ -294,7 +294,7 @@ def _json_report(
         "evaluation": evaluation.metadata.name,
         "model": evaluation.spec.model.name,
         "results": [r.model_dump(mode="json", by_alias=True) for r in result.results],
-        "usage": result.usage.model_dump(mode="json", by_alias=True),
+        "usage": result.usage.model_dump(mode="json", by_alias=True, exclude_none=True),
         "progress": result.progress.model_dump(mode="json", by_alias=True),
         "errors": result.errors,
         "thresholds": [{"threshold": text, "passed": ok} for text, ok in verdicts],

@@ -66,7 +66,7 @@ def test_run_prints_the_results_table(server: ModelServer) -> None:
     out = done.stdout
     assert "exact_match │ 0.8500 │ 0.0819 │ [0.6894, 1.0000] │ 20" in out
     assert "numeric     │ 0.8500" in out
-    assert "samples: 20 scored, 0 failed, 20 total" in out
+    assert "samples: 20 scored, 0 errored, 20 total" in out
     assert "threshold exact_match >= 0.8: PASS" in out
     assert len(server.requests) - before == 20
     assert server.requests[-1].headers["Authorization"] == f"Bearer {KEY}"

@@ -135,7 +135,8 @@ async def test_retry_after_is_honoured() -> None:
 
 
 async def test_failed_requests_are_counted_not_scored() -> None:
-    # One question always gets a 400 (not retried), another always a 429 (retried, then given up).
+    # One question always gets a 400 (not retried), another always a 429 (retried within the
+    # throttling budget of 20 attempts, then given up).
     faults = Faults(status_for={"What is 17 + 25?": 400, "What is 48 + 36?": 429})
     async with ModelServer(wrong=WRONG, faults=faults) as server:
         summary = await run_shard(evaluation(server.base_url), 0, 1, KEY)
@@ -143,7 +144,7 @@ async def test_failed_requests_are_counted_not_scored() -> None:
     assert summary.state == "done"
     assert (summary.completed, summary.failed) == (18, 2)
     assert summary.errors == {"http_400": 1, "http_429": 1}
-    assert summary.usage.requests == len(server.requests) == 18 + 1 + 3
+    assert summary.usage.requests == len(server.requests) == 18 + 1 + 20
     # 2 wrong answers among the 18 scored: the failures are not counted as wrong
     assert [(r.value, r.n) for r in result.results] == [(round(16 / 18, 6), 18)] * 2
 

@@ -6,15 +6,25 @@ exactly (as eval_runner.demo_server does), deliberately off by one for questions
 string of `wrong`, else an echo of the message. Usage: input tokens are the whitespace tokens of
 every message (and the Anthropic system field), output tokens those of the answer.
 
-Start it in the test's loop (`async with ModelServer(...) as server`) or, for subprocess tests,
-in a background thread (`with ModelServer(...).in_thread() as server`).
+Faults: fixed latency, the first N requests throttled, fixed statuses for given questions, and
+random faults as fractions of all chat requests (429 with Retry-After, 500, hangs that outlast
+the client's timeout, 200s with a truncated body), drawn from a seeded generator.
+
+Start it in the test's loop (`async with ModelServer(...) as server`), for subprocess tests in
+a background thread (`with ModelServer(...).in_thread() as server`), or as a process of its own
+(`python -m tests.support.model_server --help`; `make bench` does, so that the server's CPU is
+not the runner's).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import random
+import signal
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -40,6 +50,34 @@ class Faults:
     retry_after: str | None = "0"  # Retry-After header of every 429 (None: no header)
     # A question containing a key is always answered with that HTTP status.
     status_for: dict[str, int] = field(default_factory=dict)
+    # Random faults, each a fraction of all chat requests (their sum at most 1).
+    rate_limit: float = 0.0  # 429 with the Retry-After above
+    server_error: float = 0.0  # 500
+    timeout: float = 0.0  # no answer for hang_seconds (longer than the client's timeout)
+    truncated: float = 0.0  # 200 whose JSON body is cut in half
+    hang_seconds: float = 3.0
+    seed: int = 0
+    # Error bodies echo the request's headers (as some proxies do): the key must stay secret.
+    echo_headers: bool = False
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def draw(self) -> str | None:
+        """The random fault of the next request, or None."""
+        if not (self.rate_limit or self.server_error or self.timeout or self.truncated):
+            return None
+        x = self._rng.random()
+        for name, fraction in (
+            ("rate_limit", self.rate_limit),
+            ("server_error", self.server_error),
+            ("timeout", self.timeout),
+            ("truncated", self.truncated),
+        ):
+            if x < fraction:
+                return name
+            x -= fraction
+        return None
 
 
 @dataclass(frozen=True)
@@ -57,15 +95,25 @@ class ModelServer:
         wrong: Iterable[str] = (),
         faults: Faults | None = None,
         files: dict[str, bytes] | None = None,
+        record: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        judge: Callable[[str], str] | None = None,
     ) -> None:
         self.answers = dict(answers or {})
+        # Requests for the model named "judge" are answered by judge(prompt), if given.
+        self.judge = judge
         self.wrong = list(wrong)
         self.faults = faults or Faults()
         self.files = dict(files or {})  # served at GET /files/<name>
+        self.record = record  # keep every request (off for benchmarks)
         self.requests: list[RecordedRequest] = []
+        self.count = 0  # chat requests received
+        self.injected: dict[str, int] = {}  # random faults injected, by kind
         self.input_tokens = 0  # of answered requests only, as a provider bills
         self.output_tokens = 0
-        self.port = 0
+        self.host = host
+        self.port = port
         self._runner: web.AppRunner | None = None
 
     @property
@@ -92,9 +140,10 @@ class ModelServer:
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_get("/files/{name}", self._file)
+        app.router.add_get("/stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
@@ -133,9 +182,11 @@ class ModelServer:
         return await self._chat(request, "anthropic")
 
     async def _chat(self, request: web.Request, flavour: str) -> web.Response:
-        body = await request.json()
-        self.requests.append(RecordedRequest(request.path, dict(request.headers), body))
-        number = len(self.requests)
+        body = json.loads(await request.read())
+        self.count += 1
+        number = self.count
+        if self.record:
+            self.requests.append(RecordedRequest(request.path, dict(request.headers), body))
         faults = self.faults
         if faults.latency:
             await asyncio.sleep(faults.latency)
@@ -144,12 +195,30 @@ class ModelServer:
             return self._error(429, "rate limited")
         for key, status in faults.status_for.items():
             if key in question:
-                return self._error(status, f"injected {status}")
-        answer = self.answer(question)
+                echo = f": {dict(request.headers)}" if faults.echo_headers else ""
+                return self._error(status, f"injected {status}{echo}")
+        fault = faults.draw()
+        if fault is not None:
+            self.injected[fault] = self.injected.get(fault, 0) + 1
+            if fault == "rate_limit":
+                return self._error(429, "rate limited")
+            if fault == "server_error":
+                return self._error(500, "injected 500")
+            if fault == "timeout":
+                await asyncio.sleep(faults.hang_seconds)
+                return self._error(504, "answered too late")
+        if self.judge is not None and body.get("model") == "judge":
+            answer = self.judge(question)
+        else:
+            answer = self.answer(question)
         input_tokens = sum(count_tokens(text) for text in prompt_texts(body))
+        payload = json.dumps(response_body(flavour, body["model"], answer, input_tokens))
+        if fault == "truncated":
+            # Not billed: the client never got a usable answer.
+            return web.Response(text=payload[: len(payload) // 2], content_type="application/json")
         self.input_tokens += input_tokens
         self.output_tokens += count_tokens(answer)
-        return web.json_response(response_body(flavour, body["model"], answer, input_tokens))
+        return web.Response(text=payload, content_type="application/json")
 
     def _error(self, status: int, message: str) -> web.Response:
         headers = {}
@@ -159,8 +228,68 @@ class ModelServer:
             {"error": {"type": "injected", "message": message}}, status=status, headers=headers
         )
 
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "requests": self.count,
+                "injected": self.injected,
+                "inputTokens": self.input_tokens,
+                "outputTokens": self.output_tokens,
+            }
+        )
+
     async def _file(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name not in self.files:
             raise web.HTTPNotFound()
         return web.Response(body=self.files[name])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.model_server",
+        description="The tests' model server as a process of its own (benchmarks).",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--rate-limit", type=float, default=0.0, help="fraction answered 429")
+    parser.add_argument("--retry-after", default="1", help="Retry-After of the 429s")
+    parser.add_argument("--server-error", type=float, default=0.0, help="fraction answered 500")
+    parser.add_argument("--timeout", type=float, default=0.0, help="fraction left hanging")
+    parser.add_argument("--hang-seconds", type=float, default=3.0)
+    parser.add_argument("--truncated", type=float, default=0.0, help="fraction cut in half")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    faults = Faults(
+        latency=args.latency,
+        retry_after=args.retry_after,
+        rate_limit=args.rate_limit,
+        server_error=args.server_error,
+        timeout=args.timeout,
+        truncated=args.truncated,
+        hang_seconds=args.hang_seconds,
+        seed=args.seed,
+    )
+    server = ModelServer(faults=faults, record=False, host=args.host, port=args.port)
+
+    async def serve() -> None:
+        await server.start()
+        print(f"listening on {server.port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        await server.stop()
+
+    try:
+        import uvloop  # the server must not be the bottleneck of a benchmark
+    except ImportError:
+        asyncio.run(serve())
+    else:
+        uvloop.run(serve())
+
+
+if __name__ == "__main__":
+    main()
