@@ -5,8 +5,10 @@ import json
 import kubernetes_validate
 import pytest
 
+from eval_operator.api.v1alpha1 import EvaluationSpec
 from eval_operator.builders.job import build_job, build_run_config
 from eval_operator.builders.meta import run_name
+from eval_operator.handlers.evaluation import missing_input
 from eval_operator.settings import OperatorSettings
 from tests.support.factories import BASE_SPEC, evaluation
 
@@ -163,3 +165,70 @@ def test_run_config_freezes_the_spec_without_secrets():
     assert frozen["spec"] == ev["spec"]
     assert frozen["metadata"] == {"name": "quick", "namespace": "default"}
     assert config_map["metadata"]["ownerReferences"][0]["uid"] == ev["metadata"]["uid"]
+
+
+def judge_spec():
+    spec = json.loads(json.dumps(BASE_SPEC))
+    judge = {
+        "name": "grader",
+        "baseURL": "http://judge.models:8000/v1",
+        "apiKeySecretRef": {"name": "judge-key", "key": "token"},
+    }
+    spec["task"]["scorers"] += [
+        {"type": "llm_judge", "name": "helpful", "judge": judge, "rubric": "{{ output }}"},
+        {
+            "type": "llm_judge",
+            "name": "polite",
+            "judge": {**judge, "apiKeySecretRef": {"name": "other-judge", "key": "k"}},
+            "rubric": "{{ output }}",
+        },
+    ]
+    return spec
+
+
+def test_each_judge_key_comes_from_its_own_secret():
+    job = build_job(evaluation(spec=judge_spec()), "r", SETTINGS)
+    strict_validate(job)
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["EVAL_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "model-key",
+        "key": "api-key",
+    }
+    assert env["EVAL_JUDGE_API_KEY"] == {
+        "name": "EVAL_JUDGE_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "judge-key", "key": "token"}},
+    }
+    assert env["EVAL_JUDGE_API_KEY_1"]["valueFrom"]["secretKeyRef"] == {
+        "name": "other-judge",
+        "key": "k",
+    }
+    assert all("value" not in env[name] for name in env if "API_KEY" in name)
+
+
+class SecretsOnly:
+    """The Kube calls missing_input makes, answered from a dict of Secrets."""
+
+    def __init__(self, secrets):
+        self.secrets = secrets
+
+    async def secret_keys(self, namespace, name):
+        return self.secrets.get(name)
+
+    async def config_map_keys(self, namespace, name):
+        return None
+
+
+async def test_a_missing_judge_secret_is_reported():
+    spec = EvaluationSpec.model_validate(judge_spec())
+    kube = SecretsOnly({"model-key": {"api-key"}, "judge-key": {"token"}})
+    assert await missing_input(kube, "default", spec) == (
+        "SecretNotFound",
+        "Secret default/other-judge does not exist",
+    )
+    kube.secrets["other-judge"] = {"wrong"}
+    assert await missing_input(kube, "default", spec) == (
+        "SecretKeyNotFound",
+        "Secret default/other-judge has no key 'k'",
+    )
+    kube.secrets["other-judge"] = {"k"}
+    assert await missing_input(kube, "default", spec) is None

@@ -6,11 +6,9 @@ These use a scripted Transport; talking to a real server is covered by the integ
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 

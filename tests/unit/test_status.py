@@ -3,7 +3,7 @@
 import pytest
 
 from eval_operator import conditions as cond
-from eval_operator.api.summary import aggregate
+from eval_operator.api.summary import ShardUsage, aggregate
 from eval_operator.status import Observation, desired_status, shard_summaries
 from tests.support.factories import evaluation, job, pod, summary
 
@@ -274,3 +274,75 @@ def _sharded(shards):
     spec = copy.deepcopy(BASE_SPEC)
     spec["execution"] = {"shards": shards}
     return spec
+
+
+def test_many_errored_samples_are_named_in_the_messages():
+    done = summary(0, 80, 100, failed=10)
+    done.errors = {"http_500": 6, "timeout": 3, "judge_unparsable": 1}
+    pods = [pod(RUN, 0, phase="Succeeded", termination=done)]
+    status = desired_status(evaluation(), observe(job=job(RUN, complete=True), pods=pods))
+    assert status["progress"]["failed"] == 10
+    expected = "10 of 100 finished samples errored (10.0%, never scored): http_500=6, timeout=3"
+    assert expected in condition(status, "Ready")["message"]
+    assert expected in condition(status, "Progressing")["message"]
+    running = summary(0, 40, 100, state="running")
+    running.completed, running.failed, running.errors = 45, 5, {"http_429": 5}
+    live = {f"{RUN}-0-0": running}
+    status = desired_status(
+        evaluation(), observe(job=job(RUN, active=1), pods=[pod(RUN, 0)], live=live)
+    )
+    assert (
+        "5 of 50 finished samples errored (10.0%, never scored): http_429=5"
+        in (condition(status, "Progressing")["message"])
+    )
+
+
+def test_a_few_errored_samples_are_not_a_note():
+    done = summary(0, 90, 100, failed=5)  # 5% is the documented fraction: not above it
+    done.errors = {"http_500": 5}
+    pods = [pod(RUN, 0, phase="Succeeded", termination=done)]
+    status = desired_status(evaluation(), observe(job=job(RUN, complete=True), pods=pods))
+    assert condition(status, "Ready")["message"] == "the run finished"
+
+
+def test_budget_exceeded_fails_the_run_and_keeps_the_results_so_far():
+    stopped = summary(
+        1,
+        4,
+        10,
+        shards=2,
+        state="error",
+        reason="BudgetExceeded",
+        message="stopped at the shard's share of the budget; spent $0.4 of $0.5",
+    )
+    pods = [
+        pod(RUN, 0, phase="Succeeded", termination=summary(0, 9, 10, shards=2)),
+        pod(RUN, 1, phase="Failed", exit_code=3, termination=stopped),
+    ]
+    status = desired_status(
+        evaluation(spec=_sharded(2)),
+        observe(job=job(RUN, failed=True, failed_indexes="1"), pods=pods),
+    )
+    assert status["phase"] == "Failed"
+    ready = condition(status, "Ready")
+    assert (ready["reason"], ready["message"]) == (
+        "BudgetExceeded",
+        "shard 1: stopped at the shard's share of the budget; spent $0.4 of $0.5",
+    )
+    # Shard 0's 10 samples and the 4 shard 1 scored before it stopped.
+    assert status["results"][0]["n"] == 14
+    assert status["results"][0]["value"] == pytest.approx(13 / 14)
+    assert status["progress"]["completed"] == 14
+
+
+def test_judge_usage_is_reported_apart():
+    done = summary(0, 9, 10)
+    done.usage.judge = ShardUsage(requests=10, input_tokens=500, output_tokens=20, cost_usd="0.01")
+    pods = [pod(RUN, 0, phase="Succeeded", termination=done)]
+    status = desired_status(evaluation(), observe(job=job(RUN, complete=True), pods=pods))
+    assert status["usage"]["judge"] == {
+        "requests": 10,
+        "inputTokens": 500,
+        "outputTokens": 20,
+        "costUSD": "0.01",
+    }
