@@ -71,3 +71,12 @@ quickstart: $(VENV)/.installed ## Run examples/quickstart.yaml locally against t
 	trap "kill $$server" EXIT; \
 	for i in $$(seq 50); do $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 8000), 0.2)" 2>/dev/null && break; sleep 0.1; done; \
 	$(VENV)/bin/eval-runner run examples/quickstart.yaml --base-url http://127.0.0.1:8000/v1
+
+##@ Performance
+
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: $(VENV)/.installed ## The runner against the local model server: N=5000, L=50 ms, C=64, clean then under fire.
+	$(PY) bench/run.py --samples 5000 --latency 0.05 --concurrency 64 \
+	  --rate-limit 0.2 --retry-after 1 --server-error 0.05 --timeout 0.02 $(BENCH_ARGS)
