@@ -152,4 +152,5 @@ async def _reconcile(
     if status != old:
         patch.status.update(evaluation_handlers.status_patch(old, status))
     for message in events:
-        kopf.info(body, reason="Reconciled", message=message)
+        # kopf.event, not kopf.info: posting.level (WARNING) filters kopf.info out.
+        kopf.event(body, type="Normal", reason="Reconciled", message=message)

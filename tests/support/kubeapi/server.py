@@ -54,6 +54,8 @@ class RequestRecord:
     query: dict[str, str]
     content_type: str
     body: Any  # the parsed JSON, or None
+    # Who asked: the bearer token (the emulator's stand-in for a user), or None.
+    token: str | None = None
 
 
 def _flag(value: str | None) -> bool | None:
@@ -321,9 +323,15 @@ class KubeAPIServer:
             return web.json_response(APIError(500, "InternalError", repr(e)).status(), status=500)
 
     def _record(self, request: web.Request, body: Any) -> None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         self.requests.append(
             RequestRecord(
-                request.method, request.path, dict(request.query), request.content_type, body
+                request.method,
+                request.path,
+                dict(request.query),
+                request.content_type,
+                body,
+                token if scheme == "Bearer" and token else None,
             )
         )
 

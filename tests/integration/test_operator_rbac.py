@@ -1,0 +1,231 @@
+"""The chart's RBAC is what the operator needs: every API call it makes is allowed, and every
+permission the chart grants is one it uses.
+
+The real operator runs the way the chart runs it (`--all-namespaces`, metrics on) against the
+API emulator, through a run that touches every kind of call: a suspended Evaluation whose Job is
+resumed, a dataset ConfigMap and an API key Secret that are checked, a re-run that deletes the
+old Job and ConfigMap, and a deletion. The emulator records each request with its bearer token,
+so the operator's calls are told apart from the test's and the stand-in Job controller's. Each
+call is mapped to its RBAC (apiGroup, resource, verb) and checked against the ClusterRole that
+`helm template` renders. The same run checks the operator's /metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kopf.testing
+import pytest
+import yaml
+
+from tests.integration.test_operator import RECORDS, controller_thread, manifest, secret
+from tests.support.job_controller import FakeJobController
+from tests.support.kubeapi import KubeAPIServer, RequestRecord, running_kubeapi, use_kubeconfig
+from tests.support.model_server import ModelServer
+from tests.support.tools import tool
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+NS = "default"
+GROUP, VERSION, PLURAL = "evals.io", "v1alpha1", "evaluations"
+OPERATOR_TOKEN = "eval-operator-service-account-token"
+# `get` next to `list`: it shows nothing `list` does not, and neither kopf nor this scenario
+# re-reads a single Evaluation or Job.
+GRANTED_BUT_NOT_EXERCISED = {("evals.io", "evaluations", "get"), ("batch", "jobs", "get")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rbac_attributes(record: RequestRecord) -> tuple[str, str, str] | None:
+    """(apiGroup, resource[/subresource], verb) of a resource request; None for discovery."""
+    parts = [p for p in record.path.split("/") if p]
+    if parts[:1] == ["api"] and len(parts) >= 2:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None  # /version, /api, /apis: discovery, open to every authenticated user
+    if not rest:
+        return None  # /apis/{group}/{version}: discovery
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        rest = rest[2:]  # a namespaced resource, not the namespace itself
+    resource, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2:3]
+    if sub:
+        resource = f"{resource}/{sub[0]}"
+    method = record.method
+    if method == "GET":
+        verb = (
+            "get" if name else ("watch" if record.query.get("watch") in ("true", "1") else "list")
+        )
+    else:
+        verb = {
+            "POST": "create",
+            "PUT": "update",
+            "PATCH": "patch",
+            "DELETE": "delete" if name else "deletecollection",
+        }[method]
+    return group, resource, verb
+
+
+def granted(documents: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    (role,) = [
+        d
+        for d in documents
+        if d["kind"] == "ClusterRole" and not d["metadata"]["name"].endswith(("-view", "-edit"))
+    ]
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+class Run:
+    def __init__(self, api: KubeAPIServer, metrics_port: int) -> None:
+        self.api = api
+        self.metrics_port = metrics_port
+
+    def post(self, path: str, obj: dict[str, Any]) -> None:
+        response = httpx.post(self.api.url + path, json=obj, timeout=10)
+        assert response.status_code == 201, response.text
+
+    def wait(self, name: str, predicate: Any, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ev = self.api.get(GROUP, VERSION, PLURAL, NS, name)
+            if ev is not None and predicate(ev.get("status") or {}):
+                return ev
+            time.sleep(0.1)
+        raise AssertionError(f"{name}: {self.api.get(GROUP, VERSION, PLURAL, NS, name)}")
+
+    def operator_calls(self) -> list[RequestRecord]:
+        return [r for r in list(self.api.requests) if r.token == OPERATOR_TOKEN]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    # Settings are read when eval_operator.main is first imported; test_operator.py may have
+    # imported it already with the same values.
+    os.environ.setdefault("EVAL_OPERATOR_RECONCILE_INTERVAL_SECONDS", "0.5")
+    os.environ.setdefault("EVAL_OPERATOR_RUNNER_IMAGE", "eval-runner:test")
+    import eval_operator.main as operator_main
+
+    metrics_port = free_port()
+    saved = operator_main.SETTINGS
+    operator_main.SETTINGS = saved.model_copy(update={"metrics_port": metrics_port})
+    workdir = tmp_path_factory.mktemp("rbac")
+    crd = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
+    try:
+        with running_kubeapi(bookmark_interval=2.0) as api, ModelServer().in_thread() as model:
+            api.create(crd)
+            kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=OPERATOR_TOKEN)
+            controller = FakeJobController(api.url, workdir / "pods")
+            args = ["run", "--standalone", "--all-namespaces", "-m", "eval_operator.main"]
+            with (
+                use_kubeconfig(kubeconfig),
+                controller_thread(controller),
+                kopf.testing.KopfRunner(args, timeout=60) as runner,
+            ):
+                yield _scenario(Run(api, metrics_port), model)
+            assert runner.exception is None, repr(runner.exception)
+    finally:
+        operator_main.SETTINGS = saved
+
+
+def _scenario(run: Run, model: ModelServer) -> Run:
+    run.post(f"/api/v1/namespaces/{NS}/secrets", secret())
+    run.post(
+        f"/api/v1/namespaces/{NS}/configmaps",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "questions", "namespace": NS},
+            "data": {"data.jsonl": "\n".join(json.dumps(r) for r in RECORDS)},
+        },
+    )
+    body = manifest(
+        "full-cycle",
+        model,
+        dataset={
+            "configMapRef": {"name": "questions", "key": "data.jsonl"},
+            "inputField": "question",
+            "targetField": "answer",
+        },
+        suspend=True,
+    )
+    run.post(f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}", body)
+    run.wait("full-cycle", lambda s: s.get("jobName") and s.get("phase") == "Pending")
+    run.api.patch(GROUP, VERSION, PLURAL, NS, "full-cycle", {"spec": {"suspend": False}})
+    first = run.wait("full-cycle", lambda s: s.get("phase") == "Succeeded")
+    run.api.patch(
+        GROUP,
+        VERSION,
+        PLURAL,
+        NS,
+        "full-cycle",
+        {"metadata": {"annotations": {"evals.io/rerun": "again"}}},
+    )
+    run.wait(
+        "full-cycle",
+        lambda s: (
+            s.get("rerunToken") == "again"
+            and s.get("phase") == "Succeeded"
+            and s.get("jobName") != first["status"]["jobName"]
+        ),
+    )
+    return run
+
+
+def render_cluster_wide_chart() -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [tool("helm"), "template", "evals", str(ROOT / "charts" / "eval-operator")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def test_metrics_endpoint_reports_the_evaluations(run: Run) -> None:
+    text = httpx.get(f"http://127.0.0.1:{run.metrics_port}/metrics", timeout=10).text
+    assert 'eval_operator_evaluations{namespace="default",phase="Succeeded"} 1.0' in text
+    assert "eval_operator_reconcile_duration_seconds_count" in text
+
+
+def test_reconcile_events_are_posted(run: Run) -> None:
+    events = run.api.list("", "v1", "events", NS)
+    messages = [e["message"] for e in events if e.get("reason") == "Reconciled"]
+    assert any(m.startswith("Created Job full-cycle-") for m in messages), messages
+    assert any(m.startswith("Resumed Job full-cycle-") for m in messages), messages
+    assert any(m.startswith("Deleted Job full-cycle-") for m in messages), messages
+
+
+def test_every_operator_call_is_allowed_by_the_chart(run: Run) -> None:
+    run.api.delete(GROUP, VERSION, PLURAL, NS, "full-cycle")
+    time.sleep(1)  # let the operator see the deletion
+    calls = run.operator_calls()
+    assert calls, "the operator's requests carry its token"
+    used = {attrs for record in calls if (attrs := rbac_attributes(record)) is not None}
+    allowed = granted(render_cluster_wide_chart())
+    denied = used - allowed
+    assert not denied, f"the chart's ClusterRole lacks what the operator does: {sorted(denied)}"
+    unused = allowed - used - GRANTED_BUT_NOT_EXERCISED
+    assert not unused, f"the chart grants what the operator never does: {sorted(unused)}"
+    # Cluster-wide, kopf neither lists nor watches namespaces.
+    assert not [u for u in used if u[1] == "namespaces"]
