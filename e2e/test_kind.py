@@ -1,0 +1,148 @@
+"""End to end on kind: images built from this checkout, the chart installed, the examples run.
+
+From nothing to Succeeded Evaluations, then a re-run and the deletion (garbage collection), as a
+user does it with kubectl. The model is the runner image's demo server, deployed in the cluster:
+it answers arithmetic exactly and echoes anything else, so the expected scores are known.
+Run with `make e2e` (needs Docker and kind; skipped with one line otherwise).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from e2e.cluster import KindCluster, example, model_base_url
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+
+NS = "evals-e2e"
+ARITHMETIC_SAMPLES = 40
+CAPITALS_SAMPLES = 46
+
+
+def condition(ev: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in ev["status"]["conditions"] if c["type"] == type_)
+
+
+@pytest.fixture(scope="module")
+def cluster(kind_cluster: KindCluster) -> KindCluster:
+    kind_cluster.deploy_model_server(NS)
+    return kind_cluster
+
+
+@pytest.fixture(scope="module")
+def quickstart(cluster: KindCluster) -> dict[str, Any]:
+    cluster.apply(example("quickstart.yaml", NS, model_base_url(NS)))
+    return cluster.wait_finished("quickstart", NS)
+
+
+def test_operator_is_ready(cluster: KindCluster) -> None:
+    deployment = cluster.get("deployment", "eval-operator", "eval-system")
+    assert deployment is not None
+    assert deployment["status"].get("readyReplicas") == 1
+
+
+def test_quickstart_succeeds_with_exact_scores(cluster: KindCluster, quickstart: dict) -> None:
+    ev = quickstart
+    status = ev["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["observedGeneration"] == ev["metadata"]["generation"]
+    for type_, expected in (("Ready", "True"), ("Succeeded", "True"), ("Passed", "True")):
+        assert condition(ev, type_)["status"] == expected, condition(ev, type_)
+        assert condition(ev, type_)["observedGeneration"] == ev["metadata"]["generation"]
+    assert condition(ev, "Stalled")["status"] == "False"
+    results = {r["name"]: r for r in status["results"]}
+    # The demo model computes arithmetic exactly: every sample is right.
+    assert results["exact_match"]["value"] == 1.0
+    assert results["exact_match"]["n"] == ARITHMETIC_SAMPLES
+    assert status["progress"]["completed"] == ARITHMETIC_SAMPLES
+    assert status["progress"]["failed"] == 0
+    assert status["usage"]["requests"] >= ARITHMETIC_SAMPLES
+    job = cluster.get("job", status["jobName"], NS)
+    assert job is not None
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "Evaluation",
+        "quickstart",
+        ev["metadata"]["uid"],
+    )
+
+
+def test_kubectl_shows_the_printer_columns(cluster: KindCluster, quickstart: dict) -> None:
+    out = cluster.kubectl("get", "evals", "-n", NS).stdout
+    header, row = (
+        out.splitlines()[0].split(),
+        next(line.split() for line in out.splitlines() if line.startswith("quickstart")),
+    )
+    assert header[:6] == ["NAME", "PHASE", "MODEL", "PROGRESS", "SCORE", "PASSED"]
+    assert row[1:6] == [
+        "Succeeded",
+        "demo",
+        f"{ARITHMETIC_SAMPLES}/{ARITHMETIC_SAMPLES}",
+        "1",
+        "True",
+    ]
+
+
+def test_sharded_example_with_a_key_and_prices(cluster: KindCluster) -> None:
+    """examples/sharded-openai.yaml: 4 shards, an API key from a Secret, pricing and a gate."""
+    cluster.kubectl(
+        "create", "secret", "generic", "openai-api-key", "-n", NS,
+        "--from-literal=api-key=e2e-not-a-real-key",
+    )  # fmt: skip
+    cluster.apply(example("sharded-openai.yaml", NS, model_base_url(NS)))
+    ev = cluster.wait_finished("capitals-gpt", NS)
+    status = ev["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["progress"]["completed"] + status["progress"]["failed"] == CAPITALS_SAMPLES
+    # The demo model echoes questions about capitals: the threshold cannot hold.
+    assert condition(ev, "Passed")["status"] == "False"
+    assert Decimal(status["usage"]["costUSD"]) > 0
+    job = cluster.get("job", status["jobName"], NS)
+    assert job["spec"]["completions"] == 4 and job["spec"]["completionMode"] == "Indexed"
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "evals"
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    key = next(e for e in env if e["name"] == "EVAL_API_KEY")
+    assert key == {
+        "name": "EVAL_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "openai-api-key", "key": "api-key"}},
+    }
+
+
+def test_rerun_annotation_runs_again(cluster: KindCluster, quickstart: dict) -> None:
+    first_job = quickstart["status"]["jobName"]
+    cluster.kubectl("annotate", "evaluation", "quickstart", "-n", NS, "evals.io/rerun=e2e-1")
+
+    def rerun_done() -> dict[str, Any] | None:
+        ev = cluster.get("evaluations.evals.io", "quickstart", NS)
+        status = (ev or {}).get("status") or {}
+        done = status.get("rerunToken") == "e2e-1" and status.get("phase") == "Succeeded"
+        return ev if done else None
+
+    ev = cluster.wait_for("the re-run to succeed", rerun_done, timeout=600)
+    assert ev["status"]["jobName"] != first_job
+    assert ev["status"]["results"][0]["value"] == 1.0
+    cluster.wait_for(
+        "the first run's Job to be deleted", lambda: cluster.get("job", first_job, NS) is None
+    )
+
+
+def test_deleting_the_evaluation_collects_its_job_config_and_pods(
+    cluster: KindCluster, quickstart: dict
+) -> None:
+    ev = cluster.get("evaluations.evals.io", "quickstart", NS)
+    run = ev["status"]["jobName"]
+    assert cluster.get("configmap", run, NS) is not None
+    cluster.kubectl("delete", "evaluation", "quickstart", "-n", NS, "--wait=true", "--timeout=120s")
+
+    def collected() -> bool:
+        pods = cluster.kubectl("get", "pods", "-n", NS, "-l", f"evals.io/run={run}", "-o", "name")
+        return (
+            cluster.get("job", run, NS) is None
+            and cluster.get("configmap", run, NS) is None
+            and not pods.stdout.strip()
+        )
+
+    cluster.wait_for("the garbage collector to delete the run's objects", collected, timeout=300)
