@@ -49,6 +49,13 @@ crds: $(VENV)/.installed ## Regenerate crds/ (and the chart's copy) from the typ
 	$(PY) -m eval_operator.api.crdgen crds/
 	cp crds/*.yaml $(CHART)/crds/
 
+.PHONY: helm-lint
+helm-lint: $(TOOLS_BIN)/.installed ## helm lint --strict the chart with each of its ci/ values files.
+	@for values in $(CHART)/ci/*-values.yaml; do \
+	  echo "helm lint --strict $(CHART) -f $$values"; \
+	  $(HELM) lint --strict $(CHART) -f $$values || exit 1; \
+	done
+
 .PHONY: lint
 lint: $(VENV)/.installed ## Lint with ruff.
 	$(PY) -m ruff check .
@@ -80,3 +87,32 @@ BENCH_ARGS ?=
 bench: $(VENV)/.installed ## The runner against the local model server: N=5000, L=50 ms, C=64, clean then under fire.
 	$(PY) bench/run.py --samples 5000 --latency 0.05 --concurrency 64 \
 	  --rate-limit 0.2 --retry-after 1 --server-error 0.05 --timeout 0.02 $(BENCH_ARGS)
+
+##@ Delivery
+
+DOCKER ?= docker
+KIND ?= kind
+IMAGE_TAG ?= dev
+REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+.PHONY: docker-build
+docker-build: ## Build the eval-operator and eval-runner images (IMAGE_TAG=dev).
+	$(DOCKER) build -f Dockerfile.operator -t eval-operator:$(IMAGE_TAG) --build-arg REVISION=$(REVISION) .
+	$(DOCKER) build -f Dockerfile.runner -t eval-runner:$(IMAGE_TAG) --build-arg REVISION=$(REVISION) .
+
+.PHONY: e2e
+e2e: $(VENV)/.installed $(TOOLS_BIN)/.installed ## kind end-to-end test (needs Docker and kind; skipped with one line otherwise).
+	$(PY) -m pytest -m e2e e2e/ -q -rs --no-header -p no:cacheprovider $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: $(VENV)/.installed $(TOOLS_BIN)/.installed ## The main job: a kind cluster running quickstart.yaml (without Docker: make quickstart).
+	@if reason=$$($(PY) -m e2e.cluster preflight); then \
+	  $(PY) -m e2e.demo; \
+	else \
+	  echo "$${reason/e2e skipped/demo needs Docker and kind}; running make quickstart instead"; \
+	  $(MAKE) --no-print-directory quickstart; \
+	fi
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster of make demo.
+	$(KIND) delete cluster --name eval-demo

@@ -162,7 +162,7 @@ def print_results(view: View, out: TextIO) -> None:
         print(file=out)
     if status.progress is not None:
         p = status.progress
-        print(f"samples: {p.completed} scored, {p.failed} failed, {p.total} total", file=out)
+        print(f"samples: {p.completed} scored, {p.failed} errored, {p.total} total", file=out)
     if status.usage is not None:
         u = status.usage
         print(
@@ -170,6 +170,13 @@ def print_results(view: View, out: TextIO) -> None:
             f"{u.output_tokens} output tokens, {u.cache_hits} cache hits, cost ${u.cost_usd}",
             file=out,
         )
+        if u.judge is not None:
+            j = u.judge
+            print(
+                f"judge: {j.requests} requests, {j.input_tokens} input tokens, "
+                f"{j.output_tokens} output tokens, cost ${j.cost_usd}",
+                file=out,
+            )
     if view.passed_message:
         print(f"thresholds: {view.passed_message}", file=out)
 
@@ -202,6 +209,9 @@ def print_comparison(a: View, b: View, out: TextIO) -> None:
             rows.append([label, str(va), str(vb), _signed(vb - va)])
         cost_a, cost_b = _decimal(ua.cost_usd), _decimal(ub.cost_usd)
         rows.append(["cost USD", ua.cost_usd, ub.cost_usd, _signed(cost_b - cost_a)])
+        if ua.judge is not None or ub.judge is not None:
+            ja, jb = (u.judge.cost_usd if u.judge else "0" for u in (ua, ub))
+            rows.append(["judge cost USD", ja, jb, _signed(_decimal(jb) - _decimal(ja))])
     _table(rows, out)
     if starred:
         print("\n* the 95% confidence intervals do not overlap", file=out)

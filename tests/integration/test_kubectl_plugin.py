@@ -33,7 +33,9 @@ RUN = "quick-abc123"
 NOW = "2026-11-23T10:10:00Z"
 
 
-def finished(name: str, correct: int, *, model: str = "demo", cost: str | None = None) -> dict:
+def finished(
+    name: str, correct: int, *, model: str = "demo", cost: str | None = None, judge: bool = False
+) -> dict:
     ev = evaluation(name=name, uid=f"uid-{name}")
     ev["spec"]["model"]["name"] = model
     obs = Observation(
@@ -46,6 +48,13 @@ def finished(name: str, correct: int, *, model: str = "demo", cost: str | None =
     ev["status"] = desired_status(ev, obs)
     if cost is not None:
         ev["status"]["usage"]["costUSD"] = cost
+    if judge:
+        ev["status"]["usage"]["judge"] = {
+            "requests": 10,
+            "inputTokens": 900,
+            "outputTokens": 30,
+            "costUSD": "0.0040",
+        }
     return ev
 
 
@@ -73,7 +82,7 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         api.create(crd)
         for ev in (
             finished("good", 9, cost="0.0123"),
-            finished("better", 10, model="demo-2", cost="0.0100"),
+            finished("better", 10, model="demo-2", cost="0.0100", judge=True),
             finished("weak", 5),
             running("busy"),
         ):
@@ -112,7 +121,7 @@ def test_results_table_shows_scores_ci95_usage_and_cost(kubeconfig: Path) -> Non
     # The interval printed is the one in status: value ± 1.96 stderr, clipped to [0, 1].
     assert float(low.strip("[,")) == pytest.approx(0.9 - 1.959964 * float(stderr), abs=1e-4)
     assert high == "1.0000]"
-    assert "samples: 10 scored, 0 failed, 10 total" in out
+    assert "samples: 10 scored, 0 errored, 10 total" in out
     assert (
         "usage: 10 requests, 100 input tokens, 20 output tokens, 0 cache hits, cost $0.0123" in out
     )
@@ -130,7 +139,7 @@ def test_results_of_a_running_evaluation_show_progress(kubeconfig: Path) -> None
     code, out, _ = plugin(kubeconfig, "results", "busy")
     assert code == 0
     assert "phase Running" in out
-    assert "samples: 3 scored, 0 failed, 10 total" in out
+    assert "samples: 3 scored, 0 errored, 10 total" in out
 
 
 def test_results_as_json(kubeconfig: Path) -> None:
@@ -151,6 +160,14 @@ def test_compare_side_by_side_with_deltas(kubeconfig: Path) -> None:
     assert rows["exact_match"].rstrip().endswith("+0.1000")  # intervals overlap: no star
     assert rows["requests"].split()[-1] == "+0"
     assert rows["cost USD"].split()[-1] == "-0.0023"
+    assert rows["judge cost USD"].split()[-3:] == ["0", "0.0040", "+0.0040"]
+
+
+def test_results_show_judge_usage_apart(kubeconfig: Path) -> None:
+    code, out, _ = plugin(kubeconfig, "results", "better")
+    assert code == 0
+    assert "judge: 10 requests, 900 input tokens, 30 output tokens, cost $0.0040" in out
+    assert "judge:" not in plugin(kubeconfig, "results", "good")[1]
 
 
 def test_compare_stars_deltas_whose_intervals_do_not_overlap(kubeconfig: Path) -> None:
