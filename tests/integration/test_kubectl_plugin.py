@@ -213,3 +213,59 @@ def test_kubectl_runs_the_installed_plugin(kubeconfig: Path) -> None:
         [tool("kubectl"), "plugin", "list"], capture_output=True, text=True, env=env, check=False
     )
     assert str(script) in listed.stdout
+
+
+# --- kubectl explain reads the CRD's documentation ------------------------------------------
+
+EXPLAINED = [
+    "evaluation",
+    "evaluation.spec",
+    "evaluation.spec.model",
+    "evaluation.spec.model.pricing",
+    "evaluation.spec.dataset",
+    "evaluation.spec.task",
+    "evaluation.spec.task.scorers",
+    "evaluation.spec.execution",
+    "evaluation.spec.budget",
+    "evaluation.status",
+    "evaluation.status.conditions",
+    "evaluation.status.usage",
+]
+
+
+def _schema_at(path: str) -> dict[str, Any]:
+    crd = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
+    node = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for part in path.split(".")[1:]:
+        node = node["properties"][part]
+        node = node.get("items", node) if node.get("type") == "array" else node
+    return node
+
+
+@pytest.mark.parametrize("path", EXPLAINED)
+def test_kubectl_explain_documents_every_field(kubeconfig: Path, path: str) -> None:
+    done = subprocess.run(
+        [tool("kubectl"), f"--kubeconfig={kubeconfig}", "explain", path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "KIND:       Evaluation" in out and "VERSION:    v1alpha1" in out
+    description = out.split("DESCRIPTION:\n", 1)[1].split("\n\n")[0].strip()
+    assert description, f"{path} has no description"
+    fields = out.split("FIELDS:\n", 1)[1]
+    # Each field: "  name\t<type>" then its description lines, indented by four spaces.
+    blocks = [b for b in fields.split("\n\n") if b.strip()]
+    documented = {}
+    for block in blocks:
+        lines = block.splitlines()
+        name = lines[0].split("\t")[0].strip()
+        documented[name] = " ".join(line.strip() for line in lines[1:] if line.startswith("    "))
+    expected = set(_schema_at(path)["properties"])
+    assert set(documented) == expected
+    undocumented = sorted(name for name, text in documented.items() if not text)
+    if path != "evaluation":  # apiVersion/kind/metadata: the apiserver's own fields
+        assert not undocumented, f"{path}: fields without a description: {undocumented}"

@@ -20,7 +20,8 @@ The in-process accessors (``server.create/get/list/replace/patch/patch_status/
 delete/wait_for``) are thread-safe; ``server.requests`` logs every HTTP request,
 and ``server.internal_errors`` collects emulator bugs (served as HTTP 500).
 
-What is real: discovery (``/version``, ``/api``, ``/apis``, ``/api[s]/{g}/{v}``),
+What is real: discovery (``/version``, ``/api``, ``/apis``, ``/api[s]/{g}/{v}``), the
+OpenAPI v3 documents of custom resources (``/openapi/v3``: what ``kubectl explain`` reads),
 CRUD with ``Status`` errors, a global ``resourceVersion``, ``uid``, ``generation``
 (bumped only by non-metadata/non-status changes), ``generateName``, optimistic
 concurrency (PUT and merge-patch ``metadata.resourceVersion`` preconditions),

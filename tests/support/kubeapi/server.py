@@ -342,6 +342,8 @@ class KubeAPIServer:
         if request.path == "/version":
             return web.json_response(VERSION_INFO)
         types = self.store.all_types()
+        if parts[:2] == ["openapi", "v3"] and request.method == "GET":
+            return web.json_response(_openapi_v3(parts[2:], types))
         if parts[:1] == ["api"]:
             if len(parts) == 1:
                 host = request.host
@@ -549,6 +551,56 @@ class KubeAPIServer:
         if events:
             data = "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events)
             await response.write(data.encode("utf-8"))
+
+
+def _openapi_v3(rest: list[str], types: list[ResourceType]) -> dict[str, Any]:
+    """OpenAPI v3 discovery and documents of the custom resources (what `kubectl explain` reads).
+
+    Only CRD-defined kinds are served, from their structural schemas, under the names and
+    x-kubernetes-group-version-kind the apiserver gives them; built-in kinds have none here.
+    """
+    custom = [rt for rt in types if rt.custom]
+    if not rest:
+        paths = {
+            f"apis/{rt.group}/{version}": {
+                "serverRelativeURL": f"/openapi/v3/apis/{rt.group}/{version}"
+            }
+            for rt in custom
+            for version in rt.versions
+            if rt.schemas.get(version)
+        }
+        return {"paths": paths}
+    if len(rest) != 3 or rest[0] != "apis":
+        raise err.not_found_path()
+    group, version = rest[1], rest[2]
+    schemas: dict[str, Any] = {}
+    paths: dict[str, Any] = {}
+    for rt in custom:
+        schema = rt.schemas.get(version) if rt.group == group else None
+        if not schema:
+            continue
+        name = ".".join([*reversed(group.split(".")), version, rt.kind])
+        gvk = {"group": group, "version": version, "kind": rt.kind}
+        schemas[name] = {**schema, "x-kubernetes-group-version-kind": [gvk]}
+        scope = "namespaces/{namespace}/" if rt.namespaced else ""
+        reply = {
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+        }
+        paths[f"/apis/{group}/{version}/{scope}{rt.plural}/{{name}}"] = {
+            "get": {
+                "x-kubernetes-action": "get",
+                "x-kubernetes-group-version-kind": gvk,
+                "responses": {"200": reply},
+            }
+        }
+    if not schemas:
+        raise err.not_found_path()
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
 
 
 @contextlib.contextmanager
