@@ -88,12 +88,9 @@ class Budget:
         if self.exceeded is not None:
             raise BudgetExceeded(self.exceeded)
         if self.max_requests is not None and self.requests >= self.max_requests:
-            self._exceed(f"{self.requests} requests of the shard's {self.max_requests} sent")
+            self._exceed(f"all {self.max_requests} requests of the shard's share are sent")
         if self.max_cost is not None and self.spent + self.reserved + worst_cost > self.max_cost:
-            self._exceed(
-                f"spent ${_usd(self.spent)} of the shard's ${_usd(self.max_cost)}; the next "
-                f"request could cost up to ${_usd(worst_cost)}"
-            )
+            self._exceed(f"the next request could cost up to ${_usd(worst_cost)}")
         self.requests += 1
         self.reserved += worst_cost
         return worst_cost

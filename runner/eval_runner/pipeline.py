@@ -133,14 +133,16 @@ async def run_shard(
 
 
 def _budget_message(budget: Budget, summary: ShardSummary) -> str:
-    parts = [f"stopped at the shard's share of the budget ({budget.exceeded})"]
+    spend = []
     if budget.max_cost is not None:
-        parts.append(f"spent ${_usd(budget.spent)} of ${_usd(budget.max_cost)}")
+        spend.append(f"spent ${_usd(budget.spent)} of ${_usd(budget.max_cost)}")
     if budget.max_requests is not None:
-        parts.append(f"{budget.requests} of {budget.max_requests} requests")
+        spend.append(f"{budget.requests} of {budget.max_requests} requests")
     done = summary.completed + summary.failed
-    parts.append(f"{done} of {summary.total} samples finished, results so far kept")
-    return "; ".join(parts)
+    return (
+        f"stopped at the shard's share of the budget: {', '.join(spend)} ({budget.exceeded}); "
+        f"{done} of {summary.total} samples finished, results so far kept"
+    )
 
 
 def _usd(value: object) -> str:

@@ -501,6 +501,40 @@ def test_deleting_an_evaluation_removes_its_job_and_config(cluster: Cluster) -> 
     assert cluster.api.list("", "v1", "pods", NS, label_selector=f"evals.io/run={run}") == []
 
 
+def test_budget_stops_a_sharded_run_with_budget_exceeded_and_keeps_its_results(
+    cluster: Cluster,
+) -> None:
+    requests_before = len(cluster.model.requests)
+    body = manifest("capped", cluster.model, budget={"maxCostUSD": "110"})
+    model = body["spec"]["model"]
+    # $1 a token. A request's worst case is its prompt's bytes + 8 + 16 input tokens and 4
+    # output: $42 for "What is 1 + 2?", $44 for "What is 11 + 12?"; each really costs 5 + 1 =
+    # $6. Each shard's share is $55. Shard 0 sends 3 requests ($0 + 42, 6 + 42, 12 + 43 <= 55;
+    # 18 + 44 > 55) and shard 1 sends 2 (12 + 44 > 55): 5 samples, $30.
+    model["pricing"] = {"inputPerMillionUSD": "1000000", "outputPerMillionUSD": "1000000"}
+    model["parameters"] = {"maxTokens": 4}
+    model["maxConcurrency"] = 1
+    assert cluster.apply(body).status_code == 201
+    ev = cluster.wait_phase("capped", "Failed")
+    status = ev["status"]
+    ready = condition(ev, "Ready")
+    assert ready["reason"] == "BudgetExceeded"
+    assert ready["message"] == (
+        "shard 0: stopped at the shard's share of the budget: spent $18 of $55 (the next "
+        "request could cost up to $44); 3 of 5 samples finished, results so far kept"
+    )
+    # Never overspent, and the results so far are kept.
+    assert status["usage"]["costUSD"] == "30"
+    assert len(cluster.model.requests) - requests_before == status["usage"]["requests"] == 5
+    assert status["progress"] == {"total": 10, "completed": 5, "failed": 0, "summary": "5/10"}
+    assert {r["name"]: r["n"] for r in status["results"]} == {"exact_match": 5, "close": 5}
+    assert condition(ev, "Passed")["status"] == "False"
+    # BudgetExceeded is permanent (exit code 3): no index is retried.
+    run = status["jobName"]
+    assert len([p for p in cluster.controller.pods_created if p.startswith(run)]) == 2
+    assert API_KEY not in json.dumps(ev)
+
+
 def test_operator_restart_creates_no_second_job_and_keeps_status(cluster: Cluster) -> None:
     """Runs last in the module: it stops and starts the operator."""
     before = {name: cluster.evaluation(name)["status"] for name in ("happy", "again")}

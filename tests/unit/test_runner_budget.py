@@ -66,6 +66,6 @@ def test_request_limit() -> None:
     budget = Budget(max_requests=2)
     budget.begin(Decimal(0))
     budget.begin(Decimal(0))
-    with pytest.raises(BudgetExceeded, match="2 requests of the shard's 2"):
+    with pytest.raises(BudgetExceeded, match="all 2 requests of the shard's share"):
         budget.begin(Decimal(0))
     assert budget.requests == 2
