@@ -410,21 +410,14 @@ def test_service_monitor_selects_the_metrics_service_port() -> None:
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
-@pytest.mark.parametrize(
-    ("values_file", "namespaces"),
-    [("monitoring-values.yaml", {"any": True})],
-)
-def test_pod_monitor_selects_runner_pods_as_the_operator_builds_them(
-    values_file: str, namespaces: dict[str, Any]
-) -> None:
-    docs = render(values_file, "--set", "monitoring.podMonitor.enabled=true")
-    monitor = one(docs, "PodMonitor")
+def test_pod_monitor_selects_runner_pods_as_the_operator_builds_them() -> None:
+    monitor = one(render("monitoring-values.yaml"), "PodMonitor")
     job = build_job(evaluation(), "quick-abc123", OperatorSettings())
     template = job["spec"]["template"]
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
     )
-    assert monitor["spec"]["namespaceSelector"] == namespaces
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     (container,) = template["spec"]["containers"]
     assert endpoint["port"] == PROGRESS_PORT_NAME
