@@ -6,9 +6,11 @@ The model server (tests/support/model_server.py) runs as a process of its own wi
 latency L; the runner runs `run_shard` in another process, so the CPU it reports is the
 runner's alone (time.process_time() in the runner process). Printed, in one run:
 
-- clean run: start-up (process spawn -> run_shard called), wall time of run_shard (dataset
-  load, prompt rendering, N requests, scoring), the physical limit N*L/C, their ratio, and the
-  runner's CPU milliseconds per sample;
+- clean run: start-up (process spawn -> first request: interpreter, imports, dataset load and
+  the rendering of every prompt, which the runner does before its first request), the wall
+  time from the first request to the last sample scored, the physical limit N*L/C, their
+  ratio, and the runner's CPU milliseconds per sample (all of run_shard: load, rendering,
+  requests, scoring);
 - fault run (the same run with 429s carrying Retry-After, 500s, hangs longer than the request
   timeout, optionally truncated bodies): its wall, the ratio of its scores to the clean run's
   (must be identical: exit code 1 otherwise), the samples errored, retries by class, and what
@@ -43,7 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", "-n", type=int, default=5000, help="N (default 5000)")
     parser.add_argument("--latency", "-l", type=float, default=0.05, help="L, seconds")
     parser.add_argument("--concurrency", "-c", type=int, default=64, help="C (maxConcurrency)")
-    parser.add_argument("--client", choices=["aiohttp", "httpx"], default="aiohttp")
+    parser.add_argument(
+        "--client",
+        choices=["lean", "aiohttp", "httpx"],
+        default="lean",
+        help="the runner's HTTP transport (default: lean, the runner's own)",
+    )
     parser.add_argument("--rate-limit", type=float, default=0.20, help="fraction of 429s")
     parser.add_argument("--retry-after", default="1", help="Retry-After of the 429s")
     parser.add_argument("--server-error", type=float, default=0.05, help="fraction of 500s")
@@ -101,6 +108,13 @@ def child(config_path: Path) -> None:
                     pass
 
         watcher = asyncio.create_task(watch_concurrency())
+        ready: list[float] = []
+
+        def progress(_: object) -> None:
+            # Called first when every prompt is rendered, just before the first request.
+            if not ready:
+                ready.append(time.monotonic())
+
         started = time.monotonic()
         cpu_started = time.process_time()
         summary = await run_shard(
@@ -110,9 +124,10 @@ def child(config_path: Path) -> None:
             None,
             dataset_file=Path(config["dataset"]),
             transport=config["client"],
+            on_progress=progress,
         )
         cpu = time.process_time() - cpu_started
-        wall = time.monotonic() - started
+        finished = time.monotonic()
         stop.set()
         await watcher
         outcomes: dict[str, float] = {}
@@ -127,8 +142,10 @@ def child(config_path: Path) -> None:
                     retries[s.labels["error_class"]] = s.value
         return {
             "run_started": started,
+            "ready": ready[0],
             "imported": imported,
-            "wall": wall,
+            "wall": finished - ready[0],
+            "prepare": ready[0] - started,
             "cpu": cpu,
             "summary": json.loads(summary.model_dump_json(by_alias=True)),
             "outcomes": outcomes,
@@ -252,7 +269,7 @@ def run_once(
         if done.returncode != 0:
             raise SystemExit(f"the runner failed ({done.returncode}):\n{done.stderr[-4000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        result["startup"] = result["run_started"] - spawned
+        result["startup"] = result["ready"] - spawned
         result["server"] = server.stats()
         return result
     finally:
@@ -275,13 +292,16 @@ def report(args: argparse.Namespace) -> int:
         clean = run_once(args, workdir, "clean", [])
         s = clean["summary"]
         print(f"clean run: N={n} L={latency * 1000:g} ms C={c} client={args.client}")
-        print(f"  start-up (spawn -> run_shard): {clean['startup']:.3f} s (not in the wall)")
-        print(f"  wall: {clean['wall']:.3f} s")
+        print(
+            f"  start-up: {clean['startup']:.3f} s (not in the wall: process spawn -> first "
+            f"request, of which {clean['prepare']:.3f} s dataset load and prompt rendering)"
+        )
+        print(f"  wall: {clean['wall']:.3f} s (first request -> last sample scored)")
         print(f"  physical limit N*L/C: {limit:.3f} s")
         print(f"  ratio wall/limit: {clean['wall'] / limit:.3f}")
         print(
             f"  runner CPU: {clean['cpu'] * 1000 / n:.3f} ms/sample "
-            f"({clean['cpu']:.3f} s in run_shard)"
+            f"({clean['cpu']:.3f} s in run_shard, dataset load and rendering included)"
         )
         print(f"  samples: {s['completed']} scored, {s['failed']} errored")
         if args.no_faults:

@@ -140,7 +140,14 @@ def configure_logging(stream: TextIO, *, json_logs: bool, level: int = logging.I
 def judge_api_keys(evaluation: Evaluation) -> list[str | None]:
     """The judges' keys, in the order of the llm_judge scorers (as the Job builder mounts them)."""
     judges = sum(1 for s in evaluation.spec.task.scorers if s.judge is not None)
-    return [os.environ.get(judge_key_env(index)) or None for index in range(judges)]
+    return [secret_env(judge_key_env(index)) for index in range(judges)]
+
+
+def secret_env(name: str) -> str | None:
+    """A key from the environment, without the trailing newline that `echo key | kubectl create
+    secret ...` leaves in it (it would otherwise break the request's header)."""
+    value = os.environ.get(name, "").strip()
+    return value or None
 
 
 def _ca_bundle() -> Path | None:
@@ -267,7 +274,7 @@ def _local_api_key(env_var: str | None, provider: str) -> str | None:
     names = [env_var] if env_var else ["EVAL_API_KEY", f"{provider.upper()}_API_KEY"]
     for name in names:
         if os.environ.get(name):
-            return os.environ[name]
+            return secret_env(name)
     if env_var:
         print(f"warning: {env_var} is not set; requests carry no API key", file=sys.stderr)
     return None
@@ -363,7 +370,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
             shard=shard,
         )
         code = run_async(
-            _serve_shard(evaluation, shard, shards, summary, port, os.environ.get("EVAL_API_KEY"))
+            _serve_shard(evaluation, shard, shards, summary, port, secret_env("EVAL_API_KEY"))
         )
     _write_termination_log(args.termination_log, summary)
     return code

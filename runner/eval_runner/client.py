@@ -188,6 +188,11 @@ class UsageMeter:
         self.usage = usage
         self.pricing = model.pricing
         self.cost = Decimal(usage.cost_usd)
+        # Prices per token, parsed once: exact (a division by 10**6 of a short decimal).
+        self._input_price = self._output_price = Decimal(0)
+        if model.pricing is not None:
+            self._input_price = Decimal(model.pricing.input_per_million_usd) / 1_000_000
+            self._output_price = Decimal(model.pricing.output_per_million_usd) / 1_000_000
         labels = (role, model.name)
         self._input = metrics.TOKENS.labels(*labels, "input")
         self._output = metrics.TOKENS.labels(*labels, "output")
@@ -208,7 +213,7 @@ class UsageMeter:
             self._cache_hits.inc()
         if self.pricing is None:
             return Decimal(0)
-        cost = self.pricing.cost(answer.input_tokens, answer.output_tokens)
+        cost = self._input_price * answer.input_tokens + self._output_price * answer.output_tokens
         self.cost += cost
         usage.cost_usd = format(self.cost.normalize(), "f")
         self._cost.inc(float(cost))
@@ -389,7 +394,8 @@ class HttpModelClient:
                 self._cuts.inc()
             raise RequestFailed(
                 error_class,
-                self._redact(response.body[:ERROR_DETAIL_CHARS].decode(errors="replace")),
+                # Redacted before it is cut: a cut could leave part of the key behind.
+                self._redact(response.body.decode(errors="replace"))[:ERROR_DETAIL_CHARS],
                 retryable=status in RETRYABLE_STATUS or status >= 500,
                 retry_after=parse_retry_after(response.retry_after),
                 breaker_failure=status >= 500,

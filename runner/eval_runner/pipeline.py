@@ -52,7 +52,7 @@ async def run_shard(
     summary: ShardSummary | None = None,
     client: ModelClient | None = None,
     on_progress: ProgressCallback | None = None,
-    transport: TransportKind = "aiohttp",
+    transport: TransportKind = "lean",
 ) -> ShardSummary:
     """Runs shard `shard` of `shards` and returns its summary.
 

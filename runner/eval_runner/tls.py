@@ -10,6 +10,11 @@ import certifi
 from eval_runner.errors import PermanentError
 
 
+def default_ssl_context() -> ssl.SSLContext:
+    """Verification against the public roots (certifi's, as httpx uses)."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 def verify_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
     """The public roots plus the user's private CA bundle (spec.model.caBundle), if any.
 
@@ -18,7 +23,7 @@ def verify_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
     """
     if ca_bundle is None:
         return True
-    context = ssl.create_default_context(cafile=certifi.where())
+    context = default_ssl_context()
     try:
         context.load_verify_locations(cafile=str(ca_bundle))
     except (OSError, ssl.SSLError) as err:

@@ -1,13 +1,14 @@
 """The HTTP layer under the model client: one shared session per process.
 
-Two implementations of one small interface, so `make bench` can compare them on equal terms
-(`bench/run.py --client httpx|aiohttp`); the runner uses aiohttp (see the README's "Design
-choices" for the measured figures).
+Three implementations of one small interface, so `make bench` can compare them on equal terms
+(`bench/run.py --client lean|aiohttp|httpx`); the runner uses the lean HTTP/1.1 client of
+http1.py (see the README's "Design choices" for the measured figures).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,10 +18,10 @@ from typing import Literal, Protocol
 import aiohttp
 import httpx
 
-from eval_runner.tls import verify_context
+from eval_runner.tls import default_ssl_context, verify_context
 
-TransportKind = Literal["aiohttp", "httpx"]
-TRANSPORTS: tuple[TransportKind, ...] = ("aiohttp", "httpx")
+TransportKind = Literal["lean", "aiohttp", "httpx"]
+TRANSPORTS: tuple[TransportKind, ...] = ("lean", "aiohttp", "httpx")
 _JSON = {"Content-Type": "application/json"}
 
 
@@ -92,7 +93,7 @@ class HttpxTransport:
 
 @asynccontextmanager
 async def open_transport(
-    kind: TransportKind = "aiohttp",
+    kind: TransportKind = "lean",
     *,
     ca_bundle: Path | None = None,
     max_connections: int = 100,
@@ -101,7 +102,18 @@ async def open_transport(
     Concurrency is bounded above it by each endpoint's adaptive limiter; `max_connections` is
     their sum."""
     verify = verify_context(ca_bundle)
-    if kind == "aiohttp":
+    if kind == "lean":
+        from eval_runner.http1 import LeanTransport  # it imports this module's types
+
+        lean = LeanTransport(
+            verify if isinstance(verify, ssl.SSLContext) else default_ssl_context(),
+            max_idle=max_connections,
+        )
+        try:
+            yield lean
+        finally:
+            await lean.close()
+    elif kind == "aiohttp":
         connector = aiohttp.TCPConnector(
             limit=max_connections, ssl=verify if verify is not True else True
         )

@@ -40,9 +40,9 @@ def test_bench_smoke() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     for line in (
-        r"clean run: N=200 L=10 ms C=16 client=aiohttp",
-        r"start-up \(spawn -> run_shard\): [0-9.]+ s",
-        r"wall: [0-9.]+ s",
+        r"clean run: N=200 L=10 ms C=16 client=lean",
+        r"start-up: [0-9.]+ s \(not in the wall: process spawn -> first request",
+        r"wall: [0-9.]+ s \(first request -> last sample scored\)",
         r"physical limit N\*L/C: 0\.125 s",
         r"ratio wall/limit: [0-9.]+",
         r"runner CPU: [0-9.]+ ms/sample",

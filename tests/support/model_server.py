@@ -24,6 +24,7 @@ import json
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from eval_runner.demo_server import (
+    FLAVOURS,
     arithmetic_answer,
     count_tokens,
     last_user_message,
@@ -57,7 +59,8 @@ class Faults:
     truncated: float = 0.0  # 200 whose JSON body is cut in half
     hang_seconds: float = 3.0
     seed: int = 0
-    # Error bodies echo the request's headers (as some proxies do): the key must stay secret.
+    # Error bodies echo the request's credentials header (as some proxies do): the key must
+    # stay secret all the same.
     echo_headers: bool = False
 
     def __post_init__(self) -> None:
@@ -78,6 +81,14 @@ class Faults:
                 return name
             x -= fraction
         return None
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    payload: bytes
+    headers: dict[str, str]
+    delay: float  # seconds before it is sent
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,7 @@ class ModelServer:
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
+        self._lean: asyncio.Server | None = None
 
     @property
     def base_url(self) -> str:
@@ -147,9 +159,21 @@ class ModelServer:
         await site.start()
         self.port = self._runner.addresses[0][1]
 
+    async def start_lean(self) -> None:
+        """Serve the chat routes and /stats from a bare asyncio protocol instead of aiohttp:
+        a few microseconds a request, so that a benchmark measures the client, not this."""
+        loop = asyncio.get_running_loop()
+        self._lean = await loop.create_server(
+            lambda: _LeanHttp(self), self.host, self.port, reuse_address=True
+        )
+        self.port = self._lean.sockets[0].getsockname()[1]
+
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._lean is not None:
+            self._lean.close()
+            await self._lean.wait_closed()
 
     async def __aenter__(self) -> ModelServer:
         await self.start()
@@ -182,67 +206,145 @@ class ModelServer:
         return await self._chat(request, "anthropic")
 
     async def _chat(self, request: web.Request, flavour: str) -> web.Response:
-        body = json.loads(await request.read())
+        reply = self.reply(request.path, dict(request.headers), await request.read(), flavour)
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        return web.Response(
+            body=reply.payload,
+            status=reply.status,
+            headers=reply.headers,
+            content_type="application/json",
+        )
+
+    def reply(self, path: str, headers: dict[str, str], raw: bytes, flavour: str) -> Reply:
+        """The answer to one chat request, decided when it arrives (both front-ends use it)."""
+        body = json.loads(raw)
         self.count += 1
         number = self.count
         if self.record:
-            self.requests.append(RecordedRequest(request.path, dict(request.headers), body))
+            self.requests.append(RecordedRequest(path, headers, body))
         faults = self.faults
-        if faults.latency:
-            await asyncio.sleep(faults.latency)
+        delay = faults.latency
         question = last_user_message(body)
         if number <= faults.rate_limit_first:
-            return self._error(429, "rate limited")
+            return self._error(429, "rate limited", delay)
         for key, status in faults.status_for.items():
             if key in question:
-                echo = f": {dict(request.headers)}" if faults.echo_headers else ""
-                return self._error(status, f"injected {status}{echo}")
+                echo = ""
+                if faults.echo_headers:
+                    echo = f": {headers.get('Authorization') or headers.get('x-api-key')}"
+                return self._error(status, f"injected {status}{echo}", delay)
         fault = faults.draw()
         if fault is not None:
             self.injected[fault] = self.injected.get(fault, 0) + 1
             if fault == "rate_limit":
-                return self._error(429, "rate limited")
+                return self._error(429, "rate limited", delay)
             if fault == "server_error":
-                return self._error(500, "injected 500")
+                return self._error(500, "injected 500", delay)
             if fault == "timeout":
-                await asyncio.sleep(faults.hang_seconds)
-                return self._error(504, "answered too late")
+                return self._error(504, "answered too late", delay + faults.hang_seconds)
         if self.judge is not None and body.get("model") == "judge":
             answer = self.judge(question)
         else:
             answer = self.answer(question)
         input_tokens = sum(count_tokens(text) for text in prompt_texts(body))
-        payload = json.dumps(response_body(flavour, body["model"], answer, input_tokens))
+        payload = json.dumps(response_body(flavour, body["model"], answer, input_tokens)).encode()
         if fault == "truncated":
             # Not billed: the client never got a usable answer.
-            return web.Response(text=payload[: len(payload) // 2], content_type="application/json")
+            return Reply(200, payload[: len(payload) // 2], {}, delay)
         self.input_tokens += input_tokens
         self.output_tokens += count_tokens(answer)
-        return web.Response(text=payload, content_type="application/json")
+        return Reply(200, payload, {}, delay)
 
-    def _error(self, status: int, message: str) -> web.Response:
+    def _error(self, status: int, message: str, delay: float) -> Reply:
         headers = {}
         if status == 429 and self.faults.retry_after is not None:
             headers["Retry-After"] = self.faults.retry_after
-        return web.json_response(
-            {"error": {"type": "injected", "message": message}}, status=status, headers=headers
-        )
+        payload = json.dumps({"error": {"type": "injected", "message": message}}).encode()
+        return Reply(status, payload, headers, delay)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": self.count,
+            "injected": self.injected,
+            "inputTokens": self.input_tokens,
+            "outputTokens": self.output_tokens,
+        }
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "requests": self.count,
-                "injected": self.injected,
-                "inputTokens": self.input_tokens,
-                "outputTokens": self.output_tokens,
-            }
-        )
+        return web.json_response(self.stats())
 
     async def _file(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name not in self.files:
             raise web.HTTPNotFound()
         return web.Response(body=self.files[name])
+
+
+_REASONS = {200: b"OK", 404: b"Not Found", 429: b"Too Many Requests"}
+
+
+class _LeanHttp(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive, requests with Content-Length, one at a time per connection
+    (as the runner's clients send them)."""
+
+    def __init__(self, server: ModelServer) -> None:
+        self.server = server
+        self.buffer = b""
+        self.transport: Any = None  # asyncio's or uvloop's TCP transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            lines = self.buffer[:end].decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip()] = value.strip()
+            length = int(next((v for k, v in headers.items() if k.lower() == "content-length"), 0))
+            if len(self.buffer) < end + 4 + length:
+                return
+            raw = self.buffer[end + 4 : end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length :]
+            self._answer(method, path, headers, raw)
+
+    def _answer(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> None:
+        flavour = FLAVOURS.get(path)
+        if method == "POST" and flavour is not None:
+            reply = self.server.reply(path, headers, raw, flavour)
+        elif method == "GET" and path == "/stats":
+            reply = Reply(200, json.dumps(self.server.stats()).encode(), {}, 0.0)
+        else:
+            reply = Reply(404, b'{"error": "not found"}', {}, 0.0)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items()).encode()
+        message = (
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (
+                reply.status,
+                _REASONS.get(reply.status, b"Error"),
+                len(reply.payload),
+                extra,
+                reply.payload,
+            )
+        )
+        if reply.delay:
+            due = time.monotonic() + reply.delay
+            asyncio.get_running_loop().call_later(reply.delay, self._send, message, due)
+        else:
+            self._send(message, 0.0)
+
+    def _send(self, message: bytes, due: float) -> None:
+        # uvloop's timers count from the loop's cached clock and may fire a little early:
+        # never answer before the latency has passed.
+        early = due - time.monotonic()
+        if early > 0:
+            asyncio.get_running_loop().call_later(early, self._send, message, due)
+        elif self.transport is not None and not self.transport.is_closing():
+            self.transport.write(message)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -274,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     server = ModelServer(faults=faults, record=False, host=args.host, port=args.port)
 
     async def serve() -> None:
-        await server.start()
+        await server.start_lean()
         print(f"listening on {server.port}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
