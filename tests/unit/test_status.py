@@ -3,7 +3,7 @@
 import pytest
 
 from eval_operator import conditions as cond
-from eval_operator.api.summary import ShardUsage, aggregate
+from eval_operator.api.summary import ShardSummary, ShardUsage, aggregate
 from eval_operator.status import Observation, desired_status, shard_summaries
 from tests.support.factories import evaluation, job, pod, summary
 
@@ -346,3 +346,16 @@ def test_judge_usage_is_reported_apart():
         "outputTokens": 20,
         "costUSD": "0.01",
     }
+
+
+def test_the_termination_message_fits_with_many_error_classes_and_judge_usage():
+    big = summary(0, 500, 1000, failed=400, message="x" * 5000, state="error", reason="R")
+    big.errors = {f"judge_http_{400 + i}": i + 1 for i in range(200)} | {"judge_unparsable": 500}
+    big.usage.judge = ShardUsage(requests=1000, input_tokens=10**9, cost_usd="123.456")
+    message = big.to_message()
+    assert len(message.encode()) <= 4096
+    parsed = ShardSummary.model_validate_json(message)
+    assert parsed.scores == big.scores and parsed.usage == big.usage
+    assert sum(parsed.errors.values()) == sum(big.errors.values())
+    assert parsed.errors["judge_unparsable"] == 500 and "other" in parsed.errors
+    assert parsed.message is not None and parsed.message.endswith("...")

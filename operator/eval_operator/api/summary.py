@@ -103,12 +103,25 @@ class ShardSummary(BaseModel):
     message: str | None = Field(default=None, description="Details when state is error.")
 
     def to_message(self) -> str:
-        """Compact JSON for the termination message; the error message is cut to fit."""
+        """Compact JSON for the termination message, at most TERMINATION_MESSAGE_LIMIT bytes:
+        when too long, the error message is cut first, then the rarest error classes are
+        folded into "other" (their counts kept), so scores and usage always arrive whole."""
         text = self.model_dump_json(by_alias=True, exclude_none=True)
-        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT and self.message:
-            room = len(self.message) - (len(text.encode()) - TERMINATION_MESSAGE_LIMIT) - 3
-            clipped = self.model_copy(update={"message": self.message[: max(room, 0)] + "..."})
-            text = clipped.model_dump_json(by_alias=True, exclude_none=True)
+        summary = self
+        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT and summary.message:
+            room = len(summary.message) - (len(text.encode()) - TERMINATION_MESSAGE_LIMIT) - 3
+            summary = summary.model_copy(
+                update={"message": summary.message[: max(room, 0)] + "..."}
+            )
+            text = summary.model_dump_json(by_alias=True, exclude_none=True)
+        ranked = sorted(summary.errors.items(), key=lambda item: (-item[1], item[0]))
+        keep = len(ranked)
+        while len(text.encode()) > TERMINATION_MESSAGE_LIMIT and keep > 0:
+            keep -= 1
+            errors = dict(ranked[:keep])
+            errors["other"] = errors.get("other", 0) + sum(count for _, count in ranked[keep:])
+            summary = summary.model_copy(update={"errors": errors})
+            text = summary.model_dump_json(by_alias=True, exclude_none=True)
         return text
 
 
