@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from eval_operator.api.summary import ShardUsage
 from eval_operator.api.v1alpha1 import EndpointSpec
 from eval_runner import metrics
-from eval_runner.breaker import CircuitBreaker
+from eval_runner.breaker import HALF_OPEN, OPEN, CircuitBreaker
 from eval_runner.budget import Budget, BudgetExceeded, max_input_tokens, worst_case_cost
 from eval_runner.limits import AdaptiveLimiter, TokenBucket
 from eval_runner.prompt import Message
@@ -270,7 +270,7 @@ class HttpModelClient:
 
         def breaker_changed(state: int) -> None:
             breaker_state.set(state)
-            if state == 2:
+            if state == OPEN:
                 breaker_opens.inc()
 
         self.breaker = breaker or CircuitBreaker(on_change=breaker_changed)
@@ -329,7 +329,7 @@ class HttpModelClient:
                 retryable=True,
                 retry_after=float(allowed),
             )
-        probe = self.breaker.state != 0
+        probe = self.breaker.state == HALF_OPEN  # this request is the breaker's probe
         try:
             if self._rpm is not None:
                 await self._rpm.take(1)

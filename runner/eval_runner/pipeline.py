@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from pathlib import Path
 
 import structlog
@@ -145,8 +146,8 @@ def _budget_message(budget: Budget, summary: ShardSummary) -> str:
     )
 
 
-def _usd(value: object) -> str:
-    return format(value.normalize(), "f") if hasattr(value, "normalize") else str(value)
+def _usd(value: Decimal) -> str:
+    return format(value.normalize(), "f")
 
 
 async def _ask_all(
