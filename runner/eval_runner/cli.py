@@ -32,6 +32,7 @@ from eval_runner.errors import PermanentError
 from eval_runner.pipeline import BudgetStopped, run_shard
 from eval_runner.runtime import run as run_async
 from eval_runner.server import ProgressServer
+from eval_runner.transport import transport_from_env
 
 EXIT_THRESHOLDS_FAILED = 1
 EXIT_CRASHED = 1  # unexpected error in a pod: the Job retries the index
@@ -212,6 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     judge_api_keys=judge_api_keys(evaluation),
                     dataset_file=args.dataset_file,
                     ca_bundle=_ca_bundle(),
+                    transport=transport_from_env(),
                     summary=summary,
                     on_progress=show,
                 )
@@ -412,6 +414,7 @@ async def _serve_shard(
                 judge_api_keys=judge_api_keys(evaluation),
                 dataset_dir=dataset_dir,
                 ca_bundle=_ca_bundle(),
+                transport=transport_from_env(),
                 summary=summary,
             )
         except BudgetStopped as err:

@@ -8,8 +8,9 @@ http1.py (see the README's "Design choices" for the measured figures).
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,27 @@ from typing import Literal, Protocol
 import aiohttp
 import httpx
 
+from eval_runner.errors import PermanentError
 from eval_runner.tls import default_ssl_context, verify_context
 
 TransportKind = Literal["lean", "aiohttp", "httpx"]
 TRANSPORTS: tuple[TransportKind, ...] = ("lean", "aiohttp", "httpx")
+# The runner's switch between them; aiohttp is the choice behind an HTTP(S) proxy.
+TRANSPORT_ENV = "EVAL_HTTP_CLIENT"
+
+
+def transport_from_env(environ: Mapping[str, str] | None = None) -> TransportKind:
+    """EVAL_HTTP_CLIENT: lean (default, fastest), aiohttp (honours HTTPS_PROXY/NO_PROXY) or
+    httpx."""
+    value = (os.environ if environ is None else environ).get(TRANSPORT_ENV) or "lean"
+    for kind in TRANSPORTS:
+        if value == kind:
+            return kind
+    raise PermanentError(
+        "ConfigInvalid", f"{TRANSPORT_ENV}={value!r} is not one of {', '.join(TRANSPORTS)}"
+    )
+
+
 _JSON = {"Content-Type": "application/json"}
 
 
@@ -117,7 +135,8 @@ async def open_transport(
         connector = aiohttp.TCPConnector(
             limit=max_connections, ssl=verify if verify is not True else True
         )
-        async with aiohttp.ClientSession(connector=connector) as session:
+        # trust_env: HTTP(S)_PROXY and NO_PROXY apply, for endpoints behind a corporate proxy.
+        async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
             yield AiohttpTransport(session)
             # Let the connector close its sockets before the loop goes away.
         await asyncio.sleep(0)

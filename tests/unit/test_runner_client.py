@@ -274,3 +274,13 @@ async def test_an_open_breaker_sends_nothing_until_its_probe() -> None:
     assert completion.text == "4" and len(transport.sent) == 3
     assert 5.0 <= waits[2] <= 5.5  # the open period, plus at most 10% jitter
     assert breaker.state == CLOSED and breaker.opened == 1
+
+
+def test_http_client_is_chosen_by_env_and_a_typo_is_a_clear_error():
+    from eval_runner.errors import PermanentError
+    from eval_runner.transport import transport_from_env
+
+    assert transport_from_env({}) == "lean"
+    assert transport_from_env({"EVAL_HTTP_CLIENT": "aiohttp"}) == "aiohttp"
+    with pytest.raises(PermanentError, match="EVAL_HTTP_CLIENT='aiohtp' is not one of"):
+        transport_from_env({"EVAL_HTTP_CLIENT": "aiohtp"})
