@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,6 +20,8 @@ from eval_operator.api.v1alpha1 import RERUN_ANNOTATION, EvaluationSpec, parse_t
 from eval_operator.builders.job import CONTAINER_NAME
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
+# How long a finished Job may wait for its pods' final states to be observed.
+SETTLE_GRACE_SECONDS = 30
 # Above this fraction of errored samples among the finished ones, the Ready and Progressing
 # messages say so (documented on status.progress.failed and in the README).
 ERRORED_FRACTION_NOTE = 0.05
@@ -78,28 +81,81 @@ def _pod_index(pod: dict[str, Any]) -> int | None:
         return None
 
 
-def shard_summaries(
-    pods: list[dict[str, Any]], live: dict[str, ShardSummary]
-) -> dict[int, ShardSummary]:
-    """The current summary of each shard: its latest attempt's (a retry starts the shard over)."""
+def _attempt_order(pod: dict[str, Any]) -> tuple[str, int, str]:
+    """Later attempts sort last. creationTimestamp has one-second resolution, so on a tie the
+    failed pod is the older one: an index is only retried after its attempt failed."""
+    failed = (pod.get("status") or {}).get("phase") == "Failed"
+    meta = pod["metadata"]
+    return (meta.get("creationTimestamp") or "", 0 if failed else 1, meta["name"])
+
+
+def latest_attempts(pods: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The latest pod of each shard index: a retry starts its shard over."""
     latest: dict[int, dict[str, Any]] = {}
     for pod in pods:
         index = _pod_index(pod)
         if index is None:
             continue
-        key = (pod["metadata"].get("creationTimestamp") or "", pod["metadata"]["name"])
         current = latest.get(index)
-        if current is None or key > (
-            current["metadata"].get("creationTimestamp") or "",
-            current["metadata"]["name"],
-        ):
+        if current is None or _attempt_order(pod) > _attempt_order(current):
             latest[index] = pod
+    return latest
+
+
+def shard_summaries(
+    pods: list[dict[str, Any]], live: dict[str, ShardSummary]
+) -> dict[int, ShardSummary]:
+    """The current summary of each shard, from its latest attempt."""
     summaries: dict[int, ShardSummary] = {}
-    for index, pod in latest.items():
+    for index, pod in latest_attempts(pods).items():
         summary = _termination_summary(pod) or live.get(pod["metadata"]["name"])
         if summary is not None:
             summaries[index] = summary
     return summaries
+
+
+def _pods_settled(job: dict[str, Any], pods: list[dict[str, Any]], now: str) -> bool:
+    """Whether the pods' final states have reached us after the Job finished.
+
+    Jobs and pods arrive on separate watch streams, so the Job's Complete or Failed can be seen
+    before the last pod's termination message; judging then would drop that shard's results.
+    The wait is bounded: a shard whose pod is gone for good (deleted, garbage-collected) must
+    not hold the run open forever.
+    """
+    latest = latest_attempts(pods)
+    job_status = job.get("status") or {}
+    expected = set(_index_set(job_status.get("completedIndexes")))
+    if expected <= set(latest) and all(
+        (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") for pod in latest.values()
+    ):
+        return True
+    finished = job_status.get("completionTime") or next(
+        (
+            c.get("lastTransitionTime")
+            for c in job_status.get("conditions") or []
+            if c.get("type") == "Failed" and c.get("status") == "True"
+        ),
+        None,
+    )
+    if not finished:
+        return True
+    return _seconds_between(finished, now) >= SETTLE_GRACE_SECONDS
+
+
+def _index_set(ranges: str | None) -> list[int]:
+    """Kubernetes' compressed index form: "0-2,5" -> [0, 1, 2, 5]."""
+    indexes: list[int] = []
+    for part in (ranges or "").split(","):
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        indexes.extend(range(int(low), int(high or low) + 1))
+    return indexes
+
+
+def _seconds_between(earlier: str, later: str) -> float:
+    parse = lambda text: datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: E731
+    return (parse(later) - parse(earlier)).total_seconds()
 
 
 def _failure(job: dict[str, Any], summaries: dict[int, ShardSummary]) -> tuple[str, str]:
@@ -217,10 +273,13 @@ def desired_status(evaluation: dict[str, Any], obs: Observation) -> dict[str, An
         phase = "Failed"
     elif job is None:
         phase = "Pending"
-    elif _job_condition(job, "Complete"):
-        phase = "Succeeded"
-    elif _job_condition(job, "Failed"):
-        phase = "Failed"
+    elif _job_condition(job, "Complete") or _job_condition(job, "Failed"):
+        if not _pods_settled(job, obs.pods, obs.now):
+            phase = "Running"  # finishing: the last shards' summaries are on their way
+        elif _job_condition(job, "Complete"):
+            phase = "Succeeded"
+        else:
+            phase = "Failed"
     elif job["spec"].get("suspend"):
         phase = "Pending"
     elif (job.get("status") or {}).get("active") or summaries:

@@ -359,3 +359,41 @@ def test_the_termination_message_fits_with_many_error_classes_and_judge_usage():
     assert sum(parsed.errors.values()) == sum(big.errors.values())
     assert parsed.errors["judge_unparsable"] == 500 and "other" in parsed.errors
     assert parsed.message is not None and parsed.message.endswith("...")
+
+
+def test_a_finished_job_waits_for_its_last_pod_to_be_observed():
+    """Jobs and pods come on separate watches: Complete may arrive before the last pod's
+    termination message, and judging then would drop that shard's results."""
+    done = pod(RUN, 0, phase="Succeeded", termination=summary(0, 9, 10, shards=2))
+    lagging = pod(RUN, 1)  # still Running in our view, though the Job says it completed
+    finished = job(RUN, complete=True)
+    finished["status"]["completedIndexes"] = "0-1"
+    soon = "2026-11-23T10:05:10Z"  # 10 s after the Job's completionTime
+    early = desired_status(
+        evaluation(spec=_sharded(2)),
+        Observation(run=RUN, rerun_token=None, now=soon, job=finished, pods=[done, lagging]),
+    )
+    assert early["phase"] == "Running"
+    assert condition(early, "Ready")["status"] == "False"
+
+    arrived = pod(RUN, 1, phase="Succeeded", termination=summary(1, 8, 10, shards=2))
+    settled = desired_status(
+        evaluation(spec=_sharded(2)), observe(job=finished, pods=[done, arrived])
+    )
+    assert settled["phase"] == "Succeeded"
+    assert settled["results"][0]["n"] == 20
+
+    # A pod that never reports (deleted) holds the run open for a bounded time only.
+    later = Observation(
+        run=RUN, rerun_token=None, now="2026-11-23T10:05:31Z", job=finished, pods=[done, lagging]
+    )
+    assert desired_status(evaluation(spec=_sharded(2)), later)["phase"] == "Succeeded"
+
+
+def test_retry_created_in_the_same_second_still_counts_as_latest():
+    crashed = pod(RUN, 0, phase="Failed", attempt=9, exit_code=137)
+    retry = pod(RUN, 0, phase="Succeeded", attempt=1, termination=summary(0, 9, 10))
+    assert crashed["metadata"]["creationTimestamp"] == retry["metadata"]["creationTimestamp"]
+    assert crashed["metadata"]["name"] > retry["metadata"]["name"]
+    summaries = shard_summaries([crashed, retry], {})
+    assert summaries[0].completed == 10
