@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from tests.integration.test_operator import RECORDS, controller_thread, manifest
 from tests.support.job_controller import FakeJobController
 from tests.support.kubeapi import KubeAPIServer, RequestRecord, running_kubeapi, use_kubeconfig
 from tests.support.model_server import ModelServer
+from tests.support.ports import free_port
 from tests.support.tools import tool
 
 pytestmark = pytest.mark.integration
@@ -41,12 +41,6 @@ OPERATOR_TOKEN = "eval-operator-service-account-token"
 # `get` next to `list`: it shows nothing `list` does not, and neither kopf nor this scenario
 # re-reads a single Evaluation or Job.
 GRANTED_BUT_NOT_EXERCISED = {("evals.io", "evaluations", "get"), ("batch", "jobs", "get")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rbac_attributes(record: RequestRecord) -> tuple[str, str, str] | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from eval_operator.api.summary import EXIT_PERMANENT, ShardSummary
 from tests.support.model_server import Faults, ModelServer
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -112,12 +112,6 @@ def test_run_rejects_a_bad_manifest_readably(tmp_path: Path) -> None:
     assert "spec.dataset.shuffle: Extra inputs are not permitted" in done.stderr
     assert "spec.task.scorers[1].type: Input should be" in done.stderr
     assert "Traceback" not in done.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def shard_config(tmp_path: Path, base_url: str, **spec: Any) -> Path:

@@ -19,8 +19,9 @@ from eval_operator.api.summary import EXIT_PERMANENT, ShardSummary, aggregate
 from eval_operator.api.v1alpha1 import Evaluation
 from eval_runner.metrics import CONCURRENCY, CONCURRENCY_CUTS
 from eval_runner.pipeline import BudgetStopped, run_shard
-from tests.integration.test_runner_cli import free_port, runner_env
+from tests.integration.test_runner_cli import runner_env
 from tests.support.model_server import Faults, ModelServer
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from tests.support.ports import free_port
 
 MANAGED = "app.kubernetes.io/managed-by=eval-operator"
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,12 +41,6 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 def now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def index_ranges(indexes: set[int]) -> str | None:
