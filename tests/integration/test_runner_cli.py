@@ -132,29 +132,38 @@ def shard_config(tmp_path: Path, base_url: str, **spec: Any) -> Path:
     return path
 
 
+def start_shard(config: Path, termination_log: Path, **env: str) -> subprocess.Popen[str]:
+    """`eval-runner shard` as the pod's container runs it, in the background."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "eval_runner",
+            "shard",
+            "--config",
+            str(config),
+            "--termination-log",
+            str(termination_log),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=runner_env(**env),
+    )
+
+
 def test_shard_serves_progress_and_writes_its_termination_message(tmp_path: Path) -> None:
     # Latency stretches the run (5 rounds of 2 concurrent requests) so /progress is seen mid-run.
     # Position 1 is answered wrong; shard 1 of 2 holds the odd positions.
     with ModelServer(wrong=["What is 48 + 36?"], faults=Faults(latency=0.15)).in_thread() as slow:
         port = free_port()
         termination_log = tmp_path / "termination-log"
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "eval_runner",
-                "shard",
-                "--config",
-                str(shard_config(tmp_path, slow.base_url)),
-                "--termination-log",
-                str(termination_log),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=runner_env(
-                JOB_COMPLETION_INDEX="1", EVAL_PROGRESS_PORT=str(port), EVAL_API_KEY=KEY
-            ),
+        process = start_shard(
+            shard_config(tmp_path, slow.base_url),
+            termination_log,
+            JOB_COMPLETION_INDEX="1",
+            EVAL_PROGRESS_PORT=str(port),
+            EVAL_API_KEY=KEY,
         )
         live: list[ShardSummary] = []
         while process.poll() is None:

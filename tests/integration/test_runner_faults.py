@@ -19,7 +19,7 @@ from eval_operator.api.summary import EXIT_PERMANENT, ShardSummary, aggregate
 from eval_operator.api.v1alpha1 import Evaluation
 from eval_runner.metrics import CONCURRENCY, CONCURRENCY_CUTS
 from eval_runner.pipeline import BudgetStopped, run_shard
-from tests.integration.test_runner_cli import runner_env
+from tests.integration.test_runner_cli import runner_env, start_shard
 from tests.support.model_server import Faults, ModelServer
 from tests.support.ports import free_port
 
@@ -243,26 +243,13 @@ def test_the_key_is_in_no_log_line_metric_or_summary(tmp_path: Path) -> None:
         )
         config.write_text(spec.model_dump_json(by_alias=True, exclude_none=True))
         termination_log = tmp_path / "termination-log"
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "eval_runner",
-                "shard",
-                "--config",
-                str(config),
-                "--termination-log",
-                str(termination_log),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=runner_env(
-                JOB_COMPLETION_INDEX="0",
-                EVAL_PROGRESS_PORT=str(port),
-                EVAL_API_KEY=CANARY,
-                EVAL_JUDGE_API_KEY=JUDGE_CANARY,
-            ),
+        process = start_shard(
+            config,
+            termination_log,
+            JOB_COMPLETION_INDEX="0",
+            EVAL_PROGRESS_PORT=str(port),
+            EVAL_API_KEY=CANARY,
+            EVAL_JUDGE_API_KEY=JUDGE_CANARY,
         )
         scrapes: list[str] = []
         deadline = time.monotonic() + 60
