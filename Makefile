@@ -46,7 +46,7 @@ test-unit: $(VENV)/.installed ## Run the unit tests only (seconds).
 
 .PHONY: crds
 crds: $(VENV)/.installed ## Regenerate crds/ (and the chart's copy) from the typed API models.
-	$(PY) -m eval_operator.api.crdgen crds/
+	$(PY) -m eval_api.crdgen crds/
 	cp crds/*.yaml $(CHART)/crds/
 
 .PHONY: helm-lint

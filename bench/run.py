@@ -74,7 +74,7 @@ def child(config_path: Path) -> None:
     config = json.loads(config_path.read_text())
     from prometheus_client import REGISTRY
 
-    from eval_operator.api.v1alpha1 import Evaluation
+    from eval_api.v1alpha1 import Evaluation
     from eval_runner.metrics import CONCURRENCY
     from eval_runner.pipeline import run_shard
     from eval_runner.runtime import run as run_async

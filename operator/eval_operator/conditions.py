@@ -46,8 +46,3 @@ def set_condition(
 
 def find(conditions: Iterable[dict[str, Any]], type_: str) -> dict[str, Any] | None:
     return next((c for c in conditions if c.get("type") == type_), None)
-
-
-def is_true(conditions: Iterable[dict[str, Any]], type_: str) -> bool:
-    found = find(conditions, type_)
-    return found is not None and found.get("status") == "True"

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from eval_operator.api.v1alpha1 import GROUP, EvaluationStatus, ScoreResult
+from eval_api.v1alpha1 import GROUP, EvaluationStatus, ScoreResult
 
 RESOURCE = f"evaluations.{GROUP}"
 EXIT_OK = 0

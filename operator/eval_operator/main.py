@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import kopf
 
+from eval_api.v1alpha1 import GROUP, VERSION
 from eval_operator import kube, metrics
-from eval_operator.api.v1alpha1 import GROUP, VERSION
 from eval_operator.builders.meta import EVALUATION_LABEL, MANAGED_BY, RUN_LABEL
 from eval_operator.handlers import evaluation as evaluation_handlers
 from eval_operator.settings import OperatorSettings

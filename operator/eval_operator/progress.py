@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
-from eval_operator.api.summary import ShardSummary
+from eval_api.shard import ShardSummary
 
 _MAX_PARALLEL_POLLS = 32
 

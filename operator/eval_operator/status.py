@@ -14,9 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from eval_api.aggregate import aggregate
+from eval_api.shard import ShardSummary
+from eval_api.v1alpha1 import RERUN_ANNOTATION, EvaluationSpec
+from eval_api.verdict import judge_thresholds
 from eval_operator import conditions as cond
-from eval_operator.api.summary import ShardSummary, aggregate
-from eval_operator.api.v1alpha1 import RERUN_ANNOTATION, EvaluationSpec, parse_threshold
 from eval_operator.builders.job import CONTAINER_NAME
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -190,29 +192,8 @@ def errored_note(completed: int, failed: int, errors: dict[str, int]) -> str:
 
 
 def _passed(spec: EvaluationSpec, results: list[dict[str, Any]]) -> tuple[str, str, str]:
-    if not spec.thresholds:
-        return "True", "NoThresholds", "no thresholds set"
-    by_name = {r["name"]: r for r in results}
-    verdicts: list[str] = []
-    passed = True
-    for text in spec.thresholds:
-        threshold = parse_threshold(text)
-        result = by_name.get(threshold.scorer)
-        if result is None:
-            passed = False
-            verdicts.append(f"{threshold.scorer}: no scored samples")
-            continue
-        holds = threshold.holds(result["value"])
-        passed = passed and holds
-        verdicts.append(
-            f"{threshold.scorer} {result['value']:.4g} {threshold.op} {threshold.value}: "
-            + ("ok" if holds else "not met")
-        )
-    return (
-        "True" if passed else "False",
-        "ThresholdsMet" if passed else "ThresholdsNotMet",
-        "; ".join(verdicts),
-    )
+    verdict = judge_thresholds(spec.thresholds, {r["name"]: r["value"] for r in results})
+    return ("True" if verdict.passed else "False"), verdict.reason, verdict.message
 
 
 def desired_status(evaluation: dict[str, Any], obs: Observation) -> dict[str, Any]:

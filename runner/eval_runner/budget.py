@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal
 
-from eval_operator.api.v1alpha1 import BudgetSpec, Pricing
+from eval_api.v1alpha1 import BudgetSpec, Pricing
 from eval_runner.prompt import Message
 
 # Precision of a shard's cost share: rounding down, the shares never add up to more than the
@@ -90,7 +90,7 @@ class Budget:
         if self.max_requests is not None and self.requests >= self.max_requests:
             self._exceed(f"all {self.max_requests} requests of the shard's share are sent")
         if self.max_cost is not None and self.spent + self.reserved + worst_cost > self.max_cost:
-            self._exceed(f"the next request could cost up to ${_usd(worst_cost)}")
+            self._exceed(f"the next request could cost up to ${usd(worst_cost)}")
         self.requests += 1
         self.reserved += worst_cost
         return worst_cost
@@ -104,5 +104,6 @@ class Budget:
         raise BudgetExceeded(message)
 
 
-def _usd(value: Decimal) -> str:
+def usd(value: Decimal) -> str:
+    """A dollar amount for messages: 1.50 -> "1.5", 2E+1 -> "20"."""
     return format(value.normalize(), "f")

@@ -18,15 +18,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from eval_operator.api.summary import (
-    EXIT_OK,
-    EXIT_PERMANENT,
-    Aggregate,
-    ShardSummary,
-    aggregate,
-    judge_key_env,
-)
-from eval_operator.api.v1alpha1 import Evaluation, parse_threshold
+from eval_api import environment
+from eval_api.aggregate import Aggregate, aggregate
+from eval_api.environment import judge_key_env
+from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT
+from eval_api.shard import ShardSummary
+from eval_api.v1alpha1 import Evaluation
+from eval_api.verdict import Verdict, judge_thresholds
 from eval_runner.dataset import DEFAULT_DATASET_DIR
 from eval_runner.errors import PermanentError
 from eval_runner.pipeline import BudgetStopped, run_shard
@@ -152,7 +150,7 @@ def secret_env(name: str) -> str | None:
 
 
 def _ca_bundle() -> Path | None:
-    value = os.environ.get("EVAL_CA_BUNDLE")
+    value = os.environ.get(environment.CA_BUNDLE)
     return Path(value) if value else None
 
 
@@ -226,15 +224,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     scorer_names = [s.effective_name for s in spec.task.scorers]
     result = aggregate([summary], scorer_names, total=summary.total)
-    verdicts = threshold_verdicts(spec.thresholds, result)
-    passed = all(ok for _, ok in verdicts) if verdicts else None
+    verdict = judge_thresholds(spec.thresholds, {r.name: r.value for r in result.results})
+    passed = verdict.passed if verdict.checks else None
     if args.output == "json":
-        report = _json_report(evaluation, result, verdicts, passed)
+        report = _json_report(evaluation, result, verdict, passed)
         if stopped is not None:
             report["stopped"] = {"reason": stopped.reason, "message": stopped.message}
         print(json.dumps(report, indent=2))
     else:
-        _print_table(evaluation, result, verdicts)
+        _print_table(evaluation, result, verdict)
     if stopped is not None:
         print(f"error: {stopped.reason}: {stopped.message}", file=sys.stderr)
         return EXIT_PERMANENT
@@ -273,7 +271,7 @@ def format_errors(err: ValidationError) -> str:
 
 
 def _local_api_key(env_var: str | None, provider: str) -> str | None:
-    names = [env_var] if env_var else ["EVAL_API_KEY", f"{provider.upper()}_API_KEY"]
+    names = [env_var] if env_var else [environment.API_KEY, f"{provider.upper()}_API_KEY"]
     for name in names:
         if os.environ.get(name):
             return secret_env(name)
@@ -282,21 +280,10 @@ def _local_api_key(env_var: str | None, provider: str) -> str | None:
     return None
 
 
-def threshold_verdicts(thresholds: list[str], result: Aggregate) -> list[tuple[str, bool]]:
-    """Each threshold with whether it holds; a scorer without any scored sample fails."""
-    values = {r.name: r.value for r in result.results}
-    verdicts = []
-    for text in thresholds:
-        threshold = parse_threshold(text)
-        value = values.get(threshold.scorer)
-        verdicts.append((text, value is not None and threshold.holds(value)))
-    return verdicts
-
-
 def _json_report(
     evaluation: Evaluation,
     result: Aggregate,
-    verdicts: list[tuple[str, bool]],
+    verdict: Verdict,
     passed: bool | None,
 ) -> dict[str, Any]:
     return {
@@ -306,14 +293,12 @@ def _json_report(
         "usage": result.usage.model_dump(mode="json", by_alias=True, exclude_none=True),
         "progress": result.progress.model_dump(mode="json", by_alias=True),
         "errors": result.errors,
-        "thresholds": [{"threshold": text, "passed": ok} for text, ok in verdicts],
+        "thresholds": [{"threshold": c.text, "passed": c.holds} for c in verdict.checks],
         "passed": passed,
     }
 
 
-def _print_table(
-    evaluation: Evaluation, result: Aggregate, verdicts: list[tuple[str, bool]]
-) -> None:
+def _print_table(evaluation: Evaluation, result: Aggregate, verdict: Verdict) -> None:
     console = Console(highlight=False)
     spec = evaluation.spec
     table = Table(title=Text(f"{evaluation.metadata.name}: {spec.model.name}"))
@@ -344,7 +329,7 @@ def _print_table(
             f"judge usage: {j.requests} requests, {j.input_tokens} input tokens, "
             f"{j.output_tokens} output tokens, cost ${j.cost_usd}"
         )
-    lines += [f"threshold {text}: {'PASS' if ok else 'FAIL'}" for text, ok in verdicts]
+    lines += [f"threshold {c.text}: {'PASS' if c.holds else 'FAIL'}" for c in verdict.checks]
     for line in lines:
         console.print(Text(line))
 
@@ -360,7 +345,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
         shard = args.shard if args.shard is not None else _completion_index()
         shards = args.shards or evaluation.spec.execution.shards
         summary.shard, summary.shards = shard, shards
-        port = args.port or int(os.environ.get("EVAL_PROGRESS_PORT", DEFAULT_PROGRESS_PORT))
+        port = args.port or int(os.environ.get(environment.PROGRESS_PORT, DEFAULT_PROGRESS_PORT))
     except PermanentError as err:
         summary.state, summary.reason, summary.message = "error", err.reason, err.message
         log.error("invalid shard configuration", reason=err.reason, message=err.message)
@@ -372,7 +357,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
             shard=shard,
         )
         code = run_async(
-            _serve_shard(evaluation, shard, shards, summary, port, secret_env("EVAL_API_KEY"))
+            _serve_shard(evaluation, shard, shards, summary, port, secret_env(environment.API_KEY))
         )
     _write_termination_log(args.termination_log, summary)
     return code
@@ -403,7 +388,7 @@ async def _serve_shard(
     port: int,
     api_key: str | None,
 ) -> int:
-    dataset_dir = Path(os.environ.get("EVAL_DATASET_DIR", str(DEFAULT_DATASET_DIR)))
+    dataset_dir = Path(os.environ.get(environment.DATASET_DIR, str(DEFAULT_DATASET_DIR)))
     async with ProgressServer(summary, port=port):
         try:
             await run_shard(

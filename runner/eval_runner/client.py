@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from eval_operator.api.summary import ShardUsage
-from eval_operator.api.v1alpha1 import EndpointSpec
+from eval_api.shard import ShardUsage
+from eval_api.v1alpha1 import EndpointSpec
 from eval_runner import metrics
 from eval_runner.breaker import HALF_OPEN, OPEN, CircuitBreaker
 from eval_runner.budget import Budget, BudgetExceeded, max_input_tokens, worst_case_cost

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from eval_operator.api.v1alpha1 import BUILTIN_DATASETS, DatasetSpec
+from eval_api.v1alpha1 import BUILTIN_DATASETS, DatasetSpec
 from eval_runner.errors import PermanentError
 from eval_runner.tls import verify_context
 

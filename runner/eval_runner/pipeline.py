@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 from pathlib import Path
 
 import structlog
 
-from eval_operator.api.summary import ScoreSums, ShardSummary, ShardUsage
-from eval_operator.api.v1alpha1 import Evaluation
+from eval_api.shard import ScoreSums, ShardSummary, ShardUsage
+from eval_api.v1alpha1 import Evaluation
 from eval_runner import metrics
-from eval_runner.budget import Budget, BudgetExceeded
+from eval_runner.budget import Budget, BudgetExceeded, usd
 from eval_runner.client import HttpModelClient, ModelClient, RequestFailed
 from eval_runner.dataset import DEFAULT_DATASET_DIR, Sample, load_samples, shard_samples
 from eval_runner.errors import PermanentError
@@ -136,7 +135,7 @@ async def run_shard(
 def _budget_message(budget: Budget, summary: ShardSummary) -> str:
     spend = []
     if budget.max_cost is not None:
-        spend.append(f"spent ${_usd(budget.spent)} of ${_usd(budget.max_cost)}")
+        spend.append(f"spent ${usd(budget.spent)} of ${usd(budget.max_cost)}")
     if budget.max_requests is not None:
         spend.append(f"{budget.requests} of {budget.max_requests} requests")
     done = summary.completed + summary.failed
@@ -144,10 +143,6 @@ def _budget_message(budget: Budget, summary: ShardSummary) -> str:
         f"stopped at the shard's share of the budget: {', '.join(spend)} ({budget.exceeded}); "
         f"{done} of {summary.total} samples finished, results so far kept"
     )
-
-
-def _usd(value: Decimal) -> str:
-    return format(value.normalize(), "f")
 
 
 async def _ask_all(

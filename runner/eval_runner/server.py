@@ -11,7 +11,7 @@ import asyncio
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from eval_operator.api.summary import ShardSummary
+from eval_api.shard import ShardSummary
 
 READ_TIMEOUT_SECONDS = 10.0
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from eval_operator.api.summary import EXIT_PERMANENT, ShardSummary
+from eval_api.exitcodes import EXIT_PERMANENT
+from eval_api.shard import ShardSummary
 from tests.support.model_server import Faults, ModelServer
 from tests.support.ports import free_port
 

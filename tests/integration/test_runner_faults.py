@@ -15,8 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from eval_operator.api.summary import EXIT_PERMANENT, ShardSummary, aggregate
-from eval_operator.api.v1alpha1 import Evaluation
+from eval_api.aggregate import aggregate
+from eval_api.exitcodes import EXIT_PERMANENT
+from eval_api.shard import ShardSummary
+from eval_api.v1alpha1 import Evaluation
 from eval_runner.metrics import CONCURRENCY, CONCURRENCY_CUTS
 from eval_runner.pipeline import BudgetStopped, run_shard
 from tests.integration.test_runner_cli import runner_env, start_shard

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from eval_operator.api.summary import ShardSummary, aggregate
-from eval_operator.api.v1alpha1 import Evaluation
+from eval_api.aggregate import aggregate
+from eval_api.shard import ShardSummary
+from eval_api.v1alpha1 import Evaluation
 from eval_runner.errors import PermanentError
 from eval_runner.pipeline import run_shard
 from tests.support.model_server import Faults, ModelServer

@@ -7,7 +7,7 @@ import copy
 import json
 from typing import Any
 
-from eval_operator.api.summary import ScoreSums, ShardSummary, ShardUsage
+from eval_api.shard import ScoreSums, ShardSummary, ShardUsage
 
 BASE_SPEC: dict[str, Any] = {
     "model": {

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from eval_operator.api import crdgen
-from eval_operator.api.v1alpha1 import BUILTIN_DATASETS, Evaluation, EvaluationSpec
+from eval_api import crdgen
+from eval_api.v1alpha1 import BUILTIN_DATASETS, Evaluation, EvaluationSpec
 from tests.support.factories import BASE_SPEC
 from tests.support.kubeapi.schema import apply_defaults, check_schema, prune, validate
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from e2e import cluster
 
-from eval_operator.api.v1alpha1 import Evaluation
+from eval_api.v1alpha1 import Evaluation
 from tests.support.kubeapi.schema import apply_defaults, prune
 from tests.support.kubeapi.schema import validate as validate_against_crd
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval_operator.api.v1alpha1 import Evaluation
+from eval_api.v1alpha1 import Evaluation
 from tests.support.kubeapi.schema import apply_defaults, prune, validate
 
 ROOT = Path(__file__).resolve().parents[2]

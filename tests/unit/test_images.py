@@ -167,7 +167,7 @@ def _imports(paths: list[Path]) -> set[str]:
                     found |= {alias.name.split(".")[0] for alias in node.names}
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     found.add(node.module.split(".")[0])
-    return found - set(sys.stdlib_module_names) - {"eval_operator", "eval_runner", "__future__"}
+    return found - set(sys.stdlib_module_names) - {"__future__"}
 
 
 def _installed_by(extra: str) -> set[str]:
@@ -194,11 +194,27 @@ def _installed_by(extra: str) -> set[str]:
     return installed
 
 
+# The source roots each image copies, and the packages they hold.
 CODE_OF_IMAGE = {
-    # The runner image holds the whole distribution, but runs eval_runner and the API models.
-    "runner": ["runner/eval_runner", "operator/eval_operator/api"],
-    "operator": ["operator/eval_operator"],
+    "runner": {"api": "eval_api", "runner": "eval_runner"},
+    "operator": {"api": "eval_api", "operator": "eval_operator"},
 }
+DOCKERFILE_OF = {"runner": "Dockerfile.runner", "operator": "Dockerfile.operator"}
+
+
+@pytest.mark.parametrize("extra", CODE_OF_IMAGE)
+def test_each_image_copies_only_its_own_packages(extra: str) -> None:
+    """The runner image carries no operator code and the operator image no runner code."""
+    copied = [
+        command.value[0].rstrip("/")
+        for command in stages(DOCKERFILE_OF[extra])[0]
+        if command.cmd == "COPY" and command.value[0].rstrip("/") not in ("pyproject.toml",)
+    ]
+    assert sorted(copied) == sorted(CODE_OF_IMAGE[extra]), copied
+    ours = {"eval_api", "eval_operator", "eval_runner"}
+    imported = _imports([ROOT / root / package for root, package in CODE_OF_IMAGE[extra].items()])
+    foreign = imported & ours - set(CODE_OF_IMAGE[extra].values())
+    assert not foreign, f"the {extra} image's code imports {foreign}, which it does not carry"
 
 
 @pytest.mark.parametrize("extra", CODE_OF_IMAGE)
@@ -206,7 +222,8 @@ def test_each_image_installs_every_package_its_code_imports(extra: str) -> None:
     distributions = packages_distributions()
     provided = _installed_by(extra)
     missing = {}
-    for module in _imports([ROOT / p for p in CODE_OF_IMAGE[extra]]):
+    paths = [ROOT / root / package for root, package in CODE_OF_IMAGE[extra].items()]
+    for module in _imports(paths) - {"eval_api", "eval_operator", "eval_runner"}:
         names = {canonicalize_name(d) for d in distributions.get(module, [module])}
         if not names & provided:
             missing[module] = sorted(names)

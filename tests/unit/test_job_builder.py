@@ -5,7 +5,7 @@ import json
 import kubernetes_validate
 import pytest
 
-from eval_operator.api.v1alpha1 import EvaluationSpec
+from eval_api.v1alpha1 import EvaluationSpec
 from eval_operator.builders.job import build_job, build_run_config
 from eval_operator.builders.meta import run_name
 from eval_operator.handlers.evaluation import missing_input

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from eval_operator.api.v1alpha1 import BudgetSpec, Pricing
+from eval_api.v1alpha1 import BudgetSpec, Pricing
 from eval_runner.budget import (
     Budget,
     BudgetExceeded,

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eval_operator.api.summary import ScoreSums, ShardSummary, aggregate
-from eval_runner.cli import InvalidInput, _local_api_key, load_manifest, threshold_verdicts
+from eval_runner.cli import InvalidInput, _local_api_key, load_manifest
 
 MANIFEST = """\
 apiVersion: evals.io/v1alpha1
@@ -63,20 +62,6 @@ def test_invalid_manifests_name_the_field_paths(
 def test_a_missing_file_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="cannot read"):
         load_manifest(tmp_path / "absent.yaml")
-
-
-def test_threshold_verdicts() -> None:
-    summary = ShardSummary(scores={"exact_match": ScoreSums(n=4, sum=3, sumsq=3)})
-    result = aggregate([summary], ["exact_match", "numeric"])
-    verdicts = threshold_verdicts(
-        ["exact_match >= 0.75", "exact_match > 0.75", "numeric >= 0"], result
-    )
-    # numeric has no scored sample: its threshold cannot hold
-    assert verdicts == [
-        ("exact_match >= 0.75", True),
-        ("exact_match > 0.75", False),
-        ("numeric >= 0", False),
-    ]
 
 
 def test_api_key_lookup(

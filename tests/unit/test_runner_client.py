@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from eval_operator.api.summary import ShardUsage
-from eval_operator.api.v1alpha1 import ModelSpec
+from eval_api.shard import ShardUsage
+from eval_api.v1alpha1 import ModelSpec
 from eval_runner.breaker import CLOSED, CircuitBreaker
 from eval_runner.budget import Budget, BudgetExceeded
 from eval_runner.client import (

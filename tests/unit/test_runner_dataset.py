@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from eval_operator.api.v1alpha1 import BUILTIN_DATASETS, DatasetSpec
+from eval_api.v1alpha1 import BUILTIN_DATASETS, DatasetSpec
 from eval_runner.dataset import Sample, load_samples, shard_samples
 from eval_runner.demo_server import arithmetic_answer
 from eval_runner.errors import PermanentError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval_operator.api.v1alpha1 import ScorerSpec
+from eval_api.v1alpha1 import ScorerSpec
 from eval_runner.client import Completion
 from eval_runner.errors import PermanentError
 from eval_runner.prompt import Message

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from eval_operator.api.v1alpha1 import TaskSpec
+from eval_api.v1alpha1 import TaskSpec
 from eval_runner.dataset import Sample
 from eval_runner.errors import PermanentError
 from eval_runner.prompt import PromptBuilder

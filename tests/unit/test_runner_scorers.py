@@ -6,7 +6,7 @@ from typing import Any, get_args
 
 import pytest
 
-from eval_operator.api.v1alpha1 import ScorerSpec, ScorerType
+from eval_api.v1alpha1 import ScorerSpec, ScorerType
 from eval_runner.errors import PermanentError
 from eval_runner.scorers import Scorer, build_scorer, register
 from eval_runner.scorers.normalize import normalize

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from eval_operator.api.summary import ShardSummary
+from eval_api.shard import ShardSummary
 from eval_runner.metrics import SAMPLES
 from eval_runner.server import ProgressServer
 

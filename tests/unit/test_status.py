@@ -2,8 +2,9 @@
 
 import pytest
 
+from eval_api.aggregate import aggregate
+from eval_api.shard import ShardSummary, ShardUsage
 from eval_operator import conditions as cond
-from eval_operator.api.summary import ShardSummary, ShardUsage, aggregate
 from eval_operator.status import Observation, desired_status, shard_summaries
 from tests.support.factories import evaluation, job, pod, summary
 

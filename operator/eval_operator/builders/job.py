@@ -6,8 +6,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from eval_operator.api.summary import EXIT_PERMANENT, judge_key_env
-from eval_operator.api.v1alpha1 import EvaluationSpec
+from eval_api import environment
+from eval_api.environment import judge_key_env
+from eval_api.exitcodes import EXIT_PERMANENT
+from eval_api.v1alpha1 import EvaluationSpec
 from eval_operator.builders.meta import child_labels, owner_reference
 from eval_operator.settings import OperatorSettings
 
@@ -70,8 +72,8 @@ def _resources(spec: EvaluationSpec, settings: OperatorSettings) -> dict[str, An
 
 def _env(spec: EvaluationSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": "EVAL_DATASET_DIR", "value": DATASET_DIR},
-        {"name": "EVAL_PROGRESS_PORT", "value": str(settings.progress_port)},
+        {"name": environment.DATASET_DIR, "value": DATASET_DIR},
+        {"name": environment.PROGRESS_PORT, "value": str(settings.progress_port)},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     ref = spec.model.api_key_secret_ref
@@ -79,7 +81,7 @@ def _env(spec: EvaluationSpec, settings: OperatorSettings) -> list[dict[str, Any
         # The key reaches the pod only through the kubelet: never in the Job object's values.
         env.append(
             {
-                "name": "EVAL_API_KEY",
+                "name": environment.API_KEY,
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
             }
         )
@@ -95,7 +97,7 @@ def _env(spec: EvaluationSpec, settings: OperatorSettings) -> list[dict[str, Any
                 }
             )
     if spec.model.ca_bundle is not None:
-        env.append({"name": "EVAL_CA_BUNDLE", "value": f"{CA_DIR}/{CA_FILE}"})
+        env.append({"name": environment.CA_BUNDLE, "value": f"{CA_DIR}/{CA_FILE}"})
     return env
 
 

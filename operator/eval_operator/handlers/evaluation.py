@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
-from eval_operator.api.v1alpha1 import RERUN_ANNOTATION, EvaluationSpec
+from eval_api.v1alpha1 import RERUN_ANNOTATION, EvaluationSpec
 from eval_operator.builders.job import (
     CONTAINER_NAME,
     PROGRESS_PORT_NAME,

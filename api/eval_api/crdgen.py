@@ -5,7 +5,7 @@ titles; a CRD needs a *structural* OpenAPI v3 schema: every node typed, refs
 inlined, no anyOf for nullability, free-form maps marked
 x-kubernetes-preserve-unknown-fields and int-or-string marked as such.
 
-Run `python -m eval_operator.api.crdgen crds/` (or `make crds`) to rewrite crds/.
+Run `python -m eval_api.crdgen crds/` (or `make crds`) to rewrite crds/.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from eval_operator.api import v1alpha1
+from eval_api import v1alpha1
 
 # Keys of JSON Schema that mean the same in OpenAPI v3 and are allowed in structural schemas.
 _PASSTHROUGH_KEYS = {
@@ -218,7 +218,7 @@ ALL_KINDS: tuple[type[BaseModel], ...] = (v1alpha1.Evaluation,)
 
 def render_all() -> dict[str, str]:
     """File name -> YAML text for every CRD."""
-    header = "# Generated from operator/eval_operator/api by `make crds`; do not edit.\n"
+    header = "# Generated from api/eval_api by `make crds`; do not edit.\n"
     files = {}
     for model in ALL_KINDS:
         crd = crd_for(model)
@@ -280,7 +280,7 @@ def render_reference(models: tuple[type[BaseModel], ...] = ()) -> str:
     lines = [
         "# API reference (evals.io/v1alpha1)",
         "",
-        "Generated from operator/eval_operator/api by `make crds`; do not edit.",
+        "Generated from api/eval_api by `make crds`; do not edit.",
         "`kubectl explain evaluation.spec --recursive` shows the same from a cluster.",
     ]
     for model in models or ALL_KINDS:
