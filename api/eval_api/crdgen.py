@@ -10,6 +10,7 @@ Run `python -m eval_api.crdgen crds/` (or `make crds`) to rewrite crds/.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -134,11 +135,36 @@ def _ordered(node: Any) -> Any:
     return out
 
 
-class _NoAliasDumper(yaml.SafeDumper):
-    """Shared sub-schemas must be written out in full: kubectl and helm dislike YAML anchors."""
+class GoYAMLSafeDumper(yaml.SafeDumper):
+    """YAML that Go's YAML 1.1 readers (kubectl, helm, Argo CD, Flux) read back as written.
+
+    PyYAML quotes a string only when its own resolver would read it as something else, and its
+    resolver is not Go's: go-yaml also reads y/Y/n/N as booleans, 1e3 as a float and 0o17 as an
+    integer. Teaching the dumper those readings makes it quote such strings, as keys and as
+    values (an unquoted `n` in a `required` list broke `kubectl apply` of the CRD). Shared
+    sub-schemas are written out in full: kubectl and helm dislike YAML anchors.
+    """
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+GoYAMLSafeDumper.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN")
+)
+GoYAMLSafeDumper.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+GoYAMLSafeDumper.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?0o[0-7_]+$"), list("-+0")
+)
+
+
+def dump_yaml(data: Any) -> str:
+    """One YAML document, safe for Go's YAML 1.1 readers (see GoYAMLSafeDumper)."""
+    return yaml.dump(data, Dumper=GoYAMLSafeDumper, sort_keys=False, width=100)
 
 
 def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -222,9 +248,7 @@ def render_all() -> dict[str, str]:
     files = {}
     for model in ALL_KINDS:
         crd = crd_for(model)
-        files[f"{crd['metadata']['name']}.yaml"] = header + yaml.dump(
-            crd, Dumper=_NoAliasDumper, sort_keys=False, width=100
-        )
+        files[f"{crd['metadata']['name']}.yaml"] = header + dump_yaml(crd)
     return files
 
 
