@@ -189,7 +189,7 @@ class KindCluster:
             "--set", "runner.image.repository=eval-runner",
             "--set", f"runner.image.tag={IMAGE_TAG}",
             "--set", "runner.image.pullPolicy=Never",
-            "--set", "operator.reconcileIntervalSeconds=2",
+            "--set", "operator.progressIntervalSeconds=2",
             "--wait", "--timeout", "5m", timeout=600,
         )  # fmt: skip
 

@@ -33,6 +33,9 @@ THRESHOLD_RE = re.compile(
     r"^(?P<scorer>[a-z][a-z0-9_]*) *(?P<op>>=|<=|>|<|==) *(?P<value>[0-9]+(\.[0-9]+)?)$"
 )
 
+# Every scorer's per-sample values lie in this range, so every mean and threshold does too.
+SCORE_RANGE = (Decimal(0), Decimal(1))
+
 # Annotation whose new value asks the operator to run a finished Evaluation again.
 RERUN_ANNOTATION = f"{GROUP}/rerun"
 

@@ -1,4 +1,4 @@
-"""A thin async layer over kubernetes_asyncio for the few calls reconcile makes.
+"""A thin async layer over kubernetes_asyncio for the calls reconcile makes.
 
 kubernetes_asyncio is the async twin of the official client: no synchronous call ever blocks
 kopf's event loop. Expected API answers are outcomes here, not errors: 409 on create means the
@@ -7,11 +7,36 @@ object is already there (a replayed event), 404 on delete means it is already go
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.rest import ApiException
+
+from eval_api.v1alpha1 import GROUP, VERSION
+from eval_operator.conditions import now_rfc3339
+
+log = logging.getLogger(__name__)
+
+PLURAL = "evaluations"
+MERGE_PATCH = "application/merge-patch+json"
+COMPONENT = "eval-operator"
+
+
+class Conflict(Exception):
+    """The object changed since it was read (a resourceVersion precondition failed)."""
+
+
+class Rejected(Exception):
+    """The apiserver refused an object as invalid (422): retrying the same object cannot help."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 async def connect() -> client.ApiClient:
@@ -23,14 +48,51 @@ async def connect() -> client.ApiClient:
     return client.ApiClient()
 
 
+def _message(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body).get("message") or err.reason)
+    except (TypeError, ValueError):
+        return str(err.reason)
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
 
     async def close(self) -> None:
         await self.api_client.close()
+
+    # --- Evaluations ----------------------------------------------------------------------
+
+    async def get_evaluation(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    async def patch_evaluation_status(
+        self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A merge patch of the status, only if the object is still at `resource_version`:
+        a status computed from a stale snapshot is never written over a newer one."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
+        try:
+            return await self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, body, _content_type=MERGE_PATCH
+            )
+        except ApiException as err:
+            if err.status in (404, 409):
+                raise Conflict(f"{namespace}/{name}") from err
+            raise
+
+    # --- children -------------------------------------------------------------------------
 
     async def create(self, obj: dict[str, Any]) -> bool:
         """Create a namespaced ConfigMap or Job; False when it already existed."""
@@ -44,6 +106,8 @@ class Kube:
         except ApiException as err:
             if err.status == 409:
                 return False
+            if err.status == 422:
+                raise Rejected(_message(err)) from err
             raise
         return True
 
@@ -57,25 +121,13 @@ class Kube:
             raise
         return True
 
-    async def delete_config_map(self, namespace: str, name: str) -> None:
-        try:
-            await self.core.delete_namespaced_config_map(name, namespace)
-        except ApiException as err:
-            if err.status != 404:
-                raise
+    async def delete_config_maps(self, namespace: str, label_selector: str) -> None:
+        await self.core.delete_collection_namespaced_config_map(
+            namespace, label_selector=label_selector
+        )
 
-    async def set_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
-        await self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}})
-
-    async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
-        """The keys of a Secret (never its values), or None when it does not exist."""
-        try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        return set(secret.data or {}) | set(secret.string_data or {})
+    async def patch_job(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        await self.batch.patch_namespaced_job(name, namespace, dict(patch))
 
     async def config_map_keys(self, namespace: str, name: str) -> set[str] | None:
         try:
@@ -85,3 +137,41 @@ class Kube:
                 return None
             raise
         return set(config_map.data or {}) | set(config_map.binary_data or {})
+
+    # --- events ---------------------------------------------------------------------------
+
+    async def post_event(
+        self, regarding: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event about an object; a failure to post is logged, never raised."""
+        meta = regarding["metadata"]
+        now = now_rfc3339()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": regarding.get("apiVersion"),
+                "kind": regarding.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": os.environ.get("HOSTNAME", COMPONENT),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.core.create_namespaced_event(meta["namespace"], event)
+        except ApiException as err:
+            log.warning("could not post event %s for %s: %s", reason, meta["name"], err.status)

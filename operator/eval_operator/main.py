@@ -1,29 +1,34 @@
-"""kopf wiring: the only module with @kopf decorators; each handler calls into handlers/.
+"""kopf wiring: the only module with @kopf decorators; each handler calls into the others.
 
 Run with `kopf run -m eval_operator.main` (or `make run`).
+
+Everything is watch-driven and nothing is stored on the Evaluations by kopf: only event
+handlers and indexes are registered (no create/update/resume handlers, whose bookkeeping
+annotations would copy the spec, and no timers or daemons, which would put a finalizer on every
+Evaluation). Watch events of Evaluations, their Jobs and their pods all ask the work queue to
+reconcile the Evaluation; one operator-wide loop polls running pods for live progress.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import logging
-import time
 from typing import Any
 
 import aiohttp
 import kopf
 
 from eval_api.v1alpha1 import GROUP, VERSION
-from eval_operator import kube, metrics
+from eval_operator import kube, metrics, progress
 from eval_operator.builders.meta import EVALUATION_LABEL, MANAGED_BY, RUN_LABEL
 from eval_operator.handlers import evaluation as evaluation_handlers
 from eval_operator.settings import OperatorSettings
-from eval_operator.status import TERMINAL_PHASES
+from eval_operator.workqueue import WorkQueue
 
 EVALUATIONS = (GROUP, VERSION, "evaluations")
-KOPF_PREFIX = f"operator.{GROUP}"
-# Read at import because the timer interval is fixed when the decorator runs; the same values
-# go into the memo at start-up.
-SETTINGS = OperatorSettings.from_env()
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
 
 @kopf.on.startup()
@@ -31,40 +36,59 @@ async def configure(
     settings: kopf.OperatorSettings,
     memo: kopf.Memo,
     evaluation_states: kopf.Index,
+    evaluation_jobs: kopf.Index,
     **_: Any,
 ) -> None:
-    # Our CRD schema has no room for kopf's bookkeeping in status (it would be pruned), so
-    # handler progress and the last-handled spec live in annotations. Their prefix must differ
-    # from the user-facing evals.io/ one: kopf ignores changes of its own prefix's annotations,
-    # and evals.io/rerun must trigger a reconcile.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_PREFIX, key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    operator_settings = OperatorSettings.from_env()  # fails fast on a bad value
+    # Only our own Jobs and pods are sent to us: a server-side label selector, so a cluster
+    # with thousands of other pods costs the operator nothing.
+    settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
+    settings.watching.label_selectors["", "pods"] = f"{MANAGED_SELECTOR},{RUN_LABEL}"
     # Watches reconnect every few minutes instead of trusting one long connection through
     # proxies and load balancers that drop idle streams silently.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    # One slow API call must not hang a handler forever.
+    # One slow API call must not hang a reconcile forever.
     settings.networking.request_timeout = 60
-    # Events from kopf itself at WARNING and above; ours are posted explicitly.
+    # kopf's own events only for its errors; ours are posted by the reconcile.
     settings.posting.level = logging.WARNING
-    memo.ctx = evaluation_handlers.Context(
-        settings=SETTINGS,
+    # kopf's liveness endpoint would log every probe at INFO.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+    ctx = evaluation_handlers.Context(
+        settings=operator_settings,
         kube=kube.Kube(await kube.connect()),
         http=aiohttp.ClientSession(),
+        jobs=evaluation_jobs,
     )
-    if SETTINGS.metrics_port:
+
+    async def reconcile(key: Any, hint: Any) -> float | None:
+        with metrics.RECONCILE_SECONDS.time():
+            return await evaluation_handlers.reconcile(ctx, key, hint)
+
+    memo.ctx = ctx
+    memo.queue = WorkQueue(
+        reconcile,
+        workers=operator_settings.reconcile_workers,
+        on_error=lambda key, err: metrics.RECONCILE_ERRORS.inc(),
+    )
+    memo.queue.start()
+    memo.progress = asyncio.create_task(progress.follow(ctx, memo.queue), name="progress-loop")
+    if operator_settings.metrics_port:
         memo.collector = metrics.EvaluationCollector(evaluation_states)
         metrics.REGISTRY.register(memo.collector)
         memo.metrics_server = metrics.MetricsServer()
-        await memo.metrics_server.start("0.0.0.0", SETTINGS.metrics_port)
+        await memo.metrics_server.start("0.0.0.0", operator_settings.metrics_port)
 
 
 @kopf.on.cleanup()
 async def close_clients(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("progress") is not None:
+        memo.progress.cancel()
+        await asyncio.gather(memo.progress, return_exceptions=True)
+    if memo.get("queue") is not None:
+        await memo.queue.stop()
     if memo.get("metrics_server") is not None:
         await memo.metrics_server.stop()
         metrics.REGISTRY.unregister(memo.collector)
@@ -79,78 +103,66 @@ def ready(memo: kopf.Memo, **_: Any) -> bool:
     return memo.get("ctx") is not None
 
 
-@kopf.index("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-def evaluation_jobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): evaluation_handlers.job_view(body)}
-
-
-@kopf.index("", "v1", "pods", labels={EVALUATION_LABEL: kopf.PRESENT, RUN_LABEL: kopf.PRESENT})
-def evaluation_pods(
-    namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[Any, Any]:
-    return {(namespace, labels[RUN_LABEL]): evaluation_handlers.pod_view(body)}
+# --- Evaluations ----------------------------------------------------------------------------
 
 
 @kopf.index(*EVALUATIONS)
 def evaluation_states(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict[Any, Any]:
-    """Phase and verdict of every watched Evaluation, for the metrics computed at scrape time."""
+    """Phase and verdict of every watched Evaluation: for /metrics, and to know finished runs."""
     return {(namespace, name): metrics.evaluation_view(status)}
 
 
-def _unfinished(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in TERMINAL_PHASES
+@kopf.on.event(*EVALUATIONS)
+def evaluation_event(
+    type: str | None, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    key = (namespace, name)
+    if type == "DELETED":
+        memo.queue.forget(key)
+        memo.ctx.forget(key)
+        return
+    memo.queue.add(key, _plain(body))
 
 
-@kopf.on.resume(*EVALUATIONS, id="reconcile-on-resume")
-@kopf.on.create(*EVALUATIONS, id="reconcile-on-create")
-@kopf.on.update(*EVALUATIONS, id="reconcile-on-update")
-@kopf.timer(
-    *EVALUATIONS,
-    id="follow-run",
-    # While a run is unfinished: progress from the pods, the Job's outcome, missing inputs.
-    interval=SETTINGS.reconcile_interval_seconds,
-    # The create/resume handlers reconcile first; the timer follows up.
-    initial_delay=SETTINGS.reconcile_interval_seconds,
-    when=_unfinished,
-)
-async def reconcile_evaluation(
+# --- the children: every change asks for a reconcile of the owning Evaluation ------------------
+
+
+@kopf.index("batch", "v1", "jobs", labels=MANAGED)
+def evaluation_jobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): evaluation_handlers.job_view(body)}
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+def job_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    owner = labels.get(EVALUATION_LABEL)
+    if owner:
+        memo.queue.add((namespace, owner))
+
+
+@kopf.on.event("", "v1", "pods", labels={**MANAGED, RUN_LABEL: kopf.PRESENT})
+def pod_event(
+    type: str | None,
+    namespace: str,
+    labels: kopf.Labels,
     body: kopf.Body,
-    patch: kopf.Patch,
     memo: kopf.Memo,
-    evaluation_jobs: kopf.Index,
-    evaluation_pods: kopf.Index,
+    evaluation_states: kopf.Index,
     **_: Any,
 ) -> None:
-    started = time.monotonic()
-    try:
-        await _reconcile(body, patch, memo, evaluation_jobs, evaluation_pods)
-    except Exception:
-        metrics.RECONCILE_ERRORS.inc()
-        raise
-    finally:
-        metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+    owner = labels.get(EVALUATION_LABEL)
+    run = labels.get(RUN_LABEL)
+    state = next(iter(evaluation_states.get((namespace, owner), [])), None)
+    if state is not None and state["finished"] and state["jobName"] == run:
+        # The run's outcome is in status: nothing about its pods matters any more.
+        memo.ctx.pods.forget_run(namespace, run)
+        return
+    memo.ctx.pods.observe(type, _plain(body))
+    if type == "DELETED":
+        memo.ctx.live.pop((namespace, body["metadata"]["name"]), None)
+    if owner:
+        memo.queue.add((namespace, owner))
 
 
-async def _reconcile(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    evaluation_jobs: kopf.Index,
-    evaluation_pods: kopf.Index,
-) -> None:
-    evaluation = {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": dict(body.metadata),
-        "spec": dict(body.spec),
-        "status": dict(body.status),
-    }
-    status, events = await evaluation_handlers.reconcile(
-        evaluation, memo.ctx, evaluation_jobs, evaluation_pods
-    )
-    old = evaluation["status"]
-    if status != old:
-        patch.status.update(evaluation_handlers.status_patch(old, status))
-    for message in events:
-        # kopf.event, not kopf.info: posting.level (WARNING) filters kopf.info out.
-        kopf.event(body, type="Normal", reason="Reconciled", message=message)
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    """A plain copy of a kopf body, safe to keep after the handler returns."""
+    return copy.deepcopy(dict(body))

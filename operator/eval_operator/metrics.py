@@ -28,6 +28,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from eval_operator.status import run_is_finished
+
 PHASES = ("Pending", "Running", "Succeeded", "Failed")
 
 RECONCILE_SECONDS = Histogram(
@@ -41,8 +43,9 @@ RECONCILE_ERRORS = Counter(
 )
 
 
-def evaluation_view(status: Mapping[str, Any]) -> dict[str, str]:
-    """What the metrics need of one Evaluation's status; the kopf index keeps only this."""
+def evaluation_view(status: Mapping[str, Any]) -> dict[str, Any]:
+    """What the metrics (and the pod watch) need of one Evaluation's status; the kopf index
+    keeps only this."""
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     ready = conditions.get("Ready") or {}
     passed = conditions.get("Passed") or {}
@@ -50,6 +53,8 @@ def evaluation_view(status: Mapping[str, Any]) -> dict[str, str]:
         "phase": status.get("phase") or "Pending",
         "reason": ready.get("reason") or "",
         "passed": passed.get("status") or "Unknown",
+        "jobName": status.get("jobName"),
+        "finished": run_is_finished(dict(status), status.get("jobName") or ""),
     }
 
 

@@ -32,11 +32,32 @@ class OperatorSettings(BaseModel):
         description="Runner pod resources used when an Evaluation sets none.",
     )
     progress_port: int = Field(default=9090, ge=1, le=65535, description="Runner /progress port.")
-    reconcile_interval_seconds: float = Field(
+    progress_interval_seconds: float = Field(
         default=5.0,
         gt=0,
         le=300,
-        description="How often an unfinished Evaluation is re-checked (progress, missing inputs).",
+        description=(
+            "How often the operator-wide progress loop polls the running runner pods' /progress "
+            "(with jitter)."
+        ),
+    )
+    progress_write_interval_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description=(
+            "Least time between two status writes of an Evaluation that change only its "
+            "progress, results or usage; other changes are written at once."
+        ),
+    )
+    reconcile_workers: int = Field(
+        default=8, ge=1, le=128, description="Evaluations reconciled at the same time."
+    )
+    missing_input_recheck_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How often a run waiting for a missing ConfigMap checks for it again.",
     )
     progress_timeout_seconds: float = Field(
         default=2.0, gt=0, le=30, description="Timeout of one /progress poll of a runner pod."

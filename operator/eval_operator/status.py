@@ -1,8 +1,13 @@
 """Evaluation status as a pure function of what the operator observed.
 
-Level-based: given the Evaluation, its run's Job, the Job's pods and the pods' live progress,
-compute the whole status. Calling it twice with the same observation gives the same status, so
-replayed events and operator restarts are harmless.
+Level-based: given the old status and one observation (the run's Job and its plan, the Job's
+trusted pods, their live progress, the current time), compute the whole status. The same
+observation gives the same status, so replayed events and operator restarts are harmless, and
+nothing but a real change ever produces a different status (no timestamps move on their own).
+
+A run is judged by its plan (the spec it was started from, carried by its Job), never by the
+live spec. Scores and progress come from the latest attempt of each shard (a retry starts its
+shard over); usage and cost from every attempt, because every attempt was paid for.
 """
 
 from __future__ import annotations
@@ -15,11 +20,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from eval_api.aggregate import aggregate
-from eval_api.shard import ShardSummary
-from eval_api.v1alpha1 import RERUN_ANNOTATION, EvaluationSpec
+from eval_api.shard import ShardSummary, ShardUsage
+from eval_api.v1alpha1 import RERUN_ANNOTATION, Usage
 from eval_api.verdict import judge_thresholds
 from eval_operator import conditions as cond
-from eval_operator.builders.job import CONTAINER_NAME
+from eval_operator.runplan import RunPlan
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 # How long a finished Job may wait for its pods' final states to be observed.
@@ -28,7 +33,7 @@ SETTLE_GRACE_SECONDS = 30
 # messages say so (documented on status.progress.failed and in the README).
 ERRORED_FRACTION_NOTE = 0.05
 TOP_ERROR_CLASSES = 3
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+SPEC_CHANGED_MARK = " The spec changed after this run started"
 
 
 @dataclass
@@ -37,19 +42,38 @@ class Observation:
 
     run: str
     rerun_token: str | None
+    generation: int
     now: str
-    job: dict[str, Any] | None = None
-    pods: list[dict[str, Any]] = field(default_factory=list)
-    live: dict[str, ShardSummary] = field(default_factory=dict)
+    cancel: bool = False
+    # Why the live spec cannot start a run (found by the schema or the operator's checks).
+    spec_problem: str | None = None
     # (reason, message) when an input the spec names is missing; the run waits for it.
     blocked: tuple[str, str] | None = None
-    # Why the spec can never run as written (found by the operator, beyond what CEL checks).
-    invalid: str | None = None
+    # The apiserver's message when it rejected the run's Job (422); retried on a spec change.
+    job_rejected: str | None = None
+    job: dict[str, Any] | None = None
+    plan: RunPlan | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    live: dict[str, ShardSummary] = field(default_factory=dict)
+    # (reason, message) when a pod waits for something only the user can fix.
+    stuck: tuple[str, str] | None = None
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    # Reconcile again after this many seconds even if nothing changes (a bounded wait ends).
+    recheck_after: float | None = None
+
+
+def run_started(status: dict[str, Any], run: str) -> bool:
+    """Whether `run`'s Job was ever observed: from then on the run follows its frozen plan."""
+    return status.get("jobName") == run and bool(status.get("startTime"))
 
 
 def run_is_finished(status: dict[str, Any], run: str) -> bool:
-    """Whether `run` already ran to the end: such a run is never started again."""
-    return status.get("jobName") == run and status.get("phase") in TERMINAL_PHASES
+    """Whether `run` ran to the end: such a run is never started again."""
+    return run_started(status, run) and status.get("phase") in TERMINAL_PHASES
 
 
 def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -59,43 +83,36 @@ def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
-def _termination_summary(pod: dict[str, Any]) -> ShardSummary | None:
-    for container in (pod.get("status") or {}).get("containerStatuses") or []:
-        if container.get("name") != CONTAINER_NAME:
-            continue
-        terminated = (container.get("state") or {}).get("terminated") or {}
-        message = terminated.get("message")
-        if message:
-            try:
-                return ShardSummary.model_validate(json.loads(message))
-            except (ValueError, ValidationError):
-                return None  # not ours (e.g. OOMKilled leaves no message): no summary
-    return None
-
-
-def _pod_index(pod: dict[str, Any]) -> int | None:
-    annotations = pod["metadata"].get("annotations") or {}
-    labels = pod["metadata"].get("labels") or {}
-    raw = annotations.get(COMPLETION_INDEX_ANNOTATION) or labels.get(COMPLETION_INDEX_ANNOTATION)
-    try:
-        return int(raw) if raw is not None else None
-    except ValueError:
+def termination_summary(pod: dict[str, Any]) -> ShardSummary | None:
+    terminated = (pod.get("runner") or {}).get("state", {}).get("terminated") or {}
+    message = terminated.get("message")
+    if not message:
         return None
+    try:
+        return ShardSummary.model_validate(json.loads(message))
+    except (ValueError, ValidationError):
+        return None  # not ours (another image, or a message cut short): no summary
+
+
+def _terminated(pod: dict[str, Any]) -> bool:
+    return bool((pod.get("runner") or {}).get("state", {}).get("terminated")) or pod["phase"] in (
+        "Succeeded",
+        "Failed",
+    )
 
 
 def _attempt_order(pod: dict[str, Any]) -> tuple[str, int, str]:
     """Later attempts sort last. creationTimestamp has one-second resolution, so on a tie the
     failed pod is the older one: an index is only retried after its attempt failed."""
-    failed = (pod.get("status") or {}).get("phase") == "Failed"
-    meta = pod["metadata"]
-    return (meta.get("creationTimestamp") or "", 0 if failed else 1, meta["name"])
+    failed = pod.get("phase") == "Failed"
+    return (pod.get("creationTimestamp") or "", 0 if failed else 1, pod["name"])
 
 
 def latest_attempts(pods: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The latest pod of each shard index: a retry starts its shard over."""
     latest: dict[int, dict[str, Any]] = {}
     for pod in pods:
-        index = _pod_index(pod)
+        index = pod.get("index")
         if index is None:
             continue
         current = latest.get(index)
@@ -104,60 +121,69 @@ def latest_attempts(pods: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return latest
 
 
-def shard_summaries(
-    pods: list[dict[str, Any]], live: dict[str, ShardSummary]
-) -> dict[int, ShardSummary]:
-    """The current summary of each shard, from its latest attempt."""
-    summaries: dict[int, ShardSummary] = {}
-    for index, pod in latest_attempts(pods).items():
-        summary = _termination_summary(pod) or live.get(pod["metadata"]["name"])
-        if summary is not None:
-            summaries[index] = summary
-    return summaries
+def _summary_of(pod: dict[str, Any], live: dict[str, ShardSummary]) -> ShardSummary | None:
+    return termination_summary(pod) or live.get(pod["name"])
 
 
-def _pods_settled(job: dict[str, Any], pods: list[dict[str, Any]], now: str) -> bool:
-    """Whether the pods' final states have reached us after the Job finished.
-
-    Jobs and pods arrive on separate watch streams, so the Job's Complete or Failed can be seen
-    before the last pod's termination message; judging then would drop that shard's results.
-    The wait is bounded: a shard whose pod is gone for good (deleted, garbage-collected) must
-    not hold the run open forever.
-    """
-    latest = latest_attempts(pods)
-    job_status = job.get("status") or {}
-    expected = set(_index_set(job_status.get("completedIndexes")))
-    if expected <= set(latest) and all(
-        (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") for pod in latest.values()
-    ):
-        return True
-    finished = job_status.get("completionTime") or next(
-        (
-            c.get("lastTransitionTime")
-            for c in job_status.get("conditions") or []
-            if c.get("type") == "Failed" and c.get("status") == "True"
-        ),
-        None,
-    )
-    if not finished:
-        return True
-    return _seconds_between(finished, now) >= SETTLE_GRACE_SECONDS
-
-
-def _index_set(ranges: str | None) -> list[int]:
-    """Kubernetes' compressed index form: "0-2,5" -> [0, 1, 2, 5]."""
-    indexes: list[int] = []
+def _index_set(ranges: str | None) -> set[int]:
+    """Kubernetes' compressed index form: "0-2,5" -> {0, 1, 2, 5}."""
+    indexes: set[int] = set()
     for part in (ranges or "").split(","):
         if not part:
             continue
         low, _, high = part.partition("-")
-        indexes.extend(range(int(low), int(high or low) + 1))
+        indexes.update(range(int(low), int(high or low) + 1))
     return indexes
 
 
 def _seconds_between(earlier: str, later: str) -> float:
-    parse = lambda text: datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: E731
+    def parse(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
     return (parse(later) - parse(earlier)).total_seconds()
+
+
+def _finished_at(job: dict[str, Any]) -> str | None:
+    job_status = job.get("status") or {}
+    for type_ in ("Complete", "Failed"):
+        condition = _job_condition(job, type_)
+        if condition is not None:
+            return condition.get("lastTransitionTime") or job_status.get("completionTime")
+    return None
+
+
+def _unsettled(job: dict[str, Any], latest: dict[int, dict[str, Any]], now: str) -> float | None:
+    """Seconds left to wait for the pods' final states after the Job finished, or None.
+
+    Jobs and pods arrive on separate watch streams, so the Job's Complete or Failed can be seen
+    before the last pod's termination message; judging then would drop that shard's results.
+    The wait is bounded: a shard whose pod is gone for good must not hold the run open.
+    """
+    job_status = job.get("status") or {}
+    expected = _index_set(job_status.get("completedIndexes")) | _index_set(
+        job_status.get("failedIndexes")
+    )
+    if all(index in latest and _terminated(latest[index]) for index in expected):
+        return None
+    finished = _finished_at(job)
+    if not finished:
+        return None
+    left = SETTLE_GRACE_SECONDS - _seconds_between(finished, now)
+    return left if left > 0 else None
+
+
+def _missing_summary(plan_shards: int, latest: dict[int, dict[str, Any]], live) -> str | None:
+    """Why a finished run lacks a shard's summary (it must never count as a success)."""
+    for index in range(plan_shards):
+        pod = latest.get(index)
+        if pod is None:
+            return f"shard {index}: no pod of the run's Job was found for it"
+        if termination_summary(pod) is None:
+            return (
+                f"shard {index}: pod {pod['name']} ended without a shard summary in its "
+                "termination message (is spec.execution.image an eval-runner image?)"
+            )
+    return None
 
 
 def _failure(job: dict[str, Any], summaries: dict[int, ShardSummary]) -> tuple[str, str]:
@@ -191,24 +217,41 @@ def errored_note(completed: int, failed: int, errors: dict[str, int]) -> str:
     )
 
 
-def _passed(spec: EvaluationSpec, results: list[dict[str, Any]]) -> tuple[str, str, str]:
-    verdict = judge_thresholds(spec.thresholds, {r["name"]: r["value"] for r in results})
-    return ("True" if verdict.passed else "False"), verdict.reason, verdict.message
+def _usage(summaries: list[ShardSummary]) -> dict[str, Any]:
+    usage = ShardUsage()
+    for summary in summaries:
+        usage = usage.merged(summary.usage)
+    total = aggregate([ShardSummary(usage=usage)], []).usage
+    return Usage.model_validate(total.model_dump()).model_dump(by_alias=True, exclude_none=True)
 
 
-def desired_status(evaluation: dict[str, Any], obs: Observation) -> dict[str, Any]:
-    meta = evaluation["metadata"]
-    generation = meta.get("generation")
-    old = dict(evaluation.get("status") or {})
-    conditions: list[dict[str, Any]] = list(old.get("conditions") or [])
+def spec_changed_note(generation: int, run_generation: int | None) -> str:
+    if run_generation is None or generation <= run_generation:
+        return ""
+    return (
+        f"{SPEC_CHANGED_MARK} (generation {run_generation} -> {generation}): it goes on with the "
+        f"spec it started with; set annotation {RERUN_ANNOTATION} to a new value to run it again."
+    )
 
-    def set_(type_: str, status: str, reason: str, message: str) -> None:
-        nonlocal conditions
-        conditions = cond.set_condition(
-            conditions, type_, status, reason, message, generation, obs.now
+
+class _Conditions:
+    """The status' conditions, set one at a time for one generation at one time."""
+
+    def __init__(self, old: list[dict[str, Any]], generation: int, now: str) -> None:
+        self.items = list(old)
+        self.generation, self.now = generation, now
+
+    def __call__(self, type_: str, status: str, reason: str, message: str) -> None:
+        self.items = cond.set_condition(
+            self.items, type_, status, reason, message, self.generation, self.now
         )
 
+
+def desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
+    generation = obs.generation
+    set_ = _Conditions(old.get("conditions") or [], generation, obs.now)
     status: dict[str, Any] = {"observedGeneration": generation}
+    status["conditions"] = set_.items
     same_run = old.get("jobName") == obs.run
     if same_run:
         for key in ("progress", "results", "usage", "startTime", "completionTime", "runGeneration"):
@@ -216,125 +259,180 @@ def desired_status(evaluation: dict[str, Any], obs: Observation) -> dict[str, An
                 status[key] = old[key]
     status["jobName"] = obs.run
     status["rerunToken"] = obs.rerun_token
-    if obs.job is None and not run_is_finished(old, obs.run):
-        # Not started yet: the Job about to be created freezes the current spec.
-        status["runGeneration"] = generation
-    status.setdefault("runGeneration", generation)
+    started = run_started(old, obs.run)
 
-    if obs.invalid is not None:
-        status.update(phase="Failed")
-        set_("Ready", "False", "InvalidSpec", obs.invalid)
-        set_("Progressing", "False", "InvalidSpec", obs.invalid)
-        set_("Succeeded", "False", "InvalidSpec", obs.invalid)
-        set_("Stalled", "True", "InvalidSpec", obs.invalid)
-        set_("Passed", "False", "InvalidSpec", "the spec is invalid")
-        status["conditions"] = conditions
-        return status
+    if run_is_finished(old, obs.run):
+        # A finished run keeps its verdict; only the note about later spec changes may change.
+        status["phase"] = old["phase"]
+        note = spec_changed_note(generation, status.get("runGeneration"))
+        set_.items = [
+            {
+                **c,
+                "observedGeneration": generation,
+                "message": c["message"].split(SPEC_CHANGED_MARK)[0] + note
+                if c["type"] == "Ready"
+                else c["message"],
+            }
+            for c in set_.items
+        ]
+        status["conditions"] = set_.items
+        return Outcome(status)
 
-    spec = EvaluationSpec.model_validate(evaluation["spec"])
-    scorer_names = [s.effective_name for s in spec.task.scorers]
-    finished_before = run_is_finished(old, obs.run)
-    summaries = shard_summaries(obs.pods, obs.live)
-    errors_note = ""
-    if summaries:
-        agg = aggregate(list(summaries.values()), scorer_names)
-        errors_note = errored_note(agg.progress.completed, agg.progress.failed, agg.errors)
-        expected = spec.execution.shards
-        progress = agg.progress.model_dump(by_alias=True)
-        if len(summaries) < expected and not finished_before:
-            progress["summary"] = f"{agg.progress.completed + agg.progress.failed}/?"
-        status["progress"] = progress
-        status["results"] = [r.model_dump(by_alias=True) for r in agg.results]
-        status["usage"] = agg.usage.model_dump(by_alias=True, exclude_none=True)
-
-    job = obs.job
-    if finished_before:
-        phase = old["phase"]
-    elif spec.cancel:
-        phase = "Failed"
-    elif job is None:
-        phase = "Pending"
-    elif _job_condition(job, "Complete") or _job_condition(job, "Failed"):
-        if not _pods_settled(job, obs.pods, obs.now):
-            phase = "Running"  # finishing: the last shards' summaries are on their way
-        elif _job_condition(job, "Complete"):
-            phase = "Succeeded"
-        else:
-            phase = "Failed"
-    elif job["spec"].get("suspend"):
-        phase = "Pending"
-    elif (job.get("status") or {}).get("active") or summaries:
-        phase = "Running"
-    else:
-        phase = "Pending"
-    status["phase"] = phase
-
-    if job is not None:
-        job_status = job.get("status") or {}
-        status["startTime"] = status.get("startTime") or job_status.get("startTime") or obs.now
-        if phase in TERMINAL_PHASES and not status.get("completionTime"):
-            status["completionTime"] = job_status.get("completionTime") or obs.now
-    elif phase in TERMINAL_PHASES and not status.get("completionTime"):
-        status["completionTime"] = obs.now
-
-    spec_note = ""
-    run_generation = status.get("runGeneration")
-    if generation is not None and run_generation is not None and generation > run_generation:
-        spec_note = (
-            f" The spec changed after this run started (generation {run_generation} -> "
-            f"{generation}); set annotation {RERUN_ANNOTATION} to a new value to run it again."
-        )
-
-    if finished_before:
-        # Keep the verdict of the finished run; only the spec note may change.
-        for c in conditions:
-            if c["type"] == "Ready":
-                base = c["message"].split(" The spec changed after")[0]
-                c["message"] = base + spec_note
-            c["observedGeneration"] = generation
-        status["conditions"] = conditions
-        return status
-
-    if phase == "Succeeded":
-        message = "the run finished" + errors_note + spec_note
-        set_("Ready", "True", "Succeeded", message)
-        set_("Progressing", "False", "Succeeded", "the run finished" + errors_note)
-        set_("Succeeded", "True", "Succeeded", "all shards finished")
-        set_("Stalled", "False", "Succeeded", "")
-        set_("Passed", *_passed(spec, status.get("results") or []))
-    elif phase == "Failed":
-        if spec.cancel:
-            reason, message = "Cancelled", "spec.cancel is true: the run was stopped"
-        else:
-            reason, message = _failure(job or {}, summaries)
-            message += errors_note
-        set_("Ready", "False", reason, message + spec_note)
-        set_("Progressing", "False", reason, message)
-        set_("Succeeded", "False", reason, message)
-        set_("Stalled", "True", reason, message)
-        set_("Passed", "False", "RunFailed", "the run failed, thresholds were not judged")
-    else:
-        if obs.blocked is not None:
-            reason, message = obs.blocked
-            progressing = ("False", reason, message)
-        elif job is None:
-            reason, message = "Creating", "creating the runner Job"
-            progressing = ("True", reason, message)
-        elif job["spec"].get("suspend"):
-            reason, message = "Suspended", "spec.suspend is true: the Job is suspended"
-            progressing = ("False", reason, message)
-        elif phase == "Running":
-            done = (status.get("progress") or {}).get("summary") or "starting"
-            reason, message = "Running", f"{done} samples done" + errors_note
-            progressing = ("True", reason, message)
-        else:
-            reason, message = "Pending", "waiting for runner pods to start"
-            progressing = ("True", reason, message)
-        set_("Ready", "False", reason, message + spec_note)
-        set_("Progressing", *progressing)
+    job, plan = obs.job, obs.plan
+    if job is None:
+        if started and not obs.cancel:
+            reason = "JobDeleted"
+            message = (
+                f"the run's Job {obs.run} was deleted before the run finished; set annotation "
+                f"{RERUN_ANNOTATION} to a new value to run it again"
+            )
+            return Outcome(_failed(status, set_, reason, message, obs.now))
+        if not started:
+            status.pop("startTime", None)
+            status.pop("completionTime", None)
+            status["runGeneration"] = generation
+        if obs.cancel:
+            message = "spec.cancel is true: the run was stopped"
+            return Outcome(_failed(status, set_, "Cancelled", message, obs.now))
+        if obs.spec_problem is not None or obs.job_rejected is not None:
+            # Not terminal: no run has started, and fixing the spec starts one.
+            reason = "InvalidSpec" if obs.spec_problem is not None else "JobRejected"
+            message = (
+                obs.spec_problem or f"the apiserver rejected the run's Job: {obs.job_rejected}"
+            )
+            status["phase"] = "Failed"
+            set_("Ready", "False", reason, message)
+            set_("Progressing", "False", reason, message)
+            set_("Succeeded", "False", reason, message)
+            set_("Stalled", "True", reason, message)
+            set_("Passed", "False", reason, "no run: the spec must be fixed first")
+            status.pop("completionTime", None)
+            status["conditions"] = set_.items
+            return Outcome(status)
+        reason, message = obs.blocked or ("Creating", "creating the runner Job")
+        status["phase"] = "Pending"
+        set_("Ready", "False", reason, message)
+        set_("Progressing", "False" if obs.blocked else "True", reason, message)
         set_("Succeeded", "Unknown", reason, message)
         set_("Stalled", "False", reason, "")
         set_("Passed", "Unknown", reason, "the run has not finished")
+        status["conditions"] = set_.items
+        return Outcome(status)
 
-    status["conditions"] = conditions
+    job_status = job.get("status") or {}
+    status["startTime"] = status.get("startTime") or job_status.get("startTime") or obs.now
+    if plan is not None:
+        status["runGeneration"] = plan.generation
+    shards = plan.shards if plan is not None else job.get("spec", {}).get("completions", 1)
+    scorers = plan.scorers if plan is not None else []
+    latest = latest_attempts(obs.pods)
+    summaries: dict[int, ShardSummary] = {}
+    for index, pod in latest.items():
+        summary = _summary_of(pod, obs.live)
+        if summary is not None:
+            summaries[index] = summary
+    errors_note = ""
+    if summaries:
+        agg = aggregate(list(summaries.values()), scorers)
+        errors_note = errored_note(agg.progress.completed, agg.progress.failed, agg.errors)
+        progress = agg.progress.model_dump(by_alias=True)
+        if len(summaries) < shards:
+            progress["summary"] = f"{agg.progress.completed + agg.progress.failed}/?"
+        status["progress"] = progress
+        status["results"] = [r.model_dump(by_alias=True) for r in agg.results]
+    every_attempt = [s for s in (_summary_of(p, obs.live) for p in obs.pods) if s is not None]
+    if every_attempt:
+        status["usage"] = _usage(every_attempt)
+    note = spec_changed_note(generation, status.get("runGeneration"))
+
+    if obs.cancel:
+        message = "spec.cancel is true: the run was stopped"
+        return Outcome(_failed(status, set_, "Cancelled", message, obs.now, job))
+
+    complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
+    if complete or failed:
+        wait = _unsettled(job, latest, obs.now)
+        if wait is not None:
+            status["phase"] = "Running"
+            message = "the Job finished; waiting for the last shard summaries"
+            _progressing(set_, "Finishing", message + note, message)
+            status["conditions"] = set_.items
+            return Outcome(status, recheck_after=wait)
+        if complete:
+            missing = _missing_summary(shards, latest, obs.live)
+            if missing is not None:
+                return Outcome(
+                    _failed(status, set_, "SummaryMissing", missing + note, obs.now, job)
+                )
+            status["phase"] = "Succeeded"
+            status["completionTime"] = job_status.get("completionTime") or obs.now
+            set_("Ready", "True", "Succeeded", "the run finished" + errors_note + note)
+            set_("Progressing", "False", "Succeeded", "the run finished" + errors_note)
+            set_("Succeeded", "True", "Succeeded", "all shards finished")
+            set_("Stalled", "False", "Succeeded", "")
+            results = status.get("results") or []
+            verdict = judge_thresholds(
+                plan.thresholds if plan is not None else [],
+                {r["name"]: r["value"] for r in results},
+            )
+            set_("Passed", "True" if verdict.passed else "False", verdict.reason, verdict.message)
+            status["conditions"] = set_.items
+            return Outcome(status)
+        reason, message = _failure(job, summaries)
+        return Outcome(_failed(status, set_, reason, message + errors_note + note, obs.now, job))
+
+    if obs.stuck is not None:
+        reason, message = obs.stuck
+        status["phase"] = "Running" if summaries else "Pending"
+        set_("Ready", "False", reason, message + note)
+        set_("Progressing", "False", reason, message)
+        set_("Succeeded", "Unknown", reason, message)
+        set_("Stalled", "False", reason, "")
+        set_("Passed", "Unknown", reason, "the run has not finished")
+    elif job.get("spec", {}).get("suspend"):
+        status["phase"] = "Pending"
+        reason, message = "Suspended", "the Job is suspended (spec.suspend, or queued by Kueue)"
+        set_("Ready", "False", reason, message + note)
+        set_("Progressing", "False", reason, message)
+        set_("Succeeded", "Unknown", reason, message)
+        set_("Stalled", "False", reason, "")
+        set_("Passed", "Unknown", reason, "the run has not finished")
+    elif job_status.get("active") or summaries:
+        status["phase"] = "Running"
+        done = (status.get("progress") or {}).get("summary") or "starting"
+        message = f"{done} samples done" + errors_note
+        _progressing(set_, "Running", message + note, message)
+    else:
+        status["phase"] = "Pending"
+        message = "waiting for runner pods to start"
+        _progressing(set_, "Pending", message + note, message)
+    status["conditions"] = set_.items
+    return Outcome(status)
+
+
+def _progressing(set_: _Conditions, reason: str, ready_message: str, message: str) -> None:
+    set_("Ready", "False", reason, ready_message)
+    set_("Progressing", "True", reason, message)
+    set_("Succeeded", "Unknown", reason, message)
+    set_("Stalled", "False", reason, "")
+    set_("Passed", "Unknown", reason, "the run has not finished")
+
+
+def _failed(
+    status: dict[str, Any],
+    set_: _Conditions,
+    reason: str,
+    message: str,
+    now: str,
+    job: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    status["phase"] = "Failed"
+    if not status.get("completionTime"):
+        status["completionTime"] = ((job or {}).get("status") or {}).get("completionTime") or now
+    set_("Ready", "False", reason, message)
+    set_("Progressing", "False", reason, message)
+    set_("Succeeded", "False", reason, message)
+    set_("Stalled", "True", reason, message)
+    set_("Passed", "False", "RunFailed", "the run failed, thresholds were not judged")
+    status["conditions"] = set_.items
     return status

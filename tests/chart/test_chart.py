@@ -25,9 +25,9 @@ from prometheus_client import REGISTRY
 
 import eval_operator.metrics  # noqa: F401  (registers the operator's metrics)
 import eval_runner.metrics  # noqa: F401  (registers the runner's metrics)
-from eval_operator.builders.job import PROGRESS_PORT_NAME, build_job
+from eval_operator.builders.job import PROGRESS_PORT_NAME
 from eval_operator.settings import ENV_PREFIX, OperatorSettings
-from tests.support.factories import evaluation
+from tests.support.factories import evaluation, make_job
 from tests.support.kubeapi.schema import prune
 from tests.support.kubeapi.schema import validate as validate_against_crd
 from tests.support.tools import tool
@@ -206,12 +206,12 @@ def expand(group: str, resource: str, verbs: str) -> set[tuple[str, str, str]]:
 
 FRAMEWORK_CLUSTER = expand("apiextensions.k8s.io", "customresourcedefinitions", "list watch")
 FRAMEWORK_EVENTS = expand("", "events", "create")
+# No Secrets at all, and nothing written to Evaluations but their status (issue 7 item 12).
 APPLICATION = (
-    expand("evals.io", "evaluations", "get list watch patch")
+    expand("evals.io", "evaluations", "get list watch")
     | expand("evals.io", "evaluations/status", "patch")
-    | expand("batch", "jobs", "get list watch create delete patch")
-    | expand("", "configmaps", "get create delete")
-    | expand("", "secrets", "get")
+    | expand("batch", "jobs", "list watch create delete patch")
+    | expand("", "configmaps", "get create deletecollection")
     | expand("", "pods", "list watch")
 )
 
@@ -412,7 +412,7 @@ def test_service_monitor_selects_the_metrics_service_port() -> None:
 
 def test_pod_monitor_selects_runner_pods_as_the_operator_builds_them() -> None:
     monitor = one(render("monitoring-values.yaml"), "PodMonitor")
-    job = build_job(evaluation(), "quick-abc123", OperatorSettings())
+    job = make_job(evaluation(), "quick-abc123", OperatorSettings())
     template = job["spec"]["template"]
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()

@@ -21,8 +21,7 @@ import pytest
 import yaml
 
 from eval_operator import kubectl_plugin
-from eval_operator.status import Observation, desired_status
-from tests.support.factories import evaluation, job, pod, summary
+from tests.support.factories import evaluation, job, pod, summary, with_status
 from tests.support.kubeapi import running_kubeapi
 from tests.support.tools import tool
 
@@ -38,14 +37,11 @@ def finished(
 ) -> dict:
     ev = evaluation(name=name, uid=f"uid-{name}")
     ev["spec"]["model"]["name"] = model
-    obs = Observation(
-        run=RUN,
-        rerun_token=None,
-        now=NOW,
+    ev = with_status(
+        ev,
         job=job(RUN, complete=True),
         pods=[pod(RUN, 0, phase="Succeeded", termination=summary(0, correct, 10))],
     )
-    ev["status"] = desired_status(ev, obs)
     if cost is not None:
         ev["status"]["usage"]["costUSD"] = cost
     if judge:
@@ -61,11 +57,7 @@ def finished(
 def running(name: str) -> dict:
     ev = evaluation(name=name, uid=f"uid-{name}")
     live = {f"{RUN}-0-0": summary(0, 3, 10, state="running")}
-    obs = Observation(
-        run=RUN, rerun_token=None, now=NOW, job=job(RUN, active=1), pods=[pod(RUN, 0)], live=live
-    )
-    ev["status"] = desired_status(ev, obs)
-    return ev
+    return with_status(ev, job=job(RUN, active=1), pods=[pod(RUN, 0)], live=live)
 
 
 def _stored(ev: dict[str, Any]) -> dict[str, Any]:

@@ -203,7 +203,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         pytest.fail(
             "eval_operator.main was imported before the operator fixture set its environment"
         )
-    os.environ["EVAL_OPERATOR_RECONCILE_INTERVAL_SECONDS"] = "0.5"
+    os.environ["EVAL_OPERATOR_PROGRESS_INTERVAL_SECONDS"] = "0.5"
+    os.environ["EVAL_OPERATOR_PROGRESS_WRITE_INTERVAL_SECONDS"] = "1"
+    os.environ["EVAL_OPERATOR_MISSING_INPUT_RECHECK_SECONDS"] = "0.5"
     os.environ["EVAL_OPERATOR_RUNNER_IMAGE"] = "eval-runner:test"
     workdir = tmp_path_factory.mktemp("cluster")
     crd = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
@@ -269,7 +271,9 @@ def test_evaluation_runs_to_succeeded_with_exact_results(cluster: Cluster) -> No
     assert job["metadata"]["ownerReferences"][0]["uid"] == ev["metadata"]["uid"]
     assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
     assert cluster.job_posts().count(run) == 1
-    config_map = cluster.api.get("", "v1", "configmaps", NS, run)
+    (config_map,) = cluster.api.list(
+        "", "v1", "configmaps", NS, label_selector=f"evals.io/run={run}"
+    )
     assert API_KEY not in json.dumps(config_map)
 
 
@@ -354,9 +358,9 @@ def test_missing_secret_is_reported_and_recovers_when_created(cluster: Cluster) 
             and condition(e, "Ready")["reason"] == "SecretNotFound"
         ),
     )
+    # The operator cannot read Secrets: the pods' CreateContainerConfigError tells it.
     assert ev["status"]["phase"] == "Pending"
-    assert "late-key" in condition(ev, "Ready")["message"]
-    assert cluster.api.get("batch", "v1", "jobs", NS, ev["status"]["jobName"]) is None
+    assert 'secret "late-key" not found' in condition(ev, "Ready")["message"]
 
     assert cluster.apply(secret("late-key")).status_code == 201
     done = cluster.wait_phase("needs-key", "Succeeded")
@@ -497,7 +501,7 @@ def test_deleting_an_evaluation_removes_its_job_and_config(cluster: Cluster) -> 
     cluster.api.delete(GROUP, VERSION, PLURAL, NS, "short-lived")
     assert cluster.evaluation("short-lived") is None
     assert cluster.api.get("batch", "v1", "jobs", NS, run) is None
-    assert cluster.api.get("", "v1", "configmaps", NS, run) is None
+    assert cluster.api.list("", "v1", "configmaps", NS, label_selector=f"evals.io/run={run}") == []
     assert cluster.api.list("", "v1", "pods", NS, label_selector=f"evals.io/run={run}") == []
 
 

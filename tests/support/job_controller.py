@@ -11,6 +11,14 @@ Job's Complete or Failed condition.
 `crash_first_attempt` ({evaluation name: indexes}) kills the first attempt of those indexes once
 it has scored at least one sample (as an OOM kill would), so tests can see a failed index being
 retried.
+
+What a kubelet would refuse to start is refused the same way, with the kubelet's reasons and
+messages, and retried at every step until it can start (as the kubelet does):
+- an env var from a Secret (or key) that does not exist: CreateContainerConfigError;
+- an image under `unpullable.invalid/`: ErrImagePull, then ImagePullBackOff;
+- a nodeSelector on `evals.io/test-unschedulable`: PodScheduled False, Unschedulable.
+The image `noop.invalid/exit-zero` is a container that exits 0 at once and writes nothing (an
+image that is not eval-runner); every other image runs `eval-runner`.
 """
 
 from __future__ import annotations
@@ -59,13 +67,27 @@ def index_ranges(indexes: set[int]) -> str | None:
     return ",".join(parts)
 
 
+UNPULLABLE_PREFIX = "unpullable.invalid/"
+EXIT_ZERO_IMAGE = "noop.invalid/exit-zero"
+UNSCHEDULABLE_LABEL = "evals.io/test-unschedulable"
+
+
+class NotStartable(Exception):
+    """The kubelet cannot start the container yet: (reason, message) for its waiting state."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
 @dataclass
 class Attempt:
     pod_name: str
-    process: asyncio.subprocess.Process
     workdir: Path
     port: int
+    process: asyncio.subprocess.Process | None = None  # None while the kubelet cannot start it
     killed: bool = False
+    pull_failures: int = 0
 
 
 @dataclass
@@ -115,6 +137,8 @@ class FakeJobController:
             method, self.api_url + path, data=data, headers=headers
         ) as rsp:
             payload = await rsp.json(content_type=None)
+            if rsp.status == 404:
+                raise LookupError(f"{method} {path} -> 404: {payload}")
             if rsp.status >= 400:
                 raise RuntimeError(f"{method} {path} -> {rsp.status}: {payload}")
             return payload
@@ -135,8 +159,9 @@ class FakeJobController:
             finally:
                 for state in self.jobs.values():
                     for attempt in state.running.values():
-                        with contextlib.suppress(ProcessLookupError):
-                            attempt.process.kill()
+                        if attempt.process is not None:
+                            with contextlib.suppress(ProcessLookupError):
+                                attempt.process.kill()
 
     async def step(self) -> None:
         listing = await self._request("GET", f"/apis/batch/v1/jobs?labelSelector={MANAGED}")
@@ -151,8 +176,9 @@ class FakeJobController:
         for key in set(self.jobs) - present:
             # Deleted Job: its pods are garbage-collected; their containers stop.
             for attempt in self.jobs.pop(key).running.values():
-                with contextlib.suppress(ProcessLookupError):
-                    attempt.process.kill()
+                if attempt.process is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        attempt.process.kill()
 
     def _new_state(self, job: dict[str, Any]) -> JobState:
         spec = job["spec"]
@@ -177,13 +203,17 @@ class FakeJobController:
         job_path = f"/apis/batch/v1/namespaces/{state.namespace}/jobs/{state.name}"
         if job["spec"].get("suspend"):
             for index, attempt in list(state.running.items()):
-                attempt.process.kill()
-                await attempt.process.wait()
+                if attempt.process is not None:
+                    attempt.process.kill()
+                    await attempt.process.wait()
                 del state.running[index]
             await self._merge_status(job_path, {"active": 0})
             return
 
         for index, attempt in list(state.running.items()):
+            if attempt.process is None:
+                await self._try_start(job, state, index, attempt)
+                continue
             crash = index in self.crash_first_attempt.get(state.evaluation, set())
             if (
                 crash
@@ -209,6 +239,7 @@ class FakeJobController:
         status: dict[str, Any] = {
             "startTime": state.started,
             "active": len(state.running),
+            "ready": sum(1 for a in state.running.values() if a.process is not None),
             "succeeded": len(state.succeeded),
             "failed": sum(state.retries.values()) + len(state.failed),
             "completedIndexes": index_ranges(state.succeeded),
@@ -285,34 +316,105 @@ class FakeJobController:
         pod_path = f"/api/v1/namespaces/{state.namespace}/pods"
         await self._request("POST", pod_path, pod)
         self.pods_created.append(name)
-
         workdir = self.workdir / name
         workdir.mkdir(parents=True)
-        env = await self._container_env(state.namespace, container, workdir)
-        env.update(JOB_COMPLETION_INDEX=str(index), EVAL_PROGRESS_PORT=str(port))
-        config_path = await self._materialize_volumes(
-            state.namespace, pod_spec, container, workdir, env
-        )
-        termination_log = workdir / "termination-log"
-        args = list(container["args"])
-        args[args.index("--config") + 1] = config_path
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "eval_runner",
-            *args,
-            "--termination-log",
-            str(termination_log),
+        attempt = Attempt(pod_name=name, workdir=workdir, port=port)
+        await self._try_start(job, state, index, attempt, pod_spec=pod_spec)
+        return attempt
+
+    async def _try_start(
+        self,
+        job: dict[str, Any],
+        state: JobState,
+        index: int,
+        attempt: Attempt,
+        pod_spec: dict[str, Any] | None = None,
+    ) -> None:
+        """Start the attempt's container, or report why the kubelet cannot (yet)."""
+        pod_path = f"/api/v1/namespaces/{state.namespace}/pods/{attempt.pod_name}"
+        if pod_spec is None:
+            pod_spec = (await self._request("GET", pod_path))["spec"]
+        container = pod_spec["containers"][0]
+        try:
+            if UNSCHEDULABLE_LABEL in (pod_spec.get("nodeSelector") or {}):
+                await self._merge_status(
+                    pod_path,
+                    {
+                        "phase": "Pending",
+                        "conditions": [
+                            {
+                                "type": "PodScheduled",
+                                "status": "False",
+                                "reason": "Unschedulable",
+                                "message": "0/1 nodes are available: 1 node(s) didn't match "
+                                "Pod's node affinity/selector. preemption: 0/1 nodes are "
+                                "available: 1 Preemption is not helpful for scheduling.",
+                                "lastTransitionTime": now(),
+                            }
+                        ],
+                    },
+                )
+                return
+            image = container["image"]
+            if image.startswith(UNPULLABLE_PREFIX):
+                attempt.pull_failures += 1
+                reason = "ErrImagePull" if attempt.pull_failures == 1 else "ImagePullBackOff"
+                raise NotStartable(
+                    reason,
+                    f'Back-off pulling image "{image}"'
+                    if reason == "ImagePullBackOff"
+                    else f'failed to pull and unpack image "{image}": not found',
+                )
+            env = await self._container_env(state.namespace, container, attempt.workdir)
+            env.update(JOB_COMPLETION_INDEX=str(index), EVAL_PROGRESS_PORT=str(attempt.port))
+            config_path = await self._materialize_volumes(
+                state.namespace, pod_spec, container, attempt.workdir, env
+            )
+        except NotStartable as blocked:
+            await self._merge_status(
+                pod_path,
+                {
+                    "phase": "Pending",
+                    "containerStatuses": [
+                        {
+                            "name": "runner",
+                            "ready": False,
+                            "restartCount": 0,
+                            "image": container["image"],
+                            "imageID": "",
+                            "state": {
+                                "waiting": {"reason": blocked.reason, "message": blocked.message}
+                            },
+                        }
+                    ],
+                },
+            )
+            return
+        termination_log = attempt.workdir / "termination-log"
+        if container["image"] == EXIT_ZERO_IMAGE:
+            command = [sys.executable, "-c", "pass"]
+        else:
+            args = list(container["args"])
+            args[args.index("--config") + 1] = config_path
+            command = [
+                sys.executable, "-m", "eval_runner", *args,
+                "--termination-log", str(termination_log),
+            ]  # fmt: skip
+        attempt.process = await asyncio.create_subprocess_exec(
+            *command,
             env=env,
-            stdout=(workdir / "stdout.log").open("wb"),  # noqa: ASYNC230 (a local file, once per pod)
+            stdout=(attempt.workdir / "stdout.log").open("wb"),  # noqa: ASYNC230 (a local file, once per pod)
             stderr=asyncio.subprocess.STDOUT,
         )
         await self._merge_status(
-            f"{pod_path}/{name}",
+            pod_path,
             {
                 "phase": "Running",
                 "podIP": "127.0.0.1",
                 "startTime": now(),
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}
+                ],
                 "containerStatuses": [
                     {
                         "name": "runner",
@@ -325,10 +427,10 @@ class FakeJobController:
                 ],
             },
         )
-        return Attempt(pod_name=name, process=process, workdir=workdir, port=port)
 
     async def _finish_attempt(self, state: JobState, index: int, attempt: Attempt) -> None:
         del state.running[index]
+        assert attempt.process is not None
         code = attempt.process.returncode
         exit_code = 128 + -code if code < 0 else code
         log_path = attempt.workdir / "termination-log"
@@ -376,9 +478,19 @@ class FakeJobController:
                 env[entry["name"]] = entry["value"]
             elif "secretKeyRef" in entry["valueFrom"]:
                 ref = entry["valueFrom"]["secretKeyRef"]
-                secret = await self._request(
-                    "GET", f"/api/v1/namespaces/{namespace}/secrets/{ref['name']}"
-                )
+                try:
+                    secret = await self._request(
+                        "GET", f"/api/v1/namespaces/{namespace}/secrets/{ref['name']}"
+                    )
+                except LookupError:
+                    raise NotStartable(
+                        "CreateContainerConfigError", f'secret "{ref["name"]}" not found'
+                    ) from None
+                if ref["key"] not in (secret.get("data") or {}):
+                    raise NotStartable(
+                        "CreateContainerConfigError",
+                        f"couldn't find key {ref['key']} in Secret {namespace}/{ref['name']}",
+                    )
                 env[entry["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
         return env
 
@@ -398,20 +510,27 @@ class FakeJobController:
             target = workdir / mount["name"]
             target.mkdir(exist_ok=True)
             if "configMap" in volume:
-                cm = await self._request(
-                    "GET",
-                    f"/api/v1/namespaces/{namespace}/configmaps/{volume['configMap']['name']}",
-                )
+                try:
+                    cm = await self._request(
+                        "GET",
+                        f"/api/v1/namespaces/{namespace}/configmaps/{volume['configMap']['name']}",
+                    )
+                except LookupError:
+                    # The kubelet keeps the pod in ContainerCreating (FailedMount events).
+                    raise NotStartable("ContainerCreating", "") from None
                 items = volume["configMap"].get("items") or [
                     {"key": k, "path": k} for k in cm.get("data", {})
                 ]
                 for item in items:
                     (target / item["path"]).write_text(cm["data"][item["key"]])
             elif "secret" in volume:
-                secret = await self._request(
-                    "GET",
-                    f"/api/v1/namespaces/{namespace}/secrets/{volume['secret']['secretName']}",
-                )
+                try:
+                    secret = await self._request(
+                        "GET",
+                        f"/api/v1/namespaces/{namespace}/secrets/{volume['secret']['secretName']}",
+                    )
+                except LookupError:
+                    raise NotStartable("ContainerCreating", "") from None
                 for item in volume["secret"].get("items", []):
                     (target / item["path"]).write_bytes(
                         base64.b64decode(secret["data"][item["key"]])

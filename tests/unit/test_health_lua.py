@@ -8,7 +8,6 @@ The documentation's argocd-cm snippet must carry exactly these scripts.
 
 from __future__ import annotations
 
-import copy
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ import lupa.lua54
 import pytest
 import yaml
 
-from eval_operator.status import Observation, desired_status
-from tests.support.factories import evaluation, job, pod, summary
+from eval_operator.pods import pod_view, stuck
+from tests.support.factories import evaluation, job, plan, pod, summary, with_status
 
 ROOT = Path(__file__).resolve().parents[2]
 HEALTH_DIR = ROOT / "charts" / "eval-operator" / "health"
@@ -49,22 +48,16 @@ def health(kind: str, obj: dict[str, Any], runtime: str = "lua5.1") -> dict[str,
     return dict(result)
 
 
-def observe(**kwargs: Any) -> Observation:
-    return Observation(run=RUN, rerun_token=None, now=NOW, **kwargs)
-
-
-def with_status(ev: dict[str, Any], obs: Observation) -> dict[str, Any]:
-    ev = copy.deepcopy(ev)
-    ev["status"] = desired_status(ev, obs)
-    return ev
-
-
 def finished(correct: int, thresholds: list[str] | None = None) -> dict[str, Any]:
     ev = evaluation()
     if thresholds is not None:
         ev["spec"]["thresholds"] = thresholds
     pods = [pod(RUN, 0, phase="Succeeded", termination=summary(0, correct, 10))]
-    return with_status(ev, observe(job=job(RUN, complete=True), pods=pods))
+    return with_status(
+        ev,
+        job=job(RUN, complete=True, run_plan=plan(RUN, thresholds=tuple(ev["spec"]["thresholds"]))),
+        pods=pods,
+    )
 
 
 # --- Evaluation: one sample status per health, all from desired_status() ----------------------
@@ -72,46 +65,48 @@ def finished(correct: int, thresholds: list[str] | None = None) -> dict[str, Any
 
 def _running() -> dict[str, Any]:
     live = {f"{RUN}-0-0": summary(0, 3, 10, state="running")}
-    return with_status(evaluation(), observe(job=job(RUN, active=1), pods=[pod(RUN, 0)], live=live))
+    return with_status(evaluation(), job=job(RUN, active=1), pods=[pod(RUN, 0)], live=live)
 
 
 def _failed() -> dict[str, Any]:
     pods = [pod(RUN, 0, phase="Failed", exit_code=1)]
-    obs = observe(job=job(RUN, failed=True, failed_indexes="0"), pods=pods)
-    return with_status(evaluation(), obs)
+    return with_status(evaluation(), job=job(RUN, failed=True, failed_indexes="0"), pods=pods)
 
 
 def _cancelled() -> dict[str, Any]:
     ev = evaluation()
     ev["spec"]["cancel"] = True
-    return with_status(ev, observe(job=job(RUN, active=1)))
+    return with_status(ev, job=job(RUN, active=1))
 
 
 def _suspended() -> dict[str, Any]:
     ev = evaluation()
     ev["spec"]["suspend"] = True
-    return with_status(ev, observe(job=job(RUN, suspend=True)))
+    return with_status(ev, job=job(RUN, suspend=True))
 
 
 def _blocked() -> dict[str, Any]:
-    obs = observe(blocked=("SecretNotFound", "Secret default/model-key does not exist"))
-    return with_status(evaluation(), obs)
+    waiting = ("CreateContainerConfigError", 'secret "model-key" not found')
+    pods = [pod(RUN, 0, phase="Pending", waiting=waiting)]
+    return with_status(
+        evaluation(), job=job(RUN, active=1), pods=pods, stuck=stuck([pod_view(p) for p in pods])
+    )
 
 
 def _invalid() -> dict[str, Any]:
-    return with_status(evaluation(), observe(invalid="spec.thresholds[0]: names no scorer"))
+    return with_status(evaluation(), spec_problem="spec.thresholds[0]: names no scorer")
 
 
 def _spec_changed_after_success() -> dict[str, Any]:
     done = finished(9)
     done["metadata"]["generation"] = 2
-    return with_status(done, observe(job=job(RUN, complete=True)))
+    return with_status(done, job=job(RUN, complete=True))
 
 
 EVALUATION_CASES = {
     "no status yet": (lambda: evaluation(), "Progressing", "observe generation 1"),
     "creating the Job": (
-        lambda: with_status(evaluation(), observe()),
+        lambda: with_status(evaluation()),
         "Progressing",
         "Creating",
     ),

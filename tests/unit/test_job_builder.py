@@ -6,11 +6,10 @@ import kubernetes_validate
 import pytest
 
 from eval_api.v1alpha1 import EvaluationSpec
-from eval_operator.builders.job import build_job, build_run_config
 from eval_operator.builders.meta import run_name
 from eval_operator.handlers.evaluation import missing_input
 from eval_operator.settings import OperatorSettings
-from tests.support.factories import BASE_SPEC, evaluation
+from tests.support.factories import BASE_SPEC, evaluation, make_job, make_run_config
 
 K8S_VERSION = "1.30"
 SETTINGS = OperatorSettings(runner_image="registry.example/eval-runner:1.2.3")
@@ -44,8 +43,8 @@ def full_spec():
 def test_job_and_config_are_valid_objects(spec):
     ev = evaluation(spec=spec)
     run = run_name("quick", ev["metadata"]["uid"], None)
-    strict_validate(build_job(ev, run, SETTINGS))
-    strict_validate(build_run_config(ev, run))
+    strict_validate(make_job(ev, run, SETTINGS))
+    strict_validate(make_run_config(ev, run))
 
 
 def test_run_name_is_deterministic_and_changes_with_rerun_token():
@@ -60,7 +59,7 @@ def test_run_name_is_deterministic_and_changes_with_rerun_token():
 
 def test_job_is_indexed_owned_and_labelled():
     ev = evaluation(labels={"kueue.x-k8s.io/queue-name": "evals", "team": "a"})
-    job = build_job(ev, "quick-abc123", SETTINGS)
+    job = make_job(ev, "quick-abc123", SETTINGS)
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed"
     assert spec["completions"] == 1 and spec["parallelism"] == 1
@@ -83,7 +82,7 @@ def test_job_is_indexed_owned_and_labelled():
 
 
 def test_pod_security_is_restricted():
-    pod = build_job(evaluation(spec=full_spec()), "r", SETTINGS)["spec"]["template"]["spec"]
+    pod = make_job(evaluation(spec=full_spec()), "r", SETTINGS)["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -101,7 +100,7 @@ def test_pod_security_is_restricted():
 
 
 def test_api_key_comes_only_from_the_secret():
-    job = build_job(evaluation(), "r", SETTINGS)
+    job = make_job(evaluation(), "r", SETTINGS)
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["EVAL_API_KEY"] == {
         "name": "EVAL_API_KEY",
@@ -113,13 +112,13 @@ def test_api_key_comes_only_from_the_secret():
 def test_no_api_key_env_without_secret_ref():
     spec = json.loads(json.dumps(BASE_SPEC))
     del spec["model"]["apiKeySecretRef"]
-    job = build_job(evaluation(spec=spec), "r", SETTINGS)
+    job = make_job(evaluation(spec=spec), "r", SETTINGS)
     names = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "EVAL_API_KEY" not in names
 
 
 def test_execution_settings_reach_the_job():
-    job = build_job(evaluation(spec=full_spec()), "r", SETTINGS)
+    job = make_job(evaluation(spec=full_spec()), "r", SETTINGS)
     spec = job["spec"]
     pod = spec["template"]["spec"]
     container = pod["containers"][0]
@@ -145,13 +144,13 @@ def test_execution_settings_reach_the_job():
 
 
 def test_defaults_come_from_operator_settings():
-    container = build_job(evaluation(), "r", SETTINGS)["spec"]["template"]["spec"]["containers"][0]
+    container = make_job(evaluation(), "r", SETTINGS)["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/eval-runner:1.2.3"
     assert container["resources"] == SETTINGS.runner_resources
 
 
 def test_permanent_runner_errors_fail_the_index_without_retry():
-    rules = build_job(evaluation(), "r", SETTINGS)["spec"]["podFailurePolicy"]["rules"]
+    rules = make_job(evaluation(), "r", SETTINGS)["spec"]["podFailurePolicy"]["rules"]
     fail_index = next(r for r in rules if r["action"] == "FailIndex")
     assert fail_index["onExitCodes"] == {"containerName": "runner", "operator": "In", "values": [3]}
     assert any(r["action"] == "Ignore" for r in rules)
@@ -159,7 +158,7 @@ def test_permanent_runner_errors_fail_the_index_without_retry():
 
 def test_run_config_freezes_the_spec_without_secrets():
     ev = evaluation()
-    config_map = build_run_config(ev, "r")
+    config_map = make_run_config(ev, "r")
     assert config_map["immutable"] is True
     frozen = json.loads(config_map["data"]["evaluation.json"])
     assert frozen["spec"] == ev["spec"]
@@ -187,7 +186,7 @@ def judge_spec():
 
 
 def test_each_judge_key_comes_from_its_own_secret():
-    job = build_job(evaluation(spec=judge_spec()), "r", SETTINGS)
+    job = make_job(evaluation(spec=judge_spec()), "r", SETTINGS)
     strict_validate(job)
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["EVAL_API_KEY"]["valueFrom"]["secretKeyRef"] == {
@@ -205,30 +204,33 @@ def test_each_judge_key_comes_from_its_own_secret():
     assert all("value" not in env[name] for name in env if "API_KEY" in name)
 
 
-class SecretsOnly:
-    """The Kube calls missing_input makes, answered from a dict of Secrets."""
+class ConfigMapsOnly:
+    """The Kube calls missing_input may make, answered from a dict of ConfigMaps. It has no
+    way to read a Secret: the operator's RBAC has none (issue 7 item 12)."""
 
-    def __init__(self, secrets):
-        self.secrets = secrets
-
-    async def secret_keys(self, namespace, name):
-        return self.secrets.get(name)
+    def __init__(self, config_maps):
+        self.config_maps = config_maps
+        self.calls = []
 
     async def config_map_keys(self, namespace, name):
-        return None
+        self.calls.append(name)
+        return self.config_maps.get(name)
 
 
-async def test_a_missing_judge_secret_is_reported():
-    spec = EvaluationSpec.model_validate(judge_spec())
-    kube = SecretsOnly({"model-key": {"api-key"}, "judge-key": {"token"}})
-    assert await missing_input(kube, "default", spec) == (
-        "SecretNotFound",
-        "Secret default/other-judge does not exist",
+async def test_missing_input_checks_configmaps_and_never_secrets():
+    spec = EvaluationSpec.model_validate(
+        judge_spec() | {"dataset": {"configMapRef": {"name": "qa", "key": "qa.jsonl"}}}
     )
-    kube.secrets["other-judge"] = {"wrong"}
+    kube = ConfigMapsOnly({})
     assert await missing_input(kube, "default", spec) == (
-        "SecretKeyNotFound",
-        "Secret default/other-judge has no key 'k'",
+        "ConfigMapNotFound",
+        "ConfigMap default/qa does not exist",
     )
-    kube.secrets["other-judge"] = {"k"}
+    kube.config_maps["qa"] = {"other.jsonl"}
+    assert await missing_input(kube, "default", spec) == (
+        "ConfigMapKeyNotFound",
+        "ConfigMap default/qa has no key 'qa.jsonl'",
+    )
+    kube.config_maps["qa"] = {"qa.jsonl"}
     assert await missing_input(kube, "default", spec) is None
+    assert set(kube.calls) == {"qa"}  # the Secrets of the model and the judges are not looked up

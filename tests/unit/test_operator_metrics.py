@@ -35,9 +35,19 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
 
 
 def test_view_defaults_for_an_evaluation_without_status():
-    assert metrics.evaluation_view({}) == {"phase": "Pending", "reason": "", "passed": "Unknown"}
+    assert metrics.evaluation_view({}) == {
+        "phase": "Pending",
+        "reason": "",
+        "passed": "Unknown",
+        "jobName": None,
+        "finished": False,
+    }
     view = metrics.evaluation_view(_status("Failed", "FailedIndexes", "False"))
-    assert view == {"phase": "Failed", "reason": "FailedIndexes", "passed": "False"}
+    assert {k: view[k] for k in ("phase", "reason", "passed")} == {
+        "phase": "Failed",
+        "reason": "FailedIndexes",
+        "passed": "False",
+    }
 
 
 def test_collector_counts_phases_and_names_failures():

@@ -3,12 +3,14 @@ The operator's own permissions, shared by the ClusterRole (all namespaces) and t
 Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildcard.
 */}}
 {{- define "eval-operator.applicationRules" -}}
-# Evaluations: kopf lists and watches them and patches its bookkeeping annotations onto them.
-# (`get` adds nothing to what `list` shows; it is there for clients that re-read one object.)
+# Evaluations: listed and watched; read once more when a child's event (or a write conflict)
+# asks for a reconcile. The operator never writes to an Evaluation itself: no annotations, no
+# finalizers.
 - apiGroups: ["evals.io"]
   resources: ["evaluations"]
-  verbs: ["get", "list", "watch", "patch"]
-# Status is written by each reconcile as a merge patch of the status subresource, never a PUT.
+  verbs: ["get", "list", "watch"]
+# Status is written by the reconcile as a merge patch of the status subresource, with a
+# resourceVersion precondition; never a PUT.
 - apiGroups: ["evals.io"]
   resources: ["evaluations/status"]
   verbs: ["patch"]
@@ -16,25 +18,23 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
 # patch, deleted on re-run and cancel.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch"]
-# The immutable run-config ConfigMap of each run; dataset and CA ConfigMaps are only checked.
+  verbs: ["list", "watch", "create", "delete", "patch"]
+# The immutable run-config ConfigMap of each run (created; the previous run's deleted by label
+# on a re-run); dataset and CA ConfigMaps are only checked for existence.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "delete"]
-# Only to check that a referenced Secret and key exist; values are never copied anywhere.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get"]
-# Runner pods: their IPs (for /progress) and termination messages (shard summaries).
+  verbs: ["get", "create", "deletecollection"]
+# Runner pods: their IPs (for /progress), why they wait (a missing Secret or image shows up
+# here) and their termination messages (shard summaries). No access to Secrets at all: the
+# operator never reads an API key.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
 {{- end }}
 
-{{/* kopf posts Kubernetes events about the handlers (and our Reconciled events) in the
-objects' namespaces. */}}
+{{/* Events in the objects' namespaces: kopf's about its own errors, and the operator's. */}}
 {{- define "eval-operator.frameworkEventRules" -}}
-# Framework (kopf): events about handler progress and errors, and the operator's own events.
+# Framework (kopf) and application: events about handler errors, and the runs' milestones.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

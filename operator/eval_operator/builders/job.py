@@ -11,6 +11,12 @@ from eval_api.environment import judge_key_env
 from eval_api.exitcodes import EXIT_PERMANENT
 from eval_api.v1alpha1 import EvaluationSpec
 from eval_operator.builders.meta import child_labels, owner_reference
+from eval_operator.runplan import (
+    KUEUE_QUEUE_LABEL,
+    RUN_PLAN_ANNOTATION,
+    SUSPEND_ANNOTATION,
+    RunPlan,
+)
 from eval_operator.settings import OperatorSettings
 
 CONTAINER_NAME = "runner"
@@ -23,11 +29,13 @@ RUNNER_UID = 65532
 PROGRESS_PORT_NAME = "http-progress"
 
 
-def build_run_config(evaluation: Mapping[str, Any], run: str) -> dict[str, Any]:
-    """The spec the run was started from, frozen in an immutable ConfigMap.
+def build_run_config(evaluation: Mapping[str, Any], run: str, plan: RunPlan) -> dict[str, Any]:
+    """The spec the run was started from, frozen in an immutable ConfigMap named by its hash.
 
     Later edits of the Evaluation do not change a running Job's input; the next run gets a
-    new ConfigMap. No secret is ever in it: the API key stays in its Secret.
+    new ConfigMap. The hash in the name means a ConfigMap left by an earlier attempt to start
+    the run from another spec is never taken for this one (its create would answer 409 and look
+    like success). No secret is ever in it: the API key stays in its Secret.
     """
     meta = evaluation["metadata"]
     frozen = {
@@ -40,7 +48,7 @@ def build_run_config(evaluation: Mapping[str, Any], run: str) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": run,
+            "name": plan.config_map,
             "namespace": meta["namespace"],
             "labels": child_labels(evaluation, run),
             "ownerReferences": [owner_reference(evaluation)],
@@ -101,9 +109,11 @@ def _env(spec: EvaluationSpec, settings: OperatorSettings) -> list[dict[str, Any
     return env
 
 
-def _volumes(spec: EvaluationSpec, run: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _volumes(
+    spec: EvaluationSpec, config_map: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": run}},
+        {"name": "config", "configMap": {"name": config_map}},
         # The only writable path: Python and httpx may want a temp dir.
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
     ]
@@ -146,13 +156,21 @@ def _volumes(spec: EvaluationSpec, run: str) -> tuple[list[dict[str, Any]], list
 
 
 def build_job(
-    evaluation: Mapping[str, Any], run: str, settings: OperatorSettings
+    evaluation: Mapping[str, Any],
+    spec: EvaluationSpec,
+    run: str,
+    plan: RunPlan,
+    settings: OperatorSettings,
 ) -> dict[str, Any]:
-    """The Indexed Job of one run: one pod per shard, each retried on its own."""
-    spec = EvaluationSpec.model_validate(evaluation["spec"])
+    """The Indexed Job of one run: one pod per shard, each retried on its own.
+
+    It carries the run's plan (what status judges it by) and the spec.suspend it was created
+    with. A Job queued by Kueue is created suspended and left to Kueue to admit.
+    """
     meta = evaluation["metadata"]
     labels = child_labels(evaluation, run)
-    volumes, mounts = _volumes(spec, run)
+    volumes, mounts = _volumes(spec, plan.config_map)
+    queued_by_kueue = KUEUE_QUEUE_LABEL in (meta.get("labels") or {})
     execution = spec.execution
 
     container: dict[str, Any] = {
@@ -221,7 +239,7 @@ def build_job(
                 },
             ]
         },
-        "suspend": spec.suspend,
+        "suspend": spec.suspend or queued_by_kueue,
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
     if execution.active_deadline_seconds is not None:
@@ -234,6 +252,10 @@ def build_job(
             "name": run,
             "namespace": meta["namespace"],
             "labels": labels,
+            "annotations": {
+                RUN_PLAN_ANNOTATION: plan.to_annotation(),
+                SUSPEND_ANNOTATION: "true" if spec.suspend else "false",
+            },
             "ownerReferences": [owner_reference(evaluation)],
         },
         "spec": job_spec,

@@ -1,90 +1,83 @@
-"""Reconcile one Evaluation: make sure its run's Job exists (once), then compute its status."""
+"""Reconcile one Evaluation: start its run's Job (once), act on cancel/suspend/rerun, write status.
+
+Called by the work queue with the Evaluation's key, whatever asked for it (a watch event of the
+Evaluation, its Job or its pods, the progress loop, a bounded wait ending). Level-based: it
+reads what is, makes at most the changes the spec asks for, and writes the status only when
+it differs — progress at most every few seconds, anything else at once.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import weakref
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from pydantic import ValidationError
 
+from eval_api.checks import spec_problems
+from eval_api.shard import ShardSummary
 from eval_api.v1alpha1 import RERUN_ANNOTATION, EvaluationSpec
-from eval_operator.builders.job import (
-    CONTAINER_NAME,
-    PROGRESS_PORT_NAME,
-    build_job,
-    build_run_config,
-)
-from eval_operator.builders.meta import run_name
+from eval_operator import events
+from eval_operator.builders.job import build_job, build_run_config
+from eval_operator.builders.meta import RUN_LABEL, run_name
 from eval_operator.conditions import now_rfc3339
-from eval_operator.kube import Kube
-from eval_operator.progress import poll_pods
+from eval_operator.kube import Conflict, Kube, Rejected
+from eval_operator.pods import PodTracker, stuck
+from eval_operator.runplan import KUEUE_QUEUE_LABEL, SUSPEND_ANNOTATION, RunPlan
 from eval_operator.settings import OperatorSettings
-from eval_operator.status import Observation, desired_status, run_is_finished
+from eval_operator.status import (
+    Observation,
+    desired_status,
+    run_is_finished,
+    run_started,
+)
 
 log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+# Status fields that change while samples are scored; a change of only these is throttled.
+VOLATILE_FIELDS = ("progress", "results", "usage")
+WRITE_ATTEMPTS = 3
 
 
 @dataclass
 class Context:
-    """Operator-wide clients and settings, created once at start-up (kopf's memo)."""
+    """Operator-wide clients, settings and observations, created once at start-up (kopf's memo)."""
 
     settings: OperatorSettings
     kube: Kube
     http: aiohttp.ClientSession
-    # kopf runs an object's event handlers and its timer concurrently; one reconcile at a time
-    # per Evaluation keeps them from both creating the Job.
-    _locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = field(
-        default_factory=weakref.WeakValueDictionary
-    )
+    # The kopf index of runner Jobs: (namespace, run) -> [job view].
+    jobs: Mapping[Any, Any] = field(default_factory=dict)
+    pods: PodTracker = field(default_factory=PodTracker)
+    # Live summaries of running pods from the progress loop: (namespace, pod) -> summary.
+    live: dict[tuple[str, str], ShardSummary] = field(default_factory=dict)
     # Jobs this process created that the Job watch has not delivered yet.
-    just_created: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    just_created: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    # When each Evaluation's status was last written (monotonic), for the progress throttle.
+    last_write: dict[Key, float] = field(default_factory=dict)
 
-    def lock_for(self, namespace: str, name: str) -> asyncio.Lock:
-        lock = self._locks.get((namespace, name))
-        if lock is None:
-            lock = self._locks[(namespace, name)] = asyncio.Lock()
-        return lock
+    def forget(self, key: Key) -> None:
+        self.last_write.pop(key, None)
 
 
 def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a Job that status needs; indexes keep only this, not whole objects."""
-    return {
-        "metadata": {"name": body["metadata"]["name"]},
-        "spec": {"suspend": bool((body.get("spec") or {}).get("suspend"))},
-        "status": dict(body.get("status") or {}),
-    }
-
-
-def pod_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a Job that reconcile needs; the index keeps only this, not whole objects."""
     meta = body["metadata"]
-    status = body.get("status") or {}
-    port = None
-    for container in (body.get("spec") or {}).get("containers") or []:
-        if container.get("name") == CONTAINER_NAME:
-            for entry in container.get("ports") or []:
-                if entry.get("name") == PROGRESS_PORT_NAME:
-                    port = entry.get("containerPort")
     return {
         "metadata": {
             "name": meta["name"],
-            "creationTimestamp": meta.get("creationTimestamp"),
-            "annotations": {
-                k: v
-                for k, v in (meta.get("annotations") or {}).items()
-                if k == "batch.kubernetes.io/job-completion-index"
-            },
+            "uid": meta.get("uid"),
+            "annotations": dict(meta.get("annotations") or {}),
         },
-        "status": {
-            "phase": status.get("phase"),
-            "podIP": status.get("podIP"),
-            "containerStatuses": list(status.get("containerStatuses") or []),
+        "spec": {
+            "suspend": bool((body.get("spec") or {}).get("suspend")),
+            "completions": (body.get("spec") or {}).get("completions"),
         },
-        "progressPort": port,
+        "status": dict(body.get("status") or {}),
     }
 
 
@@ -97,111 +90,57 @@ def describe_validation_error(err: ValidationError) -> str:
 
 
 async def missing_input(kube: Kube, namespace: str, spec: EvaluationSpec) -> tuple[str, str] | None:
-    """The first Secret/ConfigMap (or key) the spec names that does not exist yet.
+    """The first ConfigMap (or key) the spec names that does not exist yet.
 
-    Checked before the Job is created, so the user sees a condition instead of pods stuck in
-    CreateContainerConfigError; the periodic reconcile notices when it appears.
+    Checked before the Job is created. Secrets are not read at all: the operator has no access
+    to them; a missing Secret or key shows up as the pods' CreateContainerConfigError instead.
     """
-    wanted: list[tuple[str, str, str]] = []
-    if spec.model.api_key_secret_ref is not None:
-        ref = spec.model.api_key_secret_ref
-        wanted.append(("Secret", ref.name, ref.key))
-    for scorer in spec.task.scorers:
-        if scorer.judge is not None and scorer.judge.api_key_secret_ref is not None:
-            judge_ref = scorer.judge.api_key_secret_ref
-            wanted.append(("Secret", judge_ref.name, judge_ref.key))
+    wanted: list[tuple[str, str]] = []
     if spec.dataset.config_map_ref is not None:
-        ref2 = spec.dataset.config_map_ref
-        wanted.append(("ConfigMap", ref2.name, ref2.key))
-    if spec.model.ca_bundle is not None:
-        ca = spec.model.ca_bundle
-        if ca.config_map_ref is not None:
-            wanted.append(("ConfigMap", ca.config_map_ref.name, ca.config_map_ref.key))
-        if ca.secret_ref is not None:
-            wanted.append(("Secret", ca.secret_ref.name, ca.secret_ref.key))
-    for kind, name, key in wanted:
-        if kind == "Secret":
-            keys = await kube.secret_keys(namespace, name)
-        else:
-            keys = await kube.config_map_keys(namespace, name)
+        wanted.append((spec.dataset.config_map_ref.name, spec.dataset.config_map_ref.key))
+    ca = spec.model.ca_bundle
+    if ca is not None and ca.config_map_ref is not None:
+        wanted.append((ca.config_map_ref.name, ca.config_map_ref.key))
+    for name, key in wanted:
+        keys = await kube.config_map_keys(namespace, name)
         if keys is None:
-            return f"{kind}NotFound", f"{kind} {namespace}/{name} does not exist"
+            return "ConfigMapNotFound", f"ConfigMap {namespace}/{name} does not exist"
         if key not in keys:
-            return f"{kind}KeyNotFound", f"{kind} {namespace}/{name} has no key {key!r}"
+            return "ConfigMapKeyNotFound", f"ConfigMap {namespace}/{name} has no key {key!r}"
     return None
 
 
-async def reconcile(
-    evaluation: dict[str, Any],
-    ctx: Context,
-    jobs: Mapping[Any, Iterable[dict[str, Any]]],
-    pods: Mapping[Any, Iterable[dict[str, Any]]],
-) -> tuple[dict[str, Any], list[str]]:
-    """Bring the cluster towards the Evaluation and return (status, events to report).
-
-    `jobs` and `pods` are kopf indexes keyed by (namespace, run name): what the watches saw,
-    without an API call per reconcile.
-    """
-    meta = evaluation["metadata"]
-    async with ctx.lock_for(meta["namespace"], meta["name"]):
-        return await _reconcile(evaluation, ctx, jobs, pods)
-
-
-async def _reconcile(
-    evaluation: dict[str, Any],
-    ctx: Context,
-    jobs: Mapping[Any, Iterable[dict[str, Any]]],
-    pods: Mapping[Any, Iterable[dict[str, Any]]],
-) -> tuple[dict[str, Any], list[str]]:
-    meta = evaluation["metadata"]
-    namespace = meta["namespace"]
-    token = (meta.get("annotations") or {}).get(RERUN_ANNOTATION)
-    run = run_name(meta["name"], meta["uid"], token)
-    old = evaluation.get("status") or {}
-    obs = Observation(run=run, rerun_token=token, now=now_rfc3339())
-    events: list[str] = []
-
+def _validate(raw_spec: Mapping[str, Any]) -> tuple[EvaluationSpec | None, str | None]:
     try:
-        spec = EvaluationSpec.model_validate(evaluation["spec"])
+        spec = EvaluationSpec.model_validate(raw_spec)
     except ValidationError as err:
-        obs.invalid = describe_validation_error(err)
-        return desired_status(evaluation, obs), events
+        return None, describe_validation_error(err)
+    problems = spec_problems(spec)
+    return (None, "; ".join(problems)) if problems else (spec, None)
 
-    previous_run = old.get("jobName")
-    if previous_run and previous_run != run:
-        # A re-run was asked for: the old run's Job and config go; the new run starts clean.
-        if await ctx.kube.delete_job(namespace, previous_run):
-            events.append(f"Deleted Job {previous_run} of the previous run")
-        await ctx.kube.delete_config_map(namespace, previous_run)
 
-    key = (namespace, run)
-    obs.job = next(iter(jobs.get(key, [])), None)
-    if obs.job is None:
-        obs.job = ctx.just_created.get(key)
-    else:
-        ctx.just_created.pop(key, None)
-    obs.pods = list(pods.get((namespace, run), []))
+def _rejected_before(old: Mapping[str, Any], run: str, generation: int) -> str | None:
+    """The message of a Job rejection already reported for this run and generation."""
+    if old.get("jobName") != run or old.get("observedGeneration") != generation:
+        return None
+    ready = next((c for c in old.get("conditions") or [] if c.get("type") == "Ready"), {})
+    if ready.get("reason") != "JobRejected":
+        return None
+    return str(ready.get("message", "")).removeprefix("the apiserver rejected the run's Job: ")
 
-    if not run_is_finished(old, run):
-        if spec.cancel:
-            if obs.job is not None and await ctx.kube.delete_job(namespace, run):
-                events.append(f"Cancelled: deleted Job {run}")
-        elif obs.job is None:
-            obs.blocked = await missing_input(ctx.kube, namespace, spec)
-            if obs.blocked is None:
-                await ctx.kube.create(build_run_config(evaluation, run))
-                job = build_job(evaluation, run, ctx.settings)
-                if await ctx.kube.create(job):
-                    events.append(f"Created Job {run} with {spec.execution.shards} shard(s)")
-                obs.job = ctx.just_created[key] = job_view(job)
-        else:
-            if obs.job["spec"]["suspend"] != spec.suspend:
-                await ctx.kube.set_job_suspend(namespace, run, spec.suspend)
-                obs.job["spec"]["suspend"] = spec.suspend
-                events.append(f"{'Suspended' if spec.suspend else 'Resumed'} Job {run}")
-            obs.live = await poll_pods(ctx.http, obs.pods, ctx.settings.progress_timeout_seconds)
 
-    return desired_status(evaluation, obs), events
+def _only_volatile_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether only progress, results, usage (and the Running message) differ."""
+
+    def stable(status: Mapping[str, Any]) -> dict[str, Any]:
+        kept = {k: v for k, v in status.items() if k not in VOLATILE_FIELDS}
+        kept["conditions"] = [
+            {**c, "message": ""} if c.get("reason") == "Running" else c
+            for c in status.get("conditions") or []
+        ]
+        return kept
+
+    return stable(old) == stable(new)
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,3 +150,194 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
         if key not in new:
             patch[key] = None
     return patch
+
+
+@dataclass
+class Step:
+    """What one pass of reconcile decided: the status, and what it did on the way."""
+
+    status: dict[str, Any]
+    recheck_after: float | None
+    actions: list[events.Event]
+
+
+async def _step(evaluation: dict[str, Any], ctx: Context) -> Step:
+    meta = evaluation["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    raw_spec = evaluation.get("spec") or {}
+    old = evaluation.get("status") or {}
+    token = (meta.get("annotations") or {}).get(RERUN_ANNOTATION)
+    run = run_name(name, meta["uid"], token)
+    generation = meta.get("generation") or 1
+    obs = Observation(
+        run=run,
+        rerun_token=token,
+        generation=generation,
+        now=now_rfc3339(),
+        cancel=bool(raw_spec.get("cancel")),
+    )
+    actions: list[events.Event] = []
+
+    previous_run = old.get("jobName")
+    if previous_run and previous_run != run:
+        # A re-run was asked for: the old run's Job and config go; the new run starts clean.
+        # (The RerunStarted event comes with the status that names the new run.)
+        await ctx.kube.delete_job(namespace, previous_run)
+        await ctx.kube.delete_config_maps(namespace, f"{RUN_LABEL}={previous_run}")
+        ctx.pods.forget_run(namespace, previous_run)
+
+    key = (namespace, run)
+    job = next(iter(ctx.jobs.get(key, [])), None)
+    if job is None:
+        job = ctx.just_created.get(key)
+    else:
+        ctx.just_created.pop(key, None)
+
+    if not run_is_finished(old, run):
+        if obs.cancel:
+            if job is not None and await ctx.kube.delete_job(namespace, run):
+                actions.append(events.normal("Cancelled", f"spec.cancel: deleted Job {run}"))
+        elif job is None and not run_started(old, run):
+            job = await _start(evaluation, raw_spec, run, generation, old, obs, ctx, actions)
+        elif job is not None:
+            job = await _follow_suspend(evaluation, raw_spec, job, ctx, actions)
+
+    obs.job = job
+    if job is not None:
+        obs.plan = RunPlan.from_annotations(job["metadata"].get("annotations") or {})
+        if obs.plan is None:  # a Job made by an operator version without plans
+            spec, _ = _validate(raw_spec)
+            if spec is not None:
+                obs.plan = RunPlan.of(spec, raw_spec, generation, run)
+        obs.pods = ctx.pods.trusted(namespace, run, job["metadata"].get("uid"))
+        obs.live = {
+            pod["name"]: ctx.live[(namespace, pod["name"])]
+            for pod in obs.pods
+            if (namespace, pod["name"]) in ctx.live
+        }
+        obs.stuck = stuck(obs.pods)
+
+    outcome = desired_status(old, obs)
+    if run_is_finished(old, run):
+        # The outcome is in status: this run's pods need no more watching.
+        for pod in ctx.pods.trusted(namespace, run, (job or {}).get("metadata", {}).get("uid")):
+            ctx.live.pop((namespace, pod["name"]), None)
+        ctx.pods.forget_run(namespace, run)
+    recheck = outcome.recheck_after
+    if obs.blocked is not None:
+        # ConfigMaps are not watched: look again for the missing one from time to time.
+        wait = ctx.settings.missing_input_recheck_seconds
+        recheck = wait if recheck is None else min(recheck, wait)
+    return Step(outcome.status, recheck, actions)
+
+
+async def _start(
+    evaluation: dict[str, Any],
+    raw_spec: Mapping[str, Any],
+    run: str,
+    generation: int,
+    old: Mapping[str, Any],
+    obs: Observation,
+    ctx: Context,
+    actions: list[events.Event],
+) -> dict[str, Any] | None:
+    """Create the run's ConfigMap and Job from the live spec, if it can run; else say why."""
+    namespace = evaluation["metadata"]["namespace"]
+    spec, obs.spec_problem = _validate(raw_spec)
+    if spec is None:
+        return None
+    obs.job_rejected = _rejected_before(old, run, generation)
+    if obs.job_rejected is not None:
+        return None  # the same spec would be rejected again: wait for it to change
+    obs.blocked = await missing_input(ctx.kube, namespace, spec)
+    if obs.blocked is not None:
+        return None
+    plan = RunPlan.of(spec, raw_spec, generation, run)
+    try:
+        await ctx.kube.create(build_run_config(evaluation, run, plan))
+        job = build_job(evaluation, spec, run, plan, ctx.settings)
+        created = await ctx.kube.create(job)
+    except Rejected as err:
+        obs.job_rejected = err.message
+        return None
+    if created:
+        actions.append(
+            events.normal("JobCreated", f"Created Job {run} with {spec.execution.shards} shard(s)")
+        )
+    view = job_view({**job, "metadata": {**job["metadata"], "uid": None}})
+    ctx.just_created[(namespace, run)] = view
+    return view
+
+
+async def _follow_suspend(
+    evaluation: dict[str, Any],
+    raw_spec: Mapping[str, Any],
+    job: dict[str, Any],
+    ctx: Context,
+    actions: list[events.Event],
+) -> dict[str, Any]:
+    """Apply a change of spec.suspend to the Job, once: Kueue's and people's changes stand."""
+    meta = evaluation["metadata"]
+    if KUEUE_QUEUE_LABEL in (meta.get("labels") or {}):
+        return job  # Kueue admits and suspends this Job; spec.suspend only applied at creation
+    wanted = "true" if raw_spec.get("suspend") else "false"
+    applied = (job["metadata"].get("annotations") or {}).get(SUSPEND_ANNOTATION)
+    if applied == wanted:
+        return job
+    name = job["metadata"]["name"]
+    await ctx.kube.patch_job(
+        meta["namespace"],
+        name,
+        {
+            "metadata": {"annotations": {SUSPEND_ANNOTATION: wanted}},
+            "spec": {"suspend": wanted == "true"},
+        },
+    )
+    verb = "Suspended" if wanted == "true" else "Resumed"
+    actions.append(events.normal(verb, f"{verb} Job {name} (spec.suspend: {wanted})"))
+    annotations = {**(job["metadata"].get("annotations") or {}), SUSPEND_ANNOTATION: wanted}
+    return {
+        **job,
+        "metadata": {**job["metadata"], "annotations": annotations},
+        "spec": {**job["spec"], "suspend": wanted == "true"},
+    }
+
+
+async def reconcile(ctx: Context, key: Key, hint: dict[str, Any] | None) -> float | None:
+    """Reconcile the Evaluation `key`; returns seconds until it should be reconciled again."""
+    namespace, name = key
+    evaluation = hint if hint is not None else await ctx.kube.get_evaluation(namespace, name)
+    for _ in range(WRITE_ATTEMPTS):
+        if evaluation is None:
+            ctx.forget(key)
+            return None
+        step = await _step(evaluation, ctx)
+        old = evaluation.get("status") or {}
+        for event in step.actions:
+            await ctx.kube.post_event(evaluation, event.type, event.reason, event.message)
+        step.actions.clear()
+        if step.status == old:
+            return step.recheck_after
+        throttle = ctx.settings.progress_write_interval_seconds
+        since = time.monotonic() - ctx.last_write.get(key, float("-inf"))
+        if _only_volatile_changes(old, step.status) and since < throttle:
+            wait = throttle - since
+            return wait if step.recheck_after is None else min(wait, step.recheck_after)
+        meta = evaluation["metadata"]
+        try:
+            written = await ctx.kube.patch_evaluation_status(
+                namespace, name, meta["resourceVersion"], status_patch(old, step.status)
+            )
+        except Conflict:
+            # Someone wrote in between (the user, or our own earlier write still in flight):
+            # judge again from the current object rather than overwrite it.
+            evaluation = await ctx.kube.get_evaluation(namespace, name)
+            continue
+        ctx.last_write[key] = time.monotonic()
+        for event in events.transitions(old, step.status):
+            await ctx.kube.post_event(written, event.type, event.reason, event.message)
+        if run_is_finished(step.status, step.status["jobName"]):
+            # The next event of the Evaluation (this write's) forgets the run's pods.
+            return 0.0 if step.recheck_after is None else step.recheck_after
+        return step.recheck_after
+    return 1.0  # the object kept changing under us: look again shortly

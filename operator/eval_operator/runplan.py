@@ -1,0 +1,67 @@
+"""What a run was started with: frozen when its Job is created, read back from the Job.
+
+A run is judged by the spec it ran with, never the live spec: the scorers, thresholds and shard
+count that status needs travel on the Job as an annotation (they arrive with every Job watch
+event, so judging needs no extra read), and the whole frozen spec is in the run's ConfigMap,
+named by the spec's hash, for the runner pods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from eval_api.v1alpha1 import GROUP, EvaluationSpec
+
+RUN_PLAN_ANNOTATION = f"{GROUP}/run-plan"
+# The spec.suspend the operator last applied to the Job: it acts only when spec.suspend changes,
+# so whoever else suspends or resumes the Job (Kueue, a person) is not overridden.
+SUSPEND_ANNOTATION = f"{GROUP}/suspend"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class RunPlan(BaseModel):
+    """The parts of a run's frozen spec the operator judges it by."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    spec_hash: str = Field(alias="specHash")
+    generation: int
+    config_map: str = Field(alias="configMap")
+    shards: int
+    scorers: list[str]
+    thresholds: list[str]
+
+    @classmethod
+    def of(cls, spec: EvaluationSpec, raw_spec: Mapping[str, Any], generation: int, run: str):
+        digest = spec_hash(raw_spec)
+        return cls(
+            spec_hash=digest,
+            generation=generation,
+            config_map=f"{run}-{digest[:8]}",
+            shards=spec.execution.shards,
+            scorers=[s.effective_name for s in spec.task.scorers],
+            thresholds=list(spec.thresholds),
+        )
+
+    def to_annotation(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+    @classmethod
+    def from_annotations(cls, annotations: Mapping[str, str]) -> RunPlan | None:
+        raw = annotations.get(RUN_PLAN_ANNOTATION)
+        if raw is None:
+            return None
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError:
+            return None
