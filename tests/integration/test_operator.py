@@ -1,229 +1,36 @@
-"""The real kopf operator against the API emulator over HTTP, with real runner processes.
-
-Per module: an emulated API server with our CRD installed, a local model server with known
-answers, the operator (kopf.testing.KopfRunner, in a thread), and a stand-in Job controller
-that runs each index's pod as an `eval-runner shard` process. Tests create Evaluations the way
-`kubectl apply` would (HTTP POST) and assert the status a user sees.
-"""
+"""The Evaluation's main paths with the real operator, runner processes and the API emulator
+(tests/support/operator_cluster.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import os
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
-import httpx
-import kopf.testing
 import pytest
-import yaml
 
 from eval_operator.builders.meta import run_name
-from tests.support.job_controller import FakeJobController
-from tests.support.kubeapi import KubeAPIServer, running_kubeapi, use_kubeconfig
-from tests.support.model_server import ModelServer
+from tests.support.operator_cluster import (
+    API_KEY,
+    GROUP,
+    NS,
+    PLURAL,
+    RECORDS,
+    VERSION,
+    Cluster,
+    condition,
+    manifest,
+    running_cluster,
+    secret,
+)
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-NS = "default"
-GROUP, VERSION, PLURAL = "evals.io", "v1alpha1", "evaluations"
-# Ten questions; the model server answers the ones in WRONG off by one.
-QUESTIONS = [
-    f"What is {a} + {b}?"
-    for a, b in [
-        (1, 2),
-        (3, 4),
-        (5, 6),
-        (7, 8),
-        (9, 10),
-        (11, 12),
-        (13, 14),
-        (15, 16),
-        (17, 18),
-        (19, 20),
-    ]
-]
-WRONG = ["What is 5 + 6?", "What is 15 + 16?"]
-RECORDS = [
-    {"question": q, "answer": str(sum(int(x) for x in q[8:-1].split(" + ")))} for q in QUESTIONS
-]
-API_KEY = "canary-key-for-integration-tests-0001"
-
-
-@dataclass
-class Cluster:
-    api: KubeAPIServer
-    model: ModelServer
-    controller: FakeJobController
-    operator: Operator
-
-    # --- what kubectl would do ------------------------------------------------------------
-
-    def apply(self, obj: dict[str, Any]) -> httpx.Response:
-        kind_paths = {
-            "Evaluation": f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}",
-            "Secret": f"/api/v1/namespaces/{NS}/secrets",
-            "ConfigMap": f"/api/v1/namespaces/{NS}/configmaps",
-        }
-        return httpx.post(self.api.url + kind_paths[obj["kind"]], json=obj, timeout=10)
-
-    def evaluation(self, name: str) -> dict[str, Any] | None:
-        return self.api.get(GROUP, VERSION, PLURAL, NS, name)
-
-    def wait(
-        self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = self.evaluation(name)
-            if last is not None and predicate(last):
-                return last
-            time.sleep(0.1)
-        raise AssertionError(
-            f"{name} did not reach the state in {timeout}s; "
-            f"status: {json.dumps((last or {}).get('status'), indent=1)}"
-        )
-
-    def wait_phase(self, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
-        return self.wait(name, lambda ev: ev.get("status", {}).get("phase") == phase, timeout)
-
-    def job_posts(self) -> list[str]:
-        return [
-            r.body["metadata"]["name"]
-            for r in self.api.find_requests("POST", path_prefix="/apis/batch/v1/")
-            if r.path.endswith("/jobs")
-        ]
-
-    def annotate(self, name: str, annotations: dict[str, str]) -> None:
-        self.api.patch(GROUP, VERSION, PLURAL, NS, name, {"metadata": {"annotations": annotations}})
-
-    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
-        self.api.patch(GROUP, VERSION, PLURAL, NS, name, {"spec": spec})
-
-
-def condition(ev: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in ev["status"]["conditions"] if c["type"] == type_)
-
-
-def manifest(name: str, model: ModelServer, **spec_changes: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "model": {
-            "name": "stand-in",
-            "baseURL": model.base_url,
-            "apiKeySecretRef": {"name": "model-key", "key": "api-key"},
-            "maxConcurrency": 4,
-        },
-        "dataset": {"inline": RECORDS, "inputField": "question", "targetField": "answer"},
-        "task": {
-            "promptTemplate": "{{ input }}",
-            "scorers": [
-                {"type": "exact_match"},
-                {"type": "numeric", "name": "close", "tolerance": "1"},
-            ],
-        },
-        "execution": {"shards": 2, "backoffLimitPerIndex": 2},
-        "thresholds": ["exact_match >= 0.75"],
-    }
-    spec.update(spec_changes)
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Evaluation",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": spec,
-    }
-
-
-def secret(name: str = "model-key") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": NS},
-        "type": "Opaque",
-        "data": {"api-key": base64.b64encode(API_KEY.encode()).decode()},
-    }
-
-
-@contextmanager
-def controller_thread(controller: FakeJobController) -> Iterator[None]:
-    loop = asyncio.new_event_loop()
-    task_holder: dict[str, asyncio.Task[None]] = {}
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        task_holder["task"] = loop.create_task(controller.run())
-        try:
-            loop.run_until_complete(task_holder["task"])
-        except asyncio.CancelledError:
-            pass
-
-    thread = threading.Thread(target=run, name="job-controller", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        while "task" not in task_holder:
-            time.sleep(0.01)
-        loop.call_soon_threadsafe(task_holder["task"].cancel)
-        thread.join(timeout=20)
-
-
-class Operator:
-    """The real operator (kopf run -m eval_operator.main) in a thread; stoppable, restartable."""
-
-    ARGS = ["run", "--standalone", "--namespace", NS, "--verbose", "-m", "eval_operator.main"]
-
-    def __init__(self) -> None:
-        self.runner: kopf.testing.KopfRunner | None = None
-
-    def start(self) -> None:
-        self.runner = kopf.testing.KopfRunner(self.ARGS, timeout=60)
-        self.runner.__enter__()
-
-    def stop(self) -> None:
-        assert self.runner is not None
-        self.runner.__exit__(None, None, None)
-        assert self.runner.exception is None, repr(self.runner.exception)
-        assert self.runner.exit_code == 0, self.runner.output
-        self.runner = None
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if "eval_operator.main" in sys.modules:  # its settings are read at import
-        pytest.fail(
-            "eval_operator.main was imported before the operator fixture set its environment"
-        )
-    os.environ["EVAL_OPERATOR_PROGRESS_INTERVAL_SECONDS"] = "0.5"
-    os.environ["EVAL_OPERATOR_PROGRESS_WRITE_INTERVAL_SECONDS"] = "1"
-    os.environ["EVAL_OPERATOR_MISSING_INPUT_RECHECK_SECONDS"] = "0.5"
-    os.environ["EVAL_OPERATOR_RUNNER_IMAGE"] = "eval-runner:test"
-    workdir = tmp_path_factory.mktemp("cluster")
-    crd = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
-    with (
-        running_kubeapi(bookmark_interval=2.0) as api,
-        ModelServer(wrong=WRONG).in_thread() as model,
-    ):
-        api.create(crd)
-        assert api.create(secret())
-        kubeconfig = api.write_kubeconfig(workdir / "kubeconfig")
-        controller = FakeJobController(api.url, workdir / "pods")
-        with use_kubeconfig(kubeconfig), controller_thread(controller):
-            running = Operator()
-            running.start()
-            try:
-                yield Cluster(api=api, model=model, controller=controller, operator=running)
-            finally:
-                running.stop()
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running
 
 
 # --- the main path ----------------------------------------------------------------------------

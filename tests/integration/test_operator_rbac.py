@@ -13,7 +13,6 @@ call is mapped to its RBAC (apiGroup, resource, verb) and checked against the Cl
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -26,10 +25,16 @@ import kopf.testing
 import pytest
 import yaml
 
-from tests.integration.test_operator import RECORDS, controller_thread, manifest, secret
 from tests.support.job_controller import FakeJobController
 from tests.support.kubeapi import KubeAPIServer, RequestRecord, running_kubeapi, use_kubeconfig
 from tests.support.model_server import ModelServer
+from tests.support.operator_cluster import (
+    RECORDS,
+    controller_thread,
+    manifest,
+    operator_environment,
+    secret,
+)
 from tests.support.ports import free_port
 from tests.support.tools import tool
 
@@ -115,35 +120,24 @@ class Run:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     metrics_port = free_port()
-    environment = {
-        "EVAL_OPERATOR_PROGRESS_INTERVAL_SECONDS": "0.5",
-        "EVAL_OPERATOR_MISSING_INPUT_RECHECK_SECONDS": "0.5",
-        "EVAL_OPERATOR_RUNNER_IMAGE": "eval-runner:test",
-        "EVAL_OPERATOR_METRICS_PORT": str(metrics_port),
-    }
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
     workdir = tmp_path_factory.mktemp("rbac")
     crd = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
-    try:
-        with running_kubeapi(bookmark_interval=2.0) as api, ModelServer().in_thread() as model:
-            api.create(crd)
-            kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=OPERATOR_TOKEN)
-            controller = FakeJobController(api.url, workdir / "pods")
-            args = ["run", "--standalone", "--all-namespaces", "-m", "eval_operator.main"]
-            with (
-                use_kubeconfig(kubeconfig),
-                controller_thread(controller),
-                kopf.testing.KopfRunner(args, timeout=60) as runner,
-            ):
-                yield _scenario(Run(api, metrics_port), model)
-            assert runner.exception is None, repr(runner.exception)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with (
+        operator_environment({"EVAL_OPERATOR_METRICS_PORT": str(metrics_port)}),
+        running_kubeapi(bookmark_interval=2.0) as api,
+        ModelServer().in_thread() as model,
+    ):
+        api.create(crd)
+        kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=OPERATOR_TOKEN)
+        controller = FakeJobController(api.url, workdir / "pods")
+        args = ["run", "--standalone", "--all-namespaces", "-m", "eval_operator.main"]
+        with (
+            use_kubeconfig(kubeconfig),
+            controller_thread(controller),
+            kopf.testing.KopfRunner(args, timeout=60) as runner,
+        ):
+            yield _scenario(Run(api, metrics_port), model)
+        assert runner.exception is None, repr(runner.exception)
 
 
 def _scenario(run: Run, model: ModelServer) -> Run:
