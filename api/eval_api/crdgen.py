@@ -74,6 +74,10 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out = _structural(outer, defs)
             out.pop("type", None)
             out["x-kubernetes-int-or-string"] = True
+            # The string form's syntax (a quantity's, say): the apiserver checks pattern and
+            # maxLength only on string values, as the model does.
+            string = next(v for v in non_null if v.get("type") == "string")
+            out.update({k: string[k] for k in ("pattern", "maxLength") if k in string})
             return out
         raise ValueError(f"cannot express {variants!r} in a structural schema")
 

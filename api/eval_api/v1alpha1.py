@@ -12,8 +12,10 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+from eval_api import cel
 
 GROUP = "evals.io"
 VERSION = "v1alpha1"
@@ -52,22 +54,51 @@ def exactly_one_of(*fields: str) -> str:
     return " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields) + " == 1"
 
 
-def require_exactly_one(model: BaseModel, *fields: str) -> None:
-    """The Python twin of exactly_one_of(), for manifests validated outside a cluster."""
-    present = [f for f in fields if getattr(model, f) is not None]
-    if len(present) != 1:
-        names = ", ".join(to_camel(f) for f in fields)
-        raise ValueError(f"exactly one of {names} must be set (got {len(present)})")
+def _rules(extra: Any) -> list[dict[str, str]]:
+    return (
+        list((extra or {}).get("x-kubernetes-validations") or []) if isinstance(extra, dict) else []
+    )
 
 
 class ApiModel(BaseModel):
-    """Base: camelCase on the wire, unknown fields rejected (a typo is an error, not a no-op)."""
+    """Base: camelCase on the wire, unknown fields rejected (a typo is an error, not a no-op).
+
+    Its validator evaluates the model's CEL rules (and those of its fields) in Python, the same
+    texts the CRD gives the apiserver: a manifest read outside a cluster is held to exactly
+    the rules `kubectl apply` enforces. Each rule is written once.
+    """
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
     )
+
+    @model_validator(mode="after")
+    def _cel_rules(self) -> Any:
+        cls = type(self)
+        model_rules = _rules(cls.model_config.get("json_schema_extra"))
+        field_rules = [
+            (name, rule)
+            for name, info in cls.model_fields.items()
+            for rule in _rules(info.json_schema_extra)
+        ]
+        if not model_rules and not field_rules:
+            return self
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        failed = [rule for rule in model_rules if not cel.holds(rule["rule"], data)]
+        for name, rule in field_rules:
+            alias = cls.model_fields[name].alias or name
+            if alias in data and not cel.holds(rule["rule"], data[alias]):
+                failed.append(rule)
+        if failed:
+            raise ValueError("; ".join(_describe(rule) for rule in failed))
+        return self
+
+
+def _describe(rule: dict[str, str]) -> str:
+    where = rule.get("fieldPath", "").lstrip(".")
+    return f"{where}: {rule['message']}" if where else rule["message"]
 
 
 class SecretKeySelector(ApiModel):
@@ -105,20 +136,32 @@ class CABundleSource(ApiModel):
         default=None, description="Secret key holding the PEM bundle."
     )
 
-    @model_validator(mode="after")
-    def _one_source(self) -> CABundleSource:
-        require_exactly_one(self, "config_map_ref", "secret_ref")
-        return self
-
 
 class ModelParameters(ApiModel):
     """Sampling parameters sent with every request."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!has(self.temperature) || double(self.temperature) <= 2.0",
+                    "temperature must be between 0 and 2",
+                    ".temperature",
+                ),
+                cel_rule(
+                    "!has(self.topP) || double(self.topP) <= 1.0",
+                    "topP must be between 0 and 1",
+                    ".topP",
+                ),
+            ]
+        }
+    )
 
     temperature: str | None = Field(
         default=None,
         pattern=DECIMAL_PATTERN,
         max_length=32,
-        description='Sampling temperature as a decimal string, e.g. "0" or "0.7".',
+        description='Sampling temperature as a decimal string from "0" to "2", e.g. "0.7".',
     )
     max_tokens: int | None = Field(
         default=None, ge=1, le=1_000_000, description="Maximum number of tokens to generate."
@@ -127,7 +170,7 @@ class ModelParameters(ApiModel):
         default=None,
         pattern=DECIMAL_PATTERN,
         max_length=32,
-        description='Nucleus sampling mass, e.g. "0.9".',
+        description='Nucleus sampling mass as a decimal string from "0" to "1", e.g. "0.9".',
     )
     stop: list[Annotated[str, Field(max_length=256)]] | None = Field(
         default=None,
@@ -309,14 +352,16 @@ class DatasetSpec(ApiModel):
         default=None, description="Shuffle the records with this seed before limit and sharding."
     )
 
-    @model_validator(mode="after")
-    def _one_source(self) -> DatasetSpec:
-        require_exactly_one(self, "builtin", "config_map_ref", "inline", "url")
-        if self.url is not None and self.sha256 is None:
-            raise ValueError("url requires sha256, so a changed file is detected")
-        if self.sha256 is not None and self.url is None:
-            raise ValueError("sha256 is only meaningful with url")
-        return self
+    def source(self) -> str:
+        """Where the samples come from, in a few words (status.datasetSource)."""
+        if self.builtin is not None:
+            return f"builtin {self.builtin}"
+        if self.config_map_ref is not None:
+            return f"configMap {self.config_map_ref.name}/{self.config_map_ref.key}"
+        if self.inline is not None:
+            return f"inline, {len(self.inline)} records"
+        url = self.url or ""
+        return f"url {url if len(url) <= 80 else url[:77] + '...'}"
 
 
 class FewShotExample(ApiModel):
@@ -404,6 +449,7 @@ class ScorerSpec(ApiModel):
     )
     rubric: str | None = Field(
         default=None,
+        min_length=1,
         max_length=65536,
         description=(
             "llm_judge only: sandboxed Jinja2 template of the judge's prompt, with variables "
@@ -419,28 +465,6 @@ class ScorerSpec(ApiModel):
     def effective_name(self) -> str:
         return self.name or self.type
 
-    @model_validator(mode="after")
-    def _options_match_type(self) -> ScorerSpec:
-        if (self.type == "regex") != (self.pattern is not None):
-            raise ValueError("a regex scorer requires pattern, and only it takes one")
-        if self.tolerance is not None and self.type != "numeric":
-            raise ValueError("tolerance is only used by the numeric scorer")
-        if self.type == "llm_judge" and (self.judge is None or self.rubric is None):
-            raise ValueError("an llm_judge scorer requires judge and rubric")
-        if self.type != "llm_judge" and (self.judge is not None or self.rubric is not None):
-            raise ValueError("judge and rubric are only used by the llm_judge scorer")
-        return self
-
-    @field_validator("pattern")
-    @classmethod
-    def _pattern_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as err:
-                raise ValueError(f"invalid regular expression: {err}") from err
-        return value
-
 
 UNIQUE_SCORER_NAMES = (
     "self.all(a, self.exists_one(b, (has(b.name) ? b.name : b.type) == "
@@ -453,6 +477,7 @@ class TaskSpec(ApiModel):
 
     prompt_template: str = Field(
         default="{{ input }}",
+        min_length=1,
         max_length=65536,
         description=(
             "Sandboxed Jinja2 template of the user message. Variables: input, target and every "
@@ -460,7 +485,10 @@ class TaskSpec(ApiModel):
         ),
     )
     system_prompt: str | None = Field(
-        default=None, max_length=65536, description="System message sent before the examples."
+        default=None,
+        min_length=1,
+        max_length=65536,
+        description="System message sent before the examples.",
     )
     few_shot: list[FewShotExample] = Field(
         default_factory=list,
@@ -480,18 +508,27 @@ class TaskSpec(ApiModel):
         },
     )
 
-    @field_validator("scorers")
-    @classmethod
-    def _unique_names(cls, scorers: list[ScorerSpec]) -> list[ScorerSpec]:
-        names = [s.effective_name for s in scorers]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"scorer names must be unique: {', '.join(duplicates)}")
-        return scorers
-
 
 class Toleration(ApiModel):
     """A pod toleration, as in core/v1."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!has(self.operator) || self.operator != 'Exists' || !has(self.value) "
+                    "|| self.value == ''",
+                    "value must be empty when operator is Exists",
+                    ".value",
+                ),
+                cel_rule(
+                    "has(self.key) || (has(self.operator) && self.operator == 'Exists')",
+                    "an empty key requires operator Exists (it matches every taint)",
+                    ".operator",
+                ),
+            ]
+        }
+    )
 
     key: str | None = Field(default=None, description="Taint key; empty matches all keys.")
     operator: Literal["Exists", "Equal"] | None = Field(
@@ -506,16 +543,34 @@ class Toleration(ApiModel):
     )
 
 
-Quantity = int | str
+# A Kubernetes resource.Quantity (the apiserver's own syntax: 500m, 1.5Gi, 2e3, 128974848).
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+Quantity = (
+    Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
+)
+# An OCI image reference (distribution's grammar): [registry[:port]/]path[:tag][@digest].
+IMAGE_PATTERN = (
+    r"^(([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*"
+    r"(:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?(@[a-zA-Z][a-zA-Z0-9]*([-_+.][a-zA-Z][a-zA-Z0-9]*)*"
+    r":[0-9a-fA-F]{32,})?$"
+)
 
 
 class ResourceRequirements(ApiModel):
     """CPU and memory for each runner pod, as in core/v1."""
 
     requests: dict[str, Quantity] | None = Field(
-        default=None, description='Requested resources, e.g. {cpu: "500m", memory: 256Mi}.'
+        default=None,
+        max_length=16,
+        description='Requested resources, e.g. {cpu: "500m", memory: 256Mi} (quantities).',
     )
-    limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits.")
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=16, description="Resource limits (quantities)."
+    )
 
 
 class ExecutionSpec(ApiModel):
@@ -545,14 +600,21 @@ class ExecutionSpec(ApiModel):
     backoff_limit_per_index: int = Field(
         default=2, ge=0, le=20, description="Retries of one shard before it counts as failed."
     )
-    active_deadline_seconds: int | None = Field(
-        default=None, ge=1, description="Wall-clock limit of the whole run."
+    active_deadline_seconds: int = Field(
+        default=86400,
+        ge=1,
+        le=31_536_000,
+        description=(
+            "Wall-clock limit of the whole run in seconds (default one day): past it the Job "
+            "stops its pods and the run fails with reason DeadlineExceeded, so a run stuck on "
+            "a hung endpoint never holds its quota forever."
+        ),
     )
     resources: ResourceRequirements | None = Field(
         default=None, description="Runner pod resources (operator default when omitted)."
     )
-    node_selector: dict[str, str] | None = Field(
-        default=None, description="Node labels the runner pods must match."
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(
+        default=None, max_length=32, description="Node labels the runner pods must match."
     )
     tolerations: list[Toleration] | None = Field(
         default=None, max_length=32, description="Tolerations of the runner pods."
@@ -560,14 +622,12 @@ class ExecutionSpec(ApiModel):
     image: str | None = Field(
         default=None,
         max_length=512,
-        description="Runner image override (operator default when omitted).",
+        pattern=IMAGE_PATTERN,
+        description=(
+            "Runner image override (operator default when omitted), e.g. "
+            "registry.example/eval-runner:0.2.0 or with @sha256:<digest>."
+        ),
     )
-
-    @model_validator(mode="after")
-    def _parallelism_within_shards(self) -> ExecutionSpec:
-        if self.parallelism is not None and self.parallelism > self.shards:
-            raise ValueError("parallelism cannot exceed shards")
-        return self
 
 
 class BudgetSpec(ApiModel):
@@ -624,6 +684,20 @@ class EvaluationSpec(ApiModel):
                     "a request's worst-case cost)",
                     ".budget.maxCostUSD",
                 ),
+                cel_rule(
+                    "!has(self.budget) || !has(self.budget.maxCostUSD) || "
+                    "self.task.scorers.all(s, !has(s.judge) || has(s.judge.pricing))",
+                    "budget.maxCostUSD requires the pricing of every llm_judge scorer's judge",
+                    ".budget.maxCostUSD",
+                ),
+                cel_rule(
+                    "!has(self.budget) || !has(self.budget.maxCostUSD) || "
+                    "self.task.scorers.all(s, !has(s.judge) || s.judge.provider == 'anthropic' "
+                    "|| (has(s.judge.parameters) && has(s.judge.parameters.maxTokens)))",
+                    "budget.maxCostUSD requires parameters.maxTokens of every openai llm_judge "
+                    "scorer's judge (the output bound of a request's worst-case cost)",
+                    ".budget.maxCostUSD",
+                ),
             ]
         }
     )
@@ -635,16 +709,14 @@ class EvaluationSpec(ApiModel):
         default_factory=ExecutionSpec, description="Sharding and pod settings."
     )
     budget: BudgetSpec | None = Field(default=None, description="Spend limits.")
-    thresholds: list[str] = Field(
+    thresholds: list[Annotated[str, Field(pattern=THRESHOLD_PATTERN, max_length=128)]] = Field(
         default_factory=list,
         max_length=16,
         description=(
             'Pass criteria such as "exact_match >= 0.8", one per scorer result; all must hold for '
-            "condition Passed to be True."
+            "condition Passed to be True. Each names a scorer of task.scorers, with a value in "
+            "[0, 1] (checked by the operator before a run starts: reason InvalidSpec)."
         ),
-        json_schema_extra={
-            "items": {"type": "string", "pattern": THRESHOLD_PATTERN, "maxLength": 128}
-        },
     )
     suite_ref: LocalObjectReference | None = Field(
         default=None, description="Run inside this EvalSuite's stack (store and cache)."
@@ -656,40 +728,6 @@ class EvaluationSpec(ApiModel):
     cancel: bool = Field(
         default=False, description="Stop the run: its Job is deleted and the phase becomes Failed."
     )
-
-    @field_validator("thresholds")
-    @classmethod
-    def _threshold_syntax(cls, thresholds: list[str]) -> list[str]:
-        for threshold in thresholds:
-            if not THRESHOLD_RE.match(threshold):
-                raise ValueError(f"threshold {threshold!r} is not '<scorer> <op> <number>'")
-        return thresholds
-
-    @model_validator(mode="after")
-    def _thresholds_name_scorers(self) -> EvaluationSpec:
-        names = {s.effective_name for s in self.task.scorers}
-        for threshold in self.thresholds:
-            scorer = parse_threshold(threshold).scorer
-            if scorer not in names:
-                raise ValueError(f"threshold {threshold!r} names no scorer of task.scorers")
-        if self.budget and self.budget.max_cost_usd:
-            if not self.model.pricing:
-                raise ValueError("budget.maxCostUSD requires model.pricing")
-            endpoints: list[tuple[str, EndpointSpec]] = [("model", self.model)]
-            endpoints += [
-                (f"task.scorers[{i}].judge", s.judge)
-                for i, s in enumerate(self.task.scorers)
-                if s.judge is not None
-            ]
-            for where, endpoint in endpoints:
-                if endpoint.pricing is None:
-                    raise ValueError(f"budget.maxCostUSD requires {where}.pricing")
-                if endpoint.provider == "openai" and endpoint.parameters.max_tokens is None:
-                    raise ValueError(
-                        f"budget.maxCostUSD requires {where}.parameters.maxTokens (the output "
-                        "bound of a request's worst-case cost)"
-                    )
-        return self
 
 
 class Threshold(BaseModel):
@@ -840,6 +878,11 @@ class EvaluationStatus(ApiModel):
         default=None,
         description=f"Value of the {RERUN_ANNOTATION} annotation the current run answers.",
     )
+    dataset_source: str | None = Field(
+        default=None,
+        description='Where the current run\'s samples come from, e.g. "builtin arithmetic" (for '
+        "display: kubectl get -o wide).",
+    )
 
 
 class ObjectMeta(BaseModel):
@@ -855,6 +898,11 @@ class ObjectMeta(BaseModel):
 
 EVALUATION_PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
     {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
     {
@@ -871,11 +919,12 @@ EVALUATION_PRINTER_COLUMNS = [
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {
-        "name": "Dataset",
+        "name": "Reason",
         "type": "string",
         "priority": 1,
-        "jsonPath": ".spec.dataset.builtin",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
     },
+    {"name": "Dataset", "type": "string", "priority": 1, "jsonPath": ".status.datasetSource"},
     {"name": "Job", "type": "string", "priority": 1, "jsonPath": ".status.jobName"},
     {"name": "Cost", "type": "string", "priority": 1, "jsonPath": ".status.usage.costUSD"},
 ]
@@ -892,7 +941,7 @@ class Evaluation(BaseModel):
             "x-crd": {
                 "plural": "evaluations",
                 "singular": "evaluation",
-                "shortNames": ["ev"],
+                "shortNames": ["evl"],
                 "categories": ["evals"],
                 "printerColumns": EVALUATION_PRINTER_COLUMNS,
             }

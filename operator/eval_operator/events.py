@@ -105,5 +105,6 @@ def transitions(old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
     if new_note[1] and (
         not old_changed or old.get("observedGeneration") != new.get("observedGeneration")
     ):
-        found.append(normal("SpecChanged", (new_note[1] + new_note[2]).strip()))
+        note = (new_note[1] + new_note[2]).lstrip("; ")
+        found.append(normal("SpecChanged", note[:1].upper() + note[1:]))
     return found

@@ -40,6 +40,7 @@ class RunPlan(BaseModel):
     shards: int
     scorers: list[str]
     thresholds: list[str]
+    dataset: str = ""  # where the samples come from, for display
 
     @classmethod
     def of(cls, spec: EvaluationSpec, raw_spec: Mapping[str, Any], generation: int, run: str):
@@ -51,6 +52,7 @@ class RunPlan(BaseModel):
             shards=spec.execution.shards,
             scorers=[s.effective_name for s in spec.task.scorers],
             thresholds=list(spec.thresholds),
+            dataset=spec.dataset.source(),
         )
 
     def to_annotation(self) -> str:

@@ -33,7 +33,7 @@ SETTLE_GRACE_SECONDS = 30
 # messages say so (documented on status.progress.failed and in the README).
 ERRORED_FRACTION_NOTE = 0.05
 TOP_ERROR_CLASSES = 3
-SPEC_CHANGED_MARK = " The spec changed after this run started"
+SPEC_CHANGED_MARK = "; the spec changed after this run started"
 
 
 @dataclass
@@ -254,7 +254,10 @@ def desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
     status["conditions"] = set_.items
     same_run = old.get("jobName") == obs.run
     if same_run:
-        for key in ("progress", "results", "usage", "startTime", "completionTime", "runGeneration"):
+        for key in (
+            "progress", "results", "usage", "startTime", "completionTime", "runGeneration",
+            "datasetSource",
+        ):  # fmt: skip
             if key in old:
                 status[key] = old[key]
     status["jobName"] = obs.run
@@ -323,6 +326,8 @@ def desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
     status["startTime"] = status.get("startTime") or job_status.get("startTime") or obs.now
     if plan is not None:
         status["runGeneration"] = plan.generation
+        if plan.dataset:
+            status["datasetSource"] = plan.dataset
     shards = plan.shards if plan is not None else job.get("spec", {}).get("completions", 1)
     scorers = plan.scorers if plan is not None else []
     latest = latest_attempts(obs.pods)

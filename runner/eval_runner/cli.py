@@ -20,6 +20,7 @@ from rich.text import Text
 
 from eval_api import environment
 from eval_api.aggregate import Aggregate, aggregate
+from eval_api.checks import spec_problems
 from eval_api.environment import judge_key_env
 from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT
 from eval_api.shard import ShardSummary
@@ -254,9 +255,14 @@ def load_manifest(path: Path) -> Evaluation:
         raise InvalidInput(f"{path} holds no Evaluation")
     document = evaluations[0] if evaluations else documents[0]
     try:
-        return Evaluation.model_validate(document)
+        evaluation = Evaluation.model_validate(document)
     except ValidationError as err:
         raise InvalidInput(f"{path} is not a valid Evaluation:\n{format_errors(err)}") from err
+    # What the operator checks before a run starts (InvalidSpec in a cluster).
+    problems = spec_problems(evaluation.spec)
+    if problems:
+        raise InvalidInput(f"{path} is not a valid Evaluation:\n" + "\n".join(problems))
+    return evaluation
 
 
 def format_errors(err: ValidationError) -> str:

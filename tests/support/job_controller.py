@@ -172,7 +172,10 @@ class FakeJobController:
             state = self.jobs.get(key)
             if state is None or state.uid != job["metadata"]["uid"]:
                 state = self.jobs[key] = self._new_state(job)
-            await self._drive(job, state)
+            try:
+                await self._drive(job, state)
+            except LookupError:
+                pass  # the Job (or a pod) was deleted meanwhile: the next step sees it gone
         for key in set(self.jobs) - present:
             # Deleted Job: its pods are garbage-collected; their containers stop.
             for attempt in self.jobs.pop(key).running.values():

@@ -25,7 +25,7 @@ import kopf.testing
 import yaml
 
 from tests.support.job_controller import FakeJobController
-from tests.support.kubeapi import KubeAPIServer, running_kubeapi, use_kubeconfig
+from tests.support.kubeapi import KubeAPIServer, RequestRecord, running_kubeapi, use_kubeconfig
 from tests.support.model_server import ModelServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +52,7 @@ RECORDS = [
     {"question": q, "answer": str(sum(int(x) for x in q[8:-1].split(" + ")))} for q in QUESTIONS
 ]
 API_KEY = "canary-key-for-integration-tests-0001"
+OPERATOR_TOKEN = "eval-operator-service-account-token"
 
 
 @dataclass
@@ -104,6 +105,36 @@ class Cluster:
 
     def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
         self.api.patch(GROUP, VERSION, PLURAL, NS, name, {"spec": spec})
+
+    def operator_requests(self, method: str | None = None) -> list[RequestRecord]:
+        return [
+            r
+            for r in list(self.api.requests)
+            if r.token == OPERATOR_TOKEN and (method is None or r.method == method)
+        ]
+
+    def events_of(self, name: str, namespace: str = NS) -> list[dict[str, Any]]:
+        """The Events about the Evaluation `name`, oldest first."""
+        events = [
+            e
+            for e in self.api.list("", "v1", "events", namespace)
+            if e["involvedObject"].get("kind") == "Evaluation"
+            and e["involvedObject"].get("name") == name
+        ]
+        return sorted(events, key=lambda e: int(e["metadata"]["resourceVersion"]))
+
+    def wait_event(
+        self, name: str, reasons: tuple[str, ...], timeout: float = 10
+    ) -> list[dict[str, Any]]:
+        """The events of these reasons about `name`, once there is at least one (the operator
+        posts an event right after the status write that announces it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events_of(name) if e["reason"] in reasons]
+            if found or time.monotonic() > deadline:
+                assert found, f"no {reasons} event for {name}: {self.events_of(name)}"
+                return found
+            time.sleep(0.1)
 
 
 def condition(ev: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -177,11 +208,13 @@ class Operator:
 
     ARGS = ["run", "--standalone", "--namespace", NS, "--verbose", "-m", "eval_operator.main"]
 
-    def __init__(self) -> None:
+    def __init__(self, args: list[str] | None = None) -> None:
+        self.args = args or self.ARGS
         self.runner: kopf.testing.KopfRunner | None = None
+        self.output = ""  # what the operator printed while it ran (after stop())
 
     def start(self) -> None:
-        self.runner = kopf.testing.KopfRunner(self.ARGS, timeout=60)
+        self.runner = kopf.testing.KopfRunner(self.args, timeout=60)
         self.runner.__enter__()
 
     def stop(self) -> None:
@@ -189,6 +222,7 @@ class Operator:
         self.runner.__exit__(None, None, None)
         assert self.runner.exception is None, repr(self.runner.exception)
         assert self.runner.exit_code == 0, self.runner.output
+        self.output = self.runner.output
         self.runner = None
 
 
@@ -217,7 +251,9 @@ def operator_environment(extra: dict[str, str] | None = None) -> Iterator[None]:
 
 
 @contextmanager
-def running_cluster(workdir: Path, *, wrong: list[str] = WRONG) -> Iterator[Cluster]:
+def running_cluster(
+    workdir: Path, *, wrong: list[str] = WRONG, operator_args: list[str] | None = None
+) -> Iterator[Cluster]:
     crd = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
     with (
         operator_environment(),
@@ -226,10 +262,11 @@ def running_cluster(workdir: Path, *, wrong: list[str] = WRONG) -> Iterator[Clus
     ):
         api.create(crd)
         assert api.create(secret())
-        kubeconfig = api.write_kubeconfig(workdir / "kubeconfig")
+        # The operator's requests carry a token of their own: tests can tell them apart.
+        kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=OPERATOR_TOKEN)
         controller = FakeJobController(api.url, workdir / "pods")
         with use_kubeconfig(kubeconfig), controller_thread(controller):
-            running = Operator()
+            running = Operator(operator_args)
             running.start()
             try:
                 yield Cluster(api=api, model=model, controller=controller, operator=running)

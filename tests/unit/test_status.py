@@ -137,7 +137,7 @@ def test_a_spec_change_during_a_run_is_reported_and_the_run_goes_on() -> None:
     assert status["phase"] == "Running"
     assert status["observedGeneration"] == 3 and status["runGeneration"] == 1
     message = condition(status, "Ready")["message"]
-    assert "The spec changed after this run started (generation 1 -> 3)" in message
+    assert "the spec changed after this run started (generation 1 -> 3)" in message
     assert "evals.io/rerun" in message
 
 

@@ -240,10 +240,9 @@ def build_job(
             ]
         },
         "suspend": spec.suspend or queued_by_kueue,
+        "activeDeadlineSeconds": execution.active_deadline_seconds,
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
-    if execution.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = execution.active_deadline_seconds
 
     return {
         "apiVersion": "batch/v1",
