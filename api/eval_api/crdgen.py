@@ -74,10 +74,13 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out = _structural(outer, defs)
             out.pop("type", None)
             out["x-kubernetes-int-or-string"] = True
-            # The string form's syntax (a quantity's, say): the apiserver checks pattern and
-            # maxLength only on string values, as the model does.
+            # Each form's own constraints (a quantity's syntax, its sign): the apiserver checks
+            # pattern and maxLength only on strings and minimum/maximum only on numbers, as
+            # the model does.
             string = next(v for v in non_null if v.get("type") == "string")
+            integer = next(v for v in non_null if v.get("type") == "integer")
             out.update({k: string[k] for k in ("pattern", "maxLength") if k in string})
+            out.update({k: integer[k] for k in ("minimum", "maximum") if k in integer})
             return out
         raise ValueError(f"cannot express {variants!r} in a structural schema")
 

@@ -543,9 +543,10 @@ class Toleration(ApiModel):
     )
 
 
-# A Kubernetes resource.Quantity (the apiserver's own syntax: 500m, 1.5Gi, 2e3, 128974848).
+# A Kubernetes resource.Quantity (the apiserver's syntax: 500m, 1.5Gi, 2e3, 128974848), never
+# negative (the apiserver rejects negative resources).
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 Quantity = (
