@@ -9,15 +9,24 @@ apply`; the models evaluate the very same text when a manifest is read outside a
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Any
 
-import cel
-from cel.stdlib import add_stdlib_to_context
+# What validating an object the apiserver already admitted passes as pydantic's context: its
+# rules held at `kubectl apply`, so they are not evaluated again (the operator, the runner in a
+# pod). Importing the `cel` package also costs ~27 MB (its __init__ loads a CLI), which the
+# operator does not pay.
+ADMITTED = {"admitted": True}
+
+
+@functools.cache
+def _cel() -> Any:
+    return importlib.import_module("cel")
 
 
 @functools.lru_cache(maxsize=512)
 def _program(rule: str) -> Any:
-    return cel.compile(rule)
+    return _cel().compile(rule)
 
 
 def holds(rule: str, value: Any) -> bool:
@@ -26,8 +35,9 @@ def holds(rule: str, value: Any) -> bool:
     A rule that cannot be evaluated (say, a type error on an unexpected shape) does not hold,
     as in the apiserver.
     """
-    context = cel.Context({"self": value})
-    add_stdlib_to_context(context)  # cel-go's strings/lists extensions, as Kubernetes enables
+    context = _cel().Context({"self": value})
+    # cel-go's strings/lists extensions, as Kubernetes enables them.
+    importlib.import_module("cel.stdlib").add_stdlib_to_context(context)
     try:
         return _program(rule).execute(context) is True
     except Exception:

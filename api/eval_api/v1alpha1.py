@@ -12,7 +12,7 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
 
 from eval_api import cel
@@ -65,7 +65,8 @@ class ApiModel(BaseModel):
 
     Its validator evaluates the model's CEL rules (and those of its fields) in Python, the same
     texts the CRD gives the apiserver: a manifest read outside a cluster is held to exactly
-    the rules `kubectl apply` enforces. Each rule is written once.
+    the rules `kubectl apply` enforces. Each rule is written once. An object the apiserver
+    already admitted is validated with context=cel.ADMITTED: its rules are not evaluated twice.
     """
 
     model_config = ConfigDict(
@@ -75,7 +76,9 @@ class ApiModel(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _cel_rules(self) -> Any:
+    def _cel_rules(self, info: ValidationInfo) -> Any:
+        if info.context and info.context.get("admitted"):
+            return self
         cls = type(self)
         model_rules = _rules(cls.model_config.get("json_schema_extra"))
         field_rules = [

@@ -248,6 +248,14 @@ class _Conditions:
 
 
 def desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
+    outcome = _desired_status(old, obs)
+    # What is stored never holds a null (a merge patch's null deletes the key): a status with
+    # one would never equal the stored status, and be written again after every write.
+    outcome.status = {k: v for k, v in outcome.status.items() if v is not None}
+    return outcome
+
+
+def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
     generation = obs.generation
     set_ = _Conditions(old.get("conditions") or [], generation, obs.now)
     status: dict[str, Any] = {"observedGeneration": generation}

@@ -224,6 +224,21 @@ def test_status_writes_carry_a_resource_version_and_kopf_writes_nothing(cluster:
         ]
 
 
+def test_nothing_changing_means_no_writes(cluster: Cluster) -> None:
+    """Item 10: a finished Evaluation, or one waiting on a suspended Job, costs no API write."""
+    assert cluster.apply(manifest("quiet", cluster.model)).status_code == 201
+    cluster.wait_phase("quiet", "Succeeded")
+    assert cluster.apply(manifest("quiet-held", cluster.model, suspend=True)).status_code == 201
+    cluster.wait("quiet-held", lambda e: ready(e).get("reason") == "Suspended")
+    time.sleep(1.5)  # the last events and status writes of both settle
+    before = len(cluster.operator_requests())
+    writes_before = [r for r in cluster.operator_requests() if r.method != "GET"]
+    time.sleep(3)
+    writes = [r for r in cluster.operator_requests()[before:] if r.method != "GET"]
+    assert writes == [], [f"{r.method} {r.path}" for r in writes][:10]
+    assert writes_before  # the operator did write before: the count is not vacuous
+
+
 def test_a_namespace_of_suspended_evaluations_deletes_with_the_operator_stopped(
     cluster: Cluster,
 ) -> None:

@@ -43,7 +43,7 @@ from tests.support.ports import free_port
 MANAGED = "app.kubernetes.io/managed-by=eval-operator"
 ROOT = Path(__file__).resolve().parents[2]
 # The runner runs from the source roots, as in the image, whatever way the venv was installed.
-SOURCE_PATH = os.pathsep.join(str(ROOT / root) for root in ("runner", "operator"))
+SOURCE_PATH = os.pathsep.join(str(ROOT / root) for root in ("api", "runner"))
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
+from eval_api import cel
 from eval_api.checks import spec_problems
 from eval_api.shard import ShardSummary
 from eval_api.v1alpha1 import RERUN_ANNOTATION, EvaluationSpec
@@ -112,7 +113,8 @@ async def missing_input(kube: Kube, namespace: str, spec: EvaluationSpec) -> tup
 
 def _validate(raw_spec: Mapping[str, Any]) -> tuple[EvaluationSpec | None, str | None]:
     try:
-        spec = EvaluationSpec.model_validate(raw_spec)
+        # The apiserver has held the spec to its schema and CEL rules already.
+        spec = EvaluationSpec.model_validate(raw_spec, context=cel.ADMITTED)
     except ValidationError as err:
         return None, describe_validation_error(err)
     problems = spec_problems(spec)
