@@ -45,8 +45,19 @@ def _is_nullable(schema: dict[str, Any] | None) -> bool:
     return bool(schema and schema.get("nullable"))
 
 
-def prune(value: Any, schema: dict[str, Any] | None, *, root: bool = False) -> Any:
-    """Drop the fields the schema does not specify, like the apiserver does silently."""
+def prune(
+    value: Any,
+    schema: dict[str, Any] | None,
+    *,
+    root: bool = False,
+    dropped: list[str] | None = None,
+    path: str = "",
+) -> Any:
+    """Drop the fields the schema does not specify, like the apiserver does silently.
+
+    ``dropped`` collects the paths of what was pruned (``spec.items[0].foo``): the unknown
+    fields that ``fieldValidation`` reports.
+    """
     schema = schema or {}
     if isinstance(value, dict):
         props: dict[str, Any] = schema.get("properties") or {}
@@ -56,6 +67,7 @@ def prune(value: Any, schema: dict[str, Any] | None, *, root: bool = False) -> A
         result: dict[str, Any] = {}
         for key, item in value.items():
             sub = props.get(key, extra if isinstance(extra, dict) else None)
+            where = f"{path}.{key}" if path else key
             if (root or embedded) and key in ROOT_KEPT:
                 result[key] = item  # metadata is ObjectMeta, never pruned by the schema
             elif (
@@ -63,12 +75,17 @@ def prune(value: Any, schema: dict[str, Any] | None, *, root: bool = False) -> A
             ):
                 continue  # nulls of non-nullable fields are dropped (so defaults can apply)
             elif key in props or isinstance(extra, dict):
-                result[key] = prune(item, sub)
+                result[key] = prune(item, sub, dropped=dropped, path=where)
             elif keep_unknown:
                 result[key] = item
+            elif dropped is not None:
+                dropped.append(where)
         return result
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [prune(item, schema["items"]) for item in value]
+        return [
+            prune(item, schema["items"], dropped=dropped, path=f"{path}[{i}]")
+            for i, item in enumerate(value)
+        ]
     return value
 
 
