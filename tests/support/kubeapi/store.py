@@ -263,6 +263,14 @@ def _validate_metadata(rt: ResourceType, meta: dict[str, Any]) -> list[FieldErro
                 )
             )
             continue
+        if field == "annotations":
+            total = sum(len(k) + len(v) for k, v in mapping.items())
+            if total > 256 * 1024:  # ValidateAnnotationsSize: what kubectl's huge CRDs hit
+                errors.append(
+                    FieldError(
+                        "metadata.annotations", "TooLong", None, "must have at most 262144 bytes"
+                    )
+                )
         if field == "labels":
             for key, value in mapping.items():
                 if len(value) > 63 or not _LABEL_VALUE.match(value):
