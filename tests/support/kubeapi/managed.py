@@ -594,10 +594,10 @@ def _merge(live: Any, config: Any, schema: Schema) -> Any:
 
 
 def remove_paths(value: Any, paths: Iterable[Path], schema: Schema) -> Any:
-    """Remove the members at these paths (deepest first)."""
+    """Remove the members at these paths (shallowest first: an item goes with its fields)."""
     result = copy.deepcopy(value)
     root = resolve(schema)
-    for path in sorted(paths, key=len, reverse=True):
+    for path in sorted(paths, key=len):
         _remove(result, root, path)
     return result
 

@@ -932,6 +932,10 @@ class Store:
             else:
                 managers = []
             applied = _strip_for_fields(config)
+            if subresource == "status":  # the strategy ignores all but the status there
+                applied = {"status": applied["status"]} if "status" in applied else {}
+            elif "status" in rt.subresources:
+                applied.pop("status", None)
             try:
                 result = managed.apply(
                     _strip_for_fields(render(rt, live, version)) if live is not None else None,
