@@ -366,8 +366,6 @@ def test_a_broken_chart_fails_helm_install_as_on_a_real_cluster(
     chart = broken_chart(tmp_path, old, new)
     done = cluster.helm("install", "broken", str(chart), "-n", "default", check=False)
     assert done.returncode != 0
-    assert (
-        "failed to create typed patch object (default/broken-eval-operator; apps/v1, Kind=Deployment)"
-        in done.stderr
-    )
+    where = "(default/broken-eval-operator; apps/v1, Kind=Deployment)"
+    assert f"failed to create typed patch object {where}" in done.stderr
     assert message in done.stderr
