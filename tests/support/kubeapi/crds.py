@@ -100,15 +100,6 @@ def crd_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Field
                 )
             )
             continue
-        if schema.get("type") != "object":
-            errors.append(
-                FieldError(
-                    f"{where}.schema.openAPIV3Schema.type",
-                    "Invalid",
-                    schema.get("type"),
-                    "must be object at the root",
-                )
-            )
         errors.extend(check_schema(schema, f"{where}.schema.openAPIV3Schema"))
 
     if old is not None:

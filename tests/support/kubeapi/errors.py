@@ -104,8 +104,8 @@ def unsupported_media_type(content_type: str) -> APIError:
         415,
         "UnsupportedMediaType",
         f"the body of the request was in an unknown format - accepted media types "
-        f"include: application/json-patch+json, application/merge-patch+json "
-        f"(got {content_type!r})",
+        f"include: application/json-patch+json, application/merge-patch+json, "
+        f"application/apply-patch+yaml (got {content_type!r})",
     )
 
 

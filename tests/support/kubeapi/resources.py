@@ -187,6 +187,315 @@ def _secret_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[F
     return []
 
 
+def _template_defaults(template: Any) -> None:
+    """What the apiserver defaults in a pod template (core/v1 SetDefaults_PodSpec & co.)."""
+    if not isinstance(template, dict):
+        return
+    spec = template.get("spec")
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("securityContext", {})
+    for key in ("containers", "initContainers"):
+        for container in spec.get(key) or []:
+            if not isinstance(container, dict):
+                continue
+            image = str(container.get("image") or "")
+            tag = image.rsplit("/", 1)[-1].partition(":")[2] if "@" not in image else "digest"
+            container.setdefault(
+                "imagePullPolicy", "Always" if tag in ("", "latest") else "IfNotPresent"
+            )
+            container.setdefault("terminationMessagePath", "/dev/termination-log")
+            container.setdefault("terminationMessagePolicy", "File")
+            container.setdefault("resources", {})
+            for port in container.get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+
+
+def _deployment_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [FieldError("spec.selector", "Required"), FieldError("spec.template", "Required")]
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    strategy = spec.setdefault("strategy", {})
+    if isinstance(strategy, dict):
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            rolling = strategy.setdefault("rollingUpdate", {})
+            if isinstance(rolling, dict):
+                rolling.setdefault("maxUnavailable", "25%")
+                rolling.setdefault("maxSurge", "25%")
+    _template_defaults(spec.get("template"))
+    return _workload_errors(obj, old)
+
+
+def _workload_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [FieldError("spec.selector", "Required"), FieldError("spec.template", "Required")]
+    if obj.get("kind") in ("StatefulSet", "ReplicaSet"):
+        spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    _template_defaults(spec.get("template"))
+    return _workload_errors(obj, old)
+
+
+def _workload_errors(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    """apps/v1 validation that operators hit: a selector that matches the template labels."""
+    spec = obj["spec"]
+    errors: list[FieldError] = []
+    selector = spec.get("selector")
+    template = spec.get("template") if isinstance(spec.get("template"), dict) else None
+    if not isinstance(selector, dict) or not selector:
+        errors.append(FieldError("spec.selector", "Required"))
+    if template is None:
+        errors.append(FieldError("spec.template", "Required"))
+        return errors
+    errors.extend(_check_containers(template.get("spec"), "spec.template.spec"))
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    wanted = (selector or {}).get("matchLabels") or {}
+    if (
+        isinstance(selector, dict)
+        and selector
+        and any(labels.get(k) != v for k, v in wanted.items())
+    ):
+        errors.append(
+            FieldError(
+                "spec.template.metadata.labels",
+                "Invalid",
+                labels,
+                "`selector` does not match template `labels`",
+            )
+        )
+    if old is not None and selector != (old.get("spec") or {}).get("selector"):
+        errors.append(FieldError("spec.selector", "Invalid", selector, "field is immutable"))
+    return errors
+
+
+def _service_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return []
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    if spec["type"] != "ExternalName":
+        old_spec = (old or {}).get("spec") or {}
+        if not spec.get("clusterIP"):
+            # Allocated once, kept by updates (as the real IP allocator does).
+            seed = sum(ord(c) for c in obj["metadata"].get("uid", ""))
+            spec["clusterIP"] = old_spec.get("clusterIP") or f"10.96.{seed % 250}.{seed % 253 + 1}"
+        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+            if "port" in port:
+                port.setdefault("targetPort", port["port"])
+    return []
+
+
+def _cronjob_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [FieldError("spec.schedule", "Required")]
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    errors = [] if spec.get("schedule") else [FieldError("spec.schedule", "Required")]
+    job = spec.get("jobTemplate")
+    if isinstance(job, dict):
+        _template_defaults((job.get("spec") or {}).get("template"))
+    return errors
+
+
+def _with_generation(**kwargs: Any) -> dict[str, Any]:
+    return {"has_generation": True, **kwargs}
+
+
+def _more_builtin_types() -> list[ResourceType]:
+    """Kinds that charts and operators create; nothing reconciles them here."""
+    all_ = ("all",)
+    status = frozenset({"status"})
+    api_ext = ("api-extensions",)
+    rbac = "rbac.authorization.k8s.io"
+    admission = "admissionregistration.k8s.io"
+    return [
+        ResourceType(
+            "",
+            ["v1"],
+            "persistentvolumeclaims",
+            "PersistentVolumeClaim",
+            short_names=("pvc",),
+            subresources=status,
+        ),
+        ResourceType(
+            "",
+            ["v1"],
+            "persistentvolumes",
+            "PersistentVolume",
+            namespaced=False,
+            short_names=("pv",),
+            subresources=status,
+        ),
+        ResourceType("", ["v1"], "endpoints", "Endpoints", short_names=("ep",)),
+        ResourceType(
+            "",
+            ["v1"],
+            "resourcequotas",
+            "ResourceQuota",
+            short_names=("quota",),
+            subresources=status,
+        ),
+        ResourceType("", ["v1"], "limitranges", "LimitRange", short_names=("limits",)),
+        ResourceType(
+            "apps",
+            ["v1"],
+            "deployments",
+            "Deployment",
+            short_names=("deploy",),
+            categories=all_,
+            subresources=status,
+            normalize=_deployment_normalize,
+            **_with_generation(),
+        ),
+        ResourceType(
+            "apps",
+            ["v1"],
+            "statefulsets",
+            "StatefulSet",
+            short_names=("sts",),
+            categories=all_,
+            subresources=status,
+            normalize=_workload_normalize,
+            **_with_generation(),
+        ),
+        ResourceType(
+            "apps",
+            ["v1"],
+            "replicasets",
+            "ReplicaSet",
+            short_names=("rs",),
+            categories=all_,
+            subresources=status,
+            normalize=_workload_normalize,
+            **_with_generation(),
+        ),
+        ResourceType(
+            "apps",
+            ["v1"],
+            "daemonsets",
+            "DaemonSet",
+            short_names=("ds",),
+            categories=all_,
+            subresources=status,
+            normalize=_workload_normalize,
+            **_with_generation(),
+        ),
+        ResourceType(
+            "batch",
+            ["v1"],
+            "cronjobs",
+            "CronJob",
+            short_names=("cj",),
+            categories=all_,
+            subresources=status,
+            normalize=_cronjob_normalize,
+            **_with_generation(),
+        ),
+        ResourceType(
+            "autoscaling",
+            ["v2"],
+            "horizontalpodautoscalers",
+            "HorizontalPodAutoscaler",
+            short_names=("hpa",),
+            categories=all_,
+            subresources=status,
+        ),
+        ResourceType(
+            "policy",
+            ["v1"],
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            short_names=("pdb",),
+            subresources=status,
+            **_with_generation(),
+        ),
+        ResourceType(
+            "networking.k8s.io",
+            ["v1"],
+            "networkpolicies",
+            "NetworkPolicy",
+            short_names=("netpol",),
+            **_with_generation(),
+        ),
+        ResourceType(
+            "networking.k8s.io",
+            ["v1"],
+            "ingresses",
+            "Ingress",
+            short_names=("ing",),
+            subresources=status,
+            **_with_generation(),
+        ),
+        ResourceType(rbac, ["v1"], "clusterroles", "ClusterRole", namespaced=False),
+        ResourceType(rbac, ["v1"], "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
+        ResourceType(rbac, ["v1"], "roles", "Role"),
+        ResourceType(rbac, ["v1"], "rolebindings", "RoleBinding"),
+        ResourceType(
+            admission,
+            ["v1"],
+            "validatingadmissionpolicies",
+            "ValidatingAdmissionPolicy",
+            namespaced=False,
+            categories=api_ext,
+            subresources=status,
+            **_with_generation(),
+        ),
+        ResourceType(
+            admission,
+            ["v1"],
+            "validatingadmissionpolicybindings",
+            "ValidatingAdmissionPolicyBinding",
+            namespaced=False,
+            categories=api_ext,
+            **_with_generation(),
+        ),
+        ResourceType(
+            admission,
+            ["v1"],
+            "validatingwebhookconfigurations",
+            "ValidatingWebhookConfiguration",
+            namespaced=False,
+            categories=api_ext,
+        ),
+        ResourceType(
+            admission,
+            ["v1"],
+            "mutatingwebhookconfigurations",
+            "MutatingWebhookConfiguration",
+            namespaced=False,
+            categories=api_ext,
+        ),
+        ResourceType(
+            "storage.k8s.io",
+            ["v1"],
+            "storageclasses",
+            "StorageClass",
+            namespaced=False,
+            short_names=("sc",),
+        ),
+    ]
+
+
 def builtin_types() -> list[ResourceType]:
     from .crds import crd_normalize  # the CRD strategy lives with the CRD machinery
 
@@ -256,6 +565,7 @@ def builtin_types() -> list[ResourceType]:
             short_names=("svc",),
             categories=all_,
             subresources=status,
+            normalize=_service_normalize,
         ),
         # batch/v1 Jobs orphan their pods by default on deletion (a real, surprising quirk).
         ResourceType(
@@ -299,6 +609,7 @@ def builtin_types() -> list[ResourceType]:
             has_generation=True,
             normalize=crd_normalize,
         ),
+        *_more_builtin_types(),
     ]
 
 

@@ -45,8 +45,19 @@ def _is_nullable(schema: dict[str, Any] | None) -> bool:
     return bool(schema and schema.get("nullable"))
 
 
-def prune(value: Any, schema: dict[str, Any] | None, *, root: bool = False) -> Any:
-    """Drop the fields the schema does not specify, like the apiserver does silently."""
+def prune(
+    value: Any,
+    schema: dict[str, Any] | None,
+    *,
+    root: bool = False,
+    dropped: list[str] | None = None,
+    path: str = "",
+) -> Any:
+    """Drop the fields the schema does not specify, like the apiserver does silently.
+
+    ``dropped`` collects the paths of what was pruned (``spec.items[0].foo``): the unknown
+    fields that ``fieldValidation`` reports.
+    """
     schema = schema or {}
     if isinstance(value, dict):
         props: dict[str, Any] = schema.get("properties") or {}
@@ -56,6 +67,7 @@ def prune(value: Any, schema: dict[str, Any] | None, *, root: bool = False) -> A
         result: dict[str, Any] = {}
         for key, item in value.items():
             sub = props.get(key, extra if isinstance(extra, dict) else None)
+            where = f"{path}.{key}" if path else key
             if (root or embedded) and key in ROOT_KEPT:
                 result[key] = item  # metadata is ObjectMeta, never pruned by the schema
             elif (
@@ -63,12 +75,17 @@ def prune(value: Any, schema: dict[str, Any] | None, *, root: bool = False) -> A
             ):
                 continue  # nulls of non-nullable fields are dropped (so defaults can apply)
             elif key in props or isinstance(extra, dict):
-                result[key] = prune(item, sub)
+                result[key] = prune(item, sub, dropped=dropped, path=where)
             elif keep_unknown:
                 result[key] = item
+            elif dropped is not None:
+                dropped.append(where)
         return result
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [prune(item, schema["items"]) for item in value]
+        return [
+            prune(item, schema["items"], dropped=dropped, path=f"{path}[{i}]")
+            for i, item in enumerate(value)
+        ]
     return value
 
 
@@ -504,43 +521,375 @@ def _validate_rules(
             errors.append(FieldError(field_path, kind, _type_name(value), message))
 
 
+_FORBIDDEN = {
+    "id": "id is not supported",
+    "$schema": "$schema is not supported",
+    "$ref": "$ref is not supported",
+    "definitions": "definitions is not supported",
+    "dependencies": "dependencies is not supported",
+    "additionalItems": "additionalItems is not supported",
+    "patternProperties": "patternProperties is not supported",
+}
+_SCALARS = ("string", "integer", "number", "boolean")
+# What a value validation (inside anyOf/allOf/oneOf/not) must not hold, and the words for it.
+_NOT_IN_VALUE_VALIDATION = {
+    "type": "must be empty to be structural",
+    "additionalProperties": "must be undefined to be structural",
+    "default": "must be undefined to be structural",
+    "title": "must be empty to be structural",
+    "description": "must be empty to be structural",
+    "nullable": "must be false to be structural",
+    "x-kubernetes-preserve-unknown-fields": "must be undefined to be structural",
+    "x-kubernetes-embedded-resource": "must be false to be structural",
+    "x-kubernetes-int-or-string": "must be false to be structural",
+    "x-kubernetes-list-map-keys": "must be empty to be structural",
+    "x-kubernetes-list-type": "must be undefined to be structural",
+    "x-kubernetes-map-type": "must be undefined to be structural",
+}
+
+
 def check_schema(schema: Any, path: str) -> list[FieldError]:
-    """Reject CRD schemas we could not evaluate: bad types and uncompilable CEL rules."""
-    errors: list[FieldError] = []
+    """A CRD version's openAPIV3Schema as the apiserver checks it (structural schema rules).
+
+    Field paths and texts are the apiserver's (``...openAPIV3Schema.properties[spec].type:
+    Required value: must not be empty for specified object fields``).
+    """
     if not isinstance(schema, dict):
         return [FieldError(path, "Required")]
-    if schema.get("type") not in (
-        None,
-        "object",
-        "array",
-        "string",
-        "integer",
-        "number",
-        "boolean",
-    ):
+    errors: list[FieldError] = []
+    _structural(schema, path, "root", errors, embedded_root=False)
+    return errors
+
+
+def _is_int_or_string_pattern(schema: dict[str, Any]) -> bool:
+    def pair(options: Any) -> bool:
+        return isinstance(options, list) and sorted(
+            (o or {}).get("type", "") for o in options if isinstance(o, dict)
+        ) == ["integer", "string"]
+
+    return bool(schema.get("x-kubernetes-int-or-string")) and (
+        pair(schema.get("anyOf"))
+        or (isinstance(schema.get("allOf"), list) and pair((schema["allOf"][0] or {}).get("anyOf")))
+    )
+
+
+def _structural(
+    s: dict[str, Any], path: str, level: str, errors: list[FieldError], *, embedded_root: bool
+) -> None:
+    for key, why in _FORBIDDEN.items():
+        if key in s:
+            errors.append(FieldError(f"{path}.{key}", "Forbidden", None, why))
+    kind = s.get("type")
+    if kind == "null":
+        errors.append(
+            FieldError(
+                f"{path}.type",
+                "Forbidden",
+                None,
+                "type cannot be set to null, use nullable as an alternative",
+            )
+        )
+    elif kind not in (None, "object", "array", *_SCALARS):
         errors.append(
             FieldError(
                 f"{path}.type",
                 "NotSupported",
-                schema.get("type"),
+                kind,
                 'supported values: "array", "boolean", "integer", "number", "object", "string"',
             )
         )
-    for i, spec in enumerate(schema.get("x-kubernetes-validations") or []):
+    embedded = s.get("x-kubernetes-embedded-resource") is True
+    int_or_string = s.get("x-kubernetes-int-or-string") is True
+    if embedded and kind != "object":
+        if not kind:
+            errors.append(
+                FieldError(
+                    f"{path}.type",
+                    "Required",
+                    detail="must be object if x-kubernetes-embedded-resource is true",
+                )
+            )
+        else:
+            errors.append(
+                FieldError(
+                    f"{path}.type",
+                    "Invalid",
+                    kind,
+                    "must be object if x-kubernetes-embedded-resource is true",
+                )
+            )
+    elif (
+        not kind
+        and not int_or_string
+        and not (level == "field" and s.get("x-kubernetes-preserve-unknown-fields") is True)
+    ):
+        where = {
+            "root": "must not be empty at the root",
+            "item": "must not be empty for specified array items",
+            "field": "must not be empty for specified object fields",
+        }[level]
+        errors.append(FieldError(f"{path}.type", "Required", detail=where))
+    if level == "root" and kind and kind != "object":
+        errors.append(FieldError(f"{path}.type", "Invalid", kind, "must be object at the root"))
+    if kind == "array" and not isinstance(s.get("items"), dict):
+        if isinstance(s.get("items"), list):
+            errors.append(
+                FieldError(
+                    f"{path}.items",
+                    "Forbidden",
+                    None,
+                    "items must be a schema object and not an array",
+                )
+            )
+        else:
+            errors.append(FieldError(f"{path}.items", "Required", detail="must be specified"))
+    props = s.get("properties") or {}
+    extra = s.get("additionalProperties")
+    if extra is False:
+        errors.append(
+            FieldError(
+                f"{path}.additionalProperties",
+                "Forbidden",
+                None,
+                "additionalProperties cannot be set to false",
+            )
+        )
+    elif extra is not None and props:
+        errors.append(
+            FieldError(
+                f"{path}.additionalProperties",
+                "Forbidden",
+                None,
+                "additionalProperties and properties are mutual exclusive",
+            )
+        )
+    if s.get("uniqueItems") is True:
+        errors.append(
+            FieldError(
+                f"{path}.uniqueItems",
+                "Forbidden",
+                None,
+                "uniqueItems cannot be set to true since the runtime complexity becomes quadratic",
+            )
+        )
+    _list_extensions(s, path, errors)
+    skip_any_of = _is_int_or_string_pattern(s) and "anyOf" in s
+    skip_first_all_of = _is_int_or_string_pattern(s) and "allOf" in s
+    for key in ("allOf", "anyOf", "oneOf"):
+        for i, sub in enumerate(s.get(key) or []):
+            if isinstance(sub, dict) and not (
+                (key == "anyOf" and skip_any_of)
+                or (key == "allOf" and i == 0 and skip_first_all_of)
+            ):
+                _value_validation(sub, f"{path}.{key}[{i}]", errors)
+    if isinstance(s.get("not"), dict):
+        _value_validation(s["not"], f"{path}.not", errors)
+    check_metadata = level == "root" or embedded
+    for key in ("kind", "apiVersion"):
+        if check_metadata and key in props and (props[key] or {}).get("type") != "string":
+            errors.append(
+                FieldError(
+                    f"{path}.properties[{key}].type",
+                    "Invalid",
+                    (props[key] or {}).get("type"),
+                    "must be string",
+                )
+            )
+    if "metadata" in props and check_metadata:
+        _metadata(props["metadata"] or {}, f"{path}.properties[metadata]", level, errors)
+    if embedded and not s.get("x-kubernetes-preserve-unknown-fields") and not props:
+        errors.append(
+            FieldError(
+                f"{path}.properties",
+                "Required",
+                detail="must not be empty if x-kubernetes-embedded-resource is true without "
+                "x-kubernetes-preserve-unknown-fields",
+            )
+        )
+    if "default" in s:
+        _check_default(s, path, errors)
+    _rules(s, path, errors)
+    for name, sub in props.items():
+        if isinstance(sub, dict):
+            _structural(sub, f"{path}.properties[{name}]", "field", errors, embedded_root=False)
+    if isinstance(s.get("items"), dict):
+        _structural(s["items"], f"{path}.items", "item", errors, embedded_root=False)
+    if isinstance(extra, dict):
+        _structural(extra, f"{path}.additionalProperties", "field", errors, embedded_root=False)
+
+
+def _list_extensions(s: dict[str, Any], path: str, errors: list[FieldError]) -> None:
+    list_type = s.get("x-kubernetes-list-type")
+    keys = s.get("x-kubernetes-list-map-keys")
+    items = s.get("items") if isinstance(s.get("items"), dict) else {}
+    if list_type is not None and list_type not in ("atomic", "set", "map"):
+        errors.append(
+            FieldError(
+                f"{path}.x-kubernetes-list-type",
+                "NotSupported",
+                list_type,
+                'supported values: "atomic", "map", "set"',
+            )
+        )
+    if keys and list_type != "map":
+        errors.append(
+            FieldError(
+                f"{path}.x-kubernetes-list-map-keys",
+                "Forbidden",
+                None,
+                "must not be set if x-kubernetes-list-type is not map",
+            )
+        )
+    if list_type == "map":
+        if not keys:
+            errors.append(
+                FieldError(
+                    f"{path}.x-kubernetes-list-map-keys",
+                    "Required",
+                    detail="must not be empty if x-kubernetes-list-type is map",
+                )
+            )
+        if items.get("type") != "object":
+            errors.append(
+                FieldError(
+                    f"{path}.items.type",
+                    "Invalid",
+                    items.get("type"),
+                    "must be object for an array of list-type map",
+                )
+            )
+        props = items.get("properties") or {}
+        required = set(items.get("required") or [])
+        for key in keys or []:
+            if key not in props:
+                errors.append(
+                    FieldError(
+                        f"{path}.x-kubernetes-list-map-keys",
+                        "Invalid",
+                        keys,
+                        "entries must all be names of item properties",
+                    )
+                )
+                continue
+            prop = props[key] or {}
+            if prop.get("type") in ("array", "object"):
+                errors.append(
+                    FieldError(
+                        f"{path}.items.properties[{key}].type",
+                        "Invalid",
+                        prop.get("type"),
+                        "must be a scalar type if used as list map key",
+                    )
+                )
+            if key not in required and "default" not in prop and not prop.get("nullable"):
+                errors.append(
+                    FieldError(
+                        f"{path}.items.properties[{key}]",
+                        "Required",
+                        detail="this property is in x-kubernetes-list-map-keys, so it must have "
+                        "a default or be a required property",
+                    )
+                )
+    if list_type == "set" and items:
+        atomic = (
+            items.get("type") in _SCALARS
+            or items.get("x-kubernetes-int-or-string")
+            or (items.get("type") == "object" and items.get("x-kubernetes-map-type") == "atomic")
+            or (items.get("type") == "array" and items.get("x-kubernetes-list-type") == "atomic")
+        )
+        if not atomic:
+            errors.append(
+                FieldError(
+                    f"{path}.items.x-kubernetes-map-type",
+                    "Invalid",
+                    items.get("x-kubernetes-map-type"),
+                    "must be atomic as item of a list with x-kubernetes-list-type=set",
+                )
+            )
+
+
+def _value_validation(s: dict[str, Any], path: str, errors: list[FieldError]) -> None:
+    for key, why in _NOT_IN_VALUE_VALIDATION.items():
+        if key in s and s[key] not in (False, None, "", []):
+            errors.append(FieldError(f"{path}.{key}", "Forbidden", None, why))
+    for key in ("allOf", "anyOf", "oneOf"):
+        for i, sub in enumerate(s.get(key) or []):
+            if isinstance(sub, dict):
+                _value_validation(sub, f"{path}.{key}[{i}]", errors)
+    if isinstance(s.get("not"), dict):
+        _value_validation(s["not"], f"{path}.not", errors)
+    if isinstance(s.get("items"), dict):
+        _value_validation(s["items"], f"{path}.items", errors)
+    for name, sub in (s.get("properties") or {}).items():
+        if name == "metadata":
+            errors.append(
+                FieldError(
+                    f"{path}.properties[metadata]",
+                    "Forbidden",
+                    None,
+                    "must not be specified in a nested context",
+                )
+            )
+        elif isinstance(sub, dict):
+            _value_validation(sub, f"{path}.properties[{name}]", errors)
+
+
+def _metadata(meta: dict[str, Any], path: str, level: str, errors: list[FieldError]) -> None:
+    if meta.get("type") not in (None, "object"):
+        errors.append(FieldError(f"{path}.type", "Invalid", meta.get("type"), "must be object"))
+    if level != "root":
+        return
+    allowed = {"name", "generateName"}
+    rest = {k: v for k, v in meta.items() if k not in ("type", "properties", "default")}
+    names = set(meta.get("properties") or {})
+    if rest or (names - allowed):
+        errors.append(
+            FieldError(
+                path,
+                "Forbidden",
+                None,
+                "must not specify anything other than name and generateName, "
+                "but metadata is implicitly specified",
+            )
+        )
+
+
+def _check_default(s: dict[str, Any], path: str, errors: list[FieldError]) -> None:
+    default = s["default"]
+    if default is None and not s.get("nullable"):
+        return
+    dropped: list[str] = []
+    pruned = prune(copy.deepcopy(default), s, dropped=dropped)
+    if dropped:
+        errors.append(
+            FieldError(f"{path}.default", "Invalid", pruned, "must not have unknown fields")
+        )
+    for problem in validate(default, s, "default"):
+        errors.append(
+            FieldError(f"{path}.default", "Invalid", problem.value, problem.detail or problem.body)
+        )
+
+
+def _rules(s: dict[str, Any], path: str, errors: list[FieldError]) -> None:
+    for i, spec in enumerate(s.get("x-kubernetes-validations") or []):
+        if not isinstance(spec, dict):
+            continue
+        where = f"{path}.x-kubernetes-validations[{i}]"
         try:
             compile_rule(spec.get("rule", ""))
         except Exception as e:
             errors.append(
-                FieldError(
-                    f"{path}.x-kubernetes-validations[{i}].rule",
-                    "Invalid",
-                    spec.get("rule"),
-                    f"compilation failed: {e}",
-                )
+                FieldError(f"{where}.rule", "Invalid", spec.get("rule"), f"compilation failed: {e}")
             )
-    for name, sub in (schema.get("properties") or {}).items():
-        errors.extend(check_schema(sub, f"{path}.properties[{name}]"))
-    for key in ("items", "additionalProperties"):
-        if isinstance(schema.get(key), dict):
-            errors.extend(check_schema(schema[key], f"{path}.{key}"))
-    return errors
+        if spec.get("messageExpression"):
+            try:
+                compile_rule(spec["messageExpression"])
+            except Exception as e:
+                errors.append(
+                    FieldError(
+                        f"{where}.messageExpression",
+                        "Invalid",
+                        spec["messageExpression"],
+                        f"messageExpression compilation failed: {e}",
+                    )
+                )

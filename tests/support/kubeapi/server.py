@@ -18,33 +18,43 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from multidict import CIMultiDict
 
 from . import errors as err
-from . import resources
+from . import openapi, protobuf, resources
+from .codec import load_yaml
 from .errors import APIError
 from .resources import ResourceType
 from .selectors import make_matcher, parse_field_selector, parse_label_selector
-from .store import Store, bookmark
+from .store import Store, WriteOptions, bookmark
 
 logger = logging.getLogger(__name__)
 
 VERSION_INFO = {
     "major": "1",
-    "minor": "31",
-    "gitVersion": "v1.31.0+kubeapi-emulator",
+    "minor": "36",
+    "emulationMajor": "1",
+    "emulationMinor": "36",
+    "minCompatibilityMajor": "1",
+    "minCompatibilityMinor": "35",
+    "gitVersion": "v1.36.0+kubeapi-emulator",
     "gitCommit": "0000000000000000000000000000000000000000",
     "gitTreeState": "clean",
-    "buildDate": "2024-08-13T00:00:00Z",
-    "goVersion": "go1.22.5",
+    "buildDate": "2026-04-22T00:00:00Z",
+    "goVersion": "go1.26.2",
     "compiler": "gc",
     "platform": "linux/amd64",
 }
 DEFAULT_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
+APPLY_PATCH = "application/apply-patch+yaml"
 PATCH_TYPES = {
     "application/json-patch+json": "json",
     "application/merge-patch+json": "merge",
     "application/strategic-merge-patch+json": "strategic",
+    APPLY_PATCH: "apply",
 }
+FIELD_VALIDATION = ("Ignore", "Strict", "Warn")
+BINARY_TYPES = ("application/vnd.kubernetes.protobuf", "application/cbor")
 
 
 @dataclass(frozen=True)
@@ -302,10 +312,19 @@ class KubeAPIServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
             raw = await request.read()
+            if raw and request.content_type in BINARY_TYPES:
+                body = self._decode_binary(request, raw)
+                self._record(request, body)
+                return await self._dispatch(request, body)
             try:
-                body = json.loads(raw) if raw.strip() else None
+                if request.content_type == APPLY_PATCH:
+                    body = load_yaml(raw) if raw.strip() else None
+                else:
+                    body = json.loads(raw) if raw.strip() else None
             except ValueError as e:
                 self._record(request, None)
+                if request.content_type == APPLY_PATCH:
+                    raise err.bad_request(f"error decoding YAML: {e}") from None
                 raise err.bad_request(f"the body is not valid JSON: {e}") from None
             self._record(request, body)
             if self.require_auth and not request.headers.get("Authorization", "").startswith(
@@ -321,6 +340,24 @@ class KubeAPIServer:
             )
             self.internal_errors.append(e)
             return web.json_response(APIError(500, "InternalError", repr(e)).status(), status=500)
+
+    @staticmethod
+    def _decode_binary(request: web.Request, raw: bytes) -> Any:
+        """Protobuf bodies of the kinds Go clients send that way; 415 for anything else."""
+        unsupported = APIError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - accepted media types "
+            f"include: application/json, application/yaml (got {request.content_type})",
+        )
+        if request.content_type != "application/vnd.kubernetes.protobuf":
+            raise unsupported
+        try:
+            return protobuf.decode(raw)
+        except protobuf.UnsupportedKind:
+            raise unsupported from None
+        except (ValueError, IndexError, UnicodeDecodeError) as e:
+            raise err.bad_request(f"the protobuf body could not be decoded: {e}") from None
 
     def _record(self, request: web.Request, body: Any) -> None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -343,7 +380,10 @@ class KubeAPIServer:
             return web.json_response(VERSION_INFO)
         types = self.store.all_types()
         if parts[:2] == ["openapi", "v3"] and request.method == "GET":
-            return web.json_response(_openapi_v3(parts[2:], types))
+            document = openapi.serve(parts[2:], types)
+            if isinstance(document, str):
+                return web.Response(text=document, content_type="application/json")
+            return web.json_response(document)
         if parts[:1] == ["api"]:
             if len(parts) == 1:
                 host = request.host
@@ -391,13 +431,53 @@ class KubeAPIServer:
             raise err.not_found_path()
         return rt, namespace, name, sub
 
+    @staticmethod
+    def _write_options(request: web.Request, *, apply: bool = False) -> WriteOptions:
+        query = request.query
+        validation = query.get("fieldValidation") or "Warn"
+        if validation not in FIELD_VALIDATION:
+            raise err.bad_request(
+                f"fieldValidation: Unsupported value: {json.dumps(validation)}: "
+                'supported values: "Ignore", "Strict", "Warn"'
+            )
+        dry_run = query.getall("dryRun", [])
+        if any(value != "All" for value in dry_run):
+            raise err.bad_request(
+                f'dryRun: Unsupported value: {json.dumps(dry_run[0])}: supported values: "All"'
+            )
+        manager = query.get("fieldManager")
+        if apply and not manager:
+            raise err.bad_request(
+                'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                "is required for apply patch"
+            )
+        if manager is None:
+            # As the apiserver: the user agent's product name ("kubectl", "kopf", ...).
+            manager = (request.headers.get("User-Agent") or "unknown").split("/", 1)[0]
+        if len(manager) > 128:
+            raise err.bad_request("fieldManager: Too long: may not be more than 128 bytes")
+        force = _flag(query.get("force"))
+        if force and not apply:
+            raise err.bad_request("force: Forbidden: may not be specified for non-apply patch")
+        return WriteOptions(
+            field_validation=validation,
+            dry_run=bool(dry_run),
+            field_manager=manager,
+            force=bool(force),
+        )
+
+    @staticmethod
+    def _reply(data: Any, opts: WriteOptions, status: int = 200) -> web.Response:
+        headers: CIMultiDict[str] = CIMultiDict()
+        for text in dict.fromkeys(opts.warnings):  # each warning once, in order
+            headers.add("Warning", f"299 - {json.dumps(text)}")
+        return web.json_response(data, status=status, headers=headers)
+
     async def _serve_resource(
         self, request: web.Request, body: Any, group: str, version: str, rest: list[str]
     ) -> web.StreamResponse:
         rt, namespace, name, sub = self._parse_target(group, version, rest)
         query, method, store = request.query, request.method, self.store
-        if query.get("dryRun"):
-            raise err.bad_request("dryRun is not supported by the emulator")
 
         if name is None:
             matches = make_matcher(
@@ -421,8 +501,12 @@ class KubeAPIServer:
                     )
                 )
             if method == "POST" and (namespace is not None or not rt.namespaced):
-                return web.json_response(store.create(rt, version, namespace, body), status=201)
+                opts = self._write_options(request)
+                created = store.create(rt, version, namespace, body, opts=opts)
+                return self._reply(created, opts, status=201)
             if method == "DELETE":
+                if query.get("dryRun"):
+                    raise err.bad_request("dryRun is not supported on collections by the emulator")
                 return web.json_response(
                     store.delete_collection(
                         rt, version, namespace, matches, self._delete_options(query, body)
@@ -433,21 +517,36 @@ class KubeAPIServer:
         if method == "GET":
             return web.json_response(store.get(rt, version, namespace, name))
         if method == "PUT":
-            return web.json_response(
-                store.replace(rt, version, namespace, name, body, subresource=sub)
-            )
+            opts = self._write_options(request)
+            replaced = store.replace(rt, version, namespace, name, body, subresource=sub, opts=opts)
+            return self._reply(replaced, opts)
         if method == "PATCH":
             content_type = request.content_type.lower()
             patch_type = PATCH_TYPES.get(content_type)
             # Custom resources do not support strategic merge patches: there is no Go struct.
             if patch_type is None or (patch_type == "strategic" and rt.custom):
                 raise err.unsupported_media_type(content_type)
-            return web.json_response(
-                store.patch(rt, version, namespace, name, patch_type, body, subresource=sub)
+            opts = self._write_options(request, apply=patch_type == "apply")
+            if patch_type == "apply":
+                if not isinstance(body, dict):
+                    raise err.bad_request("error decoding YAML: the applied object must be a map")
+                code, applied = store.apply(
+                    rt, version, namespace, name, body, opts, subresource=sub
+                )
+                return self._reply(applied, opts, status=code)
+            patched = store.patch(
+                rt, version, namespace, name, patch_type, body, subresource=sub, opts=opts
             )
+            return self._reply(patched, opts)
         if method == "DELETE" and sub is None:
+            opts = self._write_options(request)
             code, reply = store.delete(
-                rt, version, namespace, name, self._delete_options(query, body)
+                rt,
+                version,
+                namespace,
+                name,
+                self._delete_options(query, body),
+                dry_run=opts.dry_run,
             )
             return web.json_response(reply, status=code)
         raise err.method_not_allowed(method)
@@ -551,56 +650,6 @@ class KubeAPIServer:
         if events:
             data = "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events)
             await response.write(data.encode("utf-8"))
-
-
-def _openapi_v3(rest: list[str], types: list[ResourceType]) -> dict[str, Any]:
-    """OpenAPI v3 discovery and documents of the custom resources (what `kubectl explain` reads).
-
-    Only CRD-defined kinds are served, from their structural schemas, under the names and
-    x-kubernetes-group-version-kind the apiserver gives them; built-in kinds have none here.
-    """
-    custom = [rt for rt in types if rt.custom]
-    if not rest:
-        paths = {
-            f"apis/{rt.group}/{version}": {
-                "serverRelativeURL": f"/openapi/v3/apis/{rt.group}/{version}"
-            }
-            for rt in custom
-            for version in rt.versions
-            if rt.schemas.get(version)
-        }
-        return {"paths": paths}
-    if len(rest) != 3 or rest[0] != "apis":
-        raise err.not_found_path()
-    group, version = rest[1], rest[2]
-    schemas: dict[str, Any] = {}
-    paths: dict[str, Any] = {}
-    for rt in custom:
-        schema = rt.schemas.get(version) if rt.group == group else None
-        if not schema:
-            continue
-        name = ".".join([*reversed(group.split(".")), version, rt.kind])
-        gvk = {"group": group, "version": version, "kind": rt.kind}
-        schemas[name] = {**schema, "x-kubernetes-group-version-kind": [gvk]}
-        scope = "namespaces/{namespace}/" if rt.namespaced else ""
-        reply = {
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
-        }
-        paths[f"/apis/{group}/{version}/{scope}{rt.plural}/{{name}}"] = {
-            "get": {
-                "x-kubernetes-action": "get",
-                "x-kubernetes-group-version-kind": gvk,
-                "responses": {"200": reply},
-            }
-        }
-    if not schemas:
-        raise err.not_found_path()
-    return {
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
-        "paths": paths,
-        "components": {"schemas": schemas},
-    }
 
 
 @contextlib.contextmanager

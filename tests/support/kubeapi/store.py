@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import dataclasses
 import datetime
 import json
 import random
@@ -24,9 +25,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import errors as err
+from . import gotypes, managed
 from .crds import resource_type_from_crd
 from .errors import APIError, FieldError
-from .patches import MalformedPatch, PatchError, json_equal, json_patch, merge_patch
+from .patches import (
+    MalformedPatch,
+    PatchError,
+    json_equal,
+    json_patch,
+    merge_patch,
+    strategic_merge_patch,
+)
 from .resources import ResourceType, builtin_types
 from .schema import MISSING, apply_defaults, prune, validate
 
@@ -64,6 +73,22 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # no vowels: no accidental words in names
 
 Matcher = Callable[[dict[str, Any]], bool]
+
+
+@dataclass
+class WriteOptions:
+    """How an HTTP write asks to be handled (the in-process accessors pass none).
+
+    With options, a write decodes the body as the apiserver would (unknown fields dropped and
+    reported per ``field_validation``, type errors rejected) and records field ownership in
+    ``metadata.managedFields``; ``dry_run`` admits everything and stores nothing.
+    """
+
+    field_validation: str = "Warn"  # Strict | Warn | Ignore
+    dry_run: bool = False
+    field_manager: str = "unknown"
+    force: bool = False
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def now() -> str:
@@ -163,6 +188,49 @@ def _without_rv(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}}
 
 
+def _without_managed(obj: dict[str, Any]) -> dict[str, Any]:
+    skipped = ("resourceVersion", "managedFields")
+    return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k not in skipped}}
+
+
+_UNTRACKED_META = {
+    "name",
+    "namespace",
+    "creationTimestamp",
+    "selfLink",
+    "uid",
+    "generation",
+    "managedFields",
+    "resourceVersion",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+}
+
+
+def _strip_for_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """What field ownership is computed on: no type fields, no server-owned metadata."""
+    meta = obj.get("metadata") or {}
+    result = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    kept = {k: v for k, v in meta.items() if k not in _UNTRACKED_META}
+    if kept:
+        result["metadata"] = kept
+    return result
+
+
+def _reset_fields(
+    rt: ResourceType, managers: list[managed.Manager], subresource: str | None
+) -> None:
+    """The status subresource owns only the status; the main resource never owns it."""
+    if "status" not in rt.subresources:
+        return
+    status = ("f", "status")
+    for m in managers:
+        if m.subresource == "status":
+            m.fields = {p for p in m.fields if p[:1] == (status,)}
+        else:
+            m.fields = {p for p in m.fields if p[:1] != (status,)}
+
+
 def _validate_metadata(rt: ResourceType, meta: dict[str, Any]) -> list[FieldError]:
     errors: list[FieldError] = []
     name = meta.get("name") or ""
@@ -195,6 +263,14 @@ def _validate_metadata(rt: ResourceType, meta: dict[str, Any]) -> list[FieldErro
                 )
             )
             continue
+        if field == "annotations":
+            total = sum(len(k) + len(v) for k, v in mapping.items())
+            if total > 256 * 1024:  # ValidateAnnotationsSize: what kubectl's huge CRDs hit
+                errors.append(
+                    FieldError(
+                        "metadata.annotations", "TooLong", None, "must have at most 262144 bytes"
+                    )
+                )
         if field == "labels":
             for key, value in mapping.items():
                 if len(value) > 63 or not _LABEL_VALUE.match(value):
@@ -392,6 +468,127 @@ class Store:
         obj["apiVersion"], obj["kind"] = rt.api_version(), rt.kind  # stored as the storage version
         return obj
 
+    def _decode(
+        self,
+        rt: ResourceType,
+        version: str,
+        body: Any,
+        opts: WriteOptions,
+        *,
+        patched: bool = False,
+    ) -> Any:
+        """The body as the apiserver's decoder leaves it: typed, unknown fields dropped.
+
+        Unknown fields fail a Strict request (400), become ``Warning`` headers in Warn mode,
+        and are dropped silently with Ignore. Type errors fail whatever the mode.
+        """
+        if not isinstance(body, dict):
+            return body
+        unknown: list[str] = []
+        if rt.custom:
+            decoded = gotypes.decode_meta(body.get("metadata") or {})
+            error = decoded.error
+            unknown.extend(decoded.unknown)
+            schema = rt.schemas.get(version)
+            result = prune(body, schema, root=True, dropped=unknown) if schema else dict(body)
+            if "metadata" in body and isinstance(body["metadata"], dict):
+                result["metadata"] = decoded.obj
+        else:
+            definition = gotypes.kind_definition(rt.group, version, rt.kind)
+            if definition is None:
+                return body
+            decoded = gotypes.decode(body, definition)
+            error, result = decoded.error, decoded.obj
+            unknown.extend(decoded.unknown)
+        if error is not None:
+            if patched:
+                raise APIError(
+                    422,
+                    "Invalid",
+                    f' "" is invalid: patch: Invalid value: '
+                    f"{json.dumps(json.dumps(body, separators=(',', ':')))}: {error}",
+                )
+            raise err.bad_request(
+                f'{rt.kind} in version "{version}" cannot be handled as a {rt.kind}: {error}'
+            )
+        if unknown and opts.field_validation != "Ignore":
+            if patched:
+                unknown.sort()
+            texts = [f"unknown field {json.dumps(path)}" for path in unknown]
+            if opts.field_validation == "Strict":
+                message = "strict decoding error: " + ", ".join(texts)
+                if not patched:
+                    message = (
+                        f'{rt.kind} in version "{version}" cannot be handled as a '
+                        f"{rt.kind}: {message}"
+                    )
+                raise err.bad_request(message)
+            opts.warnings.extend(texts)
+        return result
+
+    def _typed_schema(self, rt: ResourceType, version: str) -> dict[str, Any]:
+        """The schema that field ownership and strategic merges are computed against."""
+        if not rt.custom:
+            definition = gotypes.kind_definition(rt.group, version, rt.kind)
+            return {"$ref": f"#/$defs/{definition}"} if definition else {}
+        schema = rt.schemas.get(version) or {"x-kubernetes-preserve-unknown-fields": True}
+        props = schema.get("properties") or {}
+        return {
+            **schema,
+            "type": "object",
+            "properties": {
+                **props,
+                "apiVersion": {"type": "string"},
+                "kind": {"type": "string"},
+                "metadata": gotypes.OBJECT_META_SCHEMA,
+            },
+        }
+
+    def _ownership(
+        self,
+        rt: ResourceType,
+        version: str,
+        old: dict[str, Any] | None,
+        new: dict[str, Any],
+        opts: WriteOptions,
+        subresource: str | None,
+    ) -> None:
+        """Record an update's field ownership into ``new.metadata.managedFields``."""
+        old_entries = (old or {}).get("metadata", {}).get("managedFields")
+        given = new["metadata"].get("managedFields")
+        # A client may rewrite managedFields itself (kubectl's client-side-apply upgrade).
+        entries = given if given and given != old_entries else old_entries
+        managers = managed.decode_managers(entries)
+        if old is not None and not old_entries:
+            managers = self._before_first_apply(rt, version, old)
+        updated = managed.record_update(
+            managers,
+            _strip_for_fields(old) if old is not None else None,
+            _strip_for_fields(new),
+            self._typed_schema(rt, version),
+            manager=opts.field_manager,
+            api_version=rt.api_version(version),
+            subresource=subresource or "",
+            custom=rt.custom,
+        )
+        _reset_fields(rt, updated, subresource)
+        encoded = managed.encode_managers(updated)
+        if encoded:
+            new["metadata"]["managedFields"] = encoded
+        else:
+            new["metadata"].pop("managedFields", None)
+
+    def _before_first_apply(
+        self, rt: ResourceType, version: str, obj: dict[str, Any]
+    ) -> list[managed.Manager]:
+        """An object that has no managedFields yet is owned by "before-first-apply" (as in SMD)."""
+        fields = managed.to_field_set(_strip_for_fields(obj), self._typed_schema(rt, version))
+        if not fields:
+            return []
+        return [
+            managed.Manager("before-first-apply", "Update", rt.api_version(version), fields, now())
+        ]
+
     def _admit(
         self, rt: ResourceType, version: str, obj: dict[str, Any], old: dict[str, Any] | None
     ) -> dict[str, Any]:
@@ -437,8 +634,16 @@ class Store:
         body: Any,
         *,
         keep_status: bool = False,
+        opts: WriteOptions | None = None,
+        owned: list[managed.Manager] | None = None,
     ) -> dict[str, Any]:
+        """Create; with ``opts`` (HTTP), decode first and record the creator's fields.
+
+        ``owned`` is the ownership computed by a server-side apply that creates the object.
+        """
         with self.lock:
+            if opts is not None and owned is None:
+                body = self._decode(rt, version, body, opts)
             obj = self._prepare_body(rt, body)
             meta = obj["metadata"]
             if rt.namespaced:
@@ -492,6 +697,13 @@ class Store:
             obj = self._admit(rt, version, obj, None)
             if rt.has_generation:
                 obj["metadata"]["generation"] = 1
+            if owned is not None:
+                obj["metadata"]["managedFields"] = managed.encode_managers(owned)
+            elif opts is not None:
+                obj["metadata"].pop("managedFields", None)
+                self._ownership(rt, version, None, obj, opts, None)
+            if opts is not None and opts.dry_run:
+                return render(rt, obj, version)  # admitted, not stored: no resourceVersion
             obj["metadata"]["resourceVersion"] = str(self._next_rv())
             self.objects[rt.key][(ns, meta["name"])] = obj
             self.uids[meta["uid"]] = (rt.key, (ns, meta["name"]))
@@ -509,9 +721,13 @@ class Store:
         *,
         subresource: str | None = None,
         require_rv: bool = False,
+        opts: WriteOptions | None = None,
+        owned: list[managed.Manager] | None = None,
     ) -> dict[str, Any]:
         """Update an existing object with a full new body (after patching or for PUT)."""
         new = self._prepare_body(rt, new)
+        if "managedFields" not in new["metadata"] and "managedFields" in old["metadata"]:
+            new["metadata"]["managedFields"] = old["metadata"]["managedFields"]
         meta, old_meta = new["metadata"], old["metadata"]
         if meta.get("name") not in (None, old_meta["name"]):
             raise err.bad_request(
@@ -555,11 +771,24 @@ class Store:
                 result["metadata"][key] = old_meta[key]
         result["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         result = self._admit(rt, version, result, old)
+        if owned is not None:
+            result["metadata"]["managedFields"] = managed.encode_managers(owned)
+            if not result["metadata"]["managedFields"]:
+                del result["metadata"]["managedFields"]
+        elif opts is not None:
+            if json_equal(_without_managed(result), _without_managed(old)):
+                result["metadata"].pop("managedFields", None)
+                if "managedFields" in old_meta:
+                    result["metadata"]["managedFields"] = old_meta["managedFields"]
+            else:
+                self._ownership(rt, version, old, result, opts, subresource)
 
         if json_equal(_without_rv(result), _without_rv(old)):
             return old  # a no-op: no new resource version, no watch event
         if rt.has_generation and not json_equal(_spec_like(rt, result), _spec_like(rt, old)):
             result["metadata"]["generation"] = old_meta.get("generation", 0) + 1
+        if opts is not None and opts.dry_run:
+            return result  # what would be stored; the resourceVersion stays the old one
         return self._commit(rt, old, result)
 
     def _commit(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -584,12 +813,15 @@ class Store:
         body: Any,
         *,
         subresource: str | None = None,
+        opts: WriteOptions | None = None,
     ) -> dict[str, Any]:
         with self.lock:
             old = self._stored(rt, namespace, name)
+            if opts is not None:
+                body = self._decode(rt, version, body, opts)
             # Custom resources require a resourceVersion on PUT; built-ins allow blind updates.
             result = self._write(
-                rt, version, old, body, subresource=subresource, require_rv=rt.custom
+                rt, version, old, body, subresource=subresource, require_rv=rt.custom, opts=opts
             )
             return render(rt, result, version)
 
@@ -603,6 +835,7 @@ class Store:
         patch: Any,
         *,
         subresource: str | None = None,
+        opts: WriteOptions | None = None,
     ) -> dict[str, Any]:
         """Apply a 'json', 'merge' or 'strategic' patch to the whole object, then write it."""
         with self.lock:
@@ -611,8 +844,10 @@ class Store:
             try:
                 if patch_type == "json":
                     new = json_patch(current, patch)
+                elif patch_type == "strategic" and not rt.custom:
+                    new = strategic_merge_patch(current, patch, self._typed_schema(rt, version))
                 elif isinstance(patch, dict):
-                    new = merge_patch(current, patch)  # "strategic" is approximated as "merge"
+                    new = merge_patch(current, patch)
                 else:
                     raise MalformedPatch("a merge patch must be a JSON object")
             except MalformedPatch as e:
@@ -623,8 +858,122 @@ class Store:
                     "Invalid",
                     f"the server rejected our request due to an error in our request: {e}",
                 ) from None
-            result = self._write(rt, version, old, new, subresource=subresource)
+            if opts is not None:
+                new = self._decode(rt, version, new, opts, patched=True)
+            result = self._write(rt, version, old, new, subresource=subresource, opts=opts)
             return render(rt, result, version)
+
+    def apply(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        name: str,
+        config: dict[str, Any],
+        opts: WriteOptions,
+        *,
+        subresource: str | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """Server-side apply (PATCH application/apply-patch+yaml): 201 if it created."""
+        meta = config.get("metadata")
+        if not isinstance(meta, dict):
+            meta = config["metadata"] = {}
+        if meta.get("managedFields") is not None:
+            raise err.bad_request("metadata.managedFields must be nil")
+        api_version, kind = config.get("apiVersion"), config.get("kind")
+        if not api_version or not kind:
+            raise err.bad_request(
+                "apiVersion and kind must be set in the applied configuration"
+                if not api_version
+                else "kind must be set in the applied configuration"
+            )
+        if api_version != rt.api_version(version):
+            raise err.bad_request(
+                f"Incorrect version specified in apply patch. Specified patch version: "
+                f"{api_version}, expected: {rt.api_version(version)}"
+            )
+        if kind != rt.kind:
+            raise err.bad_request(f"the kind {kind!r} does not match the expected {rt.kind!r}")
+        if meta.get("name") not in (None, name):
+            raise err.bad_request(
+                f"the name of the object ({meta['name']}) does not match "
+                f"the name on the URL ({name})"
+            )
+        meta["name"] = name
+        if rt.namespaced and meta.get("namespace") not in (None, "", namespace):
+            raise err.bad_request(
+                "the namespace of the provided object does not match "
+                "the namespace sent on the request"
+            )
+        schema = self._typed_schema(rt, version)
+        if rt.custom and rt.schemas.get(version):
+            # Custom resources: metadata is typed; the rest per the structural schema.
+            errors = managed.typed_errors(config, schema)
+        elif rt.custom:
+            errors = managed.typed_errors({"metadata": meta}, schema)
+        else:
+            errors = managed.typed_errors(config, schema) if schema else []
+        if errors:
+            where = f"{namespace or ''}/{name}; {rt.group}/{version}, Kind={rt.kind}"
+            detail = errors[0] if len(errors) == 1 else "errors:\n  " + "\n  ".join(errors)
+            raise APIError(500, "", f"failed to create typed patch object ({where}): {detail}")
+        with self.lock:
+            ns = (namespace or "") if rt.namespaced else ""
+            live = self.objects[rt.key].get((ns, name))
+            if live is None and subresource is not None:
+                raise err.not_found(rt, name)
+            if live is not None:
+                entries = live["metadata"].get("managedFields")
+                managers = (
+                    managed.decode_managers(entries)
+                    if entries
+                    else self._before_first_apply(rt, version, live)
+                )
+            else:
+                managers = []
+            applied = _strip_for_fields(config)
+            if subresource == "status":  # the strategy ignores all but the status there
+                applied = {"status": applied["status"]} if "status" in applied else {}
+            elif "status" in rt.subresources:
+                applied.pop("status", None)
+            try:
+                result = managed.apply(
+                    _strip_for_fields(render(rt, live, version)) if live is not None else None,
+                    applied,
+                    schema,
+                    managers,
+                    manager=opts.field_manager,
+                    api_version=rt.api_version(version),
+                    force=opts.force,
+                    subresource=subresource or "",
+                    custom=rt.custom,
+                )
+            except managed.ApplyConflict as e:
+                raise APIError(409, "Conflict", e.message, {"causes": e.causes}) from None
+            _reset_fields(rt, result.managers, subresource)
+            merged = result.obj
+            merged["apiVersion"], merged["kind"] = rt.api_version(version), rt.kind
+            merged_meta = merged.setdefault("metadata", {})
+            if live is None:
+                merged_meta["name"] = name
+                if rt.namespaced:
+                    merged_meta["namespace"] = namespace
+                return 201, self.create(
+                    rt, version, namespace, merged, opts=opts, owned=result.managers
+                )
+            for key in ("name", "namespace", "resourceVersion", "uid"):
+                if key in live["metadata"]:
+                    merged_meta[key] = live["metadata"][key]
+            written = self._write(
+                rt,
+                version,
+                live,
+                merged,
+                subresource=subresource,
+                opts=opts,
+                owned=result.managers,
+            )
+            return 200, render(rt, written, version)
 
     # --- deleting -------------------------------------------------------------------------------
 
@@ -635,8 +984,13 @@ class Store:
         namespace: str | None,
         name: str,
         options: dict[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
     ) -> tuple[int, dict[str, Any]]:
-        """Returns the HTTP code (200 deleted, 202 pending on finalizers) and the reply body."""
+        """Returns the HTTP code (200 deleted, 202 pending on finalizers) and the reply body.
+
+        ``dry_run`` answers what the deletion would do, and does nothing.
+        """
         options = options or {}
         with self.lock:
             obj = self._stored(rt, namespace, name)
@@ -656,7 +1010,7 @@ class Store:
             )
             if policy not in ("Orphan", "Background", "Foreground"):
                 raise err.bad_request(f"unsupported propagationPolicy: {policy!r}")
-            code, result = self._delete(rt, obj, policy)
+            code, result = self._delete(rt, obj, policy, dry_run=dry_run)
             if code == 200 and not rt.return_deleted_object:
                 details = {"name": name, "kind": rt.plural, "uid": meta["uid"]}
                 return 200, err.success_status(
@@ -665,7 +1019,7 @@ class Store:
             return code, render(rt, result, version)
 
     def _delete(
-        self, rt: ResourceType, obj: dict[str, Any], policy: str
+        self, rt: ResourceType, obj: dict[str, Any], policy: str, *, dry_run: bool = False
     ) -> tuple[int, dict[str, Any]]:
         meta = obj["metadata"]
         if meta.get("finalizers"):
@@ -676,8 +1030,12 @@ class Store:
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             if rt.custom:  # custom resources bump the generation when marked for deletion
                 new["metadata"]["generation"] = meta.get("generation", 0) + 1
+            if dry_run:
+                return 202, new
             self.deletion_policies[meta["uid"]] = policy
             return 202, self._commit(rt, obj, new)
+        if dry_run:
+            return 200, obj
         return 200, self._remove(rt, obj, policy)
 
     def _remove(
