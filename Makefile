@@ -88,6 +88,10 @@ bench: $(VENV)/.installed ## The runner against the local model server: N=5000, 
 	$(PY) bench/run.py --samples 5000 --latency 0.05 --concurrency 64 \
 	  --rate-limit 0.2 --retry-after 1 --server-error 0.05 --timeout 0.02 $(BENCH_ARGS)
 
+.PHONY: bench-operator
+bench-operator: $(VENV)/.installed ## Our operator next to a bare kopf floor on the API emulator: 1,000 Evaluations, idle writes, writes per run.
+	$(PY) bench/operator.py $(BENCH_ARGS)
+
 ##@ Delivery
 
 DOCKER ?= docker

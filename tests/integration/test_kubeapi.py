@@ -5,6 +5,7 @@ Tests of the Kubernetes API emulator, over real HTTP only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -1101,6 +1102,11 @@ async def test_kubernetes_asyncio_round_trip(server, tmp_path):
 OPERATOR_SOURCE = """
 import kopf
 
+# Its own registry has none of kopf's default login handlers: log in as they would.
+@kopf.on.login()
+def login(**kwargs):
+    return kopf.login_with_kubeconfig(**kwargs)
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_):
     settings.watching.server_timeout = 10
@@ -1132,7 +1138,15 @@ def test_kopf_operator_against_the_emulator(tmp_path):
     ):
         srv.create(WIDGET_CRD)
         args = ["run", "--standalone", "--namespace", NS, str(module)]
-        with KopfRunner(args, timeout=30) as runner:
+        # A registry of its own: the process-wide default one may hold another operator's
+        # handlers (eval_operator.main, loaded by other test modules). `kopf run` makes it the
+        # default, so the default is put back afterwards for those modules.
+        default_registry = kopf.get_default_registry()
+        with (
+            contextlib.ExitStack() as restore,
+            KopfRunner(args, timeout=30, registry=kopf.OperatorRegistry()) as runner,
+        ):
+            restore.callback(kopf.set_default_registry, default_registry)
             srv.create(widget("w1", size=2))
             obj = srv.wait_for(
                 "example.com",
@@ -1172,6 +1186,11 @@ def test_kopf_operator_against_the_emulator(tmp_path):
 
             srv.delete("example.com", "v1", "widgets", NS, "w1")
             srv.wait_for("example.com", "v1", "widgets", NS, "w1", lambda o: o is None, timeout=20)
+            # kopf posts events from a queue of its own: wait for it, not for a lucky moment.
+            for _ in range(200):
+                if srv.list("", "v1", "events", NS, field_selector="reason=Created"):
+                    break
+                time.sleep(0.05)
 
         assert runner.exit_code == 0, runner.output
         # kopf's optimistic JSON-patches (finalizers) carried the resourceVersion test, and worked.
