@@ -1,6 +1,6 @@
 """`make bench`: the runner against the local model server, clean and then under fire.
 
-    python bench/run.py [--samples 5000] [--latency 0.05] [--concurrency 64] [--client aiohttp]
+    python bench/run.py [--samples 5000] [--latency 0.05] [--concurrency 64]
 
 The model server (tests/support/model_server.py) runs as a process of its own with a fixed
 latency L; the runner runs `run_shard` in another process, so the CPU it reports is the
@@ -45,12 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", "-n", type=int, default=5000, help="N (default 5000)")
     parser.add_argument("--latency", "-l", type=float, default=0.05, help="L, seconds")
     parser.add_argument("--concurrency", "-c", type=int, default=64, help="C (maxConcurrency)")
-    parser.add_argument(
-        "--client",
-        choices=["lean", "aiohttp", "httpx"],
-        default="lean",
-        help="the runner's HTTP transport (default: lean, the runner's own)",
-    )
     parser.add_argument("--rate-limit", type=float, default=0.20, help="fraction of 429s")
     parser.add_argument("--retry-after", default="1", help="Retry-After of the 429s")
     parser.add_argument("--server-error", type=float, default=0.05, help="fraction of 500s")
@@ -123,7 +117,6 @@ def child(config_path: Path) -> None:
             1,
             None,
             dataset_file=Path(config["dataset"]),
-            transport=config["client"],
             on_progress=progress,
         )
         cpu = time.process_time() - cpu_started
@@ -153,6 +146,8 @@ def child(config_path: Path) -> None:
             "concurrency_min": lowest[0],
             "concurrency_cuts": sample("eval_runner_concurrency_cuts_total"),
             "breaker_opens": sample("eval_runner_circuit_breaker_opens_total"),
+            "request_seconds": sample("eval_runner_request_duration_seconds_sum"),
+            "request_count": sample("eval_runner_request_duration_seconds_count"),
         }
 
     result = run_async(main())
@@ -253,7 +248,6 @@ def run_once(
                 {
                     "evaluation": evaluation(args, f"http://127.0.0.1:{server.port}/v1"),
                     "dataset": str(workdir / "bench.jsonl"),
-                    "client": args.client,
                 }
             )
         )
@@ -276,6 +270,12 @@ def run_once(
         server.stop()
 
 
+def aiohttp_version() -> str:
+    from importlib.metadata import version
+
+    return version("aiohttp")
+
+
 def means(summary: dict[str, Any]) -> dict[str, float]:
     return {
         name: sums["sum"] / sums["n"] if sums["n"] else float("nan")
@@ -291,7 +291,8 @@ def report(args: argparse.Namespace) -> int:
         write_dataset(workdir / "bench.jsonl", n)
         clean = run_once(args, workdir, "clean", [])
         s = clean["summary"]
-        print(f"clean run: N={n} L={latency * 1000:g} ms C={c} client={args.client}")
+        transport = f"aiohttp {aiohttp_version()}"
+        print(f"clean run: N={n} L={latency * 1000:g} ms C={c} transport={transport}")
         print(
             f"  start-up: {clean['startup']:.3f} s (not in the wall: process spawn -> first "
             f"request, of which {clean['prepare']:.3f} s dataset load and prompt rendering)"
@@ -299,6 +300,8 @@ def report(args: argparse.Namespace) -> int:
         print(f"  wall: {clean['wall']:.3f} s (first request -> last sample scored)")
         print(f"  physical limit N*L/C: {limit:.3f} s")
         print(f"  ratio wall/limit: {clean['wall'] / limit:.3f}")
+        mean = clean["request_seconds"] / max(clean["request_count"], 1)
+        print(f"  mean request duration: {mean * 1000:.2f} ms (L = {latency * 1000:g} ms)")
         print(
             f"  runner CPU: {clean['cpu'] * 1000 / n:.3f} ms/sample "
             f"({clean['cpu']:.3f} s in run_shard, dataset load and rendering included)"
