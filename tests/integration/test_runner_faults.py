@@ -215,7 +215,7 @@ def test_the_key_is_in_no_log_line_metric_or_summary(tmp_path: Path) -> None:
         server_error=0.1,
         rate_limit=0.1,
         retry_after="0",
-        status_for={QUESTIONS[3]: 401, QUESTIONS[4]: 400},
+        status_for={QUESTIONS[3]: 400, QUESTIONS[4]: 422},
         echo_headers=True,
         seed=2,
     )
@@ -265,18 +265,18 @@ def test_the_key_is_in_no_log_line_metric_or_summary(tmp_path: Path) -> None:
         stdout, stderr = process.communicate(timeout=30)
         echoed = [r for r in server.requests if r.body["messages"][-1]["content"] == QUESTIONS[3]]
     assert process.returncode == 0, stderr
-    assert echoed, "the 401 question was asked"
+    assert echoed, "the 400 question was asked"
     metrics_text = "\n".join(s for s in scrapes if "eval_runner_requests_total" in s)
-    assert 'eval_runner_requests_total{model="canary",outcome="http_401",role="model"}' in (
+    assert 'eval_runner_requests_total{model="canary",outcome="http_400",role="model"}' in (
         metrics_text
     )
-    assert 'eval_runner_errors_total{error_class="http_401"}' in metrics_text
+    assert 'eval_runner_errors_total{error_class="http_400"}' in metrics_text
     logs = [json.loads(line) for line in stdout.splitlines()]
-    assert any(line.get("error_class") == "http_401" for line in logs)
+    assert any(line.get("error_class") == "http_400" for line in logs)
     assert any("[redacted]" in line.get("error", "") for line in logs)  # the echo was cut
     message = termination_log.read_text()
     final = ShardSummary.model_validate_json(message)
-    assert final.state == "done" and final.errors["http_401"] == 1
+    assert final.state == "done" and final.errors["http_400"] == 1
     assert final.usage.judge is not None and final.usage.judge.requests > 0
     for secret in (CANARY, JUDGE_CANARY):
         assert secret not in stdout + stderr

@@ -116,7 +116,11 @@ class ModelServer:
         self.judge = judge
         self.wrong = list(wrong)
         self.faults = faults or Faults()
-        self.files = dict(files or {})  # served at GET /files/<name>
+        # Served at GET /files/<name> (with Content-Length), /stream/<name> (chunked, no length)
+        # and /redirect/<hops>/<name> (that many redirects, then the file).
+        self.files = dict(files or {})
+        self.file_requests: dict[str, int] = {}  # GETs of /files/<name>, by name
+        self.streamed_bytes = 0  # bytes /stream/ wrote before its client went away
         self.record = record  # keep every request (off for benchmarks)
         self.requests: list[RecordedRequest] = []
         self.count = 0  # chat requests received
@@ -152,6 +156,8 @@ class ModelServer:
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_get("/files/{name}", self._file)
+        app.router.add_get("/stream/{name}", self._stream)
+        app.router.add_get("/redirect/{hops}/{name}", self._redirect)
         app.router.add_get("/stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -278,7 +284,30 @@ class ModelServer:
         name = request.match_info["name"]
         if name not in self.files:
             raise web.HTTPNotFound()
+        self.file_requests[name] = self.file_requests.get(name, 0) + 1
         return web.Response(body=self.files[name])
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in self.files:
+            raise web.HTTPNotFound()
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        data = self.files[name]
+        try:
+            for start in range(0, len(data), 1 << 16):
+                await response.write(data[start : start + (1 << 16)])
+                self.streamed_bytes += min(1 << 16, len(data) - start)
+        except ConnectionError:
+            return response  # the client stopped reading
+        await response.write_eof()
+        return response
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        hops, name = int(request.match_info["hops"]), request.match_info["name"]
+        target = f"/redirect/{hops - 1}/{name}" if hops > 1 else f"/files/{name}"
+        raise web.HTTPFound(target)
 
 
 _REASONS = {200: b"OK", 404: b"Not Found", 429: b"Too Many Requests"}

@@ -11,12 +11,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
 
 from eval_api.shard import ShardUsage
 from eval_api.v1alpha1 import ModelSpec
 from eval_runner.breaker import CLOSED, CircuitBreaker
 from eval_runner.budget import Budget, BudgetExceeded
 from eval_runner.client import (
+    EndpointFailed,
     HttpModelClient,
     RequestFailed,
     anthropic_request,
@@ -24,6 +26,7 @@ from eval_runner.client import (
 )
 from eval_runner.prompt import Message
 from eval_runner.retry import RetryPolicy
+from eval_runner.secrets import SECRETS
 from eval_runner.transport import HttpResponse, TransportError, TransportTimeout
 
 MESSAGES: list[Message] = [
@@ -94,11 +97,12 @@ Answer = HttpResponse | Exception
 
 
 def ok(payload: Any = OPENAI_OK) -> HttpResponse:
-    return HttpResponse(200, json.dumps(payload).encode(), None)
+    return HttpResponse(200, json.dumps(payload).encode(), CIMultiDict())
 
 
 def status(code: int, body: bytes = b"", retry_after: str | None = None) -> HttpResponse:
-    return HttpResponse(code, body, retry_after)
+    headers = CIMultiDict({"Retry-After": retry_after} if retry_after is not None else {})
+    return HttpResponse(code, body, headers)
 
 
 class ScriptedTransport:
@@ -151,15 +155,17 @@ async def test_parses_answers_and_meters_usage_and_cost() -> None:
     # Anthropic reports cache reads apart from input_tokens: all of it is input.
     assert (second.text, second.input_tokens, second.output_tokens) == ("4!", 12, 2)
     assert sent.sent[0][3] == 7.0  # the endpoint's timeout, per request
-    assert (openai.usage.requests, openai.usage.cost_usd, openai.usage.cache_hits) == (
+    assert (openai.usage.requests, openai.usage.cost_usd, openai.usage.prompt_cache_tokens) == (
         1,
         "0.000011",
         0,
     )
-    assert anthropic.usage.cache_hits == 1
+    # The provider's prompt cache is counted in tokens, never as "cache hits" (that is the
+    # EvalSuite's response cache).
+    assert (anthropic.usage.prompt_cache_tokens, anthropic.usage.cache_hits) == (3, 0)
     openai_cached, _ = client_for(ok(cached))
     await openai_cached.complete(MESSAGES)
-    assert openai_cached.usage.cache_hits == 1
+    assert (openai_cached.usage.prompt_cache_tokens, openai_cached.usage.cache_hits) == (4, 0)
 
 
 async def test_missing_usage_counts_zero_tokens() -> None:
@@ -189,10 +195,8 @@ async def test_transient_failures_are_retried_until_success() -> None:
         (TransportTimeout("slow"), "timeout", 3),
         (TransportError("refused"), "connection", 3),
         (ok(None), "bad_response", 1),  # JSON, but not an answer
-        (HttpResponse(200, b'{"choices": [{"mess', None), "invalid_json", 3),  # truncated
+        (HttpResponse(200, b'{"choices": [{"mess', CIMultiDict()), "invalid_json", 3),  # cut
         (status(400, b'{"error": "bad"}'), "http_400", 1),
-        (status(401), "http_401", 1),
-        (status(404), "http_404", 1),
         (status(422), "http_422", 1),
         (ok({"choices": []}), "bad_response", 1),
     ],
@@ -208,14 +212,37 @@ async def test_failures_are_classified_and_only_transient_ones_retried(
 
 
 async def test_the_key_is_sent_only_in_its_header_and_redacted_from_errors() -> None:
-    echo = f'{{"error": "bad key", "headers": {{"authorization": "Bearer {KEY}"}}}}'.encode()
-    client, transport = client_for(status(401, echo))
+    SECRETS.add(KEY)  # as reading it from the environment does
+    echo = f'{{"error": "bad", "headers": {{"authorization": "Bearer {KEY}"}}}}'.encode()
+    client, transport = client_for(status(400, echo))
     with pytest.raises(RequestFailed) as caught:
         await client.complete(MESSAGES)
     url, headers, body, _ = transport.sent[0]
     assert headers["Authorization"] == f"Bearer {KEY}"
     assert KEY.encode() not in body and KEY not in url
     assert KEY not in str(caught.value) and "[redacted]" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "words"),
+    [
+        (401, "AuthenticationFailed", "answered 401 Unauthorized: the API key was refused"),
+        (403, "AuthenticationFailed", "answered 403 Forbidden: the API key was refused"),
+        (404, "ModelNotFound", "answered 404 Not Found: no model 'm' there, or baseURL is wrong"),
+    ],
+)
+async def test_a_refused_key_or_a_missing_model_stops_at_once(
+    code: int, reason: str, words: str
+) -> None:
+    SECRETS.add(KEY)
+    echo = f'{{"error": "invalid key {KEY}"}}'.encode()
+    client, transport = client_for(status(code, echo))
+    with pytest.raises(EndpointFailed) as caught:
+        await client.complete(MESSAGES)
+    assert caught.value.reason == reason and len(transport.sent) == 1  # never retried
+    message = caught.value.message
+    assert words in message and "POST http://model/v1/chat/completions" in message
+    assert KEY not in message and "invalid key [redacted]" in message
 
 
 async def test_throttling_cuts_the_concurrency_limit() -> None:
@@ -274,13 +301,3 @@ async def test_an_open_breaker_sends_nothing_until_its_probe() -> None:
     assert completion.text == "4" and len(transport.sent) == 3
     assert 5.0 <= waits[2] <= 5.5  # the open period, plus at most 10% jitter
     assert breaker.state == CLOSED and breaker.opened == 1
-
-
-def test_http_client_is_chosen_by_env_and_a_typo_is_a_clear_error():
-    from eval_runner.errors import PermanentError
-    from eval_runner.transport import transport_from_env
-
-    assert transport_from_env({}) == "lean"
-    assert transport_from_env({"EVAL_HTTP_CLIENT": "aiohttp"}) == "aiohttp"
-    with pytest.raises(PermanentError, match="EVAL_HTTP_CLIENT='aiohtp' is not one of"):
-        transport_from_env({"EVAL_HTTP_CLIENT": "aiohtp"})
