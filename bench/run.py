@@ -14,7 +14,11 @@ runner's alone (time.process_time() in the runner process). Printed, in one run:
 - fault run (the same run with 429s carrying Retry-After, 500s, hangs longer than the request
   timeout, optionally truncated bodies): its wall, the ratio of its scores to the clean run's
   (must be identical: exit code 1 otherwise), the samples errored, retries by class, and what
-  the adaptive concurrency did (its gauge's minimum and the number of cuts).
+  the adaptive concurrency did (its gauge's minimum and the number of cuts);
+- provider-like run (the server enforces a requests-per-minute and a tokens-per-minute bucket,
+  refilled continuously, and sends OpenAI's x-ratelimit-* headers): its wall against the time
+  the buckets allow (all that fits in a full bucket at once, the rest at the refill rate, plus
+  one latency), and the share of requests answered 429; its scores must equal the clean run's.
 
 All traffic goes to 127.0.0.1; every loop is bounded by N and by timeouts.
 """
@@ -55,6 +59,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-faults", action="store_true", help="skip the fault run")
+    parser.add_argument(
+        "--provider-rpm",
+        type=int,
+        default=3750,
+        help="provider-like run: requests per minute of the server's bucket (0: no such run)",
+    )
+    parser.add_argument(
+        "--provider-tpm",
+        type=int,
+        default=120_000,
+        help="provider-like run: tokens per minute (prompt characters / 4 + maxTokens each)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -307,28 +323,50 @@ def report(args: argparse.Namespace) -> int:
             f"({clean['cpu']:.3f} s in run_shard, dataset load and rendering included)"
         )
         print(f"  samples: {s['completed']} scored, {s['failed']} errored")
-        if args.no_faults:
-            return 0
-        faults = [
-            "--rate-limit",
-            str(args.rate_limit),
-            "--retry-after",
-            args.retry_after,
-            "--server-error",
-            str(args.server_error),
-            "--timeout",
-            str(args.timeout),
-            "--hang-seconds",
-            str(args.request_timeout + 2),
-            "--truncated",
-            str(args.truncated),
-            "--seed",
-            str(args.seed),
-        ]
-        fault = run_once(args, workdir, "faults", faults)
-    f = fault["summary"]
+        ok = True
+        if not args.no_faults:
+            ok = report_faults(args, clean, run_once(args, workdir, "faults", fault_flags(args)))
+        if args.provider_rpm or args.provider_tpm:
+            flags = ["--window", "60"]
+            if args.provider_rpm:
+                flags += ["--rpm", str(args.provider_rpm)]
+            if args.provider_tpm:
+                flags += ["--tpm", str(args.provider_tpm)]
+            paced = run_once(args, workdir, "provider", flags)
+            ok = report_provider(args, clean, paced) and ok
+    return 0 if ok else 1
+
+
+def fault_flags(args: argparse.Namespace) -> list[str]:
+    return [
+        "--rate-limit",
+        str(args.rate_limit),
+        "--retry-after",
+        args.retry_after,
+        "--server-error",
+        str(args.server_error),
+        "--timeout",
+        str(args.timeout),
+        "--hang-seconds",
+        str(args.request_timeout + 2),
+        "--truncated",
+        str(args.truncated),
+        "--seed",
+        str(args.seed),
+    ]
+
+
+def same_scores(clean: dict[str, Any], other: dict[str, Any]) -> bool:
+    return (
+        clean["summary"]["scores"] == other["summary"]["scores"]
+        and not (other["summary"]["failed"])
+    )
+
+
+def report_faults(args: argparse.Namespace, clean: dict[str, Any], fault: dict[str, Any]) -> bool:
+    s, f = clean["summary"], fault["summary"]
     clean_scores, fault_scores = means(s), means(f)
-    identical = s["scores"] == f["scores"] and f["failed"] == 0
+    identical = same_scores(clean, fault)
     print(
         f"fault run: {args.rate_limit:.0%} 429 (Retry-After: {args.retry_after}), "
         f"{args.server_error:.0%} 500, {args.timeout:.0%} timeouts "
@@ -355,11 +393,45 @@ def report(args: argparse.Namespace) -> int:
         + f" (total {sum(fault['retries'].values()):g})"
     )
     print(
-        f"  adaptive concurrency: gauge minimum {fault['concurrency_min']:g} of {c}, "
-        f"{fault['concurrency_cuts']:g} cuts; circuit breaker opened "
+        f"  adaptive concurrency: gauge minimum {fault['concurrency_min']:g} of "
+        f"{args.concurrency}, {fault['concurrency_cuts']:g} cuts; circuit breaker opened "
         f"{fault['breaker_opens']:g} times"
     )
-    return 0 if identical else 1
+    return identical
+
+
+def bucket_allows(stats: dict[str, Any], latency: float) -> float:
+    """The earliest the last request could have been answered: what fits in each full bucket
+    goes at once, the rest at its refill rate (limit per window), plus one latency."""
+    buckets = stats["rateLimits"]
+    window = buckets["windowSeconds"]
+    waits = [
+        max(0.0, buckets["charged"][name] - limit) * window / limit
+        for name, limit in buckets["limits"].items()
+    ]
+    return max(waits) + latency
+
+
+def report_provider(args: argparse.Namespace, clean: dict[str, Any], paced: dict[str, Any]) -> bool:
+    stats = paced["server"]
+    allowed = bucket_allows(stats, args.latency)
+    throttled = stats["rateLimits"]["throttled"]
+    identical = same_scores(clean, paced)
+    print(
+        f"provider-like run: buckets of {args.provider_rpm} requests and {args.provider_tpm} "
+        "tokens a minute, refilled continuously, x-ratelimit-* headers on every answer"
+    )
+    print(f"  wall: {paced['wall']:.3f} s; the buckets allow {allowed:.3f} s")
+    print(f"  ratio wall/allowed: {paced['wall'] / allowed:.3f}")
+    print(
+        f"  answered 429: {throttled} of {stats['requests']} requests "
+        f"({100 * throttled / stats['requests']:.2f}%)"
+    )
+    print(
+        f"  samples: {paced['summary']['completed']} scored, {paced['summary']['failed']} "
+        f"errored; scores identical to the clean run: {'yes' if identical else 'NO'}"
+    )
+    return identical
 
 
 def main(argv: list[str] | None = None) -> int:

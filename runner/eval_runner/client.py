@@ -44,8 +44,8 @@ DEFAULT_BASE_URLS = {
 ANTHROPIC_VERSION = "2023-06-01"
 # The Messages API requires max_tokens; this applies when parameters.maxTokens is unset.
 ANTHROPIC_DEFAULT_MAX_TOKENS = 1024
-# Rough characters per token (OpenAI's rule of thumb), for what the rate limits are charged up
-# front; the spec's token bucket is corrected to the reported usage afterwards.
+# Rough characters per token (OpenAI's rule of thumb, rounded up), for what the rate limits are
+# charged up front; the spec's token bucket is corrected to the reported usage afterwards.
 CHARS_PER_TOKEN = 4
 # An error body is shown cut to this, on one line, with the key redacted.
 ERROR_SNIPPET_CHARS = 160
@@ -390,7 +390,7 @@ class HttpModelClient:
         body = json.dumps(request.body, separators=(",", ":")).encode()
         # The worst case prices a request whose outcome is unknown, and bounds the budget.
         worst = worst_case_cost(self._model.pricing, max_input_tokens(messages), self._max_output)
-        prompt_tokens = sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN
+        prompt_tokens = -(-sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN)
         output_bound = self._max_output or 0
         costs: Costs = {
             "requests": 1,

@@ -31,6 +31,8 @@ Costs = dict[str, float]
 DIMENSIONS = ("requests", "tokens", "input-tokens", "output-tokens")
 # Both providers' limits are per minute: the refill rate until an answer tells better.
 DEFAULT_WINDOW_SECONDS = 60.0
+# See ProviderPacer.delay.
+MARGIN_REQUESTS = 2
 # A refill rate is read only from a bucket drained by at least this share: a nearly full bucket
 # has a reset too short for its resolution (Anthropic's is in whole seconds).
 MIN_DRAIN_FOR_RATE = 0.05
@@ -58,18 +60,22 @@ def parse_duration(text: str) -> float | None:
     return total
 
 
-def parse_reset(text: str, now: datetime) -> float | None:
-    """Seconds until a bucket is full: a duration (OpenAI) or an RFC 3339 time (Anthropic)."""
+def parse_reset(text: str, now: datetime) -> tuple[float, float] | None:
+    """Seconds until a bucket is full, and how precise that is: a duration (OpenAI, to the
+    millisecond) or an RFC 3339 time (Anthropic, to the second unless it has a fraction)."""
     seconds = parse_duration(text)
     if seconds is not None:
-        return seconds
+        return seconds, 0.001
+    text = text.strip()
     try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+    # Both this time and the Date it is compared with may be cut to the second.
+    resolution = 0.001 if "." in text else 1.0
+    return max(0.0, (when - now).total_seconds()), resolution
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,38 +85,42 @@ class Report:
     limit: float
     remaining: float
     reset: float  # seconds until full
+    resolution: float = 0.001  # of reset
+
+
+# (dimension, limit, remaining, reset) header names: OpenAI's form, then Anthropic's.
+_HEADER_NAMES = [
+    (dimension, *names)
+    for dimension in DIMENSIONS
+    for names in (
+        tuple(f"x-ratelimit-{part}-{dimension}" for part in ("limit", "remaining", "reset")),
+        tuple(
+            f"anthropic-ratelimit-{dimension}-{part}" for part in ("limit", "remaining", "reset")
+        ),
+    )
+]
 
 
 def parse_headers(headers: Mapping[str, str]) -> dict[str, Report]:
     """The buckets an answer's headers report, by dimension; empty when it sends none."""
     found: dict[str, Report] = {}
     now: datetime | None = None
-    for dimension in DIMENSIONS:
-        for limit_name, remaining_name, reset_name in (
-            (
-                f"x-ratelimit-limit-{dimension}",
-                f"x-ratelimit-remaining-{dimension}",
-                f"x-ratelimit-reset-{dimension}",
-            ),
-            (
-                f"anthropic-ratelimit-{dimension}-limit",
-                f"anthropic-ratelimit-{dimension}-remaining",
-                f"anthropic-ratelimit-{dimension}-reset",
-            ),
-        ):
-            limit, remaining = headers.get(limit_name), headers.get(remaining_name)
-            if limit is None or remaining is None:
-                continue
-            if now is None:
-                now = _server_now(headers.get("Date"))
-            reset = parse_reset(headers.get(reset_name) or "0s", now)
-            try:
-                report = Report(float(limit), float(remaining), reset or 0.0)
-            except ValueError:
-                continue
-            if report.limit > 0:
-                found[dimension] = report
-            break
+    for dimension, limit_name, remaining_name, reset_name in _HEADER_NAMES:
+        limit = headers.get(limit_name)
+        if limit is None or dimension in found:
+            continue
+        remaining = headers.get(remaining_name)
+        if remaining is None:
+            continue
+        if now is None:
+            now = _server_now(headers.get("Date"))
+        reset, resolution = parse_reset(headers.get(reset_name) or "0s", now) or (0.0, 1.0)
+        try:
+            report = Report(float(limit), float(remaining), reset, resolution)
+        except ValueError:
+            continue
+        if report.limit > 0:
+            found[dimension] = report
     return found
 
 
@@ -167,8 +177,11 @@ class ProviderPacer:
         wait = self._blocked_until - now
         elapsed = now - self._reported_at
         for dimension, bucket in self._buckets.items():
-            # A request bigger than the whole bucket goes when the bucket is full.
-            need = min(costs.get(dimension, 0.0), bucket.limit)
+            # A request bigger than the whole bucket goes when the bucket is full. Room is left
+            # for MARGIN_REQUESTS more: requests sent before the reported one but counted after
+            # it (another connection was faster) are in neither the report nor our pending.
+            cost = costs.get(dimension, 0.0)
+            need = min(cost * (1 + MARGIN_REQUESTS), bucket.limit)
             held = min(bucket.limit, bucket.remaining + bucket.rate * elapsed)
             short = need - (held - self._pending(dimension))
             if short > 0:
@@ -209,5 +222,6 @@ class ProviderPacer:
             rate = old.rate if old else report.limit / DEFAULT_WINDOW_SECONDS
             drained = report.limit - report.remaining
             if report.reset > 0 and drained >= max(1.0, MIN_DRAIN_FOR_RATE * report.limit):
-                rate = drained / report.reset
+                # The slowest refill the report allows: never faster than the provider's.
+                rate = drained / (report.reset + report.resolution)
             self._buckets[dimension] = _Bucket(report.limit, report.remaining, rate)

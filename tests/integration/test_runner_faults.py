@@ -22,7 +22,7 @@ from eval_api.v1alpha1 import Evaluation
 from eval_runner.metrics import CONCURRENCY, CONCURRENCY_CUTS
 from eval_runner.pipeline import BudgetStopped, run_shard
 from tests.integration.test_runner_cli import runner_env, start_shard
-from tests.support.model_server import Faults, ModelServer
+from tests.support.model_server import Faults, ModelServer, RateLimits
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -98,6 +98,33 @@ async def test_faults_change_no_score_and_throttling_slows_the_run_down() -> Non
     # The 429s slowed the run down: the adaptive limit was cut below maxConcurrency.
     assert lowest < 16
     assert gauge(CONCURRENCY_CUTS, "fire-faults") >= 1
+
+
+@pytest.mark.parametrize(
+    ("provider", "limit", "window", "samples"),
+    [("openai", 20, 1.0, 80), ("anthropic", 50, 10.0, 70)],
+)
+async def test_provider_rate_limit_headers_pace_requests_before_a_429(
+    provider: str, limit: int, window: float, samples: int
+) -> None:
+    """A provider's bucket (refilled continuously, its state in every answer's headers): the
+    runner sends as fast as the bucket allows and no faster, so almost nothing is refused."""
+    limits = RateLimits(requests=limit, window_seconds=window)
+    async with ModelServer(faults=Faults(latency=0.01), limits=limits) as server:
+        ev = evaluation(
+            server.base_url,
+            f"paced-{provider}",
+            model={"provider": provider, "maxConcurrency": 16},
+            dataset={"inline": RECORDS[:samples]},
+        )
+        started = time.monotonic()
+        summary = await run_shard(ev, 0, 1, "k")
+        elapsed = time.monotonic() - started
+    assert (summary.completed, summary.failed) == (samples, 0)
+    assert limits.throttled <= 1, f"{limits.throttled} of {server.count} requests got a 429"
+    # The bucket lets the first `limit` through at once, then limit/window a second.
+    allowed = (samples - limit) * window / limit
+    assert allowed <= elapsed <= 1.25 * allowed + 0.5
 
 
 def spent(server: ModelServer) -> Decimal:
