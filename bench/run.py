@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_ROOTS = [ROOT / "runner", ROOT / "operator", ROOT]
+SOURCE_ROOTS = [ROOT / "api", ROOT / "runner", ROOT / "operator", ROOT]
 MODEL = "bench-model"
 SERVER_START_TIMEOUT = 30.0
 

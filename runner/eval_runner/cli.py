@@ -486,16 +486,16 @@ def _print_table(
             str(r.n),
         )
     console.print(table)
-    if samples.examples:
-        errors = Table(title=Text("errored samples (never scored), by class"))
-        for column in ("class", "samples", "first one: request", "answer"):
-            errors.add_column(column)
+    if result.errors:
+        console.print(Text("errored samples (never scored), by class:"))
         for error_class, count in sorted(result.errors.items(), key=lambda item: -item[1]):
+            line = f"  {error_class}: {count}"
             example = samples.examples.get(error_class)
-            where = f"POST {example.url}" if example is not None and example.url else ""
-            detail = (example.error or "") if example is not None else ""
-            errors.add_row(Text(error_class), str(count), Text(where), Text(detail))
-        console.print(errors)
+            if example is not None and example.url:
+                line += f"; the first: POST {example.url}"
+            if example is not None and example.error:
+                line += f" -> {example.error}"
+            console.print(Text(line))
     p, u = result.progress, result.usage
     lines = [f"samples: {p.completed} scored, {p.failed} errored, {p.total} total"]
     lines.append(

@@ -580,24 +580,27 @@ class HttpModelClient:
         detail = snippet(body)
         said = f": {detail}" if detail else ""
         if 300 <= status < 400:
-            raise EndpointFailed(
-                "EndpointRedirected",
+            reason = "EndpointRedirected"
+            message = (
                 f"the {self._where} POST {url} answered {status} {phrase}, redirecting to "
                 f"{location or '(no Location)'}; the runner follows no redirect (it would "
-                "carry the API key elsewhere): set baseURL to the final URL",
+                "carry the API key elsewhere): set baseURL to the final URL"
             )
-        if status in (401, 403):
-            raise EndpointFailed(
-                "AuthenticationFailed",
+        elif status in (401, 403):
+            reason = "AuthenticationFailed"
+            message = (
                 f"the {self._where} POST {url} answered {status} {phrase}: the API key was "
-                f"refused or lacks access to model {self._model.name!r}{said}",
+                f"refused or lacks access to model {self._model.name!r}{said}"
             )
-        if status == 404:
-            raise EndpointFailed(
-                "ModelNotFound",
+        elif status == 404:
+            reason = "ModelNotFound"
+            message = (
                 f"the {self._where} POST {url} answered 404 Not Found: no model "
-                f"{self._model.name!r} there, or baseURL is wrong{said}",
+                f"{self._model.name!r} there, or baseURL is wrong{said}"
             )
+        else:
+            return
+        raise EndpointFailed(reason, SECRETS.redact(message))
 
     def _failed(self, outcome: str) -> None:
         metrics.REQUESTS.labels(*self._labels, outcome).inc()

@@ -73,6 +73,9 @@ class Faults:
     # Every answer is reported as cut at max_tokens (finish_reason length, stop_reason
     # max_tokens).
     cut_answers: bool = False
+    # Every chat request is redirected (307) here; "{key}" becomes the request's key, as a
+    # careless gateway might put it.
+    redirect_to: str | None = None
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -316,6 +319,12 @@ class ModelServer:
         faults = self.faults
         delay = faults.latency
         question = last_user_message(body)
+        if faults.redirect_to is not None:
+            key = headers.get("x-api-key") or headers.get("Authorization", "").removeprefix(
+                "Bearer "
+            )
+            location = faults.redirect_to.replace("{key}", key)
+            return Reply(307, b"", {"Location": location}, 0.0)
         if number <= faults.rate_limit_first:
             return self._error(429, "rate limited", delay)
         if self.limits is not None and not self.limits.admit(body):
