@@ -422,7 +422,11 @@ class HttpModelClient:
                     err.only_connection = only_connection
                     raise
                 metrics.RETRIES.labels(*self._labels, err.error_class).inc()
-                await self._sleep(self._retry.delay(errors + throttled, err.retry_after))
+                delay = self._retry.delay(errors + throttled, err.retry_after)
+                remaining = self.reachability.remaining()
+                if remaining is not None:  # an unreachable endpoint's bound ends any wait
+                    delay = min(delay, max(remaining, 0.0))
+                await self._sleep(delay)
 
     async def _wait_for_breaker(self) -> bool:
         """Wait until the breaker lets a request through; True when it is the probe. Waiting

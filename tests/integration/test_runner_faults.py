@@ -19,8 +19,13 @@ from eval_api.aggregate import aggregate
 from eval_api.exitcodes import EXIT_PERMANENT
 from eval_api.shard import ShardSummary
 from eval_api.v1alpha1 import Evaluation
+from eval_runner.breaker import CircuitBreaker
+from eval_runner.budget import max_input_tokens
+from eval_runner.client import HttpModelClient
 from eval_runner.metrics import CONCURRENCY, CONCURRENCY_CUTS
 from eval_runner.pipeline import BudgetStopped, run_shard
+from eval_runner.retry import RetryPolicy
+from eval_runner.transport import open_transport
 from tests.integration.test_runner_cli import runner_env, start_shard
 from tests.support.model_server import Faults, ModelServer, RateLimits
 from tests.support.ports import free_port
@@ -125,6 +130,64 @@ async def test_provider_rate_limit_headers_pace_requests_before_a_429(
     # The bucket lets the first `limit` through at once, then limit/window a second.
     allowed = (samples - limit) * window / limit
     assert allowed <= elapsed <= 1.25 * allowed + 0.5
+
+
+async def test_samples_the_endpoint_could_not_be_reached_for_are_asked_again() -> None:
+    """The endpoint is down for the first second. Samples whose every try failed to connect
+    are not written off: once the endpoint answers again they are asked again, and every
+    sample is scored."""
+    port = free_port()
+    server = ModelServer(port=port)
+    ev = evaluation(
+        f"http://127.0.0.1:{port}/v1",
+        "comeback",
+        model={"maxConcurrency": 4},
+        dataset={"inline": RECORDS[:20]},
+    )
+    async with open_transport() as http:
+        # Few, fast retries and a short open period, so that the outage outlasts both.
+        client = HttpModelClient(
+            ev.spec.model,
+            "k",
+            http,
+            retry=RetryPolicy(max_errors=2, base_delay=0.05),
+            breaker=CircuitBreaker(open_seconds=0.3),
+        )
+        comeback = asyncio.get_running_loop().call_later(
+            1.0, lambda: asyncio.ensure_future(server.start())
+        )
+        try:
+            summary = await run_shard(ev, 0, 1, "k", client=client)
+        finally:
+            comeback.cancel()
+            await server.stop()
+    assert (summary.completed, summary.failed, summary.errors) == (20, 0, {})
+    assert summary.scores["exact_match"].n == 20
+
+
+async def test_timed_out_requests_are_counted_and_charged_at_their_worst_case() -> None:
+    """A provider may bill a request it never answered in time: each timeout costs its worst
+    case, in usage and against the budget, which therefore still stops the run."""
+    faults = Faults(timeout=1.0, hang_seconds=1.5)  # every request outlasts timeoutSeconds 1
+    summary = ShardSummary()
+    async with ModelServer(faults=faults) as server:
+        ev = evaluation(
+            server.base_url,
+            "fire-timeouts",
+            model={"pricing": DOLLAR_A_TOKEN, "maxConcurrency": 2, "parameters": {"maxTokens": 8}},
+            dataset={"inline": RECORDS[:2]},
+            budget={"maxCostUSD": "300"},
+        )
+        with pytest.raises(BudgetStopped):
+            await run_shard(ev, 0, 1, "k", summary=summary)
+    usage = summary.usage
+    assert usage.requests == usage.timed_out == server.count > 0
+    assert (usage.input_tokens, usage.output_tokens) == (0, 0)  # none was reported
+    # Each request: every prompt byte as a token, + 8 per message + 16, and maxTokens 8.
+    worst = {max_input_tokens([{"role": "user", "content": r["input"]}]) + 8 for r in RECORDS[:2]}
+    assert len(worst) == 1  # both prompts are as long
+    assert Decimal(usage.cost_usd) == worst.pop() * usage.timed_out <= 300
+    assert f"spent ${usage.cost_usd} of $300" in (summary.message or "")
 
 
 def spent(server: ModelServer) -> Decimal:

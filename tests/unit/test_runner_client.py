@@ -301,3 +301,86 @@ async def test_an_open_breaker_sends_nothing_until_its_probe() -> None:
     assert completion.text == "4" and len(transport.sent) == 3
     assert 5.0 <= waits[2] <= 5.5  # the open period, plus at most 10% jitter
     assert breaker.state == CLOSED and breaker.opened == 1
+
+
+async def test_breaker_refusals_use_none_of_a_samples_retries() -> None:
+    """Two 500s open the breaker; while it is open the sample waits (nothing is sent, nothing
+    is counted against it), and the half-open probe's success answers it: 2 of its 3 tries
+    were used, not 3 plus every refusal."""
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:  # time passes without waiting
+        now[0] += seconds
+
+    breaker = CircuitBreaker(window=4, min_calls=2, open_seconds=5, clock=lambda: now[0])
+    transport = ScriptedTransport(status(500), status(500), ok())
+    client = HttpModelClient(
+        model(baseURL="http://model/v1"),
+        KEY,
+        transport,
+        retry=RetryPolicy(max_errors=3, base_delay=0.0),
+        breaker=breaker,
+        sleep=sleep,
+    )
+    completion = await client.complete(MESSAGES)
+    assert completion.text == "4" and len(transport.sent) == 3
+    assert now[0] >= 5.0  # it waited for the breaker's open period
+
+
+async def test_an_endpoint_that_refuses_connections_stops_after_its_bound() -> None:
+    from eval_runner.transport import ConnectFailed
+
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    transport = ScriptedTransport(ConnectFailed("model:80", "connection refused"))
+    client = HttpModelClient(
+        model(baseURL="http://model/v1", unreachableAfterSeconds=30),
+        KEY,
+        transport,
+        retry=RetryPolicy(max_errors=1000, base_delay=1.0),
+        breaker=CircuitBreaker(clock=lambda: now[0]),
+        clock=lambda: now[0],
+        sleep=sleep,
+    )
+    with pytest.raises(EndpointFailed) as caught:
+        await client.complete(MESSAGES)
+    assert caught.value.reason == "EndpointUnreachable"
+    assert caught.value.message.startswith("cannot connect to model:80: connection refused")
+    assert 30 <= now[0] < 31  # stopped at the bound, not at the breaker's next probe
+    assert len(transport.sent) < 40  # the open breaker held the requests back meanwhile
+
+
+async def test_a_timed_out_request_costs_its_worst_case_and_is_counted() -> None:
+    pricing = {"inputPerMillionUSD": "1000000", "outputPerMillionUSD": "1000000"}
+    messages: list[Message] = [{"role": "user", "content": "2 + 2"}]
+    budget = Budget(max_cost=Decimal("130"))
+    client, transport = client_for(
+        TransportTimeout("slow"),
+        TransportTimeout("slow"),
+        ok(),
+        budget=budget,
+        pricing=pricing,
+        parameters={"maxTokens": 10},
+    )
+    await client.complete(messages)
+    # Worst case $39 (see above) for each of the 2 timeouts, then the answer's $10.
+    assert (client.usage.requests, client.usage.timed_out) == (3, 2)
+    assert client.usage.cost_usd == "88" and budget.spent == Decimal(88)
+    assert (client.usage.input_tokens, client.usage.output_tokens) == (9, 1)  # as reported
+
+
+async def test_truncated_answers_are_counted() -> None:
+    cut = {**OPENAI_OK, "choices": [{"message": {"content": "4"}, "finish_reason": "length"}]}
+    openai, _ = client_for(ok(cut))
+    completion = await openai.complete(MESSAGES)
+    assert completion.truncated and openai.usage.truncated == 1
+    anthropic_body = {
+        "content": [{"type": "text", "text": "4"}],
+        "stop_reason": "max_tokens",
+        "usage": {"input_tokens": 9, "output_tokens": 2},
+    }
+    anthropic, _ = client_for(ok(anthropic_body), provider="anthropic")
+    assert (await anthropic.complete(MESSAGES)).truncated and anthropic.usage.truncated == 1
