@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=120_000,
         help="provider-like run: tokens per minute (prompt characters / 4 + maxTokens each)",
     )
+    parser.add_argument(
+        "--provider-window",
+        type=float,
+        default=60.0,
+        help="provider-like run: seconds the buckets refill in (a minute, as providers say)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -327,7 +333,7 @@ def report(args: argparse.Namespace) -> int:
         if not args.no_faults:
             ok = report_faults(args, clean, run_once(args, workdir, "faults", fault_flags(args)))
         if args.provider_rpm or args.provider_tpm:
-            flags = ["--window", "60"]
+            flags = ["--window", str(args.provider_window)]
             if args.provider_rpm:
                 flags += ["--rpm", str(args.provider_rpm)]
             if args.provider_tpm:
@@ -419,7 +425,8 @@ def report_provider(args: argparse.Namespace, clean: dict[str, Any], paced: dict
     identical = same_scores(clean, paced)
     print(
         f"provider-like run: buckets of {args.provider_rpm} requests and {args.provider_tpm} "
-        "tokens a minute, refilled continuously, x-ratelimit-* headers on every answer"
+        f"tokens per {args.provider_window:g} s, refilled continuously, x-ratelimit-* headers "
+        "on every answer"
     )
     print(f"  wall: {paced['wall']:.3f} s; the buckets allow {allowed:.3f} s")
     print(f"  ratio wall/allowed: {paced['wall'] / allowed:.3f}")
