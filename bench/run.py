@@ -323,7 +323,11 @@ def report(args: argparse.Namespace) -> int:
         print(f"  physical limit N*L/C: {limit:.3f} s")
         print(f"  ratio wall/limit: {clean['wall'] / limit:.3f}")
         mean = clean["request_seconds"] / max(clean["request_count"], 1)
-        print(f"  mean request duration: {mean * 1000:.2f} ms (L = {latency * 1000:g} ms)")
+        late = clean["server"]["meanLatenessSeconds"]
+        print(
+            f"  mean request duration: {mean * 1000:.2f} ms (L = {latency * 1000:g} ms; the "
+            f"server's timers answered {late * 1000:.2f} ms past L on average)"
+        )
         print(
             f"  runner CPU: {clean['cpu'] * 1000 / n:.3f} ms/sample "
             f"({clean['cpu']:.3f} s in run_shard, dataset load and rendering included)"

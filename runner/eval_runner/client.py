@@ -388,7 +388,9 @@ class HttpModelClient:
         started = self._clock()
         request = self._build(self._model, self._api_key, messages)
         body = json.dumps(request.body, separators=(",", ":")).encode()
-        # The worst case prices a request whose outcome is unknown, and bounds the budget.
+        # The worst case prices a request whose outcome is unknown, and bounds the budget. The
+        # output of a request without maxTokens has no bound: its worst case is its prompt
+        # (budget.maxCostUSD demands maxTokens, so no budget relies on that).
         worst = worst_case_cost(self._model.pricing, max_input_tokens(messages), self._max_output)
         prompt_tokens = -(-sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN)
         output_bound = self._max_output or 0

@@ -132,31 +132,33 @@ class AiohttpTransport:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
-        self._proxies: dict[tuple[str, str, int | None], Proxy] = {}
+        # Parsed once per URL (a run posts to one or two): the URL, its proxy, its headers.
+        self._targets: dict[str, tuple[URL, Proxy, dict[str, str]]] = {}
 
     async def post(
         self, url: str, headers: Mapping[str, str], body: bytes, timeout_seconds: float
     ) -> HttpResponse:
-        target = URL(url)
+        target = self._targets.get(url)
+        if target is None:
+            parsed = URL(url)
+            proxy = proxy_for(parsed)
+            target = self._targets[url] = (parsed, proxy, {**_JSON, **proxy.request_headers})
+        parsed, proxy, base_headers = target
         limits = self._timeouts.get(timeout_seconds)
         if limits is None:
             limits = self._timeouts[timeout_seconds] = aiohttp.ClientTimeout(
                 total=timeout_seconds, connect=min(timeout_seconds, CONNECT_SECONDS)
             )
-        origin = (target.scheme, target.raw_host or "", target.port)
-        proxy = self._proxies.get(origin)
-        if proxy is None:
-            proxy = self._proxies[origin] = proxy_for(target)
         for attempt in (1, 2):
             try:
-                return await self._post(target, headers, body, limits, proxy)
+                return await self._post(parsed, {**base_headers, **headers}, body, limits, proxy)
             except _STALE as err:
                 if isinstance(err, aiohttp.ClientConnectorError):
                     raise ConnectFailed(f"{err.host}:{err.port}", connect_reason(err)) from err
                 if attempt == 2:
                     raise TransportError(_describe(err)) from err
             except aiohttp.ConnectionTimeoutError as err:
-                where = f"{target.host}:{target.port}"
+                where = f"{parsed.host}:{parsed.port}"
                 raise ConnectFailed(where, f"no connection within {limits.connect:g}s") from err
             except TimeoutError as err:
                 raise TransportTimeout(f"no answer within {timeout_seconds:g}s") from err
@@ -175,7 +177,7 @@ class AiohttpTransport:
         async with self._session.post(
             url,
             data=body,
-            headers={**_JSON, **proxy.request_headers, **headers},
+            headers=headers,
             timeout=limits,
             allow_redirects=False,
             proxy=proxy.url,

@@ -214,6 +214,10 @@ class ModelServer:
         self.injected: dict[str, int] = {}  # random faults injected, by kind
         self.input_tokens = 0  # of answered requests only, as a provider bills
         self.output_tokens = 0
+        # How late the lean front-end's delayed answers went out, past their latency (its
+        # timers' granularity): the floor of any client's wall above N*L/C.
+        self.lateness = 0.0
+        self.delayed_answers = 0
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -377,6 +381,7 @@ class ModelServer:
             "injected": self.injected,
             "inputTokens": self.input_tokens,
             "outputTokens": self.output_tokens,
+            "meanLatenessSeconds": self.lateness / max(self.delayed_answers, 1),
         }
         if self.limits is not None:
             stats["rateLimits"] = {
@@ -484,6 +489,9 @@ class _LeanHttp(asyncio.Protocol):
             asyncio.get_running_loop().call_later(early, self._send, message, due)
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.write(message)
+            if due:
+                self.server.lateness -= early
+                self.server.delayed_answers += 1
 
 
 def main(argv: list[str] | None = None) -> None:
