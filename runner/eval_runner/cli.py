@@ -167,7 +167,9 @@ def configure_logging(stream: TextIO, *, json_logs: bool, level: int = logging.I
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_logs
-        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        else structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     exceptions: Any = (
         structlog.processors.ExceptionRenderer(

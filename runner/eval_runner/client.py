@@ -24,6 +24,8 @@ from decimal import Decimal
 from http import HTTPStatus
 from typing import Any, Protocol
 
+import structlog
+
 from eval_api.shard import ShardUsage
 from eval_api.v1alpha1 import EndpointSpec
 from eval_runner import metrics
@@ -50,6 +52,8 @@ CHARS_PER_TOKEN = 4
 # An error body is shown cut to this, on one line, with the key redacted.
 ERROR_SNIPPET_CHARS = 160
 _SPACE = re.compile(r"\s+")
+
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +291,12 @@ class Reachability:
     def failed(self, err: ConnectFailed) -> None:
         if self.since is None:
             self.since = self._clock()
+            # Said once, so that a run waiting on a dead endpoint does not look hung.
+            log.warning(
+                f"the {self._where} is unreachable, retrying",
+                error=str(err),
+                gives_up_after_seconds=self.after_seconds,
+            )
         self.failure = err
 
     def answered(self) -> None:
