@@ -278,8 +278,8 @@ class UsageMeter:
 
 class Reachability:
     """How long the endpoint has been impossible to connect to: from the first failed connect
-    with no answer since, to `after_seconds` (spec unreachableAfterSeconds), when the shard
-    stops with EndpointUnreachable."""
+    with no connection made since, to `after_seconds` (spec unreachableAfterSeconds), when the
+    shard stops with EndpointUnreachable."""
 
     def __init__(self, after_seconds: float, where: str, clock: Clock = time.monotonic) -> None:
         self.after_seconds = after_seconds
@@ -299,7 +299,8 @@ class Reachability:
             )
         self.failure = err
 
-    def answered(self) -> None:
+    def connected(self) -> None:
+        """A connection was made (whatever became of the request): the endpoint is there."""
         self.since = self.failure = None
 
     def remaining(self) -> float | None:
@@ -518,6 +519,7 @@ class HttpModelClient:
             response = await self._transport.post(url, request.headers, body, self._timeout)
         except TransportTimeout as err:
             self._failed("timeout")
+            self.reachability.connected()
             raise RequestFailed(
                 "timeout", SECRETS.redact(str(err)), url=url, retryable=True, breaker_failure=True
             ) from err
@@ -534,6 +536,7 @@ class HttpModelClient:
             ) from err
         except TransportError as err:
             self._failed("connection")
+            self.reachability.connected()
             raise RequestFailed(
                 "connection",
                 SECRETS.redact(str(err)),
@@ -544,7 +547,7 @@ class HttpModelClient:
         finally:
             self._duration.observe(time.perf_counter() - started)
             in_flight.dec()
-        self.reachability.answered()
+        self.reachability.connected()
         status = response.status
         headers = response.headers
         retry_after = parse_retry_after(headers.get("Retry-After"))

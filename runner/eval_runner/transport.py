@@ -32,8 +32,8 @@ from eval_runner.tls import ssl_context
 # connection the runner is about to reuse (a load balancer that forgets an idle flow answers it
 # with nothing at all, which would cost a whole timeoutSeconds).
 IDLE_SECONDS = 4.0
-# Connecting is bounded apart from the whole request: a host that drops SYNs fails in this
-# time, not after timeoutSeconds.
+# Connecting is bounded apart from the whole request (at most half of it): a host that drops
+# SYNs fails in this time, not after timeoutSeconds.
 CONNECT_SECONDS = 10.0
 USER_AGENT = "eval-runner (aiohttp)"
 _JSON = {"Content-Type": "application/json"}
@@ -146,8 +146,10 @@ class AiohttpTransport:
         parsed, proxy, base_headers = target
         limits = self._timeouts.get(timeout_seconds)
         if limits is None:
+            # Connecting ends well before the whole request may: a failed connect is then
+            # always told apart from an answer that never came (which may be billed).
             limits = self._timeouts[timeout_seconds] = aiohttp.ClientTimeout(
-                total=timeout_seconds, connect=min(timeout_seconds, CONNECT_SECONDS)
+                total=timeout_seconds, connect=min(timeout_seconds / 2, CONNECT_SECONDS)
             )
         for attempt in (1, 2):
             try:
