@@ -84,7 +84,7 @@ quickstart: $(VENV)/.installed ## Run examples/quickstart.yaml locally against t
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: $(VENV)/.installed ## The runner against the local model server: N=5000, L=50 ms, C=64, clean then under fire.
+bench: $(VENV)/.installed ## The runner against the local model server: N=5000, L=50 ms, C=64, clean, under fire, then provider-like rate limits.
 	$(PY) bench/run.py --samples 5000 --latency 0.05 --concurrency 64 \
 	  --rate-limit 0.2 --retry-after 1 --server-error 0.05 --timeout 0.02 $(BENCH_ARGS)
 

@@ -1,6 +1,6 @@
 """`make bench`: the runner against the local model server, clean and then under fire.
 
-    python bench/run.py [--samples 5000] [--latency 0.05] [--concurrency 64] [--client aiohttp]
+    python bench/run.py [--samples 5000] [--latency 0.05] [--concurrency 64]
 
 The model server (tests/support/model_server.py) runs as a process of its own with a fixed
 latency L; the runner runs `run_shard` in another process, so the CPU it reports is the
@@ -14,7 +14,11 @@ runner's alone (time.process_time() in the runner process). Printed, in one run:
 - fault run (the same run with 429s carrying Retry-After, 500s, hangs longer than the request
   timeout, optionally truncated bodies): its wall, the ratio of its scores to the clean run's
   (must be identical: exit code 1 otherwise), the samples errored, retries by class, and what
-  the adaptive concurrency did (its gauge's minimum and the number of cuts).
+  the adaptive concurrency did (its gauge's minimum and the number of cuts);
+- provider-like run (the server enforces a requests-per-minute and a tokens-per-minute bucket,
+  refilled continuously, and sends OpenAI's x-ratelimit-* headers): its wall against the time
+  the buckets allow (all that fits in a full bucket at once, the rest at the refill rate, plus
+  one latency), and the share of requests answered 429; its scores must equal the clean run's.
 
 All traffic goes to 127.0.0.1; every loop is bounded by N and by timeouts.
 """
@@ -33,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_ROOTS = [ROOT / "runner", ROOT / "operator", ROOT]
+SOURCE_ROOTS = [ROOT / "api", ROOT / "runner", ROOT / "operator", ROOT]
 MODEL = "bench-model"
 SERVER_START_TIMEOUT = 30.0
 
@@ -45,12 +49,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", "-n", type=int, default=5000, help="N (default 5000)")
     parser.add_argument("--latency", "-l", type=float, default=0.05, help="L, seconds")
     parser.add_argument("--concurrency", "-c", type=int, default=64, help="C (maxConcurrency)")
-    parser.add_argument(
-        "--client",
-        choices=["lean", "aiohttp", "httpx"],
-        default="lean",
-        help="the runner's HTTP transport (default: lean, the runner's own)",
-    )
     parser.add_argument("--rate-limit", type=float, default=0.20, help="fraction of 429s")
     parser.add_argument("--retry-after", default="1", help="Retry-After of the 429s")
     parser.add_argument("--server-error", type=float, default=0.05, help="fraction of 500s")
@@ -61,6 +59,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-faults", action="store_true", help="skip the fault run")
+    parser.add_argument(
+        "--provider-rpm",
+        type=int,
+        default=3750,
+        help="provider-like run: requests per minute of the server's bucket (0: no such run)",
+    )
+    parser.add_argument(
+        "--provider-tpm",
+        type=int,
+        default=120_000,
+        help="provider-like run: tokens per minute (prompt characters / 4 + maxTokens each)",
+    )
+    parser.add_argument(
+        "--provider-window",
+        type=float,
+        default=60.0,
+        help="provider-like run: seconds the buckets refill in (a minute, as providers say)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -123,7 +139,6 @@ def child(config_path: Path) -> None:
             1,
             None,
             dataset_file=Path(config["dataset"]),
-            transport=config["client"],
             on_progress=progress,
         )
         cpu = time.process_time() - cpu_started
@@ -153,6 +168,8 @@ def child(config_path: Path) -> None:
             "concurrency_min": lowest[0],
             "concurrency_cuts": sample("eval_runner_concurrency_cuts_total"),
             "breaker_opens": sample("eval_runner_circuit_breaker_opens_total"),
+            "request_seconds": sample("eval_runner_request_duration_seconds_sum"),
+            "request_count": sample("eval_runner_request_duration_seconds_count"),
         }
 
     result = run_async(main())
@@ -253,7 +270,6 @@ def run_once(
                 {
                     "evaluation": evaluation(args, f"http://127.0.0.1:{server.port}/v1"),
                     "dataset": str(workdir / "bench.jsonl"),
-                    "client": args.client,
                 }
             )
         )
@@ -276,6 +292,12 @@ def run_once(
         server.stop()
 
 
+def aiohttp_version() -> str:
+    from importlib.metadata import version
+
+    return version("aiohttp")
+
+
 def means(summary: dict[str, Any]) -> dict[str, float]:
     return {
         name: sums["sum"] / sums["n"] if sums["n"] else float("nan")
@@ -291,7 +313,8 @@ def report(args: argparse.Namespace) -> int:
         write_dataset(workdir / "bench.jsonl", n)
         clean = run_once(args, workdir, "clean", [])
         s = clean["summary"]
-        print(f"clean run: N={n} L={latency * 1000:g} ms C={c} client={args.client}")
+        transport = f"aiohttp {aiohttp_version()}"
+        print(f"clean run: N={n} L={latency * 1000:g} ms C={c} transport={transport}")
         print(
             f"  start-up: {clean['startup']:.3f} s (not in the wall: process spawn -> first "
             f"request, of which {clean['prepare']:.3f} s dataset load and prompt rendering)"
@@ -299,33 +322,61 @@ def report(args: argparse.Namespace) -> int:
         print(f"  wall: {clean['wall']:.3f} s (first request -> last sample scored)")
         print(f"  physical limit N*L/C: {limit:.3f} s")
         print(f"  ratio wall/limit: {clean['wall'] / limit:.3f}")
+        mean = clean["request_seconds"] / max(clean["request_count"], 1)
+        late = clean["server"]["meanLatenessSeconds"]
+        print(
+            f"  mean request duration: {mean * 1000:.2f} ms (L = {latency * 1000:g} ms; the "
+            f"server's timers answered {late * 1000:.2f} ms past L on average)"
+        )
         print(
             f"  runner CPU: {clean['cpu'] * 1000 / n:.3f} ms/sample "
             f"({clean['cpu']:.3f} s in run_shard, dataset load and rendering included)"
         )
         print(f"  samples: {s['completed']} scored, {s['failed']} errored")
-        if args.no_faults:
-            return 0
-        faults = [
-            "--rate-limit",
-            str(args.rate_limit),
-            "--retry-after",
-            args.retry_after,
-            "--server-error",
-            str(args.server_error),
-            "--timeout",
-            str(args.timeout),
-            "--hang-seconds",
-            str(args.request_timeout + 2),
-            "--truncated",
-            str(args.truncated),
-            "--seed",
-            str(args.seed),
-        ]
-        fault = run_once(args, workdir, "faults", faults)
-    f = fault["summary"]
+        ok = True
+        if not args.no_faults:
+            ok = report_faults(args, clean, run_once(args, workdir, "faults", fault_flags(args)))
+        if args.provider_rpm or args.provider_tpm:
+            flags = ["--window", str(args.provider_window)]
+            if args.provider_rpm:
+                flags += ["--rpm", str(args.provider_rpm)]
+            if args.provider_tpm:
+                flags += ["--tpm", str(args.provider_tpm)]
+            paced = run_once(args, workdir, "provider", flags)
+            ok = report_provider(args, clean, paced) and ok
+    return 0 if ok else 1
+
+
+def fault_flags(args: argparse.Namespace) -> list[str]:
+    return [
+        "--rate-limit",
+        str(args.rate_limit),
+        "--retry-after",
+        args.retry_after,
+        "--server-error",
+        str(args.server_error),
+        "--timeout",
+        str(args.timeout),
+        "--hang-seconds",
+        str(args.request_timeout + 2),
+        "--truncated",
+        str(args.truncated),
+        "--seed",
+        str(args.seed),
+    ]
+
+
+def same_scores(clean: dict[str, Any], other: dict[str, Any]) -> bool:
+    return (
+        clean["summary"]["scores"] == other["summary"]["scores"]
+        and not (other["summary"]["failed"])
+    )
+
+
+def report_faults(args: argparse.Namespace, clean: dict[str, Any], fault: dict[str, Any]) -> bool:
+    s, f = clean["summary"], fault["summary"]
     clean_scores, fault_scores = means(s), means(f)
-    identical = s["scores"] == f["scores"] and f["failed"] == 0
+    identical = same_scores(clean, fault)
     print(
         f"fault run: {args.rate_limit:.0%} 429 (Retry-After: {args.retry_after}), "
         f"{args.server_error:.0%} 500, {args.timeout:.0%} timeouts "
@@ -352,11 +403,46 @@ def report(args: argparse.Namespace) -> int:
         + f" (total {sum(fault['retries'].values()):g})"
     )
     print(
-        f"  adaptive concurrency: gauge minimum {fault['concurrency_min']:g} of {c}, "
-        f"{fault['concurrency_cuts']:g} cuts; circuit breaker opened "
+        f"  adaptive concurrency: gauge minimum {fault['concurrency_min']:g} of "
+        f"{args.concurrency}, {fault['concurrency_cuts']:g} cuts; circuit breaker opened "
         f"{fault['breaker_opens']:g} times"
     )
-    return 0 if identical else 1
+    return identical
+
+
+def bucket_allows(stats: dict[str, Any], latency: float) -> float:
+    """The earliest the last request could have been answered: what fits in each full bucket
+    goes at once, the rest at its refill rate (limit per window), plus one latency."""
+    buckets = stats["rateLimits"]
+    window = buckets["windowSeconds"]
+    waits = [
+        max(0.0, buckets["charged"][name] - limit) * window / limit
+        for name, limit in buckets["limits"].items()
+    ]
+    return max(waits) + latency
+
+
+def report_provider(args: argparse.Namespace, clean: dict[str, Any], paced: dict[str, Any]) -> bool:
+    stats = paced["server"]
+    allowed = bucket_allows(stats, args.latency)
+    throttled = stats["rateLimits"]["throttled"]
+    identical = same_scores(clean, paced)
+    print(
+        f"provider-like run: buckets of {args.provider_rpm} requests and {args.provider_tpm} "
+        f"tokens per {args.provider_window:g} s, refilled continuously, x-ratelimit-* headers "
+        "on every answer"
+    )
+    print(f"  wall: {paced['wall']:.3f} s; the buckets allow {allowed:.3f} s")
+    print(f"  ratio wall/allowed: {paced['wall'] / allowed:.3f}")
+    print(
+        f"  answered 429: {throttled} of {stats['requests']} requests "
+        f"({100 * throttled / stats['requests']:.2f}%)"
+    )
+    print(
+        f"  samples: {paced['summary']['completed']} scored, {paced['summary']['failed']} "
+        f"errored; scores identical to the clean run: {'yes' if identical else 'NO'}"
+    )
+    return identical
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,22 +18,52 @@ TERMINATION_MESSAGE_LIMIT = 4096
 
 
 class ScoreSums(BaseModel):
-    """Sufficient statistics of one scorer over a shard: enough for mean, stderr and ci95."""
+    """Sufficient statistics of one scorer over a shard: enough for mean, stderr and ci95.
 
-    model_config = ConfigDict(extra="ignore")
+    With task.groupField, also the sums over the shard's groups that a cluster-robust standard
+    error needs (G, and over the groups g with n_g samples scoring S_g: sum S_g^2, sum n_g S_g,
+    sum n_g^2). They add up over shards because the runner keeps every group in one shard.
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     n: int = 0
     sum: float = 0.0
     sumsq: float = 0.0
+    groups: int | None = None
+    group_sumsq: float | None = Field(default=None, alias="groupSumsq")
+    group_cross: float | None = Field(default=None, alias="groupCross")
+    group_nsq: int | None = Field(default=None, alias="groupNsq")
 
-    def add(self, value: float) -> None:
+    def add(self, value: float, group: list[float] | None = None) -> None:
+        """Count one score. `group` is the running [n_g, S_g] of the sample's group in this
+        shard (updated here), or None without task.groupField."""
         self.n += 1
         self.sum += value
         self.sumsq += value * value
+        if group is None:
+            return
+        n_g, s_g = group
+        self.groups = (self.groups or 0) + (1 if n_g == 0 else 0)
+        self.group_sumsq = (self.group_sumsq or 0.0) + 2 * s_g * value + value * value
+        self.group_cross = (self.group_cross or 0.0) + s_g + (n_g + 1) * value
+        self.group_nsq = (self.group_nsq or 0) + 2 * int(n_g) + 1
+        group[0], group[1] = n_g + 1, s_g + value
 
     def merged(self, other: ScoreSums) -> ScoreSums:
+        grouped = self.groups is not None or other.groups is not None
+
+        def plus(a: float | None, b: float | None) -> float | None:
+            return (a or 0) + (b or 0) if grouped else None
+
         return ScoreSums(
-            n=self.n + other.n, sum=self.sum + other.sum, sumsq=self.sumsq + other.sumsq
+            n=self.n + other.n,
+            sum=self.sum + other.sum,
+            sumsq=self.sumsq + other.sumsq,
+            groups=plus(self.groups, other.groups),
+            group_sumsq=plus(self.group_sumsq, other.group_sumsq),
+            group_cross=plus(self.group_cross, other.group_cross),
+            group_nsq=plus(self.group_nsq, other.group_nsq),
         )
 
 
@@ -45,7 +75,10 @@ class ShardUsage(BaseModel):
     requests: int = 0
     input_tokens: int = Field(default=0, alias="inputTokens")
     output_tokens: int = Field(default=0, alias="outputTokens")
+    prompt_cache_tokens: int = Field(default=0, alias="promptCacheTokens")
     cache_hits: int = Field(default=0, alias="cacheHits")
+    timed_out: int = Field(default=0, alias="timedOut")
+    truncated: int = 0
     cost_usd: str = Field(default="0", alias="costUSD")
     judge: ShardUsage | None = None
 
@@ -57,7 +90,10 @@ class ShardUsage(BaseModel):
             requests=self.requests + other.requests,
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
+            prompt_cache_tokens=self.prompt_cache_tokens + other.prompt_cache_tokens,
             cache_hits=self.cache_hits + other.cache_hits,
+            timed_out=self.timed_out + other.timed_out,
+            truncated=self.truncated + other.truncated,
             cost_usd=format(Decimal(self.cost_usd) + Decimal(other.cost_usd), "f"),
             judge=judge,
         )

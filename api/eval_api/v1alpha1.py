@@ -26,6 +26,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 BUILTIN_DATASETS = ("arithmetic", "capitals", "sentiment")
 
 DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+# A decimal in [0, 1], e.g. "0.05".
+FRACTION_PATTERN = r"^(0(\.[0-9]+)?|1(\.0+)?)$"
 SIGNED_DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SCORER_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -37,6 +39,11 @@ THRESHOLD_RE = re.compile(
 
 # Every scorer's per-sample values lie in this range, so every mean and threshold does too.
 SCORE_RANGE = (Decimal(0), Decimal(1))
+
+# dataset.maxBytes: its default, and the largest value accepted (a runner pod's memory holds the
+# whole file while it is parsed).
+DEFAULT_DATASET_MAX_BYTES = 256 * 1024 * 1024
+MAX_DATASET_BYTES_LIMIT = 16 * 1024 * 1024 * 1024
 
 # Annotation whose new value asks the operator to run a finished Evaluation again.
 RERUN_ANNOTATION = f"{GROUP}/rerun"
@@ -262,7 +269,21 @@ class EndpointSpec(ApiModel):
         default=60,
         ge=1,
         le=3600,
-        description="Timeout of one request; a timed-out request is retried like a 5xx.",
+        description=(
+            "Timeout of one request; a timed-out request is retried like a 5xx, and costs its "
+            "worst case (the provider may have processed it): see status.usage.timedOut."
+        ),
+    )
+    unreachable_after_seconds: int = Field(
+        default=120,
+        ge=1,
+        le=86400,
+        description=(
+            "How long the endpoint may refuse connections (or not resolve, or fail its TLS "
+            "handshake) with no answer in between before the shard stops with reason "
+            "EndpointUnreachable. Samples waiting for the endpoint's circuit breaker use none "
+            "of their retries meanwhile."
+        ),
     )
     pricing: Pricing | None = Field(
         default=None, description="Token prices, to report cost and enforce budget.maxCostUSD."
@@ -306,6 +327,11 @@ class DatasetSpec(ApiModel):
                     "sha256 is only meaningful with url",
                     ".sha256",
                 ),
+                cel_rule(
+                    "!has(self.maxBytes) || has(self.url) || has(self.configMapRef)",
+                    "maxBytes applies to url and configMapRef datasets only",
+                    ".maxBytes",
+                ),
             ]
         }
     )
@@ -331,7 +357,21 @@ class DatasetSpec(ApiModel):
     sha256: str | None = Field(
         default=None,
         pattern=r"^[a-f0-9]{64}$",
-        description="Hex SHA-256 of the file at url; a mismatch fails the run.",
+        description=(
+            "Hex SHA-256 of the file at url, checked before the file is parsed; a mismatch "
+            "fails the run (DatasetChecksumMismatch)."
+        ),
+    )
+    max_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_DATASET_BYTES_LIMIT,
+        description=(
+            "Size limit in bytes of the file at url or of the configMapRef file (default "
+            "268435456, 256 MiB). A download stops as soon as it passes the limit, and the run "
+            "fails with reason DatasetTooLarge. A url is fetched once per pod (into /tmp), "
+            "following at most 5 redirects."
+        ),
     )
     format: Literal["jsonl", "json", "csv"] | None = Field(
         default=None,
@@ -354,6 +394,10 @@ class DatasetSpec(ApiModel):
     shuffle_seed: int | None = Field(
         default=None, description="Shuffle the records with this seed before limit and sharding."
     )
+
+    @property
+    def effective_max_bytes(self) -> int:
+        return DEFAULT_DATASET_MAX_BYTES if self.max_bytes is None else self.max_bytes
 
     def source(self) -> str:
         """Where the samples come from, in a few words (status.datasetSource)."""
@@ -498,6 +542,17 @@ class TaskSpec(ApiModel):
         max_length=32,
         description="Examples sent as prior user/assistant turns (at most 32).",
     )
+    group_field: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description=(
+            "Record field naming the group a sample belongs to (e.g. the passage several "
+            "questions share): samples of one group are not independent, so the standard "
+            "errors and ci95 are clustered by it. Every record must have the field; the "
+            "samples of a group are scored in one shard."
+        ),
+    )
     scorers: list[ScorerSpec] = Field(
         min_length=1,
         max_length=16,
@@ -630,6 +685,17 @@ class ExecutionSpec(ApiModel):
         description=(
             "Runner image override (operator default when omitted), e.g. "
             "registry.example/eval-runner:0.2.0 or with @sha256:<digest>."
+        ),
+    )
+    max_errored_fraction: str = Field(
+        default="0.05",
+        pattern=FRACTION_PATTERN,
+        max_length=32,
+        description=(
+            "Largest share of errored samples (never scored) a run may have, a decimal in "
+            '[0, 1] (default "0.05"). Above it the run fails with reason TooManyErrors and is '
+            "never Passed, whatever its scores: a score over the few samples that got through "
+            "says little about the model. A run that scored no sample fails in any case."
         ),
     )
 
@@ -791,18 +857,52 @@ class Progress(ApiModel):
             "name the most frequent error classes."
         ),
     )
-    summary: str = Field(default="", description='Display form, e.g. "120/500".')
+    summary: str = Field(
+        default="",
+        description=(
+            'Display form: samples scored of the total, and the errored ones, e.g. "120/500" '
+            'or "0/40, 40 errored".'
+        ),
+    )
+
+
+NULLABLE = {"nullable": True}
 
 
 class ScoreResult(ApiModel):
-    """The aggregate of one scorer over all scored samples."""
+    """The aggregate of one scorer over all scored samples. A scorer appears even when no
+    sample was scored (n 0, no value): errored samples are never silently left out."""
 
     model_config = ConfigDict(extra="ignore")
 
     name: str = Field(description="Scorer name.")
-    value: float = Field(description="Mean score.")
-    stderr: float = Field(description="Standard error of the mean.")
-    ci95: list[float] = Field(description="95% confidence interval [low, high] of the mean.")
+    value: float | None = Field(
+        default=None,
+        description="Mean score; null when no sample was scored.",
+        json_schema_extra=NULLABLE,
+    )
+    stderr: float | None = Field(
+        default=None,
+        description=(
+            "Standard error of the mean: sample standard deviation / sqrt(n); with "
+            "task.groupField, cluster-robust over the groups. Null with fewer than 2 samples "
+            "(or groups)."
+        ),
+        json_schema_extra=NULLABLE,
+    )
+    ci95: list[float] | None = Field(
+        default=None,
+        description=(
+            "95% confidence interval [low, high] of the mean. Scores that are all 0 or 1: the "
+            "Wilson score interval (40 of 40 gives [0.912, 1], never [1, 1]). Other scores: "
+            "Student's t interval with n-1 degrees of freedom, clipped to [0, 1]. With "
+            "task.groupField: the cluster-robust standard error with G-1 degrees of freedom "
+            "(G groups), and for 0/1 scores the Wilson interval at the effective sample size "
+            "(Korn and Graubard). [0, 1] when there are too few samples or groups to tell; "
+            "null when no sample was scored."
+        ),
+        json_schema_extra=NULLABLE,
+    )
     n: int = Field(description="Number of scored samples.")
 
 
@@ -814,13 +914,21 @@ class JudgeUsage(ApiModel):
     requests: int = Field(default=0, description="Judge requests sent, retries included.")
     input_tokens: int = Field(default=0, description="Input tokens reported by the judge.")
     output_tokens: int = Field(default=0, description="Output tokens reported by the judge.")
+    prompt_cache_tokens: int = Field(
+        default=0, description="Input tokens the judge's provider read from its prompt cache."
+    )
+    timed_out: int = Field(
+        default=0,
+        description="Judge requests whose answer never came, each costed at its worst case.",
+    )
+    truncated: int = Field(default=0, description="Judge answers cut at maxTokens.")
     cost_usd: str = Field(
         default="0", alias="costUSD", description="Cost in USD from the judges' pricing."
     )
 
 
 class Usage(ApiModel):
-    """What the run consumed."""
+    """What the run consumed. Token counts are what the provider reported in its answers."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -829,19 +937,43 @@ class Usage(ApiModel):
     )
     input_tokens: int = Field(default=0, description="Input tokens reported by the provider.")
     output_tokens: int = Field(default=0, description="Output tokens reported by the provider.")
+    prompt_cache_tokens: int = Field(
+        default=0,
+        description=(
+            "Input tokens the provider reported as read from its own prompt cache (OpenAI "
+            "prompt_tokens_details.cached_tokens, Anthropic cache_read_input_tokens); they are "
+            "part of inputTokens."
+        ),
+    )
     cache_hits: int = Field(
         default=0,
         description=(
-            "Requests whose prompt the provider served from its prompt cache (cached input "
-            "tokens reported in the response's usage)."
+            "Answers served from the EvalSuite's response cache instead of the model (0 for a "
+            "standalone Evaluation, which has no cache)."
+        ),
+    )
+    timed_out: int = Field(
+        default=0,
+        description=(
+            "Requests sent whose answer never came (timed out, or abandoned when the shard "
+            "stopped). The provider may have processed them, so each is in costUSD (and the "
+            "budget) at its worst case; their tokens are unknown and not in the token counts."
+        ),
+    )
+    truncated: int = Field(
+        default=0,
+        description=(
+            "Answers cut at maxTokens (OpenAI finish_reason length, Anthropic stop_reason "
+            "max_tokens): scored as they are, but above 5% of the answers the run says so."
         ),
     )
     cost_usd: str = Field(
         default="0",
         alias="costUSD",
         description=(
-            "Cost in USD of the model's requests from model.pricing (decimal string); budgets "
-            "apply to this plus judge.costUSD."
+            "Cost in USD of the model's requests from model.pricing (decimal string): "
+            "answered requests at their reported tokens, timed-out ones at their worst case; "
+            "budgets apply to this plus judge.costUSD."
         ),
     )
     judge: JudgeUsage | None = Field(
@@ -871,7 +1003,9 @@ class EvaluationStatus(ApiModel):
         description="Per-scorer aggregates; the first is the main score.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    usage: Usage | None = Field(default=None, description="Requests, tokens, cache hits and cost.")
+    usage: Usage | None = Field(
+        default=None, description="Requests, tokens, timeouts, truncated answers and cost."
+    )
     start_time: str | None = Field(default=None, description="When the run's Job was created.")
     completion_time: str | None = Field(default=None, description="When the run finished.")
     job_name: str | None = Field(default=None, description="Name of the run's Indexed Job.")

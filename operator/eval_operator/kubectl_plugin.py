@@ -122,11 +122,25 @@ def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
         print(line.rstrip(), file=out)
 
 
+PAIRED_TEST_NOTE = (
+    "Deltas are differences of means, not tests: whether B differs from A takes a paired test "
+    "on the per-sample scores of both runs, which needs them in an EvalSuite store "
+    "(spec.suiteRef). Overlapping or not, two intervals are no such test."
+)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _interval(r: ScoreResult) -> str:
+    return "-" if r.ci95 is None else f"[{r.ci95[0]:.4f}, {r.ci95[1]:.4f}]"
+
+
 def _score(r: ScoreResult | None) -> str:
     if r is None:
         return "-"
-    low, high = r.ci95
-    return f"{r.value:.4f} [{low:.4f}, {high:.4f}] n={r.n}"
+    return f"{_number(r.value)} {_interval(r)} n={r.n}"
 
 
 def _decimal(text: str) -> Decimal:
@@ -153,10 +167,7 @@ def print_results(view: View, out: TextIO) -> None:
     else:
         rows = [["SCORER", "VALUE", "STDERR", "CI95", "N"]]
         for r in status.results:
-            low, high = r.ci95
-            rows.append(
-                [r.name, f"{r.value:.4f}", f"{r.stderr:.4f}", f"[{low:.4f}, {high:.4f}]", str(r.n)]
-            )
+            rows.append([r.name, _number(r.value), _number(r.stderr), _interval(r), str(r.n)])
         print(file=out)
         _table(rows, out)
         print(file=out)
@@ -166,8 +177,10 @@ def print_results(view: View, out: TextIO) -> None:
     if status.usage is not None:
         u = status.usage
         print(
-            f"usage: {u.requests} requests, {u.input_tokens} input tokens, "
-            f"{u.output_tokens} output tokens, {u.cache_hits} cache hits, cost ${u.cost_usd}",
+            f"usage: {u.requests} requests ({u.timed_out} timed out), {u.input_tokens} input "
+            f"tokens, {u.output_tokens} output tokens, {u.prompt_cache_tokens} prompt-cache "
+            f"tokens, {u.truncated} truncated answers, {u.cache_hits} cache hits, "
+            f"cost ${u.cost_usd}",
             file=out,
         )
         if u.judge is not None:
@@ -182,28 +195,28 @@ def print_results(view: View, out: TextIO) -> None:
 
 
 def print_comparison(a: View, b: View, out: TextIO) -> None:
-    """Side by side; a delta is starred when the two 95% intervals do not overlap."""
+    """Side by side, with the differences; no verdict on them (see PAIRED_TEST_NOTE)."""
     rows = [["", f"A: {a.title}", f"B: {b.title}", "DELTA (B-A)"]]
     rows.append(["model", a.model, b.model, ""])
     rows.append(["phase", a.phase, b.phase, ""])
     rows.append(["passed", a.passed, b.passed, ""])
-    starred = False
     names = [r.name for r in a.status.results]
     names += [r.name for r in b.status.results if r.name not in names]
     for scorer in names:
         ra, rb = a.result(scorer), b.result(scorer)
         delta = ""
-        if ra is not None and rb is not None:
-            apart = ra.ci95[1] < rb.ci95[0] or rb.ci95[1] < ra.ci95[0]
-            starred = starred or apart
-            delta = _signed(rb.value - ra.value, 4) + (" *" if apart else "")
+        if ra is not None and rb is not None and ra.value is not None and rb.value is not None:
+            delta = _signed(rb.value - ra.value, 4)
         rows.append([scorer, _score(ra), _score(rb), delta])
     ua, ub = a.status.usage, b.status.usage
     if ua is not None and ub is not None:
         for label, va, vb in (
             ("requests", ua.requests, ub.requests),
+            ("timed out", ua.timed_out, ub.timed_out),
             ("input tokens", ua.input_tokens, ub.input_tokens),
             ("output tokens", ua.output_tokens, ub.output_tokens),
+            ("prompt-cache tokens", ua.prompt_cache_tokens, ub.prompt_cache_tokens),
+            ("truncated answers", ua.truncated, ub.truncated),
             ("cache hits", ua.cache_hits, ub.cache_hits),
         ):
             rows.append([label, str(va), str(vb), _signed(vb - va)])
@@ -213,8 +226,7 @@ def print_comparison(a: View, b: View, out: TextIO) -> None:
             ja, jb = (u.judge.cost_usd if u.judge else "0" for u in (ua, ub))
             rows.append(["judge cost USD", ja, jb, _signed(_decimal(jb) - _decimal(ja))])
     _table(rows, out)
-    if starred:
-        print("\n* the 95% confidence intervals do not overlap", file=out)
+    print(f"\n{PAIRED_TEST_NOTE}", file=out)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -49,6 +49,11 @@ class CircuitBreaker:
         self._clock = clock
         self._on_change = on_change
 
+    @property
+    def failures(self) -> int:
+        """Failures among the outcomes in the window."""
+        return self._failures
+
     def allow(self) -> float | bool:
         """True: send (a half-open breaker's probe included). A float: seconds until a probe
         may go."""

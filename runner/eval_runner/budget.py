@@ -42,8 +42,9 @@ def worst_case_cost(pricing: Pricing | None, input_tokens: int, max_output: int 
     if pricing is None:
         return Decimal(0)
     if max_output is None:
-        # The API demands maxTokens whenever maxCostUSD is set, so only runs without a cost
-        # limit get here, and their reservation does not matter.
+        # No maxTokens, no bound on the output: the worst case is the prompt's. The API demands
+        # maxTokens whenever maxCostUSD is set, so no budget relies on this; a timed-out
+        # request of such a run is charged its prompt only.
         max_output = 0
     return pricing.cost(input_tokens, max_output)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
+import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,14 +31,17 @@ from eval_api.v1alpha1 import Evaluation
 from eval_api.verdict import Verdict, judge_thresholds
 from eval_runner.dataset import DEFAULT_DATASET_DIR
 from eval_runner.errors import PermanentError
-from eval_runner.pipeline import BudgetStopped, run_shard
+from eval_runner.pipeline import BudgetStopped, SampleResult, run_shard
 from eval_runner.runtime import run as run_async
+from eval_runner.secrets import SECRETS, read_key
 from eval_runner.server import ProgressServer
-from eval_runner.transport import transport_from_env
 
 EXIT_THRESHOLDS_FAILED = 1
 EXIT_CRASHED = 1  # unexpected error in a pod: the Job retries the index
 EXIT_INVALID = 2
+# SIGTERM (eviction, activeDeadlineSeconds, a cancelled run): the shell's 128 + 15. Not a
+# permanent failure: an evicted pod is retried.
+EXIT_TERMINATED = 128 + signal.SIGTERM
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_PROGRESS_PORT = 9090
 
@@ -44,13 +50,16 @@ exit codes:
   0  the run finished and every threshold holds (or there are none)
   1  the run finished and a threshold failed: CI can gate on it
   2  invalid manifest or arguments
-  3  the run cannot succeed (dataset not found, checksum mismatch, template error, ...),
-     or it stopped at spec.budget (BudgetExceeded: the results so far are printed)
+  3  the run cannot succeed: dataset not found, checksum mismatch, template error, a key the
+     endpoint refused (AuthenticationFailed), no such model (ModelNotFound), an endpoint that
+     cannot be reached (EndpointUnreachable), more errored samples than
+     spec.execution.maxErroredFraction or none scored (TooManyErrors), or it stopped at
+     spec.budget (BudgetExceeded); the results so far are printed
 
 The API key is read from --api-key-env, else EVAL_API_KEY, else OPENAI_API_KEY or
 ANTHROPIC_API_KEY by provider; it is never printed. The llm_judge scorers' judges read
 EVAL_JUDGE_API_KEY (the first judge), EVAL_JUDGE_API_KEY_1, ... EVAL_CA_BUNDLE may name a
-PEM file of extra CA certificates to trust.
+PEM file of extra CA certificates to trust. HTTP_PROXY, HTTPS_PROXY and NO_PROXY apply.
 """
 
 SHARD_EPILOG = """\
@@ -61,9 +70,10 @@ environment:
   EVAL_DATASET_DIR      where a configMapRef dataset's key is mounted (default /etc/eval/dataset)
   EVAL_PROGRESS_PORT    port of GET /progress, /healthz, /metrics (default 9090)
   EVAL_CA_BUNDLE        PEM file of extra CA certificates for the model endpoint
+  HTTP_PROXY, HTTPS_PROXY, NO_PROXY  proxies for the model endpoints and dataset URLs
 
-exit codes: 0 done; 3 permanent error or BudgetExceeded (the Job fails the index); 1 anything
-else (retried).
+exit codes: 0 done; 3 permanent error or BudgetExceeded (the Job fails the index); 143 stopped
+by SIGTERM (eviction, deadline, cancel); 1 anything else (retried).
 The final ShardSummary JSON is written to the termination log in every case.
 """
 
@@ -76,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.command(args))
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # Never Python's own report: it would print whatever an exception's text holds.
+        report = "error: the runner crashed\n" + traceback.format_exc()
+        print(SECRETS.redact(report), file=sys.stderr)
+        return EXIT_CRASHED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,7 +113,20 @@ def _parser() -> argparse.ArgumentParser:
         "--dataset-file", type=Path, metavar="PATH", help="the file of a configMapRef dataset"
     )
     run.add_argument("--limit", type=int, metavar="N", help="override spec.dataset.limit")
-    run.add_argument("--output", choices=["table", "json"], default="table")
+    run.add_argument(
+        "--output",
+        choices=["table", "json", "jsonl"],
+        default="table",
+        help="table or json: the results on stdout; jsonl: one line per sample on stdout "
+        "(the results table goes to stderr)",
+    )
+    run.add_argument(
+        "--samples",
+        type=Path,
+        metavar="FILE",
+        help="write one JSON line per sample to FILE: id, prompt, response, scores, tokens, "
+        "latency, error class",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     run.set_defaults(command=cmd_run)
 
@@ -118,19 +146,47 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _redact_event(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The last processor before rendering: no key leaves in any value, however nested."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return SECRETS.redact(value)
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(item) for item in value]
+        return value
+
+    return {key: clean(value) for key, value in event.items()}
+
+
 def configure_logging(stream: TextIO, *, json_logs: bool, level: int = logging.INFO) -> None:
+    # Tracebacks never show local variables: the key is a local of the frames that call the
+    # model. They are rendered to plain values first, so the redaction sees their text.
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if json_logs
+        else structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    if json_logs:
-        processors.append(structlog.processors.dict_tracebacks)
+    exceptions: Any = (
+        structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
+        if json_logs
+        else structlog.processors.format_exc_info
+    )
     structlog.configure(
-        processors=[*processors, renderer],
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            exceptions,
+            _redact_event,
+            renderer,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
@@ -140,14 +196,8 @@ def configure_logging(stream: TextIO, *, json_logs: bool, level: int = logging.I
 def judge_api_keys(evaluation: Evaluation) -> list[str | None]:
     """The judges' keys, in the order of the llm_judge scorers (as the Job builder mounts them)."""
     judges = sum(1 for s in evaluation.spec.task.scorers if s.judge is not None)
-    return [secret_env(judge_key_env(index)) for index in range(judges)]
-
-
-def secret_env(name: str) -> str | None:
-    """A key from the environment, without the trailing newline that `echo key | kubectl create
-    secret ...` leaves in it (it would otherwise break the request's header)."""
-    value = os.environ.get(name, "").strip()
-    return value or None
+    names = [judge_key_env(index) for index in range(judges)]
+    return [read_key(name, os.environ.get(name)) for name in names]
 
 
 def _ca_bundle() -> Path | None:
@@ -160,6 +210,40 @@ def _ca_bundle() -> Path | None:
 
 class InvalidInput(Exception):
     """The manifest or the arguments are wrong: exit 2 with this message."""
+
+
+class SampleLog:
+    """What a local run keeps of its samples: the first failure of each error class (for the
+    error table), and one JSON line per sample for --output jsonl / --samples."""
+
+    def __init__(self, out: TextIO | None) -> None:
+        self.out = out
+        self.examples: dict[str, SampleResult] = {}
+
+    def __call__(self, result: SampleResult) -> None:
+        if result.error_class is not None:
+            self.examples.setdefault(result.error_class, result)
+        if self.out is not None:
+            self.out.write(json.dumps(sample_line(result), ensure_ascii=False) + "\n")
+            self.out.flush()
+
+
+def sample_line(result: SampleResult) -> dict[str, Any]:
+    completion = result.completion
+    return {
+        "id": result.sample.id,
+        "input": result.sample.input,
+        "target": result.sample.target,
+        "prompt": result.messages,
+        "response": None if completion is None else completion.text,
+        "scores": result.scores,
+        "inputTokens": None if completion is None else completion.input_tokens,
+        "outputTokens": None if completion is None else completion.output_tokens,
+        "truncated": None if completion is None else completion.truncated,
+        "latencySeconds": None if completion is None else round(completion.latency, 6),
+        "errorClass": result.error_class,
+        "error": result.error,
+    }
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -185,7 +269,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
 
-    api_key = _local_api_key(args.api_key_env, spec.model.provider)
+    try:
+        api_key = _local_api_key(args.api_key_env, spec.model.provider)
+        judge_keys = judge_api_keys(evaluation)
+    except PermanentError as err:
+        print(f"error: {err.reason}: {err.message}", file=sys.stderr)
+        return EXIT_PERMANENT
+    _warn_missing_keys(evaluation, api_key, judge_keys)
+    if args.samples is not None:
+        try:
+            samples_out: TextIO | None = args.samples.open("w")
+        except OSError as err:
+            print(f"error: cannot write {args.samples}: {err.strerror}", file=sys.stderr)
+            return EXIT_INVALID
+    else:
+        samples_out = sys.stdout if args.output == "jsonl" else None
+    sample_log = SampleLog(samples_out)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -194,13 +293,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         console=Console(stderr=True),
         disable=args.no_progress,
     )
-    bar = progress.add_task(evaluation.metadata.name, total=None)
+    name = evaluation.metadata.name
+    bar = progress.add_task(name, total=None)
 
     def show(summary: ShardSummary) -> None:
-        progress.update(bar, total=summary.total, completed=summary.completed + summary.failed)
+        description = f"{name} ({summary.failed} errored)" if summary.failed else name
+        progress.update(
+            bar,
+            total=summary.total,
+            completed=summary.completed + summary.failed,
+            description=description,
+        )
 
     summary = ShardSummary()
-    stopped: BudgetStopped | None = None
+    stopped: PermanentError | None = None
     try:
         with progress:
             run_async(
@@ -209,41 +315,72 @@ def cmd_run(args: argparse.Namespace) -> int:
                     0,
                     1,
                     api_key,
-                    judge_api_keys=judge_api_keys(evaluation),
+                    judge_api_keys=judge_keys,
                     dataset_file=args.dataset_file,
                     ca_bundle=_ca_bundle(),
-                    transport=transport_from_env(),
                     summary=summary,
                     on_progress=show,
+                    on_sample=sample_log,
                 )
             )
-    except BudgetStopped as err:
-        stopped = err  # the results so far are printed below
     except PermanentError as err:
-        print(f"error: {err.reason}: {err.message}", file=sys.stderr)
-        return EXIT_PERMANENT
+        if not summary.total:
+            print(f"error: {err.reason}: {err.message}", file=sys.stderr)
+            return EXIT_PERMANENT
+        stopped = err  # the run had started: the results so far are printed below
+    finally:
+        if args.samples is not None and samples_out is not None:
+            samples_out.close()
 
     scorer_names = [s.effective_name for s in spec.task.scorers]
     result = aggregate([summary], scorer_names, total=summary.total)
+    too_many = result.too_many_errors(spec.execution.max_errored_fraction)
     verdict = judge_thresholds(spec.thresholds, {r.name: r.value for r in result.results})
-    passed = verdict.passed if verdict.checks else None
+    passed = verdict.passed if verdict.checks and too_many is None else None
+    if too_many is not None and verdict.checks:
+        passed = False
     if args.output == "json":
         report = _json_report(evaluation, result, verdict, passed)
         if stopped is not None:
             report["stopped"] = {"reason": stopped.reason, "message": stopped.message}
+        elif too_many is not None:
+            report["stopped"] = {"reason": "TooManyErrors", "message": too_many}
         print(json.dumps(report, indent=2))
     else:
-        _print_table(evaluation, result, verdict)
+        console = Console(highlight=False, stderr=args.output == "jsonl")
+        _print_table(console, evaluation, result, verdict, sample_log)
+    note = result.truncated_note()
+    if note is not None:
+        print(f"warning: {note}", file=sys.stderr)
     if stopped is not None:
         print(f"error: {stopped.reason}: {stopped.message}", file=sys.stderr)
         return EXIT_PERMANENT
+    if too_many is not None:
+        print(f"error: TooManyErrors: {too_many}", file=sys.stderr)
+        return EXIT_PERMANENT
     return EXIT_THRESHOLDS_FAILED if passed is False else EXIT_OK
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML with duplicate keys rejected: PyYAML keeps the last one silently, Kubernetes'
+    decoder rejects the manifest; either way the first value would be lost."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_manifest(path: Path) -> Evaluation:
     """The Evaluation in a YAML file (which may hold other documents too, e.g. its Secret)."""
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        documents = [d for d in yaml.load_all(path.read_text(), _StrictLoader) if d is not None]
     except OSError as err:
         raise InvalidInput(f"cannot read {path}: {err.strerror}") from err
     except yaml.YAMLError as err:
@@ -280,10 +417,36 @@ def _local_api_key(env_var: str | None, provider: str) -> str | None:
     names = [env_var] if env_var else [environment.API_KEY, f"{provider.upper()}_API_KEY"]
     for name in names:
         if os.environ.get(name):
-            return secret_env(name)
+            return read_key(name, os.environ[name])
     if env_var:
         print(f"warning: {env_var} is not set; requests carry no API key", file=sys.stderr)
     return None
+
+
+def _warn_missing_keys(
+    evaluation: Evaluation, api_key: str | None, judge_keys: list[str | None]
+) -> None:
+    """A manifest that references a key Secret, run without the key: every request would be
+    refused, so say where the key goes."""
+    spec = evaluation.spec
+    if spec.model.api_key_secret_ref is not None and api_key is None:
+        names = f"{environment.API_KEY} or {spec.model.provider.upper()}_API_KEY"
+        print(
+            f"warning: spec.model.apiKeySecretRef names Secret {spec.model.api_key_secret_ref.name}"
+            f", but no key is set here: set {names} (or pass --api-key-env); requests carry "
+            "no API key",
+            file=sys.stderr,
+        )
+    judged = [s for s in spec.task.scorers if s.judge is not None]
+    for index, (scorer, key) in enumerate(zip(judged, judge_keys, strict=True)):
+        assert scorer.judge is not None
+        if scorer.judge.api_key_secret_ref is not None and key is None:
+            print(
+                f"warning: the judge of scorer {scorer.effective_name} names Secret "
+                f"{scorer.judge.api_key_secret_ref.name}, but {judge_key_env(index)} is not "
+                "set: its requests carry no API key",
+                file=sys.stderr,
+            )
 
 
 def _json_report(
@@ -304,36 +467,49 @@ def _json_report(
     }
 
 
-def _print_table(evaluation: Evaluation, result: Aggregate, verdict: Verdict) -> None:
-    console = Console(highlight=False)
+def _print_table(
+    console: Console,
+    evaluation: Evaluation,
+    result: Aggregate,
+    verdict: Verdict,
+    samples: SampleLog,
+) -> None:
     spec = evaluation.spec
     table = Table(title=Text(f"{evaluation.metadata.name}: {spec.model.name}"))
     table.add_column("scorer")
     for column in ("value", "stderr", "ci95", "n"):
         table.add_column(column, justify="right")
     for r in result.results:
-        low, high = r.ci95
         table.add_row(
             Text(r.name),
-            f"{r.value:.4f}",
-            f"{r.stderr:.4f}",
-            Text(f"[{low:.4f}, {high:.4f}]"),
+            "-" if r.value is None else f"{r.value:.4f}",
+            "-" if r.stderr is None else f"{r.stderr:.4f}",
+            Text("-" if r.ci95 is None else f"[{r.ci95[0]:.4f}, {r.ci95[1]:.4f}]"),
             str(r.n),
         )
     console.print(table)
+    if result.errors:
+        console.print(Text("errored samples (never scored), by class:"))
+        for error_class, count in sorted(result.errors.items(), key=lambda item: -item[1]):
+            line = f"  {error_class}: {count}"
+            example = samples.examples.get(error_class)
+            if example is not None and example.url:
+                line += f"; the first: POST {example.url}"
+            if example is not None and example.error:
+                line += f" -> {example.error}"
+            console.print(Text(line))
     p, u = result.progress, result.usage
     lines = [f"samples: {p.completed} scored, {p.failed} errored, {p.total} total"]
-    if result.errors:
-        lines.append("errored by class: " + ", ".join(f"{k}={v}" for k, v in result.errors.items()))
     lines.append(
-        f"usage: {u.requests} requests, {u.input_tokens} input tokens, "
-        f"{u.output_tokens} output tokens, cost ${u.cost_usd}"
+        f"usage: {u.requests} requests ({u.timed_out} timed out), {u.input_tokens} input "
+        f"tokens, {u.output_tokens} output tokens, {u.prompt_cache_tokens} prompt-cache tokens, "
+        f"{u.truncated} truncated answers, cost ${u.cost_usd}"
     )
     if u.judge is not None:
         j = u.judge
         lines.append(
-            f"judge usage: {j.requests} requests, {j.input_tokens} input tokens, "
-            f"{j.output_tokens} output tokens, cost ${j.cost_usd}"
+            f"judge usage: {j.requests} requests ({j.timed_out} timed out), {j.input_tokens} "
+            f"input tokens, {j.output_tokens} output tokens, cost ${j.cost_usd}"
         )
     lines += [f"threshold {c.text}: {'PASS' if c.holds else 'FAIL'}" for c in verdict.checks]
     for line in lines:
@@ -351,19 +527,21 @@ def cmd_shard(args: argparse.Namespace) -> int:
         shard = args.shard if args.shard is not None else _completion_index()
         shards = args.shards or evaluation.spec.execution.shards
         summary.shard, summary.shards = shard, shards
-        port = args.port or int(os.environ.get(environment.PROGRESS_PORT, DEFAULT_PROGRESS_PORT))
-    except PermanentError as err:
-        summary.state, summary.reason, summary.message = "error", err.reason, err.message
-        log.error("invalid shard configuration", reason=err.reason, message=err.message)
-        code = EXIT_PERMANENT
-    else:
         structlog.contextvars.bind_contextvars(
             evaluation=evaluation.metadata.name,
             namespace=evaluation.metadata.namespace,
             shard=shard,
         )
+        port = args.port or _progress_port()
+        api_key = read_key(environment.API_KEY, os.environ.get(environment.API_KEY))
+        judge_keys = judge_api_keys(evaluation)
+    except PermanentError as err:
+        summary.state, summary.reason, summary.message = "error", err.reason, err.message
+        log.error("invalid shard configuration", reason=err.reason, message=err.message)
+        code = EXIT_PERMANENT
+    else:
         code = run_async(
-            _serve_shard(evaluation, shard, shards, summary, port, secret_env(environment.API_KEY))
+            _serve_shard(evaluation, shard, shards, summary, port, api_key, judge_keys)
         )
     _write_termination_log(args.termination_log, summary)
     return code
@@ -386,6 +564,16 @@ def _completion_index() -> int:
         raise PermanentError("InvalidShard", f"JOB_COMPLETION_INDEX={value!r}") from err
 
 
+def _progress_port() -> int:
+    value = os.environ.get(environment.PROGRESS_PORT, str(DEFAULT_PROGRESS_PORT))
+    try:
+        return int(value)
+    except ValueError as err:
+        raise PermanentError(
+            "ConfigInvalid", f"{environment.PROGRESS_PORT}={value!r} is not a port"
+        ) from err
+
+
 async def _serve_shard(
     evaluation: Evaluation,
     shard: int,
@@ -393,35 +581,54 @@ async def _serve_shard(
     summary: ShardSummary,
     port: int,
     api_key: str | None,
+    judge_keys: list[str | None],
 ) -> int:
     dataset_dir = Path(os.environ.get(environment.DATASET_DIR, str(DEFAULT_DATASET_DIR)))
-    async with ProgressServer(summary, port=port):
-        try:
-            await run_shard(
-                evaluation,
-                shard,
-                shards,
-                api_key,
-                judge_api_keys=judge_api_keys(evaluation),
-                dataset_dir=dataset_dir,
-                ca_bundle=_ca_bundle(),
-                transport=transport_from_env(),
-                summary=summary,
-            )
-        except BudgetStopped as err:
-            log.warning("shard stopped at its budget", reason=err.reason, message=err.message)
-            return EXIT_PERMANENT
-        except PermanentError as err:
-            log.error("shard failed permanently", reason=err.reason, message=err.message)
-            return EXIT_PERMANENT
-        except Exception:
-            log.exception("shard crashed")
-            return EXIT_CRASHED
+    run = asyncio.create_task(
+        run_shard(
+            evaluation,
+            shard,
+            shards,
+            api_key,
+            judge_api_keys=judge_keys,
+            dataset_dir=dataset_dir,
+            ca_bundle=_ca_bundle(),
+            summary=summary,
+        )
+    )
+    # SIGTERM (eviction, activeDeadlineSeconds, a cancelled run) stops the requests in flight
+    # at once, so the summary reaches the termination log well within the grace period.
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, run.cancel)
+    try:
+        async with ProgressServer(summary, port=port):
+            try:
+                await run
+            except asyncio.CancelledError:
+                done = summary.completed + summary.failed
+                summary.state, summary.reason = "error", "Terminated"
+                summary.message = (
+                    f"stopped by SIGTERM (eviction, activeDeadlineSeconds or cancel) after "
+                    f"{done} of {summary.total} samples; the results so far are kept"
+                )
+                log.warning("shard terminated", completed=summary.completed, failed=summary.failed)
+                return EXIT_TERMINATED
+            except BudgetStopped as err:
+                log.warning("shard stopped at its budget", reason=err.reason, message=err.message)
+                return EXIT_PERMANENT
+            except PermanentError as err:
+                log.error("shard failed permanently", reason=err.reason, message=err.message)
+                return EXIT_PERMANENT
+            except Exception:
+                log.exception("shard crashed")
+                return EXIT_CRASHED
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
     return EXIT_OK
 
 
 def _write_termination_log(path: Path, summary: ShardSummary) -> None:
-    message = summary.to_message()
+    message = SECRETS.redact(summary.to_message())
     log.info("shard summary", summary=json.loads(message))
     try:
         path.write_text(message)

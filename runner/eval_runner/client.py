@@ -3,31 +3,41 @@
 `ModelClient` is the seam the pipeline depends on. `HttpModelClient` speaks the OpenAI chat
 completions and Anthropic Messages APIs over the process's shared transport, and is where a
 request meets the machinery that keeps a run honest under fire: the circuit breaker, the
-request and token rate limits, the adaptive concurrency limit, the budget, per-request
-timeouts, and retries with backoff that honour Retry-After. A 429 is never a wrong answer: a
-request that fails for good raises RequestFailed with its error class, and the sample is
-counted as errored, never scored.
+request and token rate limits, the provider's own rate-limit headers, the adaptive concurrency
+limit, the budget, per-request timeouts, and retries with backoff that honour Retry-After.
+
+A request that fails for good raises RequestFailed with its error class, and the sample is
+counted as errored, never scored (a 429 is never a wrong answer). What no retry can fix (a
+refused key, a missing model, a redirect, an endpoint unreachable for too long) raises
+EndpointFailed, which stops the shard at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any, Protocol
+
+import structlog
 
 from eval_api.shard import ShardUsage
 from eval_api.v1alpha1 import EndpointSpec
 from eval_runner import metrics
 from eval_runner.breaker import HALF_OPEN, OPEN, CircuitBreaker
-from eval_runner.budget import Budget, BudgetExceeded, max_input_tokens, worst_case_cost
-from eval_runner.limits import AdaptiveLimiter, TokenBucket
+from eval_runner.budget import Budget, max_input_tokens, worst_case_cost
+from eval_runner.errors import PermanentError
+from eval_runner.limits import AdaptiveLimiter, Clock, TokenBucket
+from eval_runner.pacing import Costs, ProviderPacer
 from eval_runner.prompt import Message
 from eval_runner.retry import RETRYABLE_STATUS, THROTTLE_STATUS, RetryPolicy, parse_retry_after
-from eval_runner.transport import Transport, TransportError, TransportTimeout
+from eval_runner.secrets import SECRETS
+from eval_runner.transport import ConnectFailed, Transport, TransportError, TransportTimeout
 
 DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
@@ -36,10 +46,14 @@ DEFAULT_BASE_URLS = {
 ANTHROPIC_VERSION = "2023-06-01"
 # The Messages API requires max_tokens; this applies when parameters.maxTokens is unset.
 ANTHROPIC_DEFAULT_MAX_TOKENS = 1024
-# Rough characters per token, for the token bucket's up-front charge (corrected afterwards).
+# Rough characters per token (OpenAI's rule of thumb, rounded up), for what the rate limits are
+# charged up front; the spec's token bucket is corrected to the reported usage afterwards.
 CHARS_PER_TOKEN = 4
-ERROR_DETAIL_CHARS = 200
-REDACTED = "[redacted]"
+# An error body is shown cut to this, on one line, with the key redacted.
+ERROR_SNIPPET_CHARS = 160
+_SPACE = re.compile(r"\s+")
+
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,32 +61,46 @@ class Completion:
     text: str
     input_tokens: int
     output_tokens: int
+    truncated: bool = False  # cut at maxTokens (finish_reason length, stop_reason max_tokens)
+    latency: float = 0.0  # seconds from the first attempt to the answer, retries included
 
 
 class RequestFailed(Exception):
     """A request failed. Raised out of `complete` only once it failed for good: `error_class`
-    (http_429, http_500, timeout, connection, invalid_json, bad_response, circuit_open, ...)
-    is what the shard summary counts."""
+    (http_429, http_500, timeout, connection, invalid_json, bad_response, ...) is what the
+    shard summary counts."""
 
     def __init__(
         self,
         error_class: str,
         detail: str,
         *,
+        url: str = "",
         retryable: bool = False,
         retry_after: float | None = None,
         breaker_failure: bool = False,
     ) -> None:
         super().__init__(f"{error_class}: {detail}")
         self.error_class = error_class
+        self.detail = detail
+        self.url = url
         self.retryable = retryable
         self.retry_after = retry_after
         self.breaker_failure = breaker_failure  # does it say the endpoint is unwell?
+        # Set when it is raised out of `complete`: every attempt failed to connect or lost its
+        # connection, so the sample is worth another go once the endpoint is back.
+        self.only_connection = False
+
+
+class EndpointFailed(PermanentError):
+    """The endpoint cannot serve this run as configured: AuthenticationFailed, ModelNotFound,
+    EndpointRedirected or EndpointUnreachable. The shard stops at once (exit code 3)."""
 
 
 class ModelClient(Protocol):
     async def complete(self, messages: list[Message]) -> Completion:
-        """The model's answer, or RequestFailed (or BudgetExceeded: nothing was sent)."""
+        """The model's answer, or RequestFailed (or BudgetExceeded: nothing was sent; or
+        EndpointFailed: nothing more will be)."""
         ...
 
 
@@ -116,17 +144,19 @@ class Answer:
     input_tokens: int
     output_tokens: int
     cached_tokens: int = 0
+    truncated: bool = False
 
 
 def openai_parse(data: Any) -> Answer:
-    message = data["choices"][0]["message"]
+    choice = data["choices"][0]
     usage = data.get("usage") or {}  # some OpenAI-compatible servers omit usage
     details = usage.get("prompt_tokens_details") or {}
     return Answer(
-        message.get("content") or "",
+        choice["message"].get("content") or "",
         int(usage.get("prompt_tokens") or 0),
         int(usage.get("completion_tokens") or 0),
         int(details.get("cached_tokens") or 0),
+        choice.get("finish_reason") == "length",
     )
 
 
@@ -165,7 +195,13 @@ def anthropic_parse(data: Any) -> Answer:
         + cached
         + int(usage.get("cache_creation_input_tokens") or 0)
     )
-    return Answer(text, input_tokens, int(usage.get("output_tokens") or 0), cached)
+    return Answer(
+        text,
+        input_tokens,
+        int(usage.get("output_tokens") or 0),
+        cached,
+        data.get("stop_reason") == "max_tokens",
+    )
 
 
 PROVIDERS = {
@@ -180,9 +216,16 @@ def max_output_tokens(model: EndpointSpec) -> int | None:
     return ANTHROPIC_DEFAULT_MAX_TOKENS if model.provider == "anthropic" else None
 
 
+def snippet(body: bytes) -> str:
+    """The start of an error body on one line, the key redacted (before it is cut: a cut could
+    leave part of the key behind)."""
+    text = SECRETS.redact(_SPACE.sub(" ", body.decode(errors="replace")).strip())
+    return text if len(text) <= ERROR_SNIPPET_CHARS else text[:ERROR_SNIPPET_CHARS] + "..."
+
+
 class UsageMeter:
-    """Adds answered requests to a ShardUsage (live: the progress server serves it) and to the
-    metrics. Cost is priced per answer; Decimal sums of exact products stay exact."""
+    """Adds requests to a ShardUsage (live: the progress server serves it) and to the metrics.
+    Cost is priced per answer; Decimal sums of exact products stay exact."""
 
     def __init__(self, usage: ShardUsage, model: EndpointSpec, role: str) -> None:
         self.usage = usage
@@ -197,7 +240,8 @@ class UsageMeter:
         self._input = metrics.TOKENS.labels(*labels, "input")
         self._output = metrics.TOKENS.labels(*labels, "output")
         self._cost = metrics.COST.labels(*labels)
-        self._cache_hits = metrics.CACHE_HITS.labels(*labels)
+        self._prompt_cache = metrics.PROMPT_CACHE_TOKENS.labels(*labels)
+        self._truncated = metrics.TRUNCATED.labels(*labels)
 
     def request(self) -> None:
         self.usage.requests += 1
@@ -209,22 +253,78 @@ class UsageMeter:
         self._input.inc(answer.input_tokens)
         self._output.inc(answer.output_tokens)
         if answer.cached_tokens:
-            usage.cache_hits += 1
-            self._cache_hits.inc()
-        if self.pricing is None:
-            return Decimal(0)
+            usage.prompt_cache_tokens += answer.cached_tokens
+            self._prompt_cache.inc(answer.cached_tokens)
+        if answer.truncated:
+            usage.truncated += 1
+            self._truncated.inc()
         cost = self._input_price * answer.input_tokens + self._output_price * answer.output_tokens
-        self.cost += cost
-        usage.cost_usd = format(self.cost.normalize(), "f")
-        self._cost.inc(float(cost))
+        self._add_cost(cost)
         return cost
+
+    def unanswered(self, worst: Decimal) -> None:
+        """A request sent whose answer never came (timed out, or abandoned when the shard
+        stopped): the provider may have processed and billed it, so it costs its worst case."""
+        self.usage.timed_out += 1
+        self._add_cost(worst)
+
+    def _add_cost(self, cost: Decimal) -> None:
+        if self.pricing is None or not cost:
+            return
+        self.cost += cost
+        self.usage.cost_usd = format(self.cost.normalize(), "f")
+        self._cost.inc(float(cost))
+
+
+class Reachability:
+    """How long the endpoint has been impossible to connect to: from the first failed connect
+    with no connection made since, to `after_seconds` (spec unreachableAfterSeconds), when the
+    shard stops with EndpointUnreachable."""
+
+    def __init__(self, after_seconds: float, where: str, clock: Clock = time.monotonic) -> None:
+        self.after_seconds = after_seconds
+        self.since: float | None = None
+        self.failure: ConnectFailed | None = None
+        self._where = where
+        self._clock = clock
+
+    def failed(self, err: ConnectFailed) -> None:
+        if self.since is None:
+            self.since = self._clock()
+            # Said once, so that a run waiting on a dead endpoint does not look hung.
+            log.warning(
+                f"the {self._where} is unreachable, retrying",
+                error=str(err),
+                gives_up_after_seconds=self.after_seconds,
+            )
+        self.failure = err
+
+    def connected(self) -> None:
+        """A connection was made (whatever became of the request): the endpoint is there."""
+        self.since = self.failure = None
+
+    def remaining(self) -> float | None:
+        """Seconds left before the bound, or None while the endpoint answers."""
+        if self.since is None:
+            return None
+        return self.since + self.after_seconds - self._clock()
+
+    def check(self) -> None:
+        remaining = self.remaining()
+        if remaining is not None and remaining <= 0 and self.failure is not None:
+            raise EndpointFailed(
+                "EndpointUnreachable",
+                f"{self.failure} ({self._where}: no connection for {self.after_seconds:g}s, "
+                "unreachableAfterSeconds)",
+            )
 
 
 class HttpModelClient:
     """A ModelClient for one endpoint (the model under evaluation, or a judge).
 
-    Each attempt: wait while the circuit breaker is open; take from the request and token
-    buckets; take a slot of the adaptive concurrency limit; count the request against the
+    Each attempt: wait while the circuit breaker is open (waiting is not a failed try); take
+    from the request and token buckets of the spec; take a slot of the adaptive concurrency
+    limit; wait for the provider's buckets (rate-limit headers); count the request against the
     budget and reserve its worst-case cost (BudgetExceeded: nothing is sent); send with the
     endpoint's timeout. Retryable failures go round again after a backoff, within the retry
     policy's budget.
@@ -242,9 +342,12 @@ class HttpModelClient:
         retry: RetryPolicy | None = None,
         limiter: AdaptiveLimiter | None = None,
         breaker: CircuitBreaker | None = None,
+        pacer: ProviderPacer | None = None,
+        clock: Clock = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._model = model
+        self._clock = clock
         self._sleep = sleep
         self._api_key = api_key
         self._transport = transport
@@ -254,6 +357,7 @@ class HttpModelClient:
         self._budget = budget or Budget()
         self._meter = UsageMeter(usage if usage is not None else ShardUsage(), model, role)
         self._max_output = max_output_tokens(model)
+        self._where = f"{role} endpoint"
         labels = (role, model.name)
         self._labels = labels
         concurrency = metrics.CONCURRENCY.labels(*labels)
@@ -275,6 +379,8 @@ class HttpModelClient:
 
         self.breaker = breaker or CircuitBreaker(on_change=breaker_changed)
         breaker_state.set(self.breaker.state)
+        self.reachability = Reachability(model.unreachable_after_seconds, self._where, clock)
+        self.pacer = pacer or ProviderPacer(clock=clock, sleep=sleep)
         self._rpm = (
             TokenBucket.per_minute(model.requests_per_minute) if model.requests_per_minute else None
         )
@@ -290,23 +396,35 @@ class HttpModelClient:
         return self._meter.usage
 
     async def complete(self, messages: list[Message]) -> Completion:
+        started = self._clock()
         request = self._build(self._model, self._api_key, messages)
         body = json.dumps(request.body, separators=(",", ":")).encode()
-        budget = self._budget
-        worst = Decimal(0)
-        if budget.max_cost is not None:
-            worst = worst_case_cost(
-                self._model.pricing, max_input_tokens(messages), self._max_output
-            )
-        token_estimate = 0
-        if self._tpm is not None:
-            prompt_chars = sum(len(m["content"]) for m in messages)
-            token_estimate = prompt_chars // CHARS_PER_TOKEN + (self._max_output or 0)
+        # The worst case prices a request whose outcome is unknown, and bounds the budget. The
+        # output of a request without maxTokens has no bound: its worst case is its prompt
+        # (budget.maxCostUSD demands maxTokens, so no budget relies on that).
+        worst = worst_case_cost(self._model.pricing, max_input_tokens(messages), self._max_output)
+        prompt_tokens = -(-sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN)
+        output_bound = self._max_output or 0
+        costs: Costs = {
+            "requests": 1,
+            "tokens": prompt_tokens + output_bound,
+            "input-tokens": prompt_tokens,
+            "output-tokens": output_bound,
+        }
         errors = throttled = 0
+        only_connection = True
         while True:
             try:
-                return await self._attempt(request, body, worst, token_estimate)
+                answer = await self._attempt(request, body, worst, costs)
+                return Completion(
+                    answer.text,
+                    answer.input_tokens,
+                    answer.output_tokens,
+                    answer.truncated,
+                    self._clock() - started,
+                )
             except RequestFailed as err:
+                only_connection = only_connection and err.error_class == "connection"
                 if err.error_class == "http_429":
                     throttled += 1
                     gave_up = throttled >= self._retry.max_throttled
@@ -314,27 +432,37 @@ class HttpModelClient:
                     errors += 1
                     gave_up = errors >= self._retry.max_errors
                 if not err.retryable or gave_up:
+                    err.only_connection = only_connection
                     raise
                 metrics.RETRIES.labels(*self._labels, err.error_class).inc()
-                await self._sleep(self._retry.delay(errors + throttled, err.retry_after))
+                delay = self._retry.delay(errors + throttled, err.retry_after)
+                remaining = self.reachability.remaining()
+                if remaining is not None:  # an unreachable endpoint's bound ends any wait
+                    delay = min(delay, max(remaining, 0.0))
+                await self._sleep(delay)
+
+    async def _wait_for_breaker(self) -> bool:
+        """Wait until the breaker lets a request through; True when it is the probe. Waiting
+        is not a try: only requests sent use up a sample's retries. An endpoint unreachable
+        for longer than its bound stops the wait (EndpointUnreachable)."""
+        while (allowed := self.breaker.allow()) is not True:
+            wait = float(allowed)
+            remaining = self.reachability.remaining()
+            if remaining is not None:
+                self.reachability.check()
+                wait = min(wait, max(remaining, 0.0))
+            await self._sleep(wait)
+        return self.breaker.state == HALF_OPEN
 
     async def _attempt(
-        self, request: _Request, body: bytes, worst: Decimal, token_estimate: int
-    ) -> Completion:
-        allowed = self.breaker.allow()
-        if allowed is not True:
-            raise RequestFailed(
-                "circuit_open",
-                "the endpoint's circuit breaker is open after sustained failures",
-                retryable=True,
-                retry_after=float(allowed),
-            )
-        probe = self.breaker.state == HALF_OPEN  # this request is the breaker's probe
+        self, request: _Request, body: bytes, worst: Decimal, costs: Costs
+    ) -> Answer:
+        probe = await self._wait_for_breaker()
         try:
             if self._rpm is not None:
                 await self._rpm.take(1)
             if self._tpm is not None:
-                await self._tpm.take(token_estimate)
+                await self._tpm.take(costs["tokens"])
             await self.limiter.acquire()
         except BaseException:
             if probe:
@@ -342,62 +470,105 @@ class HttpModelClient:
             raise
         try:
             try:
+                number = await self.pacer.acquire(costs)
                 reservation = self._budget.begin(worst)
-            except BudgetExceeded:
+            except BaseException:
                 if probe:
                     self.breaker.abandon()
                 raise
             self._meter.request()
-            cost = Decimal(0)
+            # Until an answer says otherwise, the request costs its worst case: one that times
+            # out or is abandoned (the shard stops) may still be billed.
+            charged = reservation
             try:
-                answer = await self._send(request, body)
-                cost = self._meter.answered(answer)
+                answer = await self._send(request, body, number)
+                charged = self._meter.answered(answer)
+            except RequestFailed as err:
+                if err.error_class == "timeout":
+                    self._meter.unanswered(reservation)
+                else:
+                    charged = Decimal(0)
+                raise
+            except asyncio.CancelledError:
+                self._meter.unanswered(reservation)
+                raise
+            except BaseException:
+                charged = Decimal(0)  # an answer arrived: a 401, 404 or redirect is not billed
+                raise
             finally:
-                self._budget.end(reservation, cost)
+                self._budget.end(reservation, charged)
         except RequestFailed as err:
             self.breaker.record(not err.breaker_failure)
-            if self._tpm is not None:
-                self._tpm.adjust(-token_estimate)
+            if self._tpm is not None and err.error_class != "timeout":
+                self._tpm.adjust(-costs["tokens"])
             raise
         finally:
             self.limiter.release()
         self.breaker.record(True)
         self.limiter.on_success()
         if self._tpm is not None:
-            self._tpm.adjust(answer.input_tokens + answer.output_tokens - token_estimate)
-        return Completion(answer.text, answer.input_tokens, answer.output_tokens)
+            self._tpm.adjust(answer.input_tokens + answer.output_tokens - costs["tokens"])
+        return answer
 
-    async def _send(self, request: _Request, body: bytes) -> Answer:
+    async def _send(self, request: _Request, body: bytes, number: int) -> Answer:
         in_flight = self._in_flight
         in_flight.inc()
         started = time.perf_counter()
+        url = request.url
         try:
-            response = await self._transport.post(request.url, request.headers, body, self._timeout)
+            response = await self._transport.post(url, request.headers, body, self._timeout)
         except TransportTimeout as err:
             self._failed("timeout")
+            self.reachability.connected()
             raise RequestFailed(
-                "timeout", self._redact(str(err)), retryable=True, breaker_failure=True
+                "timeout", SECRETS.redact(str(err)), url=url, retryable=True, breaker_failure=True
+            ) from err
+        except ConnectFailed as err:
+            self._failed("connection")
+            self.reachability.failed(err)
+            self.reachability.check()
+            raise RequestFailed(
+                "connection",
+                SECRETS.redact(str(err)),
+                url=url,
+                retryable=True,
+                breaker_failure=True,
             ) from err
         except TransportError as err:
             self._failed("connection")
+            self.reachability.connected()
             raise RequestFailed(
-                "connection", self._redact(str(err)), retryable=True, breaker_failure=True
+                "connection",
+                SECRETS.redact(str(err)),
+                url=url,
+                retryable=True,
+                breaker_failure=True,
             ) from err
         finally:
             self._duration.observe(time.perf_counter() - started)
             in_flight.dec()
+        self.reachability.connected()
         status = response.status
+        headers = response.headers
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        self.pacer.update(number, headers, retry_after)
         if not 200 <= status < 300:
             error_class = f"http_{status}"
             self._failed(error_class)
-            if status in THROTTLE_STATUS and self.limiter.on_throttled():
+            self._refuse(status, url, response.body, headers.get("Location"))
+            if (
+                status in THROTTLE_STATUS
+                and not (status == 429 and self.pacer.active)
+                and self.limiter.on_throttled()
+            ):
+                # AIMD for endpoints that do not say their limits; the pacer handles the rest.
                 self._cuts.inc()
             raise RequestFailed(
                 error_class,
-                # Redacted before it is cut: a cut could leave part of the key behind.
-                self._redact(response.body.decode(errors="replace"))[:ERROR_DETAIL_CHARS],
+                snippet(response.body),
+                url=url,
                 retryable=status in RETRYABLE_STATUS or status >= 500,
-                retry_after=parse_retry_after(response.retry_after),
+                retry_after=retry_after,
                 breaker_failure=status >= 500,
             )
         try:
@@ -408,6 +579,7 @@ class HttpModelClient:
             raise RequestFailed(
                 "invalid_json",
                 f"the answer is not JSON: {err}",
+                url=url,
                 retryable=True,
                 breaker_failure=True,
             ) from err
@@ -416,14 +588,45 @@ class HttpModelClient:
         except (LookupError, TypeError, AttributeError, ValueError) as err:
             self._failed("bad_response")
             raise RequestFailed(
-                "bad_response", f"unexpected answer shape: {type(err).__name__}: {err}"
+                "bad_response", f"unexpected answer shape: {type(err).__name__}: {err}", url=url
             ) from err
         self._ok.inc()
         return answer
 
+    def _refuse(self, status: int, url: str, body: bytes, location: str | None) -> None:
+        """Answers no retry can change stop the shard: they name the endpoint, never the key."""
+        phrase = _phrase(status)
+        detail = snippet(body)
+        said = f": {detail}" if detail else ""
+        if 300 <= status < 400:
+            reason = "EndpointRedirected"
+            message = (
+                f"the {self._where} POST {url} answered {status} {phrase}, redirecting to "
+                f"{location or '(no Location)'}; the runner follows no redirect (it would "
+                "carry the API key elsewhere): set baseURL to the final URL"
+            )
+        elif status in (401, 403):
+            reason = "AuthenticationFailed"
+            message = (
+                f"the {self._where} POST {url} answered {status} {phrase}: the API key was "
+                f"refused or lacks access to model {self._model.name!r}{said}"
+            )
+        elif status == 404:
+            reason = "ModelNotFound"
+            message = (
+                f"the {self._where} POST {url} answered 404 Not Found: no model "
+                f"{self._model.name!r} there, or baseURL is wrong{said}"
+            )
+        else:
+            return
+        raise EndpointFailed(reason, SECRETS.redact(message))
+
     def _failed(self, outcome: str) -> None:
         metrics.REQUESTS.labels(*self._labels, outcome).inc()
 
-    def _redact(self, text: str) -> str:
-        # An endpoint may echo the request's headers in an error body; the key stays secret.
-        return text.replace(self._api_key, REDACTED) if self._api_key else text
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

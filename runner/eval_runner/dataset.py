@@ -7,22 +7,31 @@ import csv
 import hashlib
 import io
 import json
+import os
 import random
+import tempfile
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from eval_api.v1alpha1 import BUILTIN_DATASETS, DatasetSpec
+from eval_runner import transport
 from eval_runner.errors import PermanentError
-from eval_runner.tls import verify_context
 
 # Where the operator mounts a configMapRef dataset: the key becomes a file in this directory.
 DEFAULT_DATASET_DIR = Path("/etc/eval/dataset")
-DOWNLOAD_TIMEOUT_SECONDS = 60.0
+# Where a url dataset is kept once downloaded and checked, named by its sha256: /tmp is the
+# pod's writable emptyDir, so a restarted container of the same pod does not fetch it again.
+DEFAULT_DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "eval-datasets"
+# A stalled download fails after this long without a byte; a large one may take its time.
+DOWNLOAD_READ_TIMEOUT_SECONDS = 60.0
+MAX_REDIRECTS = 5
+CHUNK_BYTES = 1 << 16
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
 
 
@@ -35,6 +44,11 @@ class Sample:
     input: str
     target: str
     record: dict[str, Any]  # every original field plus input/target: the template's variables
+    group: str | None = None  # the value of task.groupField, when set
+
+
+class DatasetUnavailable(Exception):
+    """The dataset URL could not be fetched this time (network, 5xx): the pod is retried."""
 
 
 async def load_samples(
@@ -43,12 +57,15 @@ async def load_samples(
     dataset_dir: Path = DEFAULT_DATASET_DIR,
     dataset_file: Path | None = None,
     ca_bundle: Path | None = None,
+    download_dir: Path = DEFAULT_DOWNLOAD_DIR,
+    group_field: str | None = None,
 ) -> list[Sample]:
     """All samples of the run: loaded, mapped to input/target, shuffled, then limited.
 
     `dataset_file` replaces the mounted file of a configMapRef dataset (local runs).
+    `group_field` (task.groupField) names the record field holding each sample's group.
     """
-    records = await _load_records(spec, dataset_dir, dataset_file, ca_bundle)
+    records = await _load_records(spec, dataset_dir, dataset_file, ca_bundle, download_dir)
     if not records:
         raise PermanentError("DatasetInvalid", "the dataset has no records")
     mapped = [_map_record(record, index, spec) for index, record in enumerate(records)]
@@ -57,26 +74,51 @@ async def load_samples(
     if spec.limit is not None:
         mapped = mapped[: spec.limit]
     return [
-        Sample(id=position, input=record["input"], target=record["target"], record=record)
+        Sample(
+            id=position,
+            input=record["input"],
+            target=record["target"],
+            record=record,
+            group=None if group_field is None else _group(record, position, group_field),
+        )
         for position, record in enumerate(mapped)
     ]
 
 
-def shard_samples(samples: list[Sample], shard: int, shards: int) -> list[Sample]:
-    """Shard `shard` of `shards` takes the samples whose position % shards == shard.
+def _group(record: dict[str, Any], position: int, field: str) -> str:
+    if field not in record or record[field] is None:
+        raise PermanentError(
+            "DatasetInvalid", f"sample {position} has no field {field!r} (task.groupField)"
+        )
+    return _as_text(record[field])
 
-    Round-robin rather than contiguous blocks: shard sizes differ by at most one, a sample's
-    shard depends only on its position (a retried pod gets exactly the same slice), and a
-    dataset sorted by topic or difficulty is spread evenly, so every shard's progress is
-    representative of the whole.
+
+def shard_samples(samples: list[Sample], shard: int, shards: int) -> list[Sample]:
+    """Shard `shard` of `shards` takes the samples whose position % shards == shard, or, with
+    task.groupField, the groups whose rank (in order of first appearance) % shards == shard.
+
+    Round-robin rather than contiguous blocks: shard sizes differ by at most one (one group,
+    with groups), a sample's shard depends only on the dataset (a retried pod gets exactly the
+    same slice), and a dataset sorted by topic or difficulty is spread evenly, so every shard's
+    progress is representative of the whole. A group stays in one shard, so the clustered
+    sums of the shards add up to those of the whole run.
     """
     if not 0 <= shard < shards:
         raise PermanentError("InvalidShard", f"shard index {shard} is outside 0..{shards - 1}")
-    return samples[shard::shards]
+    if not samples or samples[0].group is None:
+        return samples[shard::shards]
+    rank: dict[str, int] = {}
+    for sample in samples:
+        rank.setdefault(sample.group or "", len(rank))
+    return [s for s in samples if rank[s.group or ""] % shards == shard]
 
 
 async def _load_records(
-    spec: DatasetSpec, dataset_dir: Path, dataset_file: Path | None, ca_bundle: Path | None
+    spec: DatasetSpec,
+    dataset_dir: Path,
+    dataset_file: Path | None,
+    ca_bundle: Path | None,
+    download_dir: Path,
 ) -> list[Any]:
     if spec.inline is not None:
         return list(spec.inline)
@@ -92,6 +134,13 @@ async def _load_records(
         ref = spec.config_map_ref
         path = dataset_file or dataset_dir / ref.key
         try:
+            size = path.stat().st_size
+            if size > spec.effective_max_bytes:
+                raise PermanentError(
+                    "DatasetTooLarge",
+                    f"{path} holds {size} bytes, more than dataset.maxBytes "
+                    f"({spec.effective_max_bytes})",
+                )
             data = path.read_bytes()
         except FileNotFoundError as err:
             raise PermanentError(
@@ -101,31 +150,107 @@ async def _load_records(
         return _parse(data, spec.format or _infer_format(ref.key), str(path))
     if spec.url is not None:
         assert spec.sha256 is not None  # the API requires sha256 with url
-        data = await _download(spec.url, spec.sha256, ca_bundle)
+        data = await download(
+            spec.url, spec.sha256, spec.effective_max_bytes, ca_bundle, download_dir
+        )
         return _parse(data, spec.format or _infer_format(urlsplit(spec.url).path), spec.url)
     raise PermanentError(
         "DatasetInvalid", "dataset sets none of builtin, configMapRef, inline, url"
     )
 
 
-async def _download(url: str, sha256: str, ca_bundle: Path | None) -> bytes:
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(DOWNLOAD_TIMEOUT_SECONDS),
-        follow_redirects=True,
-        verify=verify_context(ca_bundle),
-    ) as http:
-        response = await http.get(url)
-    if response.is_client_error and response.status_code not in (408, 429):
-        raise PermanentError("DatasetNotFound", f"GET {url} returned {response.status_code}")
-    # Server errors and network failures propagate as ordinary exceptions: the pod is retried.
-    response.raise_for_status()
-    digest = hashlib.sha256(response.content).hexdigest()
-    # Checked before parsing, so a changed file is never evaluated, not even partly.
-    if digest != sha256:
-        raise PermanentError(
-            "DatasetChecksumMismatch", f"sha256 of {url} is {digest}, expected {sha256}"
-        )
-    return response.content
+async def download(
+    url: str, sha256: str, max_bytes: int, ca_bundle: Path | None, directory: Path
+) -> bytes:
+    """The file at `url`, fetched once per pod into `directory` and checked against `sha256`
+    before anything parses it. At most `max_bytes` are read (the download stops there) and at
+    most MAX_REDIRECTS redirects followed."""
+    # Named by URL and checksum: another URL, even one claiming the same checksum, is fetched
+    # and checked on its own.
+    name = f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{sha256}"
+    kept = directory / name
+    data = _read_checked(kept, sha256)
+    if data is not None:
+        return data
+    partial, out = _open_partial(directory, name)
+    digest = hashlib.sha256()
+    try:
+        with out:
+            await _fetch(url, max_bytes, ca_bundle, out, digest)
+        actual = digest.hexdigest()
+        # Checked before parsing, so a changed file is never evaluated, not even partly.
+        if actual != sha256:
+            raise PermanentError(
+                "DatasetChecksumMismatch", f"sha256 of {url} is {actual}, expected {sha256}"
+            )
+        partial.replace(kept)
+    finally:
+        partial.unlink(missing_ok=True)
+    # Blocking file reads are fine here: nothing else runs before the first request.
+    return kept.read_bytes()  # noqa: ASYNC240
+
+
+def _read_checked(path: Path, sha256: str) -> bytes | None:
+    """The file's bytes if it exists and matches sha256 (else it is removed)."""
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() == sha256:
+        return data
+    path.unlink()
+    return None
+
+
+def _open_partial(directory: Path, name: str) -> tuple[Path, io.BufferedWriter]:
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / f"{name}.{os.getpid()}.part"
+    return partial, partial.open("wb")
+
+
+async def _fetch(
+    url: str, max_bytes: int, ca_bundle: Path | None, out: io.BufferedWriter, digest: Any
+) -> None:
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=transport.CONNECT_SECONDS, sock_read=DOWNLOAD_READ_TIMEOUT_SECONDS
+    )
+    proxy = transport.proxy_for(URL(url))
+    too_large = f"{url} is larger than dataset.maxBytes ({max_bytes} bytes)"
+    async with transport.session(ca_bundle=ca_bundle, max_connections=1) as http:
+        try:
+            async with http.get(
+                url,
+                timeout=timeout,
+                # aiohttp counts the redirect that passes the limit: N + 1 allows N.
+                max_redirects=MAX_REDIRECTS + 1,
+                proxy=proxy.url,
+                proxy_headers=proxy.connect_headers,
+                # The checksum is of the file as served, so no transfer compression.
+                headers={"Accept-Encoding": "identity", **proxy.request_headers},
+            ) as response:
+                if 400 <= response.status < 500 and response.status not in (408, 429):
+                    raise PermanentError("DatasetNotFound", f"GET {url} returned {response.status}")
+                if response.status != 200:
+                    raise DatasetUnavailable(f"GET {url} returned {response.status}")
+                if (response.content_length or 0) > max_bytes:
+                    raise PermanentError("DatasetTooLarge", too_large)
+                size = 0
+                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise PermanentError("DatasetTooLarge", too_large)
+                    digest.update(chunk)
+                    out.write(chunk)
+        except aiohttp.TooManyRedirects as err:
+            raise PermanentError(
+                "DatasetNotFound", f"GET {url}: more than {MAX_REDIRECTS} redirects"
+            ) from err
+        except aiohttp.ClientConnectorError as err:
+            reason = transport.connect_reason(err)
+            raise DatasetUnavailable(
+                f"GET {url}: cannot connect to {err.host}:{err.port}: {reason}"
+            ) from err
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise DatasetUnavailable(f"GET {url}: {type(err).__name__}: {err}") from err
 
 
 def _infer_format(name: str) -> str:

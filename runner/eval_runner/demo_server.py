@@ -59,8 +59,11 @@ def last_user_message(body: dict[str, Any]) -> str:
     return content_text(users[-1].get("content", "")) if users else ""
 
 
-def response_body(flavour: str, model: str, text: str, input_tokens: int) -> dict[str, Any]:
-    """A minimal, valid OpenAI or Anthropic response carrying `text`."""
+def response_body(
+    flavour: str, model: str, text: str, input_tokens: int, *, cut: bool = False
+) -> dict[str, Any]:
+    """A minimal, valid OpenAI or Anthropic response carrying `text`; `cut` reports it as
+    stopped by max_tokens."""
     output_tokens = count_tokens(text)
     if flavour == "anthropic":
         return {
@@ -69,16 +72,19 @@ def response_body(flavour: str, model: str, text: str, input_tokens: int) -> dic
             "role": "assistant",
             "model": model,
             "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
+            "stop_reason": "max_tokens" if cut else "end_turn",
             "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
         }
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text},
+        "finish_reason": "length" if cut else "stop",
+    }
     return {
         "id": "chatcmpl-demo",
         "object": "chat.completion",
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
+        "choices": [choice],
         "usage": {
             "prompt_tokens": input_tokens,
             "completion_tokens": output_tokens,

@@ -35,12 +35,18 @@ TOKENS = Counter(
 )
 COST = Counter(
     "eval_runner_cost_usd_total",
-    "Cost in US dollars of the answered requests, from the spec's pricing.",
+    "Cost in US dollars from the spec's pricing: answered requests at their reported tokens, "
+    "timed-out ones at their worst case.",
     LABELS,
 )
-CACHE_HITS = Counter(
-    "eval_runner_cache_hits_total",
-    "Requests whose prompt the provider served from its prompt cache.",
+PROMPT_CACHE_TOKENS = Counter(
+    "eval_runner_prompt_cache_tokens_total",
+    "Input tokens the provider reported as read from its prompt cache.",
+    LABELS,
+)
+TRUNCATED = Counter(
+    "eval_runner_truncated_answers_total",
+    "Answers cut at maxTokens (finish_reason length, stop_reason max_tokens).",
     LABELS,
 )
 ERRORS = Counter(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -12,8 +13,14 @@ from eval_api.shard import ScoreSums, ShardSummary, ShardUsage
 from eval_api.v1alpha1 import Evaluation
 from eval_runner import metrics
 from eval_runner.budget import Budget, BudgetExceeded, usd
-from eval_runner.client import HttpModelClient, ModelClient, RequestFailed
-from eval_runner.dataset import DEFAULT_DATASET_DIR, Sample, load_samples, shard_samples
+from eval_runner.client import Completion, HttpModelClient, ModelClient, RequestFailed
+from eval_runner.dataset import (
+    DEFAULT_DATASET_DIR,
+    DEFAULT_DOWNLOAD_DIR,
+    Sample,
+    load_samples,
+    shard_samples,
+)
 from eval_runner.errors import PermanentError
 from eval_runner.prompt import Message, PromptBuilder
 from eval_runner.scorers import (
@@ -24,12 +31,29 @@ from eval_runner.scorers import (
     build_scorer,
     needs_judge,
 )
-from eval_runner.transport import TransportKind, open_transport
+from eval_runner.secrets import SECRETS
+from eval_runner.transport import open_transport
 
 log = structlog.get_logger()
 
 ProgressCallback = Callable[[ShardSummary], None]
 BUDGET_EXCEEDED = "BudgetExceeded"
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """What became of one sample: its answer and scores, or the error that stopped it."""
+
+    sample: Sample
+    messages: list[Message]
+    completion: Completion | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    error_class: str | None = None
+    error: str | None = None  # the detail, the key redacted
+    url: str | None = None  # where the failing request went
+
+
+SampleCallback = Callable[[SampleResult], None]
 
 
 class BudgetStopped(PermanentError):
@@ -48,11 +72,12 @@ async def run_shard(
     judge_api_keys: Sequence[str | None] = (),
     dataset_dir: Path = DEFAULT_DATASET_DIR,
     dataset_file: Path | None = None,
+    download_dir: Path = DEFAULT_DOWNLOAD_DIR,
     ca_bundle: Path | None = None,
     summary: ShardSummary | None = None,
     client: ModelClient | None = None,
     on_progress: ProgressCallback | None = None,
-    transport: TransportKind = "lean",
+    on_sample: SampleCallback | None = None,
 ) -> ShardSummary:
     """Runs shard `shard` of `shards` and returns its summary.
 
@@ -60,7 +85,8 @@ async def run_shard(
     live state; on failure it is left in state "error" with a reason before the error propagates
     (BudgetStopped when the shard's share of spec.budget ran out: its scores so far are kept).
     `judge_api_keys[i]` is the key of the i-th llm_judge scorer's judge. `client` replaces the
-    HTTP client of spec.model (tests).
+    HTTP client of spec.model (tests). `on_sample` sees every finished sample (local runs write
+    them out; per-sample data never goes into the summary).
     """
     summary = summary if summary is not None else ShardSummary()
     summary.shard, summary.shards = shard, shards
@@ -74,7 +100,12 @@ async def run_shard(
                 scorers[scorer_spec.effective_name] = build_scorer(scorer_spec)
         prompts = PromptBuilder(spec.task)
         samples = await load_samples(
-            spec.dataset, dataset_dir=dataset_dir, dataset_file=dataset_file, ca_bundle=ca_bundle
+            spec.dataset,
+            dataset_dir=dataset_dir,
+            dataset_file=dataset_file,
+            ca_bundle=ca_bundle,
+            download_dir=download_dir,
+            group_field=spec.task.group_field,
         )
         # Every prompt is rendered before the first request: a template that fails on sample
         # 900 fails the shard now, not after paying for 899 answers.
@@ -83,15 +114,13 @@ async def run_shard(
         summary.scores = {s.effective_name: ScoreSums() for s in spec.task.scorers}
         if judged:
             summary.usage.judge = summary.usage.judge or ShardUsage()
-        tally = _Tally(summary, scorers, on_progress)
+        tally = _Tally(summary, scorers, on_progress, on_sample)
         tally.notify()
         log.info("shard started", samples=len(work), model=spec.model.name)
         connections = spec.model.max_concurrency + sum(
             s.judge.max_concurrency for s in judged if s.judge is not None
         )
-        async with open_transport(
-            transport, ca_bundle=ca_bundle, max_connections=connections
-        ) as http:
+        async with open_transport(ca_bundle=ca_bundle, max_connections=connections) as http:
             model = client or HttpModelClient(
                 spec.model, api_key, http, role="model", usage=summary.usage, budget=budget
             )
@@ -112,14 +141,17 @@ async def run_shard(
         if budget.exceeded is not None:
             metrics.BUDGET_EXCEEDED.inc()
             raise BudgetStopped(_budget_message(budget, summary))
-    except PermanentError as err:
-        summary.state, summary.reason, summary.message = "error", err.reason, err.message
-        raise
     except Exception as err:
-        # A crash inside a worker arrives wrapped by the TaskGroup; report the crash itself.
-        cause = err.exceptions[0] if isinstance(err, ExceptionGroup) else err
-        summary.state, summary.reason = "error", "RunnerError"
-        summary.message = f"{type(cause).__name__}: {cause}"
+        # A failure inside a worker arrives wrapped by the TaskGroup; report it, not the group.
+        cause = _first_cause(err)
+        if isinstance(cause, PermanentError):
+            summary.state, summary.reason = "error", cause.reason
+            summary.message = SECRETS.redact(cause.message)
+        else:
+            summary.state, summary.reason = "error", "RunnerError"
+            summary.message = SECRETS.redact(f"{type(cause).__name__}: {cause}")
+        if cause is not err:
+            raise cause from None
         raise
     summary.state = "done"
     log.info(
@@ -130,6 +162,12 @@ async def run_shard(
         requests=summary.usage.requests,
     )
     return summary
+
+
+def _first_cause(err: BaseException) -> BaseException:
+    while isinstance(err, BaseExceptionGroup):
+        err = err.exceptions[0]
+    return err
 
 
 def _budget_message(budget: Budget, summary: ShardSummary) -> str:
@@ -145,15 +183,43 @@ def _budget_message(budget: Budget, summary: ShardSummary) -> str:
     )
 
 
+Work = list[tuple[Sample, list[Message]]]
+Parked = list[tuple[Sample, list[Message], RequestFailed]]
+
+
 async def _ask_all(
     model: ModelClient,
     judges: dict[str, JudgeScorer],
-    work: list[tuple[Sample, list[Message]]],
+    work: Work,
     tally: _Tally,
     budget: Budget,
     workers: int,
 ) -> None:
+    """Ask every sample; then ask again those whose every attempt failed to connect (the
+    endpoint was away: their requests mostly never reached it), round after round while a
+    round brings at least one of them through. The last ones left count as errored."""
+    rounds = 0
+    while True:
+        parked = await _ask_round(model, judges, work, tally, budget, workers)
+        rounds += 1
+        if not parked or budget.exceeded is not None or (rounds > 1 and len(parked) == len(work)):
+            break
+        log.info("asking again the samples the endpoint could not be reached for", n=len(parked))
+        work = [(sample, messages) for sample, messages, _ in parked]
+    for sample, messages, err in parked:
+        tally.errored(SampleResult(sample, messages, **_failure(err)))
+
+
+async def _ask_round(
+    model: ModelClient,
+    judges: dict[str, JudgeScorer],
+    work: Work,
+    tally: _Tally,
+    budget: Budget,
+    workers: int,
+) -> Parked:
     pending = iter(work)
+    parked: Parked = []
 
     async def worker() -> None:
         # Workers share one iterator, so each sample is taken exactly once.
@@ -161,7 +227,7 @@ async def _ask_all(
             if budget.exceeded is not None:
                 return  # nothing new starts; the requests in flight finish
             try:
-                await _ask(model, judges, sample, messages, tally)
+                await _ask(model, judges, sample, messages, tally, parked)
             except BudgetExceeded:
                 return
 
@@ -169,6 +235,11 @@ async def _ask_all(
     async with asyncio.TaskGroup() as group:
         for _ in range(min(workers, len(work))):
             group.create_task(worker())
+    return parked
+
+
+def _failure(err: RequestFailed, prefix: str = "") -> dict[str, str]:
+    return {"error_class": prefix + err.error_class, "error": err.detail, "url": err.url}
 
 
 async def _ask(
@@ -177,23 +248,30 @@ async def _ask(
     sample: Sample,
     messages: list[Message],
     tally: _Tally,
+    parked: Parked,
 ) -> None:
     try:
         completion = await model.complete(messages)
     except RequestFailed as err:
-        tally.errored(sample, err.error_class, str(err))
+        if err.only_connection:
+            parked.append((sample, messages, err))
+        else:
+            tally.errored(SampleResult(sample, messages, **_failure(err)))
         return
     judged: dict[str, float] = {}
     for name, judge in judges.items():
         try:
             judged[name] = await judge.score(sample.input, completion.text, sample.target)
         except RequestFailed as err:
-            tally.errored(sample, f"judge_{err.error_class}", str(err))
+            tally.errored(SampleResult(sample, messages, completion, **_failure(err, "judge_")))
             return
         except ScoreUnavailable as err:
-            tally.errored(sample, err.error_class, str(err))
+            failed = SampleResult(
+                sample, messages, completion, error_class=err.error_class, error=str(err)
+            )
+            tally.errored(failed)
             return
-    tally.scored(sample, completion.text, judged)
+    tally.scored(sample, messages, completion, judged)
 
 
 class _Tally:
@@ -205,31 +283,50 @@ class _Tally:
         summary: ShardSummary,
         scorers: dict[str, Scorer],
         on_progress: ProgressCallback | None,
+        on_sample: SampleCallback | None,
     ) -> None:
         self.summary = summary
-        self.scorers = [(summary.scores[name], scorer) for name, scorer in scorers.items()]
+        self.scorers = [(name, scorer) for name, scorer in scorers.items()]
         self.on_progress = on_progress
+        self.on_sample = on_sample
+        # [n, sum] of each group's scores per scorer, for the clustered sums (task.groupField).
+        self.groups: dict[str, dict[str, list[float]]] = {name: {} for name in summary.scores}
         self._scored = metrics.SAMPLES.labels("scored")
 
-    def scored(self, sample: Sample, output: str, judged: dict[str, float]) -> None:
+    def scored(
+        self,
+        sample: Sample,
+        messages: list[Message],
+        completion: Completion,
+        judged: dict[str, float],
+    ) -> None:
         summary = self.summary
-        target = sample.target
-        for sums, scorer in self.scorers:
-            sums.add(scorer(output, target))
-        for name, value in judged.items():
-            summary.scores[name].add(value)
+        scores = {name: scorer(completion.text, sample.target) for name, scorer in self.scorers}
+        scores.update(judged)
+        for name, value in scores.items():
+            group = None
+            if sample.group is not None:
+                group = self.groups[name].setdefault(sample.group, [0, 0.0])
+            summary.scores[name].add(value, group)
         summary.completed += 1
         self._scored.inc()
+        if self.on_sample is not None:
+            self.on_sample(SampleResult(sample, messages, completion, scores))
         self.notify()
 
-    def errored(self, sample: Sample, error_class: str, detail: str) -> None:
+    def errored(self, result: SampleResult) -> None:
         # Errored samples are counted, never scored: a rate limit is not a wrong answer.
-        log.info("sample errored", sample=sample.id, error_class=error_class, error=detail)
+        error_class = result.error_class or "error"
+        log.info(
+            "sample errored", sample=result.sample.id, error_class=error_class, error=result.error
+        )
         summary = self.summary
         summary.failed += 1
         summary.errors[error_class] = summary.errors.get(error_class, 0) + 1
         metrics.ERRORS.labels(error_class).inc()
         metrics.SAMPLES.labels("errored").inc()
+        if self.on_sample is not None:
+            self.on_sample(result)
         self.notify()
 
     def notify(self) -> None:

@@ -31,6 +31,12 @@ def test_bench_smoke() -> None:
             "16",
             "--truncated",
             "0.02",
+            "--provider-rpm",
+            "100",
+            "--provider-tpm",
+            "3000",
+            "--provider-window",
+            "1",
         ],
         capture_output=True,
         text=True,
@@ -40,7 +46,7 @@ def test_bench_smoke() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     for line in (
-        r"clean run: N=200 L=10 ms C=16 client=lean",
+        r"clean run: N=200 L=10 ms C=16 transport=aiohttp \d+\.\d+",
         r"start-up: [0-9.]+ s \(not in the wall: process spawn -> first request",
         r"wall: [0-9.]+ s \(first request -> last sample scored\)",
         r"physical limit N\*L/C: 0\.125 s",
@@ -53,5 +59,10 @@ def test_bench_smoke() -> None:
         r"samples: 200 scored, 0 errored",
         r"retries: .*http_429=\d+.*\(total \d+\)",
         r"adaptive concurrency: gauge minimum \d+ of 16, \d+ cuts",
+        r"provider-like run: buckets of 100 requests and 3000 tokens per 1 s",
+        r"wall: [0-9.]+ s; the buckets allow [0-9.]+ s",
+        r"ratio wall/allowed: [0-9.]+",
+        r"answered 429: \d+ of \d+ requests \([0-9.]+%\)",
+        r"200 scored, 0 errored; scores identical to the clean run: yes",
     ):
         assert re.search(line, out), f"{line!r} not in:\n{out}"

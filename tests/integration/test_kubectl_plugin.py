@@ -109,14 +109,14 @@ def test_results_table_shows_scores_ci95_usage_and_cost(kubeconfig: Path) -> Non
     assert header.split() == ["SCORER", "VALUE", "STDERR", "CI95", "N"]
     row = next(line for line in lines if line.startswith("exact_match"))
     name, value, stderr, low, high, n = row.split()
-    assert (name, value, n) == ("exact_match", "0.9000", "10")
-    # The interval printed is the one in status: value ± 1.96 stderr, clipped to [0, 1].
-    assert float(low.strip("[,")) == pytest.approx(0.9 - 1.959964 * float(stderr), abs=1e-4)
-    assert high == "1.0000]"
+    assert (name, value, stderr, n) == ("exact_match", "0.9000", "0.1000", "10")
+    # The interval printed is the one in status: Wilson's for 9 of 10.
+    assert (low, high) == ("[0.5958,", "0.9821]")
     assert "samples: 10 scored, 0 errored, 10 total" in out
     assert (
-        "usage: 10 requests, 100 input tokens, 20 output tokens, 0 cache hits, cost $0.0123" in out
-    )
+        "usage: 10 requests (0 timed out), 100 input tokens, 20 output tokens, 0 prompt-cache "
+        "tokens, 0 truncated answers, 0 cache hits, cost $0.0123"
+    ) in out
     assert "thresholds: exact_match 0.9 >= 0.8: ok" in out
 
 
@@ -149,7 +149,7 @@ def test_compare_side_by_side_with_deltas(kubeconfig: Path) -> None:
     rows = {line.split("   ")[0].strip(): line for line in out.splitlines() if line.strip()}
     assert "A: default/good" in out.splitlines()[0] and "B: default/better" in out.splitlines()[0]
     assert "demo" in rows["model"] and "demo-2" in rows["model"]
-    assert rows["exact_match"].rstrip().endswith("+0.1000")  # intervals overlap: no star
+    assert rows["exact_match"].rstrip().endswith("+0.1000")
     assert rows["requests"].split()[-1] == "+0"
     assert rows["cost USD"].split()[-1] == "-0.0023"
     assert rows["judge cost USD"].split()[-3:] == ["0", "0.0040", "+0.0040"]
@@ -162,11 +162,16 @@ def test_results_show_judge_usage_apart(kubeconfig: Path) -> None:
     assert "judge:" not in plugin(kubeconfig, "results", "good")[1]
 
 
-def test_compare_stars_deltas_whose_intervals_do_not_overlap(kubeconfig: Path) -> None:
+def test_compare_calls_no_difference_significant(kubeconfig: Path) -> None:
+    """Intervals apart or not, a comparison of two runs is a paired test on their samples;
+    without a store, compare says so instead of starring deltas."""
     code, out, _ = plugin(kubeconfig, "compare", "weak", "better")
     assert code == 0
     row = next(line for line in out.splitlines() if line.startswith("exact_match"))
-    assert row.rstrip().endswith("+0.5000 *")
+    assert row.rstrip().endswith("+0.5000")  # the intervals do not overlap: still no verdict
+    assert "*" not in out and "significant" not in out
+    assert "whether B differs from A takes a paired test on the per-sample scores" in out
+    assert "EvalSuite store (spec.suiteRef)" in out
 
 
 def test_missing_evaluation_is_a_clear_error(kubeconfig: Path) -> None:

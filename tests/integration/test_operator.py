@@ -49,7 +49,7 @@ def test_evaluation_runs_to_succeeded_with_exact_results(cluster: Cluster) -> No
     assert results["exact_match"]["n"] == 10
     assert results["exact_match"]["stderr"] == pytest.approx((0.8 * 0.2 / 9) ** 0.5, abs=1e-6)
     assert results["close"]["value"] == 1.0
-    assert results["close"]["ci95"] == [1.0, 1.0]
+    assert results["close"]["ci95"] == [0.722467, 1.0]  # Wilson: 10 of 10 is not certainty
     assert status["progress"] == {"total": 10, "completed": 10, "failed": 0, "summary": "10/10"}
     # Usage is what the provider reported, summed over shards.
     model_requests = cluster.model.requests[requests_before:]

@@ -30,7 +30,7 @@ KEY = "sk-never-printed"
 def runner_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     # The source roots, as pytest's pythonpath has them: independent of how the venv was installed.
-    env["PYTHONPATH"] = os.pathsep.join(str(ROOT / p) for p in ("runner", "operator"))
+    env["PYTHONPATH"] = os.pathsep.join(str(ROOT / p) for p in ("api", "runner", "operator"))
     return {**env, **extra}
 
 
@@ -65,7 +65,8 @@ def test_run_prints_the_results_table(server: ModelServer) -> None:
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "exact_match │ 0.8500 │ 0.0819 │ [0.6894, 1.0000] │ 20" in out
+    # 17 of 20: the Wilson interval, not a normal one cut at 1.
+    assert "exact_match │ 0.8500 │ 0.0819 │ [0.6396, 0.9476] │ 20" in out
     assert "numeric     │ 0.8500" in out
     assert "samples: 20 scored, 0 errored, 20 total" in out
     assert "threshold exact_match >= 0.8: PASS" in out
@@ -87,12 +88,15 @@ def test_run_json_output_and_failing_threshold(server: ModelServer, tmp_path: Pa
         ("exact_match", 0.85, 20),
         ("numeric", 0.85, 20),
     ]
-    assert report["results"][0]["ci95"] == [0.689444, 1.0]
+    assert report["results"][0]["ci95"] == [0.639581, 0.947631]
     assert report["usage"] == {
         "requests": 20,
         "inputTokens": server.input_tokens - tokens_before[0],
         "outputTokens": server.output_tokens - tokens_before[1],
+        "promptCacheTokens": 0,
         "cacheHits": 0,
+        "timedOut": 0,
+        "truncated": 0,
         "costUSD": "0",
     }
     assert report["progress"] == {"total": 20, "completed": 20, "failed": 0, "summary": "20/20"}
@@ -222,3 +226,172 @@ def test_shard_reports_a_permanent_error(tmp_path: Path) -> None:
     final = ShardSummary.model_validate_json(termination_log.read_text())
     assert (final.state, final.reason) == ("error", "DatasetInvalid")
     assert "record 0" in (final.message or "")
+
+
+# --- failing fast and telling the truth ---------------------------------------------------------
+
+
+def run_against(
+    faults: Faults, *args: str, manifest: Path = QUICKSTART, **env: str
+) -> tuple[subprocess.CompletedProcess[str], ModelServer]:
+    with ModelServer(wrong=WRONG, faults=faults).in_thread() as server:
+        done = eval_runner(
+            "run", str(manifest), "--base-url", server.base_url, "--no-progress", *args, **env
+        )
+    return done, server
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "words"),
+    [
+        (401, "AuthenticationFailed", "answered 401 Unauthorized: the API key was refused"),
+        (403, "AuthenticationFailed", "answered 403 Forbidden: the API key was refused"),
+        (404, "ModelNotFound", "answered 404 Not Found: no model 'demo' there"),
+    ],
+)
+def test_a_refused_key_or_a_missing_model_fails_the_run_at_once(
+    status: int, reason: str, words: str
+) -> None:
+    faults = Faults(status_for={"What is": status}, echo_headers=True)
+    done, server = run_against(faults, EVAL_API_KEY=KEY)
+    assert done.returncode == EXIT_PERMANENT, done.stderr
+    assert f"error: {reason}: the model endpoint POST {server.base_url}/chat/completions" in (
+        done.stderr
+    )
+    assert words in done.stderr
+    # The requests in flight (maxConcurrency 8) when the first answer came; none retried.
+    assert server.count <= 8
+    assert KEY not in done.stdout + done.stderr
+
+
+def test_more_errored_samples_than_allowed_fail_with_too_many_errors(tmp_path: Path) -> None:
+    # 3 of 20 samples always get a 422 (never retried): 15% errored, above the default 5%.
+    failing = {"What is 123 + 77?": 422, "What is 9 + 15?": 422, "What is 61 + 39?": 422}
+    done, _ = run_against(Faults(status_for=failing), "--limit", "20", "--output", "json")
+    assert done.returncode == EXIT_PERMANENT, done.stderr
+    report = json.loads(done.stdout)
+    assert report["passed"] is False  # exact_match >= 0.8 holds on the 17 scored; not enough
+    assert report["stopped"]["reason"] == "TooManyErrors"
+    expected = (
+        "3 of 20 finished samples errored (15.0%, never scored), above "
+        "execution.maxErroredFraction 0.05: http_422=3"
+    )
+    assert report["stopped"]["message"] == expected
+    assert f"error: TooManyErrors: {expected}" in done.stderr
+    # Allowed more errors, the same run passes on its scores.
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text(
+        QUICKSTART.read_text().replace(
+            "  thresholds:", '  execution:\n    maxErroredFraction: "0.2"\n  thresholds:'
+        )
+    )
+    done, _ = run_against(Faults(status_for=failing), "--limit", "20", manifest=lenient)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_run_whose_every_sample_errored_exits_3_and_says_so(tmp_path: Path) -> None:
+    everything = tmp_path / "everything.yaml"
+    everything.write_text(
+        QUICKSTART.read_text().replace("  thresholds:\n    - exact_match >= 0.8\n", "")
+        + '  execution:\n    maxErroredFraction: "1"\n'
+    )
+    faults = Faults(status_for={"What is": 422})
+    done, _ = run_against(faults, "--limit", "8", "--output", "json", manifest=everything)
+    assert done.returncode == EXIT_PERMANENT, done.stderr
+    report = json.loads(done.stdout)
+    assert report["progress"] == {
+        "total": 8,
+        "completed": 0,
+        "failed": 8,
+        "summary": "0/8, 8 errored",
+    }
+    # Every scorer appears, with nothing scored: no value, never a 0.
+    assert [(r["name"], r["value"], r["n"]) for r in report["results"]] == [
+        ("exact_match", None, 0),
+        ("numeric", None, 0),
+    ]
+    assert report["stopped"]["message"].startswith(
+        "8 of 8 finished samples errored (100.0%, never scored), no sample was scored"
+    )
+
+
+def test_the_error_table_shows_the_request_and_a_redacted_answer() -> None:
+    faults = Faults(status_for={"What is 9 + 15?": 422}, echo_headers=True)
+    done, server = run_against(faults, "--limit", "8", EVAL_API_KEY=KEY, COLUMNS="200")
+    assert "errored samples (never scored), by class:" in done.stdout
+    assert (
+        f"  http_422: 1; the first: POST {server.base_url}/chat/completions -> "
+        '{"error": {"type": "injected", "message": "injected 422: Bearer [redacted]"}}'
+    ) in done.stdout
+    assert KEY not in done.stdout + done.stderr
+
+
+def test_a_key_secret_in_the_manifest_without_a_key_here_warns(tmp_path: Path) -> None:
+    keyed = tmp_path / "keyed.yaml"
+    keyed.write_text(
+        QUICKSTART.read_text()
+        .replace("    # apiKeySecretRef:", "    apiKeySecretRef:")
+        .replace("    #   name: model-api-key", "      name: model-api-key")
+        .replace("    #   key: api-key", "      key: api-key")
+    )
+    done, _ = run_against(Faults(), "--limit", "2", manifest=keyed)
+    assert (
+        "warning: spec.model.apiKeySecretRef names Secret model-api-key, but no key is set here: "
+        "set EVAL_API_KEY or OPENAI_API_KEY"
+    ) in done.stderr
+
+
+def test_one_line_per_sample_with_output_jsonl_or_samples_file(tmp_path: Path) -> None:
+    faults = Faults(status_for={"What is 9 + 15?": 422})
+    done, _ = run_against(faults, "--limit", "5", "--output", "jsonl")
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(line["id"] for line in lines) == [0, 1, 2, 3, 4]
+    by_id = {line["id"]: line for line in lines}
+    assert by_id[0]["input"] == "What is 17 + 25?" and by_id[0]["response"] == "43"  # WRONG
+    assert by_id[0]["scores"] == {"exact_match": 0.0, "numeric": 0.0}
+    assert by_id[0]["prompt"][-1] == {
+        "role": "user",
+        "content": "Answer with only the number, nothing else. What is 17 + 25?",
+    }
+    assert by_id[0]["inputTokens"] > 0 and by_id[0]["outputTokens"] == 1
+    assert by_id[0]["latencySeconds"] > 0 and by_id[0]["errorClass"] is None
+    assert (by_id[3]["errorClass"], by_id[3]["response"], by_id[3]["scores"]) == (
+        "http_422",
+        None,
+        {},
+    )
+    assert "samples: 4 scored, 1 errored, 5 total" in done.stderr  # the table, on stderr
+    samples = tmp_path / "samples.jsonl"
+    done, _ = run_against(faults, "--limit", "5", "--samples", str(samples))
+    assert "samples: 4 scored, 1 errored, 5 total" in done.stdout
+    assert len(samples.read_text().splitlines()) == 5
+
+
+def test_truncated_answers_are_counted_and_warned_about() -> None:
+    done, _ = run_against(Faults(cut_answers=True), "--limit", "10", "--output", "json")
+    report = json.loads(done.stdout)
+    assert report["usage"]["truncated"] == 10
+    assert (
+        "warning: 10 of 10 answers (100.0%) were cut at maxTokens (finish_reason length / "
+        "stop_reason max_tokens) and scored as they are: raise model.parameters.maxTokens"
+    ) in done.stderr
+
+
+def test_a_dead_endpoint_fails_fast_with_endpoint_unreachable(tmp_path: Path) -> None:
+    dead = tmp_path / "dead.yaml"
+    dead.write_text(
+        QUICKSTART.read_text().replace(
+            "    provider: openai", "    provider: openai\n    unreachableAfterSeconds: 2"
+        )
+    )
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    done = eval_runner(
+        "run", str(dead), "--base-url", f"http://127.0.0.1:{port}/v1", "--no-progress"
+    )
+    assert done.returncode == EXIT_PERMANENT, done.stderr
+    assert time.monotonic() - started < 20
+    assert (
+        f"error: EndpointUnreachable: cannot connect to 127.0.0.1:{port}: connection refused"
+    ) in done.stderr
+    assert "Traceback" not in done.stderr

@@ -19,10 +19,15 @@ from eval_api.aggregate import aggregate
 from eval_api.exitcodes import EXIT_PERMANENT
 from eval_api.shard import ShardSummary
 from eval_api.v1alpha1 import Evaluation
+from eval_runner.breaker import CircuitBreaker
+from eval_runner.budget import max_input_tokens
+from eval_runner.client import HttpModelClient
 from eval_runner.metrics import CONCURRENCY, CONCURRENCY_CUTS
 from eval_runner.pipeline import BudgetStopped, run_shard
+from eval_runner.retry import RetryPolicy
+from eval_runner.transport import open_transport
 from tests.integration.test_runner_cli import runner_env, start_shard
-from tests.support.model_server import Faults, ModelServer
+from tests.support.model_server import Faults, ModelServer, RateLimits
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -98,6 +103,91 @@ async def test_faults_change_no_score_and_throttling_slows_the_run_down() -> Non
     # The 429s slowed the run down: the adaptive limit was cut below maxConcurrency.
     assert lowest < 16
     assert gauge(CONCURRENCY_CUTS, "fire-faults") >= 1
+
+
+@pytest.mark.parametrize(
+    ("provider", "limit", "window", "samples"),
+    [("openai", 20, 1.0, 80), ("anthropic", 50, 10.0, 70)],
+)
+async def test_provider_rate_limit_headers_pace_requests_before_a_429(
+    provider: str, limit: int, window: float, samples: int
+) -> None:
+    """A provider's bucket (refilled continuously, its state in every answer's headers): the
+    runner sends as fast as the bucket allows and no faster, so almost nothing is refused."""
+    limits = RateLimits(requests=limit, window_seconds=window)
+    async with ModelServer(faults=Faults(latency=0.01), limits=limits) as server:
+        ev = evaluation(
+            server.base_url,
+            f"paced-{provider}",
+            model={"provider": provider, "maxConcurrency": 16},
+            dataset={"inline": RECORDS[:samples]},
+        )
+        started = time.monotonic()
+        summary = await run_shard(ev, 0, 1, "k")
+        elapsed = time.monotonic() - started
+    assert (summary.completed, summary.failed) == (samples, 0)
+    assert limits.throttled <= 1, f"{limits.throttled} of {server.count} requests got a 429"
+    # The bucket lets the first `limit` through at once, then limit/window a second.
+    allowed = (samples - limit) * window / limit
+    assert allowed <= elapsed <= 1.25 * allowed + 0.5
+
+
+async def test_samples_the_endpoint_could_not_be_reached_for_are_asked_again() -> None:
+    """The endpoint is down for the first second. Samples whose every try failed to connect
+    are not written off: once the endpoint answers again they are asked again, and every
+    sample is scored."""
+    port = free_port()
+    server = ModelServer(port=port)
+    ev = evaluation(
+        f"http://127.0.0.1:{port}/v1",
+        "comeback",
+        model={"maxConcurrency": 4},
+        dataset={"inline": RECORDS[:20]},
+    )
+    async with open_transport() as http:
+        # Few, fast retries and a short open period, so that the outage outlasts both.
+        client = HttpModelClient(
+            ev.spec.model,
+            "k",
+            http,
+            retry=RetryPolicy(max_errors=2, base_delay=0.05),
+            breaker=CircuitBreaker(open_seconds=0.3),
+        )
+        comeback = asyncio.get_running_loop().call_later(
+            1.0, lambda: asyncio.ensure_future(server.start())
+        )
+        try:
+            summary = await run_shard(ev, 0, 1, "k", client=client)
+        finally:
+            comeback.cancel()
+            await server.stop()
+    assert (summary.completed, summary.failed, summary.errors) == (20, 0, {})
+    assert summary.scores["exact_match"].n == 20
+
+
+async def test_timed_out_requests_are_counted_and_charged_at_their_worst_case() -> None:
+    """A provider may bill a request it never answered in time: each timeout costs its worst
+    case, in usage and against the budget, which therefore still stops the run."""
+    faults = Faults(timeout=1.0, hang_seconds=1.5)  # every request outlasts timeoutSeconds 1
+    summary = ShardSummary()
+    async with ModelServer(faults=faults) as server:
+        ev = evaluation(
+            server.base_url,
+            "fire-timeouts",
+            model={"pricing": DOLLAR_A_TOKEN, "maxConcurrency": 2, "parameters": {"maxTokens": 8}},
+            dataset={"inline": RECORDS[:2]},
+            budget={"maxCostUSD": "300"},
+        )
+        with pytest.raises(BudgetStopped):
+            await run_shard(ev, 0, 1, "k", summary=summary)
+    usage = summary.usage
+    assert usage.requests == usage.timed_out == server.count > 0
+    assert (usage.input_tokens, usage.output_tokens) == (0, 0)  # none was reported
+    # Each request: every prompt byte as a token, + 8 per message + 16, and maxTokens 8.
+    worst = {max_input_tokens([{"role": "user", "content": r["input"]}]) + 8 for r in RECORDS[:2]}
+    assert len(worst) == 1  # both prompts are as long
+    assert Decimal(usage.cost_usd) == worst.pop() * usage.timed_out <= 300
+    assert f"spent ${usage.cost_usd} of $300" in (summary.message or "")
 
 
 def spent(server: ModelServer) -> Decimal:
@@ -215,7 +305,7 @@ def test_the_key_is_in_no_log_line_metric_or_summary(tmp_path: Path) -> None:
         server_error=0.1,
         rate_limit=0.1,
         retry_after="0",
-        status_for={QUESTIONS[3]: 401, QUESTIONS[4]: 400},
+        status_for={QUESTIONS[3]: 400, QUESTIONS[4]: 422},
         echo_headers=True,
         seed=2,
     )
@@ -265,18 +355,18 @@ def test_the_key_is_in_no_log_line_metric_or_summary(tmp_path: Path) -> None:
         stdout, stderr = process.communicate(timeout=30)
         echoed = [r for r in server.requests if r.body["messages"][-1]["content"] == QUESTIONS[3]]
     assert process.returncode == 0, stderr
-    assert echoed, "the 401 question was asked"
+    assert echoed, "the 400 question was asked"
     metrics_text = "\n".join(s for s in scrapes if "eval_runner_requests_total" in s)
-    assert 'eval_runner_requests_total{model="canary",outcome="http_401",role="model"}' in (
+    assert 'eval_runner_requests_total{model="canary",outcome="http_400",role="model"}' in (
         metrics_text
     )
-    assert 'eval_runner_errors_total{error_class="http_401"}' in metrics_text
+    assert 'eval_runner_errors_total{error_class="http_400"}' in metrics_text
     logs = [json.loads(line) for line in stdout.splitlines()]
-    assert any(line.get("error_class") == "http_401" for line in logs)
+    assert any(line.get("error_class") == "http_400" for line in logs)
     assert any("[redacted]" in line.get("error", "") for line in logs)  # the echo was cut
     message = termination_log.read_text()
     final = ShardSummary.model_validate_json(message)
-    assert final.state == "done" and final.errors["http_401"] == 1
+    assert final.state == "done" and final.errors["http_400"] == 1
     assert final.usage.judge is not None and final.usage.judge.requests > 0
     for secret in (CANARY, JUDGE_CANARY):
         assert secret not in stdout + stderr

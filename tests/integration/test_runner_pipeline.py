@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from eval_api.aggregate import aggregate
-from eval_api.shard import ShardSummary
+from eval_api.shard import ScoreSums, ShardSummary
+from eval_api.stats import score_result
 from eval_api.v1alpha1 import Evaluation
 from eval_runner.errors import PermanentError
 from eval_runner.pipeline import run_shard
@@ -192,4 +193,45 @@ async def test_errors_stop_the_shard_before_any_request(
         assert summary.reason == reason
     else:  # an unreachable dataset URL may come back: retryable
         assert not isinstance(caught.value, PermanentError)
-        assert summary.reason == "RunnerError" and "ConnectError" in (summary.message or "")
+        assert summary.reason == "RunnerError"
+        assert "cannot connect to 127.0.0.1:1: connection refused" in (summary.message or "")
+
+
+async def test_grouped_samples_stay_in_one_shard_and_shards_add_up_to_one_pod() -> None:
+    """With task.groupField the standard error is clustered by group; every group is scored in
+    one shard, so the operator's sum of two shards is what one pod computes."""
+    records = [
+        {"input": f"What is {i} + {j}?", "target": str(i + j + (1 if (i + j) % 4 == 0 else 0)),
+         "passage": f"p{i}"}
+        for i in range(7)
+        for j in range(3)
+    ]  # fmt: skip
+    async with ModelServer() as server:
+        ev = evaluation(
+            server.base_url,
+            dataset={"inline": records, "shuffleSeed": 5},
+            task={"groupField": "passage", "scorers": [{"type": "exact_match"}]},
+        )
+        whole = await run_shard(ev, 0, 1, KEY)
+        parts = [await run_shard(ev, i, 2, KEY) for i in range(2)]
+    assert sum(p.total for p in parts) == whole.total == 21
+    assert [p.scores["exact_match"].groups for p in parts] in ([4, 3], [3, 4])
+    merged, alone = aggregate(parts, ["exact_match"]), aggregate([whole], ["exact_match"])
+    assert merged.results == alone.results
+    sums = whole.scores["exact_match"]
+    plain = score_result("exact_match", ScoreSums(n=sums.n, sum=sums.sum, sumsq=sums.sumsq))
+    clustered = alone.results[0]
+    assert clustered.value == plain.value and clustered.stderr != plain.stderr
+
+
+async def test_a_record_without_the_group_field_is_bad_input() -> None:
+    async with ModelServer() as server:
+        ev = evaluation(
+            server.base_url,
+            dataset={"inline": [{"input": "a", "passage": "p"}, {"input": "b"}]},
+            task={"groupField": "passage", "scorers": [{"type": "exact_match"}]},
+        )
+        with pytest.raises(PermanentError) as caught:
+            await run_shard(ev, 0, 1, KEY)
+    assert caught.value.reason == "DatasetInvalid"
+    assert "sample 1 has no field 'passage' (task.groupField)" in caught.value.message

@@ -8,7 +8,13 @@ every message (and the Anthropic system field), output tokens those of the answe
 
 Faults: fixed latency, the first N requests throttled, fixed statuses for given questions, and
 random faults as fractions of all chat requests (429 with Retry-After, 500, hangs that outlast
-the client's timeout, 200s with a truncated body), drawn from a seeded generator.
+the client's timeout, 200s with a truncated body), drawn from a seeded generator; answers
+reported as cut at max_tokens.
+
+Rate limits (`RateLimits`), as a provider enforces them: request and token buckets that refill
+continuously, charged when a request arrives, a 429 when one cannot pay, and on every answer
+the headers that say so (OpenAI's x-ratelimit-* on /v1/chat/completions, Anthropic's
+anthropic-ratelimit-* on /v1/messages).
 
 Start it in the test's loop (`async with ModelServer(...) as server`), for subprocess tests in
 a background thread (`with ModelServer(...).in_thread() as server`), or as a process of its own
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import signal
 import threading
@@ -28,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -62,6 +70,12 @@ class Faults:
     # Error bodies echo the request's credentials header (as some proxies do): the key must
     # stay secret all the same.
     echo_headers: bool = False
+    # Every answer is reported as cut at max_tokens (finish_reason length, stop_reason
+    # max_tokens).
+    cut_answers: bool = False
+    # Every chat request is redirected (307) here; "{key}" becomes the request's key, as a
+    # careless gateway might put it.
+    redirect_to: str | None = None
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -81,6 +95,77 @@ class Faults:
                 return name
             x -= fraction
         return None
+
+
+class RateLimits:
+    """A provider's rate limits: `requests` and `tokens` per `window_seconds`, each a bucket
+    that holds one window's worth and refills continuously. A request is charged when it
+    arrives: 1 request, and its prompt's characters / 4 (rounded up) plus max_tokens in
+    tokens, as OpenAI counts before answering. A request a bucket cannot pay gets a 429 and
+    is not charged."""
+
+    def __init__(
+        self,
+        *,
+        requests: int | None = None,
+        tokens: int | None = None,
+        window_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        given = {"requests": requests, "tokens": tokens}
+        self.limits = {name: float(limit) for name, limit in given.items() if limit}
+        self.window = window_seconds
+        self.clock = clock
+        self.held = dict(self.limits)
+        self.updated = clock()
+        self.charged = {name: 0.0 for name in self.limits}  # what admitted requests paid
+        self.throttled = 0
+
+    def _refill(self) -> None:
+        now = self.clock()
+        for name, limit in self.limits.items():
+            self.held[name] = min(
+                limit, self.held[name] + (now - self.updated) * limit / self.window
+            )
+        self.updated = now
+
+    def admit(self, body: dict[str, Any]) -> bool:
+        self._refill()
+        chars = sum(len(text) for text in prompt_texts(body))
+        costs = {"requests": 1.0, "tokens": math.ceil(chars / 4) + (body.get("max_tokens") or 0)}
+        if any(self.held[name] < costs[name] for name in self.limits):
+            self.throttled += 1
+            return False
+        for name in self.limits:
+            self.held[name] -= costs[name]
+            self.charged[name] += costs[name]
+        return True
+
+    def headers(self, flavour: str) -> dict[str, str]:
+        headers = {}
+        for name, limit in self.limits.items():
+            remaining = self.held[name]
+            reset = (limit - remaining) * self.window / limit  # seconds until full
+            if flavour == "anthropic":
+                when = datetime.now(UTC) + timedelta(seconds=reset)
+                prefix = f"anthropic-ratelimit-{name}"
+                headers[f"{prefix}-limit"] = str(int(limit))
+                headers[f"{prefix}-remaining"] = str(int(remaining))
+                headers[f"{prefix}-reset"] = when.isoformat(timespec="seconds")
+            else:
+                headers[f"x-ratelimit-limit-{name}"] = str(int(limit))
+                headers[f"x-ratelimit-remaining-{name}"] = str(int(remaining))
+                headers[f"x-ratelimit-reset-{name}"] = go_duration(reset)
+        return headers
+
+
+def go_duration(seconds: float) -> str:
+    """OpenAI's reset form, Go's duration syntax to the millisecond: "20ms", "1.5s", "6m0s"."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    minutes, rest = divmod(round(seconds, 3), 60)
+    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes else text
 
 
 @dataclass(frozen=True)
@@ -110,19 +195,29 @@ class ModelServer:
         host: str = "127.0.0.1",
         port: int = 0,
         judge: Callable[[str], str] | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         self.answers = dict(answers or {})
+        self.limits = limits
         # Requests for the model named "judge" are answered by judge(prompt), if given.
         self.judge = judge
         self.wrong = list(wrong)
         self.faults = faults or Faults()
-        self.files = dict(files or {})  # served at GET /files/<name>
+        # Served at GET /files/<name> (with Content-Length), /stream/<name> (chunked, no length)
+        # and /redirect/<hops>/<name> (that many redirects, then the file).
+        self.files = dict(files or {})
+        self.file_requests: dict[str, int] = {}  # GETs of /files/<name>, by name
+        self.streamed_bytes = 0  # bytes /stream/ wrote before its client went away
         self.record = record  # keep every request (off for benchmarks)
         self.requests: list[RecordedRequest] = []
         self.count = 0  # chat requests received
         self.injected: dict[str, int] = {}  # random faults injected, by kind
         self.input_tokens = 0  # of answered requests only, as a provider bills
         self.output_tokens = 0
+        # How late the lean front-end's delayed answers went out, past their latency (its
+        # timers' granularity): the floor of any client's wall above N*L/C.
+        self.lateness = 0.0
+        self.delayed_answers = 0
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -152,6 +247,8 @@ class ModelServer:
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_get("/files/{name}", self._file)
+        app.router.add_get("/stream/{name}", self._stream)
+        app.router.add_get("/redirect/{hops}/{name}", self._redirect)
         app.router.add_get("/stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -226,8 +323,19 @@ class ModelServer:
         faults = self.faults
         delay = faults.latency
         question = last_user_message(body)
+        if faults.redirect_to is not None:
+            key = headers.get("x-api-key") or headers.get("Authorization", "").removeprefix(
+                "Bearer "
+            )
+            location = faults.redirect_to.replace("{key}", key)
+            return Reply(307, b"", {"Location": location}, 0.0)
         if number <= faults.rate_limit_first:
             return self._error(429, "rate limited", delay)
+        if self.limits is not None and not self.limits.admit(body):
+            # As a provider does: at once, with the limits, and no Retry-After.
+            headers = self.limits.headers(flavour)
+            payload = json.dumps({"error": {"type": "rate_limit", "message": "over limit"}})
+            return Reply(429, payload.encode(), headers, 0.0)
         for key, status in faults.status_for.items():
             if key in question:
                 echo = ""
@@ -248,13 +356,17 @@ class ModelServer:
         else:
             answer = self.answer(question)
         input_tokens = sum(count_tokens(text) for text in prompt_texts(body))
-        payload = json.dumps(response_body(flavour, body["model"], answer, input_tokens)).encode()
+        answered = response_body(
+            flavour, body["model"], answer, input_tokens, cut=faults.cut_answers
+        )
+        payload = json.dumps(answered).encode()
+        headers = {} if self.limits is None else self.limits.headers(flavour)
         if fault == "truncated":
             # Not billed: the client never got a usable answer.
-            return Reply(200, payload[: len(payload) // 2], {}, delay)
+            return Reply(200, payload[: len(payload) // 2], headers, delay)
         self.input_tokens += input_tokens
         self.output_tokens += count_tokens(answer)
-        return Reply(200, payload, {}, delay)
+        return Reply(200, payload, headers, delay)
 
     def _error(self, status: int, message: str, delay: float) -> Reply:
         headers = {}
@@ -264,12 +376,21 @@ class ModelServer:
         return Reply(status, payload, headers, delay)
 
     def stats(self) -> dict[str, Any]:
-        return {
+        stats: dict[str, Any] = {
             "requests": self.count,
             "injected": self.injected,
             "inputTokens": self.input_tokens,
             "outputTokens": self.output_tokens,
+            "meanLatenessSeconds": self.lateness / max(self.delayed_answers, 1),
         }
+        if self.limits is not None:
+            stats["rateLimits"] = {
+                "limits": self.limits.limits,
+                "windowSeconds": self.limits.window,
+                "charged": self.limits.charged,
+                "throttled": self.limits.throttled,
+            }
+        return stats
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
@@ -278,7 +399,30 @@ class ModelServer:
         name = request.match_info["name"]
         if name not in self.files:
             raise web.HTTPNotFound()
+        self.file_requests[name] = self.file_requests.get(name, 0) + 1
         return web.Response(body=self.files[name])
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in self.files:
+            raise web.HTTPNotFound()
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        data = self.files[name]
+        try:
+            for start in range(0, len(data), 1 << 16):
+                await response.write(data[start : start + (1 << 16)])
+                self.streamed_bytes += min(1 << 16, len(data) - start)
+        except ConnectionError:
+            return response  # the client stopped reading
+        await response.write_eof()
+        return response
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        hops, name = int(request.match_info["hops"]), request.match_info["name"]
+        target = f"/redirect/{hops - 1}/{name}" if hops > 1 else f"/files/{name}"
+        raise web.HTTPFound(target)
 
 
 _REASONS = {200: b"OK", 404: b"Not Found", 429: b"Too Many Requests"}
@@ -345,6 +489,9 @@ class _LeanHttp(asyncio.Protocol):
             asyncio.get_running_loop().call_later(early, self._send, message, due)
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.write(message)
+            if due:
+                self.server.lateness -= early
+                self.server.delayed_answers += 1
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -362,6 +509,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hang-seconds", type=float, default=3.0)
     parser.add_argument("--truncated", type=float, default=0.0, help="fraction cut in half")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rpm", type=int, help="requests per window (a provider's bucket)")
+    parser.add_argument("--tpm", type=int, help="tokens per window (a provider's bucket)")
+    parser.add_argument("--window", type=float, default=60.0, help="the buckets' window, s")
     args = parser.parse_args(argv)
     faults = Faults(
         latency=args.latency,
@@ -373,7 +523,10 @@ def main(argv: list[str] | None = None) -> None:
         hang_seconds=args.hang_seconds,
         seed=args.seed,
     )
-    server = ModelServer(faults=faults, record=False, host=args.host, port=args.port)
+    limits = None
+    if args.rpm or args.tpm:
+        limits = RateLimits(requests=args.rpm, tokens=args.tpm, window_seconds=args.window)
+    server = ModelServer(faults=faults, record=False, host=args.host, port=args.port, limits=limits)
 
     async def serve() -> None:
         await server.start_lean()

@@ -154,6 +154,22 @@ REJECTED = {
         with_changes(budget={"maxCostUSD": "5"}),
         "requires model.pricing",
     ),
+    "maxBytes on a builtin dataset": (
+        with_changes(dataset__maxBytes=1000),
+        "maxBytes applies to url and configMapRef datasets only",
+    ),
+    "errored fraction above 1": (
+        with_changes(execution__maxErroredFraction="1.5"),
+        "should match",
+    ),
+    "errored fraction as a number": (
+        with_changes(execution__maxErroredFraction=0.1),
+        "string",
+    ),
+    "zero unreachable bound": (
+        with_changes(model__unreachableAfterSeconds=0),
+        "greater than or equal to 1",
+    ),
     "sha256 not hex": (
         with_changes(
             dataset__builtin=None, dataset__url="https://e.com/d.jsonl", dataset__sha256="xyz"

@@ -46,6 +46,12 @@ def test_loads_the_evaluation_out_of_several_documents(tmp_path: Path) -> None:
         ("key: [unclosed\n", ["is not valid YAML"]),
         ("", ["holds no Evaluation"]),
         (MANIFEST + "---\n" + MANIFEST, ["holds 2 Evaluations"]),
+        # Kubernetes rejects duplicate keys; PyYAML would keep the last one silently.
+        (
+            MANIFEST.replace("  model: {name: m}\n", "  model: {name: m}\n  model: {name: n}\n"),
+            ["is not valid YAML", "duplicate key 'model'", "line 6"],
+        ),
+        (MANIFEST.replace("{name: m}", "{name: m, name: n}"), ["duplicate key 'name'"]),
     ],
 )
 def test_invalid_manifests_name_the_field_paths(

@@ -11,12 +11,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
 
 from eval_api.shard import ShardUsage
 from eval_api.v1alpha1 import ModelSpec
 from eval_runner.breaker import CLOSED, CircuitBreaker
 from eval_runner.budget import Budget, BudgetExceeded
 from eval_runner.client import (
+    EndpointFailed,
     HttpModelClient,
     RequestFailed,
     anthropic_request,
@@ -24,6 +26,7 @@ from eval_runner.client import (
 )
 from eval_runner.prompt import Message
 from eval_runner.retry import RetryPolicy
+from eval_runner.secrets import SECRETS
 from eval_runner.transport import HttpResponse, TransportError, TransportTimeout
 
 MESSAGES: list[Message] = [
@@ -94,11 +97,12 @@ Answer = HttpResponse | Exception
 
 
 def ok(payload: Any = OPENAI_OK) -> HttpResponse:
-    return HttpResponse(200, json.dumps(payload).encode(), None)
+    return HttpResponse(200, json.dumps(payload).encode(), CIMultiDict())
 
 
 def status(code: int, body: bytes = b"", retry_after: str | None = None) -> HttpResponse:
-    return HttpResponse(code, body, retry_after)
+    headers = CIMultiDict({"Retry-After": retry_after} if retry_after is not None else {})
+    return HttpResponse(code, body, headers)
 
 
 class ScriptedTransport:
@@ -151,15 +155,17 @@ async def test_parses_answers_and_meters_usage_and_cost() -> None:
     # Anthropic reports cache reads apart from input_tokens: all of it is input.
     assert (second.text, second.input_tokens, second.output_tokens) == ("4!", 12, 2)
     assert sent.sent[0][3] == 7.0  # the endpoint's timeout, per request
-    assert (openai.usage.requests, openai.usage.cost_usd, openai.usage.cache_hits) == (
+    assert (openai.usage.requests, openai.usage.cost_usd, openai.usage.prompt_cache_tokens) == (
         1,
         "0.000011",
         0,
     )
-    assert anthropic.usage.cache_hits == 1
+    # The provider's prompt cache is counted in tokens, never as "cache hits" (that is the
+    # EvalSuite's response cache).
+    assert (anthropic.usage.prompt_cache_tokens, anthropic.usage.cache_hits) == (3, 0)
     openai_cached, _ = client_for(ok(cached))
     await openai_cached.complete(MESSAGES)
-    assert openai_cached.usage.cache_hits == 1
+    assert (openai_cached.usage.prompt_cache_tokens, openai_cached.usage.cache_hits) == (4, 0)
 
 
 async def test_missing_usage_counts_zero_tokens() -> None:
@@ -189,10 +195,8 @@ async def test_transient_failures_are_retried_until_success() -> None:
         (TransportTimeout("slow"), "timeout", 3),
         (TransportError("refused"), "connection", 3),
         (ok(None), "bad_response", 1),  # JSON, but not an answer
-        (HttpResponse(200, b'{"choices": [{"mess', None), "invalid_json", 3),  # truncated
+        (HttpResponse(200, b'{"choices": [{"mess', CIMultiDict()), "invalid_json", 3),  # cut
         (status(400, b'{"error": "bad"}'), "http_400", 1),
-        (status(401), "http_401", 1),
-        (status(404), "http_404", 1),
         (status(422), "http_422", 1),
         (ok({"choices": []}), "bad_response", 1),
     ],
@@ -208,14 +212,37 @@ async def test_failures_are_classified_and_only_transient_ones_retried(
 
 
 async def test_the_key_is_sent_only_in_its_header_and_redacted_from_errors() -> None:
-    echo = f'{{"error": "bad key", "headers": {{"authorization": "Bearer {KEY}"}}}}'.encode()
-    client, transport = client_for(status(401, echo))
+    SECRETS.add(KEY)  # as reading it from the environment does
+    echo = f'{{"error": "bad", "headers": {{"authorization": "Bearer {KEY}"}}}}'.encode()
+    client, transport = client_for(status(400, echo))
     with pytest.raises(RequestFailed) as caught:
         await client.complete(MESSAGES)
     url, headers, body, _ = transport.sent[0]
     assert headers["Authorization"] == f"Bearer {KEY}"
     assert KEY.encode() not in body and KEY not in url
     assert KEY not in str(caught.value) and "[redacted]" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "words"),
+    [
+        (401, "AuthenticationFailed", "answered 401 Unauthorized: the API key was refused"),
+        (403, "AuthenticationFailed", "answered 403 Forbidden: the API key was refused"),
+        (404, "ModelNotFound", "answered 404 Not Found: no model 'm' there, or baseURL is wrong"),
+    ],
+)
+async def test_a_refused_key_or_a_missing_model_stops_at_once(
+    code: int, reason: str, words: str
+) -> None:
+    SECRETS.add(KEY)
+    echo = f'{{"error": "invalid key {KEY}"}}'.encode()
+    client, transport = client_for(status(code, echo))
+    with pytest.raises(EndpointFailed) as caught:
+        await client.complete(MESSAGES)
+    assert caught.value.reason == reason and len(transport.sent) == 1  # never retried
+    message = caught.value.message
+    assert words in message and "POST http://model/v1/chat/completions" in message
+    assert KEY not in message and "invalid key [redacted]" in message
 
 
 async def test_throttling_cuts_the_concurrency_limit() -> None:
@@ -276,11 +303,84 @@ async def test_an_open_breaker_sends_nothing_until_its_probe() -> None:
     assert breaker.state == CLOSED and breaker.opened == 1
 
 
-def test_http_client_is_chosen_by_env_and_a_typo_is_a_clear_error():
-    from eval_runner.errors import PermanentError
-    from eval_runner.transport import transport_from_env
+async def test_breaker_refusals_use_none_of_a_samples_retries() -> None:
+    """Two 500s open the breaker; while it is open the sample waits (nothing is sent, nothing
+    is counted against it), and the half-open probe's success answers it: 2 of its 3 tries
+    were used, not 3 plus every refusal."""
+    now = [0.0]
 
-    assert transport_from_env({}) == "lean"
-    assert transport_from_env({"EVAL_HTTP_CLIENT": "aiohttp"}) == "aiohttp"
-    with pytest.raises(PermanentError, match="EVAL_HTTP_CLIENT='aiohtp' is not one of"):
-        transport_from_env({"EVAL_HTTP_CLIENT": "aiohtp"})
+    async def sleep(seconds: float) -> None:  # time passes without waiting
+        now[0] += seconds
+
+    breaker = CircuitBreaker(window=4, min_calls=2, open_seconds=5, clock=lambda: now[0])
+    transport = ScriptedTransport(status(500), status(500), ok())
+    client = HttpModelClient(
+        model(baseURL="http://model/v1"),
+        KEY,
+        transport,
+        retry=RetryPolicy(max_errors=3, base_delay=0.0),
+        breaker=breaker,
+        sleep=sleep,
+    )
+    completion = await client.complete(MESSAGES)
+    assert completion.text == "4" and len(transport.sent) == 3
+    assert now[0] >= 5.0  # it waited for the breaker's open period
+
+
+async def test_an_endpoint_that_refuses_connections_stops_after_its_bound() -> None:
+    from eval_runner.transport import ConnectFailed
+
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    transport = ScriptedTransport(ConnectFailed("model:80", "connection refused"))
+    client = HttpModelClient(
+        model(baseURL="http://model/v1", unreachableAfterSeconds=30),
+        KEY,
+        transport,
+        retry=RetryPolicy(max_errors=1000, base_delay=1.0),
+        breaker=CircuitBreaker(clock=lambda: now[0]),
+        clock=lambda: now[0],
+        sleep=sleep,
+    )
+    with pytest.raises(EndpointFailed) as caught:
+        await client.complete(MESSAGES)
+    assert caught.value.reason == "EndpointUnreachable"
+    assert caught.value.message.startswith("cannot connect to model:80: connection refused")
+    assert 30 <= now[0] < 31  # stopped at the bound, not at the breaker's next probe
+    assert len(transport.sent) < 40  # the open breaker held the requests back meanwhile
+
+
+async def test_a_timed_out_request_costs_its_worst_case_and_is_counted() -> None:
+    pricing = {"inputPerMillionUSD": "1000000", "outputPerMillionUSD": "1000000"}
+    messages: list[Message] = [{"role": "user", "content": "2 + 2"}]
+    budget = Budget(max_cost=Decimal("130"))
+    client, transport = client_for(
+        TransportTimeout("slow"),
+        TransportTimeout("slow"),
+        ok(),
+        budget=budget,
+        pricing=pricing,
+        parameters={"maxTokens": 10},
+    )
+    await client.complete(messages)
+    # Worst case $39 (see above) for each of the 2 timeouts, then the answer's $10.
+    assert (client.usage.requests, client.usage.timed_out) == (3, 2)
+    assert client.usage.cost_usd == "88" and budget.spent == Decimal(88)
+    assert (client.usage.input_tokens, client.usage.output_tokens) == (9, 1)  # as reported
+
+
+async def test_truncated_answers_are_counted() -> None:
+    cut = {**OPENAI_OK, "choices": [{"message": {"content": "4"}, "finish_reason": "length"}]}
+    openai, _ = client_for(ok(cut))
+    completion = await openai.complete(MESSAGES)
+    assert completion.truncated and openai.usage.truncated == 1
+    anthropic_body = {
+        "content": [{"type": "text", "text": "4"}],
+        "stop_reason": "max_tokens",
+        "usage": {"input_tokens": 9, "output_tokens": 2},
+    }
+    anthropic, _ = client_for(ok(anthropic_body), provider="anthropic")
+    assert (await anthropic.complete(MESSAGES)).truncated and anthropic.usage.truncated == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -179,22 +180,85 @@ async def test_bad_files_are_permanent_errors(
 # --- url ------------------------------------------------------------------------------------
 
 
-async def test_url_download_checks_sha256() -> None:
+async def test_url_download_checks_sha256(tmp_path: Path) -> None:
     digest = hashlib.sha256(CSV).hexdigest()
+
+    async def fetch(url: str, sha256: str) -> list[Sample]:
+        return await load_samples(spec(url=url, sha256=sha256), download_dir=tmp_path)
+
     async with ModelServer(files={"qa.csv": CSV, "broken.jsonl": b"{oops"}) as server:
-        samples = await load(url=server.url("/files/qa.csv"), sha256=digest)
+        samples = await fetch(server.url("/files/qa.csv"), digest)
         assert [s.record["extra"] for s in samples] == ["x", "y"]
 
         with pytest.raises(PermanentError) as mismatch:
-            await load(url=server.url("/files/qa.csv"), sha256="0" * 64)
+            await fetch(server.url("/files/qa.csv"), "0" * 64)
         assert mismatch.value.reason == "DatasetChecksumMismatch"
         assert digest in mismatch.value.message
 
         # The checksum is checked before parsing: a changed file is never even partly read.
         with pytest.raises(PermanentError) as changed:
-            await load(url=server.url("/files/broken.jsonl"), sha256=digest)
+            await fetch(server.url("/files/broken.jsonl"), digest)
         assert changed.value.reason == "DatasetChecksumMismatch"
 
         with pytest.raises(PermanentError) as missing:
-            await load(url=server.url("/files/absent.csv"), sha256=digest)
+            await fetch(server.url("/files/absent.csv"), digest)
         assert missing.value.reason == "DatasetNotFound"
+    # Only the file that matched its checksum is kept.
+    assert len(os.listdir(tmp_path)) == 1
+
+
+async def test_a_url_is_downloaded_once_per_pod(tmp_path: Path) -> None:
+    digest = hashlib.sha256(JSONL).hexdigest()
+    async with ModelServer(files={"qa.jsonl": JSONL}) as server:
+        dataset = spec(url=server.url("/files/qa.jsonl"), sha256=digest)
+        first = await load_samples(dataset, download_dir=tmp_path)
+        again = await load_samples(dataset, download_dir=tmp_path)  # a restarted container
+    assert [s.input for s in first] == [s.input for s in again] == ["a", "b"]
+    assert server.file_requests == {"qa.jsonl": 1}
+
+
+async def test_a_url_download_stops_at_max_bytes(tmp_path: Path) -> None:
+    big = b'{"input": "a", "target": "1"}\n' * (1 << 20)  # 30 MiB
+    digest = hashlib.sha256(big).hexdigest()
+    async with ModelServer(files={"big.jsonl": big}) as server:
+        for path in ("/files/big.jsonl", "/stream/big.jsonl"):  # with and without a length
+            with pytest.raises(PermanentError) as caught:
+                await load_samples(
+                    spec(url=server.url(path), sha256=digest, maxBytes=100_000),
+                    download_dir=tmp_path,
+                )
+            assert caught.value.reason == "DatasetTooLarge"
+            assert "maxBytes (100000 bytes)" in caught.value.message
+    # The stream was cut early: far less than the file was sent, and nothing was kept.
+    assert server.streamed_bytes < len(big) // 4
+    assert os.listdir(tmp_path) == []
+
+
+async def test_url_redirects_are_followed_up_to_five(tmp_path: Path) -> None:
+    digest = hashlib.sha256(JSONL).hexdigest()
+    async with ModelServer(files={"qa.jsonl": JSONL}) as server:
+        samples = await load_samples(
+            spec(url=server.url("/redirect/5/qa.jsonl"), sha256=digest, format="jsonl"),
+            download_dir=tmp_path,
+        )
+        assert len(samples) == 2
+        with pytest.raises(PermanentError) as caught:
+            await load_samples(
+                spec(url=server.url("/redirect/6/qa.jsonl"), sha256=digest, format="jsonl"),
+                download_dir=tmp_path,
+            )
+    assert caught.value.reason == "DatasetNotFound"
+    assert "more than 5 redirects" in caught.value.message
+
+
+async def test_max_bytes_limits_a_configmap_file_too(tmp_path: Path) -> None:
+    (tmp_path / "data.jsonl").write_bytes(JSONL)
+    dataset = spec(configMapRef={"name": "cm", "key": "data.jsonl"}, maxBytes=10)
+    with pytest.raises(PermanentError) as caught:
+        await load_samples(dataset, dataset_dir=tmp_path)
+    assert caught.value.reason == "DatasetTooLarge"
+
+
+def test_max_bytes_is_only_for_files() -> None:
+    with pytest.raises(ValueError, match="maxBytes applies to url and configMapRef"):
+        spec(builtin="arithmetic", maxBytes=10)

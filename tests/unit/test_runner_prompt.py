@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from eval_api.v1alpha1 import TaskSpec
 from eval_runner.dataset import Sample
 from eval_runner.errors import PermanentError
 from eval_runner.prompt import PromptBuilder
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SAMPLE = Sample(
     id=4,
@@ -81,6 +89,11 @@ def test_a_syntax_error_fails_at_startup() -> None:
         "{{ input.__class__ }}",
         "{{ cycler.__init__.__globals__ }}",
         "{% set x = [] %}{{ x.append(1) }}",  # immutable sandbox: no mutation either
+        # CVE-2025-27516 (Jinja2 < 3.1.6): str.format reached through the attr filter.
+        "{{ '{0.__class__}'|attr('format')(1) }}",
+        "{{ ('{0.__class__.__mro__}'|attr('format'))(input) }}",
+        # CVE-2024-56326 (< 3.1.5): str.format kept in a variable and called later.
+        "{% set f = '{0.__class__.__mro__}'.format %}{{ f(input) }}",
     ],
 )
 def test_the_sandbox_blocks_unsafe_access(template: str) -> None:
@@ -88,3 +101,14 @@ def test_the_sandbox_blocks_unsafe_access(template: str) -> None:
     with pytest.raises(PermanentError) as caught:
         builder.build(SAMPLE)
     assert caught.value.reason == "TemplateError"
+
+
+def test_jinja2_is_pinned_past_its_sandbox_escapes() -> None:
+    """3.1.0-3.1.5 let a template escape the sandbox (CVE-2024-56326, CVE-2025-27516)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    installed = [*project["dependencies"], *project["optional-dependencies"]["runner"]]
+    requirements = [Requirement(text) for text in installed]
+    (jinja2,) = [r for r in requirements if canonicalize_name(r.name) == "jinja2"]
+    assert not any(jinja2.specifier.contains(v) for v in ("3.1.0", "3.1.4", "3.1.5"))
+    assert jinja2.specifier.contains("3.1.6")
+    assert Version(version("jinja2")) >= Version("3.1.6")

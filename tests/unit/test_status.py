@@ -95,7 +95,10 @@ def test_succeeded_run_has_exact_results_usage_and_passes() -> None:
         "requests": 20,
         "inputTokens": 200,
         "outputTokens": 40,
+        "promptCacheTokens": 0,
         "cacheHits": 0,
+        "timedOut": 0,
+        "truncated": 0,
         "costUSD": "0",
     }
     assert status["startTime"] == "2026-11-23T10:00:00Z"
@@ -470,6 +473,9 @@ def test_judge_usage_is_reported_apart() -> None:
         "requests": 10,
         "inputTokens": 500,
         "outputTokens": 20,
+        "promptCacheTokens": 0,
+        "timedOut": 0,
+        "truncated": 0,
         "costUSD": "0.01",
     }
 
