@@ -13,6 +13,9 @@ from eval_api.v1alpha1 import JudgeUsage, Progress, ScoreResult, Usage
 
 # Above this share of truncated answers the run says so (CLI warning, condition message).
 TRUNCATED_NOTE_FRACTION = Decimal("0.05")
+# Above this fraction of errored samples among the finished ones, status messages say so
+# (documented on status.progress.failed); above execution.maxErroredFraction the run fails.
+ERRORED_NOTE_FRACTION = Decimal("0.05")
 TOP_ERROR_CLASSES = 3
 
 
@@ -42,6 +45,17 @@ class Aggregate(BaseModel):
         return (
             f"{p.failed} of {finished} finished samples errored ({100 * share:.1f}%, never "
             f"scored), {limit}: {self.top_errors()}"
+        )
+
+    def errored_note(self) -> str | None:
+        """A note when more than 5% of the finished samples errored, else None."""
+        p = self.progress
+        finished = p.completed + p.failed
+        if not finished or Decimal(p.failed) / finished <= ERRORED_NOTE_FRACTION:
+            return None
+        return (
+            f"{p.failed} of {finished} finished samples errored "
+            f"({100 * p.failed / finished:.1f}%, never scored): {self.top_errors()}"
         )
 
     def top_errors(self) -> str:

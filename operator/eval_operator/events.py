@@ -34,7 +34,9 @@ WARNING_REASONS = frozenset(
         "AuthenticationFailed",
         "ModelNotFound",
         "EndpointUnreachable",
+        "EndpointRedirected",
         "InvalidAPIKey",
+        "DatasetTooLarge",
         "BudgetExceeded",
         "TooManyErrors",
         "DatasetChecksumMismatch",
@@ -65,6 +67,8 @@ def _main_score(status: dict[str, Any]) -> str:
     if not results:
         return "no scored samples"
     main = results[0]
+    if main.get("value") is None:
+        return f"{main['name']}: no scored samples"
     low, high = main["ci95"]
     return f"{main['name']} {main['value']:.4g} (95% CI [{low:.4g}, {high:.4g}], n={main['n']})"
 

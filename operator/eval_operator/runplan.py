@@ -41,6 +41,7 @@ class RunPlan(BaseModel):
     scorers: list[str]
     thresholds: list[str]
     dataset: str = ""  # where the samples come from, for display
+    max_errored_fraction: str = Field(default="0.05", alias="maxErroredFraction")
 
     @classmethod
     def of(cls, spec: EvaluationSpec, raw_spec: Mapping[str, Any], generation: int, run: str):
@@ -53,6 +54,7 @@ class RunPlan(BaseModel):
             scorers=[s.effective_name for s in spec.task.scorers],
             thresholds=list(spec.thresholds),
             dataset=spec.dataset.source(),
+            max_errored_fraction=spec.execution.max_errored_fraction,
         )
 
     def to_annotation(self) -> str:

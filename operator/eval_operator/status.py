@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from eval_api.aggregate import aggregate
+from eval_api.aggregate import Aggregate, aggregate, progress_summary
 from eval_api.shard import ShardSummary, ShardUsage
 from eval_api.v1alpha1 import RERUN_ANNOTATION, Usage
 from eval_api.verdict import judge_thresholds
@@ -29,10 +29,6 @@ from eval_operator.runplan import RunPlan
 TERMINAL_PHASES = ("Succeeded", "Failed")
 # How long a finished Job may wait for its pods' final states to be observed.
 SETTLE_GRACE_SECONDS = 30
-# Above this fraction of errored samples among the finished ones, the Ready and Progressing
-# messages say so (documented on status.progress.failed and in the README).
-ERRORED_FRACTION_NOTE = 0.05
-TOP_ERROR_CLASSES = 3
 SPEC_CHANGED_MARK = "; the spec changed after this run started"
 
 
@@ -187,7 +183,14 @@ def _missing_summary(plan_shards: int, latest: dict[int, dict[str, Any]], live) 
 
 
 def _failure(job: dict[str, Any], summaries: dict[int, ShardSummary]) -> tuple[str, str]:
-    """Reason and message of a failed run, preferring what the runner said over the Job's."""
+    """Reason and message of a failed run, preferring what the runner said over the Job's,
+    except when the Job ran out of time: its shards then only say they were stopped."""
+    failed = _job_condition(job, "Failed") or {}
+    if failed.get("reason") == "DeadlineExceeded":
+        return "DeadlineExceeded", (
+            f"{failed.get('message') or 'the Job was active longer than allowed'} "
+            "(spec.execution.activeDeadlineSeconds)"
+        )
     errors = sorted((index, s) for index, s in summaries.items() if s.state == "error" and s.reason)
     if errors:
         index, summary = errors[0]
@@ -195,7 +198,6 @@ def _failure(job: dict[str, Any], summaries: dict[int, ShardSummary]) -> tuple[s
             summary.reason or "RunnerError",
             f"shard {index}: {summary.message or summary.reason}",
         )
-    failed = _job_condition(job, "Failed") or {}
     reason = failed.get("reason") or "JobFailed"
     message = failed.get("message") or "the runner Job failed"
     indexes = (job.get("status") or {}).get("failedIndexes")
@@ -204,17 +206,10 @@ def _failure(job: dict[str, Any], summaries: dict[int, ShardSummary]) -> tuple[s
     return reason, message
 
 
-def errored_note(completed: int, failed: int, errors: dict[str, int]) -> str:
-    """ " N of M finished samples errored (x%): class=n, ..." when above ERRORED_FRACTION_NOTE."""
-    finished = completed + failed
-    if not finished or failed / finished <= ERRORED_FRACTION_NOTE:
-        return ""
-    top = sorted(errors.items(), key=lambda item: (-item[1], item[0]))[:TOP_ERROR_CLASSES]
-    classes = ", ".join(f"{name}={count}" for name, count in top)
-    return (
-        f" {failed} of {finished} finished samples errored ({100 * failed / finished:.1f}%, "
-        f"never scored){': ' + classes if classes else ''}."
-    )
+def _notes(agg: Aggregate) -> str:
+    """What the Ready and Progressing messages add: many errored samples, truncated answers."""
+    notes = [note for note in (agg.errored_note(), agg.truncated_note()) if note]
+    return "".join(f"; {note}" for note in notes)
 
 
 def _usage(summaries: list[ShardSummary]) -> dict[str, Any]:
@@ -344,13 +339,14 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
         summary = _summary_of(pod, obs.live)
         if summary is not None:
             summaries[index] = summary
-    errors_note = ""
+    agg = aggregate(list(summaries.values()), scorers)
+    errors_note = _notes(agg)
     if summaries:
-        agg = aggregate(list(summaries.values()), scorers)
-        errors_note = errored_note(agg.progress.completed, agg.progress.failed, agg.errors)
         progress = agg.progress.model_dump(by_alias=True)
         if len(summaries) < shards:
-            progress["summary"] = f"{agg.progress.completed + agg.progress.failed}/?"
+            progress["summary"] = progress_summary(
+                agg.progress.completed, agg.progress.failed, None
+            )
         status["progress"] = progress
         status["results"] = [r.model_dump(by_alias=True) for r in agg.results]
     every_attempt = [s for s in (_summary_of(p, obs.live) for p in obs.pods) if s is not None]
@@ -377,6 +373,12 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
                 return Outcome(
                     _failed(status, set_, "SummaryMissing", missing + note, obs.now, job)
                 )
+            too_many = agg.too_many_errors(plan.max_errored_fraction if plan else "0.05")
+            if too_many is not None:
+                # Errored samples are never silently dropped from a verdict.
+                return Outcome(
+                    _failed(status, set_, "TooManyErrors", too_many + note, obs.now, job)
+                )
             status["phase"] = "Succeeded"
             status["completionTime"] = job_status.get("completionTime") or obs.now
             set_("Ready", "True", "Succeeded", "the run finished" + errors_note + note)
@@ -386,7 +388,7 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
             results = status.get("results") or []
             verdict = judge_thresholds(
                 plan.thresholds if plan is not None else [],
-                {r["name"]: r["value"] for r in results},
+                {r["name"]: r["value"] for r in results if r.get("value") is not None},
             )
             set_("Passed", "True" if verdict.passed else "False", verdict.reason, verdict.message)
             status["conditions"] = set_.items

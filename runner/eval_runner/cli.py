@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from eval_api import environment
+from eval_api import cel, environment
 from eval_api.aggregate import Aggregate, aggregate
 from eval_api.checks import spec_problems
 from eval_api.environment import judge_key_env
@@ -548,8 +548,10 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
 
 def _read_config(path: Path) -> Evaluation:
+    """The run's frozen spec, from the ConfigMap the operator wrote: an object the apiserver
+    admitted, so its CEL rules are not evaluated again."""
     try:
-        return Evaluation.model_validate_json(path.read_bytes())
+        return Evaluation.model_validate_json(path.read_bytes(), context=cel.ADMITTED)
     except OSError as err:
         raise PermanentError("ConfigInvalid", f"cannot read {path}: {err.strerror}") from err
     except ValidationError as err:

@@ -224,6 +224,43 @@ def test_status_writes_carry_a_resource_version_and_kopf_writes_nothing(cluster:
         ]
 
 
+def test_a_refused_key_fails_the_run_at_once_with_a_warning(cluster: Cluster) -> None:
+    """Issue 8 item 3 in the cluster: 401s are AuthenticationFailed, not a passing run."""
+    cluster.model.faults.status_for = {"What is": 401}
+    try:
+        assert cluster.apply(manifest("refused", cluster.model)).status_code == 201
+        ev = cluster.wait_phase("refused", "Failed")
+    finally:
+        cluster.model.faults.status_for = {}
+    assert ready(ev)["reason"] == "AuthenticationFailed"
+    assert cluster.model.base_url.split("//")[1].split("/")[0] in ready(ev)["message"]
+    assert condition(ev, "Passed")["status"] == "False"
+    (warning,) = cluster.wait_event("refused", ("AuthenticationFailed",))
+    assert warning["type"] == "Warning"
+    # Permanent: no index is retried.
+    run = ev["status"]["jobName"]
+    assert len([p for p in cluster.controller.pods_created if p.startswith(run)]) == 2
+
+
+def test_more_errored_samples_than_allowed_fail_the_run(cluster: Cluster) -> None:
+    """Issue 8 item 3 in the cluster: 2 of 10 samples errored is above the default 5%."""
+    cluster.model.faults.status_for = {"What is 5 + 6?": 400, "What is 15 + 16?": 400}
+    try:
+        assert cluster.apply(manifest("errored", cluster.model)).status_code == 201
+        ev = cluster.wait_phase("errored", "Failed")
+        body = manifest("tolerant", cluster.model)
+        body["spec"]["execution"]["maxErroredFraction"] = "0.25"
+        assert cluster.apply(body).status_code == 201
+        tolerant = cluster.wait_phase("tolerant", "Succeeded")
+    finally:
+        cluster.model.faults.status_for = {}
+    assert ready(ev)["reason"] == "TooManyErrors"
+    assert ready(ev)["message"].startswith("2 of 10 finished samples errored (20.0%, never scored)")
+    assert condition(ev, "Passed")["status"] == "False"
+    assert ev["status"]["progress"]["failed"] == 2
+    assert "2 of 10 finished samples errored" in ready(tolerant)["message"]
+
+
 def test_nothing_changing_means_no_writes(cluster: Cluster) -> None:
     """Item 10: a finished Evaluation, or one waiting on a suspended Job, costs no API write."""
     assert cluster.apply(manifest("quiet", cluster.model)).status_code == 201

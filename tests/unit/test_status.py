@@ -247,6 +247,22 @@ def test_a_finished_job_waits_for_its_last_pod_to_be_observed() -> None:
     assert (late["phase"], condition(late, "Ready")["reason"]) == ("Failed", "SummaryMissing")
 
 
+def test_a_run_past_its_deadline_says_so_not_that_its_shards_were_stopped() -> None:
+    stopped = summary(0, 3, 10, state="error", reason="Terminated", message="SIGTERM")
+    late = job(RUN, failed=True)
+    late["status"]["conditions"][0].update(
+        reason="DeadlineExceeded", message="Job was active longer than specified deadline"
+    )
+    pods = [pod(RUN, 0, phase="Failed", exit_code=143, termination=stopped)]
+    status = status_of(observe(job=late, plan=plan(RUN), pods=pods))
+    ready = condition(status, "Ready")
+    assert (ready["reason"], ready["message"]) == (
+        "DeadlineExceeded",
+        "Job was active longer than specified deadline (spec.execution.activeDeadlineSeconds)",
+    )
+    assert status["results"][0]["n"] == 3  # what was scored before the deadline is kept
+
+
 def test_suspended_job_is_pending() -> None:
     status = status_of(observe(job=job(RUN, suspend=True), plan=plan(RUN)))
     assert status["phase"] == "Pending"
@@ -410,7 +426,12 @@ def test_many_errored_samples_are_named_in_the_messages() -> None:
     done = summary(0, 80, 100, failed=10)
     done.errors = {"http_500": 6, "timeout": 3, "judge_unparsable": 1}
     pods = [pod(RUN, 0, phase="Succeeded", termination=done)]
-    status = status_of(observe(job=job(RUN, complete=True), plan=plan(RUN), pods=pods))
+    tolerant = plan(RUN)
+    tolerant.max_errored_fraction = "0.2"
+    status = status_of(
+        observe(job=job(RUN, complete=True, run_plan=tolerant), plan=tolerant, pods=pods)
+    )
+    assert status["phase"] == "Succeeded"
     assert status["progress"]["failed"] == 10
     expected = "10 of 100 finished samples errored (10.0%, never scored): http_500=6, timeout=3"
     assert expected in condition(status, "Ready")["message"]
@@ -427,6 +448,37 @@ def test_many_errored_samples_are_named_in_the_messages() -> None:
         "5 of 50 finished samples errored (10.0%, never scored): http_429=5"
         in (condition(status, "Progressing")["message"])
     )
+
+
+def test_more_errored_samples_than_allowed_fail_the_run_and_never_pass() -> None:
+    """Issue 8 item 3, in the cluster: above execution.maxErroredFraction (default 0.05)."""
+    done = summary(0, 80, 100, failed=10)
+    done.errors = {"http_500": 10}
+    pods = [pod(RUN, 0, phase="Succeeded", termination=done)]
+    status = status_of(observe(job=job(RUN, complete=True), plan=plan(RUN), pods=pods))
+    ready = condition(status, "Ready")
+    assert (status["phase"], ready["reason"]) == ("Failed", "TooManyErrors")
+    assert ready["message"] == (
+        "10 of 100 finished samples errored (10.0%, never scored), above "
+        "execution.maxErroredFraction 0.05: http_500=10"
+    )
+    assert condition(status, "Passed")["status"] == "False"
+    # Every sample errored (all 401s, say): never Succeeded, whatever the fraction allowed.
+    nothing = summary(0, 0, 10, failed=10)
+    nothing.errors = {"http_401": 10}
+    pods = [pod(RUN, 0, phase="Succeeded", termination=nothing)]
+    status = status_of(observe(job=job(RUN, complete=True), plan=plan(RUN), pods=pods))
+    assert condition(status, "Ready")["reason"] == "TooManyErrors"
+    assert "no sample was scored" in condition(status, "Ready")["message"]
+
+
+def test_truncated_answers_are_noted() -> None:
+    done = summary(0, 9, 10)
+    done.usage.truncated = 3
+    pods = [pod(RUN, 0, phase="Succeeded", termination=done)]
+    status = status_of(observe(job=job(RUN, complete=True), plan=plan(RUN), pods=pods))
+    assert status["phase"] == "Succeeded"
+    assert "3 of 10 answers (30.0%) were cut at maxTokens" in condition(status, "Ready")["message"]
 
 
 def test_a_few_errored_samples_are_not_a_note() -> None:
