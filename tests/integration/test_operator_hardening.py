@@ -205,6 +205,30 @@ def test_stuck_runs_are_visible(
     assert warning["type"] == "Warning"
 
 
+def test_a_job_the_apiserver_rejects_is_a_condition_not_a_retry_loop(cluster: Cluster) -> None:
+    """Item 7: a 422 on the Job (requests above limits: the schema cannot compare them) is
+    JobRejected at once, is not retried while the spec stays the same, and fixing it runs."""
+    body = manifest("rejected", cluster.model)
+    body["spec"]["execution"]["resources"] = {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}
+    assert cluster.apply(body).status_code == 201
+    ev = cluster.wait("rejected", lambda e: ready(e).get("reason") == "JobRejected")
+    assert ev["status"]["phase"] == "Failed"
+    assert "must be less than or equal to cpu limit of 1" in ready(ev)["message"]
+    (warning,) = cluster.wait_event("rejected", ("JobRejected",))
+    assert warning["type"] == "Warning"
+    run = ev["status"]["jobName"]
+    posts = [
+        r for r in cluster.operator_requests("POST") if r.path.endswith("/jobs")
+        and r.body["metadata"]["name"] == run
+    ]  # fmt: skip
+    time.sleep(2)
+    assert len([r for r in cluster.operator_requests("POST") if r.path.endswith("/jobs")
+                and r.body["metadata"]["name"] == run]) == len(posts) == 1  # fmt: skip
+    cluster.patch_spec("rejected", {"execution": {"resources": {"limits": {"cpu": "2"}}}})
+    done = cluster.wait_phase("rejected", "Succeeded")
+    assert done["status"]["observedGeneration"] == 2
+
+
 def test_status_writes_carry_a_resource_version_and_kopf_writes_nothing(cluster: Cluster) -> None:
     """Item 8: a stale snapshot can never overwrite a newer status; nothing copies the spec
     into annotations (the Evaluations used above had ~1 KB specs; specs may be ~1 MB)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import FieldError
+from .podspec import validate_pod_spec
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 SUBRESOURCE_VERBS = ("get", "patch", "update")
@@ -102,24 +103,11 @@ def _pod_prepare(obj: dict[str, Any]) -> None:
     obj["status"] = {"phase": "Pending"}  # no kubelet here, but creation resets the status
 
 
-def _check_containers(spec: Any, path: str) -> list[FieldError]:
-    errors: list[FieldError] = []
-    containers = spec.get("containers") if isinstance(spec, dict) else None
-    if not containers or not isinstance(containers, list):
-        return [FieldError(f"{path}.containers", "Required")]
-    for i, container in enumerate(containers):
-        if not isinstance(container, dict) or not container.get("name"):
-            errors.append(FieldError(f"{path}.containers[{i}].name", "Required"))
-        if not isinstance(container, dict) or not container.get("image"):
-            errors.append(FieldError(f"{path}.containers[{i}].image", "Required"))
-    return errors
-
-
 def _pod_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
     spec = obj.setdefault("spec", {})
     if isinstance(spec, dict):
         spec.setdefault("restartPolicy", "Always")
-    return _check_containers(spec, "spec")
+    return validate_pod_spec(spec, "spec")
 
 
 def _job_prepare(obj: dict[str, Any]) -> None:
@@ -154,7 +142,7 @@ def _job_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Fiel
     spec.setdefault("suspend", False)
     template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
     pod_spec = template.get("spec") if isinstance(template.get("spec"), dict) else {}
-    errors = _check_containers(pod_spec, "spec.template.spec")
+    errors = validate_pod_spec(pod_spec, "spec.template.spec")
     policy = pod_spec.get("restartPolicy")
     if policy not in ("Never", "OnFailure"):
         errors.append(
@@ -257,7 +245,7 @@ def _workload_errors(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Fi
     if template is None:
         errors.append(FieldError("spec.template", "Required"))
         return errors
-    errors.extend(_check_containers(template.get("spec"), "spec.template.spec"))
+    errors.extend(validate_pod_spec(template.get("spec"), "spec.template.spec"))
     labels = (template.get("metadata") or {}).get("labels") or {}
     wanted = (selector or {}).get("matchLabels") or {}
     if (
