@@ -9,9 +9,7 @@ that the server validates fields, sends ``fieldValidation=Strict``; helm v4 appl
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,56 +17,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.kubeapi import KubeAPIServer, running_kubeapi
-from tests.support.tools import ROOT, tool
+from tests.support.clis import Cluster
+from tests.support.kubeapi import running_kubeapi
+from tests.support.tools import ROOT
 
 pytestmark = pytest.mark.integration
 
 CHART = ROOT / "charts" / "eval-operator"
 THIRDPARTY = ROOT.parent / "shared" / "thirdparty-crds"
 CRD_FILE = ROOT / "crds" / "evaluations.evals.io.yaml"
-
-
-class Cluster:
-    """An emulator, a kubeconfig, and private caches for kubectl and helm."""
-
-    def __init__(self, server: KubeAPIServer, home: Path) -> None:
-        self.server = server
-        self.home = home
-        self.kubeconfig = server.write_kubeconfig(home / "kubeconfig")
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "KUBECACHEDIR": str(home / "kube-cache"),  # discovery & OpenAPI caches: this server's
-            "HELM_CACHE_HOME": str(home / "helm-cache"),
-            "HELM_CONFIG_HOME": str(home / "helm-config"),
-            "HELM_DATA_HOME": str(home / "helm-data"),
-        }
-
-    def run(
-        self, binary: str, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [tool(binary), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=120,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"{binary} {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-        return done
-
-    def kubectl(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        return self.run("kubectl", *args, **kwargs)
-
-    def helm(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        return self.run("helm", *args, **kwargs)
-
-    def get(self, *args: str) -> dict[str, Any]:
-        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
 
 @pytest.fixture

@@ -90,8 +90,10 @@ def plan(
     scorers: tuple[str, ...] = ("exact_match", "numeric"),
     thresholds: tuple[str, ...] = ("exact_match >= 0.8",),
     generation: int = 1,
+    dataset: str = "builtin arithmetic",
 ) -> RunPlan:
     return RunPlan(
+        dataset=dataset,
         spec_hash="0" * 64,
         generation=generation,
         config_map=f"{run}-00000000",

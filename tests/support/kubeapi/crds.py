@@ -168,6 +168,9 @@ def resource_type_from_crd(crd: dict[str, Any]) -> ResourceType:
         has_generation=True,
         custom=True,
         schemas={v["name"]: (v.get("schema") or {}).get("openAPIV3Schema") for v in versions},
+        printer_columns={
+            v["name"]: list(v.get("additionalPrinterColumns") or []) for v in versions
+        },
         storage_version=storage["name"],
         field_labels=selectable,
         return_deleted_object=True,

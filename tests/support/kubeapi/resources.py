@@ -41,6 +41,8 @@ class ResourceType:
     has_generation: bool = False  # objects with a spec get metadata.generation
     custom: bool = False  # defined by a CRD
     schemas: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # version -> schema
+    # version -> a CRD's additionalPrinterColumns (what `kubectl get` prints)
+    printer_columns: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     storage_version: str = ""
     field_labels: tuple[str, ...] = ()  # field selectors beyond metadata.name/namespace
     return_deleted_object: bool = False  # DELETE replies with the object, not a Status

@@ -21,7 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from . import errors as err
-from . import openapi, protobuf, resources
+from . import openapi, protobuf, resources, tables
 from .codec import load_yaml
 from .errors import APIError
 from .resources import ResourceType
@@ -490,16 +490,20 @@ class KubeAPIServer:
                 limit = query.get("limit")
                 if limit is not None and not limit.isdigit():
                     raise err.bad_request(f"invalid limit: {limit!r}")
-                return web.json_response(
-                    store.list(
-                        rt,
-                        version,
-                        namespace,
-                        matches,
-                        limit=int(limit) if limit else None,
-                        continue_token=query.get("continue"),
-                    )
+                listing = store.list(
+                    rt,
+                    version,
+                    namespace,
+                    matches,
+                    limit=int(limit) if limit else None,
+                    continue_token=query.get("continue"),
                 )
+                if tables.wants_table(request.headers.get("Accept", "")):
+                    columns = rt.printer_columns.get(version) or []
+                    return web.json_response(
+                        tables.table(listing["items"], columns, listing["metadata"])
+                    )
+                return web.json_response(listing)
             if method == "POST" and (namespace is not None or not rt.namespaced):
                 opts = self._write_options(request)
                 created = store.create(rt, version, namespace, body, opts=opts)
@@ -515,7 +519,12 @@ class KubeAPIServer:
             raise err.method_not_allowed(method)
 
         if method == "GET":
-            return web.json_response(store.get(rt, version, namespace, name))
+            obj = store.get(rt, version, namespace, name)
+            if tables.wants_table(request.headers.get("Accept", "")):
+                columns = rt.printer_columns.get(version) or []
+                rv = {"resourceVersion": obj["metadata"].get("resourceVersion")}
+                return web.json_response(tables.table([obj], columns, rv))
+            return web.json_response(obj)
         if method == "PUT":
             opts = self._write_options(request)
             replaced = store.replace(rt, version, namespace, name, body, subresource=sub, opts=opts)
