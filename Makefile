@@ -105,7 +105,7 @@ docker-build: ## Build the eval-operator and eval-runner images (IMAGE_TAG=dev).
 	$(DOCKER) build -f Dockerfile.runner -t eval-runner:$(IMAGE_TAG) --build-arg REVISION=$(REVISION) .
 
 .PHONY: e2e
-e2e: $(VENV)/.installed $(TOOLS_BIN)/.installed ## kind end-to-end test (needs Docker and kind; skipped with one line otherwise).
+e2e: $(VENV)/.installed $(TOOLS_BIN)/.installed ## End-to-end on kind (Docker), or E2E_EXISTING_CLUSTER=1 on the current kubeconfig's cluster; one-line skip otherwise.
 	$(PY) -m pytest -m e2e e2e/ -q -rs --no-header -p no:cacheprovider $(PYTEST_ARGS)
 
 .PHONY: demo

@@ -1,8 +1,11 @@
-"""e2e fixtures: one kind cluster per session, diagnostics when a test fails, cleanup at the end.
+"""e2e fixtures: one cluster per session, diagnostics when a test fails, cleanup at the end.
 
-Without a Docker engine or kind every e2e test is skipped with the same one-line reason
-(`pytest -rs` shows it once). E2E_KEEP_CLUSTER=1 keeps the cluster for a look after the run;
-E2E_ARTIFACTS=DIR also writes the diagnostics of each failure there.
+The cluster is a kind cluster made from this checkout, or with E2E_EXISTING_CLUSTER=1 the
+current kubeconfig's (e2e/cluster.py). Without what it needs (a Docker engine and kind; or a
+reachable cluster and the E2E_*_IMAGE variables) every e2e test is skipped with the same
+one-line reason (`pytest -rs` shows it once). E2E_KEEP_CLUSTER=1 keeps the cluster (or the
+throw-away namespaces) for a look after the run; E2E_ARTIFACTS=DIR also writes the
+diagnostics of each failure there.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import KindCluster, preflight
+from e2e.cluster import Cluster, ExistingCluster, KindCluster, existing_cluster, preflight
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -30,10 +33,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
     """A failed test's report carries `kubectl get all -A`, the Evaluations, events, logs."""
     report = yield
-    cluster = getattr(item, "funcargs", {}).get("kind_cluster")
-    if report.failed and report.when == "call" and isinstance(cluster, KindCluster):
+    cluster = getattr(item, "funcargs", {}).get("e2e_cluster")
+    if report.failed and report.when == "call" and isinstance(cluster, Cluster):
         text = cluster.diagnostics()
-        report.sections.append(("kind cluster diagnostics", text))
+        report.sections.append(("cluster diagnostics", text))
         artifacts = os.environ.get("E2E_ARTIFACTS")
         if artifacts:
             path = Path(artifacts) / (re.sub(r"[^\w.-]+", "_", item.nodeid) + ".txt")
@@ -43,8 +46,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 
 @pytest.fixture(scope="session")
-def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindCluster]:
-    cluster = KindCluster("eval-e2e", tmp_path_factory.mktemp("kind"))
+def e2e_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster: Cluster = (
+        ExistingCluster()
+        if existing_cluster()
+        else KindCluster("eval-e2e", tmp_path_factory.mktemp("kind"))
+    )
     try:
         try:
             cluster.up()
@@ -53,5 +60,4 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindClust
             raise
         yield cluster
     finally:
-        if os.environ.get("E2E_KEEP_CLUSTER") != "1":
-            cluster.delete()
+        cluster.down()

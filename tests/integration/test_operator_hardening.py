@@ -101,8 +101,10 @@ def test_a_run_is_judged_by_the_spec_it_ran_with(cluster: Cluster) -> None:
 
 
 def test_kueue_admission_is_never_undone(cluster: Cluster) -> None:
-    """Item 3: a Job queued by Kueue is created suspended and only Kueue resumes it."""
-    body = manifest("queued", cluster.model)
+    """Item 3: the suspend of a Job queued by Kueue is Kueue's alone: here the Evaluation asks
+    for a suspended Job (as Kueue's webhook would make it), Kueue admits it, and the operator
+    does not suspend it again although spec.suspend still says true."""
+    body = manifest("queued", cluster.model, suspend=True)
     body["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "evals"}
     assert cluster.apply(body).status_code == 201
     ev = cluster.wait("queued", lambda e: ready(e).get("reason") == "Suspended")

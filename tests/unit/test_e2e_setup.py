@@ -86,3 +86,53 @@ def test_preflight_names_the_missing_piece_in_one_line(
     monkeypatch.setenv("HELM", _script(tmp_path / "helm", "exit 0"))
     monkeypatch.setenv("KUBECTL", _script(tmp_path / "kubectl", "exit 0"))
     assert cluster.preflight() is None
+
+
+def test_preflight_of_an_existing_cluster_names_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2E_EXISTING_CLUSTER", "1")
+    monkeypatch.setattr(cluster, "TOOLS_BIN", tmp_path / "none")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("HELM", _script(tmp_path / "helm", "exit 0"))
+    monkeypatch.setenv(
+        "KUBECTL", _script(tmp_path / "kubectl", "echo 'connection refused' >&2; exit 1")
+    )
+    for name in ("E2E_OPERATOR_IMAGE", "E2E_RUNNER_IMAGE"):
+        monkeypatch.delenv(name, raising=False)
+    assert cluster.preflight() == (
+        "e2e skipped: E2E_EXISTING_CLUSTER=1 needs E2E_OPERATOR_IMAGE and E2E_RUNNER_IMAGE "
+        "(images the cluster can pull)"
+    )
+    monkeypatch.setenv("E2E_OPERATOR_IMAGE", "registry.example/eval-operator:1")
+    monkeypatch.setenv("E2E_RUNNER_IMAGE", "registry.example/eval-runner:1")
+    assert cluster.preflight() == (
+        "e2e skipped: E2E_EXISTING_CLUSTER=1 but the current kubeconfig's cluster: "
+        "connection refused"
+    )
+    monkeypatch.setenv("KUBECTL", _script(tmp_path / "kubectl-ok", "exit 0"))
+    assert cluster.preflight() is None  # no Docker, no kind needed
+
+
+@pytest.mark.parametrize(
+    ("reference", "flags"),
+    [
+        ("eval-operator:e2e", ["image.repository=eval-operator", "image.tag=e2e"]),
+        (
+            "registry.example:5000/ml/eval-operator:1.2@sha256:" + "a" * 64,
+            [
+                "image.repository=registry.example:5000/ml/eval-operator",
+                "image.tag=1.2",
+                "image.digest=sha256:" + "a" * 64,
+            ],
+        ),
+        (
+            "registry.example:5000/eval-operator",
+            ["image.repository=registry.example:5000/eval-operator"],
+        ),
+    ],
+)
+def test_image_references_become_chart_values(reference: str, flags: list[str]) -> None:
+    values = cluster.image_values("image", reference, "IfNotPresent")
+    given = values[1::2]
+    assert set(flags) | {"image.pullPolicy=IfNotPresent"} == set(given)

@@ -12,7 +12,6 @@ from eval_api.exitcodes import EXIT_PERMANENT
 from eval_api.v1alpha1 import EvaluationSpec
 from eval_operator.builders.meta import child_labels, owner_reference
 from eval_operator.runplan import (
-    KUEUE_QUEUE_LABEL,
     RUN_PLAN_ANNOTATION,
     SUSPEND_ANNOTATION,
     RunPlan,
@@ -165,12 +164,12 @@ def build_job(
     """The Indexed Job of one run: one pod per shard, each retried on its own.
 
     It carries the run's plan (what status judges it by) and the spec.suspend it was created
-    with. A Job queued by Kueue is created suspended and left to Kueue to admit.
+    with. A Job for Kueue (the queue-name label passes through) is created the same way: Kueue's
+    webhook suspends it at creation and Kueue resumes it on admission; without Kueue it runs.
     """
     meta = evaluation["metadata"]
     labels = child_labels(evaluation, run)
     volumes, mounts = _volumes(spec, plan.config_map)
-    queued_by_kueue = KUEUE_QUEUE_LABEL in (meta.get("labels") or {})
     execution = spec.execution
 
     container: dict[str, Any] = {
@@ -239,7 +238,7 @@ def build_job(
                 },
             ]
         },
-        "suspend": spec.suspend or queued_by_kueue,
+        "suspend": spec.suspend,
         "activeDeadlineSeconds": execution.active_deadline_seconds,
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }

@@ -1,9 +1,11 @@
-"""End to end on kind: images built from this checkout, the chart installed, the examples run.
+"""End to end: the chart installed, the examples run, as a user does it with kubectl.
 
-From nothing to Succeeded Evaluations, then a re-run and the deletion (garbage collection), as a
-user does it with kubectl. The model is the runner image's demo server, deployed in the cluster:
-it answers arithmetic exactly and echoes anything else, so the expected scores are known.
-Run with `make e2e` (needs Docker and kind; skipped with one line otherwise).
+From nothing to Succeeded Evaluations, then a re-run and the deletion (garbage collection). On
+kind the images are built from this checkout; with E2E_EXISTING_CLUSTER=1 the cluster of the
+current kubeconfig runs E2E_OPERATOR_IMAGE and E2E_RUNNER_IMAGE in throw-away namespaces
+(e2e/cluster.py). The model is the runner image's demo server, deployed in the cluster: it
+answers arithmetic exactly and echoes anything else, so the expected scores are known.
+Run with `make e2e` (skipped with one line when neither kind nor a cluster can be used).
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import KindCluster, example, model_base_url
+from e2e.cluster import Cluster, example, model_base_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
-NS = "evals-e2e"
 ARITHMETIC_SAMPLES = 40
 CAPITALS_SAMPLES = 46
 
@@ -27,24 +28,29 @@ def condition(ev: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def cluster(kind_cluster: KindCluster) -> KindCluster:
-    kind_cluster.deploy_model_server(NS)
-    return kind_cluster
+def cluster(e2e_cluster: Cluster) -> Cluster:
+    e2e_cluster.deploy_model_server(e2e_cluster.test_namespace)
+    return e2e_cluster
 
 
 @pytest.fixture(scope="module")
-def quickstart(cluster: KindCluster) -> dict[str, Any]:
-    cluster.apply(example("quickstart.yaml", NS, model_base_url(NS)))
-    return cluster.wait_finished("quickstart", NS)
+def ns(cluster: Cluster) -> str:
+    return cluster.test_namespace
 
 
-def test_operator_is_ready(cluster: KindCluster) -> None:
-    deployment = cluster.get("deployment", "eval-operator", "eval-system")
+@pytest.fixture(scope="module")
+def quickstart(cluster: Cluster, ns: str) -> dict[str, Any]:
+    cluster.apply(example("quickstart.yaml", ns, model_base_url(ns)))
+    return cluster.wait_finished("quickstart", ns)
+
+
+def test_operator_is_ready(cluster: Cluster) -> None:
+    deployment = cluster.get("deployment", cluster.release, cluster.operator_namespace)
     assert deployment is not None
     assert deployment["status"].get("readyReplicas") == 1
 
 
-def test_quickstart_succeeds_with_exact_scores(cluster: KindCluster, quickstart: dict) -> None:
+def test_quickstart_succeeds_with_exact_scores(cluster: Cluster, ns: str, quickstart: dict) -> None:
     ev = quickstart
     status = ev["status"]
     assert status["phase"] == "Succeeded", status
@@ -60,7 +66,7 @@ def test_quickstart_succeeds_with_exact_scores(cluster: KindCluster, quickstart:
     assert status["progress"]["completed"] == ARITHMETIC_SAMPLES
     assert status["progress"]["failed"] == 0
     assert status["usage"]["requests"] >= ARITHMETIC_SAMPLES
-    job = cluster.get("job", status["jobName"], NS)
+    job = cluster.get("job", status["jobName"], ns)
     assert job is not None
     owner = job["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"]) == (
@@ -70,15 +76,16 @@ def test_quickstart_succeeds_with_exact_scores(cluster: KindCluster, quickstart:
     )
 
 
-def test_kubectl_shows_the_printer_columns(cluster: KindCluster, quickstart: dict) -> None:
-    out = cluster.kubectl("get", "evals", "-n", NS).stdout
+def test_kubectl_shows_the_printer_columns(cluster: Cluster, ns: str, quickstart: dict) -> None:
+    out = cluster.kubectl("get", "evals", "-n", ns).stdout
     header, row = (
         out.splitlines()[0].split(),
         next(line.split() for line in out.splitlines() if line.startswith("quickstart")),
     )
-    assert header[:6] == ["NAME", "PHASE", "MODEL", "PROGRESS", "SCORE", "PASSED"]
-    assert row[1:6] == [
+    assert header[:7] == ["NAME", "PHASE", "READY", "MODEL", "PROGRESS", "SCORE", "PASSED"]
+    assert row[1:7] == [
         "Succeeded",
+        "True",
         "demo",
         f"{ARITHMETIC_SAMPLES}/{ARITHMETIC_SAMPLES}",
         "1",
@@ -86,21 +93,21 @@ def test_kubectl_shows_the_printer_columns(cluster: KindCluster, quickstart: dic
     ]
 
 
-def test_sharded_example_with_a_key_and_prices(cluster: KindCluster) -> None:
+def test_sharded_example_with_a_key_and_prices(cluster: Cluster, ns: str) -> None:
     """examples/sharded-openai.yaml: 4 shards, an API key from a Secret, pricing and a gate."""
     cluster.kubectl(
-        "create", "secret", "generic", "openai-api-key", "-n", NS,
+        "create", "secret", "generic", "openai-api-key", "-n", ns,
         "--from-literal=api-key=e2e-not-a-real-key",
     )  # fmt: skip
-    cluster.apply(example("sharded-openai.yaml", NS, model_base_url(NS)))
-    ev = cluster.wait_finished("capitals-gpt", NS)
+    cluster.apply(example("sharded-openai.yaml", ns, model_base_url(ns)))
+    ev = cluster.wait_finished("capitals-gpt", ns)
     status = ev["status"]
     assert status["phase"] == "Succeeded", status
     assert status["progress"]["completed"] + status["progress"]["failed"] == CAPITALS_SAMPLES
     # The demo model echoes questions about capitals: the threshold cannot hold.
     assert condition(ev, "Passed")["status"] == "False"
     assert Decimal(status["usage"]["costUSD"]) > 0
-    job = cluster.get("job", status["jobName"], NS)
+    job = cluster.get("job", status["jobName"], ns)
     assert job["spec"]["completions"] == 4 and job["spec"]["completionMode"] == "Indexed"
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "evals"
     env = job["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -111,12 +118,12 @@ def test_sharded_example_with_a_key_and_prices(cluster: KindCluster) -> None:
     }
 
 
-def test_rerun_annotation_runs_again(cluster: KindCluster, quickstart: dict) -> None:
+def test_rerun_annotation_runs_again(cluster: Cluster, ns: str, quickstart: dict) -> None:
     first_job = quickstart["status"]["jobName"]
-    cluster.kubectl("annotate", "evaluation", "quickstart", "-n", NS, "evals.io/rerun=e2e-1")
+    cluster.kubectl("annotate", "evaluation", "quickstart", "-n", ns, "evals.io/rerun=e2e-1")
 
     def rerun_done() -> dict[str, Any] | None:
-        ev = cluster.get("evaluations.evals.io", "quickstart", NS)
+        ev = cluster.get("evaluations.evals.io", "quickstart", ns)
         status = (ev or {}).get("status") or {}
         done = status.get("rerunToken") == "e2e-1" and status.get("phase") == "Succeeded"
         return ev if done else None
@@ -125,24 +132,29 @@ def test_rerun_annotation_runs_again(cluster: KindCluster, quickstart: dict) -> 
     assert ev["status"]["jobName"] != first_job
     assert ev["status"]["results"][0]["value"] == 1.0
     cluster.wait_for(
-        "the first run's Job to be deleted", lambda: cluster.get("job", first_job, NS) is None
+        "the first run's Job to be deleted", lambda: cluster.get("job", first_job, ns) is None
     )
 
 
 def test_deleting_the_evaluation_collects_its_job_config_and_pods(
-    cluster: KindCluster, quickstart: dict
+    cluster: Cluster, ns: str, quickstart: dict
 ) -> None:
-    ev = cluster.get("evaluations.evals.io", "quickstart", NS)
+    ev = cluster.get("evaluations.evals.io", "quickstart", ns)
     run = ev["status"]["jobName"]
-    assert cluster.get("configmap", run, NS) is not None
-    cluster.kubectl("delete", "evaluation", "quickstart", "-n", NS, "--wait=true", "--timeout=120s")
+
+    def of_the_run(kind: str) -> str:
+        return cluster.kubectl(
+            "get", kind, "-n", ns, "-l", f"evals.io/run={run}", "-o", "name"
+        ).stdout.strip()
+
+    assert of_the_run("configmaps")  # the run's frozen spec
+    cluster.kubectl("delete", "evaluation", "quickstart", "-n", ns, "--wait=true", "--timeout=120s")
 
     def collected() -> bool:
-        pods = cluster.kubectl("get", "pods", "-n", NS, "-l", f"evals.io/run={run}", "-o", "name")
         return (
-            cluster.get("job", run, NS) is None
-            and cluster.get("configmap", run, NS) is None
-            and not pods.stdout.strip()
+            cluster.get("job", run, ns) is None
+            and not of_the_run("configmaps")
+            and not of_the_run("pods")
         )
 
     cluster.wait_for("the garbage collector to delete the run's objects", collected, timeout=300)
