@@ -121,6 +121,23 @@ class ShardSummary(BaseModel):
     )
     reason: str | None = Field(default=None, description="CamelCase reason when state is error.")
     message: str | None = Field(default=None, description="Details when state is error.")
+    reserved_usd: str | None = Field(
+        default=None,
+        alias="reservedUSD",
+        description=(
+            "Worst-case cost of the requests in flight when this summary was written. A "
+            "running shard rewrites its termination message before each request it sends "
+            "under a budget, so the message a killed pod leaves behind still counts them: "
+            "they may have been billed. None (or 0) once the shard ended on its own."
+        ),
+    )
+
+    def spent(self) -> tuple[Decimal, int]:
+        """What this attempt may have cost at most, and the requests it sent (model and
+        judges): settled cost plus the worst case of what was in flight."""
+        judge = self.usage.judge
+        requests = self.usage.requests + (judge.requests if judge else 0)
+        return self.usage.total_cost() + Decimal(self.reserved_usd or 0), requests
 
     def to_message(self) -> str:
         """Compact JSON for the termination message, at most TERMINATION_MESSAGE_LIMIT bytes:

@@ -130,6 +130,15 @@ class Kube:
             raise
         return True
 
+    async def put_config_map(self, obj: dict[str, Any]) -> None:
+        """Create a ConfigMap, or replace the data of the one that is there."""
+        if not await self.create(obj):
+            meta = obj["metadata"]
+            await self._call(
+                "PATCH", f"/api/v1/namespaces/{meta['namespace']}/configmaps/{meta['name']}",
+                {"data": obj["data"]}, content_type=MERGE_PATCH,
+            )  # fmt: skip
+
     async def delete_job(self, namespace: str, name: str) -> bool:
         """Delete a Job and, in the background, its pods; False when it was not there."""
         options = {"propagationPolicy": "Background"}

@@ -42,6 +42,7 @@ class RunPlan(BaseModel):
     thresholds: list[str]
     dataset: str = ""  # where the samples come from, for display
     max_errored_fraction: str = Field(default="0.05", alias="maxErroredFraction")
+    budgeted: bool = False  # spec.budget is set: the run keeps a ledger of its attempts
 
     @classmethod
     def of(cls, spec: EvaluationSpec, raw_spec: Mapping[str, Any], generation: int, run: str):
@@ -55,6 +56,7 @@ class RunPlan(BaseModel):
             thresholds=list(spec.thresholds),
             dataset=spec.dataset.source(),
             max_errored_fraction=spec.execution.max_errored_fraction,
+            budgeted=spec.budget is not None,
         )
 
     def to_annotation(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -213,8 +214,16 @@ def _notes(agg: Aggregate) -> str:
 
 
 def _usage(summaries: list[ShardSummary]) -> dict[str, Any]:
+    """Usage over every attempt. An attempt that was killed counts what was in flight at its
+    last checkpoint at its worst case (it may have been billed)."""
     usage = ShardUsage()
     for summary in summaries:
+        reserved = Decimal(summary.reserved_usd or 0)
+        if reserved:
+            charged = Decimal(summary.usage.cost_usd) + reserved
+            summary = summary.model_copy(
+                update={"usage": summary.usage.model_copy(update={"cost_usd": str(charged)})}
+            )
         usage = usage.merged(summary.usage)
     total = aggregate([ShardSummary(usage=usage)], []).usage
     return Usage.model_validate(total.model_dump()).model_dump(by_alias=True, exclude_none=True)

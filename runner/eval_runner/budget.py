@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import ROUND_DOWN, Decimal
 
+from eval_api.ledger import Spent
 from eval_api.v1alpha1 import BudgetSpec, Pricing
 from eval_runner.prompt import Message
 
@@ -66,6 +68,25 @@ class Budget:
         self.spent = Decimal(0)
         self.reserved = Decimal(0)
         self.exceeded: str | None = None
+        # Called once a request is counted and reserved, before it is sent: the shard puts
+        # the reservation in its termination message, so a kill cannot hide the request.
+        self.on_sent: Callable[[], None] | None = None
+
+    def after(self, earlier: Spent) -> Budget:
+        """This shard's share less what its earlier attempts spent (a retry's share)."""
+        if earlier.unknown:
+            self.max_requests = 0 if self.max_requests is not None else None
+            self.max_cost = Decimal(0) if self.max_cost is not None else None
+            return self
+        if self.max_requests is not None:
+            self.max_requests = max(self.max_requests - earlier.requests, 0)
+        if self.max_cost is not None:
+            self.max_cost = max(self.max_cost - earlier.cost(), Decimal(0))
+        return self
+
+    def sent(self) -> None:
+        if self.limited and self.on_sent is not None:
+            self.on_sent()
 
     @classmethod
     def for_shard(cls, spec: BudgetSpec | None, shard: int, shards: int) -> Budget:

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,9 +27,12 @@ from eval_api.aggregate import Aggregate, aggregate
 from eval_api.checks import spec_problems
 from eval_api.environment import judge_key_env
 from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT
+from eval_api.ledger import Ledger, Spent
 from eval_api.shard import ShardSummary
 from eval_api.v1alpha1 import Evaluation
 from eval_api.verdict import Verdict, judge_thresholds
+from eval_runner.budget import Budget
+from eval_runner.checkpoint import TerminationLog
 from eval_runner.dataset import DEFAULT_DATASET_DIR
 from eval_runner.errors import PermanentError
 from eval_runner.pipeline import BudgetStopped, SampleResult, run_shard
@@ -43,6 +47,11 @@ EXIT_INVALID = 2
 # permanent failure: an evicted pod is retried.
 EXIT_TERMINATED = 128 + signal.SIGTERM
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+DEFAULT_LEDGER_FILE = "/etc/eval/ledger/ledger.json"
+# How often a running shard rewrites its termination message (and under a budget also before
+# each request), and how long a retry waits for the ledger of its earlier attempts.
+CHECKPOINT_SECONDS = 1.0
+LEDGER_WAIT_SECONDS = 120
 DEFAULT_PROGRESS_PORT = 9090
 
 RUN_EPILOG = """\
@@ -522,6 +531,7 @@ def _print_table(
 def cmd_shard(args: argparse.Namespace) -> int:
     configure_logging(sys.stdout, json_logs=True)
     summary = ShardSummary()
+    termination = TerminationLog(args.termination_log)
     try:
         evaluation = _read_config(args.config)
         shard = args.shard if args.shard is not None else _completion_index()
@@ -541,9 +551,11 @@ def cmd_shard(args: argparse.Namespace) -> int:
         code = EXIT_PERMANENT
     else:
         code = run_async(
-            _serve_shard(evaluation, shard, shards, summary, port, api_key, judge_keys)
+            _serve_shard(evaluation, shard, shards, summary, port, api_key, judge_keys, termination)
         )
-    _write_termination_log(args.termination_log, summary)
+    message = termination.write(summary)
+    termination.close()
+    log.info("shard summary", summary=json.loads(message))
     return code
 
 
@@ -584,8 +596,18 @@ async def _serve_shard(
     port: int,
     api_key: str | None,
     judge_keys: list[str | None],
+    termination: TerminationLog,
 ) -> int:
     dataset_dir = Path(os.environ.get(environment.DATASET_DIR, str(DEFAULT_DATASET_DIR)))
+    budget = Budget.for_shard(evaluation.spec.budget, shard, shards)
+    if budget.limited:
+        try:
+            budget.after(await earlier_attempts(shard))
+        except PermanentError as err:
+            summary.state, summary.reason, summary.message = "error", err.reason, err.message
+            log.error("no ledger of the earlier attempts", reason=err.reason)
+            return EXIT_CRASHED  # retried: the ledger may be there for the next attempt
+        budget.on_sent = lambda: termination.write(summary, budget.reserved)
     run = asyncio.create_task(
         run_shard(
             evaluation,
@@ -596,7 +618,11 @@ async def _serve_shard(
             dataset_dir=dataset_dir,
             ca_bundle=_ca_bundle(),
             summary=summary,
+            budget=budget,
         )
+    )
+    checkpoints = asyncio.create_task(
+        _checkpoint_every(CHECKPOINT_SECONDS, termination, summary, budget)
     )
     # SIGTERM (eviction, activeDeadlineSeconds, a cancelled run) stops the requests in flight
     # at once, so the summary reaches the termination log well within the grace period.
@@ -626,13 +652,63 @@ async def _serve_shard(
                 return EXIT_CRASHED
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+        checkpoints.cancel()
     return EXIT_OK
 
 
-def _write_termination_log(path: Path, summary: ShardSummary) -> None:
-    message = SECRETS.redact(summary.to_message())
-    log.info("shard summary", summary=json.loads(message))
+async def _checkpoint_every(
+    seconds: float, termination: TerminationLog, summary: ShardSummary, budget: Budget
+) -> None:
+    """The summary so far in the termination message, every `seconds`: what a killed pod
+    used is counted, if no more than `seconds` late (under a budget, every request is)."""
+    while True:
+        await asyncio.sleep(seconds)
+        termination.write(summary, budget.reserved)
+
+
+async def earlier_attempts(shard: int, clock: Any = time.monotonic) -> Spent:
+    """What this shard's earlier attempts spent, from the run's ledger.
+
+    The Job controller counts the index's earlier failures in the pod's annotations (the
+    downward API passes them in); the operator writes what each ended attempt spent into
+    the ledger ConfigMap, which the kubelet refreshes in the mounted file. A retry waits,
+    boundedly, until the ledger knows all its earlier attempts: it never spends a share
+    that was already spent.
+    """
+    before = sum(
+        _count(os.environ.get(name))
+        for name in (environment.INDEX_FAILURES, environment.INDEX_IGNORED_FAILURES)
+    )
+    if before == 0:
+        return Spent()
+    path = Path(os.environ.get(environment.LEDGER_FILE, DEFAULT_LEDGER_FILE))
+    deadline = clock() + float(os.environ.get("EVAL_LEDGER_WAIT_SECONDS", LEDGER_WAIT_SECONDS))
+    while True:
+        spent = _read_ledger(path, shard)
+        if spent.attempts >= before:
+            log.info(
+                "earlier attempts",
+                attempts=spent.attempts,
+                cost=spent.cost_usd,
+                requests=spent.requests,
+            )
+            return spent
+        if clock() > deadline:
+            raise PermanentError(
+                "BudgetLedgerMissing",
+                f"{before} earlier attempt(s) of shard {shard}, but the run's ledger ({path}) "
+                f"accounts for {spent.attempts}: what they spent is unknown, so nothing is sent",
+            )
+        await asyncio.sleep(1.0)
+
+
+def _read_ledger(path: Path, shard: int) -> Spent:
+    """The shard's entry of the mounted ledger (a small local file); empty until it exists."""
     try:
-        path.write_text(message)
-    except OSError as err:
-        log.warning("cannot write the termination log", path=str(path), error=str(err))
+        return Ledger.model_validate_json(path.read_bytes()).of(shard)
+    except (OSError, ValidationError):
+        return Spent()
+
+
+def _count(value: str | None) -> int:
+    return int(value) if value and value.isdigit() else 0

@@ -477,6 +477,7 @@ class HttpModelClient:
                     self.breaker.abandon()
                 raise
             self._meter.request()
+            self._budget.sent()
             # Until an answer says otherwise, the request costs its worst case: one that times
             # out or is abandoned (the shard stops) may still be billed.
             charged = reservation

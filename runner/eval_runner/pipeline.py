@@ -78,6 +78,7 @@ async def run_shard(
     client: ModelClient | None = None,
     on_progress: ProgressCallback | None = None,
     on_sample: SampleCallback | None = None,
+    budget: Budget | None = None,
 ) -> ShardSummary:
     """Runs shard `shard` of `shards` and returns its summary.
 
@@ -86,12 +87,14 @@ async def run_shard(
     (BudgetStopped when the shard's share of spec.budget ran out: its scores so far are kept).
     `judge_api_keys[i]` is the key of the i-th llm_judge scorer's judge. `client` replaces the
     HTTP client of spec.model (tests). `on_sample` sees every finished sample (local runs write
-    them out; per-sample data never goes into the summary).
+    them out; per-sample data never goes into the summary). `budget` replaces the shard's
+    share of spec.budget (a retry's, cut by what earlier attempts spent, and watched by the
+    pod's termination-message checkpoints).
     """
     summary = summary if summary is not None else ShardSummary()
     summary.shard, summary.shards = shard, shards
     spec = evaluation.spec
-    budget = Budget.for_shard(spec.budget, shard, shards)
+    budget = budget if budget is not None else Budget.for_shard(spec.budget, shard, shards)
     try:
         scorers: dict[str, Scorer] = {}
         judged = [s for s in spec.task.scorers if needs_judge(s)]

@@ -211,7 +211,7 @@ APPLICATION = (
     expand("evals.io", "evaluations", "get list watch")
     | expand("evals.io", "evaluations/status", "patch")
     | expand("batch", "jobs", "list watch create delete patch")
-    | expand("", "configmaps", "get create deletecollection")
+    | expand("", "configmaps", "get create patch deletecollection")
     | expand("", "pods", "list watch")
 )
 

@@ -163,6 +163,36 @@ def test_a_job_deleted_mid_run_fails_the_run_and_is_not_recreated(cluster: Clust
     assert cluster.job_posts().count(run) == 1
 
 
+def test_a_retry_spends_only_what_the_killed_attempt_left_and_both_are_counted(
+    cluster: Cluster,
+) -> None:
+    """Item 4: under a budget, a retry's share is what earlier attempts left (the killed one
+    counted from its last checkpointed termination message), and usage counts every attempt."""
+    cluster.model.faults.latency = 0.2
+    cluster.controller.crash_first_attempt["capped-retry"] = {0}
+    requests_before = len(cluster.model.requests)
+    try:
+        body = manifest("capped-retry", cluster.model, budget={"maxRequests": 7})
+        body["spec"]["model"]["maxConcurrency"] = 1
+        body["spec"]["execution"] = {"shards": 1, "backoffLimitPerIndex": 2}
+        assert cluster.apply(body).status_code == 201
+        ev = cluster.wait_phase("capped-retry", "Failed", timeout=90)
+    finally:
+        cluster.model.faults.latency = 0.0
+    run = ev["status"]["jobName"]
+    attempts = [p for p in cluster.controller.pods_created if p.startswith(f"{run}-0-")]
+    assert len(attempts) == 2  # the first was killed (SIGKILL, no chance to report) mid-shard
+    sent = len(cluster.model.requests) - requests_before
+    assert sent == 7, "both attempts together stay within the 7 requests of the budget"
+    assert ev["status"]["usage"]["requests"] == sent  # the killed attempt is counted too
+    assert ready(ev)["reason"] == "BudgetExceeded"
+    # The ledger the retry read its share from (and, by now, the retry's own end too).
+    ledger = cluster.api.get("", "v1", "configmaps", NS, f"{run}-ledger")
+    assert json.loads(ledger["data"]["ledger.json"])["0"] == {
+        "attempts": 2, "costUSD": "0", "requests": 7, "unknown": False,
+    }  # fmt: skip
+
+
 def test_a_shard_that_ends_without_a_summary_fails_the_run(cluster: Cluster) -> None:
     """Item 5: an image that exits 0 without a summary is never Succeeded or Passed."""
     body = manifest("no-summary", cluster.model)

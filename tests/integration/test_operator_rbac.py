@@ -129,7 +129,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     ):
         api.create(crd)
         kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=OPERATOR_TOKEN)
-        controller = FakeJobController(api.url, workdir / "pods")
+        # A budgeted run whose first attempt is killed: its retry reads the run's ledger.
+        controller = FakeJobController(
+            api.url, workdir / "pods", crash_first_attempt={"budgeted": {0}}
+        )
         args = ["run", "--standalone", "--all-namespaces", "-m", "eval_operator.main"]
         with (
             use_kubeconfig(kubeconfig),
@@ -181,6 +184,15 @@ def _scenario(run: Run, model: ModelServer) -> Run:
             and s.get("jobName") != first["status"]["jobName"]
         ),
     )
+    model.faults.latency = 0.2
+    try:
+        budgeted = manifest("budgeted", model, budget={"maxRequests": 6})
+        budgeted["spec"]["model"]["maxConcurrency"] = 1
+        budgeted["spec"]["execution"] = {"shards": 1}
+        run.post(f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}", budgeted)
+        run.wait("budgeted", lambda s: s.get("phase") == "Failed")
+    finally:
+        model.faults.latency = 0.0
     return run
 
 

@@ -28,6 +28,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import uuid
@@ -70,6 +71,9 @@ def index_ranges(indexes: set[int]) -> str | None:
 UNPULLABLE_PREFIX = "unpullable.invalid/"
 EXIT_ZERO_IMAGE = "noop.invalid/exit-zero"
 UNSCHEDULABLE_LABEL = "evals.io/test-unschedulable"
+# The kubelet brings mounted ConfigMaps up to date within its sync period (about a minute);
+# this one, every second.
+VOLUME_REFRESH_SECONDS = 1.0
 
 
 class NotStartable(Exception):
@@ -88,6 +92,8 @@ class Attempt:
     process: asyncio.subprocess.Process | None = None  # None while the kubelet cannot start it
     killed: bool = False
     pull_failures: int = 0
+    pod_spec: dict[str, Any] | None = None  # once started
+    refreshed: float = 0.0  # when its volumes were last brought up to date (monotonic)
 
 
 @dataclass
@@ -217,6 +223,7 @@ class FakeJobController:
             if attempt.process is None:
                 await self._try_start(job, state, index, attempt)
                 continue
+            await self._refresh_volumes(state, attempt)
             crash = index in self.crash_first_attempt.get(state.evaluation, set())
             if (
                 crash
@@ -302,7 +309,12 @@ class FakeJobController:
                     "job-name": state.name,
                     INDEX_ANNOTATION: str(index),
                 },
-                "annotations": {INDEX_ANNOTATION: str(index)},
+                "annotations": {
+                    INDEX_ANNOTATION: str(index),
+                    # What the Job controller counts for backoffLimitPerIndex.
+                    "batch.kubernetes.io/job-index-failure-count": str(state.retries.get(index, 0)),
+                    "batch.kubernetes.io/job-index-ignored-failure-count": "0",
+                },
                 "ownerReferences": [
                     {
                         "apiVersion": "batch/v1",
@@ -335,8 +347,9 @@ class FakeJobController:
     ) -> None:
         """Start the attempt's container, or report why the kubelet cannot (yet)."""
         pod_path = f"/api/v1/namespaces/{state.namespace}/pods/{attempt.pod_name}"
-        if pod_spec is None:
-            pod_spec = (await self._request("GET", pod_path))["spec"]
+        pod = await self._request("GET", pod_path)
+        pod_spec = pod_spec or pod["spec"]
+        annotations = pod["metadata"].get("annotations") or {}
         container = pod_spec["containers"][0]
         try:
             if UNSCHEDULABLE_LABEL in (pod_spec.get("nodeSelector") or {}):
@@ -368,7 +381,9 @@ class FakeJobController:
                     if reason == "ImagePullBackOff"
                     else f'failed to pull and unpack image "{image}": not found',
                 )
-            env = await self._container_env(state.namespace, container, attempt.workdir)
+            env = await self._container_env(
+                state.namespace, container, attempt.workdir, annotations
+            )
             env.update(JOB_COMPLETION_INDEX=str(index), EVAL_PROGRESS_PORT=str(attempt.port))
             config_path = await self._materialize_volumes(
                 state.namespace, pod_spec, container, attempt.workdir, env
@@ -393,6 +408,7 @@ class FakeJobController:
                 },
             )
             return
+        attempt.pod_spec = pod_spec
         termination_log = attempt.workdir / "termination-log"
         if container["image"] == EXIT_ZERO_IMAGE:
             command = [sys.executable, "-c", "pass"]
@@ -472,13 +488,23 @@ class FakeJobController:
                 state.failed.add(index)
 
     async def _container_env(
-        self, namespace: str, container: dict[str, Any], workdir: Path
+        self,
+        namespace: str,
+        container: dict[str, Any],
+        workdir: Path,
+        annotations: dict[str, str],
     ) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
         env.update(TMPDIR=str(workdir), PYTHONPATH=SOURCE_PATH)
         for entry in container.get("env", []):
             if "value" in entry:
                 env[entry["name"]] = entry["value"]
+            elif "fieldRef" in entry["valueFrom"]:
+                # The downward API: of the pod's fields, what the runner reads are annotations.
+                path = entry["valueFrom"]["fieldRef"]["fieldPath"]
+                match = re.fullmatch(r"metadata\.annotations\['([^']+)'\]", path)
+                assert match, f"the stand-in kubelet knows no fieldPath {path}"
+                env[entry["name"]] = annotations.get(match[1], "")
             elif "secretKeyRef" in entry["valueFrom"]:
                 ref = entry["valueFrom"]["secretKeyRef"]
                 try:
@@ -496,6 +522,19 @@ class FakeJobController:
                     )
                 env[entry["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
         return env
+
+    async def _refresh_volumes(self, state: JobState, attempt: Attempt) -> None:
+        """As the kubelet does, now and then: ConfigMaps and Secrets changed (or created, for
+        optional ones) since the pod started show up in its mounted files."""
+        now = asyncio.get_running_loop().time()
+        if attempt.pod_spec is None or now - attempt.refreshed < VOLUME_REFRESH_SECONDS:
+            return
+        attempt.refreshed = now
+        container = attempt.pod_spec["containers"][0]
+        with contextlib.suppress(NotStartable, LookupError):
+            await self._materialize_volumes(
+                state.namespace, attempt.pod_spec, container, attempt.workdir, {}
+            )
 
     async def _materialize_volumes(
         self,
@@ -519,8 +558,11 @@ class FakeJobController:
                         f"/api/v1/namespaces/{namespace}/configmaps/{volume['configMap']['name']}",
                     )
                 except LookupError:
-                    # The kubelet keeps the pod in ContainerCreating (FailedMount events).
-                    raise NotStartable("ContainerCreating", "") from None
+                    if volume["configMap"].get("optional"):
+                        cm = {"data": {}}  # an empty directory, filled in once it exists
+                    else:
+                        # The kubelet keeps the pod in ContainerCreating (FailedMount events).
+                        raise NotStartable("ContainerCreating", "") from None
                 items = volume["configMap"].get("items") or [
                     {"key": k, "path": k} for k in cm.get("data", {})
                 ]

@@ -19,11 +19,12 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["list", "watch", "create", "delete", "patch"]
-# The immutable run-config ConfigMap of each run (created; the previous run's deleted by label
-# on a re-run); dataset and CA ConfigMaps are only checked for existence.
+# The immutable run-config ConfigMap of each run, and the ledger of a budgeted run's retried
+# shards (created, then patched); the previous run's deleted by label on a re-run. Dataset and
+# CA ConfigMaps are only checked for existence.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "deletecollection"]
+  verbs: ["get", "create", "patch", "deletecollection"]
 # Runner pods: their IPs (for /progress), why they wait (a missing Secret or image shows up
 # here) and their termination messages (shard summaries). No access to Secrets at all: the
 # operator never reads an API key.

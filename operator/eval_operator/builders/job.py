@@ -9,6 +9,7 @@ from typing import Any
 from eval_api import environment
 from eval_api.environment import judge_key_env
 from eval_api.exitcodes import EXIT_PERMANENT
+from eval_api.ledger import LEDGER_KEY, Ledger
 from eval_api.v1alpha1 import EvaluationSpec
 from eval_operator.builders.meta import child_labels, owner_reference
 from eval_operator.runplan import (
@@ -22,6 +23,7 @@ CONTAINER_NAME = "runner"
 CONFIG_DIR = "/etc/eval/config"
 CONFIG_KEY = "evaluation.json"
 DATASET_DIR = "/etc/eval/dataset"
+LEDGER_DIR = "/etc/eval/ledger"
 CA_DIR = "/etc/eval/ca"
 CA_FILE = "ca.crt"
 RUNNER_UID = 65532
@@ -105,11 +107,46 @@ def _env(spec: EvaluationSpec, settings: OperatorSettings) -> list[dict[str, Any
             )
     if spec.model.ca_bundle is not None:
         env.append({"name": environment.CA_BUNDLE, "value": f"{CA_DIR}/{CA_FILE}"})
+    if spec.budget is not None:
+        # A retry's share of the budget is what earlier attempts left: it learns how many
+        # there were from the Job controller's annotations, and what they spent from the
+        # ledger the operator keeps.
+        env.append({"name": environment.LEDGER_FILE, "value": f"{LEDGER_DIR}/{LEDGER_KEY}"})
+        for name, annotation in (
+            (environment.INDEX_FAILURES, "batch.kubernetes.io/job-index-failure-count"),
+            (
+                environment.INDEX_IGNORED_FAILURES,
+                "batch.kubernetes.io/job-index-ignored-failure-count",
+            ),
+        ):
+            field = f"metadata.annotations['{annotation}']"
+            env.append({"name": name, "valueFrom": {"fieldRef": {"fieldPath": field}}})
     return env
 
 
+def ledger_name(run: str) -> str:
+    """The ConfigMap of what each shard's ended attempts spent (budgeted runs)."""
+    return f"{run}-ledger"
+
+
+def build_ledger(evaluation: Mapping[str, Any], run: str, ledger: Ledger) -> dict[str, Any]:
+    """The run's ledger ConfigMap (owned by the Evaluation, gone with the run on a re-run)."""
+    meta = evaluation["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": ledger_name(run),
+            "namespace": meta["namespace"],
+            "labels": child_labels(evaluation, run),
+            "ownerReferences": [owner_reference(evaluation)],
+        },
+        "data": {LEDGER_KEY: ledger.to_json()},
+    }
+
+
 def _volumes(
-    spec: EvaluationSpec, config_map: str
+    spec: EvaluationSpec, config_map: str, run: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": config_map}},
@@ -120,6 +157,12 @@ def _volumes(
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    if spec.budget is not None:
+        # Optional: it exists only once an attempt failed; the kubelet fills it in later.
+        volumes.append(
+            {"name": "ledger", "configMap": {"name": ledger_name(run), "optional": True}}
+        )
+        mounts.append({"name": "ledger", "mountPath": LEDGER_DIR, "readOnly": True})
     dataset_ref = spec.dataset.config_map_ref
     if dataset_ref is not None:
         volumes.append(
@@ -169,7 +212,7 @@ def build_job(
     """
     meta = evaluation["metadata"]
     labels = child_labels(evaluation, run)
-    volumes, mounts = _volumes(spec, plan.config_map)
+    volumes, mounts = _volumes(spec, plan.config_map, run)
     execution = spec.execution
 
     container: dict[str, Any] = {

@@ -22,10 +22,11 @@ from eval_api.checks import spec_problems
 from eval_api.shard import ShardSummary
 from eval_api.v1alpha1 import RERUN_ANNOTATION, EvaluationSpec
 from eval_operator import events
-from eval_operator.builders.job import build_job, build_run_config
+from eval_operator.builders.job import build_job, build_ledger, build_run_config
 from eval_operator.builders.meta import RUN_LABEL, run_name
 from eval_operator.conditions import now_rfc3339
 from eval_operator.kube import Conflict, Kube, Rejected
+from eval_operator.ledger import ledger_of
 from eval_operator.pods import PodTracker, stuck
 from eval_operator.runplan import KUEUE_QUEUE_LABEL, SUSPEND_ANNOTATION, RunPlan
 from eval_operator.settings import OperatorSettings
@@ -60,6 +61,8 @@ class Context:
     just_created: dict[Key, dict[str, Any]] = field(default_factory=dict)
     # When each Evaluation's status was last written (monotonic), for the progress throttle.
     last_write: dict[Key, float] = field(default_factory=dict)
+    # The ledger last written for each budgeted run: (namespace, run) -> its JSON.
+    ledgers: dict[Key, str] = field(default_factory=dict)
 
     def forget(self, key: Key) -> None:
         self.last_write.pop(key, None)
@@ -218,6 +221,8 @@ async def _step(evaluation: dict[str, Any], ctx: Context) -> Step:
             if (namespace, pod["name"]) in ctx.live
         }
         obs.stuck = stuck(obs.pods)
+        if obs.plan is not None and obs.plan.budgeted and not run_is_finished(old, run):
+            await _keep_ledger(evaluation, run, obs.pods, ctx)
 
     outcome = desired_status(old, obs)
     if run_is_finished(old, run):
@@ -225,12 +230,27 @@ async def _step(evaluation: dict[str, Any], ctx: Context) -> Step:
         for pod in ctx.pods.trusted(namespace, run, (job or {}).get("metadata", {}).get("uid")):
             ctx.live.pop((namespace, pod["name"]), None)
         ctx.pods.forget_run(namespace, run)
+        ctx.ledgers.pop((namespace, run), None)
     recheck = outcome.recheck_after
     if obs.blocked is not None:
         # ConfigMaps are not watched: look again for the missing one from time to time.
         wait = ctx.settings.missing_input_recheck_seconds
         recheck = wait if recheck is None else min(recheck, wait)
     return Step(outcome.status, recheck, actions)
+
+
+async def _keep_ledger(
+    evaluation: dict[str, Any], run: str, pods: list[dict[str, Any]], ctx: Context
+) -> None:
+    """Write what the ended attempts of each retried shard spent, when that changed."""
+    ledger = ledger_of(pods)
+    if not ledger.root:
+        return  # no attempt failed: no retry can follow
+    key = (evaluation["metadata"]["namespace"], run)
+    text = ledger.to_json()
+    if ctx.ledgers.get(key) != text:
+        await ctx.kube.put_config_map(build_ledger(evaluation, run, ledger))
+        ctx.ledgers[key] = text
 
 
 async def _start(
