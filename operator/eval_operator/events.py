@@ -31,6 +31,7 @@ WARNING_REASONS = frozenset(
         "InvalidImageName",
         "ErrImageNeverPull",
         "Unschedulable",
+        "PodNotStarting",
         "AuthenticationFailed",
         "ModelNotFound",
         "EndpointUnreachable",

@@ -8,6 +8,7 @@ for progress and summaries: a pod made by hand with the same labels cannot chang
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -70,7 +71,9 @@ def pod_view(body: Mapping[str, Any]) -> dict[str, Any]:
         "progressPort": port,
         "runner": runner,
         "scheduled": {
-            k: scheduled.get(k) for k in ("status", "reason", "message") if k in scheduled
+            k: scheduled.get(k)
+            for k in ("status", "reason", "message", "lastTransitionTime")
+            if k in scheduled
         },
     }
 
@@ -122,8 +125,46 @@ class PodTracker:
             yield key, list(pods.values())
 
 
-def stuck(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """(reason, message) when a pod waits for something only the user can fix."""
+def _creating_since(pod: Mapping[str, Any]) -> datetime.datetime | None:
+    """When a pod that is still creating its runner container was scheduled (the kubelet then
+    mounts its volumes and pulls its image), or None."""
+    if pod["phase"] not in (None, "Pending"):
+        return None
+    waiting = (pod.get("runner") or {}).get("state", {}).get("waiting") or {}
+    scheduled = pod.get("scheduled") or {}
+    if waiting.get("reason") != "ContainerCreating" or scheduled.get("status") != "True":
+        return None
+    try:
+        return datetime.datetime.fromisoformat(scheduled["lastTransitionTime"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def not_starting_in(
+    pods: list[dict[str, Any]], now: datetime.datetime, timeout: float
+) -> float | None:
+    """Seconds until a pod still creating its container has done so for `timeout`: when to look
+    again, as nothing else may happen meanwhile (the kubelet retries a missing volume quietly)."""
+    waits = [
+        timeout - (now - since).total_seconds()
+        for since in map(_creating_since, pods)
+        if since is not None
+    ]
+    pending = [w for w in waits if w > 0]
+    return min(pending) if pending else None
+
+
+def stuck(
+    pods: list[dict[str, Any]],
+    now: datetime.datetime | None = None,
+    start_timeout: float | None = None,
+) -> tuple[str, str] | None:
+    """(reason, message) when a pod waits for something only the user can fix.
+
+    With `now` and `start_timeout`, also a pod that has been creating its container for longer
+    than that: the pod shows no reason (a volume from a missing Secret or ConfigMap, a missing
+    key of one, or a slow image pull: only the pod's events tell which).
+    """
     for pod in sorted(pods, key=lambda p: p["name"]):
         if pod["phase"] not in (None, "Pending"):
             continue
@@ -142,4 +183,14 @@ def stuck(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
             return reason, f"pod {pod['name']}: {message or reason}"
         if reason == "CreateContainerError":
             return reason, f"pod {pod['name']}: {message or reason}"
+        since = _creating_since(pod)
+        if since is not None and now is not None and start_timeout is not None:
+            waited = (now - since).total_seconds()
+            if waited >= start_timeout:
+                return "PodNotStarting", (
+                    f"pod {pod['name']} has been in ContainerCreating for {int(waited)}s: a "
+                    "volume may wait for a missing Secret or ConfigMap (model.caBundle, "
+                    "dataset.configMapRef) or a key of one, or the image pull is slow; "
+                    f"`kubectl describe pod {pod['name']}` shows which"
+                )
     return None

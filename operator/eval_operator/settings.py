@@ -59,6 +59,16 @@ class OperatorSettings(BaseModel):
         le=3600,
         description="How often a run waiting for a missing ConfigMap checks for it again.",
     )
+    pod_start_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description=(
+            "How long a runner pod may stay in ContainerCreating before the Evaluation shows "
+            "reason PodNotStarting (a volume waiting for a missing Secret or ConfigMap looks "
+            "like that, and so does a long image pull)."
+        ),
+    )
     progress_timeout_seconds: float = Field(
         default=2.0, gt=0, le=30, description="Timeout of one /progress poll of a runner pod."
     )

@@ -129,16 +129,23 @@ def test_rendered_objects_are_valid(values_file: str) -> None:
                 kubernetes_validate.validate(doc, kube, strict=True)
             except kubernetes_validate.ValidationError as err:
                 pytest.fail(f"{where} is invalid for Kubernetes {kube}: {err.message}")
+        # In the watched namespaces: their Roles and runner NetworkPolicies; the dashboard
+        # ConfigMap goes where Grafana's sidecar looks.
         assert doc["metadata"].get("namespace", NAMESPACE) == NAMESPACE or kind in (
             "Role",
             "RoleBinding",
             "ConfigMap",
+            "NetworkPolicy",
         ), where
 
 
 def test_every_optional_object_is_rendered_by_some_values_file() -> None:
     kinds = {d["kind"] for f in VALUES_FILES for d in render(f)}
-    assert set(THIRD_PARTY_KINDS) | {"ConfigMap", "Role", "RoleBinding", "Service"} <= kinds
+    assert (
+        set(THIRD_PARTY_KINDS)
+        | {"ConfigMap", "Role", "RoleBinding", "Service", "NetworkPolicy"}
+        | {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    ) <= kinds
 
 
 def test_values_schema_rejects_typos_and_bad_values() -> None:
@@ -387,7 +394,9 @@ def test_notes_render() -> None:
         str(CHART / "ci" / "namespaced-values.yaml"),
     )
     assert "It watches Evaluations in: team-a, team-b." in done.stdout
-    assert "helm show crds CHART | kubectl apply --server-side -f -" in done.stdout
+    assert (
+        "helm show crds CHART | kubectl apply --server-side --force-conflicts -f -" in done.stdout
+    )
 
 
 # --- monitoring ---------------------------------------------------------------------------------

@@ -598,3 +598,97 @@ async def test_valid_crd_schemas_are_accepted(api: Client) -> None:
     }
     status, reply, _ = await api.call("POST", CRDS, crd_with(schema))
     assert status == 201, reply
+
+
+# --- ValidatingAdmissionPolicy ----------------------------------------------------------------
+
+VAPS = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+VAP_BINDINGS = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+
+
+def admission_policy(name: str, expression: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["configmaps"],
+                    }
+                ]
+            },
+            "validations": [{"expression": expression}],
+            **spec,
+        },
+    }
+
+
+def policy_binding(name: str, actions: list[str], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": actions, **spec},
+    }
+
+
+async def test_validating_admission_policies_deny_warn_and_fail_closed(api: Client) -> None:
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {}}
+    checks = [
+        admission_policy("small", "size(object.data) <= 1", matchConditions=[]),
+        admission_policy(
+            "typed",
+            "object.data.mode == 'safe'",  # errors on a ConfigMap without data.mode
+            failurePolicy="Ignore",
+        ),
+        admission_policy("broken", "object.data.mode == 'safe'"),  # Fail (the default)
+    ]
+    checks[0]["spec"]["validations"][0]["messageExpression"] = (
+        "'at most one key, got ' + string(size(object.data))"
+    )
+    for body in checks:
+        assert (await api.call("POST", VAPS, body))[0] == 201
+    # No binding, no effect.
+    assert (await api.call("POST", CONFIGMAPS, {**config_map, "data": {"a": "1", "b": "2"}}))[
+        0
+    ] == 201
+    assert (await api.call("POST", VAP_BINDINGS, policy_binding("small", ["Deny"])))[0] == 201
+    code, body, _ = await api.call(
+        "POST", CONFIGMAPS, {**config_map, "metadata": {"name": "d"}, "data": {"a": "1", "b": "2"}}
+    )
+    assert (code, body["reason"]) == (422, "Invalid")
+    assert body["message"] == (
+        "configmaps \"d\" is forbidden: ValidatingAdmissionPolicy 'small' with binding 'small' "
+        "denied request: at most one key, got 2"
+    )
+    # An update is checked too; a namespace outside the binding's selector is not.
+    code, _, _ = await api.call(
+        "PUT", f"{CONFIGMAPS}/c", {**config_map, "data": {"a": "1", "b": "3"}}
+    )
+    assert code == 422
+    # An expression error: skipped under Ignore, a denial under Fail.
+    assert (await api.call("POST", VAP_BINDINGS, policy_binding("typed", ["Deny"])))[0] == 201
+    assert (await api.call("POST", CONFIGMAPS, {**config_map, "metadata": {"name": "e"}}))[0] == 201
+    assert (await api.call("POST", VAP_BINDINGS, policy_binding("broken", ["Warn"])))[0] == 201
+    code, _, warnings = await api.call(
+        "POST", CONFIGMAPS, {**config_map, "metadata": {"name": "f"}}
+    )
+    assert code == 201
+    assert any("Validation failed for ValidatingAdmissionPolicy 'broken'" in w for w in warnings)
+    selective = policy_binding(
+        "small",
+        ["Deny"],
+        matchResources={"namespaceSelector": {"matchLabels": {"strict": "yes"}}},
+    )
+    selective["metadata"]["name"] = "small-strict-only"
+    await api.call("DELETE", f"{VAP_BINDINGS}/small")
+    assert (await api.call("POST", VAP_BINDINGS, selective))[0] == 201
+    code, _, _ = await api.call(
+        "PUT", f"{CONFIGMAPS}/c", {**config_map, "data": {"a": "1", "b": "3"}}
+    )
+    assert code == 200  # default is not labelled strict=yes

@@ -4,6 +4,7 @@ emulator and a stand-in Job controller/kubelet (tests/support/operator_cluster.p
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trustme
 
 from tests.support.job_controller import EXIT_ZERO_IMAGE, UNPULLABLE_PREFIX, UNSCHEDULABLE_LABEL
 from tests.support.operator_cluster import (
@@ -235,6 +237,31 @@ def test_stuck_runs_are_visible(
     assert condition(ev, "Progressing")["status"] == "False"
     (warning, *_) = cluster.wait_event(name, reason)
     assert warning["type"] == "Warning"
+
+
+def test_a_pod_waiting_for_a_missing_volume_is_visible_and_recovers(cluster: Cluster) -> None:
+    """Item 7: a CA bundle from a Secret that does not exist leaves the pod in ContainerCreating
+    with no reason on the pod (only FailedMount events): past the operator's pod start timeout
+    (3 s here) that is reason PodNotStarting with a Warning; creating the Secret starts the run."""
+    body = manifest("no-ca", cluster.model)
+    body["spec"]["model"]["caBundle"] = {"secretRef": {"name": "private-ca", "key": "ca.crt"}}
+    assert cluster.apply(body).status_code == 201
+    ev = cluster.wait("no-ca", lambda e: ready(e).get("reason") == "PodNotStarting", timeout=20)
+    assert ev["status"]["phase"] == "Pending"
+    assert "has been in ContainerCreating for" in ready(ev)["message"]
+    assert "kubectl describe pod no-ca-" in ready(ev)["message"]
+    (warning, *_) = cluster.wait_event("no-ca", ("PodNotStarting",))
+    assert warning["type"] == "Warning"
+    pem = trustme.CA().cert_pem.bytes()
+    ca_secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "private-ca", "namespace": NS},
+        "data": {"ca.crt": base64.b64encode(pem).decode()},
+    }
+    cluster.api.create(ca_secret)
+    ev = cluster.wait_phase("no-ca", "Succeeded")
+    assert ready(ev)["reason"] == "Succeeded"
 
 
 def test_a_job_the_apiserver_rejects_is_a_condition_not_a_retry_loop(cluster: Cluster) -> None:

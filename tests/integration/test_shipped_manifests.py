@@ -175,3 +175,44 @@ def test_the_rendered_chart_passes_a_strict_server_dry_run(cluster: Cluster, val
         cluster.kubectl("create", "namespace", namespace, check=False)
     done = cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input=text)
     assert done.stdout.count("(server dry run)") == len(documents(text))
+
+
+def test_the_charts_admission_policy_denies_at_kubectl_apply(cluster: Cluster) -> None:
+    """The opt-in lock-down (ci/security-values.yaml) installed with helm, then an Evaluation
+    that would send its key elsewhere refused at `kubectl apply` with the policy's message."""
+    for namespace in ("eval-system", "team-a", "team-b"):
+        cluster.kubectl("create", "namespace", namespace, check=False)
+    cluster.kubectl("label", "namespace", "team-a", "evals.io/restricted=true", "--overwrite")
+    values = CHART / "ci" / "security-values.yaml"
+    cluster.helm(
+        "install", "locked", str(CHART), "-n", "eval-system", "--skip-crds", "-f", str(values)
+    )
+    try:
+        quickstart = documents((ROOT / "examples" / "quickstart.yaml").read_text())
+        (example,) = [d for d in quickstart if d["kind"] == "Evaluation"]
+        example["metadata"] = {"name": "leaky", "namespace": "team-a"}
+        example["spec"]["model"]["baseURL"] = "https://collector.example.net/v1"
+        denied = cluster.kubectl("apply", "-f", "-", input=json.dumps(example), check=False)
+        assert denied.returncode != 0
+        assert "Error from server (Forbidden)" in denied.stderr
+        assert (
+            "ValidatingAdmissionPolicy 'locked-eval-operator-evaluations' with binding "
+            "'locked-eval-operator-evaluations' denied request: spec: endpoint "
+            "https://collector.example.net/v1 is not allowed here" in denied.stderr
+        )
+        # The same object where the binding's namespaceSelector does not reach is admitted.
+        example["metadata"]["namespace"] = "team-b"
+        cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(example))
+        # Fixed, it is admitted where the policy applies too.
+        example["metadata"]["namespace"] = "team-a"
+        example["spec"]["model"]["baseURL"] = "http://vllm.models.svc:8000/v1"
+        secret_ref = example["spec"]["model"].get("apiKeySecretRef")
+        if secret_ref:
+            secret_ref["name"] = "evals-" + secret_ref["name"]
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(example))
+        assert cluster.get("evaluation", "leaky", "-n", "team-a")["spec"]["model"]["baseURL"] == (
+            "http://vllm.models.svc:8000/v1"
+        )
+        cluster.kubectl("delete", "evaluation", "leaky", "-n", "team-a")
+    finally:
+        cluster.helm("uninstall", "locked", "-n", "eval-system")

@@ -94,6 +94,7 @@ class Attempt:
     pull_failures: int = 0
     pod_spec: dict[str, Any] | None = None  # once started
     refreshed: float = 0.0  # when its volumes were last brought up to date (monotonic)
+    scheduled_at: str = ""  # PodScheduled's lastTransitionTime, once bound to the node
 
 
 @dataclass
@@ -389,10 +390,19 @@ class FakeJobController:
                 state.namespace, pod_spec, container, attempt.workdir, env
             )
         except NotStartable as blocked:
+            # Bound to the node (PodScheduled True since then); the kubelet cannot start it.
+            attempt.scheduled_at = attempt.scheduled_at or now()
             await self._merge_status(
                 pod_path,
                 {
                     "phase": "Pending",
+                    "conditions": [
+                        {
+                            "type": "PodScheduled",
+                            "status": "True",
+                            "lastTransitionTime": attempt.scheduled_at,
+                        }
+                    ],
                     "containerStatuses": [
                         {
                             "name": "runner",
@@ -432,7 +442,11 @@ class FakeJobController:
                 "podIP": "127.0.0.1",
                 "startTime": now(),
                 "conditions": [
-                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}
+                    {
+                        "type": "PodScheduled",
+                        "status": "True",
+                        "lastTransitionTime": attempt.scheduled_at or now(),
+                    }
                 ],
                 "containerStatuses": [
                     {
@@ -567,6 +581,8 @@ class FakeJobController:
                     {"key": k, "path": k} for k in cm.get("data", {})
                 ]
                 for item in items:
+                    if item["key"] not in cm.get("data", {}):
+                        raise NotStartable("ContainerCreating", "")  # FailedMount: no such key
                     (target / item["path"]).write_text(cm["data"][item["key"]])
             elif "secret" in volume:
                 try:
@@ -577,6 +593,8 @@ class FakeJobController:
                 except LookupError:
                     raise NotStartable("ContainerCreating", "") from None
                 for item in volume["secret"].get("items", []):
+                    if item["key"] not in (secret.get("data") or {}):
+                        raise NotStartable("ContainerCreating", "")  # FailedMount: no such key
                     (target / item["path"]).write_bytes(
                         base64.b64decode(secret["data"][item["key"]])
                     )

@@ -8,6 +8,7 @@ it differs — progress at most every few seconds, anything else at once.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ from eval_operator.builders.meta import RUN_LABEL, run_name
 from eval_operator.conditions import now_rfc3339
 from eval_operator.kube import Conflict, Kube, Rejected
 from eval_operator.ledger import ledger_of
-from eval_operator.pods import PodTracker, stuck
+from eval_operator.pods import PodTracker, not_starting_in, stuck
 from eval_operator.runplan import KUEUE_QUEUE_LABEL, SUSPEND_ANNOTATION, RunPlan
 from eval_operator.settings import OperatorSettings
 from eval_operator.status import (
@@ -208,6 +209,7 @@ async def _step(evaluation: dict[str, Any], ctx: Context) -> Step:
             job = await _follow_suspend(evaluation, raw_spec, job, ctx, actions)
 
     obs.job = job
+    extra_recheck: float | None = None
     if job is not None:
         obs.plan = RunPlan.from_annotations(job["metadata"].get("annotations") or {})
         if obs.plan is None:  # a Job made by an operator version without plans
@@ -220,7 +222,14 @@ async def _step(evaluation: dict[str, Any], ctx: Context) -> Step:
             for pod in obs.pods
             if (namespace, pod["name"]) in ctx.live
         }
-        obs.stuck = stuck(obs.pods)
+        now = datetime.datetime.fromisoformat(obs.now)
+        start_timeout = ctx.settings.pod_start_timeout_seconds
+        obs.stuck = stuck(obs.pods, now, start_timeout)
+        if obs.stuck is None and not run_is_finished(old, run):
+            # No watch event comes while the kubelet waits for a volume: look again then.
+            starting = not_starting_in(obs.pods, now, start_timeout)
+            if starting is not None:
+                extra_recheck = starting + 0.1
         if obs.plan is not None and obs.plan.budgeted and not run_is_finished(old, run):
             await _keep_ledger(evaluation, run, obs.pods, ctx)
 
@@ -232,6 +241,8 @@ async def _step(evaluation: dict[str, Any], ctx: Context) -> Step:
         ctx.pods.forget_run(namespace, run)
         ctx.ledgers.pop((namespace, run), None)
     recheck = outcome.recheck_after
+    if extra_recheck is not None:
+        recheck = extra_recheck if recheck is None else min(recheck, extra_recheck)
     if obs.blocked is not None:
         # ConfigMaps are not watched: look again for the missing one from time to time.
         wait = ctx.settings.missing_input_recheck_seconds

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from . import admission, gotypes, managed
 from . import errors as err
-from . import gotypes, managed
 from .crds import resource_type_from_crd
 from .errors import APIError, FieldError
 from .patches import (
@@ -619,6 +619,47 @@ class Store:
             raise err.invalid(rt, meta.get("name") or "", errors)
         return obj
 
+    def _check_policies(
+        self,
+        rt: ResourceType,
+        version: str,
+        operation: str,
+        obj: dict[str, Any],
+        old: dict[str, Any] | None,
+        opts: WriteOptions | None,
+        subresource: str | None = None,
+    ) -> None:
+        """Validating admission: the ValidatingAdmissionPolicies bound to this write."""
+        policies = list(self.objects[admission.POLICIES].values())
+        if not policies:
+            return
+        meta = obj["metadata"]
+        namespace = None
+        if rt.namespaced:
+            namespace = self.objects[NAMESPACE_KEY].get(("", meta.get("namespace", "")), {})
+        request = admission.Request(
+            operation=operation,
+            group=rt.group,
+            version=version,
+            resource=rt.plural,
+            kind=rt.kind,
+            namespace=meta.get("namespace", "") if rt.namespaced else "",
+            name=meta.get("name", ""),
+            sub_resource=subresource or "",
+            dry_run=bool(opts and opts.dry_run),
+        )
+        warnings = opts.warnings if opts is not None else []
+        admission.enforce(
+            policies,
+            list(self.objects[admission.BINDINGS].values()),
+            request,
+            render(rt, obj, version),
+            render(rt, old, version) if old is not None else None,
+            namespace,
+            rt.qualified,
+            warnings.append,
+        )
+
     def _generate_name(self, rt: ResourceType, namespace: str, prefix: str) -> str:
         for _ in range(100):
             name = prefix + "".join(random.choices(_NAME_ALPHABET, k=5))
@@ -695,6 +736,7 @@ class Store:
             if keep_status and given_status is not None:
                 obj["status"] = given_status
             obj = self._admit(rt, version, obj, None)
+            self._check_policies(rt, version, "CREATE", obj, None, opts)
             if rt.has_generation:
                 obj["metadata"]["generation"] = 1
             if owned is not None:
@@ -771,6 +813,7 @@ class Store:
                 result["metadata"][key] = old_meta[key]
         result["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         result = self._admit(rt, version, result, old)
+        self._check_policies(rt, version, "UPDATE", result, old, opts, subresource)
         if owned is not None:
             result["metadata"]["managedFields"] = managed.encode_managers(owned)
             if not result["metadata"]["managedFields"]:
