@@ -7,9 +7,10 @@ from decimal import Decimal
 
 from pydantic import BaseModel
 
+from eval_api import cel
 from eval_api.shard import ScoreSums, ShardSummary, ShardUsage
 from eval_api.stats import score_result
-from eval_api.v1alpha1 import JudgeUsage, Progress, ScoreResult, Usage
+from eval_api.v1alpha1 import Progress, ScoreResult, Usage
 
 # Above this share of truncated answers the run says so (CLI warning, condition message).
 TRUNCATED_NOTE_FRACTION = Decimal("0.05")
@@ -107,7 +108,6 @@ def aggregate(
         for error_class, count in summary.errors.items():
             errors[error_class] = errors.get(error_class, 0) + count
     grand_total = shard_total if total is None else total
-    judge = usage.judge
     return Aggregate(
         progress=Progress(
             total=grand_total,
@@ -116,26 +116,10 @@ def aggregate(
             summary=progress_summary(completed, failed, grand_total) if grand_total else "",
         ),
         results=[score_result(name, sums) for name, sums in scores.items()],
-        usage=Usage(
-            requests=usage.requests,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            prompt_cache_tokens=usage.prompt_cache_tokens,
-            cache_hits=usage.cache_hits,
-            timed_out=usage.timed_out,
-            truncated=usage.truncated,
-            cost_usd=usage.cost_usd,
-            judge=None
-            if judge is None
-            else JudgeUsage(
-                requests=judge.requests,
-                input_tokens=judge.input_tokens,
-                output_tokens=judge.output_tokens,
-                prompt_cache_tokens=judge.prompt_cache_tokens,
-                timed_out=judge.timed_out,
-                truncated=judge.truncated,
-                cost_usd=judge.cost_usd,
-            ),
+        # The shard contract and the status share field names; judges have no response cache.
+        usage=Usage.model_validate(
+            usage.model_dump(by_alias=True, exclude={"judge": {"cache_hits"}}),
+            context=cel.ADMITTED,
         ),
         errors=errors,
     )

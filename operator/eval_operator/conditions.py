@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ def set_condition(
     lastTransitionTime moves only when status changes: tools (kstatus, Argo CD, users watching
     `kubectl get -w`) read it as "since when", not "last written".
     """
-    previous = next((c for c in conditions if c.get("type") == type_), None)
+    previous = _find(conditions, type_)
     transition = now
     if (
         previous is not None
@@ -44,5 +44,10 @@ def set_condition(
     return [c for c in conditions if c.get("type") != type_] + [updated]
 
 
-def find(conditions: Iterable[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+def condition_of(status: Mapping[str, Any], type_: str) -> dict[str, Any]:
+    """The condition of that type in a status, or {} when it has none."""
+    return _find(status.get("conditions") or [], type_) or {}
+
+
+def _find(conditions: Iterable[dict[str, Any]], type_: str) -> dict[str, Any] | None:
     return next((c for c in conditions if c.get("type") == type_), None)

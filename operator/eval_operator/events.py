@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eval_api.v1alpha1 import RERUN_ANNOTATION
+from eval_operator.conditions import condition_of
 from eval_operator.status import SPEC_CHANGED_MARK
 
 # Ready reasons that need a person: a Warning event when the Evaluation enters them.
@@ -60,7 +61,7 @@ def normal(reason: str, message: str) -> Event:
 
 
 def _ready(status: dict[str, Any]) -> dict[str, Any]:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return condition_of(status, "Ready")
 
 
 def _main_score(status: dict[str, Any]) -> str:
@@ -89,7 +90,7 @@ def transitions(old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
     phase, old_phase = new.get("phase"), old.get("phase")
     entered = new_ready.get("reason") != old_ready.get("reason") or phase != old_phase
     if phase == "Succeeded" and old_phase != "Succeeded":
-        passed = next((c for c in new.get("conditions") or [] if c.get("type") == "Passed"), {})
+        passed = condition_of(new, "Passed")
         found.append(
             normal(
                 "Succeeded",

@@ -27,8 +27,8 @@ def status_of(obs: Observation, old: dict[str, Any] | None = None) -> dict[str, 
     return desired_status(old or {}, obs).status
 
 
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return cond.find(status["conditions"], type_)
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return cond.condition_of(status, type_) or None
 
 
 def live(**summaries: ShardSummary) -> dict[str, ShardSummary]:

@@ -25,7 +25,7 @@ from eval_api.v1alpha1 import RERUN_ANNOTATION, EvaluationSpec
 from eval_operator import events
 from eval_operator.builders.job import build_job, build_ledger, build_run_config
 from eval_operator.builders.meta import RUN_LABEL, run_name
-from eval_operator.conditions import now_rfc3339
+from eval_operator.conditions import condition_of, now_rfc3339
 from eval_operator.kube import Conflict, Kube, Rejected
 from eval_operator.ledger import ledger_of
 from eval_operator.pods import PodTracker, not_starting_in, stuck
@@ -129,7 +129,7 @@ def _rejected_before(old: Mapping[str, Any], run: str, generation: int) -> str |
     """The message of a Job rejection already reported for this run and generation."""
     if old.get("jobName") != run or old.get("observedGeneration") != generation:
         return None
-    ready = next((c for c in old.get("conditions") or [] if c.get("type") == "Ready"), {})
+    ready = condition_of(old, "Ready")
     if ready.get("reason") != "JobRejected":
         return None
     return str(ready.get("message", "")).removeprefix("the apiserver rejected the run's Job: ")

@@ -40,25 +40,26 @@ Path = tuple[tuple[str, Any], ...]
 FieldSet = set[Path]
 Schema = dict[str, Any]
 
-# Metadata that SMD never tracks (stripmeta.go), plus the root's type fields.
+# Metadata that structured-merge-diff never tracks (stripmeta.go).
+UNTRACKED_METADATA = frozenset(
+    {
+        "name",
+        "namespace",
+        "creationTimestamp",
+        "selfLink",
+        "uid",
+        "generation",
+        "managedFields",
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    }
+)
+# ... and, as field paths, with the root's type fields.
 _STRIPPED: FieldSet = {
     (("f", "apiVersion"),),
     (("f", "kind"),),
-    *(
-        (("f", "metadata"), ("f", name))
-        for name in (
-            "name",
-            "namespace",
-            "creationTimestamp",
-            "selfLink",
-            "uid",
-            "generation",
-            "managedFields",
-            "resourceVersion",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-        )
-    ),
+    *((("f", "metadata"), ("f", name)) for name in UNTRACKED_METADATA),
 }
 
 

@@ -193,25 +193,11 @@ def _without_managed(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k not in skipped}}
 
 
-_UNTRACKED_META = {
-    "name",
-    "namespace",
-    "creationTimestamp",
-    "selfLink",
-    "uid",
-    "generation",
-    "managedFields",
-    "resourceVersion",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-}
-
-
 def _strip_for_fields(obj: dict[str, Any]) -> dict[str, Any]:
     """What field ownership is computed on: no type fields, no server-owned metadata."""
     meta = obj.get("metadata") or {}
     result = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-    kept = {k: v for k, v in meta.items() if k not in _UNTRACKED_META}
+    kept = {k: v for k, v in meta.items() if k not in managed.UNTRACKED_METADATA}
     if kept:
         result["metadata"] = kept
     return result
