@@ -355,6 +355,11 @@ async def test_create_get_list_conflict_notfound(http, server):
     status, body = await http.call("POST", f"{CONFIGMAPS}/cm1", {})
     assert status == 405 and body["reason"] == "MethodNotAllowed"
 
+    status, body = await http.post(
+        "/api/v1/namespaces/other/configmaps", {"metadata": {"name": "cm-other"}}
+    )
+    assert (status, body["message"]) == (404, 'namespaces "other" not found')  # not yet
+    await http.post("/api/v1/namespaces", {"metadata": {"name": "other"}})
     await http.post("/api/v1/namespaces/other/configmaps", {"metadata": {"name": "cm-other"}})
     status, listing = await http.get(CONFIGMAPS)
     assert listing["kind"] == "ConfigMapList" and listing["apiVersion"] == "v1"
@@ -393,7 +398,7 @@ async def test_create_get_list_conflict_notfound(http, server):
     )
     assert len(page2["items"]) == 1 and not page2["metadata"].get("continue")
 
-    # Namespaces are optional for objects, but are served properly.
+    # Namespaces: objects need theirs (above); they are served properly.
     status, ns = await http.post("/api/v1/namespaces", {"metadata": {"name": "team-a"}})
     assert status == 201 and ns["status"]["phase"] == "Active"
     assert ns["metadata"]["labels"] == {"kubernetes.io/metadata.name": "team-a"}
@@ -404,6 +409,7 @@ async def test_create_get_list_conflict_notfound(http, server):
         "kube-node-lease",
         "kube-public",
         "kube-system",
+        "other",
         "team-a",
     ]
     assert all("namespace" not in n["metadata"] for n in namespaces["items"])

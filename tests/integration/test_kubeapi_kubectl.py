@@ -256,6 +256,13 @@ def test_helm_install_upgrade_uninstall(cluster: Cluster, values: str) -> None:
     if values.startswith("monitoring"):
         cluster.kubectl("apply", "--server-side", "-f", str(thirdparty_crds()))
     values_file = str(CHART / "ci" / values)
+    # The namespaces the values file puts objects in must exist, as on a real cluster (the
+    # apiserver refuses content in a namespace that does not).
+    rendered = cluster.helm("template", "x", str(CHART), "-n", "evals", "-f", values_file).stdout
+    for doc in yaml.safe_load_all(rendered):
+        other = ((doc or {}).get("metadata") or {}).get("namespace")
+        if other and other != "evals":
+            cluster.kubectl("create", "namespace", other, check=False)
     namespace = ["--namespace", "evals", "--create-namespace"]
     cluster.helm("install", "eval-operator", str(CHART), *namespace, "-f", values_file)
     assert cluster.get("crd", "evaluations.evals.io")["status"]["conditions"]

@@ -28,3 +28,17 @@ def test_example_is_admitted_and_parses(path):
         # Nothing in the example is silently pruned: every field is known to the schema.
         assert prune(document, SCHEMA, root=True) == document
         Evaluation.model_validate(document)
+
+
+def test_the_runner_egress_policy_selects_the_runner_pods_the_operator_builds():
+    from eval_operator.settings import OperatorSettings
+    from tests.support.factories import evaluation, make_job
+    from tests.support.kubeapi.admission import selector_matches
+
+    (policy,) = yaml.safe_load_all(
+        (ROOT / "examples" / "runner-egress-networkpolicy.yaml").read_text()
+    )
+    job = make_job(evaluation(namespace="team-a"), "quick-abc123", OperatorSettings())
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert selector_matches(policy["spec"]["podSelector"], labels)
+    assert policy["spec"]["policyTypes"] == ["Egress"]

@@ -605,6 +605,26 @@ class Store:
             raise err.invalid(rt, meta.get("name") or "", errors)
         return obj
 
+    def _check_namespace_accepts(self, rt: ResourceType, namespace: str, name: str) -> None:
+        """The NamespaceLifecycle admission plugin: nothing is created in a namespace that does
+        not exist or is being deleted."""
+        found = self.objects[NAMESPACE_KEY].get(("", namespace))
+        if found is None:
+            raise APIError(
+                404,
+                "NotFound",
+                f'namespaces "{namespace}" not found',
+                {"name": namespace, "kind": "namespaces"},
+            )
+        if found["metadata"].get("deletionTimestamp"):
+            raise APIError(
+                403,
+                "Forbidden",
+                f'{rt.qualified} "{name}" is forbidden: unable to create new content in '
+                f"namespace {namespace} because it is being terminated",
+                {"name": name, "kind": rt.plural},
+            )
+
     def _check_policies(
         self,
         rt: ResourceType,
@@ -707,6 +727,8 @@ class Store:
                         ],
                     )
                 meta["name"] = self._generate_name(rt, ns, meta["generateName"])
+            if rt.namespaced:
+                self._check_namespace_accepts(rt, ns, meta["name"])
             if (ns, meta["name"]) in self.objects[rt.key]:
                 raise err.already_exists(rt, meta["name"])
 
