@@ -14,3 +14,24 @@ INDEX_IGNORED_FAILURES = "EVAL_INDEX_IGNORED_FAILURES"
 def judge_key_env(index: int) -> str:
     """The variable holding the key of the index-th llm_judge scorer's judge."""
     return "EVAL_JUDGE_API_KEY" if index == 0 else f"EVAL_JUDGE_API_KEY_{index}"
+
+# Runs inside an EvalSuite (spec.suiteRef): who the pod writes rows for, and where.
+EVALUATION_UID = "EVAL_EVALUATION_UID"
+EVALUATION_NAME = "EVAL_EVALUATION_NAME"
+EVALUATION_NAMESPACE = "EVAL_EVALUATION_NAMESPACE"
+SUITE = "EVAL_SUITE"
+RUN = "EVAL_RUN"  # the run's name (the Job's): rows are keyed by (evaluation uid, run, sample id)
+# The store (PostgreSQL): either a whole connection URI, or its parts, as the keys of a
+# CloudNativePG app Secret (uri, or host/port/dbname/username/password). The URI and the
+# password come only from Secrets, by secretKeyRef; host, port, dbname and user may be plain.
+STORE_URI = "EVAL_STORE_URI"
+STORE_HOST = "EVAL_STORE_HOST"
+STORE_PORT = "EVAL_STORE_PORT"
+STORE_DBNAME = "EVAL_STORE_DBNAME"
+STORE_USER = "EVAL_STORE_USER"
+STORE_PASSWORD = "EVAL_STORE_PASSWORD"  # noqa: S105 - the variable's name, not a password
+STORE_SSLMODE = "EVAL_STORE_SSLMODE"
+STORE_SSLROOTCERT = "EVAL_STORE_SSLROOTCERT"  # path of the CA bundle verify-ca/verify-full use
+# The response cache (Redis): a redis:// or rediss:// URL holding its password, from a Secret.
+CACHE_URL = "EVAL_CACHE_URL"
+CACHE_TTL_SECONDS = "EVAL_CACHE_TTL_SECONDS"
