@@ -246,7 +246,7 @@ def crd_for(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-ALL_KINDS: tuple[type[BaseModel], ...] = (v1alpha1.Evaluation,)
+ALL_KINDS: tuple[type[BaseModel], ...] = (v1alpha1.Evaluation, v1alpha1.EvalSuite)
 
 
 def render_all() -> dict[str, str]:

@@ -1091,3 +1091,407 @@ class Evaluation(BaseModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: EvaluationSpec = Field(description="The desired evaluation.")
     status: EvaluationStatus | None = Field(default=None, description="The observed state.")
+
+
+# --- EvalSuite ------------------------------------------------------------------------------
+#
+# An EvalSuite brings up the evaluation stack (the per-sample store, the response cache) that
+# Evaluations with spec.suiteRef run inside. The matrix (models, tasks, baseline, schedule) and
+# the platform parts (tls, monitoring, dashboard, networkPolicy) are later fields of this spec.
+
+# An object field whose absence means its defaults: a `default` on the object makes the
+# apiserver fill in the nested defaults too, so what is stored (and what GitOps tools diff) is
+# what the models read. The apiserver checks the object's CEL rules on the default as written
+# (nested defaults not applied), so a default names the fields its rules read.
+DEFAULTED_OBJECT = {"default": {}}
+DEFAULT_MANAGED = {"default": {"mode": "Managed"}}
+
+# A cron schedule of five fields (minute hour day-of-month month day-of-week) or a macro such
+# as @daily; the operator parses it with croniter and reports what it cannot (InvalidSpec).
+CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
+
+# postgresql.conf settings the operator owns (where the server listens, its files, TLS):
+# spec.store.managed.parameters may not set them.
+RESERVED_POSTGRES_PARAMETERS = (
+    "listen_addresses",
+    "port",
+    "data_directory",
+    "config_file",
+    "hba_file",
+    "ident_file",
+    "unix_socket_directories",
+    "external_pid_file",
+    "ssl",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "ssl_ca_file",
+    "archive_command",
+    "restore_command",
+)
+
+
+class StoreBackupSpec(ApiModel):
+    """Scheduled dumps of the managed store: a CronJob runs `pg_dump -Fc` to a backup volume of
+    its own and keeps the newest `retention` dumps."""
+
+    enabled: bool = Field(default=True, description="Take scheduled dumps (default true).")
+    schedule: str = Field(
+        default="0 3 * * *",
+        max_length=128,
+        pattern=CRON_PATTERN,
+        description='Cron schedule of the dumps, five fields or a macro (default "0 3 * * *").',
+    )
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        description='IANA time zone of the schedule, e.g. "Europe/Paris" (default: UTC).',
+    )
+    retention: int = Field(
+        default=7, ge=1, le=1000, description="Dumps kept; older ones are deleted (default 7)."
+    )
+    size: Quantity = Field(
+        default="10Gi", description='Size of the backup volume (default "10Gi").'
+    )
+    storage_class_name: str | None = Field(
+        default=None,
+        max_length=253,
+        description="StorageClass of the backup volume (default: the cluster's default class).",
+    )
+
+
+class ManagedStoreSpec(ApiModel):
+    """A single-instance PostgreSQL StatefulSet run by the operator for this suite."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!has(self.parameters) || self.parameters.all(k, !(k in ["
+                    + ", ".join(f"'{name}'" for name in RESERVED_POSTGRES_PARAMETERS)
+                    + "]))",
+                    "parameters may not set "
+                    + ", ".join(RESERVED_POSTGRES_PARAMETERS)
+                    + " (the operator owns them)",
+                    ".parameters",
+                ),
+                cel_rule(
+                    "!has(self.parameters) || self.parameters.all(k, "
+                    "k.matches('^[a-z][a-z0-9_.]*$'))",
+                    "parameter names are lower-case postgresql.conf names, e.g. work_mem",
+                    ".parameters",
+                ),
+            ]
+        }
+    )
+
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=IMAGE_PATTERN,
+        description=(
+            "PostgreSQL image (default: the operator's pinned official postgres image). It "
+            "must be the official image or follow its conventions (docker-entrypoint.sh, "
+            "POSTGRES_* variables, the postgres user with UID 999)."
+        ),
+    )
+    size: Quantity = Field(default="10Gi", description='Size of the data volume (default "10Gi").')
+    storage_class_name: str | None = Field(
+        default=None,
+        max_length=253,
+        description="StorageClass of the data volume (default: the cluster's default class).",
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description=(
+            "PostgreSQL's CPU and memory (default requests 250m/512Mi, limit 1Gi); "
+            "shared_buffers and effective_cache_size follow the memory limit."
+        ),
+    )
+    parameters: dict[str, Annotated[str, Field(max_length=256)]] | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "postgresql.conf settings over the operator's tuned ones, e.g. {work_mem: 16MB}."
+        ),
+    )
+    retain_on_delete: bool = Field(
+        default=True,
+        description=(
+            "Keep the data volume and the credentials Secret when the suite is deleted "
+            "(default true): a suite created again under the same name reattaches them. "
+            "False deletes them with the suite."
+        ),
+    )
+    backup: StoreBackupSpec = Field(
+        default_factory=StoreBackupSpec,
+        description="Scheduled dumps (on by default).",
+        json_schema_extra=DEFAULTED_OBJECT,
+    )
+
+
+POSTGRES_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+class ExternalStoreSpec(ApiModel):
+    """A PostgreSQL database the suite does not run (CloudNativePG, RDS, Cloud SQL, ...)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!(self.sslmode in ['verify-ca', 'verify-full']) || has(self.caBundle)",
+                    "sslmode verify-ca and verify-full need caBundle (the CA that signed the "
+                    "server's certificate)",
+                    ".caBundle",
+                ),
+            ]
+        }
+    )
+
+    secret_ref: LocalObjectReference = Field(
+        description=(
+            "Secret in the shape of a CloudNativePG app Secret: key uri "
+            "(postgresql://user:password@host:port/dbname), or keys host, port, dbname, "
+            "username and password (port defaults to 5432). A CloudNativePG Cluster's "
+            "<cluster>-app Secret works as it is."
+        )
+    )
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        default="require",
+        description=(
+            "libpq sslmode of every connection (default require: encrypted, server not "
+            "verified; verify-full checks the certificate and the host name against "
+            "caBundle)."
+        ),
+    )
+    ca_bundle: CABundleSource | None = Field(
+        default=None, description="CA bundle for sslmode verify-ca / verify-full."
+    )
+
+
+class StoreSpec(ApiModel):
+    """Where per-sample results go: PostgreSQL, managed by the suite or external."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "self.mode != 'External' || has(self.external)",
+                    "mode External needs external.secretRef",
+                    ".external",
+                ),
+                cel_rule(
+                    "self.mode == 'External' || !has(self.external)",
+                    "external is only for mode External",
+                    ".external",
+                ),
+                cel_rule(
+                    "self.mode == 'Managed' || !has(self.managed)",
+                    "managed is only for mode Managed",
+                    ".managed",
+                ),
+            ]
+        }
+    )
+
+    mode: Literal["Managed", "External"] = Field(
+        default="Managed",
+        description="Managed (default): a PostgreSQL StatefulSet; External: store.external.",
+    )
+    managed: ManagedStoreSpec | None = Field(
+        default=None, description="The managed PostgreSQL (defaults when omitted)."
+    )
+    external: ExternalStoreSpec | None = Field(default=None, description="The external database.")
+
+
+class ManagedCacheSpec(ApiModel):
+    """A Redis Deployment run by the operator: no persistence, least-recently-used eviction."""
+
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=IMAGE_PATTERN,
+        description="Redis image (default: the operator's pinned official redis image).",
+    )
+    max_memory: Quantity = Field(
+        default="256Mi",
+        description=(
+            'Redis maxmemory (default "256Mi"): past it the least recently used answers are '
+            "evicted (allkeys-lru). The container's memory limit is set above it."
+        ),
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Redis's CPU and memory (default: from maxMemory)."
+    )
+
+
+class ExternalCacheSpec(ApiModel):
+    """A Redis the suite does not run."""
+
+    secret_ref: SecretKeySelector = Field(
+        description=(
+            "Secret key holding the URL, redis://[user:password@]host:port/db or rediss:// for TLS."
+        )
+    )
+
+
+class CacheSpec(ApiModel):
+    """The response cache: identical requests are answered from Redis, not the model."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "self.mode != 'External' || has(self.external)",
+                    "mode External needs external.secretRef",
+                    ".external",
+                ),
+                cel_rule(
+                    "self.mode == 'External' || !has(self.external)",
+                    "external is only for mode External",
+                    ".external",
+                ),
+                cel_rule(
+                    "self.mode == 'Managed' || !has(self.managed)",
+                    "managed is only for mode Managed",
+                    ".managed",
+                ),
+            ]
+        }
+    )
+
+    mode: Literal["Managed", "External", "Disabled"] = Field(
+        default="Managed",
+        description="Managed (default): a Redis Deployment; External: cache.external; Disabled.",
+    )
+    ttl_seconds: int = Field(
+        default=604800,
+        ge=60,
+        le=31_536_000,
+        description="How long a cached answer is kept, in seconds (default 604800, 7 days).",
+    )
+    managed: ManagedCacheSpec | None = Field(
+        default=None, description="The managed Redis (defaults when omitted)."
+    )
+    external: ExternalCacheSpec | None = Field(default=None, description="The external Redis.")
+
+
+class EvalSuiteSpec(ApiModel):
+    """The evaluation stack: a per-sample results store and a response cache."""
+
+    store: StoreSpec = Field(
+        default_factory=StoreSpec,
+        description="Per-sample results (PostgreSQL).",
+        json_schema_extra=DEFAULT_MANAGED,
+    )
+    cache: CacheSpec = Field(
+        default_factory=CacheSpec,
+        description="Response cache (Redis).",
+        json_schema_extra=DEFAULT_MANAGED,
+    )
+
+
+class StoreStatus(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+    mode: str | None = Field(default=None, description="Managed or External.")
+    endpoint: str | None = Field(
+        default=None, description="host:port/dbname of the store (never a password)."
+    )
+    secret_name: str | None = Field(
+        default=None,
+        description="Secret the runner pods read the store's credentials from (by reference).",
+    )
+    schema_version: int | None = Field(
+        default=None, description="The last schema migration applied."
+    )
+
+
+class CacheStatus(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+    mode: str | None = Field(default=None, description="Managed, External or Disabled.")
+    endpoint: str | None = Field(default=None, description="host:port of the cache.")
+    secret_name: str | None = Field(
+        default=None, description="Secret the runner pods read the cache URL from."
+    )
+
+
+class EvalSuiteStatus(ApiModel):
+    """What the operator observed of the suite's stack."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status reflects."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="StoreReady, CacheReady and Ready conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    store: StoreStatus | None = Field(default=None, description="The store in use.")
+    cache: CacheStatus | None = Field(default=None, description="The cache in use.")
+
+
+EVALSUITE_PRINTER_COLUMNS = [
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
+    {
+        "name": "Store",
+        "type": "string",
+        "description": "Reason of StoreReady",
+        "jsonPath": '.status.conditions[?(@.type=="StoreReady")].reason',
+    },
+    {
+        "name": "Cache",
+        "type": "string",
+        "description": "Reason of CacheReady",
+        "jsonPath": '.status.conditions[?(@.type=="CacheReady")].reason',
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Endpoint",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": ".status.store.endpoint",
+    },
+    {
+        "name": "Schema",
+        "type": "integer",
+        "priority": 1,
+        "jsonPath": ".status.store.schemaVersion",
+    },
+]
+
+
+class EvalSuite(BaseModel):
+    """An EvalSuite brings up an evaluation stack — a PostgreSQL store for per-sample results
+    and a Redis response cache — that Evaluations with spec.suiteRef run inside: their samples
+    are stored as they finish, a retried shard resumes without asking the model again, and
+    identical requests are answered from the cache."""
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra={
+            "x-crd": {
+                "plural": "evalsuites",
+                "singular": "evalsuite",
+                "shortNames": ["evs"],
+                "categories": ["evals"],
+                "printerColumns": EVALSUITE_PRINTER_COLUMNS,
+            }
+        },
+    )
+
+    api_version: Literal["evals.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    kind: Literal["EvalSuite"] = "EvalSuite"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: EvalSuiteSpec = Field(
+        default_factory=EvalSuiteSpec, description="The desired evaluation stack."
+    )
+    status: EvalSuiteStatus | None = Field(default=None, description="The observed state.")

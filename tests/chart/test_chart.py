@@ -188,10 +188,10 @@ def test_chart_crds_are_the_generated_ones() -> None:
         assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), (
             f"charts/eval-operator/crds/{name} differs from crds/{name}: run `make crds`"
         )
-    assert [
+    assert sorted(
         d["metadata"]["name"]
         for d in find(render("default-values.yaml"), "CustomResourceDefinition")
-    ] == ["evaluations.evals.io"]
+    ) == ["evalsuites.evals.io", "evaluations.evals.io"]
 
 
 # --- RBAC ---------------------------------------------------------------------------------------
