@@ -77,7 +77,7 @@ def test_quickstart_succeeds_with_exact_scores(cluster: Cluster, ns: str, quicks
 
 
 def test_kubectl_shows_the_printer_columns(cluster: Cluster, ns: str, quickstart: dict) -> None:
-    out = cluster.kubectl("get", "evals", "-n", ns).stdout
+    out = cluster.kubectl("get", "evaluations", "-n", ns).stdout
     header, row = (
         out.splitlines()[0].split(),
         next(line.split() for line in out.splitlines() if line.startswith("quickstart")),
