@@ -31,6 +31,22 @@ class OperatorSettings(BaseModel):
         },
         description="Runner pod resources used when an Evaluation sets none.",
     )
+    postgres_image: str = Field(
+        default="docker.io/library/postgres:17.6-bookworm",
+        min_length=1,
+        description=(
+            "PostgreSQL image of an EvalSuite's managed store (the official image; its "
+            "postgres user has UID 999) when the suite does not override it."
+        ),
+    )
+    redis_image: str = Field(
+        default="docker.io/library/redis:7.4.5-bookworm",
+        min_length=1,
+        description=(
+            "Redis image of an EvalSuite's managed cache (the official image; its redis user "
+            "has UID 999) when the suite does not override it."
+        ),
+    )
     progress_port: int = Field(default=9090, ge=1, le=65535, description="Runner /progress port.")
     progress_interval_seconds: float = Field(
         default=5.0,

@@ -30,7 +30,7 @@ from tests.support.ports import free_port
 FIX = "run `make services` (hack/install-services.sh installs Debian's postgresql and redis-server)"
 
 
-def _postgres_bin(name: str) -> str:
+def postgres_bin(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         # Debian keeps the server binaries out of PATH, one directory per major version.
@@ -61,7 +61,7 @@ def _signal_group(process: subprocess.Popen | None, signum: int) -> None:
     process.wait(30)
 
 
-def _as_postgres_user() -> list[str]:
+def as_postgres_user() -> list[str]:
     """The command prefix that runs a PostgreSQL binary as a non-root user."""
     if os.geteuid() != 0:
         return []
@@ -88,8 +88,8 @@ class PostgresServer:
             shutil.chown(password_file, "postgres", "postgres")
         subprocess.run(
             [
-                *_as_postgres_user(),
-                _postgres_bin("initdb"),
+                *as_postgres_user(),
+                postgres_bin("initdb"),
                 "-D",
                 str(self.data),
                 "-U",
@@ -106,7 +106,7 @@ class PostgresServer:
         self.start()
         subprocess.run(
             [
-                _postgres_bin("psql"),
+                postgres_bin("psql"),
                 self.dsn(dbname="postgres"),
                 "-q",
                 "-c",
@@ -124,8 +124,8 @@ class PostgresServer:
         assert self.process is None or self.process.poll() is not None
         self.process = subprocess.Popen(
             [
-                *_as_postgres_user(),
-                _postgres_bin("postgres"),
+                *as_postgres_user(),
+                postgres_bin("postgres"),
                 "-D",
                 str(self.data),
                 "-p",
