@@ -15,6 +15,7 @@ def judge_key_env(index: int) -> str:
     """The variable holding the key of the index-th llm_judge scorer's judge."""
     return "EVAL_JUDGE_API_KEY" if index == 0 else f"EVAL_JUDGE_API_KEY_{index}"
 
+
 # Runs inside an EvalSuite (spec.suiteRef): who the pod writes rows for, and where.
 EVALUATION_UID = "EVAL_EVALUATION_UID"
 EVALUATION_NAME = "EVAL_EVALUATION_NAME"
