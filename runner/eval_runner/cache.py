@@ -30,7 +30,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as redis
 import structlog
@@ -130,15 +130,6 @@ def redacted_url(url: str) -> str:
     return f"{parts.scheme}://{user}{parts.hostname}:{port or 6379}{parts.path or '/0'}"
 
 
-def register_url_secrets(url: str) -> None:
-    """The URL and its password (as written and decoded) are redacted from all output."""
-    password = urlsplit(url).password
-    if password:
-        SECRETS.add(url)
-        SECRETS.add(password)
-        SECRETS.add(unquote(password))
-
-
 class ResponseCache:
     def __init__(
         self,
@@ -166,7 +157,7 @@ class ResponseCache:
     def from_url(
         cls, url: str, *, ttl_seconds: int = DEFAULT_TTL_SECONDS, max_connections: int = 16
     ) -> ResponseCache:
-        register_url_secrets(url)
+        SECRETS.add_url(url)
         where = redacted_url(url)
         client = redis.Redis.from_url(
             url,
