@@ -523,7 +523,7 @@ class SampleStore:
         self._staged = False
         writer = writer or WriterSettings()
         self.outage = Outage(writer.unavailable_after_seconds, self.where, clock=clock, sleep=sleep)
-        self.writer = SampleWriter(self._write, self.outage, writer, self._drop, clock=clock)
+        self.writer = SampleWriter(self.write_batch, self.outage, writer, self._drop, clock=clock)
 
     async def open(
         self,
@@ -673,7 +673,8 @@ class SampleStore:
             )
         )
 
-    async def _write(self, rows: list[Row]) -> int:
+    async def write_batch(self, rows: list[Row]) -> int:
+        """Write rows (in the order of COLUMNS) in one transaction; returns how many were new."""
         conn = await self._connection()
         if not self._staged:
             await conn.execute(CREATE_STAGING)
