@@ -118,7 +118,7 @@ def aggregate(
         results=[score_result(name, sums) for name, sums in scores.items()],
         # The shard contract and the status share field names; judges have no response cache.
         usage=Usage.model_validate(
-            usage.model_dump(by_alias=True, exclude={"judge": {"cache_hits"}}),
+            usage.model_dump(by_alias=True, exclude={"judge": {"cache_hits", "cache_saved_usd"}}),
             context=cel.ADMITTED,
         ),
         errors=errors,

@@ -33,6 +33,10 @@ STORE_USER = "EVAL_STORE_USER"
 STORE_PASSWORD = "EVAL_STORE_PASSWORD"  # noqa: S105 - the variable's name, not a password
 STORE_SSLMODE = "EVAL_STORE_SSLMODE"
 STORE_SSLROOTCERT = "EVAL_STORE_SSLROOTCERT"  # path of the CA bundle verify-ca/verify-full use
+# Tuning of the runner's sample writer (optional; the defaults suit a pod): rows per batch,
+# and how long the store may fail in a row before the shard stops with StoreUnavailable.
+STORE_BATCH_ROWS = "EVAL_STORE_BATCH_ROWS"
+STORE_UNAVAILABLE_AFTER_SECONDS = "EVAL_STORE_UNAVAILABLE_AFTER_SECONDS"
 # The response cache (Redis): a redis:// or rediss:// URL holding its password, from a Secret.
 CACHE_URL = "EVAL_CACHE_URL"
 CACHE_TTL_SECONDS = "EVAL_CACHE_TTL_SECONDS"

@@ -80,6 +80,8 @@ class ShardUsage(BaseModel):
     timed_out: int = Field(default=0, alias="timedOut")
     truncated: int = 0
     cost_usd: str = Field(default="0", alias="costUSD")
+    # What the response cache's hits would have cost at the model's pricing (not in costUSD).
+    cache_saved_usd: str = Field(default="0", alias="cacheSavedUSD")
     judge: ShardUsage | None = None
 
     def merged(self, other: ShardUsage) -> ShardUsage:
@@ -95,12 +97,33 @@ class ShardUsage(BaseModel):
             timed_out=self.timed_out + other.timed_out,
             truncated=self.truncated + other.truncated,
             cost_usd=format(Decimal(self.cost_usd) + Decimal(other.cost_usd), "f"),
+            cache_saved_usd=format(
+                Decimal(self.cache_saved_usd) + Decimal(other.cache_saved_usd), "f"
+            ),
             judge=judge,
         )
 
     def total_cost(self) -> Decimal:
         """Model and judge cost together: what budgets limit."""
         return Decimal(self.cost_usd) + (self.judge.total_cost() if self.judge else Decimal(0))
+
+
+class ResumedSamples(BaseModel):
+    """What a shard found already stored by its earlier attempts (a run with a store)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    samples: int = Field(
+        default=0, description="Samples finished by earlier attempts; not asked again."
+    )
+    usage: ShardUsage = Field(
+        default_factory=ShardUsage,
+        description=(
+            "What those samples used when they were asked (the model's requests only). Not in "
+            "the summary's usage, which is this attempt's own: the earlier attempts reported "
+            "theirs, and a budget is never charged for them twice."
+        ),
+    )
 
 
 class ShardSummary(BaseModel):
@@ -129,6 +152,23 @@ class ShardSummary(BaseModel):
             "running shard rewrites its termination message before each request it sends "
             "under a budget, so the message a killed pod leaves behind still counts them: "
             "they may have been billed. None (or 0) once the shard ended on its own."
+        ),
+    )
+
+    resumed: ResumedSamples | None = Field(
+        default=None,
+        description=(
+            "With a store: the samples earlier attempts had finished. They are counted in "
+            "completed, failed, errors and scores (so the latest attempt's summary is the "
+            "whole shard's), but not in usage."
+        ),
+    )
+    cache_unavailable: str | None = Field(
+        default=None,
+        alias="cacheUnavailable",
+        description=(
+            "Set when the response cache could not be used at some point of the run (down, "
+            "refusing the password, out of memory): why. The run went on without it."
         ),
     )
 

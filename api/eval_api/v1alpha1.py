@@ -976,6 +976,15 @@ class Usage(ApiModel):
             "budgets apply to this plus judge.costUSD."
         ),
     )
+    cache_saved_usd: str = Field(
+        default="0",
+        alias="cacheSavedUSD",
+        description=(
+            "What the answers served from the response cache (cacheHits) would have cost at "
+            "model.pricing (decimal string). They were not sent, so they are not in costUSD "
+            "nor charged to the budget."
+        ),
+    )
     judge: JudgeUsage | None = Field(
         default=None, description="llm_judge requests, counted apart from the model's."
     )

@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import structlog
 import yaml
@@ -29,9 +29,16 @@ from eval_api.environment import judge_key_env
 from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT
 from eval_api.ledger import Ledger, Spent
 from eval_api.shard import ShardSummary
+from eval_api.store import StoreSettings, StoreSettingsError
 from eval_api.v1alpha1 import Evaluation
 from eval_api.verdict import Verdict, judge_thresholds
 from eval_runner.budget import Budget
+from eval_runner.cache import (
+    DEFAULT_TTL_SECONDS,
+    CacheSettingsError,
+    ResponseCache,
+    redacted_url,
+)
 from eval_runner.checkpoint import TerminationLog
 from eval_runner.dataset import DEFAULT_DATASET_DIR
 from eval_runner.errors import PermanentError
@@ -39,6 +46,16 @@ from eval_runner.pipeline import BudgetStopped, SampleResult, run_shard
 from eval_runner.runtime import run as run_async
 from eval_runner.secrets import SECRETS, read_key
 from eval_runner.server import ProgressServer
+from eval_runner.store import (
+    STORE_CONFIG_INVALID,
+    RunIdentity,
+    SampleStore,
+    WriterSettings,
+    latest_run,
+    local_evaluation_uid,
+    new_local_run,
+    spec_hash,
+)
 
 EXIT_THRESHOLDS_FAILED = 1
 EXIT_CRASHED = 1  # unexpected error in a pod: the Job retries the index
@@ -69,6 +86,20 @@ The API key is read from --api-key-env, else EVAL_API_KEY, else OPENAI_API_KEY o
 ANTHROPIC_API_KEY by provider; it is never printed. The llm_judge scorers' judges read
 EVAL_JUDGE_API_KEY (the first judge), EVAL_JUDGE_API_KEY_1, ... EVAL_CA_BUNDLE may name a
 PEM file of extra CA certificates to trust. HTTP_PROXY, HTTPS_PROXY and NO_PROXY apply.
+
+store and cache (the same code a Job's pods run):
+  --store postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=MODE&sslrootcert=PATH]
+      writes every finished sample to PostgreSQL (the schema is applied first). The password
+      may come from EVAL_STORE_PASSWORD instead (it then stays out of the process list);
+      it is never printed. A local run is the evaluation uid uuid5(namespace/name) with run
+      id local-<spec hash[:12]>-<random>: each run without --resume is a new run.
+  --resume  continue the latest run in the store of this manifest with the same spec (the
+      same flags): its stored samples are not asked again, and the results cover them all.
+      Without such a run, a new one starts. Safe after Ctrl-C (the last rows are written)
+      and after kill -9 (what was written in the last second is asked again).
+  --cache redis://[:PASSWORD@]HOST[:PORT][/DB]  answers identical requests from Redis
+      (EVAL_CACHE_TTL_SECONDS, default 7 days); a cache that fails is left out, and said so.
+  EVAL_STORE_BATCH_ROWS (500), EVAL_STORE_UNAVAILABLE_AFTER_SECONDS (120) tune the writer.
 """
 
 SHARD_EPILOG = """\
@@ -80,6 +111,13 @@ environment:
   EVAL_PROGRESS_PORT    port of GET /progress, /healthz, /metrics (default 9090)
   EVAL_CA_BUNDLE        PEM file of extra CA certificates for the model endpoint
   HTTP_PROXY, HTTPS_PROXY, NO_PROXY  proxies for the model endpoints and dataset URLs
+  EVAL_STORE_URI, or EVAL_STORE_HOST/PORT/DBNAME/USER/PASSWORD  the per-sample store
+      (PostgreSQL; EVAL_STORE_SSLMODE, EVAL_STORE_SSLROOTCERT), with EVAL_EVALUATION_UID and
+      EVAL_RUN (whose rows), EVAL_EVALUATION_NAME, EVAL_EVALUATION_NAMESPACE, EVAL_SUITE:
+      each sample is written as it finishes, and a retried pod resumes from them
+  EVAL_STORE_BATCH_ROWS (500), EVAL_STORE_UNAVAILABLE_AFTER_SECONDS (120)  the writer:
+      rows per batch, and how long the store may fail before StoreUnavailable (exit 3)
+  EVAL_CACHE_URL, EVAL_CACHE_TTL_SECONDS  the response cache (Redis); never fatal
 
 exit codes: 0 done; 3 permanent error or BudgetExceeded (the Job fails the index); 143 stopped
 by SIGTERM (eviction, deadline, cancel); 1 anything else (retried).
@@ -90,6 +128,10 @@ log = structlog.get_logger()
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A password in a --store or --cache URL is redacted from everything, argparse's own
+    # errors included (they repeat the arguments they could not parse).
+    for arg in sys.argv[1:] if argv is None else argv:
+        SECRETS.add_url(arg.partition("=")[2] if arg.startswith("--") else arg)
     args = _parser().parse_args(argv)
     try:
         return int(args.command(args))
@@ -102,8 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CRASHED
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, its error messages redacted."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(SECRETS.redact(message))
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="eval-runner", description="Run model evaluations (evals.io/v1alpha1 Evaluation)."
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -137,6 +186,17 @@ def _parser() -> argparse.ArgumentParser:
         "latency, error class",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    run.add_argument(
+        "--store",
+        metavar="URI",
+        help="write every sample to this PostgreSQL store (postgresql://...; see below)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue this manifest's latest run in the store (needs --store)",
+    )
+    run.add_argument("--cache", metavar="URL", help="Redis response cache (redis://...)")
     run.set_defaults(command=cmd_run)
 
     shard = commands.add_parser(
@@ -274,6 +334,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "a dataset.configMapRef needs its file passed with --dataset-file PATH, "
                 "and --dataset-file is only for a configMapRef dataset"
             )
+        local_store = _local_store(args)
+        try:
+            cache_ttl = _cache_ttl_seconds()
+            if args.cache is not None:
+                redacted_url(args.cache)
+        except CacheSettingsError as err:
+            raise InvalidInput(f"--cache: {err}") from None
     except InvalidInput as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
@@ -316,22 +383,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     summary = ShardSummary()
     stopped: PermanentError | None = None
+
+    async def run() -> None:
+        store = await local_store.open(evaluation) if local_store is not None else None
+        cache = None
+        if args.cache is not None:
+            cache = ResponseCache.from_url(
+                args.cache, ttl_seconds=cache_ttl, max_connections=spec.model.max_concurrency
+            )
+        await run_shard(
+            evaluation,
+            0,
+            1,
+            api_key,
+            judge_api_keys=judge_keys,
+            dataset_file=args.dataset_file,
+            ca_bundle=_ca_bundle(),
+            summary=summary,
+            on_progress=show,
+            on_sample=sample_log,
+            store=store,
+            cache=cache,
+        )
+
     try:
         with progress:
-            run_async(
-                run_shard(
-                    evaluation,
-                    0,
-                    1,
-                    api_key,
-                    judge_api_keys=judge_keys,
-                    dataset_file=args.dataset_file,
-                    ca_bundle=_ca_bundle(),
-                    summary=summary,
-                    on_progress=show,
-                    on_sample=sample_log,
-                )
-            )
+            run_async(run())
     except PermanentError as err:
         if not summary.total:
             print(f"error: {err.reason}: {err.message}", file=sys.stderr)
@@ -342,14 +419,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             samples_out.close()
 
     scorer_names = [s.effective_name for s in spec.task.scorers]
-    result = aggregate([summary], scorer_names, total=summary.total)
+    # A resumed run's usage: this invocation's plus what its stored samples used when asked.
+    whole = summary
+    if summary.resumed is not None:
+        usage = summary.usage.merged(summary.resumed.usage)
+        whole = summary.model_copy(update={"usage": usage})
+    result = aggregate([whole], scorer_names, total=summary.total)
     too_many = result.too_many_errors(spec.execution.max_errored_fraction)
     verdict = judge_thresholds(spec.thresholds, {r.name: r.value for r in result.results})
     passed = verdict.passed if verdict.checks and too_many is None else None
     if too_many is not None and verdict.checks:
         passed = False
+    if summary.cache_unavailable is not None:
+        print(f"warning: {summary.cache_unavailable}", file=sys.stderr)
     if args.output == "json":
         report = _json_report(evaluation, result, verdict, passed)
+        if local_store is not None and local_store.store is not None:
+            report["store"] = local_store.report(summary)
+        if summary.cache_unavailable is not None:
+            report["cacheUnavailable"] = summary.cache_unavailable
         if stopped is not None:
             report["stopped"] = {"reason": stopped.reason, "message": stopped.message}
         elif too_many is not None:
@@ -358,6 +446,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         console = Console(highlight=False, stderr=args.output == "jsonl")
         _print_table(console, evaluation, result, verdict, sample_log)
+        if local_store is not None and local_store.store is not None:
+            store_report = local_store.report(summary)
+            console.print(
+                Text(
+                    f"store: run {store_report['run']} attempt {store_report['attempt']} in "
+                    f"{store_report['store']}, {store_report['resumed']} samples resumed"
+                )
+            )
     note = result.truncated_note()
     if note is not None:
         print(f"warning: {note}", file=sys.stderr)
@@ -368,6 +464,68 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: TooManyErrors: {too_many}", file=sys.stderr)
         return EXIT_PERMANENT
     return EXIT_THRESHOLDS_FAILED if passed is False else EXIT_OK
+
+
+class LocalStore:
+    """The store of a local run, and which run its rows belong to.
+
+    A local run has no metadata.uid: its evaluation uid is uuid5 of its namespace/name, the
+    same every time. Its run id is local-<spec hash[:12]>-<random>: a run without --resume is
+    a new run; --resume continues the newest run of the same evaluation with the same spec
+    hash (the same manifest and flags), or starts one when there is none."""
+
+    def __init__(self, settings: StoreSettings, resume: bool) -> None:
+        self.settings = settings
+        self.resume = resume
+        self.store: SampleStore | None = None
+
+    async def open(self, evaluation: Evaluation) -> SampleStore:
+        metadata = evaluation.metadata
+        uid = local_evaluation_uid(metadata.namespace, metadata.name)
+        digest = spec_hash(evaluation.spec)
+        # Fails at once when the store cannot be reached (and applies the migrations).
+        latest = await latest_run(self.settings, uid, digest)
+        run = latest if self.resume and latest is not None else new_local_run(digest)
+        if self.resume:
+            said = f"resuming run {run}" if latest else f"no run to resume: starting run {run}"
+            print(f"{said} in the store {self.settings.display()}", file=sys.stderr)
+        identity = RunIdentity(uid, run, metadata.namespace or "default", metadata.name)
+        self.store = SampleStore(self.settings, identity, WriterSettings.from_env(os.environ))
+        return self.store
+
+    def report(self, summary: ShardSummary) -> dict[str, Any]:
+        assert self.store is not None
+        return {
+            "store": self.settings.display(),
+            "evaluationUID": self.store.identity.evaluation_uid,
+            "run": self.store.identity.run,
+            "attempt": self.store.attempt,
+            "resumed": summary.resumed.samples if summary.resumed else 0,
+        }
+
+
+def _local_store(args: argparse.Namespace) -> LocalStore | None:
+    if args.store is None:
+        if args.resume:
+            raise InvalidInput("--resume needs --store: the run to resume is in the store")
+        return None
+    try:
+        settings = StoreSettings.from_uri(
+            args.store, password=os.environ.get(environment.STORE_PASSWORD), source="--store"
+        )
+        settings.connect_kwargs()  # a CA bundle that cannot be read fails now
+    except StoreSettingsError as err:
+        raise InvalidInput(str(err)) from None
+    return LocalStore(settings, args.resume)
+
+
+def _cache_ttl_seconds() -> int:
+    value = os.environ.get(environment.CACHE_TTL_SECONDS) or str(DEFAULT_TTL_SECONDS)
+    if not value.isdigit() or int(value) < 1:
+        raise CacheSettingsError(
+            f"{environment.CACHE_TTL_SECONDS}={value!r} is not a whole number of seconds"
+        )
+    return int(value)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -513,6 +671,7 @@ def _print_table(
         f"usage: {u.requests} requests ({u.timed_out} timed out), {u.input_tokens} input "
         f"tokens, {u.output_tokens} output tokens, {u.prompt_cache_tokens} prompt-cache tokens, "
         f"{u.truncated} truncated answers, cost ${u.cost_usd}"
+        + (f", {u.cache_hits} cache hits saving ${u.cache_saved_usd}" if u.cache_hits else "")
     )
     if u.judge is not None:
         j = u.judge
@@ -529,9 +688,16 @@ def _print_table(
 
 
 def cmd_shard(args: argparse.Namespace) -> int:
+    # Before anything can print them: the store's and the cache's passwords.
+    for name in (environment.STORE_URI, environment.CACHE_URL):
+        SECRETS.add_url(os.environ.get(name, ""))
+    if os.environ.get(environment.STORE_PASSWORD):
+        SECRETS.add(os.environ[environment.STORE_PASSWORD])
     configure_logging(sys.stdout, json_logs=True)
     summary = ShardSummary()
     termination = TerminationLog(args.termination_log)
+    store: SampleStore | None = None
+    cache: ResponseCache | None = None
     try:
         evaluation = _read_config(args.config)
         shard = args.shard if args.shard is not None else _completion_index()
@@ -545,18 +711,63 @@ def cmd_shard(args: argparse.Namespace) -> int:
         port = args.port or _progress_port()
         api_key = read_key(environment.API_KEY, os.environ.get(environment.API_KEY))
         judge_keys = judge_api_keys(evaluation)
+        store = _pod_store(evaluation)
+        cache = _pod_cache(evaluation, summary)
     except PermanentError as err:
         summary.state, summary.reason, summary.message = "error", err.reason, err.message
         log.error("invalid shard configuration", reason=err.reason, message=err.message)
         code = EXIT_PERMANENT
     else:
         code = run_async(
-            _serve_shard(evaluation, shard, shards, summary, port, api_key, judge_keys, termination)
+            _serve_shard(
+                evaluation,
+                shard,
+                shards,
+                summary,
+                port,
+                api_key,
+                judge_keys,
+                termination,
+                store=store,
+                cache=cache,
+            )
         )
     message = termination.write(summary)
     termination.close()
     log.info("shard summary", summary=json.loads(message))
     return code
+
+
+def _pod_store(evaluation: Evaluation) -> SampleStore | None:
+    """The store of the env contract, or None (a standalone Evaluation)."""
+    try:
+        settings = StoreSettings.from_env(os.environ)
+        if settings is not None:
+            settings.connect_kwargs()  # a CA bundle that cannot be read fails now
+    except StoreSettingsError as err:
+        raise PermanentError(STORE_CONFIG_INVALID, str(err)) from None
+    if settings is None:
+        return None
+    identity = RunIdentity.from_env(os.environ, evaluation)
+    return SampleStore(settings, identity, WriterSettings.from_env(os.environ))
+
+
+def _pod_cache(evaluation: Evaluation, summary: ShardSummary) -> ResponseCache | None:
+    """The cache of the env contract, or None. A cache that is misconfigured is left out
+    (and said so in the summary), as one that is down would be: it never stops a run."""
+    url = os.environ.get(environment.CACHE_URL)
+    if not url:
+        return None
+    try:
+        return ResponseCache.from_url(
+            url,
+            ttl_seconds=_cache_ttl_seconds(),
+            max_connections=evaluation.spec.model.max_concurrency,
+        )
+    except CacheSettingsError as err:
+        summary.cache_unavailable = f"the response cache is not used: {err}"
+        log.warning("the response cache is not used", error=str(err))
+        return None
 
 
 def _read_config(path: Path) -> Evaluation:
@@ -597,6 +808,9 @@ async def _serve_shard(
     api_key: str | None,
     judge_keys: list[str | None],
     termination: TerminationLog,
+    *,
+    store: SampleStore | None = None,
+    cache: ResponseCache | None = None,
 ) -> int:
     dataset_dir = Path(os.environ.get(environment.DATASET_DIR, str(DEFAULT_DATASET_DIR)))
     budget = Budget.for_shard(evaluation.spec.budget, shard, shards)
@@ -619,6 +833,8 @@ async def _serve_shard(
             ca_bundle=_ca_bundle(),
             summary=summary,
             budget=budget,
+            store=store,
+            cache=cache,
         )
     )
     checkpoints = asyncio.create_task(

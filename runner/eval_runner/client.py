@@ -19,7 +19,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -56,6 +56,16 @@ _SPACE = re.compile(r"\s+")
 log = structlog.get_logger()
 
 
+@dataclass(slots=True)
+class Spend:
+    """What the requests for one sample used, retries included: what the store keeps per
+    sample, so that a resumed shard knows what its stored samples cost."""
+
+    requests: int = 0
+    timed_out: int = 0
+    cost: Decimal = Decimal(0)
+
+
 @dataclass(frozen=True, slots=True)
 class Completion:
     text: str
@@ -63,6 +73,8 @@ class Completion:
     output_tokens: int
     truncated: bool = False  # cut at maxTokens (finish_reason length, stop_reason max_tokens)
     latency: float = 0.0  # seconds from the first attempt to the answer, retries included
+    spend: Spend = field(default_factory=Spend)
+    cache_hit: bool = False  # served by the response cache: nothing was sent
 
 
 class RequestFailed(Exception):
@@ -90,6 +102,8 @@ class RequestFailed(Exception):
         # Set when it is raised out of `complete`: every attempt failed to connect or lost its
         # connection, so the sample is worth another go once the endpoint is back.
         self.only_connection = False
+        # Set there too: what the sample's failed attempts used.
+        self.spend = Spend()
 
 
 class EndpointFailed(PermanentError):
@@ -413,15 +427,17 @@ class HttpModelClient:
         }
         errors = throttled = 0
         only_connection = True
+        spend = Spend()
         while True:
             try:
-                answer = await self._attempt(request, body, worst, costs)
+                answer = await self._attempt(request, body, worst, costs, spend)
                 return Completion(
                     answer.text,
                     answer.input_tokens,
                     answer.output_tokens,
                     answer.truncated,
                     self._clock() - started,
+                    spend,
                 )
             except RequestFailed as err:
                 only_connection = only_connection and err.error_class == "connection"
@@ -433,6 +449,7 @@ class HttpModelClient:
                     gave_up = errors >= self._retry.max_errors
                 if not err.retryable or gave_up:
                     err.only_connection = only_connection
+                    err.spend = spend
                     raise
                 metrics.RETRIES.labels(*self._labels, err.error_class).inc()
                 delay = self._retry.delay(errors + throttled, err.retry_after)
@@ -455,7 +472,7 @@ class HttpModelClient:
         return self.breaker.state == HALF_OPEN
 
     async def _attempt(
-        self, request: _Request, body: bytes, worst: Decimal, costs: Costs
+        self, request: _Request, body: bytes, worst: Decimal, costs: Costs, spend: Spend
     ) -> Answer:
         probe = await self._wait_for_breaker()
         try:
@@ -478,6 +495,7 @@ class HttpModelClient:
                 raise
             self._meter.request()
             self._budget.sent()
+            spend.requests += 1
             # Until an answer says otherwise, the request costs its worst case: one that times
             # out or is abandoned (the shard stops) may still be billed.
             charged = reservation
@@ -487,6 +505,7 @@ class HttpModelClient:
             except RequestFailed as err:
                 if err.error_class == "timeout":
                     self._meter.unanswered(reservation)
+                    spend.timed_out += 1
                 else:
                     charged = Decimal(0)
                 raise
@@ -498,6 +517,7 @@ class HttpModelClient:
                 raise
             finally:
                 self._budget.end(reservation, charged)
+                spend.cost += charged
         except RequestFailed as err:
             self.breaker.record(not err.breaker_failure)
             if self._tpm is not None and err.error_class != "timeout":

@@ -89,3 +89,33 @@ BUDGET_EXCEEDED = Counter(
     "eval_runner_budget_exceeded_total",
     "Shards stopped because the next request could exceed their share of the budget.",
 )
+CACHE_LOOKUPS = Counter(
+    "eval_runner_cache_lookups_total",
+    "Response cache lookups, by result: hit (not sent to the model), miss, error (Redis "
+    "failed: the model was asked), skipped (the cache is paused after a failure).",
+    ["result"],
+)
+CACHE_ERRORS = Counter(
+    "eval_runner_cache_errors_total",
+    "Response cache operations that failed (Redis down, refusing, out of memory), by "
+    "operation: get or set. Each pauses the cache for 30 s.",
+    ["operation"],
+)
+STORE_ROWS = Counter(
+    "eval_runner_store_rows_written_total",
+    "Sample rows written to the store (rows already there, re-sent after a lost answer, are "
+    "not counted).",
+)
+STORE_FLUSH_ERRORS = Counter(
+    "eval_runner_store_flush_errors_total",
+    "Batches of sample rows the store failed to take; each is kept and sent again whole.",
+)
+STORE_WRITE_DURATION = Histogram(
+    "eval_runner_store_write_duration_seconds",
+    "Duration of one successful batch write to the store (COPY and insert, one transaction).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+STORE_BUFFERED = Gauge(
+    "eval_runner_store_buffered_rows",
+    "Finished samples not yet written to the store (they pile up while it is unreachable).",
+)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from eval_api.shard import ScoreSums, ShardSummary, ShardUsage
+from eval_api.shard import ResumedSamples, ScoreSums, ShardSummary, ShardUsage
 from eval_api.v1alpha1 import Evaluation
 from eval_runner import metrics
 from eval_runner.budget import Budget, BudgetExceeded, usd
-from eval_runner.client import Completion, HttpModelClient, ModelClient, RequestFailed
+from eval_runner.cache import CachedModelClient, ResponseCache
+from eval_runner.client import Completion, HttpModelClient, ModelClient, RequestFailed, Spend
 from eval_runner.dataset import (
     DEFAULT_DATASET_DIR,
     DEFAULT_DOWNLOAD_DIR,
@@ -32,6 +34,7 @@ from eval_runner.scorers import (
     needs_judge,
 )
 from eval_runner.secrets import SECRETS
+from eval_runner.store import SampleStore, StoredSample, carried_usage
 from eval_runner.transport import open_transport
 
 log = structlog.get_logger()
@@ -51,6 +54,7 @@ class SampleResult:
     error_class: str | None = None
     error: str | None = None  # the detail, the key redacted
     url: str | None = None  # where the failing request went
+    spend: Spend | None = None  # what its failed requests used (an answered one: completion's)
 
 
 SampleCallback = Callable[[SampleResult], None]
@@ -79,6 +83,8 @@ async def run_shard(
     on_progress: ProgressCallback | None = None,
     on_sample: SampleCallback | None = None,
     budget: Budget | None = None,
+    store: SampleStore | None = None,
+    cache: ResponseCache | None = None,
 ) -> ShardSummary:
     """Runs shard `shard` of `shards` and returns its summary.
 
@@ -90,6 +96,13 @@ async def run_shard(
     them out; per-sample data never goes into the summary). `budget` replaces the shard's
     share of spec.budget (a retry's, cut by what earlier attempts spent, and watched by the
     pod's termination-message checkpoints).
+
+    With `store`, every finished sample is written to it as it completes, and the samples its
+    earlier attempts stored are counted in the summary (summary.resumed says how many, and
+    what they used) and not asked again; the last rows are written before this returns or
+    raises. With `cache`, the model's answers are looked up in the response cache first and
+    kept there; a cache that fails is left out (summary.cacheUnavailable says why). This
+    function opens and closes both.
     """
     summary = summary if summary is not None else ShardSummary()
     summary.shard, summary.shards = shard, shards
@@ -117,16 +130,26 @@ async def run_shard(
         summary.scores = {s.effective_name: ScoreSums() for s in spec.task.scorers}
         if judged:
             summary.usage.judge = summary.usage.judge or ShardUsage()
-        tally = _Tally(summary, scorers, on_progress, on_sample)
+        sinks = [sink for sink in (on_sample, store and store.record) if sink is not None]
+        tally = _Tally(summary, scorers, on_progress, _each(sinks))
+        if store is not None:
+            work = tally.resume(work, await store.open(evaluation, shard, shards, work))
         tally.notify()
-        log.info("shard started", samples=len(work), model=spec.model.name)
+        log.info(
+            "shard started",
+            samples=len(work),
+            resumed=summary.resumed.samples if summary.resumed else 0,
+            model=spec.model.name,
+        )
         connections = spec.model.max_concurrency + sum(
             s.judge.max_concurrency for s in judged if s.judge is not None
         )
         async with open_transport(ca_bundle=ca_bundle, max_connections=connections) as http:
-            model = client or HttpModelClient(
+            model: ModelClient = client or HttpModelClient(
                 spec.model, api_key, http, role="model", usage=summary.usage, budget=budget
             )
+            if cache is not None:
+                model = CachedModelClient(model, cache, spec.model, summary.usage)
             judges: dict[str, JudgeScorer] = {}
             for index, scorer_spec in enumerate(judged):
                 assert scorer_spec.judge is not None  # the API requires judge for llm_judge
@@ -140,7 +163,11 @@ async def run_shard(
                     budget=budget,
                 )
                 judges[scorer_spec.effective_name] = build_judge_scorer(scorer_spec, judge_client)
-            await _ask_all(model, judges, work, tally, budget, spec.model.max_concurrency)
+            asking = _ask_all(model, judges, work, tally, budget, spec.model.max_concurrency)
+            if store is None:
+                await asking
+            else:
+                await store.writing(asking)
         if budget.exceeded is not None:
             metrics.BUDGET_EXCEEDED.inc()
             raise BudgetStopped(_budget_message(budget, summary))
@@ -156,6 +183,13 @@ async def run_shard(
         if cause is not err:
             raise cause from None
         raise
+    finally:
+        # The cache's last writes and the store's connection, before the summary is reported.
+        if cache is not None:
+            await cache.close()
+            summary.cache_unavailable = cache.unavailable
+        if store is not None:
+            await store.close()
     summary.state = "done"
     log.info(
         "shard finished",
@@ -165,6 +199,17 @@ async def run_shard(
         requests=summary.usage.requests,
     )
     return summary
+
+
+def _each(callbacks: list[SampleCallback]) -> SampleCallback | None:
+    if len(callbacks) <= 1:
+        return callbacks[0] if callbacks else None
+
+    def call(result: SampleResult) -> None:
+        for callback in callbacks:
+            callback(result)
+
+    return call
 
 
 def _first_cause(err: BaseException) -> BaseException:
@@ -241,8 +286,15 @@ async def _ask_round(
     return parked
 
 
-def _failure(err: RequestFailed, prefix: str = "") -> dict[str, str]:
-    return {"error_class": prefix + err.error_class, "error": err.detail, "url": err.url}
+def _failure(err: RequestFailed, prefix: str = "") -> dict[str, Any]:
+    failure: dict[str, Any] = {
+        "error_class": prefix + err.error_class,
+        "error": err.detail,
+        "url": err.url,
+    }
+    if not prefix:  # a judge's failure: the sample's spend is its model completion's
+        failure["spend"] = err.spend
+    return failure
 
 
 async def _ask(
@@ -296,6 +348,33 @@ class _Tally:
         self.groups: dict[str, dict[str, list[float]]] = {name: {} for name in summary.scores}
         self._scored = metrics.SAMPLES.labels("scored")
 
+    def resume(self, work: Work, stored: Mapping[int, StoredSample]) -> Work:
+        """Count the samples earlier attempts stored as this shard's (scores with their
+        groups, errors by class); returns the work left to ask."""
+        if not stored:
+            return work
+        summary = self.summary
+        left: Work = []
+        for sample, messages in work:
+            row = stored.get(sample.id)
+            if row is None:
+                left.append((sample, messages))
+            elif row.error_class is None:
+                self._add_scores(sample, row.scores)
+                summary.completed += 1
+            else:
+                summary.failed += 1
+                summary.errors[row.error_class] = summary.errors.get(row.error_class, 0) + 1
+        summary.resumed = ResumedSamples(samples=len(stored), usage=carried_usage(stored.values()))
+        return left
+
+    def _add_scores(self, sample: Sample, scores: dict[str, float]) -> None:
+        for name, value in scores.items():
+            group = None
+            if sample.group is not None:
+                group = self.groups[name].setdefault(sample.group, [0, 0.0])
+            self.summary.scores[name].add(value, group)
+
     def scored(
         self,
         sample: Sample,
@@ -306,11 +385,7 @@ class _Tally:
         summary = self.summary
         scores = {name: scorer(completion.text, sample.target) for name, scorer in self.scorers}
         scores.update(judged)
-        for name, value in scores.items():
-            group = None
-            if sample.group is not None:
-                group = self.groups[name].setdefault(sample.group, [0, 0.0])
-            summary.scores[name].add(value, group)
+        self._add_scores(sample, scores)
         summary.completed += 1
         self._scored.inc()
         if self.on_sample is not None:

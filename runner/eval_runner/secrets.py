@@ -11,6 +11,7 @@ bytes repr, and JSON-escaped.
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote, urlsplit
 
 from eval_runner.errors import PermanentError
 
@@ -31,6 +32,20 @@ class Secrets:
         }
         # Longest first: a form that contains another is replaced whole.
         self._forms = sorted(set(self._forms) | {f for f in forms if f}, key=len, reverse=True)
+
+    def add_url(self, text: str) -> None:
+        """A URL that may carry a password (a store or cache URL): the URL and its password,
+        as written and percent-decoded. Text that is not such a URL adds nothing."""
+        if "://" not in text:
+            return
+        try:
+            password = urlsplit(text).password
+        except ValueError:
+            password = None
+        if password:
+            self.add(text)
+            self.add(password)
+            self.add(unquote(password))
 
     def redact(self, text: str) -> str:
         for form in self._forms:

@@ -98,6 +98,7 @@ def test_run_json_output_and_failing_threshold(server: ModelServer, tmp_path: Pa
         "timedOut": 0,
         "truncated": 0,
         "costUSD": "0",
+        "cacheSavedUSD": "0",
     }
     assert report["progress"] == {"total": 20, "completed": 20, "failed": 0, "summary": "20/20"}
     assert report["thresholds"] == [{"threshold": "exact_match >= 0.9", "passed": False}]

@@ -209,6 +209,10 @@ class ModelServer:
         self.file_requests: dict[str, int] = {}  # GETs of /files/<name>, by name
         self.streamed_bytes = 0  # bytes /stream/ wrote before its client went away
         self.record = record  # keep every request (off for benchmarks)
+        # Chat requests past this count wait, unanswered and not counted, until it is raised
+        # or set to None; one whose client went away meanwhile is dropped, never counted. A
+        # test stops a run at a known sample this way (aiohttp front-end only).
+        self.hold_after: int | None = None
         self.requests: list[RecordedRequest] = []
         self.count = 0  # chat requests received
         self.injected: dict[str, int] = {}  # random faults injected, by kind
@@ -303,7 +307,12 @@ class ModelServer:
         return await self._chat(request, "anthropic")
 
     async def _chat(self, request: web.Request, flavour: str) -> web.Response:
-        reply = self.reply(request.path, dict(request.headers), await request.read(), flavour)
+        raw = await request.read()
+        while self.hold_after is not None and self.count >= self.hold_after:
+            if request.transport is None or request.transport.is_closing():
+                raise web.HTTPServiceUnavailable()  # the client is gone: nothing was asked
+            await asyncio.sleep(0.01)
+        reply = self.reply(request.path, dict(request.headers), raw, flavour)
         if reply.delay:
             await asyncio.sleep(reply.delay)
         return web.Response(

@@ -100,6 +100,7 @@ def test_succeeded_run_has_exact_results_usage_and_passes() -> None:
         "timedOut": 0,
         "truncated": 0,
         "costUSD": "0",
+        "cacheSavedUSD": "0",
     }
     assert status["startTime"] == "2026-11-23T10:00:00Z"
     assert status["completionTime"] == "2026-11-23T10:05:00Z"

@@ -1,0 +1,295 @@
+"""The response cache (Redis): exactly the same request, asked before, is answered from the
+cache instead of the model.
+
+The key is the sha256 of the request's identity as canonical JSON: the provider, the host of
+the base URL, the model name, every generation parameter, the rendered messages and the
+sample's repeat index (0: a run asks each sample once). The value is the answer's text, its
+token usage and whether it was cut at maxTokens, kept for CACHE_TTL_SECONDS (7 days unless
+set). Only answers the model gave are cached: a failed request raises before anything is
+written.
+
+A hit sends nothing: it counts in usage.cacheHits, its price at the model's pricing in
+usage.cacheSavedUSD, and nothing in costUSD or the budget. The lookups of the workers that
+ask in the same event-loop turn go to Redis as one MGET, and the writes as one pipeline, so
+a warm re-run costs a round trip per batch, not per sample.
+
+The cache is never what stops a run: when Redis is down, refuses the password or is out of
+memory, the sample goes to the model, nothing is sent to Redis for RETRY_AFTER_SECONDS after
+the failure (no hot loop), and `unavailable` says why, for the shard summary
+(cacheUnavailable) and the local report. The URL's password is registered for redaction and
+never shown: messages name the cache by its URL without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis.asyncio as redis
+import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from eval_api.shard import ShardUsage
+from eval_api.v1alpha1 import EndpointSpec
+from eval_runner import metrics
+from eval_runner.client import DEFAULT_BASE_URLS, Completion, ModelClient
+from eval_runner.prompt import Message
+from eval_runner.secrets import SECRETS
+
+DEFAULT_TTL_SECONDS = 7 * 24 * 3600
+# After a failure, how long the cache is left alone: a dead Redis costs one timeout per
+# this long, not one per sample.
+RETRY_AFTER_SECONDS = 30.0
+# A Redis that does not answer within this long counts as down; the model's own timeout is
+# usually far longer.
+SOCKET_TIMEOUT_SECONDS = 2.0
+# How long the end of a run waits for the writes still queued.
+CLOSE_TIMEOUT_SECONDS = 5.0
+KEY_PREFIX = "evals:response:v1:"
+URL_SCHEMES = ("redis", "rediss")
+
+log = structlog.get_logger()
+
+
+class CacheSettingsError(ValueError):
+    """The cache URL is unusable; the message never holds the URL's password."""
+
+
+def cache_key(model: EndpointSpec, messages: list[Message], repeat: int = 0) -> str:
+    """The key of one request: equal keys mean the model would be asked exactly the same."""
+    parts = urlsplit(model.base_url or DEFAULT_BASE_URLS[model.provider])
+    host = (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
+    identity = {
+        "provider": model.provider,
+        "host": host,
+        "model": model.name,
+        # Every parameter, set or not: a parameter added later changes no existing key.
+        "parameters": model.parameters.model_dump(mode="json", by_alias=True),
+        "messages": messages,
+        "repeat": repeat,
+    }
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return KEY_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    truncated: bool
+
+    def encode(self) -> bytes:
+        value = {
+            "text": self.text,
+            "inputTokens": self.input_tokens,
+            "outputTokens": self.output_tokens,
+            "truncated": self.truncated,
+        }
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> CachedAnswer | None:
+        """The answer in a cached value; None (a miss) for anything unreadable."""
+        try:
+            value = json.loads(raw)
+            return cls(
+                str(value["text"]),
+                int(value["inputTokens"]),
+                int(value["outputTokens"]),
+                bool(value["truncated"]),
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+def redacted_url(url: str) -> str:
+    """The cache URL as messages show it: without its password (and validated)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise CacheSettingsError(
+            "the cache URL is not a valid URL (its value is not shown)"
+        ) from None
+    if parts.scheme not in URL_SCHEMES or not parts.hostname:
+        raise CacheSettingsError(
+            "the cache URL must be redis://[:password@]host[:port][/db] or rediss://... "
+            "(its value is not shown)"
+        )
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{parts.hostname}:{port or 6379}{parts.path or '/0'}"
+
+
+class ResponseCache:
+    def __init__(
+        self,
+        client: Any,  # redis.asyncio.Redis
+        *,
+        where: str,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        retry_after_seconds: float = RETRY_AFTER_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.where = where
+        self.ttl_seconds = ttl_seconds
+        self.unavailable: str | None = None  # why, once the cache failed
+        self._client = client
+        self._retry_after = retry_after_seconds
+        self._clock = clock
+        self._paused_until: float | None = None
+        self._lookups: list[tuple[str, asyncio.Future[CachedAnswer | None]]] = []
+        self._writes: list[tuple[str, bytes]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._hits = metrics.CACHE_LOOKUPS.labels("hit")
+        self._misses = metrics.CACHE_LOOKUPS.labels("miss")
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, ttl_seconds: int = DEFAULT_TTL_SECONDS, max_connections: int = 16
+    ) -> ResponseCache:
+        SECRETS.add_url(url)
+        where = redacted_url(url)
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=SOCKET_TIMEOUT_SECONDS,
+            socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+            # No retries inside redis-py: a failure pauses the cache instead (see _failed).
+            retry=Retry(NoBackoff(), 0),
+            max_connections=max_connections,
+        )
+        return cls(client, where=where, ttl_seconds=ttl_seconds)
+
+    def usable(self) -> bool:
+        return self._paused_until is None or self._clock() >= self._paused_until
+
+    async def get(self, key: str) -> CachedAnswer | None:
+        """The cached answer, or None: a miss, or the cache unavailable (then nothing is
+        asked of Redis)."""
+        if not self.usable():
+            metrics.CACHE_LOOKUPS.labels("skipped").inc()
+            return None
+        future: asyncio.Future[CachedAnswer | None] = asyncio.get_running_loop().create_future()
+        self._lookups.append((key, future))
+        if len(self._lookups) == 1:
+            self._spawn(self._lookup_batch())
+        return await future
+
+    def put(self, key: str, completion: Completion) -> None:
+        """Keep the model's answer (written with the others of this event-loop turn)."""
+        if not self.usable():
+            return
+        answer = CachedAnswer(
+            completion.text, completion.input_tokens, completion.output_tokens, completion.truncated
+        )
+        self._writes.append((key, answer.encode()))
+        if len(self._writes) == 1:
+            self._spawn(self._write_batch())
+
+    async def close(self) -> None:
+        """Wait (boundedly) for the writes still queued, then close the connections."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=CLOSE_TIMEOUT_SECONDS)
+        for task in set(self._tasks):
+            task.cancel()
+        try:
+            await self._client.aclose()
+        except (RedisError, OSError):
+            pass  # closing a connection to a dead server
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _lookup_batch(self) -> None:
+        await asyncio.sleep(0)  # every worker of this turn adds its key first
+        batch, self._lookups = self._lookups, []
+        values: list[bytes | None] = [None] * len(batch)
+        failed = True
+        try:
+            values = await self._client.mget([key for key, _ in batch])
+            failed = False
+        except (RedisError, OSError, TimeoutError) as err:
+            self._failed(err, "get")
+        finally:
+            # Every waiting worker gets an answer, whatever happened (a miss at worst).
+            for (_, future), raw in zip(batch, values, strict=True):
+                answer = CachedAnswer.decode(raw) if raw is not None else None
+                if not failed:
+                    (self._hits if answer is not None else self._misses).inc()
+                if not future.done():
+                    future.set_result(answer)
+
+    async def _write_batch(self) -> None:
+        await asyncio.sleep(0)
+        batch, self._writes = self._writes, []
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, value in batch:
+                    pipe.set(key, value, ex=self.ttl_seconds)
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as err:
+            self._failed(err, "set")
+
+    def _failed(self, err: BaseException, operation: str) -> None:
+        metrics.CACHE_ERRORS.labels(operation).inc()
+        self._paused_until = self._clock() + self._retry_after
+        detail = SECRETS.redact(f"{type(err).__name__}: {err}")
+        if self.unavailable is None:
+            log.warning(
+                "the response cache is unavailable; going on without it",
+                cache=self.where,
+                error=detail,
+                retry_after_seconds=self._retry_after,
+            )
+        self.unavailable = (
+            f"the response cache {self.where} was unavailable ({detail}); the run went on "
+            f"without it, trying it again {self._retry_after:g} s after each failure"
+        )
+
+
+class CachedModelClient:
+    """A ModelClient that asks the cache first and keeps what the model answers."""
+
+    def __init__(
+        self, model: ModelClient, cache: ResponseCache, spec: EndpointSpec, usage: ShardUsage
+    ) -> None:
+        self._model = model
+        self._cache = cache
+        self._spec = spec
+        self._usage = usage
+        self._saved = Decimal(usage.cache_saved_usd)
+
+    async def complete(self, messages: list[Message]) -> Completion:
+        key = cache_key(self._spec, messages)
+        started = time.perf_counter()
+        cached = await self._cache.get(key)
+        if cached is None:
+            completion = await self._model.complete(messages)
+            self._cache.put(key, completion)
+            return completion
+        usage = self._usage
+        usage.cache_hits += 1
+        if cached.truncated:
+            usage.truncated += 1
+        if self._spec.pricing is not None:
+            self._saved += self._spec.pricing.cost(cached.input_tokens, cached.output_tokens)
+            usage.cache_saved_usd = format(self._saved.normalize(), "f")
+        return Completion(
+            cached.text,
+            cached.input_tokens,
+            cached.output_tokens,
+            cached.truncated,
+            time.perf_counter() - started,
+            cache_hit=True,
+        )
