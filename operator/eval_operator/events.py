@@ -25,6 +25,7 @@ WARNING_REASONS = frozenset(
         "SecretKeyNotFound",
         "ConfigMapNotFound",
         "ConfigMapKeyNotFound",
+        "SuiteNotFound",
         "CreateContainerConfigError",
         "CreateContainerError",
         "ErrImagePull",

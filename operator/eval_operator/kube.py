@@ -23,7 +23,22 @@ from eval_operator.conditions import now_rfc3339
 log = logging.getLogger(__name__)
 
 PLURAL = "evaluations"
+SUITES = "evalsuites"
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+FIELD_MANAGER = "eval-operator"
+# Where each kind the operator makes lives in the API.
+COLLECTIONS = {
+    "ConfigMap": "/api/v1/namespaces/{}/configmaps",
+    "Secret": "/api/v1/namespaces/{}/secrets",
+    "Service": "/api/v1/namespaces/{}/services",
+    "PersistentVolumeClaim": "/api/v1/namespaces/{}/persistentvolumeclaims",
+    "Pod": "/api/v1/namespaces/{}/pods",
+    "Job": "/apis/batch/v1/namespaces/{}/jobs",
+    "CronJob": "/apis/batch/v1/namespaces/{}/cronjobs",
+    "StatefulSet": "/apis/apps/v1/namespaces/{}/statefulsets",
+    "Deployment": "/apis/apps/v1/namespaces/{}/deployments",
+}
 COMPONENT = "eval-operator"
 
 
@@ -117,9 +132,9 @@ class Kube:
     # --- children -------------------------------------------------------------------------
 
     async def create(self, obj: dict[str, Any]) -> bool:
-        """Create a namespaced ConfigMap or Job; False when it already existed."""
-        collection = {"ConfigMap": "/api/v1/namespaces/{}/configmaps",
-                      "Job": "/apis/batch/v1/namespaces/{}/jobs"}[obj["kind"]]  # fmt: skip
+        """Create a namespaced object; False when it already existed (a 409 is success: a
+        Secret made once is never overwritten)."""
+        collection = COLLECTIONS[obj["kind"]]
         try:
             await self._call("POST", collection.format(obj["metadata"]["namespace"]), obj)
         except ApiException as err:
@@ -129,6 +144,65 @@ class Kube:
                 raise Rejected(_message(err)) from err
             raise
         return True
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply of the fields the operator owns (created when absent); what
+        others set on the object (an HPA's replicas, a user's annotations) stays."""
+        meta = obj["metadata"]
+        path = COLLECTIONS[obj["kind"]].format(meta["namespace"]) + f"/{meta['name']}"
+        try:
+            return await self._call(
+                "PATCH", path, obj, content_type=APPLY_PATCH,
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            )  # fmt: skip
+        except ApiException as err:
+            if err.status == 422:
+                raise Rejected(_message(err)) from err
+            raise
+
+    async def list_objects(
+        self, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        answer = await self._call(
+            "GET", COLLECTIONS[kind].format(namespace), query=[("labelSelector", label_selector)]
+        )
+        return list(answer.get("items") or [])
+
+    async def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete an object and, in the background, what it owns; False when it was not there."""
+        path = COLLECTIONS[kind].format(namespace) + f"/{name}"
+        try:
+            await self._call("DELETE", path, {"propagationPolicy": "Background"})
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    # --- EvalSuites -----------------------------------------------------------------------
+
+    async def get_suite(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._call("GET", _suite_path(namespace, name))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    async def patch_suite_status(
+        self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """As patch_evaluation_status, for an EvalSuite."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
+        try:
+            return await self._call(
+                "PATCH", _suite_path(namespace, name) + "/status", body,
+                content_type=MERGE_PATCH,
+            )  # fmt: skip
+        except ApiException as err:
+            if err.status in (404, 409):
+                raise Conflict(f"{namespace}/{name}") from err
+            raise
 
     async def put_config_map(self, obj: dict[str, Any]) -> None:
         """Create a ConfigMap, or replace the data of the one that is there."""
@@ -213,6 +287,10 @@ class Kube:
             await self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)
         except ApiException as err:
             log.warning("could not post event %s for %s: %s", reason, meta["name"], err.status)
+
+
+def _suite_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{SUITES}/{name}"
 
 
 def _evaluation_path(namespace: str, name: str) -> str:

@@ -21,11 +21,15 @@ import kopf
 from eval_api.v1alpha1 import GROUP, VERSION
 from eval_operator import kube, metrics, progress
 from eval_operator.builders.meta import EVALUATION_LABEL, MANAGED_BY, RUN_LABEL
+from eval_operator.builders.suite import SUITE_LABEL
 from eval_operator.handlers import evaluation as evaluation_handlers
+from eval_operator.handlers import suite as suite_handlers
 from eval_operator.settings import OperatorSettings
+from eval_operator.suite_status import suite_view
 from eval_operator.workqueue import WorkQueue
 
 EVALUATIONS = (GROUP, VERSION, "evaluations")
+EVALSUITES = (GROUP, VERSION, "evalsuites")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
@@ -36,6 +40,9 @@ async def configure(
     memo: kopf.Memo,
     evaluation_states: kopf.Index,
     evaluation_jobs: kopf.Index,
+    suite_views: kopf.Index,
+    suite_statefulsets: kopf.Index,
+    suite_deployments: kopf.Index,
     **_: Any,
 ) -> None:
     operator_settings = OperatorSettings.from_env()  # fails fast on a bad value
@@ -43,6 +50,8 @@ async def configure(
     # with thousands of other pods costs the operator nothing.
     settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
     settings.watching.label_selectors["", "pods"] = f"{MANAGED_SELECTOR},{RUN_LABEL}"
+    settings.watching.label_selectors["apps", "statefulsets"] = f"{MANAGED_SELECTOR},{SUITE_LABEL}"
+    settings.watching.label_selectors["apps", "deployments"] = f"{MANAGED_SELECTOR},{SUITE_LABEL}"
     # Watches reconnect every few minutes instead of trusting one long connection through
     # proxies and load balancers that drop idle streams silently.
     settings.watching.server_timeout = 300
@@ -64,10 +73,14 @@ async def configure(
         kube=kube.Kube(await kube.connect()),
         http=aiohttp.ClientSession(),
         jobs=evaluation_jobs,
+        suites=suite_views,
+        workloads=_Workloads(suite_statefulsets, suite_deployments),
     )
 
     async def reconcile(key: Any, hint: Any) -> float | None:
         with metrics.RECONCILE_SECONDS.time():
+            if key[0] == suite_handlers.SUITE_KIND:
+                return await suite_handlers.reconcile(ctx, key[1:], hint)
             return await evaluation_handlers.reconcile(ctx, key, hint)
 
     memo.ctx = ctx
@@ -120,6 +133,15 @@ async def evaluation_states(
     return {(namespace, name): metrics.evaluation_view(status)}
 
 
+@kopf.index(*EVALUATIONS)
+async def evaluations_by_suite(
+    namespace: str, name: str, spec: kopf.Spec, **_: Any
+) -> dict[Any, Any]:
+    """Which Evaluations run in which suite: a suite's change asks them to reconcile."""
+    suite = (spec.get("suiteRef") or {}).get("name")
+    return {(namespace, suite): name} if suite else {}
+
+
 @kopf.on.event(*EVALUATIONS)
 async def evaluation_event(
     type: str | None, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
@@ -145,6 +167,8 @@ async def job_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: A
     owner = labels.get(EVALUATION_LABEL)
     if owner:
         memo.queue.add((namespace, owner))
+    elif labels.get(SUITE_LABEL):  # a suite's schema migration
+        memo.queue.add(suite_handlers.suite_key(namespace, labels[SUITE_LABEL]))
 
 
 @kopf.on.event("", "v1", "pods", labels={**MANAGED, RUN_LABEL: kopf.PRESENT})
@@ -169,6 +193,70 @@ async def pod_event(
         memo.ctx.live.pop((namespace, body["metadata"]["name"]), None)
     if owner:
         memo.queue.add((namespace, owner))
+
+
+# --- EvalSuites: the stack and the Evaluations that run in it ---------------------------------
+
+
+@kopf.index(*EVALSUITES)
+async def suite_views(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): suite_view(body)}
+
+
+@kopf.on.event(*EVALSUITES)
+async def suite_event(
+    type: str | None,
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    evaluations_by_suite: kopf.Index,
+    **_: Any,
+) -> None:
+    key = suite_handlers.suite_key(namespace, name)
+    if type == "DELETED":
+        memo.queue.forget(key)
+        suite_handlers.forget(memo.ctx, namespace, name)
+    else:
+        memo.queue.add(key, _plain(body))
+    # Evaluations waiting for the suite (or running in it) see it change.
+    for evaluation in evaluations_by_suite.get((namespace, name), []):
+        memo.queue.add((namespace, evaluation))
+
+
+@kopf.index("apps", "v1", "statefulsets", labels={**MANAGED, SUITE_LABEL: kopf.PRESENT})
+async def suite_statefulsets(
+    namespace: str, name: str, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    return {(namespace, "StatefulSet", name): suite_handlers.workload_view(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels={**MANAGED, SUITE_LABEL: kopf.PRESENT})
+async def suite_deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, "Deployment", name): suite_handlers.workload_view(body)}
+
+
+@kopf.on.event("apps", "v1", "statefulsets", labels={**MANAGED, SUITE_LABEL: kopf.PRESENT})
+async def statefulset_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    memo.queue.add(suite_handlers.suite_key(namespace, labels[SUITE_LABEL]))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, SUITE_LABEL: kopf.PRESENT})
+async def deployment_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    memo.queue.add(suite_handlers.suite_key(namespace, labels[SUITE_LABEL]))
+
+
+class _Workloads:
+    """The StatefulSet and Deployment indexes as one mapping keyed (namespace, kind, name)."""
+
+    def __init__(self, statefulsets: kopf.Index, deployments: kopf.Index) -> None:
+        self._indexes = (statefulsets, deployments)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        for index in self._indexes:
+            if key in index:
+                return index[key]
+        return default
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

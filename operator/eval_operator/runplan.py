@@ -43,6 +43,8 @@ class RunPlan(BaseModel):
     dataset: str = ""  # where the samples come from, for display
     max_errored_fraction: str = Field(default="0.05", alias="maxErroredFraction")
     budgeted: bool = False  # spec.budget is set: the run keeps a ledger of its attempts
+    suite: str = ""  # the EvalSuite the run is in (spec.suiteRef), for display
+    cached: bool = False  # the suite has a response cache: status says whether it served
 
     @classmethod
     def of(cls, spec: EvaluationSpec, raw_spec: Mapping[str, Any], generation: int, run: str):

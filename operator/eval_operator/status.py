@@ -361,6 +361,15 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
     every_attempt = [s for s in (_summary_of(p, obs.live) for p in obs.pods) if s is not None]
     if every_attempt:
         status["usage"] = _usage(every_attempt)
+    if plan is not None and plan.cached and summaries:
+        # A cache that failed never stops a run: the run says so and goes on without it.
+        unavailable = sorted(
+            {s.cache_unavailable for s in summaries.values() if s.cache_unavailable}
+        )
+        if unavailable:
+            set_("CacheAvailable", "False", "CacheUnavailable", "; ".join(unavailable)[:1024])
+        else:
+            set_("CacheAvailable", "True", "CacheAvailable", f"EvalSuite {plan.suite}'s cache")
     note = spec_changed_note(generation, status.get("runGeneration"))
 
     if obs.cancel:

@@ -46,6 +46,7 @@ from eval_runner.pipeline import BudgetStopped, SampleResult, run_shard
 from eval_runner.runtime import run as run_async
 from eval_runner.secrets import SECRETS, read_key
 from eval_runner.server import ProgressServer
+from eval_runner.stackcheck import cmd_migrate
 from eval_runner.store import (
     STORE_CONFIG_INVALID,
     RunIdentity,
@@ -212,6 +213,19 @@ def _parser() -> argparse.ArgumentParser:
     shard.add_argument("--termination-log", type=Path, default=Path(DEFAULT_TERMINATION_LOG))
     shard.add_argument("--port", type=int, help="progress port (default $EVAL_PROGRESS_PORT)")
     shard.set_defaults(command=cmd_shard)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="apply the store's schema migrations and check the cache (an EvalSuite's Job)",
+        description=(
+            "Apply the shipped schema migrations to the store of the environment "
+            f"({environment.STORE_URI}, or {environment.STORE_HOST} and its parts) under an "
+            f"advisory lock, ping the cache ({environment.CACHE_URL}), and write the report to "
+            "the termination log. Exit 0 done, 3 when retrying cannot help, 1 to be retried."
+        ),
+    )
+    migrate.add_argument("--termination-log", type=Path, default=Path(DEFAULT_TERMINATION_LOG))
+    migrate.set_defaults(command=lambda args: cmd_migrate(args.termination_log))
     return parser
 
 

@@ -213,13 +213,22 @@ def expand(group: str, resource: str, verbs: str) -> set[tuple[str, str, str]]:
 
 FRAMEWORK_CLUSTER = expand("apiextensions.k8s.io", "customresourcedefinitions", "list watch")
 FRAMEWORK_EVENTS = expand("", "events", "create")
-# No Secrets at all, and nothing written to Evaluations but their status (issue 7 item 12).
+# Secrets only created (a suite's generated credentials), never read; nothing written to
+# Evaluations or EvalSuites but their status (issue 7 item 12, issue 9 item 9).
 APPLICATION = (
     expand("evals.io", "evaluations", "get list watch")
     | expand("evals.io", "evaluations/status", "patch")
+    | expand("evals.io", "evalsuites", "get list watch")
+    | expand("evals.io", "evalsuites/status", "patch")
     | expand("batch", "jobs", "list watch create delete patch")
-    | expand("", "configmaps", "get create patch deletecollection")
+    | expand("", "configmaps", "get list create patch delete deletecollection")
     | expand("", "pods", "list watch")
+    | expand("", "secrets", "create")
+    | expand("apps", "statefulsets", "list watch patch delete")
+    | expand("apps", "deployments", "list watch patch delete")
+    | expand("batch", "cronjobs", "list patch delete")
+    | expand("", "services", "list patch delete")
+    | expand("", "persistentvolumeclaims", "patch")
 )
 
 
@@ -260,13 +269,15 @@ def test_namespaced_rbac_grants_nothing_outside_the_watched_namespaces() -> None
     ]
 
 
-def test_no_wildcards_and_no_secret_writes_anywhere() -> None:
+def test_no_wildcards_and_secrets_only_created_anywhere() -> None:
+    """A Secret is never read, updated, listed or deleted: the operator only makes a suite's
+    generated credentials, once."""
     for values_file in VALUES_FILES:
         for role in [d for d in render(values_file) if d["kind"] in ("Role", "ClusterRole")]:
             for group, resource, verb in rules_of(role):
                 assert "*" not in (group, resource, verb), role["metadata"]["name"]
                 if resource == "secrets":
-                    assert verb == "get", role["metadata"]["name"]
+                    assert verb == "create", role["metadata"]["name"]
 
 
 def test_users_get_evaluations_through_the_default_roles() -> None:
@@ -287,10 +298,12 @@ def test_users_get_evaluations_through_the_default_roles() -> None:
         labels + "edit",
         labels + "admin",
     }
-    assert rules_of(view) == expand("evals.io", "evaluations", "get list watch")
+    assert rules_of(view) == expand("evals.io", "evaluations", "get list watch") | expand(
+        "evals.io", "evalsuites", "get list watch"
+    )
     assert rules_of(edit) == expand(
         "evals.io", "evaluations", "create update patch delete deletecollection"
-    )
+    ) | expand("evals.io", "evalsuites", "create update patch delete deletecollection")
     # Only the operator writes status; no aggregated role grants it.
     assert not find(
         render("namespaced-values.yaml"), "ClusterRole", f"{RELEASE}-eval-operator-view"

@@ -36,6 +36,7 @@ from tests.support.operator_cluster import (
     secret,
 )
 from tests.support.ports import free_port
+from tests.support.stack_controller import StackController
 from tests.support.tools import tool
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ GROUP, VERSION, PLURAL = "evals.io", "v1alpha1", "evaluations"
 OPERATOR_TOKEN = "eval-operator-service-account-token"
 # An Evaluation is read again only after a write conflict or a child's event that comes
 # without its parent's latest body; this scenario may not need to.
-GRANTED_BUT_NOT_EXERCISED = {("evals.io", "evaluations", "get")}
+GRANTED_BUT_NOT_EXERCISED = {("evals.io", "evaluations", "get"), ("evals.io", "evalsuites", "get")}
 
 
 def rbac_attributes(record: RequestRecord) -> tuple[str, str, str] | None:
@@ -121,17 +122,21 @@ class Run:
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     metrics_port = free_port()
     workdir = tmp_path_factory.mktemp("rbac")
-    crd = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
     with (
         operator_environment({"EVAL_OPERATOR_METRICS_PORT": str(metrics_port)}),
         running_kubeapi(bookmark_interval=2.0) as api,
         ModelServer().in_thread() as model,
+        StackController(api) as stack,
     ):
-        api.create(crd)
+        for path in sorted((ROOT / "crds").glob("*.yaml")):
+            api.create(yaml.safe_load(path.read_text()))
         kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=OPERATOR_TOKEN)
         # A budgeted run whose first attempt is killed: its retry reads the run's ledger.
         controller = FakeJobController(
-            api.url, workdir / "pods", crash_first_attempt={"budgeted": {0}}
+            api.url,
+            workdir / "pods",
+            crash_first_attempt={"budgeted": {0}},
+            hosts_file=stack.hosts_file,
         )
         args = ["run", "--standalone", "--all-namespaces", "-m", "eval_operator.main"]
         with (
@@ -193,7 +198,53 @@ def _scenario(run: Run, model: ModelServer) -> Run:
         run.wait("budgeted", lambda s: s.get("phase") == "Failed")
     finally:
         model.faults.latency = 0.0
+    _suite_scenario(run, model)
     return run
+
+
+def _suite_scenario(run: Run, model: ModelServer) -> None:
+    """An EvalSuite's whole life: its stack made (Secrets created once, the rest applied), an
+    Evaluation run in it, then its cache disabled and its store made external (the managed
+    objects pruned), then deleted."""
+    suites = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/evalsuites"
+
+    def suite_status(name: str, predicate: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            suite = run.api.get(GROUP, VERSION, "evalsuites", NS, name)
+            if suite is not None and predicate(suite.get("status") or {}):
+                return suite
+            time.sleep(0.1)
+        raise AssertionError(f"{name}: {run.api.get(GROUP, VERSION, 'evalsuites', NS, name)}")
+
+    def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+        return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+    suite = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "EvalSuite",
+        "metadata": {"name": "rbac-suite", "namespace": NS},
+        "spec": {},
+    }
+    run.post(suites, suite)
+    suite_status("rbac-suite", lambda s: condition(s, "Ready").get("status") == "True")
+    body = manifest("in-suite", model, suiteRef={"name": "rbac-suite"})
+    run.post(f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}", body)
+    run.wait("in-suite", lambda s: s.get("phase") == "Succeeded")
+    run.api.patch(
+        GROUP, VERSION, "evalsuites", NS, "rbac-suite", {"spec": {"cache": {"mode": "Disabled"}}}
+    )
+    suite_status("rbac-suite", lambda s: condition(s, "CacheReady").get("reason") == "Disabled")
+    external = {
+        "mode": "External",
+        "external": {"secretRef": {"name": "rbac-suite-store-credentials"}, "sslmode": "disable"},
+    }
+    run.api.patch(GROUP, VERSION, "evalsuites", NS, "rbac-suite", {"spec": {"store": external}})
+    deadline = time.monotonic() + 60
+    while run.api.get("apps", "v1", "statefulsets", NS, "rbac-suite-store") is not None:
+        assert time.monotonic() < deadline, "the managed store was not pruned"
+        time.sleep(0.1)
+    run.api.delete(GROUP, VERSION, "evalsuites", NS, "rbac-suite")
 
 
 def render_cluster_wide_chart() -> list[dict[str, Any]]:
@@ -209,7 +260,8 @@ def render_cluster_wide_chart() -> list[dict[str, Any]]:
 
 def test_metrics_endpoint_reports_the_evaluations(run: Run) -> None:
     text = httpx.get(f"http://127.0.0.1:{run.metrics_port}/metrics", timeout=10).text
-    assert 'eval_operator_evaluations{namespace="default",phase="Succeeded"} 1.0' in text
+    # full-cycle and in-suite (the budgeted run failed)
+    assert 'eval_operator_evaluations{namespace="default",phase="Succeeded"} 2.0' in text
     assert "eval_operator_reconcile_duration_seconds_count" in text
 
 

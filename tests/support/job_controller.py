@@ -76,6 +76,15 @@ UNSCHEDULABLE_LABEL = "evals.io/test-unschedulable"
 VOLUME_REFRESH_SECONDS = 1.0
 
 
+def with_hosts_file(hosts: Path, command: list[str]) -> list[str]:
+    """`command` in a mount namespace of its own whose /etc/hosts is `hosts`, as the kubelet
+    gives every pod its own /etc/hosts and the cluster DNS answers for Services. As root, a
+    plain mount namespace; otherwise a user namespace maps this user to root inside it."""
+    unshare = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "-r", "--mount"]
+    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+    return [*unshare, "--", "sh", "-c", script, str(hosts), *command]
+
+
 class NotStartable(Exception):
     """The kubelet cannot start the container yet: (reason, message) for its waiting state."""
 
@@ -113,6 +122,11 @@ class JobState:
     failed: set[int] = field(default_factory=set)
     finished: bool = False
     started: str = field(default_factory=now)
+    indexed: bool = True
+    fail_job_exit_codes: set[int] = field(default_factory=set)
+    fail_reason: str = "FailedIndexes"
+    # When an index that failed may start again (the Job controller's backoff), monotonic.
+    not_before: dict[int, float] = field(default_factory=dict)
 
 
 class FakeJobController:
@@ -123,8 +137,11 @@ class FakeJobController:
         *,
         crash_first_attempt: dict[str, set[int]] | None = None,
         poll_interval: float = 0.2,
+        hosts_file: Path | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        # The cluster DNS stand-in: each pod's /etc/hosts (tests/support/stack_controller.py).
+        self.hosts_file = hosts_file
         self.workdir = workdir
         self.crash_first_attempt = crash_first_attempt or {}
         self.poll_interval = poll_interval
@@ -193,18 +210,29 @@ class FakeJobController:
     def _new_state(self, job: dict[str, Any]) -> JobState:
         spec = job["spec"]
         codes: set[int] = set()
+        fail_job: set[int] = set()
         for rule in (spec.get("podFailurePolicy") or {}).get("rules", []):
             if rule["action"] == "FailIndex" and "onExitCodes" in rule:
                 codes |= set(rule["onExitCodes"]["values"])
+            if rule["action"] == "FailJob" and "onExitCodes" in rule:
+                fail_job |= set(rule["onExitCodes"]["values"])
+        indexed = spec.get("completionMode") == "Indexed"
+        completions = spec.get("completions", 1)
         return JobState(
             namespace=job["metadata"]["namespace"],
             name=job["metadata"]["name"],
             uid=job["metadata"]["uid"],
             evaluation=job["metadata"].get("labels", {}).get("evals.io/evaluation", ""),
-            completions=spec["completions"],
-            parallelism=spec.get("parallelism", spec["completions"]),
-            backoff_limit_per_index=spec.get("backoffLimitPerIndex", 0),
-            fail_index_exit_codes=codes,
+            completions=completions,
+            parallelism=spec.get("parallelism", completions),
+            # A NonIndexed Job of one completion: its backoffLimit is that one index's.
+            backoff_limit_per_index=spec.get(
+                "backoffLimitPerIndex", 0 if indexed else spec.get("backoffLimit", 6)
+            ),
+            fail_index_exit_codes=codes | fail_job,
+            indexed=indexed,
+            fail_job_exit_codes=fail_job,
+            fail_reason="FailedIndexes" if indexed else "BackoffLimitExceeded",
         )
 
     async def _drive(self, job: dict[str, Any], state: JobState) -> None:
@@ -238,10 +266,14 @@ class FakeJobController:
             if attempt.process.returncode is not None:
                 await self._finish_attempt(state, index, attempt)
 
+        clock = asyncio.get_running_loop().time()
         pending = [
             i
             for i in range(state.completions)
-            if i not in state.succeeded and i not in state.failed and i not in state.running
+            if i not in state.succeeded
+            and i not in state.failed
+            and i not in state.running
+            and state.not_before.get(i, 0.0) <= clock
         ]
         for index in pending[: max(state.parallelism - len(state.running), 0)]:
             state.running[index] = await self._start_pod(job, state, index)
@@ -256,6 +288,9 @@ class FakeJobController:
             "completedIndexes": index_ranges(state.succeeded),
             "failedIndexes": index_ranges(state.failed),
         }
+        if not state.indexed:
+            for key in ("completedIndexes", "failedIndexes"):
+                del status[key]
         if len(done) == state.completions and not state.running:
             state.finished = True
             if state.failed:
@@ -263,8 +298,10 @@ class FakeJobController:
                     {
                         "type": "Failed",
                         "status": "True",
-                        "reason": "FailedIndexes",
-                        "message": "Job has failed indexes",
+                        "reason": state.fail_reason,
+                        "message": "Job has failed indexes"
+                        if state.indexed
+                        else "Job has reached the specified backoff limit",
                         "lastTransitionTime": now(),
                     }
                 ]
@@ -278,6 +315,21 @@ class FakeJobController:
                     }
                 ]
         await self._merge_status(job_path, status)
+
+    def kill(self, namespace: str, job: str, index: int = 0) -> bool:
+        """SIGKILL the running container of one index (the node died, OOM): the Job controller
+        then retries it as a failed attempt. Safe to call from another thread."""
+        state = self.jobs.get((namespace, job))
+        attempt = state.running.get(index) if state is not None else None
+        if attempt is None or attempt.process is None or attempt.process.returncode is not None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(attempt.process.pid, signal.SIGKILL)
+        return True
+
+    def running_attempt(self, namespace: str, job: str, index: int = 0) -> Attempt | None:
+        state = self.jobs.get((namespace, job))
+        return state.running.get(index) if state is not None else None
 
     async def _scored_some(self, attempt: Attempt) -> bool:
         assert self._session is not None
@@ -424,11 +476,14 @@ class FakeJobController:
             command = [sys.executable, "-c", "pass"]
         else:
             args = list(container["args"])
-            args[args.index("--config") + 1] = config_path
+            if "--config" in args:
+                args[args.index("--config") + 1] = config_path
             command = [
                 sys.executable, "-m", "eval_runner", *args,
                 "--termination-log", str(termination_log),
             ]  # fmt: skip
+        if self.hosts_file is not None:
+            command = with_hosts_file(self.hosts_file, command)
         attempt.process = await asyncio.create_subprocess_exec(
             *command,
             env=env,
@@ -496,10 +551,17 @@ class FakeJobController:
             state.succeeded.add(index)
         elif exit_code in state.fail_index_exit_codes:
             state.failed.add(index)
+            if exit_code in state.fail_job_exit_codes:
+                state.fail_reason = "PodFailurePolicy"
         else:
             state.retries[index] = state.retries.get(index, 0) + 1
             if state.retries[index] > state.backoff_limit_per_index:
                 state.failed.add(index)
+            elif not state.indexed:
+                # The Job controller's backoff between retries (10 s doubling, up to 6 min),
+                # shortened here: a retry never follows a failure at once.
+                delay = min(0.5 * 2 ** (state.retries[index] - 1), 5.0)
+                state.not_before[index] = asyncio.get_running_loop().time() + delay
 
     async def _container_env(
         self,
@@ -526,10 +588,14 @@ class FakeJobController:
                         "GET", f"/api/v1/namespaces/{namespace}/secrets/{ref['name']}"
                     )
                 except LookupError:
+                    if ref.get("optional"):
+                        continue  # an optional reference to a missing Secret sets nothing
                     raise NotStartable(
                         "CreateContainerConfigError", f'secret "{ref["name"]}" not found'
                     ) from None
                 if ref["key"] not in (secret.get("data") or {}):
+                    if ref.get("optional"):
+                        continue
                     raise NotStartable(
                         "CreateContainerConfigError",
                         f"couldn't find key {ref['key']} in Secret {namespace}/{ref['name']}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import threading
@@ -27,6 +28,7 @@ import yaml
 from tests.support.job_controller import FakeJobController
 from tests.support.kubeapi import KubeAPIServer, RequestRecord, running_kubeapi, use_kubeconfig
 from tests.support.model_server import ModelServer
+from tests.support.stack_controller import StackController
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "default"
@@ -61,12 +63,14 @@ class Cluster:
     model: ModelServer
     controller: FakeJobController
     operator: Operator
+    stack: StackController | None = None  # with stack=True: real PostgreSQL and Redis
 
     # --- what kubectl would do ------------------------------------------------------------
 
     def apply(self, obj: dict[str, Any]) -> httpx.Response:
         kind_paths = {
             "Evaluation": f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}",
+            "EvalSuite": f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/evalsuites",
             "Secret": f"/api/v1/namespaces/{NS}/secrets",
             "ConfigMap": f"/api/v1/namespaces/{NS}/configmaps",
         }
@@ -74,6 +78,24 @@ class Cluster:
 
     def evaluation(self, name: str) -> dict[str, Any] | None:
         return self.api.get(GROUP, VERSION, PLURAL, NS, name)
+
+    def suite(self, name: str) -> dict[str, Any] | None:
+        return self.api.get(GROUP, VERSION, "evalsuites", NS, name)
+
+    def wait_suite(
+        self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = self.suite(name)
+            if last is not None and predicate(last):
+                return last
+            time.sleep(0.1)
+        raise AssertionError(
+            f"suite {name} did not reach the state in {timeout}s; "
+            f"status: {json.dumps((last or {}).get('status'), indent=1)}"
+        )
 
     def wait(
         self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60
@@ -253,23 +275,43 @@ def operator_environment(extra: dict[str, str] | None = None) -> Iterator[None]:
 
 @contextmanager
 def running_cluster(
-    workdir: Path, *, wrong: list[str] = WRONG, operator_args: list[str] | None = None
+    workdir: Path,
+    *,
+    wrong: list[str] = WRONG,
+    operator_args: list[str] | None = None,
+    stack: bool = False,
+    model: ModelServer | None = None,
 ) -> Iterator[Cluster]:
-    crd = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
+    """`stack`: EvalSuites' StatefulSets and Deployments run real PostgreSQL and Redis
+    servers (tests/support/stack_controller.py), which pods reach by their Services' names."""
     with (
         operator_environment(),
         running_kubeapi(bookmark_interval=2.0) as api,
-        ModelServer(wrong=wrong).in_thread() as model,
+        (model or ModelServer(wrong=wrong)).in_thread() as model,
+        StackController(api) if stack else contextlib.nullcontext() as stack_controller,
     ):
-        api.create(crd)
+        for path in sorted((ROOT / "crds").glob("*.yaml")):
+            api.create(yaml.safe_load(path.read_text()))
         assert api.create(secret())
         # The operator's requests carry a token of their own: tests can tell them apart.
         kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=OPERATOR_TOKEN)
-        controller = FakeJobController(api.url, workdir / "pods")
+        controller = FakeJobController(
+            api.url,
+            workdir / "pods",
+            hosts_file=stack_controller.hosts_file if stack_controller else None,
+        )
         with use_kubeconfig(kubeconfig), controller_thread(controller):
             running = Operator(operator_args)
             running.start()
             try:
-                yield Cluster(api=api, model=model, controller=controller, operator=running)
+                yield Cluster(
+                    api=api,
+                    model=model,
+                    controller=controller,
+                    operator=running,
+                    stack=stack_controller,
+                )
             finally:
                 running.stop()
+        if stack_controller is not None:
+            assert stack_controller.errors == [], stack_controller.errors

@@ -145,9 +145,10 @@ class StoreSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StoreSettings | None:
-        """The store of a runner pod: EVAL_STORE_URI, or EVAL_STORE_HOST with PORT, DBNAME,
-        USER and PASSWORD; EVAL_STORE_SSLMODE and EVAL_STORE_SSLROOTCERT apply to either (and
-        replace the URI's own). None when neither URI nor host is set: no store."""
+        """The store of a runner pod: EVAL_STORE_URI (which wins when the parts are set too),
+        or EVAL_STORE_HOST with PORT, DBNAME, USER and PASSWORD; EVAL_STORE_SSLMODE and
+        EVAL_STORE_SSLROOTCERT apply to either (and replace the URI's own). None when neither
+        URI nor host is set: no store."""
         uri = env.get(environment.STORE_URI) or None
         host = env.get(environment.STORE_HOST) or None
         password = env.get(environment.STORE_PASSWORD) or None
@@ -155,15 +156,17 @@ class StoreSettings:
         sslrootcert = env.get(environment.STORE_SSLROOTCERT) or None
         if uri is None and host is None:
             return None
-        if uri is not None and host is not None:
-            raise StoreSettingsError(
-                f"set {environment.STORE_URI} or {environment.STORE_HOST} (with its parts), "
-                "not both"
-            )
+        # A CloudNativePG app Secret holds both the uri and its parts (the operator passes
+        # every key it may hold): the uri, when there, is the whole answer; the password key
+        # only fills in a uri that has none.
         if uri is not None:
+            try:
+                uri_has_password = bool(urlsplit(uri).password)
+            except ValueError:
+                uri_has_password = False  # from_uri says what is wrong with it
             return cls.from_uri(
                 uri,
-                password=password,
+                password=None if uri_has_password else password,
                 sslmode=sslmode,
                 sslrootcert=sslrootcert,
                 source=environment.STORE_URI,

@@ -21,16 +21,47 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
   verbs: ["list", "watch", "create", "delete", "patch"]
 # The immutable run-config ConfigMap of each run, and the ledger of a budgeted run's retried
 # shards (created, then patched); the previous run's deleted by label on a re-run. Dataset and
-# CA ConfigMaps are only checked for existence.
+# CA ConfigMaps are only checked for existence. A suite's postgresql.conf and redis.conf are
+# applied server-side, listed by the suite's label and deleted when no longer wanted.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "patch", "deletecollection"]
+  verbs: ["get", "list", "create", "patch", "delete", "deletecollection"]
 # Runner pods: their IPs (for /progress), why they wait (a missing Secret or image shows up
-# here) and their termination messages (shard summaries). No access to Secrets at all: the
-# operator never reads an API key.
+# here) and their termination messages (shard summaries); an EvalSuite's migration pods, listed
+# by job-name, for their reports.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+# EvalSuites: listed and watched (a suite's change reconciles it and the Evaluations in it);
+# read once more on a write conflict. Status only by a merge patch with a resourceVersion.
+- apiGroups: ["evals.io"]
+  resources: ["evalsuites"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["evals.io"]
+  resources: ["evalsuites/status"]
+  verbs: ["patch"]
+# A suite's generated credentials (store and cache): created once, never read, updated or
+# listed. A 409 keeps the password that is there. The operator never reads any Secret: runner,
+# migration and backup pods get credentials by secretKeyRef, from the kubelet.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
+# The suite's stack, applied server-side (patch creates what is missing), watched for its
+# readiness, and deleted when the spec stops asking for it (listed by the suite's label).
+- apiGroups: ["apps"]
+  resources: ["statefulsets", "deployments"]
+  verbs: ["list", "watch", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["cronjobs"]
+  verbs: ["list", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["list", "patch", "delete"]
+# The backup volume, applied server-side; never deleted (the data volumes are the StatefulSet
+# controller's, and go with the suite only by owner reference).
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["patch"]
 {{- end }}
 
 {{/* Events in the objects' namespaces: kopf's about its own errors, and the operator's. */}}

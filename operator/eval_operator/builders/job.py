@@ -10,7 +10,8 @@ from eval_api import environment
 from eval_api.environment import judge_key_env
 from eval_api.exitcodes import EXIT_PERMANENT
 from eval_api.ledger import LEDGER_KEY, Ledger
-from eval_api.v1alpha1 import EvaluationSpec
+from eval_api.v1alpha1 import EvalSuiteSpec, EvaluationSpec
+from eval_operator.builders import suite as suite_builders
 from eval_operator.builders.meta import child_labels, owner_reference
 from eval_operator.runplan import (
     RUN_PLAN_ANNOTATION,
@@ -197,30 +198,59 @@ def _volumes(
     return volumes, mounts
 
 
+def _suite_env(
+    evaluation: Mapping[str, Any], run: str, suite: str, suite_spec: EvalSuiteSpec
+) -> list[dict[str, Any]]:
+    """A run inside an EvalSuite: who its rows belong to, and the store and cache, whose
+    credentials reach the pod only by secretKeyRef."""
+    meta = evaluation["metadata"]
+    env = [
+        {"name": environment.EVALUATION_UID, "value": meta["uid"]},
+        {"name": environment.EVALUATION_NAME, "value": meta["name"]},
+        {"name": environment.EVALUATION_NAMESPACE, "value": meta["namespace"]},
+        {"name": environment.SUITE, "value": suite},
+        {"name": environment.RUN, "value": run},
+    ]
+    env += suite_builders.store_env(
+        suite_spec.store, suite_builders.store_secret_of(suite, suite_spec)
+    )
+    env += suite_builders.cache_env(suite, suite_spec.cache)
+    return env
+
+
 def build_job(
     evaluation: Mapping[str, Any],
     spec: EvaluationSpec,
     run: str,
     plan: RunPlan,
     settings: OperatorSettings,
+    suite: tuple[str, EvalSuiteSpec] | None = None,
 ) -> dict[str, Any]:
     """The Indexed Job of one run: one pod per shard, each retried on its own.
 
     It carries the run's plan (what status judges it by) and the spec.suspend it was created
-    with. A Job for Kueue (the queue-name label passes through) is created the same way: Kueue's
-    webhook suspends it at creation and Kueue resumes it on admission; without Kueue it runs.
+    with. A Job for Kueue (the queue-name label passes through) is created the same way:
+    Kueue's webhook suspends it at creation and Kueue resumes it on admission; without Kueue
+    it runs. `suite` is the (name, spec) of the EvalSuite the run is in (spec.suiteRef).
     """
     meta = evaluation["metadata"]
     labels = child_labels(evaluation, run)
     volumes, mounts = _volumes(spec, plan.config_map, run)
     execution = spec.execution
+    env = _env(spec, settings)
+    if suite is not None:
+        env += _suite_env(evaluation, run, *suite)
+        store_ca = suite_builders.store_ca_volume(suite[1].store)
+        if store_ca is not None:
+            volumes.append(store_ca[0])
+            mounts.append(store_ca[1])
 
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": execution.image or settings.runner_image,
         "imagePullPolicy": settings.runner_image_pull_policy,
         "args": ["shard", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
-        "env": _env(spec, settings),
+        "env": env,
         "ports": [
             {"name": PROGRESS_PORT_NAME, "containerPort": settings.progress_port, "protocol": "TCP"}
         ],

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from eval_api import cel
 from eval_api.checks import spec_problems
 from eval_api.shard import ShardSummary
-from eval_api.v1alpha1 import RERUN_ANNOTATION, EvaluationSpec
+from eval_api.v1alpha1 import RERUN_ANNOTATION, EvalSuiteSpec, EvaluationSpec
 from eval_operator import events
 from eval_operator.builders.job import build_job, build_ledger, build_run_config
 from eval_operator.builders.meta import RUN_LABEL, run_name
@@ -64,6 +64,13 @@ class Context:
     last_write: dict[Key, float] = field(default_factory=dict)
     # The ledger last written for each budgeted run: (namespace, run) -> its JSON.
     ledgers: dict[Key, str] = field(default_factory=dict)
+    # The kopf index of EvalSuites: (namespace, name) -> [suite view].
+    suites: Mapping[Any, Any] = field(default_factory=dict)
+    # The kopf index of the suites' StatefulSets and Deployments: (namespace, kind, name) ->
+    # [workload view].
+    workloads: Mapping[Any, Any] = field(default_factory=dict)
+    # What each suite's last prune kept: (namespace, name) -> its key.
+    pruned: dict[Key, Any] = field(default_factory=dict)
 
     def forget(self, key: Key) -> None:
         self.last_write.pop(key, None)
@@ -113,6 +120,29 @@ async def missing_input(kube: Kube, namespace: str, spec: EvaluationSpec) -> tup
         if key not in keys:
             return "ConfigMapKeyNotFound", f"ConfigMap {namespace}/{name} has no key {key!r}"
     return None
+
+
+def suite_of(
+    ctx: Context, namespace: str, name: str
+) -> tuple[tuple[str, EvalSuiteSpec] | None, tuple[str, str] | None]:
+    """The suite a run goes into, or why it has to wait: the suite does not exist, or its
+    store is not ready yet (the suite's watch events bring the Evaluation back)."""
+    view = next(iter(ctx.suites.get((namespace, name), [])), None)
+    if view is None:
+        return None, (
+            "SuiteNotFound",
+            f"EvalSuite {namespace}/{name} (spec.suiteRef) does not exist",
+        )
+    if not view["storeReady"]:
+        return None, (
+            "SuiteNotReady",
+            f"waiting for EvalSuite {name}: {view['storeReason']}: {view['storeMessage']}",
+        )
+    try:
+        spec = EvalSuiteSpec.model_validate(view["spec"], context=cel.ADMITTED)
+    except ValidationError as err:
+        return None, ("SuiteNotReady", f"EvalSuite {name}: {describe_validation_error(err)}")
+    return (name, spec), None
 
 
 def _validate(raw_spec: Mapping[str, Any]) -> tuple[EvaluationSpec | None, str | None]:
@@ -285,10 +315,19 @@ async def _start(
     obs.blocked = await missing_input(ctx.kube, namespace, spec)
     if obs.blocked is not None:
         return None
+    suite: tuple[str, EvalSuiteSpec] | None = None
+    if spec.suite_ref is not None:
+        suite, obs.blocked = suite_of(ctx, namespace, spec.suite_ref.name)
+        if obs.blocked is not None:
+            return None
     plan = RunPlan.of(spec, raw_spec, generation, run)
+    if suite is not None:
+        plan = plan.model_copy(
+            update={"suite": suite[0], "cached": suite[1].cache.mode != "Disabled"}
+        )
     try:
         await ctx.kube.create(build_run_config(evaluation, run, plan))
-        job = build_job(evaluation, spec, run, plan, ctx.settings)
+        job = build_job(evaluation, spec, run, plan, ctx.settings, suite)
         created = await ctx.kube.create(job)
     except Rejected as err:
         obs.job_rejected = err.message

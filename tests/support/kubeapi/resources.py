@@ -9,6 +9,7 @@ operators observe those effects.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -268,6 +269,21 @@ def _workload_errors(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Fi
     return errors
 
 
+# The emulated cluster's service range (--service-cluster-ip-range) is 127.96.0.0/11, inside
+# loopback: a test standing in for a Service's pods can listen on the ClusterIP itself, and
+# every process on this machine reaches it there, as pods reach a ClusterIP through kube-proxy.
+SERVICE_RANGE_BASE = (127 << 24) | (96 << 16)
+SERVICE_RANGE_SIZE = 1 << 21
+
+
+def cluster_ip(uid: str) -> str:
+    """A ClusterIP for the Service with this uid: spread over the range by a hash, so that
+    emulators in different processes hardly ever hand out the same address."""
+    offset = int(hashlib.sha256(uid.encode()).hexdigest(), 16) % (SERVICE_RANGE_SIZE - 2) + 1
+    address = SERVICE_RANGE_BASE + offset
+    return ".".join(str((address >> shift) & 255) for shift in (24, 16, 8, 0))
+
+
 def _service_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
@@ -278,8 +294,9 @@ def _service_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[
         old_spec = (old or {}).get("spec") or {}
         if not spec.get("clusterIP"):
             # Allocated once, kept by updates (as the real IP allocator does).
-            seed = sum(ord(c) for c in obj["metadata"].get("uid", ""))
-            spec["clusterIP"] = old_spec.get("clusterIP") or f"10.96.{seed % 250}.{seed % 253 + 1}"
+            spec["clusterIP"] = old_spec.get("clusterIP") or cluster_ip(
+                obj["metadata"].get("uid", "")
+            )
         spec.setdefault("clusterIPs", [spec["clusterIP"]])
         spec.setdefault("ipFamilies", ["IPv4"])
         spec.setdefault("ipFamilyPolicy", "SingleStack")

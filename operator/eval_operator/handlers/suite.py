@@ -1,0 +1,254 @@
+"""Reconcile one EvalSuite: its stack exists as the spec says, and its status says how it is.
+
+Called by the work queue (key ("EvalSuite", namespace, name)) on watch events of the suite, its
+StatefulSet, Deployment and migration Job. Level-based: every pass applies the desired objects
+with server-side apply (only the fields the operator owns; unchanged objects cost the apiserver
+nothing), creates the generated Secrets once (a 409 keeps the existing password), removes what
+the spec no longer asks for (never a volume or a Secret: data goes only with the suite, and only
+when store.managed.retainOnDelete is false), and writes the status only when it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from eval_api.store.migrate import LATEST_VERSION
+from pydantic import ValidationError
+
+from eval_api import cel
+from eval_api.v1alpha1 import EvalSuiteSpec
+from eval_operator import events
+from eval_operator.builders import suite as builders
+from eval_operator.conditions import condition_of, now_rfc3339, set_condition
+from eval_operator.handlers.evaluation import Context, describe_validation_error, status_patch
+from eval_operator.kube import Conflict, Rejected
+from eval_operator.suite_status import STORE_WARNINGS, SuiteObservation, desired_suite_status
+
+log = logging.getLogger(__name__)
+
+SUITE_KIND = "EvalSuite"
+WRITE_ATTEMPTS = 3
+# A migration pod waiting for its Secret or image produces no Job event: look again.
+MIGRATION_RECHECK_SECONDS = 10.0
+# What prune may delete when the spec stops asking for it (never volumes or Secrets).
+PRUNABLE_KINDS = ("StatefulSet", "Deployment", "CronJob", "Service", "ConfigMap")
+
+
+def suite_key(namespace: str, name: str) -> tuple[str, str, str]:
+    return (SUITE_KIND, namespace, name)
+
+
+def workload_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a StatefulSet or Deployment a suite's status needs."""
+    status = body.get("status") or {}
+    return {
+        "readyReplicas": status.get("readyReplicas") or 0,
+        "availableReplicas": status.get("availableReplicas") or 0,
+    }
+
+
+async def reconcile(
+    ctx: Context, key: tuple[str, str], hint: dict[str, Any] | None
+) -> float | None:
+    namespace, name = key
+    suite = hint if hint is not None else await ctx.kube.get_suite(namespace, name)
+    for _ in range(WRITE_ATTEMPTS):
+        if suite is None:
+            return None
+        old = suite.get("status") or {}
+        status, recheck, actions = await _step(suite, ctx)
+        for event in actions:
+            await ctx.kube.post_event(suite, event.type, event.reason, event.message)
+        if status == old:
+            return recheck
+        try:
+            written = await ctx.kube.patch_suite_status(
+                namespace, name, suite["metadata"]["resourceVersion"], status_patch(old, status)
+            )
+        except Conflict:
+            suite = await ctx.kube.get_suite(namespace, name)
+            continue
+        for event in _transitions(old, status):
+            await ctx.kube.post_event(written, event.type, event.reason, event.message)
+        return recheck
+    return 1.0
+
+
+async def _step(
+    suite: dict[str, Any], ctx: Context
+) -> tuple[dict[str, Any], float | None, list[events.Event]]:
+    meta = suite["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    generation = meta.get("generation") or 1
+    old = suite.get("status") or {}
+    try:
+        spec = EvalSuiteSpec.model_validate(suite.get("spec") or {}, context=cel.ADMITTED)
+    except ValidationError as err:
+        # The apiserver held the spec to the CRD; this is an object older than the schema.
+        return _invalid(old, generation, describe_validation_error(err)), None, []
+    actions: list[events.Event] = []
+    try:
+        await _ensure_stack(suite, spec, ctx, actions)
+    except Rejected as err:
+        return (
+            _invalid(old, generation, f"the apiserver rejected the stack: {err.message}"),
+            None,
+            [],
+        )
+
+    obs = SuiteObservation(
+        namespace=namespace,
+        name=name,
+        generation=generation,
+        spec=spec,
+        schema_version=LATEST_VERSION,
+        now=now_rfc3339(),
+    )
+    if spec.store.mode == "Managed":
+        sts = next(
+            iter(ctx.workloads.get((namespace, "StatefulSet", builders.store_name(name)), [])), None
+        )
+        obs.store_ready_replicas = sts["readyReplicas"] if sts else None
+    if spec.cache.mode == "Managed":
+        deployment = next(
+            iter(ctx.workloads.get((namespace, "Deployment", builders.cache_name(name)), [])), None
+        )
+        obs.cache_available_replicas = deployment["availableReplicas"] if deployment else None
+
+    recheck: float | None = None
+    job = builders.build_migration_job(suite, spec, LATEST_VERSION, ctx.settings)
+    obs.migration_job = job["metadata"]["name"]
+    store_up = spec.store.mode == "External" or bool(obs.store_ready_replicas)
+    seen = next(iter(ctx.jobs.get((namespace, obs.migration_job), [])), None)
+    if seen is None and store_up:
+        if await ctx.kube.create(job):
+            actions.append(events.normal("MigrationStarted", f"Created Job {obs.migration_job}"))
+        seen = {"status": {}}
+    if seen is not None:
+        obs.migration = seen.get("status") or {}
+        finished = any(
+            c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+            for c in obs.migration.get("conditions") or []
+        )
+        pods = await ctx.kube.list_objects("Pod", namespace, f"job-name={obs.migration_job}")
+        obs.migration_pods = _pod_facts(pods)
+        if not finished:
+            recheck = MIGRATION_RECHECK_SECONDS
+        elif _backoff_exhausted(obs.migration):
+            # The Job controller gave up after its retries: start over, at its pace.
+            await ctx.kube.delete("Job", namespace, obs.migration_job)
+            recheck = MIGRATION_RECHECK_SECONDS
+    return desired_suite_status(old, obs), recheck, actions
+
+
+def _invalid(old: Mapping[str, Any], generation: int, message: str) -> dict[str, Any]:
+    conditions = list(old.get("conditions") or [])
+    now = now_rfc3339()
+    for type_ in ("Ready", "StoreReady", "CacheReady"):
+        conditions = set_condition(
+            conditions, type_, "False", "InvalidSpec", message, generation, now
+        )
+    return {**old, "observedGeneration": generation, "conditions": conditions}
+
+
+def _backoff_exhausted(job_status: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Failed"
+        and c.get("status") == "True"
+        and c.get("reason") == "BackoffLimitExceeded"
+        for c in job_status.get("conditions") or []
+    )
+
+
+def _pod_facts(pods: list[dict[str, Any]]) -> list[tuple[str | None, str, str]]:
+    """(waiting reason, its message, termination message) of each pod, newest first."""
+    facts = []
+    ordered = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+    for pod in ordered:
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        state = (statuses[0].get("state") if statuses else None) or {}
+        waiting = state.get("waiting") or {}
+        terminated = state.get("terminated") or {}
+        facts.append(
+            (waiting.get("reason"), waiting.get("message") or "", terminated.get("message") or "")
+        )
+    return facts
+
+
+async def _ensure_stack(
+    suite: dict[str, Any], spec: EvalSuiteSpec, ctx: Context, actions: list[events.Event]
+) -> None:
+    name = suite["metadata"]["name"]
+    if spec.store.mode == "Managed" and await ctx.kube.create(
+        builders.build_store_secret(suite, spec, builders.new_password())
+    ):
+        actions.append(
+            events.normal("SecretCreated", f"Generated Secret {builders.store_secret_name(name)}")
+        )
+    if spec.cache.mode == "Managed" and await ctx.kube.create(
+        builders.build_cache_secret(suite, builders.new_password())
+    ):
+        actions.append(
+            events.normal("SecretCreated", f"Generated Secret {builders.cache_secret_name(name)}")
+        )
+    desired = builders.desired_objects(suite, spec, ctx.settings)
+    for obj in desired:
+        await ctx.kube.apply(obj)
+    await _prune(suite, desired, ctx, actions)
+
+
+async def _prune(
+    suite: dict[str, Any],
+    desired: list[dict[str, Any]],
+    ctx: Context,
+    actions: list[events.Event],
+) -> None:
+    """Delete the objects of this suite that the spec no longer asks for (a cache disabled, a
+    store made external). Volumes and Secrets stay: data is never pruned."""
+    namespace, name = suite["metadata"]["namespace"], suite["metadata"]["name"]
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    uid = suite["metadata"].get("uid")
+    selector = f"{builders.SUITE_LABEL}={name},app.kubernetes.io/managed-by={builders.MANAGED_BY}"
+    key = (namespace, name, tuple(sorted(wanted)))
+    if ctx.pruned.get((namespace, name)) == key:
+        return  # nothing was wanted differently since the last pass that pruned
+    for kind in PRUNABLE_KINDS:
+        for obj in await ctx.kube.list_objects(kind, namespace, selector):
+            owners = {ref.get("uid") for ref in obj["metadata"].get("ownerReferences") or []}
+            component = (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
+            if component == "store-migration" or uid not in owners:
+                continue
+            if (kind, obj["metadata"]["name"]) not in wanted:
+                await ctx.kube.delete(kind, namespace, obj["metadata"]["name"])
+                actions.append(
+                    events.normal(
+                        "Pruned",
+                        f"Deleted {kind} {obj['metadata']['name']} (no longer in the spec)",
+                    )
+                )
+    ctx.pruned[(namespace, name)] = key
+
+
+def _transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[events.Event]:
+    """Events for the suite's conditions that changed: Warnings for what needs a person."""
+    found = []
+    for type_ in ("StoreReady", "CacheReady", "Ready"):
+        before, after = condition_of(old, type_), condition_of(new, type_)
+        if (before.get("status"), before.get("reason")) == (
+            after.get("status"),
+            after.get("reason"),
+        ):
+            continue
+        reason = after.get("reason", "")
+        if after.get("status") == "True":
+            if type_ != "Ready":
+                found.append(events.normal(type_, after.get("message", "")))
+        elif reason in STORE_WARNINGS or reason == "InvalidSpec":
+            found.append(events.Event("Warning", reason, f"{type_}: {after.get('message', '')}"))
+    return found
+
+
+def forget(ctx: Context, namespace: str, name: str) -> None:
+    ctx.pruned.pop((namespace, name), None)

@@ -1,0 +1,209 @@
+"""An EvalSuite's status from what the operator observed of its stack: a pure function.
+
+StoreReady: the managed StatefulSet has a ready pod (or the store is external) and the schema
+migration Job reached the shipped schema version; until then StoreProvisioning, and after a
+failed migration attempt its reason (StoreUnreachable, StoreAuthenticationFailed,
+InvalidStoreSecret, MigrationFailed, ExternalSecretNotFound) while the Job retries.
+CacheReady: the managed Deployment is available, or the external cache answered the migration
+Job's check; Disabled counts as ready. Ready: both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from eval_api.stackcheck import StackReport
+from eval_api.v1alpha1 import EvalSuiteSpec
+from eval_operator.builders import suite as builders
+from eval_operator.conditions import condition_of, set_condition
+
+# The kubelet's reasons for a pod that cannot start its container: for a migration pod, the
+# external Secret (or one of the keys it names) does not exist, or the image is wrong.
+CANNOT_START = ("CreateContainerConfigError", "ErrImagePull", "ImagePullBackOff")
+STORE_WARNINGS = frozenset(
+    {
+        "StoreUnreachable",
+        "StoreAuthenticationFailed",
+        "InvalidStoreSecret",
+        "MigrationFailed",
+        "ExternalSecretNotFound",
+        "CacheUnreachable",
+        "InvalidCacheURL",
+        "ImagePullBackOff",
+        "ErrImagePull",
+    }
+)
+
+
+@dataclass
+class SuiteObservation:
+    """What one reconcile saw of the suite's stack."""
+
+    namespace: str
+    name: str
+    generation: int
+    spec: EvalSuiteSpec
+    schema_version: int  # the schema this operator ships
+    now: str
+    store_ready_replicas: int | None = None  # the managed StatefulSet's; None: not seen yet
+    cache_available_replicas: int | None = None  # the managed Deployment's
+    migration_job: str = ""
+    migration: Mapping[str, Any] | None = None  # the migration Job's status, None: not made
+    # The migration pods, newest first: (waiting reason, message, termination message).
+    migration_pods: list[tuple[str | None, str, str]] = field(default_factory=list)
+    waiting_for_store: bool = False  # the Job is not made before the managed store is up
+
+
+def _finished(job_status: Mapping[str, Any], type_: str) -> bool:
+    return any(
+        c.get("type") == type_ and c.get("status") == "True"
+        for c in job_status.get("conditions") or []
+    )
+
+
+def _report(message: str) -> StackReport | None:
+    try:
+        return StackReport.model_validate_json(message) if message.strip() else None
+    except ValidationError:
+        return None
+
+
+def store_condition(obs: SuiteObservation) -> tuple[str, str, str, StackReport | None]:
+    """StoreReady as (status, reason, message) and the last migration report seen."""
+    managed = obs.spec.store.mode == "Managed"
+    reports = [r for r in (_report(p[2]) for p in obs.migration_pods) if r is not None]
+    succeeded = next((r for r in reports if r.state == "done"), None)
+    if managed and not obs.store_ready_replicas:
+        if obs.migration is not None and _finished(obs.migration, "Complete") and succeeded:
+            return "False", "StoreUnreachable", "the PostgreSQL pod is not ready", succeeded
+        return (
+            "False",
+            "StoreProvisioning",
+            f"waiting for PostgreSQL (StatefulSet {builders.store_name(obs.name)}) to be ready",
+            None,
+        )
+    if obs.migration is None:
+        return "False", "StoreProvisioning", "applying the schema migrations", None
+    if _finished(obs.migration, "Complete"):
+        version = succeeded.schema_version if succeeded else obs.schema_version
+        endpoint = succeeded.endpoint if succeeded else None
+        where = f"PostgreSQL at {endpoint}" if endpoint else "PostgreSQL"
+        return "True", "Ready", f"{where}, schema version {version}", succeeded
+    waiting = next((p for p in obs.migration_pods if p[0] in CANNOT_START), None)
+    if waiting is not None and obs.migration_pods and waiting is obs.migration_pods[0]:
+        reason, message, _ = waiting
+        if reason == "CreateContainerConfigError" and not managed:
+            return "False", "ExternalSecretNotFound", f"store.external.secretRef: {message}", None
+        return "False", reason or "StoreProvisioning", message, None
+    failed = next((r for r in reports if r.state == "error"), None)
+    if failed is not None:
+        retrying = "" if _finished(obs.migration, "Failed") else " (retrying)"
+        return (
+            "False",
+            failed.reason or "MigrationFailed",
+            f"{failed.message or 'the migration failed'}{retrying}",
+            failed,
+        )
+    if _finished(obs.migration, "Failed"):
+        return "False", "MigrationFailed", f"Job {obs.migration_job} failed", None
+    return (
+        "False",
+        "StoreProvisioning",
+        f"applying the schema migrations (Job {obs.migration_job})",
+        None,
+    )
+
+
+def cache_condition(obs: SuiteObservation, report: StackReport | None) -> tuple[str, str, str]:
+    mode = obs.spec.cache.mode
+    if mode == "Disabled":
+        return "True", "Disabled", "the response cache is disabled"
+    if mode == "Managed":
+        if obs.cache_available_replicas:
+            endpoint = f"{builders.cache_host(obs.name, obs.namespace)}:{builders.REDIS_PORT}"
+            return "True", "Ready", f"Redis at {endpoint}"
+        return (
+            "False",
+            "CacheProvisioning",
+            f"waiting for Redis (Deployment {builders.cache_name(obs.name)}) to be available",
+        )
+    if report is None:
+        return "False", "CacheProvisioning", "checked with the store's schema migration"
+    if report.cache.state == "ok":
+        return "True", "Ready", f"Redis at {report.cache.endpoint or 'the external URL'}"
+    return (
+        "False",
+        report.cache.reason or "CacheUnreachable",
+        report.cache.message or "the cache did not answer",
+    )
+
+
+def desired_suite_status(old: Mapping[str, Any], obs: SuiteObservation) -> dict[str, Any]:
+    conditions = list(old.get("conditions") or [])
+    store_status, store_reason, store_message, report = store_condition(obs)
+    cache_status, cache_reason, cache_message = cache_condition(obs, report)
+
+    def set_(type_: str, status: str, reason: str, message: str) -> None:
+        nonlocal conditions
+        conditions = set_condition(
+            conditions, type_, status, reason, message, obs.generation, obs.now
+        )
+
+    set_("StoreReady", store_status, store_reason, store_message)
+    set_("CacheReady", cache_status, cache_reason, cache_message)
+    if store_status != "True":
+        set_("Ready", "False", store_reason, f"store: {store_message}")
+    elif cache_status != "True":
+        set_("Ready", "False", cache_reason, f"cache: {cache_message}")
+    else:
+        set_("Ready", "True", "Ready", "the store and the cache are ready")
+
+    store: dict[str, Any] = {
+        "mode": obs.spec.store.mode,
+        "secretName": builders.store_secret_of(obs.name, obs.spec),
+    }
+    if obs.spec.store.mode == "Managed":
+        host = builders.store_host(obs.name, obs.namespace)
+        store["endpoint"] = f"{host}:{builders.POSTGRES_PORT}/{builders.STORE_DBNAME}"
+    elif report is not None and report.endpoint:
+        store["endpoint"] = report.endpoint
+    elif (old.get("store") or {}).get("endpoint"):
+        store["endpoint"] = old["store"]["endpoint"]
+    if store_status == "True" and report is not None and report.schema_version is not None:
+        store["schemaVersion"] = report.schema_version
+    elif (old.get("store") or {}).get("schemaVersion") is not None:
+        store["schemaVersion"] = old["store"]["schemaVersion"]
+
+    cache: dict[str, Any] = {"mode": obs.spec.cache.mode}
+    if obs.spec.cache.mode == "Managed":
+        cache["endpoint"] = f"{builders.cache_host(obs.name, obs.namespace)}:{builders.REDIS_PORT}"
+        cache["secretName"] = builders.cache_secret_name(obs.name)
+    elif obs.spec.cache.mode == "External":
+        assert obs.spec.cache.external is not None
+        cache["secretName"] = obs.spec.cache.external.secret_ref.name
+        if report is not None and report.cache.endpoint:
+            cache["endpoint"] = report.cache.endpoint
+    return {
+        "observedGeneration": obs.generation,
+        "conditions": conditions,
+        "store": store,
+        "cache": cache,
+    }
+
+
+def suite_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What Evaluations need of a suite (the kopf index keeps only this)."""
+    status = body.get("status") or {}
+    store = condition_of(status, "StoreReady")
+    return {
+        "uid": body["metadata"].get("uid"),
+        "spec": dict(body.get("spec") or {}),
+        "storeReady": store.get("status") == "True"
+        and status.get("observedGeneration") == body["metadata"].get("generation"),
+        "storeReason": store.get("reason") or "StoreProvisioning",
+        "storeMessage": store.get("message") or "the suite's stack is being created",
+    }

@@ -1,0 +1,260 @@
+"""An EvalSuite's stack with the real operator, against the API emulator, with real PostgreSQL
+and Redis servers standing in for its StatefulSet and Deployment (tests/support/
+stack_controller.py) and runner pods as real processes that reach them by their Services'
+names. Every object the operator makes is checked by kubernetes-validate --strict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import kubernetes_validate
+import pytest
+
+from tests.support.model_server import Faults, ModelServer
+from tests.support.operator_cluster import (
+    NS,
+    RECORDS,
+    Cluster,
+    condition,
+    manifest,
+    running_cluster,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+SUITE = "stack"
+SAMPLES = len(RECORDS)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    # A little latency per answer, so that a run is long enough to be hit mid-shard.
+    model = ModelServer(wrong=[], faults=Faults(latency=0.05))
+    with running_cluster(tmp_path_factory.mktemp("suite"), stack=True, model=model) as cluster:
+        cluster.apply(suite_manifest(SUITE)).raise_for_status()
+        cluster.wait_suite(SUITE, ready, timeout=120)
+        yield cluster
+
+
+def suite_manifest(name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "evals.io/v1alpha1",
+        "kind": "EvalSuite",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec or {},
+    }
+
+
+def ready(suite: dict[str, Any]) -> bool:
+    status = suite.get("status") or {}
+    return status.get("observedGeneration") == suite["metadata"]["generation"] and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []
+    )
+
+
+def reason_of(obj: dict[str, Any], type_: str) -> str | None:
+    found = [c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_]
+    return found[0]["reason"] if found else None
+
+
+def in_suite(name: str, cluster: Cluster, **changes: Any) -> dict[str, Any]:
+    spec_changes = {"suiteRef": {"name": SUITE}, "execution": {"shards": 2}, **changes}
+    return manifest(name, cluster.model, **spec_changes)
+
+
+def store_password(cluster: Cluster) -> str:
+    secret = cluster.api.get("", "v1", "secrets", NS, f"{SUITE}-store-credentials")
+    assert secret is not None
+    return base64.b64decode(secret["data"]["password"]).decode()
+
+
+def store_rows(cluster: Cluster, query: str, *args: Any) -> list[Any]:
+    server = cluster.stack.postgres(NS, f"{SUITE}-store")
+
+    async def fetch() -> list[Any]:
+        conn = await asyncpg.connect(
+            host=server.host,
+            port=server.port,
+            user="evals",
+            password=store_password(cluster),
+            database="evals",
+        )
+        try:
+            return await conn.fetch(query, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def test_the_stack_is_made_valid_and_restricted_and_the_status_says_where(
+    cluster: Cluster,
+) -> None:
+    suite = cluster.suite(SUITE)
+    status = suite["status"]
+    for type_, reason in (("StoreReady", "Ready"), ("CacheReady", "Ready"), ("Ready", "Ready")):
+        assert condition(suite, type_)["status"] == "True"
+        assert condition(suite, type_)["reason"] == reason
+    assert status["store"]["endpoint"] == f"{SUITE}-store.{NS}.svc:5432/evals"
+    assert status["store"]["schemaVersion"] >= 2
+    assert status["cache"]["endpoint"] == f"{SUITE}-cache.{NS}.svc:6379"
+    password = store_password(cluster)
+    kinds = {
+        ("apps", "v1", "statefulsets"),
+        ("apps", "v1", "deployments"),
+        ("", "v1", "services"),
+        ("", "v1", "configmaps"),
+        ("", "v1", "secrets"),
+        ("", "v1", "persistentvolumeclaims"),
+        ("batch", "v1", "cronjobs"),
+        ("batch", "v1", "jobs"),
+    }
+    made = []
+    for group, version, plural in kinds:
+        for obj in cluster.api.list(group, version, plural, NS, label_selector="evals.io/suite"):
+            made.append((obj["kind"], obj["metadata"]["name"]))
+            body = {k: v for k, v in obj.items() if k != "status"}
+            body["metadata"] = {
+                k: v
+                for k, v in obj["metadata"].items()
+                if k in ("name", "namespace", "labels", "annotations", "ownerReferences")
+            }
+            kubernetes_validate.validate(body, "1.30", strict=True)
+            if obj["kind"] != "Secret":
+                assert password not in str(obj), obj["kind"]
+    assert {k for k, _ in made} >= {
+        "StatefulSet",
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Secret",
+        "PersistentVolumeClaim",
+        "CronJob",
+        "Job",
+    }
+    assert password not in str(status)
+
+
+def test_an_evaluation_in_the_suite_stores_every_sample(cluster: Cluster) -> None:
+    before = cluster.model.count
+    cluster.apply(in_suite("stored", cluster)).raise_for_status()
+    ev = cluster.wait_phase("stored", "Succeeded", timeout=120)
+    assert cluster.model.count - before == SAMPLES
+    rows = store_rows(
+        cluster,
+        "SELECT sample_id, scores, response FROM samples WHERE evaluation_uid = $1",
+        ev["metadata"]["uid"],
+    )
+    assert sorted(r["sample_id"] for r in rows) == list(range(SAMPLES))
+    assert all(r["response"] for r in rows)
+    results = {r["name"]: r for r in ev["status"]["results"]}
+    assert results["exact_match"]["n"] == SAMPLES
+    assert condition(ev, "CacheAvailable")["status"] == "True"
+    # The pods had the credentials by reference only.
+    job = cluster.api.get("batch", "v1", "jobs", NS, ev["status"]["jobName"])
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for name in ("EVAL_STORE_PASSWORD", "EVAL_STORE_URI", "EVAL_CACHE_URL"):
+        assert "value" not in env[name] and "secretKeyRef" in env[name]["valueFrom"]
+
+
+def test_a_warm_rerun_asks_the_model_nothing_and_scores_the_same(cluster: Cluster) -> None:
+    cluster.apply(in_suite("warm", cluster)).raise_for_status()
+    cold = cluster.wait_phase("warm", "Succeeded", timeout=120)
+    before = cluster.model.count
+    cluster.annotate("warm", {"evals.io/rerun": "again"})
+    warm = cluster.wait(
+        "warm",
+        lambda ev: (
+            ev["status"].get("rerunToken") == "again" and ev["status"].get("phase") == "Succeeded"
+        ),
+        timeout=120,
+    )
+    assert cluster.model.count == before  # 0 requests: every answer from the cache
+    assert warm["status"]["results"] == cold["status"]["results"]
+    assert warm["status"]["usage"]["cacheHits"] == SAMPLES
+    assert warm["status"]["usage"]["requests"] == 0
+
+
+def test_kill_9_mid_shard_repeats_no_model_request(cluster: Cluster) -> None:
+    """A runner pod killed at random points, several times: the retries ask only for what is
+    not stored, and the results are a clean run's."""
+    rng = random.Random(9)
+    records = [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(60)]
+    spec = {
+        "dataset": {"inline": records, "inputField": "question", "targetField": "answer"},
+        "execution": {"shards": 1, "backoffLimitPerIndex": 6},
+    }
+    model = cluster.model
+    start = model.count
+    kills = []
+    model.hold_after = start + rng.randint(5, 15)
+    cluster.apply(in_suite("killed", cluster, **spec)).raise_for_status()
+    uid = cluster.wait("killed", lambda ev: bool(ev.get("status", {}).get("jobName")))["metadata"][
+        "uid"
+    ]
+    job = cluster.evaluation("killed")["status"]["jobName"]
+    for _ in range(3):
+        held_at = model.hold_after
+        deadline = time.monotonic() + 60
+        # The run reaches the kill point: every answer so far is stored (the writer is at most
+        # ~1 s behind), the next requests are held by the model server.
+        while time.monotonic() < deadline:
+            stored = store_rows(
+                cluster, "SELECT count(*) AS n FROM samples WHERE evaluation_uid = $1", uid
+            )[0]["n"]
+            if model.count == held_at and stored == held_at - start:
+                break
+            time.sleep(0.1)
+        else:
+            pods = sorted(cluster.controller.pods_created)
+            raise AssertionError(
+                f"the run did not reach {held_at - start} stored samples: model count "
+                f"{model.count - start}, stored {stored}, kills {kills}, pods {pods}"
+            )
+        pods_before = len(cluster.controller.pods_created)
+        assert cluster.controller.kill(NS, job, 0)
+        kills.append(held_at - start)
+        # The killed pod's held requests are dropped unanswered (their client is gone) before
+        # the model server lets requests through again: only the retry's are answered.
+        deadline = time.monotonic() + 30
+        while len(cluster.controller.pods_created) == pods_before:
+            assert time.monotonic() < deadline, "no retry"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        model.hold_after = held_at + rng.randint(5, 15)
+    model.hold_after = None
+    ev = cluster.wait_phase("killed", "Succeeded", timeout=120)
+    assert model.count - start == len(records), (kills, model.count - start)
+    rows = store_rows(
+        cluster,
+        "SELECT count(*) AS n, count(DISTINCT sample_id) AS d, max(attempt) AS a "
+        "FROM samples WHERE evaluation_uid = $1",
+        uid,
+    )[0]
+    assert rows["n"] == rows["d"] == len(records)
+    assert rows["a"] >= 2
+    results = {r["name"]: r for r in ev["status"]["results"]}
+    assert results["exact_match"]["n"] == len(records)
+    assert results["exact_match"]["value"] == 1.0
+
+
+def test_an_evaluation_waits_for_its_suite_and_names_a_missing_one(cluster: Cluster) -> None:
+    missing = manifest("lost", cluster.model, suiteRef={"name": "no-such-suite"})
+    cluster.apply(missing).raise_for_status()
+    ev = cluster.wait("lost", lambda ev: reason_of(ev, "Ready") == "SuiteNotFound", timeout=30)
+    assert "no-such-suite" in condition(ev, "Ready")["message"]
+    assert ev["status"].get("jobName") is None or not cluster.api.get(
+        "batch", "v1", "jobs", NS, ev["status"]["jobName"]
+    )
+    # The suite appears: the Evaluation starts without being touched.
+    cluster.apply(suite_manifest("no-such-suite", {"cache": {"mode": "Disabled"}}))
+    cluster.wait_phase("lost", "Succeeded", timeout=180)
+    suite = cluster.suite("no-such-suite")
+    assert condition(suite, "CacheReady")["reason"] == "Disabled"
