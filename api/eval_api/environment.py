@@ -32,6 +32,20 @@ STORE_DBNAME = "EVAL_STORE_DBNAME"
 STORE_USER = "EVAL_STORE_USER"
 STORE_PASSWORD = "EVAL_STORE_PASSWORD"  # noqa: S105 - the variable's name, not a password
 STORE_SSLMODE = "EVAL_STORE_SSLMODE"
+# An external store's Secret reaches the pod whole (envFrom, this prefix before each key:
+# EVAL_STORE_SECRET_uri, EVAL_STORE_SECRET_password, ...): it may hold uri, or the parts, or
+# both, and a Secret that does not exist stops the pod (CreateContainerConfigError) instead of
+# starting it with no store.
+STORE_SECRET_PREFIX = "EVAL_STORE_SECRET_"
+# The keys of a CloudNativePG app Secret and the variables they stand for.
+STORE_SECRET_KEYS = {
+    "uri": STORE_URI,
+    "host": STORE_HOST,
+    "port": STORE_PORT,
+    "dbname": STORE_DBNAME,
+    "username": STORE_USER,
+    "password": STORE_PASSWORD,
+}
 STORE_SSLROOTCERT = "EVAL_STORE_SSLROOTCERT"  # path of the CA bundle verify-ca/verify-full use
 # Tuning of the runner's sample writer (optional; the defaults suit a pod): rows per batch,
 # and how long the store may fail in a row before the shard stops with StoreUnavailable.

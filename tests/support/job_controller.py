@@ -572,6 +572,23 @@ class FakeJobController:
     ) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
         env.update(TMPDIR=str(workdir), PYTHONPATH=SOURCE_PATH)
+        for source in container.get("envFrom", []):
+            # A whole Secret, each key (prefixed) a variable; env entries below win.
+            ref = source.get("secretRef")
+            if ref is None:
+                continue
+            try:
+                secret = await self._request(
+                    "GET", f"/api/v1/namespaces/{namespace}/secrets/{ref['name']}"
+                )
+            except LookupError:
+                if ref.get("optional"):
+                    continue
+                raise NotStartable(
+                    "CreateContainerConfigError", f'secret "{ref["name"]}" not found'
+                ) from None
+            for key, value in (secret.get("data") or {}).items():
+                env[source.get("prefix", "") + key] = base64.b64decode(value).decode()
         for entry in container.get("env", []):
             if "value" in entry:
                 env[entry["name"]] = entry["value"]

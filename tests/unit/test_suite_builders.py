@@ -245,12 +245,12 @@ def test_an_external_store_is_wired_from_its_secret_and_ca() -> None:
     job = builders.build_migration_job(suite, spec, 2, SETTINGS)
     pod = job["spec"]["template"]["spec"]
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    # Every key of the CloudNativePG shape, optional: a Secret with uri only works as it is.
-    assert env["EVAL_STORE_URI"]["valueFrom"]["secretKeyRef"] == {
-        "name": "pg-app",
-        "key": "uri",
-        "optional": True,
-    }
+    # The Secret whole, whatever keys of the CloudNativePG shape it holds; not optional: a
+    # missing one stops the pod (CreateContainerConfigError), never runs it storeless.
+    assert pod["containers"][0]["envFrom"] == [
+        {"prefix": "EVAL_STORE_SECRET_", "secretRef": {"name": "pg-app"}}
+    ]
+    assert "EVAL_STORE_URI" not in env and "EVAL_STORE_PASSWORD" not in env
     assert env["EVAL_STORE_SSLMODE"]["value"] == "verify-full"
     assert env["EVAL_STORE_SSLROOTCERT"]["value"] == "/etc/eval/store-ca/ca.crt"
     assert env["EVAL_CACHE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis", "key": "url"}

@@ -149,6 +149,7 @@ class StoreSettings:
         or EVAL_STORE_HOST with PORT, DBNAME, USER and PASSWORD; EVAL_STORE_SSLMODE and
         EVAL_STORE_SSLROOTCERT apply to either (and replace the URI's own). None when neither
         URI nor host is set: no store."""
+        env = _with_secret_keys(env)
         uri = env.get(environment.STORE_URI) or None
         host = env.get(environment.STORE_HOST) or None
         password = env.get(environment.STORE_PASSWORD) or None
@@ -189,3 +190,16 @@ class StoreSettings:
             sslmode=sslmode,
             sslrootcert=sslrootcert,
         )
+
+
+def _with_secret_keys(env: Mapping[str, str]) -> Mapping[str, str]:
+    """The variables a Secret imported whole (environment.STORE_SECRET_PREFIX + its keys)
+    stands for; when it was imported, it is the store's only source."""
+    prefix = environment.STORE_SECRET_PREFIX
+    if not any(name.startswith(prefix) for name in env):
+        return env
+    merged = {k: v for k, v in env.items() if k not in environment.STORE_SECRET_KEYS.values()}
+    for key, name in environment.STORE_SECRET_KEYS.items():
+        if env.get(prefix + key):
+            merged[name] = env[prefix + key]
+    return merged

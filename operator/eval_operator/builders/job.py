@@ -200,7 +200,7 @@ def _volumes(
 
 def _suite_env(
     evaluation: Mapping[str, Any], run: str, suite: str, suite_spec: EvalSuiteSpec
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A run inside an EvalSuite: who its rows belong to, and the store and cache, whose
     credentials reach the pod only by secretKeyRef."""
     meta = evaluation["metadata"]
@@ -211,11 +211,11 @@ def _suite_env(
         {"name": environment.SUITE, "value": suite},
         {"name": environment.RUN, "value": run},
     ]
-    env += suite_builders.store_env(
+    store, env_from = suite_builders.store_env(
         suite_spec.store, suite_builders.store_secret_of(suite, suite_spec)
     )
-    env += suite_builders.cache_env(suite, suite_spec.cache)
-    return env
+    env += store + suite_builders.cache_env(suite, suite_spec.cache)
+    return env, env_from
 
 
 def build_job(
@@ -238,8 +238,10 @@ def build_job(
     volumes, mounts = _volumes(spec, plan.config_map, run)
     execution = spec.execution
     env = _env(spec, settings)
+    env_from: list[dict[str, Any]] = []
     if suite is not None:
-        env += _suite_env(evaluation, run, *suite)
+        suite_env, env_from = _suite_env(evaluation, run, *suite)
+        env += suite_env
         store_ca = suite_builders.store_ca_volume(suite[1].store)
         if store_ca is not None:
             volumes.append(store_ca[0])
@@ -251,6 +253,7 @@ def build_job(
         "imagePullPolicy": settings.runner_image_pull_policy,
         "args": ["shard", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
         "env": env,
+        **({"envFrom": env_from} if env_from else {}),
         "ports": [
             {"name": PROGRESS_PORT_NAME, "containerPort": settings.progress_port, "protocol": "TCP"}
         ],

@@ -57,8 +57,6 @@ DEFAULT_STORE_RESOURCES = {
     "requests": {"cpu": "250m", "memory": "512Mi"},
     "limits": {"memory": "1Gi"},
 }
-# Keys of the store Secret, as in a CloudNativePG app Secret.
-STORE_SECRET_KEYS = ("uri", "host", "port", "dbname", "username", "password")
 CACHE_URL_KEY = "url"
 CACHE_AUTH_KEY = "auth.conf"  # "requirepass ...": Redis reads it from a file, never argv
 
@@ -553,28 +551,15 @@ def store_secret_of(suite_name: str, spec: EvalSuiteSpec) -> str:
     return store_secret_name(suite_name)
 
 
-def store_env(store: StoreSpec, secret: str) -> list[dict[str, Any]]:
-    """The store variables of a pod: every key of the CloudNativePG shape by secretKeyRef,
-    optional, so a Secret with only `uri` or only the parts works as it is. The operator
-    cannot read Secrets and does not need to: the runner uses uri when set, else the parts."""
-    env_names = {
-        "uri": environment.STORE_URI,
-        "host": environment.STORE_HOST,
-        "port": environment.STORE_PORT,
-        "dbname": environment.STORE_DBNAME,
-        "username": environment.STORE_USER,
-        "password": environment.STORE_PASSWORD,
-    }
-    env = [
-        {
-            "name": env_names[key],
-            "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}},
-        }
-        for key in STORE_SECRET_KEYS
-    ]
+def store_env(store: StoreSpec, secret: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The store variables of a pod, as (env, envFrom). The managed store's generated Secret
+    by secretKeyRef, key by key; an external store's Secret imported whole (envFrom with a
+    prefix), as it may hold uri, or the parts, or both (a CloudNativePG app Secret does), and a
+    missing one must stop the pod (CreateContainerConfigError: the suite says
+    ExternalSecretNotFound). The operator never reads it: the runner uses uri when set."""
     if store.mode == "External":
         assert store.external is not None
-        env.append({"name": environment.STORE_SSLMODE, "value": store.external.sslmode})
+        env = [{"name": environment.STORE_SSLMODE, "value": store.external.sslmode}]
         if store.external.ca_bundle is not None:
             env.append(
                 {
@@ -582,10 +567,18 @@ def store_env(store: StoreSpec, secret: str) -> list[dict[str, Any]]:
                     "value": f"{STORE_CA_DIR}/{STORE_CA_FILE}",
                 }
             )
-    else:
-        # In-cluster traffic to the managed store; TLS comes with spec.tls (a later field).
-        env.append({"name": environment.STORE_SSLMODE, "value": "disable"})
-    return env
+        env_from = [{"prefix": environment.STORE_SECRET_PREFIX, "secretRef": {"name": secret}}]
+        return env, env_from
+    env = [
+        {
+            "name": environment.STORE_SECRET_KEYS[key],
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": key}},
+        }
+        for key in ("host", "port", "dbname", "username", "password")
+    ]
+    # In-cluster traffic to the managed store; TLS comes with spec.tls (a later field).
+    env.append({"name": environment.STORE_SSLMODE, "value": "disable"})
+    return env, []
 
 
 def store_ca_volume(store: StoreSpec) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -658,7 +651,8 @@ def build_migration_job(
     """
     name = suite["metadata"]["name"]
     fingerprint = migration_fingerprint(spec, schema_version)
-    env = store_env(spec.store, store_secret_of(name, spec)) + cache_env(name, spec.cache)
+    env, env_from = store_env(spec.store, store_secret_of(name, spec))
+    env += cache_env(name, spec.cache)
     env.append({"name": "PYTHONUNBUFFERED", "value": "1"})
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}]
@@ -672,6 +666,7 @@ def build_migration_job(
         "imagePullPolicy": settings.runner_image_pull_policy,
         "args": ["migrate"],
         "env": env,
+        **({"envFrom": env_from} if env_from else {}),
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": _restricted_container(RUNNER_UID),
         "volumeMounts": mounts,
