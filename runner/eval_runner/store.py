@@ -60,7 +60,9 @@ STORE_CONFLICT = "StoreConflict"
 STORE_SCHEMA_INVALID = "StoreSchemaInvalid"
 STORE_CONFIG_INVALID = "StoreConfigInvalid"
 
-DEFAULT_BATCH_ROWS = 500
+# Rows of one batch: bench/store.py (make bench) writes fastest at about this size;
+# rows that come slower than this a second are written within flush_seconds anyway.
+DEFAULT_BATCH_ROWS = 2000
 DEFAULT_FLUSH_SECONDS = 1.0
 DEFAULT_UNAVAILABLE_AFTER_SECONDS = 120.0
 # A SIGTERM leaves the pod its grace period (30 s by default): the last rows get this much.
