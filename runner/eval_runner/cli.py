@@ -96,7 +96,8 @@ store and cache (the same code a Job's pods run):
   --resume  continue the latest run in the store of this manifest with the same spec (the
       same flags): its stored samples are not asked again, and the results cover them all.
       Without such a run, a new one starts. Safe after Ctrl-C (the last rows are written)
-      and after kill -9 (what was written in the last second is asked again).
+      and after kill -9 (what was answered in its last second is asked again). --samples
+      and --output jsonl list the samples asked by this invocation only.
   --cache redis://[:PASSWORD@]HOST[:PORT][/DB]  answers identical requests from Redis
       (EVAL_CACHE_TTL_SECONDS, default 7 days); a cache that fails is left out, and said so.
   EVAL_STORE_BATCH_ROWS (2000), EVAL_STORE_UNAVAILABLE_AFTER_SECONDS (120) tune the writer.

@@ -572,7 +572,16 @@ class SampleStore:
         writer = asyncio.create_task(self.writer.run())
         asking = asyncio.ensure_future(ask)
         try:
+            # asyncio.wait leaves the tasks running when this is cancelled: the handler below
+            # decides what becomes of them.
             await asyncio.wait({writer, asking}, return_when=asyncio.FIRST_COMPLETED)
+            if not asking.done():
+                # The writer ends early only by failing: the store is gone for good.
+                asking.cancel()
+                await asyncio.gather(asking, return_exceptions=True)
+                writer.result()
+            self.writer.finish()
+            await asyncio.wait({writer})
         except asyncio.CancelledError:
             # SIGTERM or Ctrl-C: stop asking, write what is recorded within the grace period.
             asking.cancel()
@@ -583,19 +592,12 @@ class SampleStore:
             if self.writer.pending:
                 log.warning("rows not written at termination", rows=self.writer.pending)
             raise
-        if not asking.done():
-            # The writer ends early only by failing: the store is gone for good.
-            asking.cancel()
-            await asyncio.gather(asking, return_exceptions=True)
-            writer.result()
-        self.writer.finish()
-        try:
-            await writer
-        except PermanentError as err:
-            if asking.exception() is None:
-                raise
+        failed = writer.exception()
+        if failed is not None and asking.exception() is not None:
             # The asking failed first: its error is the shard's; the store's is logged.
-            log.error("the last rows could not be written", reason=err.reason, message=err.message)
+            log.error("the last rows could not be written", error=str(failed))
+        elif failed is not None:
+            raise failed
         asking.result()
 
     async def close(self) -> None:

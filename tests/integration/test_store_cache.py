@@ -125,6 +125,25 @@ async def run_cached(base_url: str, cache: ResponseCache, summary: ShardSummary)
     return await run_shard(evaluation, 0, 1, None, cache=cache, summary=summary)
 
 
+async def test_a_warm_shard_in_process_counts_hits_and_misses(cache_server: RedisServer) -> None:
+    def lookups(result: str) -> float:
+        return metrics.CACHE_LOOKUPS.labels(result)._value.get()
+
+    hits, misses = lookups("hit"), lookups("miss")
+    async with ModelServer() as model:
+        cold = await run_cached(
+            model.base_url, ResponseCache.from_url(cache_server.url()), ShardSummary()
+        )
+        assert (lookups("hit") - hits, lookups("miss") - misses) == (0, 200)
+        warm = await run_cached(
+            model.base_url, ResponseCache.from_url(cache_server.url()), ShardSummary()
+        )
+        assert model.count == 200
+    assert (lookups("hit") - hits, lookups("miss") - misses) == (200, 200)
+    assert warm.scores == cold.scores and warm.usage.cache_hits == 200
+    assert warm.usage.cache_saved_usd == cold.usage.cost_usd != "0"
+
+
 def errors() -> float:
     return sum(metrics.CACHE_ERRORS.labels(op)._value.get() for op in ("get", "set"))
 

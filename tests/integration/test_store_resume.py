@@ -27,6 +27,7 @@ from eval_runner.errors import PermanentError
 from eval_runner.pipeline import run_shard
 from eval_runner.store import RunIdentity, SampleStore
 from tests.integration.test_runner_cli import runner_env
+from tests.integration.test_runner_secrets import run_shard_process
 from tests.support.model_server import Faults, ModelServer
 from tests.support.servers import PostgresServer, postgres_server
 from tests.support.store_db import create_database, eventually, fetch, fetch_now
@@ -320,3 +321,34 @@ def test_killed_at_random_moments_then_resumed_gives_the_clean_results(
     # (not yet written), asked again. The stored rows still count each sample once.
     assert asked >= N
     assert report["usage"]["requests"] == N
+
+
+def test_a_retried_pod_resumes_from_the_store(server: PostgresServer, tmp_path: Path) -> None:
+    dsn = asyncio.run(create_database(server))
+    env = {
+        "EVAL_STORE_URI": dsn,
+        "EVAL_EVALUATION_UID": IDENTITY.evaluation_uid,
+        "EVAL_RUN": "pod-run",
+        "EVAL_SUITE": "nightly",
+    }
+    for attempt in ("first", "second"):
+        (tmp_path / attempt).mkdir()
+    with model_server().in_thread() as model:
+        first = run_shard_process(tmp_path / "first", spec(model.base_url), env)
+        asked = model.count
+        second = run_shard_process(tmp_path / "second", spec(model.base_url), env)
+        assert model.count == asked == N, "the retry asked nothing"
+    assert first.code == second.code == 0, first.output + second.output
+    done, resumed = first.summary, second.summary
+    assert (resumed.completed, resumed.failed, resumed.errors) == (
+        done.completed,
+        done.failed,
+        done.errors,
+    )
+    assert resumed.scores == done.scores
+    assert resumed.resumed is not None and resumed.resumed.samples == N
+    assert resumed.usage.requests == 0 and resumed.resumed.usage.requests == N
+    run = fetch_now(dsn, "SELECT namespace, evaluation_name, suite, shards FROM runs")
+    assert [tuple(r) for r in run] == [("team", "secret", "nightly", 1)]
+    attempts = fetch_now(dsn, "SELECT attempt, resumed FROM shard_attempts ORDER BY attempt")
+    assert [tuple(r) for r in attempts] == [(1, 0), (2, N)]
