@@ -24,8 +24,10 @@ from eval_runner.pipeline import SampleResult
 from eval_runner.secrets import Secrets
 from eval_runner.store import (
     COLUMNS,
+    Outage,
     RunIdentity,
     StoredSample,
+    StoreUnavailable,
     WriterSettings,
     carried_usage,
     conflicts,
@@ -270,3 +272,62 @@ def test_writer_settings_from_env() -> None:
         with pytest.raises(PermanentError) as raised:
             WriterSettings.from_env(bad)
         assert raised.value.reason == "StoreConfigInvalid"
+
+
+async def test_an_outage_is_retried_with_growing_jittered_waits_up_to_its_bound() -> None:
+    now = [0.0]
+    waits: list[float] = []
+    dropped: list[BaseException] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    async def drop(err: BaseException) -> None:
+        dropped.append(err)
+
+    outage = Outage(10, "postgresql://app@db:5432/x", clock=lambda: now[0], sleep=sleep,
+                    jitter=lambda: 1.0)  # fmt: skip
+    failures = [ConnectionRefusedError("refused")] * 3
+
+    async def flaky() -> str:
+        if failures:
+            raise failures.pop()
+        return "written"
+
+    assert await outage.call(flaky, "writing samples", drop) == "written"
+    assert waits == [0.1, 0.2, 0.4] and len(dropped) == 3
+    assert outage.since is None  # the store is back: the next outage starts from zero
+
+    async def down() -> str:
+        raise ConnectionRefusedError("refused")
+
+    waits.clear()
+    with pytest.raises(StoreUnavailable) as raised:
+        await outage.call(down, "writing samples", drop)
+    assert sum(waits) == pytest.approx(10)  # never waits past the bound
+    assert max(waits) <= 5.0  # the backoff's cap
+    assert raised.value.message.startswith(
+        "the store postgresql://app@db:5432/x failed for 10 s while writing samples "
+        "(the bound is 10 s): ConnectionRefusedError: refused"
+    )
+
+
+async def test_jitter_spreads_the_waits_over_the_upper_half() -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    outage = Outage(100, "db", clock=lambda: 0.0, sleep=sleep, jitter=lambda: 0.0)
+    failures = [OSError("down")]
+
+    async def once() -> None:
+        if failures:
+            raise failures.pop()
+
+    async def ignore(err: BaseException) -> None:
+        pass
+
+    await outage.call(once, "opening the run", ignore)
+    assert waits == [0.05]  # half of the first 0.1 s
