@@ -87,10 +87,14 @@ quickstart: $(VENV)/.installed ## Run examples/quickstart.yaml locally against t
 
 BENCH_ARGS ?=
 
+BENCH_STORE_ARGS ?=
+
 .PHONY: bench
-bench: $(VENV)/.installed ## The runner against the local model server: N=5000, L=50 ms, C=64, clean, under fire, then provider-like rate limits.
+bench: $(VENV)/.installed services ## The runner against the local model server (N=5000, L=50 ms, C=64: clean, under fire, provider-like limits), then its store and cache (100k rows, resume, warm re-run).
 	$(PY) bench/run.py --samples 5000 --latency 0.05 --concurrency 64 \
 	  --rate-limit 0.2 --retry-after 1 --server-error 0.05 --timeout 0.02 $(BENCH_ARGS)
+	$(PY) bench/store.py --rows 100000 --samples 5000 --latency 0.05 --concurrency 64 \
+	  --cache-samples 2000 --cache-latency 0.5 $(BENCH_STORE_ARGS)
 
 .PHONY: bench-operator
 bench-operator: $(VENV)/.installed ## Our operator next to a bare kopf floor on the API emulator: 1,000 Evaluations, idle writes, writes per run.

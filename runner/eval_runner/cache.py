@@ -159,15 +159,18 @@ class ResponseCache:
     ) -> ResponseCache:
         SECRETS.add_url(url)
         where = redacted_url(url)
-        client = redis.Redis.from_url(
+        # A blocking pool: a batch waits for a free connection rather than failing (with more
+        # batches in flight than connections, redis-py's default pool raises).
+        pool = redis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=SOCKET_TIMEOUT_SECONDS,
             socket_timeout=SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
             # No retries inside redis-py: a failure pauses the cache instead (see _failed).
             retry=Retry(NoBackoff(), 0),
-            max_connections=max_connections,
         )
-        return cls(client, where=where, ttl_seconds=ttl_seconds)
+        return cls(redis.Redis(connection_pool=pool), where=where, ttl_seconds=ttl_seconds)
 
     def usable(self) -> bool:
         return self._paused_until is None or self._clock() >= self._paused_until
@@ -203,6 +206,7 @@ class ResponseCache:
             task.cancel()
         try:
             await self._client.aclose()
+            await self._client.connection_pool.disconnect()
         except (RedisError, OSError):
             pass  # closing a connection to a dead server
 

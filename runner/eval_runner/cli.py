@@ -97,10 +97,11 @@ store and cache (the same code a Job's pods run):
   --resume  continue the latest run in the store of this manifest with the same spec (the
       same flags): its stored samples are not asked again, and the results cover them all.
       Without such a run, a new one starts. Safe after Ctrl-C (the last rows are written)
-      and after kill -9 (what was written in the last second is asked again).
+      and after kill -9 (what was answered in its last second is asked again). --samples
+      and --output jsonl list the samples asked by this invocation only.
   --cache redis://[:PASSWORD@]HOST[:PORT][/DB]  answers identical requests from Redis
       (EVAL_CACHE_TTL_SECONDS, default 7 days); a cache that fails is left out, and said so.
-  EVAL_STORE_BATCH_ROWS (500), EVAL_STORE_UNAVAILABLE_AFTER_SECONDS (120) tune the writer.
+  EVAL_STORE_BATCH_ROWS (2000), EVAL_STORE_UNAVAILABLE_AFTER_SECONDS (120) tune the writer.
 """
 
 SHARD_EPILOG = """\
@@ -116,7 +117,7 @@ environment:
       (PostgreSQL; EVAL_STORE_SSLMODE, EVAL_STORE_SSLROOTCERT), with EVAL_EVALUATION_UID and
       EVAL_RUN (whose rows), EVAL_EVALUATION_NAME, EVAL_EVALUATION_NAMESPACE, EVAL_SUITE:
       each sample is written as it finishes, and a retried pod resumes from them
-  EVAL_STORE_BATCH_ROWS (500), EVAL_STORE_UNAVAILABLE_AFTER_SECONDS (120)  the writer:
+  EVAL_STORE_BATCH_ROWS (2000), EVAL_STORE_UNAVAILABLE_AFTER_SECONDS (120)  the writer:
       rows per batch, and how long the store may fail before StoreUnavailable (exit 3)
   EVAL_CACHE_URL, EVAL_CACHE_TTL_SECONDS  the response cache (Redis); never fatal
 

@@ -60,7 +60,9 @@ STORE_CONFLICT = "StoreConflict"
 STORE_SCHEMA_INVALID = "StoreSchemaInvalid"
 STORE_CONFIG_INVALID = "StoreConfigInvalid"
 
-DEFAULT_BATCH_ROWS = 500
+# Rows of one batch: bench/store.py (make bench) writes fastest at about this size;
+# rows that come slower than this a second are written within flush_seconds anyway.
+DEFAULT_BATCH_ROWS = 2000
 DEFAULT_FLUSH_SECONDS = 1.0
 DEFAULT_UNAVAILABLE_AFTER_SECONDS = 120.0
 # A SIGTERM leaves the pod its grace period (30 s by default): the last rows get this much.
@@ -570,7 +572,16 @@ class SampleStore:
         writer = asyncio.create_task(self.writer.run())
         asking = asyncio.ensure_future(ask)
         try:
+            # asyncio.wait leaves the tasks running when this is cancelled: the handler below
+            # decides what becomes of them.
             await asyncio.wait({writer, asking}, return_when=asyncio.FIRST_COMPLETED)
+            if not asking.done():
+                # The writer ends early only by failing: the store is gone for good.
+                asking.cancel()
+                await asyncio.gather(asking, return_exceptions=True)
+                writer.result()
+            self.writer.finish()
+            await asyncio.wait({writer})
         except asyncio.CancelledError:
             # SIGTERM or Ctrl-C: stop asking, write what is recorded within the grace period.
             asking.cancel()
@@ -581,19 +592,12 @@ class SampleStore:
             if self.writer.pending:
                 log.warning("rows not written at termination", rows=self.writer.pending)
             raise
-        if not asking.done():
-            # The writer ends early only by failing: the store is gone for good.
-            asking.cancel()
-            await asyncio.gather(asking, return_exceptions=True)
-            writer.result()
-        self.writer.finish()
-        try:
-            await writer
-        except PermanentError as err:
-            if asking.exception() is None:
-                raise
+        failed = writer.exception()
+        if failed is not None and asking.exception() is not None:
             # The asking failed first: its error is the shard's; the store's is logged.
-            log.error("the last rows could not be written", reason=err.reason, message=err.message)
+            log.error("the last rows could not be written", error=str(failed))
+        elif failed is not None:
+            raise failed
         asking.result()
 
     async def close(self) -> None:

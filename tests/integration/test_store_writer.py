@@ -94,6 +94,15 @@ async def count(dsn: str) -> int:
     return (await fetch(dsn, "SELECT count(*) AS n FROM samples"))[0]["n"]
 
 
+def write_count() -> float:
+    return next(
+        s.value
+        for metric in metrics.STORE_WRITE_DURATION.collect()
+        for s in metric.samples
+        if s.name.endswith("_count")
+    )
+
+
 async def has_rows(dsn: str, n: int) -> bool:
     return await count(dsn) >= n
 
@@ -113,6 +122,9 @@ async def test_a_batch_is_written_at_n_rows_or_within_about_a_second(
 ) -> None:
     dsn = await create_database(server)
     store = await opened_store(dsn, batch_rows=50, flush_seconds=1.0)
+    rows_before = metrics.STORE_ROWS._value.get()
+    writes_before = write_count()
+    buffered_before = metrics.STORE_BUFFERED._value.get()
     writer = asyncio.create_task(store.writer.run())
     try:
         store.writer.add(fake_row(0))
@@ -128,6 +140,9 @@ async def test_a_batch_is_written_at_n_rows_or_within_about_a_second(
         await writer
         await store.close()
     assert store.writer.written == 51 and store.writer.pending == 0
+    assert metrics.STORE_ROWS._value.get() - rows_before == 51
+    assert write_count() - writes_before == 2  # one batch of 1, one of 50
+    assert metrics.STORE_BUFFERED._value.get() == buffered_before
 
 
 async def test_a_batch_sent_again_adds_nothing(server: PostgresServer) -> None:

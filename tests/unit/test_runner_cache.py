@@ -1,0 +1,83 @@
+"""The response cache's key and value: equal keys exactly when the model would be asked the
+same thing; values read back whole, or as a miss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from eval_api.v1alpha1 import EndpointSpec
+from eval_runner.cache import (
+    KEY_PREFIX,
+    CachedAnswer,
+    CacheSettingsError,
+    cache_key,
+    redacted_url,
+)
+
+MESSAGES: list[Any] = [
+    {"role": "system", "content": "You are a calculator."},
+    {"role": "user", "content": "What is 2 + 2?"},
+]
+
+
+def endpoint(**changes: Any) -> EndpointSpec:
+    spec: dict[str, Any] = {
+        "provider": "openai",
+        "name": "m",
+        "baseURL": "http://vllm.models:8000/v1",
+        "parameters": {"temperature": "0", "maxTokens": 16},
+    }
+    spec.update(changes)
+    return EndpointSpec.model_validate(spec)
+
+
+def test_the_key_is_a_prefixed_sha256() -> None:
+    key = cache_key(endpoint(), MESSAGES)
+    assert key.startswith(KEY_PREFIX) and len(key) == len(KEY_PREFIX) + 64
+    assert key == cache_key(endpoint(), [dict(m) for m in MESSAGES])
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"provider": "anthropic"},
+        {"name": "m2"},
+        {"baseURL": "http://other.models:8000/v1"},
+        {"baseURL": "http://vllm.models:8001/v1"},
+        {"parameters": {"temperature": "0.7", "maxTokens": 16}},
+        {"parameters": {"temperature": "0", "maxTokens": 17}},
+        {"parameters": {"temperature": "0", "maxTokens": 16, "topP": "0.9"}},
+        {"parameters": {"temperature": "0", "maxTokens": 16, "stop": ["\n"]}},
+        {"parameters": {"temperature": "0", "maxTokens": 16, "seed": 1}},
+    ],
+)
+def test_every_part_of_the_request_is_in_the_key(changes: dict[str, Any]) -> None:
+    assert cache_key(endpoint(**changes), MESSAGES) != cache_key(endpoint(), MESSAGES)
+
+
+def test_the_messages_and_the_repeat_are_in_the_key_but_not_the_path_or_limits() -> None:
+    base = cache_key(endpoint(), MESSAGES)
+    assert cache_key(endpoint(), MESSAGES[1:]) != base
+    assert cache_key(endpoint(), [MESSAGES[0], {"role": "user", "content": "2+2?"}]) != base
+    assert cache_key(endpoint(), MESSAGES, repeat=1) != base
+    # Same server and model, asked the same: how it is reached or paced changes no answer.
+    assert cache_key(endpoint(baseURL="http://VLLM.models:8000/openai/v1"), MESSAGES) == base
+    assert cache_key(endpoint(maxConcurrency=64, timeoutSeconds=5), MESSAGES) == base
+
+
+def test_a_value_reads_back_whole_or_as_a_miss() -> None:
+    answer = CachedAnswer("4 \u2014 sure", 12, 3, True)
+    assert CachedAnswer.decode(answer.encode()) == answer
+    for garbage in (b"", b"not json", b"[]", b'{"text": "4"}', b'{"text": 4, "inputTokens": "x"}'):
+        assert CachedAnswer.decode(garbage) is None
+
+
+def test_the_url_is_shown_without_its_password() -> None:
+    assert redacted_url("redis://:pw@cache.svc:6380/2") == "redis://cache.svc:6380/2"
+    assert redacted_url("rediss://user:pw@cache.svc") == "rediss://user@cache.svc:6379/0"
+    for bad in ("http://cache:6379", "redis://:pw@cache:port/0", "cache:6379"):
+        with pytest.raises(CacheSettingsError) as raised:
+            redacted_url(bad)
+        assert "pw" not in str(raised.value)
