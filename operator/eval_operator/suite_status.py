@@ -32,6 +32,7 @@ STORE_WARNINGS = frozenset(
         "MigrationFailed",
         "ExternalSecretNotFound",
         "CacheUnreachable",
+        "CacheUnavailable",
         "InvalidCacheURL",
         "ImagePullBackOff",
         "ErrImagePull",
@@ -126,11 +127,11 @@ def cache_condition(obs: SuiteObservation, report: StackReport | None) -> tuple[
         if obs.cache_available_replicas:
             endpoint = f"{builders.cache_host(obs.name, obs.namespace)}:{builders.REDIS_PORT}"
             return "True", "Ready", f"Redis at {endpoint}"
-        return (
-            "False",
-            "CacheProvisioning",
-            f"waiting for Redis (Deployment {builders.cache_name(obs.name)}) to be available",
-        )
+        deployment = builders.cache_name(obs.name)
+        if obs.cache_available_replicas == 0:
+            # Seen, and not available: down (or starting); runs go on without the cache.
+            return "False", "CacheUnavailable", f"Redis (Deployment {deployment}) is not available"
+        return "False", "CacheProvisioning", f"waiting for Redis (Deployment {deployment})"
     if report is None:
         return "False", "CacheProvisioning", "checked with the store's schema migration"
     if report.cache.state == "ok":

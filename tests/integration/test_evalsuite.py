@@ -160,7 +160,7 @@ def test_an_evaluation_in_the_suite_stores_every_sample(cluster: Cluster) -> Non
     # The pods had the credentials by reference only.
     job = cluster.api.get("batch", "v1", "jobs", NS, ev["status"]["jobName"])
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-    for name in ("EVAL_STORE_PASSWORD", "EVAL_STORE_URI", "EVAL_CACHE_URL"):
+    for name in ("EVAL_STORE_PASSWORD", "EVAL_CACHE_URL"):
         assert "value" not in env[name] and "secretKeyRef" in env[name]["valueFrom"]
 
 

@@ -68,6 +68,8 @@ class StandInPostgres:
     def __init__(self, data: Path, conf: str, host: str, port: int) -> None:
         self.data, self.conf_text, self.host, self.port = data, conf, host, port
         self.process: subprocess.Popen | None = None
+        # A test's restart and the stand-in kubelet's restart of a dead server never overlap.
+        self.lock = threading.RLock()
 
     @property
     def conf(self) -> Path:
@@ -120,6 +122,10 @@ class StandInPostgres:
         )
 
     def start(self) -> None:
+        with self.lock:
+            self._start()
+
+    def _start(self) -> None:
         if self.process is not None and self.process.poll() is None:
             return
         self.conf.write_text(self.conf_text)
@@ -163,17 +169,19 @@ class StandInPostgres:
         self._signal(2)  # a fast shutdown, as on a pod's termination
 
     def restart(self) -> None:
-        self.stop()
-        self.start()
+        with self.lock:
+            self.stop()
+            self._start()
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def _signal(self, signum: int) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signum)
-            self.process.wait(30)
+        with self.lock:
+            if self.process is not None and self.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signum)
+                self.process.wait(30)
 
 
 class StandInRedis:

@@ -101,8 +101,21 @@ def test_the_env_contract_by_uri_or_by_parts() -> None:
     assert by_parts is not None
     assert (by_parts.port, by_parts.dbname, by_parts.password) == (5432, "app", PASSWORD)
     assert "ssl" not in by_parts.connect_kwargs()  # asyncpg's default: prefer
-    with pytest.raises(StoreSettingsError, match="not both"):
-        StoreSettings.from_env({**parts, environment.STORE_URI: URI})
+    # A CloudNativePG app Secret sets both: the uri wins (its own password included).
+    both = StoreSettings.from_env({**parts, environment.STORE_URI: URI})
+    assert both is not None and both.display() == StoreSettings.from_uri(URI).display()
+    # A Secret imported whole (envFrom with the prefix) is the only source when present.
+    imported = StoreSettings.from_env(
+        {
+            **parts,
+            environment.STORE_SECRET_PREFIX + "host": "pg.example",
+            environment.STORE_SECRET_PREFIX + "username": "owner",
+            environment.STORE_SECRET_PREFIX + "password": PASSWORD,
+            environment.STORE_SECRET_PREFIX + "dbname": "evals",
+        }
+    )
+    assert imported is not None
+    assert (imported.host, imported.user, imported.dbname) == ("pg.example", "owner", "evals")
     with pytest.raises(StoreSettingsError, match="EVAL_STORE_PORT='54x' is not a port"):
         StoreSettings.from_env({**parts, environment.STORE_PORT: "54x"})
     with pytest.raises(StoreSettingsError, match="EVAL_STORE_USER is not"):

@@ -14,10 +14,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from eval_api.store.migrate import LATEST_VERSION
 from pydantic import ValidationError
 
 from eval_api import cel
+from eval_api.store.migrate import LATEST_VERSION
 from eval_api.v1alpha1 import EvalSuiteSpec
 from eval_operator import events
 from eval_operator.builders import suite as builders
@@ -43,6 +43,9 @@ def suite_key(namespace: str, name: str) -> tuple[str, str, str]:
 def workload_view(body: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a StatefulSet or Deployment a suite's status needs."""
     status = body.get("status") or {}
+    if not status.get("observedGeneration"):
+        # Not reported on by its controller yet: starting, not down.
+        return {"readyReplicas": None, "availableReplicas": None}
     return {
         "readyReplicas": status.get("readyReplicas") or 0,
         "availableReplicas": status.get("availableReplicas") or 0,
