@@ -10,6 +10,7 @@ Run with `make e2e` (skipped with one line when neither kind nor a cluster can b
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -158,3 +159,68 @@ def test_deleting_the_evaluation_collects_its_job_config_and_pods(
         )
 
     cluster.wait_for("the garbage collector to delete the run's objects", collected, timeout=300)
+
+
+def test_an_evalsuite_stores_every_sample_and_a_killed_pod_resumes(
+    cluster: Cluster, ns: str
+) -> None:
+    """A suite with a managed PostgreSQL; an Evaluation in it whose runner pod is deleted in
+    the middle of its shard: the retry asks the model only for what is not stored yet."""
+    suite = {
+        "apiVersion": "evals.io/v1alpha1",
+        "kind": "EvalSuite",
+        "metadata": {"name": "e2e-stack", "namespace": ns},
+        "spec": {
+            "store": {
+                "managed": {"size": "1Gi", "retainOnDelete": False, "backup": {"enabled": False}}
+            },
+            "cache": {"mode": "Disabled"},
+        },
+    }
+    cluster.apply([suite])
+
+    def suite_ready() -> dict[str, Any] | None:
+        found = cluster.get("evalsuites.evals.io", "e2e-stack", ns)
+        conditions = ((found or {}).get("status") or {}).get("conditions") or []
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        return found if ready else None
+
+    stack = cluster.wait_for("the EvalSuite to be ready", suite_ready, timeout=900)
+    assert stack["status"]["store"]["endpoint"] == f"e2e-stack-store.{ns}.svc:5432/evals"
+    samples = 600
+    records = [{"input": f"What is {i} + {i}?", "target": str(2 * i)} for i in range(samples)]
+    (evaluation,) = example("quickstart.yaml", ns, model_base_url(ns))
+    evaluation["metadata"]["name"] = "resumed"
+    evaluation["spec"]["suiteRef"] = {"name": "e2e-stack"}
+    evaluation["spec"]["dataset"] = {"inline": records}
+    evaluation["spec"]["model"]["maxConcurrency"] = 1
+    evaluation["spec"]["execution"] = {"shards": 1, "backoffLimitPerIndex": 3}
+    cluster.apply([evaluation])
+
+    def midway() -> dict[str, Any] | None:
+        ev = cluster.get("evaluations.evals.io", "resumed", ns)
+        progress = ((ev or {}).get("status") or {}).get("progress") or {}
+        return ev if 0 < progress.get("completed", 0) < samples else None
+
+    run = cluster.wait_for("the run to be under way", midway, timeout=600)["status"]["jobName"]
+    pods = json.loads(
+        cluster.kubectl("get", "pods", "-n", ns, "-l", f"evals.io/run={run}", "-o", "json").stdout
+    )["items"]
+    (running,) = [p for p in pods if p["status"].get("phase") == "Running"]
+    cluster.kubectl(
+        "delete", "pod", running["metadata"]["name"], "-n", ns,
+        "--grace-period=0", "--force", "--wait=false",
+    )  # fmt: skip
+    ev = cluster.wait_finished("resumed", ns, timeout=900)
+    status = ev["status"]
+    assert status["phase"] == "Succeeded", status
+    results = {r["name"]: r for r in status["results"]}
+    assert results["exact_match"]["n"] == samples and results["exact_match"]["value"] == 1.0
+    # The retry resumed: it asked the model only for the samples not stored yet. (The
+    # deleted pod's own usage went with its pod object: status counts the retry's.)
+    assert 0 < status["usage"]["requests"] < samples, status["usage"]
+    attempts = json.loads(
+        cluster.kubectl("get", "pods", "-n", ns, "-l", f"evals.io/run={run}", "-o", "json").stdout
+    )["items"]
+    names = {p["metadata"]["name"] for p in attempts}
+    assert names and running["metadata"]["name"] not in names  # a new attempt finished it

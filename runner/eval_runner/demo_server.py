@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import time
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -111,6 +112,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         question = last_user_message(body)
         answer = arithmetic_answer(question) or question
+        if self.server.latency:  # type: ignore[attr-defined]
+            time.sleep(self.server.latency)  # type: ignore[attr-defined]
         input_tokens = sum(count_tokens(text) for text in prompt_texts(body))
         self._send(200, response_body(flavour, body.get("model", "demo"), answer, input_tokens))
 
@@ -134,8 +137,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long before each answer, as a real model does (default 0)",
+    )
     args = parser.parse_args(argv)
+    if args.latency < 0:
+        parser.error("--latency must be 0 or more")
     server = ThreadingHTTPServer((args.host, args.port), _Handler)
+    server.latency = args.latency  # type: ignore[attr-defined]
     print(f"demo model server on http://{args.host}:{args.port}/v1", flush=True)
     try:
         server.serve_forever()

@@ -29,8 +29,8 @@ from tests.support.job_controller import FakeJobController
 from tests.support.kubeapi import running_kubeapi, use_kubeconfig
 from tests.support.operator_cluster import Operator, controller_thread, operator_environment
 from tests.support.ports import free_port
+from tests.support.stack_controller import StackController
 from tests.support.tools import ROOT, tool
-from tests.support.workload_controller import WorkloadController
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -41,7 +41,15 @@ def test_the_e2e_suite_passes_against_the_emulator_as_an_existing_cluster(tmp_pa
     crd = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
     model_port = free_port()
     model = subprocess.Popen(
-        [sys.executable, "-m", "eval_runner.demo_server", "--port", str(model_port)],
+        [
+            sys.executable,
+            "-m",
+            "eval_runner.demo_server",
+            "--port",
+            str(model_port),
+            "--latency",
+            "0.05",
+        ],  # fmt: skip
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
@@ -49,11 +57,11 @@ def test_the_e2e_suite_passes_against_the_emulator_as_an_existing_cluster(tmp_pa
         with (
             operator_environment({"EVAL_OPERATOR_RUNNER_IMAGE": RUNNER_IMAGE}),
             running_kubeapi(bookmark_interval=2.0) as api,
-            WorkloadController(api),
+            StackController(api) as stack,
         ):
             api.create(crd)  # helm installs it too (and finds it there, as on a cluster)
             kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
-            controller = FakeJobController(api.url, tmp_path / "pods")
+            controller = FakeJobController(api.url, tmp_path / "pods", hosts_file=stack.hosts_file)
             operator = Operator(
                 ["run", "--standalone", "--all-namespaces", "-m", "eval_operator.main"]
             )
@@ -64,11 +72,12 @@ def test_the_e2e_suite_passes_against_the_emulator_as_an_existing_cluster(tmp_pa
                 finally:
                     operator.stop()
             assert api.internal_errors == []
+            assert stack.errors == []
     finally:
         model.terminate()
         model.wait(timeout=10)
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    assert "6 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
+    assert done.returncode == 0, done.stdout[:12000] + done.stderr[-3000:]
+    assert "7 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
 
 
 def run_e2e(kubeconfig: Path, model_port: int, home: Path) -> subprocess.CompletedProcess[str]:

@@ -249,6 +249,17 @@ class FakeJobController:
             return
 
         for index, attempt in list(state.running.items()):
+            if attempt.process is not None and attempt.process.returncode is None:
+                pod_path = f"/api/v1/namespaces/{state.namespace}/pods/{attempt.pod_name}"
+                try:
+                    await self._request("GET", pod_path)
+                except LookupError:
+                    # The pod was deleted (`kubectl delete pod`): the kubelet stops its
+                    # container, and the Job controller counts a failed attempt and retries.
+                    attempt.process.kill()
+                    await attempt.process.wait()
+                    await self._finish_attempt(state, index, attempt, deleted=True)
+                    continue
             if attempt.process is None:
                 await self._try_start(job, state, index, attempt)
                 continue
@@ -516,13 +527,20 @@ class FakeJobController:
             },
         )
 
-    async def _finish_attempt(self, state: JobState, index: int, attempt: Attempt) -> None:
+    async def _finish_attempt(
+        self, state: JobState, index: int, attempt: Attempt, *, deleted: bool = False
+    ) -> None:
         del state.running[index]
         assert attempt.process is not None
         code = attempt.process.returncode
         exit_code = 128 + -code if code < 0 else code
         log_path = attempt.workdir / "termination-log"
         message = log_path.read_text() if log_path.exists() else ""
+        if deleted:
+            state.retries[index] = state.retries.get(index, 0) + 1
+            if state.retries[index] > state.backoff_limit_per_index:
+                state.failed.add(index)
+            return
         terminated: dict[str, Any] = {
             "exitCode": exit_code,
             "reason": "Completed" if exit_code == 0 else "Error",
