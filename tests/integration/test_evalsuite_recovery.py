@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -96,6 +97,21 @@ def wait_for(what: str, check: Any, timeout: float = 90) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@contextlib.contextmanager
+def held_midway(cluster: Cluster, answered: int = 12) -> Iterator[None]:
+    """The next run is held by the model server after `answered` answers, until the block
+    ends: what a test does meanwhile happens in the middle of the run, not after it."""
+    cluster.model.hold_after = cluster.model.count + answered
+    try:
+        yield
+    finally:
+        cluster.model.hold_after = None
+
+
+def model_held(cluster: Cluster) -> bool:
+    return cluster.model.count == cluster.model.hold_after
+
+
 def wait_ready(cluster: Cluster, name: str) -> dict[str, Any]:
     return cluster.wait_suite(name, lambda s: reason(s, "Ready") == "Ready", timeout=120)
 
@@ -158,13 +174,11 @@ def test_redis_killed_mid_run_the_run_completes_and_the_cache_comes_back(cluster
     cluster.apply(suite_manifest("flaky-cache", {})).raise_for_status()
     wait_ready(cluster, "flaky-cache")
     redis = cluster.stack.redis(NS, "flaky-cache-cache")
-    cluster.apply(in_suite(cluster, "no-cache-midway", "flaky-cache")).raise_for_status()
-    cluster.wait(
-        "no-cache-midway",
-        lambda ev: (ev.get("status") or {}).get("progress", {}).get("completed", 0) >= 5,
-    )
-    cluster.stack.pause(NS, "flaky-cache-cache")
-    redis.kill()
+    with held_midway(cluster):
+        cluster.apply(in_suite(cluster, "no-cache-midway", "flaky-cache")).raise_for_status()
+        wait_for("the run to be held midway", lambda: model_held(cluster))
+        cluster.stack.pause(NS, "flaky-cache-cache")
+        redis.kill()
     cluster.wait_suite(
         "flaky-cache", lambda s: reason(s, "CacheReady") == "CacheUnavailable", timeout=30
     )
@@ -185,12 +199,10 @@ def test_postgres_restarted_mid_run_loses_and_duplicates_nothing(cluster: Cluste
     cluster.apply(suite_manifest("bumpy", {"cache": {"mode": "Disabled"}})).raise_for_status()
     wait_ready(cluster, "bumpy")
     before = cluster.model.count
-    cluster.apply(in_suite(cluster, "through-restart", "bumpy")).raise_for_status()
-    cluster.wait(
-        "through-restart",
-        lambda ev: (ev.get("status") or {}).get("progress", {}).get("completed", 0) >= 5,
-    )
-    cluster.stack.postgres(NS, "bumpy-store").restart()
+    with held_midway(cluster):
+        cluster.apply(in_suite(cluster, "through-restart", "bumpy")).raise_for_status()
+        wait_for("the run to be held midway", lambda: model_held(cluster))
+        cluster.stack.postgres(NS, "bumpy-store").restart()
     ev = cluster.wait_phase("through-restart", "Succeeded", timeout=120)
     found = rows(
         cluster,

@@ -40,7 +40,8 @@ def test_model_server_manifest_is_valid_and_restricted() -> None:
     (container,) = pod["containers"]
     assert container["image"] == cluster.RUNNER_IMAGE
     assert container["command"][:3] == ["python", "-m", "eval_runner.demo_server"]
-    assert container["command"][-1] == str(cluster.MODEL_PORT)
+    command = container["command"]
+    assert command[command.index("--port") + 1] == str(cluster.MODEL_PORT)
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert documents[1]["spec"]["ports"][0]["port"] == cluster.MODEL_PORT
