@@ -1436,7 +1436,10 @@ class EvalSuiteStatus(ApiModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="StoreReady, CacheReady and Ready conditions.",
+        description=(
+            "StoreReady, CacheReady and Ready; Progressing while the stack comes up, Stalled "
+            "while it waits for a fix (a missing or wrong Secret, a failed migration)."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     store: StoreStatus | None = Field(default=None, description="The store in use.")

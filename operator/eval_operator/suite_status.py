@@ -24,6 +24,8 @@ from eval_operator.conditions import condition_of, set_condition
 # The kubelet's reasons for a pod that cannot start its container: for a migration pod, the
 # external Secret (or one of the keys it names) does not exist, or the image is wrong.
 CANNOT_START = ("CreateContainerConfigError", "ErrImagePull", "ImagePullBackOff")
+# Reasons of a stack on its way up: nothing is wrong yet.
+PROVISIONING_REASONS = frozenset({"StoreProvisioning", "CacheProvisioning"})
 STORE_WARNINGS = frozenset(
     {
         "StoreUnreachable",
@@ -157,11 +159,25 @@ def desired_suite_status(old: Mapping[str, Any], obs: SuiteObservation) -> dict[
     set_("StoreReady", store_status, store_reason, store_message)
     set_("CacheReady", cache_status, cache_reason, cache_message)
     if store_status != "True":
-        set_("Ready", "False", store_reason, f"store: {store_message}")
+        ready_reason, ready_message = store_reason, f"store: {store_message}"
     elif cache_status != "True":
-        set_("Ready", "False", cache_reason, f"cache: {cache_message}")
+        ready_reason, ready_message = cache_reason, f"cache: {cache_message}"
     else:
-        set_("Ready", "True", "Ready", "the store and the cache are ready")
+        ready_reason, ready_message = "Ready", "the store and the cache are ready"
+    set_("Ready", "True" if ready_reason == "Ready" else "False", ready_reason, ready_message)
+    # The kstatus pair that GitOps health checks read (Argo CD's Lua, Flux's CEL): the stack
+    # is coming up (Progressing), or it waits for a person to fix something (Stalled). The
+    # stack retries on its own either way, and recovers once the cause is gone.
+    provisioning = ready_reason in PROVISIONING_REASONS
+    if ready_reason == "Ready":
+        set_("Progressing", "False", "Ready", "")
+        set_("Stalled", "False", "Ready", "")
+    elif provisioning:
+        set_("Progressing", "True", ready_reason, ready_message)
+        set_("Stalled", "False", ready_reason, "")
+    else:
+        set_("Progressing", "False", ready_reason, ready_message)
+        set_("Stalled", "True", ready_reason, ready_message)
 
     store: dict[str, Any] = {
         "mode": obs.spec.store.mode,

@@ -18,6 +18,8 @@ import pytest
 
 from tests.support.model_server import Faults, ModelServer
 from tests.support.operator_cluster import NS, Cluster, manifest, running_cluster
+from tests.unit.test_health_flux import flux_health
+from tests.unit.test_health_lua import health as argo_health
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -264,6 +266,8 @@ def test_bad_external_settings_are_conditions_that_recover_without_a_hot_loop(
     put_secret({"uri": good_uri})
     suite = wait_ready(cluster, "outside")
     assert suite["status"]["store"]["endpoint"] == f"target-store.{NS}.svc:5432/evals"
+    assert argo_health("EvalSuite", suite)["status"] == "Healthy"
+    assert flux_health(suite) == "current"
     everything = str(suite) + str(cluster.api.list("", "v1", "events", NS))
     assert "canary-pw-5150" not in everything
     # An Evaluation in the external store runs.
