@@ -92,9 +92,11 @@ class Cluster:
             if last is not None and predicate(last):
                 return last
             time.sleep(0.1)
+        failures = self.stack.start_failures if self.stack is not None else []
         raise AssertionError(
             f"suite {name} did not reach the state in {timeout}s; "
-            f"status: {json.dumps((last or {}).get('status'), indent=1)}"
+            f"status: {json.dumps((last or {}).get('status'), indent=1)}; "
+            f"servers that failed to start: {failures}"
         )
 
     def wait(

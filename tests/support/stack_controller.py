@@ -45,6 +45,10 @@ from tests.support.workload_controller import rolled_out
 SUITE_LABEL = "evals.io/suite"
 
 
+class ServerStartFailed(RuntimeError):
+    """A server process exited before it listened (its log's tail in the message)."""
+
+
 def _listening(host: str, port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
         return True
@@ -55,7 +59,7 @@ def _wait_listening(host: str, port: int, process: subprocess.Popen, what: str) 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
+            raise ServerStartFailed(f"{what} exited with {process.returncode}")
         if _listening(host, port):
             return
         time.sleep(0.05)
@@ -156,10 +160,14 @@ class StandInPostgres:
                 f"hba_file={self.data / 'pg_hba.conf'}",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=(self.data.parent / "postgres.log").open("ab"),
             start_new_session=True,
         )
-        _wait_listening(self.host, self.port, self.process, "postgres")
+        try:
+            _wait_listening(self.host, self.port, self.process, "postgres")
+        except ServerStartFailed as err:
+            log = (self.data.parent / "postgres.log").read_text(errors="replace")[-1500:]
+            raise ServerStartFailed(f"{err}: {log}") from None
 
     def kill(self) -> None:
         """SIGKILL to the server and its backends: the pod's node died."""
@@ -233,6 +241,7 @@ class StackController:
         self._sets: dict[tuple[str, str], str] = {}  # (ns, set) -> its uid, once running
         self._paused: set[tuple[str, str]] = set()  # servers a test took away
         self.errors: list[BaseException] = []
+        self.start_failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stack-controller", daemon=True)
 
@@ -275,6 +284,10 @@ class StackController:
                 self._claims_gone()
             except APIError:
                 pass  # something was deleted meanwhile: the next round sees it gone
+            except ServerStartFailed as err:
+                # A container that exits at start: the kubelet starts it again (CrashLoopBackOff),
+                # as this loop's next round does. Kept for a failing test's diagnostics.
+                self.start_failures.append(str(err))
             except Exception as err:  # a harness bug: the test asserts there was none
                 self.errors.append(err)
 
