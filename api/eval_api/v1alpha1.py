@@ -1139,6 +1139,26 @@ RESERVED_POSTGRES_PARAMETERS = (
 )
 
 
+# The store and the cache say which they are by `mode`, and take the settings of that mode only.
+MODE_MEMBER_RULES = [
+    cel_rule(
+        "self.mode != 'External' || has(self.external)",
+        "mode External needs external.secretRef",
+        ".external",
+    ),
+    cel_rule(
+        "self.mode == 'External' || !has(self.external)",
+        "external is only for mode External",
+        ".external",
+    ),
+    cel_rule(
+        "self.mode == 'Managed' || !has(self.managed)",
+        "managed is only for mode Managed",
+        ".managed",
+    ),
+]
+
+
 class StoreBackupSpec(ApiModel):
     """Scheduled dumps of the managed store: a CronJob runs `pg_dump -Fc` to a backup volume of
     its own and keeps the newest `retention` dumps."""
@@ -1281,27 +1301,7 @@ class ExternalStoreSpec(ApiModel):
 class StoreSpec(ApiModel):
     """Where per-sample results go: PostgreSQL, managed by the suite or external."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel_rule(
-                    "self.mode != 'External' || has(self.external)",
-                    "mode External needs external.secretRef",
-                    ".external",
-                ),
-                cel_rule(
-                    "self.mode == 'External' || !has(self.external)",
-                    "external is only for mode External",
-                    ".external",
-                ),
-                cel_rule(
-                    "self.mode == 'Managed' || !has(self.managed)",
-                    "managed is only for mode Managed",
-                    ".managed",
-                ),
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": MODE_MEMBER_RULES})
 
     mode: Literal["Managed", "External"] = Field(
         default="Managed",
@@ -1347,27 +1347,7 @@ class ExternalCacheSpec(ApiModel):
 class CacheSpec(ApiModel):
     """The response cache: identical requests are answered from Redis, not the model."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel_rule(
-                    "self.mode != 'External' || has(self.external)",
-                    "mode External needs external.secretRef",
-                    ".external",
-                ),
-                cel_rule(
-                    "self.mode == 'External' || !has(self.external)",
-                    "external is only for mode External",
-                    ".external",
-                ),
-                cel_rule(
-                    "self.mode == 'Managed' || !has(self.managed)",
-                    "managed is only for mode Managed",
-                    ".managed",
-                ),
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": MODE_MEMBER_RULES})
 
     mode: Literal["Managed", "External", "Disabled"] = Field(
         default="Managed",

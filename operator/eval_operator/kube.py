@@ -105,29 +105,34 @@ class Kube:
 
     # --- Evaluations ----------------------------------------------------------------------
 
-    async def get_evaluation(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _get(self, path: str) -> dict[str, Any] | None:
         try:
-            return await self._call("GET", _evaluation_path(namespace, name))
+            return await self._call("GET", path)
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
 
-    async def patch_evaluation_status(
-        self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
+    async def _patch_status(
+        self, path: str, resource_version: str, status: Mapping[str, Any]
     ) -> dict[str, Any]:
         """A merge patch of the status, only if the object is still at `resource_version`:
         a status computed from a stale snapshot is never written over a newer one."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
         try:
-            return await self._call(
-                "PATCH", _evaluation_path(namespace, name) + "/status", body,
-                content_type=MERGE_PATCH,
-            )  # fmt: skip
+            return await self._call("PATCH", path + "/status", body, content_type=MERGE_PATCH)
         except ApiException as err:
             if err.status in (404, 409):
-                raise Conflict(f"{namespace}/{name}") from err
+                raise Conflict(path) from err
             raise
+
+    async def get_evaluation(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(_evaluation_path(namespace, name))
+
+    async def patch_evaluation_status(
+        self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self._patch_status(_evaluation_path(namespace, name), resource_version, status)
 
     # --- children -------------------------------------------------------------------------
 
@@ -182,27 +187,12 @@ class Kube:
     # --- EvalSuites -----------------------------------------------------------------------
 
     async def get_suite(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await self._call("GET", _suite_path(namespace, name))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+        return await self._get(_suite_path(namespace, name))
 
     async def patch_suite_status(
         self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """As patch_evaluation_status, for an EvalSuite."""
-        body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
-        try:
-            return await self._call(
-                "PATCH", _suite_path(namespace, name) + "/status", body,
-                content_type=MERGE_PATCH,
-            )  # fmt: skip
-        except ApiException as err:
-            if err.status in (404, 409):
-                raise Conflict(f"{namespace}/{name}") from err
-            raise
+        return await self._patch_status(_suite_path(namespace, name), resource_version, status)
 
     async def put_config_map(self, obj: dict[str, Any]) -> None:
         """Create a ConfigMap, or replace the data of the one that is there."""
@@ -215,16 +205,7 @@ class Kube:
 
     async def delete_job(self, namespace: str, name: str) -> bool:
         """Delete a Job and, in the background, its pods; False when it was not there."""
-        options = {"propagationPolicy": "Background"}
-        try:
-            await self._call(
-                "DELETE", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}", options
-            )
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+        return await self.delete("Job", namespace, name)
 
     async def delete_config_maps(self, namespace: str, label_selector: str) -> None:
         await self._call(

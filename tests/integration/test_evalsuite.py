@@ -6,14 +6,11 @@ names. Every object the operator makes is checked by kubernetes-validate --stric
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import random
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import kubernetes_validate
 import pytest
 
@@ -26,6 +23,7 @@ from tests.support.operator_cluster import (
     manifest,
     running_cluster,
 )
+from tests.support.suites import reason, secret_value, store_rows, suite_manifest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -43,15 +41,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield cluster
 
 
-def suite_manifest(name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "evals.io/v1alpha1",
-        "kind": "EvalSuite",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": spec or {},
-    }
-
-
 def ready(suite: dict[str, Any]) -> bool:
     status = suite.get("status") or {}
     return status.get("observedGeneration") == suite["metadata"]["generation"] and any(
@@ -59,39 +48,9 @@ def ready(suite: dict[str, Any]) -> bool:
     )
 
 
-def reason_of(obj: dict[str, Any], type_: str) -> str | None:
-    found = [c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_]
-    return found[0]["reason"] if found else None
-
-
 def in_suite(name: str, cluster: Cluster, **changes: Any) -> dict[str, Any]:
     spec_changes = {"suiteRef": {"name": SUITE}, "execution": {"shards": 2}, **changes}
     return manifest(name, cluster.model, **spec_changes)
-
-
-def store_password(cluster: Cluster) -> str:
-    secret = cluster.api.get("", "v1", "secrets", NS, f"{SUITE}-store-credentials")
-    assert secret is not None
-    return base64.b64decode(secret["data"]["password"]).decode()
-
-
-def store_rows(cluster: Cluster, query: str, *args: Any) -> list[Any]:
-    server = cluster.stack.postgres(NS, f"{SUITE}-store")
-
-    async def fetch() -> list[Any]:
-        conn = await asyncpg.connect(
-            host=server.host,
-            port=server.port,
-            user="evals",
-            password=store_password(cluster),
-            database="evals",
-        )
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(fetch())
 
 
 def test_the_stack_is_made_valid_and_restricted_and_the_status_says_where(
@@ -99,13 +58,13 @@ def test_the_stack_is_made_valid_and_restricted_and_the_status_says_where(
 ) -> None:
     suite = cluster.suite(SUITE)
     status = suite["status"]
-    for type_, reason in (("StoreReady", "Ready"), ("CacheReady", "Ready"), ("Ready", "Ready")):
+    for type_, expected in (("StoreReady", "Ready"), ("CacheReady", "Ready"), ("Ready", "Ready")):
         assert condition(suite, type_)["status"] == "True"
-        assert condition(suite, type_)["reason"] == reason
+        assert condition(suite, type_)["reason"] == expected
     assert status["store"]["endpoint"] == f"{SUITE}-store.{NS}.svc:5432/evals"
     assert status["store"]["schemaVersion"] >= 2
     assert status["cache"]["endpoint"] == f"{SUITE}-cache.{NS}.svc:6379"
-    password = store_password(cluster)
+    password = secret_value(cluster, f"{SUITE}-store-credentials", "password")
     kinds = {
         ("apps", "v1", "statefulsets"),
         ("apps", "v1", "deployments"),
@@ -149,6 +108,7 @@ def test_an_evaluation_in_the_suite_stores_every_sample(cluster: Cluster) -> Non
     assert cluster.model.count - before == SAMPLES
     rows = store_rows(
         cluster,
+        SUITE,
         "SELECT sample_id, scores, response FROM samples WHERE evaluation_uid = $1",
         ev["metadata"]["uid"],
     )
@@ -213,7 +173,10 @@ def test_kill_9_mid_shard_repeats_no_model_request(cluster: Cluster, seed: int) 
             # ~1 s behind), the next requests are held by the model server.
             while time.monotonic() < deadline:
                 stored = store_rows(
-                    cluster, "SELECT count(*) AS n FROM samples WHERE evaluation_uid = $1", uid
+                    cluster,
+                    SUITE,
+                    "SELECT count(*) AS n FROM samples WHERE evaluation_uid = $1",
+                    uid,
                 )[0]["n"]
                 if model.count == held_at and stored == held_at - start:
                     break
@@ -242,6 +205,7 @@ def test_kill_9_mid_shard_repeats_no_model_request(cluster: Cluster, seed: int) 
     assert model.count - start == len(records), (kills, model.count - start)
     rows = store_rows(
         cluster,
+        SUITE,
         "SELECT count(*) AS n, count(DISTINCT sample_id) AS d, max(attempt) AS a "
         "FROM samples WHERE evaluation_uid = $1",
         uid,
@@ -256,7 +220,7 @@ def test_kill_9_mid_shard_repeats_no_model_request(cluster: Cluster, seed: int) 
 def test_an_evaluation_waits_for_its_suite_and_names_a_missing_one(cluster: Cluster) -> None:
     missing = manifest("lost", cluster.model, suiteRef={"name": "no-such-suite"})
     cluster.apply(missing).raise_for_status()
-    ev = cluster.wait("lost", lambda ev: reason_of(ev, "Ready") == "SuiteNotFound", timeout=30)
+    ev = cluster.wait("lost", lambda ev: reason(ev, "Ready") == "SuiteNotFound", timeout=30)
     assert "no-such-suite" in condition(ev, "Ready")["message"]
     assert ev["status"].get("jobName") is None or not cluster.api.get(
         "batch", "v1", "jobs", NS, ev["status"]["jobName"]

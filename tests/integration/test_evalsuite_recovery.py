@@ -6,18 +6,17 @@ external settings become clear conditions that recover once fixed, without a hot
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import pytest
 
 from tests.support.model_server import Faults, ModelServer
 from tests.support.operator_cluster import NS, Cluster, manifest, running_cluster
+from tests.support.suites import reason, secret_value, store_rows, suite_manifest
 from tests.unit.test_health_flux import flux_health
 from tests.unit.test_health_lua import health as argo_health
 
@@ -34,22 +33,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield cluster
 
 
-def suite_manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "EvalSuite",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": spec,
-    }
-
-
-def reason(obj: dict[str, Any] | None, type_: str) -> str | None:
-    found = [
-        c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c["type"] == type_
-    ]
-    return found[0]["reason"] if found else None
-
-
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
 
@@ -62,31 +45,6 @@ def in_suite(cluster: Cluster, name: str, suite: str, **changes: Any) -> dict[st
         **changes,
     }
     return manifest(name, cluster.model, **spec)
-
-
-def secret_value(cluster: Cluster, name: str, key: str) -> str:
-    secret = cluster.api.get("", "v1", "secrets", NS, name)
-    assert secret is not None, name
-    return base64.b64decode(secret["data"][key]).decode()
-
-
-def rows(cluster: Cluster, suite: str, query: str, *args: Any) -> list[Any]:
-    server = cluster.stack.postgres(NS, f"{suite}-store")
-
-    async def fetch() -> list[Any]:
-        conn = await asyncpg.connect(
-            host=server.host,
-            port=server.port,
-            user="evals",
-            password=secret_value(cluster, f"{suite}-store-credentials", "password"),
-            database="evals",
-        )
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(fetch())
 
 
 def wait_for(what: str, check: Any, timeout: float = 90) -> Any:
@@ -126,9 +84,9 @@ def test_a_deleted_suite_keeps_its_data_and_the_same_name_reattaches_it(cluster:
     ev = cluster.wait_phase("kept-run", "Succeeded", timeout=120)
     uid = ev["metadata"]["uid"]
     assert (
-        rows(cluster, "keep", "SELECT count(*) AS n FROM samples WHERE evaluation_uid = $1", uid)[
-            0
-        ]["n"]
+        store_rows(
+            cluster, "keep", "SELECT count(*) AS n FROM samples WHERE evaluation_uid = $1", uid
+        )[0]["n"]
         == 40
     )
 
@@ -149,9 +107,9 @@ def test_a_deleted_suite_keeps_its_data_and_the_same_name_reattaches_it(cluster:
     assert secret_value(cluster, "keep-store-credentials", "password") == password  # not replaced
     # The same data: the earlier run's rows are there.
     assert (
-        rows(cluster, "keep", "SELECT count(*) AS n FROM samples WHERE evaluation_uid = $1", uid)[
-            0
-        ]["n"]
+        store_rows(
+            cluster, "keep", "SELECT count(*) AS n FROM samples WHERE evaluation_uid = $1", uid
+        )[0]["n"]
         == 40
     )
 
@@ -206,7 +164,7 @@ def test_postgres_restarted_mid_run_loses_and_duplicates_nothing(cluster: Cluste
         wait_for("the run to be held midway", lambda: model_held(cluster))
         cluster.stack.postgres(NS, "bumpy-store").restart()
     ev = cluster.wait_phase("through-restart", "Succeeded", timeout=120)
-    found = rows(
+    found = store_rows(
         cluster,
         "bumpy",
         "SELECT count(*) AS n, count(DISTINCT sample_id) AS d FROM samples "

@@ -12,7 +12,12 @@ from eval_api.exitcodes import EXIT_PERMANENT
 from eval_api.ledger import LEDGER_KEY, Ledger
 from eval_api.v1alpha1 import EvalSuiteSpec, EvaluationSpec
 from eval_operator.builders import suite as suite_builders
-from eval_operator.builders.meta import child_labels, owner_reference
+from eval_operator.builders.meta import (
+    RUNNER_UID,
+    child_labels,
+    owner_reference,
+    restricted_container,
+)
 from eval_operator.runplan import (
     RUN_PLAN_ANNOTATION,
     SUSPEND_ANNOTATION,
@@ -27,7 +32,6 @@ DATASET_DIR = "/etc/eval/dataset"
 LEDGER_DIR = "/etc/eval/ledger"
 CA_DIR = "/etc/eval/ca"
 CA_FILE = "ca.crt"
-RUNNER_UID = 65532
 PROGRESS_PORT_NAME = "http-progress"
 
 
@@ -57,19 +61,6 @@ def build_run_config(evaluation: Mapping[str, Any], run: str, plan: RunPlan) -> 
         },
         "immutable": True,
         "data": {CONFIG_KEY: json.dumps(frozen, sort_keys=True, separators=(",", ":"))},
-    }
-
-
-def _container_security_context() -> dict[str, Any]:
-    # Pod Security "restricted": non-root, no escalation, no capabilities, read-only root FS.
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUNNER_UID,
-        "runAsGroup": RUNNER_UID,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -262,7 +253,7 @@ def build_job(
             "periodSeconds": 10,
         },
         "resources": _resources(spec, settings),
-        "securityContext": _container_security_context(),
+        "securityContext": restricted_container(RUNNER_UID),
         "volumeMounts": mounts,
         # The runner writes its shard summary here; the operator reads it from the pod status.
         "terminationMessagePath": "/dev/termination-log",

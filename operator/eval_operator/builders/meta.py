@@ -55,3 +55,21 @@ def child_labels(evaluation: Mapping[str, Any], run: str) -> dict[str, str]:
         if key.startswith(PASSTHROUGH_LABEL_PREFIXES):
             labels[key] = value
     return labels
+
+
+# The runner image's user (Dockerfile.runner): runner pods and a suite's migration Job.
+RUNNER_UID = 65532
+
+
+def restricted_container(uid: int) -> dict[str, Any]:
+    """A container's securityContext under Pod Security "restricted": non-root with the
+    image's own UID, no escalation, no capabilities, read-only root filesystem."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }

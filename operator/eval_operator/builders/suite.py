@@ -36,13 +36,17 @@ from eval_api.v1alpha1 import (
     ManagedStoreSpec,
     StoreSpec,
 )
-from eval_operator.builders.meta import MANAGED_BY, owner_reference
+from eval_operator.builders.meta import (
+    MANAGED_BY,
+    RUNNER_UID,
+    owner_reference,
+    restricted_container,
+)
 from eval_operator.settings import OperatorSettings
 
 SUITE_LABEL = "evals.io/suite"
 POSTGRES_UID = 999  # the postgres user of the official image (Debian variants)
 REDIS_UID = 999  # the redis user of the official image (Debian variants)
-RUNNER_UID = 65532
 POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 STORE_USER = "evals"
@@ -125,18 +129,6 @@ def _meta(
     if owned:
         meta["ownerReferences"] = [owner_reference(suite)]
     return meta
-
-
-def _restricted_container(uid: int) -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
 
 
 def _restricted_pod(uid: int) -> dict[str, Any]:
@@ -364,7 +356,7 @@ def build_store_statefulset(
             "failureThreshold": 6,
         },
         "resources": _resources(managed.resources, DEFAULT_STORE_RESOURCES),
-        "securityContext": _restricted_container(POSTGRES_UID),
+        "securityContext": restricted_container(POSTGRES_UID),
         "volumeMounts": [
             {"name": "data", "mountPath": DATA_DIR},
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -489,7 +481,7 @@ def build_backup_cronjob(
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},
         },
-        "securityContext": _restricted_container(POSTGRES_UID),
+        "securityContext": restricted_container(POSTGRES_UID),
         "volumeMounts": [
             {"name": "backups", "mountPath": BACKUP_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -668,7 +660,7 @@ def build_migration_job(
         "env": env,
         **({"envFrom": env_from} if env_from else {}),
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-        "securityContext": _restricted_container(RUNNER_UID),
+        "securityContext": restricted_container(RUNNER_UID),
         "volumeMounts": mounts,
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
@@ -820,7 +812,7 @@ def build_cache_deployment(
             "failureThreshold": 6,
         },
         "resources": _cache_resources(managed),
-        "securityContext": _restricted_container(REDIS_UID),
+        "securityContext": restricted_container(REDIS_UID),
         "volumeMounts": [
             # Two directories side by side: a mount inside a ConfigMap's read-only volume
             # would need a directory created in it.
