@@ -1365,8 +1365,168 @@ class CacheSpec(ApiModel):
     external: ExternalCacheSpec | None = Field(default=None, description="The external Redis.")
 
 
+# --- the matrix: models x tasks ---------------------------------------------------------------
+
+# A cell's Evaluation is named <suite>-<model>-<task>: these bounds keep the names short and the
+# status (one leaderboard entry per cell) well within etcd's object size limit.
+MAX_SUITE_MODELS = 50
+MAX_SUITE_TASKS = 50
+MAX_SUITE_CELLS = 400
+MATRIX_NAME_MAX = 40
+# spec.baseline: "previous", "accepted", or a suite run id as status.history names them.
+BASELINE_PATTERN = r"^(previous|accepted|[0-9]{8}-[0-9]{6}(-[0-9]+)?)$"
+# A decimal strictly between 0 and 1, e.g. "0.05".
+OPEN_FRACTION_PATTERN = r"^0\.[0-9]*[1-9][0-9]*$"
+# Annotation on an EvalSuite naming the suite run accepted as the baseline (spec.baseline
+# "accepted"); `kubectl evals accept` sets it.
+ACCEPT_RUN_ANNOTATION = f"{GROUP}/accept-run"
+
+
+def _unique_names(what: str) -> dict[str, str]:
+    return cel_rule(
+        "self.all(a, self.exists_one(b, b.name == a.name))", f"{what} names must be unique"
+    )
+
+
+class SuiteModel(ApiModel):
+    """One model of the matrix: a name for its cells, and the model as an Evaluation takes it."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=MATRIX_NAME_MAX,
+        pattern=DNS_LABEL_PATTERN,
+        description=(
+            "Name of the model in the matrix: a DNS label, part of its cells' Evaluation names."
+        ),
+    )
+    model: ModelSpec = Field(
+        description="The model, exactly as an Evaluation's spec.model (secrets by reference)."
+    )
+
+
+class SuiteTask(ApiModel):
+    """One task of the matrix: a dataset, how it is prompted and scored, and its thresholds."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=MATRIX_NAME_MAX,
+        pattern=DNS_LABEL_PATTERN,
+        description="Name of the task in the matrix: a DNS label, part of its cells' names.",
+    )
+    dataset: DatasetSpec = Field(description="The samples, as an Evaluation's spec.dataset.")
+    task: TaskSpec = Field(description="Prompting and scoring, as an Evaluation's spec.task.")
+    thresholds: list[Annotated[str, Field(pattern=THRESHOLD_PATTERN, max_length=128)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Pass criteria of every cell of this task, as an Evaluation's thresholds.",
+    )
+
+
+class CellDefaults(ApiModel):
+    """What every cell's Evaluation gets besides its model and task."""
+
+    execution: ExecutionSpec | None = Field(
+        default=None, description="Sharding and pod settings of every cell."
+    )
+    budget: BudgetSpec | None = Field(
+        default=None, description="Spend limits of every cell (each cell gets the whole budget)."
+    )
+
+
+class RegressionSpec(ApiModel):
+    """When a cell counts as regressed against its baseline."""
+
+    max_drop: str = Field(
+        default="0",
+        pattern=FRACTION_PATTERN,
+        max_length=32,
+        description=(
+            'Largest drop of a mean score tolerated, a decimal in [0, 1] (default "0"): a cell '
+            "regresses when a scorer's paired difference is below -maxDrop AND significant at "
+            "alpha."
+        ),
+    )
+    alpha: str = Field(
+        default="0.05",
+        pattern=OPEN_FRACTION_PATTERN,
+        max_length=32,
+        description='Significance level of the paired test, in (0, 1) (default "0.05").',
+    )
+
+
+class SuiteScheduleSpec(ApiModel):
+    """Re-run the whole matrix on a cron schedule, as a CronJob would start Jobs."""
+
+    cron: str = Field(
+        max_length=128,
+        pattern=CRON_PATTERN,
+        description='Five-field cron expression or a macro, e.g. "0 2 * * *" or "@daily".',
+    )
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        description='IANA time zone of the schedule, e.g. "Europe/Paris" (default UTC).',
+    )
+    concurrency_policy: Literal["Forbid", "Replace", "Allow"] = Field(
+        default="Forbid",
+        description=(
+            "When a scheduled time comes while the last run is still going: Forbid (default) "
+            "waits for it to finish, then runs once; Replace stops it (recorded as Replaced) and "
+            "starts the new run; Allow starts the new run at once, each cell still running the "
+            "old run finishing it first (the old run is recorded as Superseded)."
+        ),
+    )
+    starting_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=31_536_000,
+        description=(
+            "A scheduled time missed by more than this (the operator was down) is skipped. "
+            "Without it a missed time runs once when the operator is back, never once per "
+            "missed time."
+        ),
+    )
+    history_limit: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Finished runs kept in status.history (default 10); the store keeps all.",
+    )
+
+
 class EvalSuiteSpec(ApiModel):
-    """The evaluation stack: a per-sample results store and a response cache."""
+    """The evaluation stack (a per-sample results store and a response cache) and, optionally,
+    the matrix it runs: every model on every task as one child Evaluation per cell, compared
+    with a baseline run, re-run on a schedule."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "has(self.models) == has(self.tasks)",
+                    "models and tasks go together: the matrix needs at least one of each",
+                    ".models",
+                ),
+                cel_rule(
+                    "!has(self.models) || !has(self.tasks) || "
+                    f"size(self.models) * size(self.tasks) <= {MAX_SUITE_CELLS}",
+                    f"the matrix may have at most {MAX_SUITE_CELLS} cells (models x tasks)",
+                    ".models",
+                ),
+                cel_rule(
+                    "has(self.models) || !(has(self.baseline) || has(self.regression) || "
+                    "has(self.schedule) || has(self.defaults) || has(self.maxParallelCells))",
+                    "baseline, regression, schedule, defaults and maxParallelCells need a matrix "
+                    "(models and tasks)",
+                ),
+                cel_rule(
+                    "!has(self.regression) || has(self.baseline)",
+                    "regression needs a baseline to compare with",
+                    ".regression",
+                ),
+            ]
+        }
+    )
 
     store: StoreSpec = Field(
         default_factory=StoreSpec,
@@ -1378,6 +1538,57 @@ class EvalSuiteSpec(ApiModel):
         description="Response cache (Redis).",
         json_schema_extra=DEFAULT_MANAGED,
     )
+    models: list[SuiteModel] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SUITE_MODELS,
+        description="The models of the matrix; each runs every task.",
+        json_schema_extra={"x-kubernetes-validations": [_unique_names("model")]},
+    )
+    tasks: list[SuiteTask] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SUITE_TASKS,
+        description="The tasks of the matrix; each is run by every model.",
+        json_schema_extra={"x-kubernetes-validations": [_unique_names("task")]},
+    )
+    defaults: CellDefaults | None = Field(
+        default=None, description="Execution and budget settings of every cell."
+    )
+    max_parallel_cells: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SUITE_CELLS,
+        description=(
+            "Cells running at once (default: all); the others wait suspended, in matrix order "
+            "(models, then tasks), and the Progressing condition says how many wait."
+        ),
+    )
+    baseline: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=BASELINE_PATTERN,
+        description=(
+            "What each cell's run is compared with, sample by sample: previous (the cell's "
+            f"last succeeded run), accepted (the suite run named by the {ACCEPT_RUN_ANNOTATION} "
+            "annotation, set by `kubectl evals accept`), or a suite run id from status.history, "
+            'e.g. "20261130-020000". Without it no comparison is made.'
+        ),
+    )
+    regression: RegressionSpec | None = Field(
+        default=None,
+        description=(
+            'When a cell counts as regressed (default maxDrop "0", alpha "0.05" when a '
+            "baseline is set)."
+        ),
+    )
+    schedule: SuiteScheduleSpec | None = Field(
+        default=None, description="Re-run the matrix on a cron schedule."
+    )
+
+    @property
+    def has_matrix(self) -> bool:
+        return bool(self.models and self.tasks)
 
 
 class StoreStatus(ApiModel):
@@ -1406,6 +1617,159 @@ class CacheStatus(ApiModel):
     )
 
 
+class ScorerComparison(ApiModel):
+    """One scorer of a cell, candidate minus baseline, over the samples both runs scored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(description="Scorer name.")
+    test: str = Field(
+        description="mcnemar-exact (0/1 scores), wilcoxon (other scores), or none (no pairs)."
+    )
+    pairs: int = Field(description="Samples scored in both runs (matched by their record).")
+    excluded: int = Field(description="Samples scored in only one of the runs: left out.")
+    baseline_mean: float | None = Field(default=None, description="Baseline mean over the pairs.")
+    candidate_mean: float | None = Field(
+        default=None, description="This run's mean over the pairs."
+    )
+    difference: float | None = Field(
+        default=None, description="Mean paired difference, candidate minus baseline."
+    )
+    ci95: list[float] | None = Field(
+        default=None,
+        description="95% paired bootstrap interval of the difference (10,000 resamples, seeded).",
+    )
+    p_value: float | None = Field(default=None, description="Two-sided p-value of the test.")
+    min_detectable_effect: float | None = Field(
+        default=None,
+        description=(
+            "The smallest drop these pairs detect at alpha with 80% power: a 'no regression' "
+            "verdict says nothing about drops smaller than this."
+        ),
+    )
+    regressed: bool = Field(
+        default=False, description="Worse by more than maxDrop, and significant at alpha."
+    )
+
+
+class CellComparison(ApiModel):
+    """A cell's run compared with its baseline run."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reason: str = Field(
+        description=(
+            "Compared; NoBaseline (no earlier succeeded run, or no run accepted); "
+            "BaselineNotFound (the named suite run has no succeeded run of this cell); "
+            "IsBaseline (this run is the baseline); ReportFailed."
+        )
+    )
+    message: str = Field(default="", description="Details.")
+    baseline: str | None = Field(default=None, description="Suite run id of the baseline.")
+    baseline_run: str | None = Field(default=None, description="The baseline run (its Job name).")
+    alpha: str | None = Field(default=None, description="The alpha the test was run at.")
+    regressed: bool = Field(default=False, description="Some scorer regressed.")
+    underpowered: bool = Field(
+        default=False,
+        description="The main scorer's minimum detectable effect is larger than maxDrop.",
+    )
+    scorers: list[ScorerComparison] = Field(default_factory=list, description="Per scorer.")
+
+
+class LeaderboardEntry(ApiModel):
+    """One cell: a model's result on the task."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(description="The model's name in the matrix.")
+    evaluation: str = Field(description="The cell's Evaluation.")
+    phase: str | None = Field(default=None, description="The Evaluation's phase.")
+    run: str | None = Field(default=None, description="The cell's current run (its Job name).")
+    score: float | None = Field(default=None, description="Mean of the task's first scorer.")
+    ci95: list[float] | None = Field(default=None, description="Its 95% confidence interval.")
+    n: int | None = Field(default=None, description="Samples scored.")
+    cost_usd: str | None = Field(
+        default=None, alias="costUSD", description="Cost in USD, model and judges."
+    )
+    latency_p50_ms: float | None = Field(
+        default=None,
+        alias="latencyP50Ms",
+        description="Median answer latency (ms), from the store.",
+    )
+    latency_p95_ms: float | None = Field(
+        default=None, alias="latencyP95Ms", description="95th percentile answer latency (ms)."
+    )
+    passed: bool | None = Field(default=None, description="Whether the thresholds held.")
+    comparison: CellComparison | None = Field(
+        default=None, description="The paired comparison with the baseline."
+    )
+    report_job: str | None = Field(
+        default=None,
+        description=(
+            "The cell report Job the latency and comparison come from (named by the run, the "
+            "baseline and the regression rule it was asked about; deleted once reported)."
+        ),
+    )
+
+
+class TaskLeaderboard(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+    task: str = Field(description="The task's name in the matrix.")
+    best: str | None = Field(
+        default=None,
+        description="The model with the highest score among the succeeded cells (first wins ties).",
+    )
+    entries: list[LeaderboardEntry] = Field(
+        default_factory=list, description="Every model on this task, in spec order."
+    )
+
+
+class MatrixCounts(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+    models: int = Field(default=0, description="Models in the matrix.")
+    tasks: int = Field(default=0, description="Tasks in the matrix.")
+    cells: int = Field(default=0, description="Cells (child Evaluations).")
+    waiting: int = Field(default=0, description="Cells held back by maxParallelCells.")
+    pending: int = Field(default=0, description="Cells not started yet.")
+    running: int = Field(default=0, description="Cells running.")
+    succeeded: int = Field(default=0, description="Cells whose current run succeeded.")
+    failed: int = Field(default=0, description="Cells whose current run failed.")
+    done: str = Field(default="0/0", description='Finished cells of the current run, "x/y".')
+    regressed: int = Field(default=0, description="Cells regressed against the baseline.")
+
+
+class SuiteRun(ApiModel):
+    """One run of the whole matrix."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(description="The suite run id, also each cell's evals.io/rerun token.")
+    trigger: str = Field(description="Created, Rerun, Schedule or SpecChange.")
+    start_time: str = Field(description="When it started.")
+    scheduled_for: str | None = Field(default=None, description="The schedule time it answers.")
+    completion_time: str | None = Field(default=None, description="When its last cell finished.")
+    outcome: str | None = Field(
+        default=None,
+        description="Succeeded (every cell), Failed (some cell failed), Replaced or Superseded.",
+    )
+    passed: bool | None = Field(
+        default=None, description="Every cell succeeded, met its thresholds and did not regress."
+    )
+    cells: int = Field(default=0, description="Cells in the run.")
+    succeeded: int = Field(default=0, description="Cells that succeeded.")
+    failed: int = Field(default=0, description="Cells that failed.")
+    regressed: list[str] = Field(
+        default_factory=list, max_length=50, description="Regressed cells (the first 50)."
+    )
+    not_passed: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Cells that failed or missed a threshold (the first 50).",
+    )
+
+
 class EvalSuiteStatus(ApiModel):
     """What the operator observed of the suite's stack."""
 
@@ -1417,13 +1781,34 @@ class EvalSuiteStatus(ApiModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         description=(
-            "StoreReady, CacheReady and Ready; Progressing while the stack comes up, Stalled "
-            "while it waits for a fix (a missing or wrong Secret, a failed migration)."
+            "StoreReady, CacheReady and Ready; Progressing while the stack comes up or the "
+            "matrix runs, Stalled while it waits for a fix (a missing or wrong Secret, a failed "
+            "migration, an invalid cell); with a matrix, Passed (every cell succeeded, met its "
+            "thresholds and did not regress) and, with a baseline, Regressed."
         ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     store: StoreStatus | None = Field(default=None, description="The store in use.")
     cache: CacheStatus | None = Field(default=None, description="The cache in use.")
+    matrix: MatrixCounts | None = Field(default=None, description="Cells per phase.")
+    leaderboard: list[TaskLeaderboard] = Field(
+        default_factory=list, description="Per task, every model's result and the best one."
+    )
+    current_run: SuiteRun | None = Field(default=None, description="The latest run of the matrix.")
+    history: list[SuiteRun] = Field(
+        default_factory=list,
+        description="Finished runs, newest first (schedule.historyLimit of them, default 10).",
+    )
+    rerun_token: str | None = Field(
+        default=None, description=f"Value of the {RERUN_ANNOTATION} annotation last acted on."
+    )
+    accepted_run: str | None = Field(
+        default=None, description=f"The suite run the {ACCEPT_RUN_ANNOTATION} annotation names."
+    )
+    last_schedule_time: str | None = Field(
+        default=None, description="The last schedule time a run was started for."
+    )
+    next_schedule_time: str | None = Field(default=None, description="The next schedule time.")
 
 
 EVALSUITE_PRINTER_COLUMNS = [
@@ -1435,16 +1820,39 @@ EVALSUITE_PRINTER_COLUMNS = [
     {
         "name": "Store",
         "type": "string",
+        "priority": 1,
         "description": "Reason of StoreReady",
         "jsonPath": '.status.conditions[?(@.type=="StoreReady")].reason',
     },
     {
         "name": "Cache",
         "type": "string",
+        "priority": 1,
         "description": "Reason of CacheReady",
         "jsonPath": '.status.conditions[?(@.type=="CacheReady")].reason',
     },
+    {"name": "Models", "type": "integer", "jsonPath": ".status.matrix.models"},
+    {"name": "Tasks", "type": "integer", "jsonPath": ".status.matrix.tasks"},
+    {
+        "name": "Done",
+        "type": "string",
+        "description": "Finished cells of the current run",
+        "jsonPath": ".status.matrix.done",
+    },
+    {
+        "name": "Best",
+        "type": "string",
+        "description": "Best model on the first task",
+        "jsonPath": ".status.leaderboard[0].best",
+    },
+    {"name": "Regressed", "type": "integer", "jsonPath": ".status.matrix.regressed"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Passed",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": '.status.conditions[?(@.type=="Passed")].status',
+    },
     {
         "name": "Endpoint",
         "type": "string",

@@ -38,6 +38,7 @@ COLLECTIONS = {
     "CronJob": "/apis/batch/v1/namespaces/{}/cronjobs",
     "StatefulSet": "/apis/apps/v1/namespaces/{}/statefulsets",
     "Deployment": "/apis/apps/v1/namespaces/{}/deployments",
+    "Evaluation": f"/apis/{GROUP}/{VERSION}/namespaces/{{}}/{PLURAL}",
 }
 COMPONENT = "eval-operator"
 

@@ -24,6 +24,7 @@ from eval_operator.builders.meta import EVALUATION_LABEL, MANAGED_BY, RUN_LABEL
 from eval_operator.builders.suite import SUITE_LABEL
 from eval_operator.handlers import evaluation as evaluation_handlers
 from eval_operator.handlers import suite as suite_handlers
+from eval_operator.matrix import cell_view
 from eval_operator.settings import OperatorSettings
 from eval_operator.suite_status import suite_view
 from eval_operator.workqueue import WorkQueue
@@ -43,6 +44,7 @@ async def configure(
     suite_views: kopf.Index,
     suite_statefulsets: kopf.Index,
     suite_deployments: kopf.Index,
+    suite_cells: kopf.Index,
     **_: Any,
 ) -> None:
     operator_settings = OperatorSettings.from_env()  # fails fast on a bad value
@@ -75,6 +77,7 @@ async def configure(
         jobs=evaluation_jobs,
         suites=suite_views,
         workloads=_Workloads(suite_statefulsets, suite_deployments),
+        cells=suite_cells,
     )
 
     async def reconcile(key: Any, hint: Any) -> float | None:
@@ -142,11 +145,28 @@ async def evaluations_by_suite(
     return {(namespace, suite): name} if suite else {}
 
 
+@kopf.index(*EVALUATIONS, labels={SUITE_LABEL: kopf.PRESENT})
+async def suite_cells(
+    namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    """The cells of every suite's matrix, as the suite needs them."""
+    return {(namespace, labels[SUITE_LABEL]): cell_view(body)}
+
+
 @kopf.on.event(*EVALUATIONS)
 async def evaluation_event(
-    type: str | None, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+    type: str | None,
+    namespace: str,
+    name: str,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     key = (namespace, name)
+    suite = labels.get(SUITE_LABEL)
+    if suite:  # a cell of a suite's matrix: the suite's leaderboard and runs follow it
+        memo.queue.add(suite_handlers.suite_key(namespace, suite))
     if type == "DELETED":
         memo.queue.forget(key)
         memo.ctx.forget(key)
@@ -217,9 +237,17 @@ async def suite_event(
     if type == "DELETED":
         memo.queue.forget(key)
         suite_handlers.forget(memo.ctx, namespace, name)
+        memo.ctx.suite_readiness.pop((namespace, name), None)
     else:
         memo.queue.add(key, _plain(body))
-    # Evaluations waiting for the suite (or running in it) see it change.
+    # Evaluations waiting for the suite see it become ready (or change): only then, not on
+    # every write of its leaderboard, which would wake every cell of a big matrix.
+    view = suite_view(body)
+    readiness = (type == "DELETED", view["storeReady"], body["metadata"].get("generation"))
+    if memo.ctx.suite_readiness.get((namespace, name)) == readiness:
+        return
+    if type != "DELETED":
+        memo.ctx.suite_readiness[(namespace, name)] = readiness
     for evaluation in evaluations_by_suite.get((namespace, name), []):
         memo.queue.add((namespace, evaluation))
 

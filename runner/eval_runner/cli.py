@@ -39,6 +39,7 @@ from eval_runner.cache import (
     ResponseCache,
     redacted_url,
 )
+from eval_runner.cellreport import cmd_cell_report
 from eval_runner.checkpoint import TerminationLog
 from eval_runner.dataset import DEFAULT_DATASET_DIR
 from eval_runner.errors import PermanentError
@@ -227,6 +228,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--termination-log", type=Path, default=Path(DEFAULT_TERMINATION_LOG))
     migrate.set_defaults(command=lambda args: cmd_migrate(args.termination_log))
+
+    report = commands.add_parser(
+        "cell-report",
+        help="report one EvalSuite matrix cell's run from the store (an EvalSuite's Job)",
+        description=(
+            "Record a matrix cell's succeeded run in the store, measure its latency "
+            "percentiles, and compare it sample by sample with its baseline run; write the "
+            "report to the termination log. Exit 0 done, 3 when retrying cannot help, 1 to be "
+            "retried."
+        ),
+    )
+    for flag in ("--namespace", "--suite", "--cell", "--suite-run", "--evaluation-uid", "--run"):
+        report.add_argument(flag, required=True)
+    report.add_argument(
+        "--baseline", default="none", help="none, previous, or suite-run:<id> (default none)"
+    )
+    report.add_argument("--max-drop", default="0", help='largest drop tolerated (default "0")')
+    report.add_argument("--alpha", default="0.05", help='significance level (default "0.05")')
+    report.add_argument("--termination-log", type=Path, default=Path(DEFAULT_TERMINATION_LOG))
+    report.set_defaults(command=cmd_cell_report)
     return parser
 
 

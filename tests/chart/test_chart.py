@@ -214,9 +214,10 @@ def expand(group: str, resource: str, verbs: str) -> set[tuple[str, str, str]]:
 FRAMEWORK_CLUSTER = expand("apiextensions.k8s.io", "customresourcedefinitions", "list watch")
 FRAMEWORK_EVENTS = expand("", "events", "create")
 # Secrets only created (a suite's generated credentials), never read; nothing written to
-# Evaluations or EvalSuites but their status (issue 7 item 12, issue 9 item 9).
+# EvalSuites but their status (issue 7 item 12, issue 9 item 9); Evaluations only the cells of
+# a suite's matrix, applied and deleted (issue 10).
 APPLICATION = (
-    expand("evals.io", "evaluations", "get list watch")
+    expand("evals.io", "evaluations", "get list watch patch delete")
     | expand("evals.io", "evaluations/status", "patch")
     | expand("evals.io", "evalsuites", "get list watch")
     | expand("evals.io", "evalsuites/status", "patch")

@@ -163,7 +163,16 @@ def test_a_valid_suite_is_stored_with_its_defaults(cluster: Cluster) -> None:
     assert stored["spec"]["store"]["managed"]["backup"]["schedule"] == "0 3 * * *"
     assert stored["spec"]["cache"]["ttlSeconds"] == 604800
     table = cluster.kubectl("get", "evs", "-n", NS).stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "STORE", "CACHE", "AGE"]
+    assert table[0].split() == [
+        "NAME",
+        "READY",
+        "MODELS",
+        "TASKS",
+        "DONE",
+        "BEST",
+        "REGRESSED",
+        "AGE",
+    ]
     assert {line.split()[0] for line in table[1:]} >= {"stack", "external", "tuned"}
     # The category: `kubectl get evals` lists suites beside Evaluations.
     assert (

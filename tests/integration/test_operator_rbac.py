@@ -231,6 +231,34 @@ def _suite_scenario(run: Run, model: ModelServer) -> None:
     body = manifest("in-suite", model, suiteRef={"name": "rbac-suite"})
     run.post(f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}", body)
     run.wait("in-suite", lambda s: s.get("phase") == "Succeeded")
+    # A matrix of one cell: the cell applied, run, reported on by a cell report Job (created,
+    # read, deleted); then the matrix removed and its cell deleted.
+    cell = manifest("cell", model)["spec"]
+    matrix = {
+        "models": [{"name": "demo", "model": cell["model"]}],
+        "tasks": [{"name": "sums", "dataset": cell["dataset"], "task": cell["task"]}],
+        "baseline": "previous",
+    }
+    run.api.patch(GROUP, VERSION, "evalsuites", NS, "rbac-suite", {"spec": matrix})
+    suite_status(
+        "rbac-suite",
+        lambda s: (
+            bool((s.get("currentRun") or {}).get("completionTime"))
+            and condition(s, "Regressed").get("reason") == "NoBaseline"
+        ),
+    )
+    run.api.patch(
+        GROUP,
+        VERSION,
+        "evalsuites",
+        NS,
+        "rbac-suite",
+        {"spec": {"models": None, "tasks": None, "baseline": None}},
+    )
+    deadline = time.monotonic() + 60
+    while run.api.get(GROUP, VERSION, PLURAL, NS, "rbac-suite-demo-sums") is not None:
+        assert time.monotonic() < deadline, "the matrix's cell was not deleted"
+        time.sleep(0.1)
     run.api.patch(
         GROUP, VERSION, "evalsuites", NS, "rbac-suite", {"spec": {"cache": {"mode": "Disabled"}}}
     )

@@ -202,6 +202,9 @@ class ModelServer:
         # Requests for the model named "judge" are answered by judge(prompt), if given.
         self.judge = judge
         self.wrong = list(wrong)
+        # Wrong answers for one model only (by the request's model name): a model that is
+        # worse than the others on a known subset.
+        self.wrong_for: dict[str, list[str]] = {}
         self.faults = faults or Faults()
         # Served at GET /files/<name> (with Content-Length), /stream/<name> (chunked, no length)
         # and /redirect/<hops>/<name> (that many redirects, then the file).
@@ -234,13 +237,14 @@ class ModelServer:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def answer(self, question: str) -> str:
+    def answer(self, question: str, model: str | None = None) -> str:
         if question in self.answers:
             return self.answers[question]
         correct = arithmetic_answer(question)
         if correct is None:
             return question
-        if any(w in question for w in self.wrong):
+        wrong = [*self.wrong, *self.wrong_for.get(model or "", [])]
+        if any(w in question for w in wrong):
             return str(Decimal(correct) + 1)
         return correct
 
@@ -363,7 +367,7 @@ class ModelServer:
         if self.judge is not None and body.get("model") == "judge":
             answer = self.judge(question)
         else:
-            answer = self.answer(question)
+            answer = self.answer(question, body.get("model"))
         input_tokens = sum(count_tokens(text) for text in prompt_texts(body))
         answered = response_body(
             flavour, body["model"], answer, input_tokens, cut=faults.cut_answers

@@ -189,7 +189,52 @@ SUITE_CASES = {
         "Degraded",
         "CertManagerNotInstalled",
     ),
-    "suspended": (suite([("Ready", "False", "Suspended")], suspend=True), "Suspended", "suspend"),
+    "matrix running": (
+        suite(
+            [
+                ("Ready", "True", "Ready"),
+                ("Progressing", "True", "RunInProgress"),
+                ("Passed", "Unknown", "RunInProgress"),
+            ]
+        ),
+        "Progressing",
+        "RunInProgress",
+    ),
+    "matrix passed": (
+        suite(
+            [
+                ("Ready", "True", "Ready"),
+                ("Progressing", "False", "RunFinished"),
+                ("Passed", "True", "Passed"),
+                ("Regressed", "False", "NoRegression"),
+            ]
+        ),
+        "Healthy",
+        "Passed",
+    ),
+    "matrix regressed": (
+        suite(
+            [
+                ("Ready", "True", "Ready"),
+                ("Progressing", "False", "RunFinished"),
+                ("Passed", "False", "Regressed"),
+                ("Regressed", "True", "Regression"),
+            ]
+        ),
+        "Degraded",
+        "Regression",
+    ),
+    "matrix below thresholds": (
+        suite(
+            [
+                ("Ready", "True", "Ready"),
+                ("Progressing", "False", "RunFinished"),
+                ("Passed", "False", "ThresholdsNotMet"),
+            ]
+        ),
+        "Degraded",
+        "ThresholdsNotMet",
+    ),
     "no conditions yet": (suite([]), "Progressing", "Waiting for the Ready condition"),
     "new generation": (suite([("Ready", "True", "Ready")], generation=4), "Progressing", "4"),
 }

@@ -1,7 +1,9 @@
--- Argo CD health of an evals.io EvalSuite (a long-running stack), read from its conditions:
--- Ready, Stalled and Progressing with observedGeneration, as for every evals.io kind.
--- Healthy: Ready. Degraded: Stalled, or neither Ready nor Progressing. Suspended:
--- spec.suspend. Progressing: anything else, including a spec not observed yet.
+-- Argo CD health of an evals.io EvalSuite (a long-running stack, and optionally the matrix it
+-- runs), read from its conditions with observedGeneration, as for every evals.io kind.
+-- Degraded: Stalled; the stack neither Ready nor Progressing; a cell regressed against the
+-- baseline (Regressed); the last run did not pass (Passed False). Progressing: the stack
+-- coming up, a run of the matrix in progress, a spec not observed yet. Healthy: Ready, and
+-- the last run of the matrix (if any) passed.
 local hs = {}
 
 local function condition(conditions, type)
@@ -32,6 +34,8 @@ end
 local ready = condition(status.conditions, "Ready")
 local stalled = condition(status.conditions, "Stalled")
 local progressing = condition(status.conditions, "Progressing")
+local passed = condition(status.conditions, "Passed")
+local regressed = condition(status.conditions, "Regressed")
 
 if stalled ~= nil and stalled.status == "True" then
   hs.status = "Degraded"
@@ -39,15 +43,24 @@ if stalled ~= nil and stalled.status == "True" then
   return hs
 end
 
-if obj.spec ~= nil and obj.spec.suspend == true then
-  hs.status = "Suspended"
-  hs.message = "spec.suspend is true"
-  return hs
-end
-
 if ready ~= nil and ready.status == "True" then
+  if regressed ~= nil and regressed.status == "True" then
+    hs.status = "Degraded"
+    hs.message = describe(regressed)
+    return hs
+  end
+  if passed ~= nil and passed.status == "False" then
+    hs.status = "Degraded"
+    hs.message = describe(passed)
+    return hs
+  end
+  if progressing ~= nil and progressing.status == "True" then
+    hs.status = "Progressing"
+    hs.message = describe(progressing)
+    return hs
+  end
   hs.status = "Healthy"
-  hs.message = describe(ready)
+  hs.message = describe(passed or ready)
   return hs
 end
 

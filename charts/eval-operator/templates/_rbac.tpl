@@ -4,11 +4,12 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
 */}}
 {{- define "eval-operator.applicationRules" -}}
 # Evaluations: listed and watched; read once more when a child's event (or a write conflict)
-# asks for a reconcile. The operator never writes to an Evaluation itself: no annotations, no
-# finalizers.
+# asks for a reconcile. The operator writes no annotation or finalizer on an Evaluation a
+# person made; the cells of an EvalSuite's matrix are its own: applied server-side (patch
+# creates them) and deleted when their model or task leaves the matrix.
 - apiGroups: ["evals.io"]
   resources: ["evaluations"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 # Status is written by the reconcile as a merge patch of the status subresource, with a
 # resourceVersion precondition; never a PUT.
 - apiGroups: ["evals.io"]
@@ -27,8 +28,8 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
   resources: ["configmaps"]
   verbs: ["get", "list", "create", "patch", "delete", "deletecollection"]
 # Runner pods: their IPs (for /progress), why they wait (a missing Secret or image shows up
-# here) and their termination messages (shard summaries); an EvalSuite's migration pods, listed
-# by job-name, for their reports.
+# here) and their termination messages (shard summaries); an EvalSuite's migration and cell
+# report pods, listed by job-name, for their reports.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]

@@ -131,7 +131,7 @@ def _meta(
     return meta
 
 
-def _restricted_pod(uid: int) -> dict[str, Any]:
+def restricted_pod(uid: int) -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
         "runAsUser": uid,
@@ -392,7 +392,7 @@ def build_store_statefulset(
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": 60,
-                    "securityContext": _restricted_pod(POSTGRES_UID),
+                    "securityContext": restricted_pod(POSTGRES_UID),
                     "containers": [container],
                     "volumes": [
                         {
@@ -506,7 +506,7 @@ def build_backup_cronjob(
                         "restartPolicy": "Never",
                         "automountServiceAccountToken": False,
                         "enableServiceLinks": False,
-                        "securityContext": _restricted_pod(POSTGRES_UID),
+                        "securityContext": restricted_pod(POSTGRES_UID),
                         "containers": [container],
                         "volumes": [
                             {
@@ -699,7 +699,7 @@ def build_migration_job(
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": _restricted_pod(RUNNER_UID),
+                    "securityContext": restricted_pod(RUNNER_UID),
                     "containers": [container],
                     "volumes": volumes,
                 },
@@ -842,7 +842,7 @@ def build_cache_deployment(
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": _restricted_pod(REDIS_UID),
+                    "securityContext": restricted_pod(REDIS_UID),
                     "containers": [container],
                     "volumes": [
                         {

@@ -71,6 +71,12 @@ class Context:
     workloads: Mapping[Any, Any] = field(default_factory=dict)
     # What each suite's last prune kept: (namespace, name) -> its key.
     pruned: dict[Key, Any] = field(default_factory=dict)
+    # The kopf index of the suites' matrix cells: (namespace, suite) -> [cell view].
+    cells: Mapping[Any, Any] = field(default_factory=dict)
+    # Cell report Jobs whose reports the pending status write of a suite carries.
+    reported: dict[Key, set[str]] = field(default_factory=dict)
+    # What Evaluations waiting for each suite last saw of it: (namespace, name) -> a key.
+    suite_readiness: dict[Key, Any] = field(default_factory=dict)
 
     def forget(self, key: Key) -> None:
         self.last_write.pop(key, None)
@@ -180,11 +186,14 @@ def _only_volatile_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> bo
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """A merge patch that turns `old` into `new`: keys that disappeared are set to null."""
+    """A JSON merge patch (RFC 7386) that turns `old` into `new`: keys that disappeared are
+    set to null, at every depth (a merge patch merges nested objects; lists it replaces)."""
     patch = dict(new)
-    for key in old:
+    for key, before in old.items():
         if key not in new:
             patch[key] = None
+        elif isinstance(before, Mapping) and isinstance(new[key], Mapping):
+            patch[key] = status_patch(before, new[key])
     return patch
 
 

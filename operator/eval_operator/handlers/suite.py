@@ -17,9 +17,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from eval_api import cel
+from eval_api.cellreport import CellReport
 from eval_api.store.migrate import LATEST_VERSION
 from eval_api.v1alpha1 import EvalSuiteSpec
-from eval_operator import events
+from eval_operator import clock, events, matrix
 from eval_operator.builders import suite as builders
 from eval_operator.conditions import condition_of, now_rfc3339, set_condition
 from eval_operator.handlers.evaluation import Context, describe_validation_error, status_patch
@@ -34,6 +35,7 @@ WRITE_ATTEMPTS = 3
 MIGRATION_RECHECK_SECONDS = 10.0
 # What prune may delete when the spec stops asking for it (never volumes or Secrets).
 PRUNABLE_KINDS = ("StatefulSet", "Deployment", "CronJob", "Service", "ConfigMap")
+MATRIX_CONDITIONS = ("Passed", "Regressed")
 
 
 def suite_key(namespace: str, name: str) -> tuple[str, str, str]:
@@ -75,6 +77,9 @@ async def reconcile(
             continue
         for event in _transitions(old, status):
             await ctx.kube.post_event(written, event.type, event.reason, event.message)
+        for job_name in ctx.reported.pop((namespace, name), set()):
+            # Its report is in the status now: the Job has done its work.
+            await ctx.kube.delete("Job", namespace, job_name)
         return recheck
     return 1.0
 
@@ -143,7 +148,101 @@ async def _step(
             # The Job controller gave up after its retries: start over, at its pace.
             await ctx.kube.delete("Job", namespace, obs.migration_job)
             recheck = MIGRATION_RECHECK_SECONDS
-    return desired_suite_status(old, obs), recheck, actions
+    status = desired_suite_status(old, obs)
+    status, matrix_recheck = await _reconcile_matrix(suite, spec, status, ctx, actions)
+    if matrix_recheck is not None:
+        recheck = matrix_recheck if recheck is None else min(recheck, matrix_recheck)
+    return status, recheck, actions
+
+
+async def _reconcile_matrix(
+    suite: dict[str, Any],
+    spec: EvalSuiteSpec,
+    status: dict[str, Any],
+    ctx: Context,
+    actions: list[events.Event],
+) -> tuple[dict[str, Any], float | None]:
+    """The cells, their reports and the verdict: see eval_operator.matrix."""
+    meta = suite["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    generation = meta.get("generation") or 1
+    old = suite.get("status") or {}
+    views = {v["name"]: v for v in ctx.cells.get((namespace, name), [])}
+    if not spec.has_matrix:
+        for view in views.values():
+            if meta.get("uid") in view["owners"]:
+                await ctx.kube.delete("Evaluation", namespace, view["name"])
+        conditions = [c for c in status["conditions"] if c["type"] not in MATRIX_CONDITIONS]
+        return {**status, "conditions": conditions}, None
+    inp = matrix.MatrixInput(
+        suite=suite, spec=spec, old=old, cells=views, reports={}, now=clock.now()
+    )
+    planned = matrix.plan(inp, ctx.settings)
+    reports: dict[str, Any] = {}
+    for job in planned.report_jobs:
+        job_name = job["metadata"]["name"]
+        seen = next(iter(ctx.jobs.get((namespace, job_name), [])), None)
+        if seen is None:
+            if await ctx.kube.create(job):
+                actions.append(events.normal("CellReportStarted", f"Created Job {job_name}"))
+            continue
+        job_status = seen.get("status") or {}
+        if _backoff_exhausted(job_status):
+            await ctx.kube.delete("Job", namespace, job_name)  # the store was down: again
+            continue
+        if not any(
+            c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+            for c in job_status.get("conditions") or []
+        ):
+            continue
+        pods = await ctx.kube.list_objects("Pod", namespace, f"job-name={job_name}")
+        message = next((m for _, _, m in _pod_facts(pods) if m), "")
+        try:
+            reports[job_name] = CellReport.model_validate_json(message)
+        except ValidationError:
+            reports[job_name] = CellReport(
+                state="error", reason="ReportMissing", message=f"Job {job_name} left no report"
+            )
+    if reports:
+        inp.reports = reports
+        planned = matrix.plan(inp, ctx.settings)
+    ctx.reported[(namespace, name)] = set(reports)
+    for cell in planned.apply:
+        try:
+            await ctx.kube.apply(cell)
+        except Rejected as err:
+            planned.problems.append(
+                f"Evaluation {cell['metadata']['name']}: the apiserver rejected it: {err.message}"
+            )
+    for cell_name in planned.delete:
+        if await ctx.kube.delete("Evaluation", namespace, cell_name):
+            actions.append(
+                events.normal("CellDeleted", f"Deleted Evaluation {cell_name} (not in the matrix)")
+            )
+    for type_, reason, message in planned.events:
+        actions.append(events.Event(type_, reason, message))
+    conditions = status["conditions"]
+    now = now_rfc3339()
+
+    def set_(type_: str, value: str, reason: str, message: str) -> None:
+        nonlocal conditions
+        conditions = set_condition(conditions, type_, value, reason, message, generation, now)
+
+    if planned.problems:
+        message = "; ".join(planned.problems)
+        set_("Ready", "False", "InvalidSpec", message)
+        set_("Progressing", "False", "InvalidSpec", message)
+        set_("Stalled", "True", "InvalidSpec", message)
+        set_("Passed", "Unknown", "InvalidSpec", message)
+    else:
+        stack_ready = condition_of(status, "Ready").get("status") == "True"
+        for type_, value, reason, message in planned.conditions:
+            if type_ == "Progressing" and not stack_ready:
+                continue  # the stack coming up (or stalled) is what Progressing says
+            set_(type_, value, reason, message)
+    if spec.baseline is None:
+        conditions = [c for c in conditions if c["type"] != "Regressed"]
+    return {**status, **planned.status, "conditions": conditions}, planned.recheck
 
 
 def _invalid(old: Mapping[str, Any], generation: int, message: str) -> dict[str, Any]:
@@ -255,3 +354,4 @@ def _transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[events.
 
 def forget(ctx: Context, namespace: str, name: str) -> None:
     ctx.pruned.pop((namespace, name), None)
+    ctx.reported.pop((namespace, name), None)

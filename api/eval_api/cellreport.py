@@ -1,0 +1,60 @@
+"""The contract between `eval-runner cell-report` and the operator: one matrix cell's report.
+
+When a cell of an EvalSuite's matrix has succeeded, the operator runs a small Job that reads the
+cell's per-sample rows from the store (the operator itself never holds the store's password):
+it records the run as succeeded in the store, measures the answers' latency percentiles, finds
+the baseline run, and compares the two sample by sample. The report is its termination message.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from eval_api.shard import TERMINATION_MESSAGE_LIMIT
+from eval_api.v1alpha1 import CellComparison
+
+# The baseline selector the operator passes (`--baseline`): none, previous, or suite-run:<id>.
+BASELINE_NONE = "none"
+BASELINE_PREVIOUS = "previous"
+BASELINE_SUITE_RUN_PREFIX = "suite-run:"
+
+# CellComparison.reason values.
+COMPARED = "Compared"
+NO_BASELINE = "NoBaseline"
+BASELINE_NOT_FOUND = "BaselineNotFound"
+IS_BASELINE = "IsBaseline"
+REPORT_FAILED = "ReportFailed"
+
+
+class CellReport(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    state: Literal["done", "error"]
+    reason: str | None = Field(default=None, description="CamelCase reason when state is error.")
+    message: str | None = None
+    latency_p50_ms: float | None = Field(default=None, alias="latencyP50Ms")
+    latency_p95_ms: float | None = Field(default=None, alias="latencyP95Ms")
+    comparison: CellComparison | None = None
+
+    def to_message(self) -> str:
+        """Compact JSON within the termination message limit: with very many scorers the last
+        ones are left out (the main scorer, first, always stays) and the message says so."""
+        text = self.model_dump_json(by_alias=True, exclude_none=True)
+        report = self
+        while len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+            comparison = report.comparison
+            if comparison is None or len(comparison.scorers) <= 1:
+                report = report.model_copy(update={"message": (report.message or "")[:512]})
+                return report.model_dump_json(by_alias=True, exclude_none=True)
+            kept = comparison.scorers[:-1]
+            comparison = comparison.model_copy(
+                update={
+                    "scorers": kept,
+                    "message": f"only the first {len(kept)} scorers fit the report",
+                }
+            )
+            report = report.model_copy(update={"comparison": comparison})
+            text = report.model_dump_json(by_alias=True, exclude_none=True)
+        return text

@@ -1,0 +1,754 @@
+"""An EvalSuite's matrix: its cells as child Evaluations, its runs, leaderboard and verdict.
+
+Pure functions of the suite, its cells as the watch sees them, the cell reports read so far and
+the clock; the suite's reconcile (handlers/suite.py) applies what they decide.
+
+- Cells: one Evaluation per model x task, named <suite>-<model>-<task> (shortened with a hash
+  when too long), labelled with suite, model and task, owned by the suite, with spec.suiteRef.
+- Runs: a suite run has an id (the UTC time it started, e.g. 20261201-020000), which is every
+  cell's evals.io/rerun token: a new id re-runs every cell. Runs start when the matrix first
+  exists, when the suite's own evals.io/rerun annotation changes, and on spec.schedule.
+- maxParallelCells: the cells past the bound are created suspended and resumed in matrix order
+  as others finish.
+- Once a cell's run has succeeded, a cell report Job (eval-runner cell-report) records it in the
+  store, measures its latency and compares it with the baseline; its report is kept in the
+  leaderboard entry, which says which Job produced it (named by what it was asked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from eval_api.cellreport import (
+    BASELINE_NONE,
+    BASELINE_PREVIOUS,
+    BASELINE_SUITE_RUN_PREFIX,
+    IS_BASELINE,
+    NO_BASELINE,
+    REPORT_FAILED,
+    CellReport,
+)
+from eval_api.checks import spec_problems
+from eval_api.v1alpha1 import (
+    ACCEPT_RUN_ANNOTATION,
+    API_VERSION,
+    RERUN_ANNOTATION,
+    EvalSuiteSpec,
+    EvaluationSpec,
+    RegressionSpec,
+    SuiteModel,
+    SuiteTask,
+)
+from eval_operator import clock, schedule
+from eval_operator.builders.meta import (
+    MANAGED_BY,
+    RUNNER_UID,
+    owner_reference,
+    restricted_container,
+)
+from eval_operator.builders.suite import (
+    SUITE_LABEL,
+    restricted_pod,
+    store_ca_volume,
+    store_env,
+    store_secret_of,
+)
+from eval_operator.conditions import condition_of
+from eval_operator.settings import OperatorSettings
+
+MODEL_LABEL = "evals.io/model"
+TASK_LABEL = "evals.io/task"
+# sha256 of what the operator last applied to a cell: a pass that wants the same changes
+# nothing (a 20 x 20 matrix would otherwise cost 400 requests per pass).
+CELL_HASH_ANNOTATION = "evals.io/cell-hash"
+REPORT_COMPONENT = "cell-report"
+FINISHED_PHASES = ("Succeeded", "Failed")
+_MAX_NAME = 63  # a cell's name goes into its Jobs' and pods' label values
+_HASH_LEN = 6
+# Names in a run's lists of cells (status.history) are capped at this many.
+LISTED_CELLS = 50
+
+
+def cell_id(model: str, task: str) -> str:
+    """The cell's identity in the store and in messages: <model>/<task>."""
+    return f"{model}/{task}"
+
+
+def cell_name(suite: str, model: str, task: str) -> str:
+    """`<suite>-<model>-<task>`, shortened with a hash of the whole when longer than 63."""
+    name = f"{suite}-{model}-{task}"
+    if len(name) <= _MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_LEN]
+    return f"{name[: _MAX_NAME - _HASH_LEN - 1].rstrip('-')}-{digest}"
+
+
+def cell_spec(suite_name: str, spec: EvalSuiteSpec, model: SuiteModel, task: SuiteTask) -> dict:
+    """The cell's Evaluation spec as the apiserver would store it (camelCase, no nulls)."""
+    body: dict[str, Any] = {
+        "model": model.model.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "dataset": task.dataset.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "task": task.task.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "thresholds": list(task.thresholds),
+        "suiteRef": {"name": suite_name},
+    }
+    defaults = spec.defaults
+    if defaults is not None and defaults.execution is not None:
+        body["execution"] = defaults.execution.model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+    if defaults is not None and defaults.budget is not None:
+        body["budget"] = defaults.budget.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return body
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    task: str
+    name: str
+    spec: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.model, self.task)
+
+
+def cells_of(suite_name: str, spec: EvalSuiteSpec) -> list[Cell]:
+    """The matrix in order: every task of the first model, then of the second, ..."""
+    return [
+        Cell(
+            m.name, t.name, cell_name(suite_name, m.name, t.name), cell_spec(suite_name, spec, m, t)
+        )
+        for m in spec.models or []
+        for t in spec.tasks or []
+    ]
+
+
+def cell_problems(cells: list[Cell]) -> list[str]:
+    """What would make a cell's Evaluation invalid (the rules of Evaluation, written once
+    there): "cell <model>/<task>: spec.<path>: ..."."""
+    problems = []
+    for cell in cells:
+        try:
+            parsed = EvaluationSpec.model_validate(cell.spec)
+        except ValidationError as err:
+            for error in err.errors():
+                path = ".".join(str(p) for p in ("spec", *error["loc"]))
+                problems.append(f"cell {cell.id}: {path}: {error['msg']}")
+            continue
+        problems += [f"cell {cell.id}: {p}" for p in spec_problems(parsed)]
+    return problems
+
+
+def build_cell(suite: Mapping[str, Any], cell: Cell, token: str, suspend: bool) -> dict[str, Any]:
+    meta = suite["metadata"]
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "Evaluation",
+        "metadata": {
+            "name": cell.name,
+            "namespace": meta["namespace"],
+            "labels": {
+                "app.kubernetes.io/managed-by": MANAGED_BY,
+                "app.kubernetes.io/part-of": "eval-operator",
+                SUITE_LABEL: meta["name"],
+                MODEL_LABEL: cell.model,
+                TASK_LABEL: cell.task,
+            },
+            "annotations": {RERUN_ANNOTATION: token},
+            "ownerReferences": [owner_reference(suite)],
+        },
+        "spec": {**cell.spec, "suspend": suspend},
+    }
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    body["metadata"]["annotations"][CELL_HASH_ANNOTATION] = digest
+    return body
+
+
+def cell_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the suite needs of one of its cells (the kopf index keeps only this)."""
+    meta = body["metadata"]
+    status = body.get("status") or {}
+    results = status.get("results") or []
+    first = results[0] if results else {}
+    usage = status.get("usage") or {}
+    cost = Decimal(usage.get("costUSD") or "0") + Decimal(
+        (usage.get("judge") or {}).get("costUSD") or "0"
+    )
+    return {
+        "name": meta["name"],
+        "uid": meta.get("uid"),
+        "owners": [ref.get("uid") for ref in meta.get("ownerReferences") or []],
+        "hash": (meta.get("annotations") or {}).get(CELL_HASH_ANNOTATION),
+        "suspend": bool((body.get("spec") or {}).get("suspend")),
+        "phase": status.get("phase"),
+        "token": status.get("rerunToken"),
+        "run": status.get("jobName"),
+        "score": first.get("value"),
+        "ci95": first.get("ci95"),
+        "n": first.get("n"),
+        "cost": format(cost, "f") if usage else None,
+        "passed": condition_of(status, "Passed").get("status"),
+        "reason": condition_of(status, "Ready").get("reason"),
+        "message": condition_of(status, "Ready").get("message"),
+    }
+
+
+def finished(view: Mapping[str, Any] | None, token: str) -> bool:
+    return view is not None and view["token"] == token and view["phase"] in FINISHED_PHASES
+
+
+# --- the cell report Job --------------------------------------------------------------------
+
+
+def report_job_name(run: str, selector: str, regression: RegressionSpec) -> str:
+    """Named by what it is asked: the run, the baseline and the regression rule. A change of
+    either asks a new report; the same question is never asked twice."""
+    key = f"{run}/{selector}/{regression.max_drop}/{regression.alpha}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:_HASH_LEN]
+    return f"{run[: _MAX_NAME - _HASH_LEN - len('-report-')].rstrip('-')}-report-{digest}"
+
+
+def build_report_job(
+    suite: Mapping[str, Any],
+    spec: EvalSuiteSpec,
+    cell: Cell,
+    view: Mapping[str, Any],
+    suite_run: str,
+    selector: str,
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    meta = suite["metadata"]
+    regression = regression_of(spec)
+    name = report_job_name(view["run"], selector, regression)
+    env, env_from = store_env(spec.store, store_secret_of(meta["name"], spec))
+    env.append({"name": "PYTHONUNBUFFERED", "value": "1"})
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}]
+    ca = store_ca_volume(spec.store)
+    if ca is not None:
+        volumes.append(ca[0])
+        mounts.append(ca[1])
+    labels = {
+        "app.kubernetes.io/name": "eval-runner",
+        "app.kubernetes.io/instance": meta["name"],
+        "app.kubernetes.io/component": REPORT_COMPONENT,
+        "app.kubernetes.io/part-of": "eval-operator",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        SUITE_LABEL: meta["name"],
+        MODEL_LABEL: cell.model,
+        TASK_LABEL: cell.task,
+    }
+    args = [
+        "cell-report",
+        "--namespace", meta["namespace"],
+        "--suite", meta["name"],
+        "--cell", cell.id,
+        "--suite-run", suite_run,
+        "--evaluation-uid", view["uid"],
+        "--run", view["run"],
+        "--baseline", selector,
+        "--max-drop", regression.max_drop,
+        "--alpha", regression.alpha,
+    ]  # fmt: skip
+    container = {
+        "name": "report",
+        "image": settings.runner_image,
+        "imagePullPolicy": settings.runner_image_pull_policy,
+        "args": args,
+        "env": env,
+        **({"envFrom": env_from} if env_from else {}),
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "securityContext": restricted_container(RUNNER_UID),
+        "volumeMounts": mounts,
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(suite)],
+        },
+        "spec": {
+            "backoffLimit": 6,
+            # Once its report is in the suite's status the Job is deleted; this is a backstop.
+            "ttlSecondsAfterFinished": 86400,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "report",
+                            "operator": "In",
+                            "values": [3],
+                        },
+                    },
+                ]
+            },
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": restricted_pod(RUNNER_UID),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def regression_of(spec: EvalSuiteSpec) -> RegressionSpec:
+    return spec.regression or RegressionSpec()
+
+
+def baseline_selector(
+    spec: EvalSuiteSpec, accepted: str | None, suite_run: str
+) -> tuple[str, tuple[str, str] | None]:
+    """What the cell report compares with, or (reason, message) of why nothing is."""
+    if spec.baseline is None:
+        return BASELINE_NONE, None
+    if spec.baseline == "previous":
+        return BASELINE_PREVIOUS, None
+    wanted = accepted if spec.baseline == "accepted" else spec.baseline
+    if wanted is None:
+        return BASELINE_NONE, (
+            NO_BASELINE,
+            f"no suite run is accepted yet: annotate {ACCEPT_RUN_ANNOTATION}=<run> (kubectl "
+            "evals accept)",
+        )
+    if wanted == suite_run:
+        return BASELINE_NONE, (IS_BASELINE, f"suite run {suite_run} is the baseline")
+    return BASELINE_SUITE_RUN_PREFIX + wanted, None
+
+
+# --- one pass ---------------------------------------------------------------------------------
+
+
+@dataclass
+class MatrixInput:
+    suite: Mapping[str, Any]
+    spec: EvalSuiteSpec
+    old: Mapping[str, Any]  # the suite's status
+    cells: Mapping[str, Mapping[str, Any]]  # the index: cell name -> view
+    # Finished report Jobs by name: their report (None while running).
+    reports: Mapping[str, CellReport | None]
+    now: datetime
+
+
+@dataclass
+class MatrixPlan:
+    status: dict[str, Any]  # the matrix's part of the suite's status
+    apply: list[dict[str, Any]] = field(default_factory=list)  # cells to apply
+    delete: list[str] = field(default_factory=list)  # cells no longer in the matrix
+    report_jobs: list[dict[str, Any]] = field(default_factory=list)  # wanted report Jobs
+    conditions: list[tuple[str, str, str, str]] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    recheck: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+MATRIX_STATUS_KEYS = (
+    "matrix",
+    "leaderboard",
+    "currentRun",
+    "history",
+    "rerunToken",
+    "acceptedRun",
+    "lastScheduleTime",
+    "nextScheduleTime",
+)
+
+
+def new_run_id(now: datetime, taken: set[str]) -> str:
+    base = clock.rfc3339(now)[:19].replace("-", "").replace(":", "").replace("T", "-")
+    run, n = base, 1
+    while run in taken:
+        n += 1
+        run = f"{base}-{n}"
+    return run
+
+
+def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
+    meta = inp.suite["metadata"]
+    name = meta["name"]
+    annotations = meta.get("annotations") or {}
+    old = inp.old
+    spec = inp.spec
+    cells = cells_of(name, spec)
+    wanted_names = {c.name for c in cells}
+    result = MatrixPlan(status={})
+    result.delete = sorted(
+        view["name"]
+        for view in inp.cells.values()
+        if view["name"] not in wanted_names and meta.get("uid") in view["owners"]
+    )
+    result.problems = cell_problems(cells)
+    if result.problems:
+        # Nothing is started or changed from an invalid matrix; what ran stays as it was.
+        result.status = {k: old[k] for k in MATRIX_STATUS_KEYS if k in old}
+        return result
+
+    status: dict[str, Any] = {}
+    history = [dict(h) for h in old.get("history") or []]
+    current = dict(old["currentRun"]) if old.get("currentRun") else None
+    taken = {h["id"] for h in history} | ({current["id"]} if current else set())
+    now_text = clock.rfc3339(inp.now)
+    token = annotations.get(RERUN_ANNOTATION)
+    status["rerunToken"] = old.get("rerunToken")
+    accepted = annotations.get(ACCEPT_RUN_ANNOTATION)
+    if accepted:
+        status["acceptedRun"] = accepted
+
+    def cell_done(cell: Cell, run_id: str) -> bool:
+        return finished(inp.cells.get(cell.name), run_id)
+
+    running = current is not None and current.get("completionTime") is None
+    start: tuple[str, str | None] | None = None  # (trigger, scheduled for)
+    if current is None:
+        start = ("Created", None)
+    elif token is not None and token != old.get("rerunToken"):
+        start = ("Rerun", None)
+        status["rerunToken"] = token
+    if spec.schedule is not None:
+        since_text = old.get("lastScheduleTime") or meta.get("creationTimestamp") or now_text
+        decision = schedule.decide(
+            spec.schedule.cron,
+            spec.schedule.time_zone,
+            since=clock.parse_rfc3339(since_text),
+            now=inp.now,
+            starting_deadline_seconds=spec.schedule.starting_deadline_seconds,
+        )
+        status["nextScheduleTime"] = clock.rfc3339(decision.next_at)
+        wait = (decision.next_at - inp.now).total_seconds()
+        result.recheck = max(wait, 1.0)
+        if old.get("lastScheduleTime"):
+            status["lastScheduleTime"] = old["lastScheduleTime"]
+        if decision.too_late and decision.scheduled_for is not None:
+            status["lastScheduleTime"] = clock.rfc3339(decision.scheduled_for)
+            result.events.append(
+                (
+                    "Warning",
+                    "MissedSchedule",
+                    f"skipped the run of {clock.rfc3339(decision.scheduled_for)}: more than "
+                    f"startingDeadlineSeconds late",
+                )
+            )
+        elif decision.run_now and decision.scheduled_for is not None and start is None:
+            policy = spec.schedule.concurrency_policy
+            if running and policy == "Forbid":
+                pass  # runs once the current run has finished (a missed time, run once)
+            else:
+                start = ("Schedule", clock.rfc3339(decision.scheduled_for))
+                status["lastScheduleTime"] = start[1]
+                if decision.missed:
+                    result.events.append(
+                        (
+                            "Normal",
+                            "MissedSchedules",
+                            f"{decision.missed} schedule time(s) before {start[1]} were missed; "
+                            "they run once, as this run",
+                        )
+                    )
+    if start is not None:
+        if current is not None and running:
+            policy = spec.schedule.concurrency_policy if spec.schedule else "Replace"
+            outcome = "Superseded" if start[0] == "Schedule" and policy == "Allow" else "Replaced"
+            ended = {**current, "outcome": outcome, "completionTime": now_text}
+            history = _pushed(history, ended, spec)
+        run_id = new_run_id(inp.now, taken)
+        current = {
+            "id": run_id,
+            "trigger": start[0],
+            "startTime": now_text,
+            **({"scheduledFor": start[1]} if start[1] else {}),
+        }
+        result.events.append(("Normal", "RunStarted", f"suite run {run_id} ({start[0]})"))
+    assert current is not None
+    run_id = current["id"]
+
+    # Each cell's token: the current run, except (Allow) a cell still running a run that was
+    # superseded, which finishes that one first.
+    superseded = {h["id"] for h in history if h.get("outcome") == "Superseded"}
+    tokens: dict[str, str] = {}
+    for cell in cells:
+        view = inp.cells.get(cell.name)
+        if (
+            view is not None
+            and view["token"] in superseded
+            and view["phase"] not in FINISHED_PHASES
+        ):
+            tokens[cell.name] = view["token"]
+        else:
+            tokens[cell.name] = run_id
+
+    # maxParallelCells: cells already running this run keep going; free slots go in order.
+    unfinished = [c for c in cells if not cell_done(c, tokens[c.name])]
+    suspend: dict[str, bool] = {c.name: False for c in cells}
+    waiting = 0
+    if spec.max_parallel_cells is not None:
+        bound = spec.max_parallel_cells
+        active = [
+            c
+            for c in unfinished
+            if (view := inp.cells.get(c.name)) is not None
+            and not view["suspend"]
+            and view["token"] == tokens[c.name]
+        ][:bound]
+        chosen = {c.name for c in active}
+        for c in unfinished:
+            if len(chosen) >= bound:
+                break
+            chosen.add(c.name)
+        for c in unfinished:
+            if c.name not in chosen:
+                suspend[c.name] = True
+                waiting += 1
+        for c in cells:
+            view = inp.cells.get(c.name)
+            if c not in unfinished and view is not None:
+                suspend[c.name] = view["suspend"]  # a finished cell is left as it is
+    for cell in cells:
+        desired = build_cell(inp.suite, cell, tokens[cell.name], suspend[cell.name])
+        view = inp.cells.get(cell.name)
+        if view is None or view["hash"] != desired["metadata"]["annotations"][CELL_HASH_ANNOTATION]:
+            result.apply.append(desired)
+
+    # Reports of the succeeded cells, and the leaderboard.
+    regression = regression_of(spec)
+    old_entries = {
+        (board["task"], entry["model"]): entry
+        for board in old.get("leaderboard") or []
+        for entry in board.get("entries") or []
+    }
+    boards: dict[str, list[dict[str, Any]]] = {t.name: [] for t in spec.tasks or []}
+    counts = {"waiting": waiting, "pending": 0, "running": 0, "succeeded": 0, "failed": 0}
+    regressed: list[str] = []
+    not_passed: list[str] = []
+    underpowered: list[str] = []
+    unreported = 0
+    done = 0
+    for cell in cells:
+        view = inp.cells.get(cell.name)
+        entry: dict[str, Any] = {"model": cell.model, "evaluation": cell.name}
+        token_of_cell = tokens[cell.name]
+        this_run = view is not None and view["token"] == token_of_cell
+        phase = view["phase"] if this_run and view is not None else None
+        if suspend[cell.name] and not cell_done(cell, token_of_cell):
+            phase = phase if phase in ("Running",) else None
+        entry["phase"] = phase or ("Waiting" if suspend[cell.name] else "Pending")
+        if phase in FINISHED_PHASES:
+            done += 1
+            counts["succeeded" if phase == "Succeeded" else "failed"] += 1
+        elif phase == "Running":
+            counts["running"] += 1
+        elif not suspend[cell.name]:
+            counts["pending"] += 1
+        if this_run and view is not None:
+            for key in ("run", "score", "ci95", "n"):
+                if view.get(key) is not None:
+                    entry[key] = view[key]
+            if view.get("cost") is not None:
+                entry["costUSD"] = view["cost"]
+            if phase in FINISHED_PHASES and view.get("passed") in ("True", "False"):
+                entry["passed"] = view["passed"] == "True"
+        if phase == "Failed" or entry.get("passed") is False:
+            not_passed.append(cell.id)
+        if phase == "Succeeded" and view is not None and view.get("run"):
+            selector, no_compare = baseline_selector(spec, accepted, token_of_cell)
+            job_name = report_job_name(view["run"], selector, regression)
+            previous = old_entries.get((cell.task, cell.model)) or {}
+            if previous.get("run") == view["run"] and previous.get("reportJob") == job_name:
+                for key in ("latencyP50Ms", "latencyP95Ms", "comparison", "reportJob"):
+                    if key in previous:
+                        entry[key] = previous[key]
+            elif job_name in inp.reports and inp.reports[job_name] is not None:
+                report = inp.reports[job_name]
+                assert report is not None
+                entry["reportJob"] = job_name
+                entry.update(_report_fields(report, no_compare, regression))
+            else:
+                unreported += 1
+                result.report_jobs.append(
+                    build_report_job(inp.suite, spec, cell, view, token_of_cell, selector, settings)
+                )
+            comparison = entry.get("comparison") or {}
+            if comparison.get("regressed"):
+                regressed.append(cell.id)
+            if comparison.get("reason") == "Compared" and comparison.get("underpowered"):
+                underpowered.append(cell.id)
+        boards[cell.task].append(entry)
+
+    leaderboard = []
+    for task in spec.tasks or []:
+        entries = boards[task.name]
+        scored = [e for e in entries if e["phase"] == "Succeeded" and e.get("score") is not None]
+        board: dict[str, Any] = {"task": task.name, "entries": entries}
+        if scored:
+            board["best"] = max(scored, key=lambda e: e["score"])["model"]  # first wins ties
+        leaderboard.append(board)
+    status["leaderboard"] = leaderboard
+    total = len(cells)
+    status["matrix"] = {
+        "models": len(spec.models or []),
+        "tasks": len(spec.tasks or []),
+        "cells": total,
+        **counts,
+        "done": f"{done}/{total}",
+        "regressed": len(regressed),
+    }
+    current.update(
+        {
+            "cells": total,
+            "succeeded": counts["succeeded"],
+            "failed": counts["failed"],
+            "regressed": regressed[:LISTED_CELLS],
+            "notPassed": not_passed[:LISTED_CELLS],
+        }
+    )
+    complete = done == total and unreported == 0
+    if complete:
+        if current.get("completionTime") is None:
+            current["completionTime"] = now_text
+            result.events.append(
+                (
+                    "Normal" if not regressed and not not_passed else "Warning",
+                    "RunFinished",
+                    f"suite run {run_id}: {counts['succeeded']}/{total} cells succeeded"
+                    + (f", regressed: {', '.join(regressed)}" if regressed else ""),
+                )
+            )
+        current["outcome"] = "Succeeded" if counts["failed"] == 0 else "Failed"
+        current["passed"] = not regressed and not not_passed
+        history = _pushed(history, current, spec)
+    else:
+        for key in ("completionTime", "outcome", "passed"):
+            current.pop(key, None)
+        if unreported:
+            result.recheck = _sooner(result.recheck, 10.0)
+    status["currentRun"] = current
+    status["history"] = history
+
+    # The verdict.
+    waiting_note = (
+        f", {waiting} waiting for a slot (maxParallelCells {spec.max_parallel_cells})"
+        if waiting
+        else ""
+    )
+    progress = f"suite run {run_id}: {done}/{total} cells finished{waiting_note}"
+    if complete:
+        result.conditions.append(("Progressing", "False", "RunFinished", progress))
+    else:
+        result.conditions.append(("Progressing", "True", "RunInProgress", progress))
+    if not complete:
+        result.conditions.append(("Passed", "Unknown", "RunInProgress", progress))
+    elif regressed:
+        result.conditions.append(
+            ("Passed", "False", "Regressed", f"regressed: {', '.join(regressed)}")
+        )
+    elif not_passed:
+        result.conditions.append(
+            (
+                "Passed",
+                "False",
+                "CellsFailed" if counts["failed"] else "ThresholdsNotMet",
+                f"not passed: {', '.join(not_passed[:LISTED_CELLS])}",
+            )
+        )
+    else:
+        result.conditions.append(
+            ("Passed", "True", "Passed", f"all {total} cells passed their thresholds")
+        )
+    if spec.baseline is not None:
+        power = (
+            f"; {len(underpowered)} cell(s) too small to detect a drop of "
+            f"{regression.max_drop} at alpha {regression.alpha}: "
+            f"{', '.join(underpowered[:10])} (see minDetectableEffect)"
+            if underpowered
+            else ""
+        )
+        if regressed:
+            result.conditions.append(
+                (
+                    "Regressed",
+                    "True",
+                    "Regression",
+                    f"worse than baseline {spec.baseline} by more than {regression.max_drop} "
+                    f"(p < {regression.alpha}): {', '.join(regressed)}{power}",
+                )
+            )
+        elif not complete:
+            result.conditions.append(("Regressed", "Unknown", "RunInProgress", progress))
+        else:
+            reasons = {
+                (e.get("comparison") or {}).get("reason")
+                for board in leaderboard
+                for e in board["entries"]
+                if e["phase"] == "Succeeded"
+            }
+            reason = "NoRegression" if reasons <= {"Compared", "IsBaseline"} else "NoBaseline"
+            message = (
+                f"no cell is worse than baseline {spec.baseline} by more than "
+                f"{regression.max_drop} at alpha {regression.alpha}"
+                if reason == "NoRegression"
+                else "some cells have no baseline run to compare with (see the leaderboard)"
+            )
+            result.conditions.append(("Regressed", "False", reason, message + power))
+    result.status = {k: v for k, v in status.items() if v is not None}
+    return result
+
+
+def _report_fields(
+    report: CellReport, no_compare: tuple[str, str] | None, regression: RegressionSpec
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if report.state == "error":
+        return {
+            "comparison": {
+                "reason": REPORT_FAILED,
+                "message": f"{report.reason}: {report.message or ''}",
+            }
+        }
+    if report.latency_p50_ms is not None:
+        fields["latencyP50Ms"] = report.latency_p50_ms
+    if report.latency_p95_ms is not None:
+        fields["latencyP95Ms"] = report.latency_p95_ms
+    if no_compare is not None:
+        fields["comparison"] = {"reason": no_compare[0], "message": no_compare[1]}
+    elif report.comparison is not None:
+        fields["comparison"] = report.comparison.model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+    return fields
+
+
+def _pushed(history: list[dict[str, Any]], run: dict[str, Any], spec: EvalSuiteSpec) -> list:
+    limit = spec.schedule.history_limit if spec.schedule else 10
+    kept = [h for h in history if h["id"] != run["id"]]
+    return sorted([dict(run), *kept], key=lambda h: h["startTime"], reverse=True)[:limit]
+
+
+def _sooner(a: float | None, b: float) -> float:
+    return b if a is None else min(a, b)

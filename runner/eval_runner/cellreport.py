@@ -1,0 +1,272 @@
+"""`eval-runner cell-report`: one matrix cell's report, run by the operator as a Job.
+
+Once a cell of an EvalSuite has succeeded, this reads the cell's rows from the store (with the
+credentials the runner pods use, by reference) and:
+
+1. records the run as the cell's succeeded run of its suite run (runs.cell, suite_run,
+   succeeded_at): what later runs find as their baseline;
+2. measures the median and 95th percentile latency of the answers the model gave (cache hits
+   and errored samples left out);
+3. finds the baseline run: `previous` is the cell's newest earlier succeeded run,
+   `suite-run:<id>` the cell's succeeded run in that suite run;
+4. compares the two runs scorer by scorer, pair by pair (eval_runner.compare): samples are
+   matched by their record (the sha256 of the record as canonical JSON, and which occurrence of
+   it), so a reshuffled or extended dataset still pairs correctly; a sample scored in only one
+   run is left out and counted.
+
+The report (eval_api.cellreport.CellReport) is written to the termination log. Exit 0 done; 3
+when retrying cannot help (the run is not in the store); 1 to be retried (the store is down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from eval_api.cellreport import (
+    BASELINE_NONE,
+    BASELINE_NOT_FOUND,
+    BASELINE_PREVIOUS,
+    BASELINE_SUITE_RUN_PREFIX,
+    COMPARED,
+    NO_BASELINE,
+    CellReport,
+)
+from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT
+from eval_api.store.settings import StoreSettings, StoreSettingsError
+from eval_api.v1alpha1 import CellComparison, ScorerComparison
+from eval_runner.compare import compare_paired
+from eval_runner.secrets import SECRETS
+from eval_runner.stackcheck import register_secrets
+
+EXIT_RETRY = 1
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+RECORD_SUCCESS = """
+UPDATE runs SET cell = $3, suite_run = $4, succeeded_at = coalesce(succeeded_at, now())
+WHERE evaluation_uid = $1 AND run = $2
+RETURNING namespace, suite, started_at, scorers
+"""
+LATENCY = """
+SELECT percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY latency_ms)
+FROM samples
+WHERE evaluation_uid = $1 AND run = $2 AND latency_ms IS NOT NULL AND NOT cache_hit
+  AND error_class IS NULL
+"""
+PREVIOUS_RUN = """
+SELECT evaluation_uid, run, suite_run FROM runs
+WHERE namespace = $1 AND suite = $2 AND cell = $3 AND succeeded_at IS NOT NULL
+  AND started_at < $4 AND NOT (evaluation_uid = $5 AND run = $6)
+ORDER BY started_at DESC LIMIT 1
+"""
+RUN_OF_SUITE_RUN = """
+SELECT evaluation_uid, run, suite_run FROM runs
+WHERE namespace = $1 AND suite = $2 AND cell = $3 AND succeeded_at IS NOT NULL
+  AND suite_run = $4
+ORDER BY started_at DESC LIMIT 1
+"""
+SCORES = """
+SELECT sample_id, input_hash, scores FROM samples
+WHERE evaluation_uid = $1 AND run = $2 AND error_class IS NULL
+ORDER BY sample_id
+"""
+
+
+@dataclass(frozen=True)
+class CellRun:
+    namespace: str
+    suite: str
+    cell: str
+    suite_run: str
+    evaluation_uid: str
+    run: str
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str, message: str, code: int = EXIT_RETRY) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.code = reason, message, code
+
+
+def paired_scores(rows: list[Any]) -> dict[str, dict[tuple[str, int], float]]:
+    """Per scorer, each scored sample's value keyed by (record hash, occurrence): the n-th
+    sample with a given record in one run pairs with the n-th in the other."""
+    seen: dict[str, int] = defaultdict(int)
+    by_scorer: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
+    for row in rows:
+        occurrence = seen[row["input_hash"]]
+        seen[row["input_hash"]] += 1
+        scores = row["scores"]
+        if isinstance(scores, str):
+            scores = json.loads(scores)
+        for name, value in scores.items():
+            by_scorer[name][(row["input_hash"], occurrence)] = float(value)
+    return by_scorer
+
+
+def compare_runs(
+    baseline_rows: list[Any],
+    candidate_rows: list[Any],
+    scorers: list[str],
+    *,
+    max_drop: Decimal,
+    alpha: Decimal,
+) -> list[ScorerComparison]:
+    base, cand = paired_scores(baseline_rows), paired_scores(candidate_rows)
+    found = []
+    for name in scorers:
+        result = compare_paired(base.get(name, {}), cand.get(name, {}), alpha=float(alpha))
+        found.append(
+            ScorerComparison(
+                name=name,
+                test=result.test,
+                pairs=result.pairs,
+                excluded=result.only_in_baseline + result.only_in_candidate,
+                baseline_mean=result.baseline_mean,
+                candidate_mean=result.candidate_mean,
+                difference=result.difference,
+                ci95=list(result.ci95) if result.ci95 is not None else None,
+                p_value=result.p_value,
+                min_detectable_effect=result.min_detectable_effect,
+                regressed=result.regressed(max_drop, alpha),
+            )
+        )
+    return found
+
+
+async def report_cell(
+    conn: Any, cell: CellRun, baseline: str, *, max_drop: Decimal, alpha: Decimal
+) -> CellReport:
+    row = await conn.fetchrow(
+        RECORD_SUCCESS, cell.evaluation_uid, cell.run, cell.cell, cell.suite_run
+    )
+    if row is None:
+        raise _Failed(
+            "RunNotStored",
+            f"run {cell.run} of cell {cell.cell} is not in the store",
+            EXIT_PERMANENT,
+        )
+    scorers = list(row["scorers"])
+    p50, p95 = (await conn.fetchval(LATENCY, cell.evaluation_uid, cell.run)) or (None, None)
+    report = CellReport(state="done", latency_p50_ms=p50, latency_p95_ms=p95)
+    if baseline == BASELINE_NONE:
+        return report
+    if baseline == BASELINE_PREVIOUS:
+        found = await conn.fetchrow(
+            PREVIOUS_RUN,
+            cell.namespace,
+            cell.suite,
+            cell.cell,
+            row["started_at"],
+            cell.evaluation_uid,
+            cell.run,
+        )
+        if found is None:
+            report.comparison = CellComparison(
+                reason=NO_BASELINE,
+                message=f"cell {cell.cell} has no earlier succeeded run",
+                alpha=str(alpha),
+            )
+            return report
+    elif baseline.startswith(BASELINE_SUITE_RUN_PREFIX):
+        wanted = baseline.removeprefix(BASELINE_SUITE_RUN_PREFIX)
+        found = await conn.fetchrow(RUN_OF_SUITE_RUN, cell.namespace, cell.suite, cell.cell, wanted)
+        if found is None:
+            report.comparison = CellComparison(
+                reason=BASELINE_NOT_FOUND,
+                message=f"suite run {wanted} has no succeeded run of cell {cell.cell}",
+                baseline=wanted,
+                alpha=str(alpha),
+            )
+            return report
+    else:
+        raise _Failed("InvalidBaseline", f"baseline {baseline!r} is not understood", EXIT_PERMANENT)
+    baseline_rows = await conn.fetch(SCORES, found["evaluation_uid"], found["run"])
+    candidate_rows = await conn.fetch(SCORES, cell.evaluation_uid, cell.run)
+    compared = compare_runs(baseline_rows, candidate_rows, scorers, max_drop=max_drop, alpha=alpha)
+    main = compared[0] if compared else None
+    mde = main.min_detectable_effect if main else None
+    report.comparison = CellComparison(
+        reason=COMPARED,
+        baseline=found["suite_run"],
+        baseline_run=found["run"],
+        alpha=str(alpha),
+        regressed=any(s.regressed for s in compared),
+        underpowered=mde is None or mde > float(max_drop),
+        scorers=compared,
+    )
+    return report
+
+
+async def run_report(
+    env: dict[str, str] | os._Environ[str],
+    cell: CellRun,
+    baseline: str,
+    *,
+    max_drop: Decimal,
+    alpha: Decimal,
+) -> tuple[CellReport, int]:
+    try:
+        try:
+            settings = StoreSettings.from_env(env)
+        except StoreSettingsError as err:
+            raise _Failed("InvalidStoreSecret", str(err)) from None
+        if settings is None:
+            raise _Failed("InvalidStoreSecret", "no store is configured", EXIT_PERMANENT)
+        for form in settings.secrets():
+            SECRETS.add(form)
+        try:
+            conn = await asyncpg.connect(
+                **settings.connect_kwargs(), timeout=CONNECT_TIMEOUT_SECONDS
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            raise _Failed(
+                "StoreUnreachable",
+                f"cannot connect to {settings.display()}: {type(err).__name__}: {err}",
+            ) from None
+        try:
+            report = await report_cell(conn, cell, baseline, max_drop=max_drop, alpha=alpha)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
+            raise _Failed("StoreUnreachable", f"{type(err).__name__}: {err}") from None
+        finally:
+            await conn.close()
+        return report, EXIT_OK
+    except _Failed as failed:
+        return CellReport(state="error", reason=failed.reason, message=failed.message), failed.code
+
+
+def cmd_cell_report(args: Any) -> int:
+    register_secrets(os.environ)
+    cell = CellRun(
+        namespace=args.namespace,
+        suite=args.suite,
+        cell=args.cell,
+        suite_run=args.suite_run,
+        evaluation_uid=args.evaluation_uid,
+        run=args.run,
+    )
+    report, code = asyncio.run(
+        run_report(
+            os.environ,
+            cell,
+            args.baseline,
+            max_drop=Decimal(args.max_drop),
+            alpha=Decimal(args.alpha),
+        )
+    )
+    message = SECRETS.redact(report.to_message())
+    try:
+        Path(args.termination_log).write_text(message)
+    except OSError as err:
+        print(f"warning: cannot write {args.termination_log}: {err.strerror}", file=sys.stderr)
+    print(message)
+    return code
