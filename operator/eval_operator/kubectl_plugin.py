@@ -1,35 +1,56 @@
-"""kubectl-evals: the kubectl plugin for Evaluations (`kubectl evals results NAME`, `compare A B`).
+"""kubectl-evals: the kubectl plugin for Evaluations and EvalSuites (`kubectl evals results NAME`,
+`compare A B`, `suite NAME`, `history NAME`, `accept NAME`).
 
 It reads Evaluations with `kubectl get -o json` in a subprocess rather than through a Python
 Kubernetes client: a kubectl plugin only ever runs where kubectl is, and so it honours the
 user's kubeconfig, contexts, exec credential plugins and proxies exactly as kubectl does, with
-no client dependency of its own (the plugin needs only pydantic from this package).
+no client dependency of its own. The paired test of `compare` runs where the store is: as a Job
+in the suite's namespace (the user needs to be allowed to create Jobs there), whose report the
+plugin reads back; the store's password never leaves the cluster.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from eval_api.v1alpha1 import GROUP, EvaluationStatus, ScoreResult
+from eval_api import cel
+from eval_api.cellreport import CellReport
+from eval_api.v1alpha1 import (
+    ACCEPT_RUN_ANNOTATION,
+    GROUP,
+    CellComparison,
+    EvalSuiteSpec,
+    EvalSuiteStatus,
+    EvaluationStatus,
+    RegressionSpec,
+    ScoreResult,
+)
+from eval_operator.builders.suite import SUITE_LABEL
+from eval_operator.matrix import build_store_job
 
 RESOURCE = f"evaluations.{GROUP}"
+SUITE_RESOURCE = f"evalsuites.{GROUP}"
+# How long `compare` waits for its paired comparison Job.
+PAIRED_TIMEOUT_SECONDS = 300
 EXIT_OK = 0
 EXIT_NOT_PASSED = 1  # the run failed or missed a threshold: CI can gate on it
 EXIT_ERROR = 2  # bad arguments, or the Evaluation cannot be read
 
 EPILOG = """\
-exit codes of `results`: 0 shown (passed, no thresholds, or not finished yet); 1 the run failed
-or missed a threshold; 2 bad arguments or the Evaluation cannot be read.
-kubectl is found on PATH, or set KUBECTL to its path.
+exit codes of `results` and `suite`: 0 shown (passed, no thresholds, or not finished yet); 1 the
+run failed, missed a threshold or (a suite) regressed; 2 bad arguments or the object cannot be
+read. kubectl is found on PATH, or set KUBECTL to its path.
 """
 
 
@@ -50,25 +71,41 @@ class Kubectl:
         if namespace:
             self.flags.append(f"--namespace={namespace}")
 
-    def get_evaluation(self, name: str) -> dict[str, Any]:
-        command = [self.binary, *self.flags, "get", RESOURCE, name, "--output=json"]
+    def run(self, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
+        command = [self.binary, *self.flags, *args]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+            done = subprocess.run(
+                command, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+            )
         except FileNotFoundError as err:
             raise PluginError(
                 f"{self.binary} not found: put kubectl on PATH or set KUBECTL"
             ) from err
         except subprocess.TimeoutExpired as err:
-            raise PluginError(f"kubectl get {RESOURCE} {name} timed out after 60s") from err
+            raise PluginError(f"kubectl {' '.join(args[:3])} timed out after {timeout:g}s") from err
         if done.returncode != 0:
             raise PluginError(done.stderr.strip() or f"kubectl exited with {done.returncode}")
+        return done.stdout
+
+    def get(self, resource: str, name: str, kind: str) -> dict[str, Any]:
+        text = self.run("get", resource, name, "--output=json")
         try:
-            obj = json.loads(done.stdout)
+            obj = json.loads(text)
         except ValueError as err:
             raise PluginError(f"kubectl printed no JSON for {name}") from err
-        if obj.get("kind") != "Evaluation":
-            raise PluginError(f"{name} is a {obj.get('kind')}, not an Evaluation")
+        if obj.get("kind") != kind:
+            raise PluginError(f"{name} is a {obj.get('kind')}, not an {kind}")
         return obj
+
+    def list(self, resource: str, selector: str) -> list[dict[str, Any]]:
+        text = self.run("get", resource, f"--selector={selector}", "--output=json")
+        return list(json.loads(text).get("items") or [])
+
+    def get_evaluation(self, name: str) -> dict[str, Any]:
+        return self.get(RESOURCE, name, "Evaluation")
+
+    def get_suite(self, name: str) -> dict[str, Any]:
+        return self.get(SUITE_RESOURCE, name, "EvalSuite")
 
 
 class View:
@@ -194,7 +231,7 @@ def print_results(view: View, out: TextIO) -> None:
         print(f"thresholds: {view.passed_message}", file=out)
 
 
-def print_comparison(a: View, b: View, out: TextIO) -> None:
+def print_comparison(a: View, b: View, out: TextIO, paired: bool = False) -> None:
     """Side by side, with the differences; no verdict on them (see PAIRED_TEST_NOTE)."""
     rows = [["", f"A: {a.title}", f"B: {b.title}", "DELTA (B-A)"]]
     rows.append(["model", a.model, b.model, ""])
@@ -226,7 +263,218 @@ def print_comparison(a: View, b: View, out: TextIO) -> None:
             ja, jb = (u.judge.cost_usd if u.judge else "0" for u in (ua, ub))
             rows.append(["judge cost USD", ja, jb, _signed(_decimal(jb) - _decimal(ja))])
     _table(rows, out)
-    print(f"\n{PAIRED_TEST_NOTE}", file=out)
+    if not paired:
+        print(f"\n{PAIRED_TEST_NOTE}", file=out)
+
+
+# --- EvalSuites -----------------------------------------------------------------------------
+
+
+def _suite_status(obj: dict[str, Any]) -> EvalSuiteStatus:
+    try:
+        return EvalSuiteStatus.model_validate(obj.get("status") or {})
+    except ValidationError as err:
+        raise PluginError(f"{obj['metadata']['name']}: unreadable status: {err}") from err
+
+
+def _condition(status: EvalSuiteStatus, type_: str) -> str:
+    found = next((c for c in status.conditions if c.type == type_), None)
+    return f"{found.status} ({found.reason})" if found else "-"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}ms"
+
+
+def print_suite(obj: dict[str, Any], out: TextIO) -> None:
+    """The leaderboard: per task, every model with its score, interval, cost, latency and its
+    comparison with the baseline; the best model of each task is starred."""
+    status = _suite_status(obj)
+    name = obj["metadata"]["name"]
+    run = status.current_run
+    print(f"suite {obj['metadata'].get('namespace', '')}/{name}", file=out)
+    if run is not None:
+        done = status.matrix.done if status.matrix else "?"
+        print(f"run {run.id} ({run.trigger}, started {run.start_time}): {done} cells finished",
+              file=out)  # fmt: skip
+    print(f"passed: {_condition(status, 'Passed')}   regressed: {_condition(status, 'Regressed')}",
+          file=out)  # fmt: skip
+    for board in status.leaderboard:
+        print(f"\ntask {board.task}", file=out)
+        rows = [["", "MODEL", "PHASE", "SCORE", "CI95", "N", "COST USD", "P50", "P95",
+                 "DELTA", "P-VALUE", "REGRESSED"]]  # fmt: skip
+        for e in board.entries:
+            comparison = e.comparison
+            main = comparison.scorers[0] if comparison and comparison.scorers else None
+            delta = "-" if main is None or main.difference is None else f"{main.difference:+.4f}"
+            p_value = "-" if main is None or main.p_value is None else f"{main.p_value:.4g}"
+            if comparison is None:
+                regressed = "-"
+            elif comparison.reason != "Compared":
+                regressed = comparison.reason
+            else:
+                regressed = "yes" if comparison.regressed else "no"
+            rows.append(
+                [
+                    "*" if board.best == e.model else "",
+                    e.model,
+                    e.phase or "-",
+                    _number(e.score),
+                    "-" if e.ci95 is None else f"[{e.ci95[0]:.4f}, {e.ci95[1]:.4f}]",
+                    "-" if e.n is None else str(e.n),
+                    e.cost_usd or "-",
+                    _ms(e.latency_p50_ms),
+                    _ms(e.latency_p95_ms),
+                    delta,
+                    p_value,
+                    regressed,
+                ]
+            )
+        _table(rows, out)
+
+
+def print_history(obj: dict[str, Any], out: TextIO) -> None:
+    status = _suite_status(obj)
+    runs = list(status.history)
+    current = status.current_run
+    if current is not None and current.completion_time is None:
+        runs.insert(0, current)
+    rows = [["RUN", "TRIGGER", "STARTED", "FINISHED", "OUTCOME", "PASSED", "CELLS", "REGRESSED"]]
+    for r in runs:
+        rows.append(
+            [
+                r.id + (" (accepted)" if r.id == status.accepted_run else ""),
+                r.trigger,
+                r.start_time,
+                r.completion_time or "-",
+                r.outcome or "Running",
+                "-" if r.passed is None else ("yes" if r.passed else "no"),
+                f"{r.succeeded}/{r.cells}",
+                ", ".join(r.regressed) or "-",
+            ]
+        )
+    _table(rows, out)
+
+
+def accept(kubectl: Kubectl, name: str, run: str | None, out: TextIO) -> int:
+    """Mark a suite run as the accepted baseline (spec.baseline: accepted)."""
+    obj = kubectl.get_suite(name)
+    status = _suite_status(obj)
+    known = {r.id: r for r in status.history}
+    if run is None:
+        finished = [r for r in status.history if r.outcome in ("Succeeded", "Failed")]
+        if not finished:
+            raise PluginError(f"suite {name} has no finished run to accept yet")
+        run = finished[0].id
+    elif run not in known:
+        raise PluginError(
+            f"suite {name} has no run {run} in its history ({', '.join(known) or 'none'})"
+        )
+    kubectl.run("annotate", SUITE_RESOURCE, name, f"{ACCEPT_RUN_ANNOTATION}={run}", "--overwrite")
+    print(f"suite {name}: run {run} accepted as the baseline", file=out)
+    return EXIT_OK
+
+
+# --- the paired comparison of two stored runs ----------------------------------------------
+
+
+def _stored_run(obj: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(suite, evaluation uid, run) of an Evaluation whose finished run is in a suite's store."""
+    suite = ((obj.get("spec") or {}).get("suiteRef") or {}).get("name")
+    status = obj.get("status") or {}
+    if not suite or not status.get("jobName") or status.get("phase") not in ("Succeeded", "Failed"):
+        return None
+    return suite, obj["metadata"]["uid"], status["jobName"]
+
+
+def paired_comparison(
+    kubectl: Kubectl, a: dict[str, Any], b: dict[str, Any], image: str | None
+) -> CellComparison:
+    """Run `eval-runner compare-runs` as a Job in the cluster (the store is only reachable, and
+    its password only readable, from there), wait for it, and read its report."""
+    stored_a, stored_b = _stored_run(a), _stored_run(b)
+    assert stored_a is not None and stored_b is not None
+    suite_obj = kubectl.get_suite(stored_a[0])
+    spec = EvalSuiteSpec.model_validate(suite_obj.get("spec") or {}, context=cel.ADMITTED)
+    regression = spec.regression or RegressionSpec()
+    if image is None:
+        migrations = kubectl.list(
+            "jobs.batch",
+            f"{SUITE_LABEL}={stored_a[0]},app.kubernetes.io/component=store-migration",
+        )
+        images = [j["spec"]["template"]["spec"]["containers"][0]["image"] for j in migrations]
+        if not images:
+            raise PluginError(f"suite {stored_a[0]} has no migration Job to take the runner "
+                              "image from: pass --image")  # fmt: skip
+        image = images[0]
+    digest = hashlib.sha256(f"{stored_a[1:]}{stored_b[1:]}".encode()).hexdigest()[:10]
+    name = f"evals-compare-{digest}"
+    args = [
+        "compare-runs",
+        "--baseline-uid", stored_a[1], "--baseline-run", stored_a[2],
+        "--candidate-uid", stored_b[1], "--candidate-run", stored_b[2],
+        "--max-drop", regression.max_drop, "--alpha", regression.alpha,
+    ]  # fmt: skip
+    job = build_store_job(
+        suite_obj,
+        spec,
+        name=name,
+        component="compare",
+        args=args,
+        extra_labels={},
+        image=image,
+        pull_policy="IfNotPresent",
+    )
+    job["spec"]["ttlSecondsAfterFinished"] = 600
+    job["spec"]["backoffLimit"] = 2
+    kubectl.run("apply", "-f", "-", stdin=json.dumps(job))
+    try:
+        deadline = time.monotonic() + PAIRED_TIMEOUT_SECONDS
+        while True:
+            seen = kubectl.get("jobs.batch", name, "Job")
+            conditions = (seen.get("status") or {}).get("conditions") or []
+            if any(c["type"] in ("Complete", "Failed") and c["status"] == "True"
+                   for c in conditions):  # fmt: skip
+                break
+            if time.monotonic() > deadline:
+                raise PluginError(f"Job {name} did not finish in {PAIRED_TIMEOUT_SECONDS}s")
+            time.sleep(1.0)
+        pods = kubectl.list("pods", f"job-name={name}")
+        messages = [
+            ((st.get("state") or {}).get("terminated") or {}).get("message") or ""
+            for p in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+            for st in (p.get("status") or {}).get("containerStatuses") or []
+        ]
+        text = next((m for m in reversed(messages) if m), "")
+        try:
+            report = CellReport.model_validate_json(text)
+        except ValidationError as err:
+            raise PluginError(f"Job {name} left no report") from err
+        if report.state != "done" or report.comparison is None:
+            raise PluginError(f"paired comparison failed: {report.reason}: {report.message}")
+        return report.comparison
+    finally:
+        kubectl.run("delete", "jobs.batch", name, "--ignore-not-found", "--wait=false",
+                    "--cascade=background")  # fmt: skip
+
+
+def print_paired(comparison: CellComparison, out: TextIO) -> None:
+    rows = [["SCORER", "TEST", "PAIRS", "EXCLUDED", "DELTA (B-A)", "CI95", "P-VALUE", "MDE"]]
+    for c in comparison.scorers:
+        rows.append(
+            [
+                c.name,
+                c.test,
+                str(c.pairs),
+                str(c.excluded),
+                "-" if c.difference is None else f"{c.difference:+.4f}",
+                "-" if c.ci95 is None else f"[{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}]",
+                "-" if c.p_value is None else f"{c.p_value:.4g}",
+                "-" if c.min_detectable_effect is None else f"{c.min_detectable_effect:.4f}",
+            ]
+        )
+    print("\npaired comparison of the per-sample scores (from the suite's store):", file=out)
+    _table(rows, out)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -251,6 +499,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("a", metavar="A")
     compare.add_argument("b", metavar="B")
+    compare.add_argument(
+        "--no-paired",
+        action="store_true",
+        help="skip the paired test even when both runs are in a suite's store",
+    )
+    compare.add_argument(
+        "--image", help="runner image of the paired test's Job (default: the suite's)"
+    )
+    suite = commands.add_parser(
+        "suite", parents=[common], help="an EvalSuite's leaderboard, per task"
+    )
+    suite.add_argument("name", metavar="NAME")
+    history = commands.add_parser(
+        "history", parents=[common], help="an EvalSuite's runs and their verdicts"
+    )
+    history.add_argument("name", metavar="NAME")
+    accept_ = commands.add_parser(
+        "accept", parents=[common], help="accept a suite run as the baseline (default: the last)"
+    )
+    accept_.add_argument("name", metavar="NAME")
+    accept_.add_argument("--run", help="the suite run id (default: the last finished run)")
     return parser
 
 
@@ -266,11 +535,35 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
             else:
                 print_results(view, out)
             return EXIT_NOT_PASSED if view.phase == "Failed" or view.passed == "False" else EXIT_OK
-        a, b = View(kubectl.get_evaluation(args.a)), View(kubectl.get_evaluation(args.b))
+        if args.command in ("suite", "history"):
+            obj = kubectl.get_suite(args.name)
+            status = _suite_status(obj)
+            if args.output == "json":
+                print(json.dumps(obj.get("status") or {}, indent=2), file=out)
+            elif args.command == "suite":
+                print_suite(obj, out)
+            else:
+                print_history(obj, out)
+            passed = next((c for c in status.conditions if c.type == "Passed"), None)
+            failed = args.command == "suite" and passed is not None and passed.status == "False"
+            return EXIT_NOT_PASSED if failed else EXIT_OK
+        if args.command == "accept":
+            return accept(kubectl, args.name, args.run, out)
+        raw_a, raw_b = kubectl.get_evaluation(args.a), kubectl.get_evaluation(args.b)
+        a, b = View(raw_a), View(raw_b)
+        stored_a, stored_b = _stored_run(raw_a), _stored_run(raw_b)
+        paired = None
+        if not args.no_paired and stored_a and stored_b and stored_a[0] == stored_b[0]:
+            paired = paired_comparison(kubectl, raw_a, raw_b, args.image)
         if args.output == "json":
-            print(json.dumps({"a": a.to_json(), "b": b.to_json()}, indent=2), file=out)
+            body = {"a": a.to_json(), "b": b.to_json()}
+            if paired is not None:
+                body["paired"] = paired.model_dump(mode="json", by_alias=True, exclude_none=True)
+            print(json.dumps(body, indent=2), file=out)
         else:
-            print_comparison(a, b, out)
+            print_comparison(a, b, out, paired is not None)
+            if paired is not None:
+                print_paired(paired, out)
         return EXIT_OK
     except PluginError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -37,6 +37,7 @@ from eval_api.cellreport import (
     CellReport,
 )
 from eval_api.checks import spec_problems
+from eval_api.exitcodes import EXIT_PERMANENT
 from eval_api.v1alpha1 import (
     ACCEPT_RUN_ANNOTATION,
     API_VERSION,
@@ -229,25 +230,6 @@ def build_report_job(
 ) -> dict[str, Any]:
     meta = suite["metadata"]
     regression = regression_of(spec)
-    name = report_job_name(view["run"], selector, regression)
-    env, env_from = store_env(spec.store, store_secret_of(meta["name"], spec))
-    env.append({"name": "PYTHONUNBUFFERED", "value": "1"})
-    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}]
-    ca = store_ca_volume(spec.store)
-    if ca is not None:
-        volumes.append(ca[0])
-        mounts.append(ca[1])
-    labels = {
-        "app.kubernetes.io/name": "eval-runner",
-        "app.kubernetes.io/instance": meta["name"],
-        "app.kubernetes.io/component": REPORT_COMPONENT,
-        "app.kubernetes.io/part-of": "eval-operator",
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        SUITE_LABEL: meta["name"],
-        MODEL_LABEL: cell.model,
-        TASK_LABEL: cell.task,
-    }
     args = [
         "cell-report",
         "--namespace", meta["namespace"],
@@ -260,10 +242,53 @@ def build_report_job(
         "--max-drop", regression.max_drop,
         "--alpha", regression.alpha,
     ]  # fmt: skip
+    return build_store_job(
+        suite,
+        spec,
+        name=report_job_name(view["run"], selector, regression),
+        component=REPORT_COMPONENT,
+        args=args,
+        extra_labels={MODEL_LABEL: cell.model, TASK_LABEL: cell.task},
+        image=settings.runner_image,
+        pull_policy=settings.runner_image_pull_policy,
+    )
+
+
+def build_store_job(
+    suite: Mapping[str, Any],
+    spec: EvalSuiteSpec,
+    *,
+    name: str,
+    component: str,
+    args: list[str],
+    extra_labels: Mapping[str, str],
+    image: str,
+    pull_policy: str,
+) -> dict[str, Any]:
+    """A one-pod Job of the runner image that reads the suite's store (with the credentials the
+    runner pods use, by reference) and reports in its termination message."""
+    meta = suite["metadata"]
+    env, env_from = store_env(spec.store, store_secret_of(meta["name"], spec))
+    env.append({"name": "PYTHONUNBUFFERED", "value": "1"})
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}]
+    ca = store_ca_volume(spec.store)
+    if ca is not None:
+        volumes.append(ca[0])
+        mounts.append(ca[1])
+    labels = {
+        "app.kubernetes.io/name": "eval-runner",
+        "app.kubernetes.io/instance": meta["name"],
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "eval-operator",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        SUITE_LABEL: meta["name"],
+        **extra_labels,
+    }
     container = {
         "name": "report",
-        "image": settings.runner_image,
-        "imagePullPolicy": settings.runner_image_pull_policy,
+        "image": image,
+        "imagePullPolicy": pull_policy,
         "args": args,
         "env": env,
         **({"envFrom": env_from} if env_from else {}),
@@ -287,7 +312,7 @@ def build_report_job(
         },
         "spec": {
             "backoffLimit": 6,
-            # Once its report is in the suite's status the Job is deleted; this is a backstop.
+            # Once its report is read the Job is deleted; this is a backstop.
             "ttlSecondsAfterFinished": 86400,
             "podFailurePolicy": {
                 "rules": [
@@ -295,12 +320,13 @@ def build_report_job(
                         "action": "Ignore",
                         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
                     },
+                    # Exit 3: retrying cannot help (a run that is not in the store).
                     {
                         "action": "FailJob",
                         "onExitCodes": {
                             "containerName": "report",
                             "operator": "In",
-                            "values": [3],
+                            "values": [EXIT_PERMANENT],
                         },
                     },
                 ]

@@ -244,6 +244,73 @@ async def run_report(
         return CellReport(state="error", reason=failed.reason, message=failed.message), failed.code
 
 
+SCORERS_OF_RUN = "SELECT scorers FROM runs WHERE evaluation_uid = $1 AND run = $2"
+
+
+async def compare_stored_runs(
+    env: dict[str, str] | os._Environ[str],
+    baseline: tuple[str, str],
+    candidate: tuple[str, str],
+    *,
+    max_drop: Decimal,
+    alpha: Decimal,
+) -> tuple[CellReport, int]:
+    """Two stored runs (evaluation uid, run) compared pair by pair: `kubectl evals compare`."""
+    try:
+        settings = StoreSettings.from_env(env)
+    except StoreSettingsError as err:
+        return CellReport(state="error", reason="InvalidStoreSecret", message=str(err)), EXIT_RETRY
+    if settings is None:
+        return CellReport(state="error", reason="InvalidStoreSecret", message="no store"), 3
+    for form in settings.secrets():
+        SECRETS.add(form)
+    try:
+        conn = await asyncpg.connect(**settings.connect_kwargs(), timeout=CONNECT_TIMEOUT_SECONDS)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        message = f"cannot connect to {settings.display()}: {type(err).__name__}: {err}"
+        return CellReport(state="error", reason="StoreUnreachable", message=message), EXIT_RETRY
+    try:
+        scorers = await conn.fetchval(SCORERS_OF_RUN, *candidate)
+        if scorers is None or await conn.fetchval(SCORERS_OF_RUN, *baseline) is None:
+            missing = candidate if scorers is None else baseline
+            message = f"run {missing[1]} is not in the store"
+            return CellReport(state="error", reason="RunNotStored", message=message), 3
+        compared = compare_runs(
+            await conn.fetch(SCORES, *baseline),
+            await conn.fetch(SCORES, *candidate),
+            list(scorers),
+            max_drop=max_drop,
+            alpha=alpha,
+        )
+    finally:
+        await conn.close()
+    comparison = CellComparison(
+        reason=COMPARED,
+        baseline_run=baseline[1],
+        alpha=str(alpha),
+        regressed=any(s.regressed for s in compared),
+        underpowered=not compared
+        or compared[0].min_detectable_effect is None
+        or compared[0].min_detectable_effect > float(max_drop),
+        scorers=compared,
+    )
+    return CellReport(state="done", comparison=comparison), EXIT_OK
+
+
+def cmd_compare_runs(args: Any) -> int:
+    register_secrets(os.environ)
+    report, code = asyncio.run(
+        compare_stored_runs(
+            os.environ,
+            (args.baseline_uid, args.baseline_run),
+            (args.candidate_uid, args.candidate_run),
+            max_drop=Decimal(args.max_drop),
+            alpha=Decimal(args.alpha),
+        )
+    )
+    return _write_report(report, code, args.termination_log)
+
+
 def cmd_cell_report(args: Any) -> int:
     register_secrets(os.environ)
     cell = CellRun(
@@ -263,10 +330,14 @@ def cmd_cell_report(args: Any) -> int:
             alpha=Decimal(args.alpha),
         )
     )
+    return _write_report(report, code, args.termination_log)
+
+
+def _write_report(report: CellReport, code: int, termination_log: Path) -> int:
     message = SECRETS.redact(report.to_message())
     try:
-        Path(args.termination_log).write_text(message)
+        Path(termination_log).write_text(message)
     except OSError as err:
-        print(f"warning: cannot write {args.termination_log}: {err.strerror}", file=sys.stderr)
+        print(f"warning: cannot write {termination_log}: {err.strerror}", file=sys.stderr)
     print(message)
     return code

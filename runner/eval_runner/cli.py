@@ -39,7 +39,7 @@ from eval_runner.cache import (
     ResponseCache,
     redacted_url,
 )
-from eval_runner.cellreport import cmd_cell_report
+from eval_runner.cellreport import cmd_cell_report, cmd_compare_runs
 from eval_runner.checkpoint import TerminationLog
 from eval_runner.dataset import DEFAULT_DATASET_DIR
 from eval_runner.errors import PermanentError
@@ -248,6 +248,23 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--alpha", default="0.05", help='significance level (default "0.05")')
     report.add_argument("--termination-log", type=Path, default=Path(DEFAULT_TERMINATION_LOG))
     report.set_defaults(command=cmd_cell_report)
+
+    pair = commands.add_parser(
+        "compare-runs",
+        help="compare two stored runs sample by sample (kubectl evals compare runs it as a Job)",
+        description=(
+            "The paired comparison of two runs in the store (candidate minus baseline), per "
+            "scorer: McNemar's exact test for 0/1 scores, Wilcoxon signed-rank otherwise, a "
+            "seeded paired bootstrap interval and the minimum detectable effect; written to the "
+            "termination log."
+        ),
+    )
+    for flag in ("--baseline-uid", "--baseline-run", "--candidate-uid", "--candidate-run"):
+        pair.add_argument(flag, required=True)
+    pair.add_argument("--max-drop", default="0", help='largest drop tolerated (default "0")')
+    pair.add_argument("--alpha", default="0.05", help='significance level (default "0.05")')
+    pair.add_argument("--termination-log", type=Path, default=Path(DEFAULT_TERMINATION_LOG))
+    pair.set_defaults(command=cmd_compare_runs)
     return parser
 
 

@@ -45,6 +45,12 @@ def suite(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 EXTERNAL = {"secretRef": {"name": "pg-app"}}
+MODEL = {"name": "small", "model": {"name": "small-1", "baseURL": "https://llm.example/v1"}}
+TASK = {
+    "name": "sums",
+    "dataset": {"builtin": "arithmetic"},
+    "task": {"scorers": [{"type": "exact_match"}]},
+}
 # name: (spec, a text the 422 message contains)
 REJECTED: dict[str, tuple[dict[str, Any], str]] = {
     "storage size not a quantity": (
@@ -110,7 +116,70 @@ REJECTED: dict[str, tuple[dict[str, Any], str]] = {
         "spec.cache.managed.maxMemory",
     ),
     "unknown field": ({"store": {"managed": {"sise": "1Gi"}}}, "sise"),
-}
+    # The matrix.
+    "models without tasks": ({"models": [MODEL]}, "models and tasks go together"),
+    "tasks without models": ({"tasks": [TASK]}, "models and tasks go together"),
+    "an empty list of models": ({"models": [], "tasks": [TASK]}, "spec.models"),
+    "two models of one name": (
+        {"models": [MODEL, MODEL], "tasks": [TASK]},
+        "model names must be unique",
+    ),
+    "two tasks of one name": (
+        {"models": [MODEL], "tasks": [TASK, TASK]},
+        "task names must be unique",
+    ),
+    "a model name that is no DNS label": (
+        {"models": [{**MODEL, "name": "GPT_4"}], "tasks": [TASK]},
+        "spec.models[0].name",
+    ),
+    "a task name too long for a cell's name": (
+        {"models": [MODEL], "tasks": [{**TASK, "name": "t" * 41}]},
+        "spec.tasks[0].name",
+    ),
+    "more than 400 cells": (
+        {
+            "models": [{**MODEL, "name": f"m{i}"} for i in range(21)],
+            "tasks": [{**TASK, "name": f"t{i}"} for i in range(20)],
+        },
+        "at most 400 cells",
+    ),
+    "a baseline without a matrix": ({"baseline": "previous"}, "need a matrix"),
+    "a baseline that is no run id": (
+        {"models": [MODEL], "tasks": [TASK], "baseline": "last week"},
+        "spec.baseline",
+    ),
+    "a regression rule without a baseline": (
+        {"models": [MODEL], "tasks": [TASK], "regression": {"maxDrop": "0.02"}},
+        "regression needs a baseline",
+    ),
+    "alpha of 1": (
+        {"models": [MODEL], "tasks": [TASK], "baseline": "previous", "regression": {"alpha": "1"}},
+        "spec.regression.alpha",
+    ),
+    "maxDrop above 1": (
+        {"models": [MODEL], "tasks": [TASK], "baseline": "previous",
+         "regression": {"maxDrop": "1.5"}},
+        "spec.regression.maxDrop",
+    ),
+    "a schedule that is no cron": (
+        {"models": [MODEL], "tasks": [TASK], "schedule": {"cron": "nightly"}},
+        "spec.schedule.cron",
+    ),
+    "an unknown concurrency policy": (
+        {"models": [MODEL], "tasks": [TASK],
+         "schedule": {"cron": "@daily", "concurrencyPolicy": "Queue"}},
+        "spec.schedule.concurrencyPolicy",
+    ),
+    "no parallel cells": (
+        {"models": [MODEL], "tasks": [TASK], "maxParallelCells": 0},
+        "spec.maxParallelCells",
+    ),
+    "a cell's dataset with two sources": (
+        {"models": [MODEL],
+         "tasks": [{**TASK, "dataset": {"builtin": "arithmetic", "url": "https://x.example/d"}}]},
+        "spec.tasks[0].dataset",
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(REJECTED))
@@ -162,6 +231,22 @@ def test_a_valid_suite_is_stored_with_its_defaults(cluster: Cluster) -> None:
     assert stored["spec"]["store"]["managed"]["retainOnDelete"] is True
     assert stored["spec"]["store"]["managed"]["backup"]["schedule"] == "0 3 * * *"
     assert stored["spec"]["cache"]["ttlSeconds"] == 604800
+    nightly = suite(
+        "nightly",
+        {
+            "models": [MODEL],
+            "tasks": [TASK],
+            "baseline": "accepted",
+            "regression": {"maxDrop": "0.02"},
+            "schedule": {"cron": "0 2 * * *", "timeZone": "Europe/Paris"},
+        },
+    )
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(nightly))
+    stored = json.loads(cluster.kubectl("get", "evs", "nightly", "-n", NS, "-o", "json").stdout)
+    assert stored["spec"]["regression"] == {"maxDrop": "0.02", "alpha": "0.05"}
+    assert stored["spec"]["schedule"]["concurrencyPolicy"] == "Forbid"
+    assert stored["spec"]["schedule"]["historyLimit"] == 10
+    EvalSuite.model_validate(stored)
     table = cluster.kubectl("get", "evs", "-n", NS).stdout.splitlines()
     assert table[0].split() == [
         "NAME",

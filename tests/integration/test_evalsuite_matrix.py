@@ -9,14 +9,19 @@ stored rows, and a small drop of another cell that the test cannot tell from noi
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from scipy import stats
 
+from eval_operator import kubectl_plugin
 from tests.support.model_server import Faults, ModelServer
 from tests.support.operator_cluster import (
     GROUP,
@@ -28,6 +33,7 @@ from tests.support.operator_cluster import (
     running_cluster,
 )
 from tests.support.suites import store_rows, suite_manifest
+from tests.support.tools import tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -211,6 +217,67 @@ def test_a_matrix_runs_compares_with_its_baseline_and_names_the_regressed_cell(
     print("3x2 suite status:", json.dumps(status, indent=1))
 
 
+def plugin(cluster: Cluster, tmp_path: Path, *args: str) -> tuple[int, str]:
+    """`kubectl evals ...` as a user runs it: through the real kubectl, with their kubeconfig."""
+    kubeconfig = cluster.api.write_kubeconfig(tmp_path / "user-kubeconfig", token="a-user")
+    out = io.StringIO()
+    with mock.patch.dict(os.environ, {"KUBECTL": tool("kubectl")}):
+        code = kubectl_plugin.main([*args, "--kubeconfig", str(kubeconfig)], out)
+    return code, out.getvalue()
+
+
+def test_the_plugin_shows_the_leaderboard_the_history_and_a_paired_test(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    suite = cluster.suite(SUITE)
+    assert suite is not None
+    code, text = plugin(cluster, tmp_path, "suite", SUITE)
+    assert code == 1, text  # the last run regressed: CI fails on it
+    lines = text.splitlines()
+    assert "regressed: True (Regression)" in text
+    large = next(line for line in lines if line.split()[:2] == ["large", "Succeeded"])
+    assert large.split()[-1] == "yes" and "-0.8000" in large
+    assert any(line.startswith("*") and "small" in line for line in lines)
+    code, text = plugin(cluster, tmp_path, "history", SUITE)
+    assert code == 0 and text.count("\n") == 3  # the header and two runs
+    assert "large/sums" in text.splitlines()[1]
+
+    # Two cells of one task, paired sample by sample from the store by a Job in the cluster.
+    code, text = plugin(cluster, tmp_path, "compare", f"{SUITE}-small-sums", f"{SUITE}-large-sums")
+    assert code == 0, text
+    paired = text.split("paired comparison of the per-sample scores", 1)[1]
+    row = next(line for line in paired.splitlines() if line.startswith("exact_match"))
+    assert row.split()[1:5] == ["mcnemar-exact", "10", "0", "-0.8000"], row
+    assert (
+        cluster.api.list(
+            "batch", "v1", "jobs", NS, label_selector="app.kubernetes.io/component=compare"
+        )
+        == []
+    )
+
+    # The first run is accepted, and becomes the baseline of the runs after it.
+    first = suite["status"]["history"][-1]["id"]
+    code, text = plugin(cluster, tmp_path, "accept", SUITE, "--run", first)
+    assert code == 0 and first in text
+    assert plugin(cluster, tmp_path, "accept", SUITE, "--run", "19990101-000000")[0] == 2
+    cluster.api.patch(GROUP, VERSION, "evalsuites", NS, SUITE, {"spec": {"baseline": "accepted"}})
+    latest = suite["status"]["currentRun"]["id"]
+    time.sleep(1.0)
+    cluster.api.patch(
+        GROUP,
+        VERSION,
+        "evalsuites",
+        NS,
+        SUITE,
+        {"metadata": {"annotations": {"evals.io/rerun": "3"}}},
+    )
+    third = cluster.wait_suite(SUITE, run_finished(latest), timeout=240)
+    assert third["status"]["acceptedRun"] == first
+    comparison = entry(third, "sums", "large")["comparison"]
+    assert comparison["baseline"] == first and comparison["regressed"]
+    assert entry(third, "big", "large")["comparison"]["baseline"] == first
+
+
 def test_the_matrix_follows_its_spec_and_the_suite_rerun(cluster: Cluster) -> None:
     suite = cluster.suite(SUITE)
     assert suite is not None and suite["status"]["currentRun"].get("completionTime")
@@ -249,8 +316,13 @@ def test_the_matrix_follows_its_spec_and_the_suite_rerun(cluster: Cluster) -> No
     kept = store_rows(
         cluster, SUITE, "SELECT count(*) AS n FROM samples WHERE evaluation_uid = $1", uid_of_small
     )
-    assert kept[0]["n"] == 20  # both of its runs
-    assert entry(done, "sums", "tiny")["comparison"]["reason"] == "NoBaseline"
+    runs = store_rows(
+        cluster, SUITE, "SELECT count(*) AS n FROM runs WHERE evaluation_uid = $1", uid_of_small
+    )
+    assert runs[0]["n"] >= 2 and kept[0]["n"] == 10 * runs[0]["n"]  # every run's rows
+    # The baseline is the accepted run (the test before): the new cell was not in it.
+    assert entry(done, "sums", "tiny")["comparison"]["reason"] == "BaselineNotFound"
+    assert condition(done, "Regressed")["status"] in ("True", "False")
 
     # The suite is deleted: its cells go with it, the store's rows stay on the volume.
     cluster.api.delete(GROUP, VERSION, "evalsuites", NS, SUITE)
