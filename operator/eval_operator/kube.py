@@ -162,7 +162,9 @@ class Kube:
                 query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             )  # fmt: skip
         except ApiException as err:
-            if err.status == 422:
+            # 422: the schema refused it; 403: an admission policy did (the chart's
+            # ValidatingAdmissionPolicy checks the cells of a matrix as any Evaluation).
+            if err.status in (403, 422):
                 raise Rejected(_message(err)) from err
             raise
 

@@ -25,28 +25,21 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ValidationError
-
-from eval_api.cellreport import (
-    BASELINE_NONE,
-    BASELINE_PREVIOUS,
-    BASELINE_SUITE_RUN_PREFIX,
-    IS_BASELINE,
-    NO_BASELINE,
-    REPORT_FAILED,
-    CellReport,
-)
-from eval_api.checks import spec_problems
+from eval_api.cellreport import REPORT_FAILED, CellReport
 from eval_api.exitcodes import EXIT_PERMANENT
+from eval_api.matrix import (
+    Cell,
+    baseline_selector,
+    cell_problems,
+    cells_of,
+    regression_of,
+)
 from eval_api.v1alpha1 import (
     ACCEPT_RUN_ANNOTATION,
     API_VERSION,
     RERUN_ANNOTATION,
     EvalSuiteSpec,
-    EvaluationSpec,
     RegressionSpec,
-    SuiteModel,
-    SuiteTask,
 )
 from eval_operator import clock, schedule
 from eval_operator.builders.meta import (
@@ -76,78 +69,6 @@ _MAX_NAME = 63  # a cell's name goes into its Jobs' and pods' label values
 _HASH_LEN = 6
 # Names in a run's lists of cells (status.history) are capped at this many.
 LISTED_CELLS = 50
-
-
-def cell_id(model: str, task: str) -> str:
-    """The cell's identity in the store and in messages: <model>/<task>."""
-    return f"{model}/{task}"
-
-
-def cell_name(suite: str, model: str, task: str) -> str:
-    """`<suite>-<model>-<task>`, shortened with a hash of the whole when longer than 63."""
-    name = f"{suite}-{model}-{task}"
-    if len(name) <= _MAX_NAME:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_LEN]
-    return f"{name[: _MAX_NAME - _HASH_LEN - 1].rstrip('-')}-{digest}"
-
-
-def cell_spec(suite_name: str, spec: EvalSuiteSpec, model: SuiteModel, task: SuiteTask) -> dict:
-    """The cell's Evaluation spec as the apiserver would store it (camelCase, no nulls)."""
-    body: dict[str, Any] = {
-        "model": model.model.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "dataset": task.dataset.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "task": task.task.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "thresholds": list(task.thresholds),
-        "suiteRef": {"name": suite_name},
-    }
-    defaults = spec.defaults
-    if defaults is not None and defaults.execution is not None:
-        body["execution"] = defaults.execution.model_dump(
-            mode="json", by_alias=True, exclude_none=True
-        )
-    if defaults is not None and defaults.budget is not None:
-        body["budget"] = defaults.budget.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return body
-
-
-@dataclass(frozen=True)
-class Cell:
-    model: str
-    task: str
-    name: str
-    spec: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return cell_id(self.model, self.task)
-
-
-def cells_of(suite_name: str, spec: EvalSuiteSpec) -> list[Cell]:
-    """The matrix in order: every task of the first model, then of the second, ..."""
-    return [
-        Cell(
-            m.name, t.name, cell_name(suite_name, m.name, t.name), cell_spec(suite_name, spec, m, t)
-        )
-        for m in spec.models or []
-        for t in spec.tasks or []
-    ]
-
-
-def cell_problems(cells: list[Cell]) -> list[str]:
-    """What would make a cell's Evaluation invalid (the rules of Evaluation, written once
-    there): "cell <model>/<task>: spec.<path>: ..."."""
-    problems = []
-    for cell in cells:
-        try:
-            parsed = EvaluationSpec.model_validate(cell.spec)
-        except ValidationError as err:
-            for error in err.errors():
-                path = ".".join(str(p) for p in ("spec", *error["loc"]))
-                problems.append(f"cell {cell.id}: {path}: {error['msg']}")
-            continue
-        problems += [f"cell {cell.id}: {p}" for p in spec_problems(parsed)]
-    return problems
 
 
 def build_cell(suite: Mapping[str, Any], cell: Cell, token: str, suspend: bool) -> dict[str, Any]:
@@ -344,30 +265,6 @@ def build_store_job(
             },
         },
     }
-
-
-def regression_of(spec: EvalSuiteSpec) -> RegressionSpec:
-    return spec.regression or RegressionSpec()
-
-
-def baseline_selector(
-    spec: EvalSuiteSpec, accepted: str | None, suite_run: str
-) -> tuple[str, tuple[str, str] | None]:
-    """What the cell report compares with, or (reason, message) of why nothing is."""
-    if spec.baseline is None:
-        return BASELINE_NONE, None
-    if spec.baseline == "previous":
-        return BASELINE_PREVIOUS, None
-    wanted = accepted if spec.baseline == "accepted" else spec.baseline
-    if wanted is None:
-        return BASELINE_NONE, (
-            NO_BASELINE,
-            f"no suite run is accepted yet: annotate {ACCEPT_RUN_ANNOTATION}=<run> (kubectl "
-            "evals accept)",
-        )
-    if wanted == suite_run:
-        return BASELINE_NONE, (IS_BASELINE, f"suite run {suite_run} is the baseline")
-    return BASELINE_SUITE_RUN_PREFIX + wanted, None
 
 
 # --- one pass ---------------------------------------------------------------------------------

@@ -28,10 +28,12 @@ from eval_api.checks import spec_problems
 from eval_api.environment import judge_key_env
 from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT
 from eval_api.ledger import Ledger, Spent
+from eval_api.matrix import cell_problems, cells_of
 from eval_api.shard import ShardSummary
 from eval_api.store import StoreSettings, StoreSettingsError
-from eval_api.v1alpha1 import Evaluation
+from eval_api.v1alpha1 import EvalSuite, Evaluation
 from eval_api.verdict import Verdict, judge_thresholds
+from eval_runner import localsuite
 from eval_runner.budget import Budget
 from eval_runner.cache import (
     DEFAULT_TTL_SECONDS,
@@ -162,12 +164,21 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
-        help="run an Evaluation manifest locally and print its results",
-        description="Run an Evaluation manifest locally, as one shard, and print its results.",
+        help="run an Evaluation (or an EvalSuite's matrix) locally and print its results",
+        description=(
+            "Run an Evaluation manifest locally, as one shard, and print its results; or an "
+            "EvalSuite manifest's matrix, cell by cell, and print its leaderboard (with --store "
+            "each cell is also compared with its baseline, spec.baseline, in that store)."
+        ),
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("manifest", type=Path, metavar="FILE.yaml", help="the Evaluation manifest")
+    run.add_argument(
+        "manifest",
+        type=Path,
+        metavar="FILE.yaml",
+        help="an Evaluation manifest, or an EvalSuite's (its whole matrix runs, cell by cell)",
+    )
     run.add_argument("--base-url", help="override spec.model.baseURL")
     run.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the key")
     run.add_argument(
@@ -371,6 +382,13 @@ def sample_line(result: SampleResult) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     # Logs go to stderr with the progress bar; stdout carries only the results.
     configure_logging(sys.stderr, json_logs=False, level=logging.WARNING)
+    try:
+        suite = load_suite_manifest(args.manifest)
+    except InvalidInput as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    if suite is not None:
+        return cmd_run_suite(args, suite)
     try:
         evaluation = load_manifest(args.manifest)
         spec = evaluation.spec
@@ -595,6 +613,89 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def _documents(path: Path) -> list[Any]:
+    try:
+        return [d for d in yaml.load_all(path.read_text(), _StrictLoader) if d is not None]
+    except OSError as err:
+        raise InvalidInput(f"cannot read {path}: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise InvalidInput(f"{path} is not valid YAML: {err}") from err
+
+
+def load_suite_manifest(path: Path) -> EvalSuite | None:
+    """The EvalSuite with a matrix in a YAML file, or None when it holds none."""
+    suites = [d for d in _documents(path) if isinstance(d, dict) and d.get("kind") == "EvalSuite"]
+    if not suites:
+        return None
+    if len(suites) > 1:
+        raise InvalidInput(f"{path} holds {len(suites)} EvalSuites; run one at a time")
+    try:
+        suite = EvalSuite.model_validate(suites[0])
+    except ValidationError as err:
+        raise InvalidInput(f"{path} is not a valid EvalSuite:\n{format_errors(err)}") from err
+    if not suite.spec.has_matrix:
+        raise InvalidInput(f"{path}: the EvalSuite has no matrix (spec.models and spec.tasks)")
+    problems = cell_problems(cells_of(suite.metadata.name, suite.spec))
+    if problems:
+        raise InvalidInput(f"{path} is not a valid EvalSuite:\n" + "\n".join(problems))
+    return suite
+
+
+def cmd_run_suite(args: argparse.Namespace, suite: EvalSuite) -> int:
+    """Every cell of the suite's matrix in turn, then the leaderboard (eval_runner.localsuite)."""
+    unsupported = [
+        flag
+        for flag, given in (
+            ("--dataset-file", args.dataset_file is not None),
+            ("--samples", args.samples is not None),
+            ("--resume", args.resume),
+            ("--cache", args.cache is not None),
+            ("--output", args.output != "table"),
+        )
+        if given
+    ]
+    if unsupported:
+        print(f"error: {', '.join(unsupported)}: not for an EvalSuite", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        for entry in suite.spec.models or []:
+            if args.base_url:
+                if not args.base_url.startswith(("http://", "https://")):
+                    raise InvalidInput(f"--base-url {args.base_url!r} must start with http(s)://")
+                entry.model.base_url = args.base_url
+        for task in suite.spec.tasks or []:
+            if args.limit is not None:
+                if args.limit < 1:
+                    raise InvalidInput("--limit must be at least 1")
+                task.dataset.limit = args.limit
+        store = _local_store(args)
+    except InvalidInput as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    providers = {m.model.provider for m in suite.spec.models or []}
+    if len(providers) > 1 and args.api_key_env:
+        print("warning: --api-key-env applies to every model", file=sys.stderr)
+    keys = {p: _local_api_key(args.api_key_env, p) for p in providers}
+
+    async def run() -> int:
+        # One key per provider: the models' own Secrets are the cluster's business.
+        # Wide enough for the leaderboard when stdout is a file or a pipe (CI logs).
+        console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+        return await localsuite.run_suite(
+            suite,
+            keys,
+            judge_api_keys,
+            store.settings if store is not None else None,
+            console,
+        )
+
+    try:
+        return run_async(run())
+    except PermanentError as err:
+        print(f"error: {err.reason}: {err.message}", file=sys.stderr)
+        return EXIT_PERMANENT
 
 
 def load_manifest(path: Path) -> Evaluation:

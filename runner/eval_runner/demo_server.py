@@ -3,7 +3,9 @@
     python -m eval_runner.demo_server --port 8000
 
 It is not a language model: it computes arithmetic questions such as "What is 17 + 25?" exactly
-and echoes any other last user message back. It speaks OpenAI chat completions
+and echoes any other last user message back. A model whose name ends in "-sloppy" is off by one
+on a quarter of the questions (picked by a hash of the question, the same every time), so that
+an EvalSuite's matrix of models has something to rank. It speaks OpenAI chat completions
 (POST /v1/chat/completions) and Anthropic Messages (POST /v1/messages), and reports usage as
 whitespace-separated tokens.
 """
@@ -11,6 +13,7 @@ whitespace-separated tokens.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import time
@@ -97,8 +100,20 @@ def response_body(
 FLAVOURS = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}
 
 
+def demo_answer(question: str, model: str) -> str:
+    correct = arithmetic_answer(question)
+    if correct is None:
+        return question
+    if model.endswith("-sloppy") and hashlib.sha256(question.encode()).digest()[0] % 4 == 0:
+        return format(Decimal(correct) + 1, "f")
+    return correct
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real model servers do
+    # Headers and body go out as two writes: without this, Nagle and delayed ACKs hold the
+    # second for 40 ms on every answer.
+    disable_nagle_algorithm = True
 
     def do_POST(self) -> None:  # noqa: N802 (the stdlib's naming)
         flavour = FLAVOURS.get(self.path)
@@ -111,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": {"message": "request body is not JSON"}})
             return
         question = last_user_message(body)
-        answer = arithmetic_answer(question) or question
+        answer = demo_answer(question, str(body.get("model", "demo")))
         if self.server.latency:  # type: ignore[attr-defined]
             time.sleep(self.server.latency)  # type: ignore[attr-defined]
         input_tokens = sum(count_tokens(text) for text in prompt_texts(body))

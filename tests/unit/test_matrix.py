@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from eval_api import matrix as cells
 from eval_api.cellreport import CellReport
 from eval_api.v1alpha1 import CellComparison, EvalSuiteSpec, EvaluationSpec, ScorerComparison
 from eval_operator import matrix
@@ -152,10 +153,10 @@ class Matrix:
 
 
 def test_cell_names_are_deterministic_label_safe_and_distinct() -> None:
-    assert matrix.cell_name("nightly", "gpt", "mmlu") == "nightly-gpt-mmlu"
-    long = matrix.cell_name("a" * 40, "b" * 40, "c" * 40)
-    assert len(long) <= 63 and long == matrix.cell_name("a" * 40, "b" * 40, "c" * 40)
-    assert long != matrix.cell_name("a" * 40, "b" * 40, "c" * 39 + "d")
+    assert cells.cell_name("nightly", "gpt", "mmlu") == "nightly-gpt-mmlu"
+    long = cells.cell_name("a" * 40, "b" * 40, "c" * 40)
+    assert len(long) <= 63 and long == cells.cell_name("a" * 40, "b" * 40, "c" * 40)
+    assert long != cells.cell_name("a" * 40, "b" * 40, "c" * 39 + "d")
 
 
 def test_the_matrix_is_one_valid_owned_evaluation_per_cell() -> None:
@@ -288,12 +289,12 @@ def test_a_regressed_cell_fails_the_run_and_gitops_sees_it() -> None:
 
 def test_baseline_accepted_needs_an_accepted_run_and_a_run_is_not_its_own_baseline() -> None:
     spec = EvalSuiteSpec.model_validate(grid(baseline="accepted"))
-    assert matrix.baseline_selector(spec, None, "20261202-000000")[1][0] == "NoBaseline"
-    assert matrix.baseline_selector(spec, "20261201-000000", "20261202-000000") == (
+    assert cells.baseline_selector(spec, None, "20261202-000000")[1][0] == "NoBaseline"
+    assert cells.baseline_selector(spec, "20261201-000000", "20261202-000000") == (
         "suite-run:20261201-000000",
         None,
     )
-    assert matrix.baseline_selector(spec, "20261202-000000", "20261202-000000")[1][0] == (
+    assert cells.baseline_selector(spec, "20261202-000000", "20261202-000000")[1][0] == (
         "IsBaseline"
     )
 

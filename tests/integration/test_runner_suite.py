@@ -1,0 +1,108 @@
+"""`eval-runner run suite.yaml`: an EvalSuite's whole matrix run locally (a subprocess against a
+real model server), and with --store compared with its previous run in a real PostgreSQL by
+the same code the cluster's cell report Jobs run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy import stats
+
+from tests.integration.test_runner_cli import eval_runner
+from tests.support.model_server import ModelServer
+from tests.support.servers import PostgresServer, postgres_server
+from tests.support.store_db import create_database, fetch_now
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "evalsuite-matrix.yaml"
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[ModelServer]:
+    with ModelServer().in_thread() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    with postgres_server() as running:
+        yield running
+
+
+def lines_of(text: str, task: str) -> list[str]:
+    """The rows of a task's leaderboard table."""
+    part = text.split(f"task {task}", 1)[1].split("task ", 1)[0]
+    return [line for line in part.splitlines() if line.startswith("│")]
+
+
+def row(text: str, task: str, model: str) -> list[str]:
+    for line in lines_of(text, task):
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if cells[1] == model:
+            return cells
+    raise AssertionError(f"no row for {model} in task {task}:\n{text}")
+
+
+def test_the_example_matrix_runs_locally_and_prints_its_leaderboard(model: ModelServer) -> None:
+    done = eval_runner("run", str(EXAMPLE), "--base-url", model.base_url)
+    assert done.returncode == 0, done.stderr + done.stdout
+    exact = row(done.stdout, "arithmetic", "exact")
+    assert exact[0] == "*" and exact[2] == "Succeeded" and exact[3].startswith("1.0000")
+    assert exact[4] == "40"
+    assert "all 6 cells passed" in done.stdout
+    # 6 cells: 40 + 20 samples for each of the three models.
+    assert model.count == 3 * 60
+
+
+def test_with_a_store_each_cell_is_compared_with_its_previous_run(
+    model: ModelServer, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    dsn = asyncio.run(create_database(postgres))
+    suite = yaml.safe_load(EXAMPLE.read_text())
+    suite["spec"]["models"] = suite["spec"]["models"][:1]
+    suite["spec"]["tasks"] = suite["spec"]["tasks"][1:]  # one cell: exact x 20 sums
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    first = eval_runner("run", str(path), "--base-url", model.base_url, "--store", dsn)
+    assert first.returncode == 0, first.stderr + first.stdout
+    assert row(first.stdout, "arithmetic-first-20", "exact")[-1] == "NoBaseline"
+    assert fetch_now(dsn, "SELECT count(*) AS n FROM samples")[0]["n"] == 20
+    # The second run answers a known subset wrong: the questions about numbers starting 1-3.
+    model.wrong = [f"What is {a}" for a in ("1", "2", "3")]
+    try:
+        second = eval_runner("run", str(path), "--base-url", model.base_url, "--store", dsn)
+    finally:
+        model.wrong = []
+    assert second.returncode == 1, second.stderr + second.stdout
+    cells = row(second.stdout, "arithmetic-first-20", "exact")
+    assert cells[-1] == "yes" and "regressed: exact/arithmetic-first-20" in second.stdout
+    runs = fetch_now(
+        dsn,
+        "SELECT evaluation_uid, run FROM runs WHERE succeeded_at IS NOT NULL ORDER BY started_at",
+    )
+    assert len(runs) == 2
+
+    def scores(r) -> dict[str, float]:
+        rows = fetch_now(
+            dsn,
+            "SELECT input_hash, scores FROM samples WHERE evaluation_uid = $1 AND run = $2",
+            r["evaluation_uid"],
+            r["run"],
+        )
+        return {x["input_hash"]: json.loads(x["scores"])["exact_match"] for x in rows}
+
+    base, cand = scores(runs[0]), scores(runs[1])
+    worse = sum(1 for k in base if base[k] == 1.0 and cand[k] == 0.0)
+    better = sum(1 for k in base if base[k] == 0.0 and cand[k] == 1.0)
+    assert worse > 0
+    expected = stats.binomtest(better, worse + better).pvalue
+    difference = sum(cand[k] - base[k] for k in base) / len(base)
+    assert cells[-3] == f"{difference:+.4f}"
+    assert cells[-2] == f"{expected:.4g}"
