@@ -110,6 +110,9 @@ def example(name: str, namespace: str, base_url: str) -> list[dict[str, Any]]:
         doc.setdefault("metadata", {})["namespace"] = namespace
         if doc["kind"] == "Evaluation":
             doc["spec"]["model"]["baseURL"] = base_url
+        if doc["kind"] == "EvalSuite":
+            for entry in doc["spec"].get("models") or []:
+                entry["model"]["baseURL"] = base_url
     return documents
 
 

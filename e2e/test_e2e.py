@@ -200,7 +200,8 @@ def test_an_evalsuite_stores_every_sample_and_a_killed_pod_resumes(
     def midway() -> dict[str, Any] | None:
         ev = cluster.get("evaluations.evals.io", "resumed", ns)
         progress = ((ev or {}).get("status") or {}).get("progress") or {}
-        return ev if 0 < progress.get("completed", 0) < samples else None
+        # Early enough that the pod is still running when it is deleted a moment later.
+        return ev if 0 < progress.get("completed", 0) < samples // 3 else None
 
     run = cluster.wait_for("the run to be under way", midway, timeout=600)["status"]["jobName"]
     pods = json.loads(
@@ -224,3 +225,48 @@ def test_an_evalsuite_stores_every_sample_and_a_killed_pod_resumes(
     )["items"]
     names = {p["metadata"]["name"] for p in attempts}
     assert names and running["metadata"]["name"] not in names  # a new attempt finished it
+
+
+def test_an_evalsuite_matrix_runs_every_cell_and_ranks_the_models(
+    cluster: Cluster, ns: str
+) -> None:
+    """examples/evalsuite-matrix.yaml: 3 models x 2 tasks as child Evaluations, each cell
+    reported on from the store by a cell report Job, the leaderboard in status."""
+    (suite,) = example("evalsuite-matrix.yaml", ns, model_base_url(ns))
+    suite["spec"]["store"] = {
+        "managed": {"size": "1Gi", "retainOnDelete": False, "backup": {"enabled": False}}
+    }
+    suite["spec"]["cache"] = {"mode": "Disabled"}
+    cluster.apply([suite])
+
+    def run_finished() -> dict[str, Any] | None:
+        found = cluster.get("evalsuites.evals.io", "nightly", ns)
+        current = ((found or {}).get("status") or {}).get("currentRun") or {}
+        return found if current.get("completionTime") else None
+
+    done = cluster.wait_for("the matrix's first run", run_finished, timeout=1200)
+    status = done["status"]
+    assert status["matrix"]["done"] == "6/6" and status["matrix"]["succeeded"] == 6, status
+    for board in status["leaderboard"]:
+        assert board["best"] == "exact"
+        scores = {e["model"]: e["score"] for e in board["entries"]}
+        assert scores["exact"] == 1.0 and scores["sloppy"] < 1.0
+        for entry in board["entries"]:
+            assert entry["latencyP50Ms"] > 0 and entry["comparison"]["reason"] == "NoBaseline"
+    assert condition(done, "Passed")["status"] == "True"
+    cells = json.loads(
+        cluster.kubectl(
+            "get", "evaluations.evals.io", "-n", ns, "-l", "evals.io/suite=nightly", "-o", "json"
+        ).stdout
+    )["items"]
+    assert sorted(c["metadata"]["name"] for c in cells) == sorted(
+        f"nightly-{m}-{t}"
+        for m in ("exact", "sloppy", "sloppy-again")
+        for t in ("arithmetic", "arithmetic-first-20")
+    )
+    table = cluster.kubectl("get", "evalsuites.evals.io", "nightly", "-n", ns).stdout
+    assert table.splitlines()[0].split() == [
+        "NAME", "READY", "MODELS", "TASKS", "DONE", "BEST", "REGRESSED", "AGE"
+    ]  # fmt: skip
+    assert table.splitlines()[1].split()[1:6] == ["True", "3", "2", "6/6", "exact"]
+    cluster.kubectl("delete", "evalsuites.evals.io", "nightly", "-n", ns, "--wait=true")
