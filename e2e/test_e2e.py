@@ -217,14 +217,20 @@ def test_an_evalsuite_stores_every_sample_and_a_killed_pod_resumes(
     assert status["phase"] == "Succeeded", status
     results = {r["name"]: r for r in status["results"]}
     assert results["exact_match"]["n"] == samples and results["exact_match"]["value"] == 1.0
-    # The retry resumed: it asked the model only for the samples not stored yet. (The
-    # deleted pod's own usage went with its pod object: status counts the retry's.)
-    assert 0 < status["usage"]["requests"] < samples, status["usage"]
     attempts = json.loads(
         cluster.kubectl("get", "pods", "-n", ns, "-l", f"evals.io/run={run}", "-o", "json").stdout
     )["items"]
     names = {p["metadata"]["name"] for p in attempts}
     assert names and running["metadata"]["name"] not in names  # a new attempt finished it
+    # The retry resumed: its own summary (termination message) says it found samples stored
+    # and asked the model only for the rest. (Status also counts what the deleted attempt was
+    # seen to spend, so its total may be the whole run's.)
+    (retry,) = [p for p in attempts if p["status"].get("phase") == "Succeeded"]
+    (container,) = retry["status"]["containerStatuses"]
+    summary = json.loads(container["state"]["terminated"]["message"])
+    stored = summary["resumed"]["samples"]
+    assert 0 < stored < samples, summary
+    assert summary["usage"]["requests"] == samples - stored, summary
 
 
 def test_an_evalsuite_matrix_runs_every_cell_and_ranks_the_models(

@@ -112,6 +112,7 @@ def cell_view(body: Mapping[str, Any]) -> dict[str, Any]:
         "owners": [ref.get("uid") for ref in meta.get("ownerReferences") or []],
         "hash": (meta.get("annotations") or {}).get(CELL_HASH_ANNOTATION),
         "suspend": bool((body.get("spec") or {}).get("suspend")),
+        "spec": dict(body.get("spec") or {}),
         "phase": status.get("phase"),
         "token": status.get("rerunToken"),
         "run": status.get("jobName"),
@@ -123,6 +124,22 @@ def cell_view(body: Mapping[str, Any]) -> dict[str, Any]:
         "reason": condition_of(status, "Ready").get("reason"),
         "message": condition_of(status, "Ready").get("message"),
     }
+
+
+def contains(actual: Any, desired: Any) -> bool:
+    """Whether `actual` (a stored spec, defaults filled in) holds every field of `desired` with
+    its value: what server-side apply of `desired` would leave unchanged."""
+    if isinstance(desired, Mapping):
+        return isinstance(actual, Mapping) and all(
+            key in actual and contains(actual[key], value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(desired)
+            and all(contains(a, d) for a, d in zip(actual, desired, strict=True))
+        )
+    return bool(actual == desired)
 
 
 def finished(view: Mapping[str, Any] | None, token: str) -> bool:
@@ -352,6 +369,7 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
     start: tuple[str, str | None] | None = None  # (trigger, scheduled for)
     if current is None:
         start = ("Created", None)
+        status["rerunToken"] = token  # an annotation the suite was created with is this run
     elif token is not None and token != old.get("rerunToken"):
         start = ("Rerun", None)
         status["rerunToken"] = token
@@ -456,7 +474,12 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
     for cell in cells:
         desired = build_cell(inp.suite, cell, tokens[cell.name], suspend[cell.name])
         view = inp.cells.get(cell.name)
-        if view is None or view["hash"] != desired["metadata"]["annotations"][CELL_HASH_ANNOTATION]:
+        if (
+            view is None
+            or view["hash"] != desired["metadata"]["annotations"][CELL_HASH_ANNOTATION]
+            or not contains(view["spec"], desired["spec"])
+        ):
+            # New, changed by the suite, or changed by someone else: the suite's fields win.
             result.apply.append(desired)
 
     # Reports of the succeeded cells, and the leaderboard.

@@ -684,7 +684,7 @@ class FakeJobController:
                 for item in items:
                     if item["key"] not in cm.get("data", {}):
                         raise NotStartable("ContainerCreating", "")  # FailedMount: no such key
-                    (target / item["path"]).write_text(cm["data"][item["key"]])
+                    _write_atomically(target / item["path"], cm["data"][item["key"]].encode())
             elif "secret" in volume:
                 try:
                     secret = await self._request(
@@ -696,8 +696,8 @@ class FakeJobController:
                 for item in volume["secret"].get("items", []):
                     if item["key"] not in (secret.get("data") or {}):
                         raise NotStartable("ContainerCreating", "")  # FailedMount: no such key
-                    (target / item["path"]).write_bytes(
-                        base64.b64decode(secret["data"][item["key"]])
+                    _write_atomically(
+                        target / item["path"], base64.b64decode(secret["data"][item["key"]])
                     )
             for key, value in list(env.items()):
                 if value == mount["mountPath"] or value.startswith(mount["mountPath"] + "/"):
@@ -705,3 +705,11 @@ class FakeJobController:
             if mount["name"] == "config":
                 config_path = str(target / "evaluation.json")
         return config_path
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """As the kubelet's atomic writer: a process reading the file (while the volume is
+    refreshed) sees the old content or the new, never a truncated file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)

@@ -88,6 +88,7 @@ def view(cell: dict[str, Any], *, token: str, phase: str | None, score: float = 
         "owners": [UID],
         "hash": cell["metadata"]["annotations"][matrix.CELL_HASH_ANNOTATION],
         "suspend": cell["spec"]["suspend"],
+        "spec": dict(cell["spec"]),
         "phase": phase,
         "token": token,
         "run": f"{name}-{token[-6:]}",
@@ -129,6 +130,7 @@ class Matrix:
             if existing is not None:
                 existing["hash"] = cell["metadata"]["annotations"][matrix.CELL_HASH_ANNOTATION]
                 existing["suspend"] = cell["spec"]["suspend"]
+                existing["spec"] = dict(cell["spec"])
         self.status = planned.status
         self.last = planned
         return planned
@@ -173,9 +175,23 @@ def test_the_matrix_is_one_valid_owned_evaluation_per_cell() -> None:
         assert cell["metadata"]["labels"]["evals.io/suite"] == "nightly"
         EvaluationSpec.model_validate(cell["spec"])  # every CEL rule of Evaluation holds
         assert schema_errors(cell) == []
-    # Nothing changed: nothing is applied again.
+    # Nothing changed: nothing is applied again; the apiserver's defaults are no change.
     m.react()
+    for view in m.cells.values():
+        view["spec"] = {**view["spec"], "cancel": False, "execution": {"shards": 1}}
     assert m.step().apply == []
+    # Someone edits a cell: the suite's fields are put back.
+    m.cells["nightly-m0-t0"]["spec"] = {**m.cells["nightly-m0-t0"]["spec"], "thresholds": []}
+    assert [c["metadata"]["name"] for c in m.step().apply] == ["nightly-m0-t0"]
+
+
+def test_a_suite_created_with_a_rerun_annotation_runs_once() -> None:
+    m = Matrix(grid(models=1, tasks=1), **{"evals.io/rerun": "1"})
+    m.step()
+    first = m.status["currentRun"]["id"]
+    m.react("Running")
+    m.step()
+    assert m.status["currentRun"]["id"] == first and m.status["history"] == []
 
 
 def test_an_invalid_cell_is_a_problem_not_a_half_applied_matrix() -> None:
