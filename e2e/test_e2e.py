@@ -200,8 +200,10 @@ def test_an_evalsuite_stores_every_sample_and_a_killed_pod_resumes(
     def midway() -> dict[str, Any] | None:
         ev = cluster.get("evaluations.evals.io", "resumed", ns)
         progress = ((ev or {}).get("status") or {}).get("progress") or {}
-        # Early enough that the pod is still running when it is deleted a moment later.
-        return ev if 0 < progress.get("completed", 0) < samples // 3 else None
+        # Late enough that the shard has written rows to the store (it writes at least every
+        # second: 50 samples take 2.5 s at concurrency 1), early enough that the pod is still
+        # running when it is deleted a moment later (200 samples, 10 s, to go).
+        return ev if 50 <= progress.get("completed", 0) < samples * 2 // 3 else None
 
     run = cluster.wait_for("the run to be under way", midway, timeout=600)["status"]["jobName"]
     pods = json.loads(
@@ -228,7 +230,7 @@ def test_an_evalsuite_stores_every_sample_and_a_killed_pod_resumes(
     (retry,) = [p for p in attempts if p["status"].get("phase") == "Succeeded"]
     (container,) = retry["status"]["containerStatuses"]
     summary = json.loads(container["state"]["terminated"]["message"])
-    stored = summary["resumed"]["samples"]
+    stored = (summary.get("resumed") or {}).get("samples", 0)
     assert 0 < stored < samples, summary
     assert summary["usage"]["requests"] == samples - stored, summary
 

@@ -8,11 +8,19 @@ strings checked by a pattern and parsed as Decimal, as the API conventions ask.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from eval_api import cel
@@ -1494,6 +1502,56 @@ class SuiteScheduleSpec(ApiModel):
     )
 
 
+# An IPv4 or IPv6 CIDR such as 10.0.0.0/8 (checked in full by the ipaddress module).
+CIDR_PATTERN = r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"
+
+
+class SuiteNetworkPolicySpec(ApiModel):
+    """NetworkPolicies the operator makes for the suite's pods: everything denied but what the
+    stack needs (who may talk to whom is in the README)."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Make the suite's NetworkPolicies (default true): default deny for every pod of "
+            "the suite, then the store only from the runners, the migration, cell report and "
+            "backup Jobs; the cache only from the runners and the migration; the runners "
+            "reach the store, the cache, DNS and the model endpoints, and accept the "
+            "operator on their progress port. They take effect where the network plugin "
+            "enforces NetworkPolicy."
+        ),
+    )
+    model_egress_cidrs: list[Annotated[str, Field(pattern=CIDR_PATTERN, max_length=64)]] | None = (
+        Field(
+            default=None,
+            alias="modelEgressCIDRs",
+            max_length=32,
+            description=(
+                "Where the runners may send model (and judge) requests, as CIDRs (default: "
+                "any address)."
+            ),
+        )
+    )
+    model_egress_ports: list[Annotated[int, Field(ge=1, le=65535)]] | None = Field(
+        default=None,
+        max_length=32,
+        description=(
+            "Ports of the model endpoints the runners may reach (default: 443, 80 and the "
+            "port of every model's and judge's baseURL)."
+        ),
+    )
+
+    @field_validator("model_egress_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str] | None) -> list[str] | None:
+        for cidr in value or []:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/8") from None
+        return value
+
+
 class EvalSuiteSpec(ApiModel):
     """The evaluation stack (a per-sample results store and a response cache) and, optionally,
     the matrix it runs: every model on every task as one child Evaluation per cell, compared
@@ -1537,6 +1595,11 @@ class EvalSuiteSpec(ApiModel):
         default_factory=CacheSpec,
         description="Response cache (Redis).",
         json_schema_extra=DEFAULT_MANAGED,
+    )
+    network_policy: SuiteNetworkPolicySpec = Field(
+        default_factory=SuiteNetworkPolicySpec,
+        description="The suite's NetworkPolicies (on by default).",
+        json_schema_extra=DEFAULTED_OBJECT,
     )
     models: list[SuiteModel] | None = Field(
         default=None,

@@ -38,6 +38,7 @@ COLLECTIONS = {
     "CronJob": "/apis/batch/v1/namespaces/{}/cronjobs",
     "StatefulSet": "/apis/apps/v1/namespaces/{}/statefulsets",
     "Deployment": "/apis/apps/v1/namespaces/{}/deployments",
+    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{}/networkpolicies",
     "Evaluation": f"/apis/{GROUP}/{VERSION}/namespaces/{{}}/{PLURAL}",
 }
 COMPONENT = "eval-operator"

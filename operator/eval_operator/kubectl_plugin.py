@@ -378,22 +378,34 @@ def accept(kubectl: Kubectl, name: str, run: str | None, out: TextIO) -> int:
 # --- the paired comparison of two stored runs ----------------------------------------------
 
 
-def _stored_run(obj: dict[str, Any]) -> tuple[str, str, str] | None:
-    """(suite, evaluation uid, run) of an Evaluation whose finished run is in a suite's store."""
+def _stored_run(obj: dict[str, Any], run: str | None = None) -> tuple[str, str, str] | None:
+    """(suite, evaluation uid, run) of an Evaluation in a suite: its finished current run, or
+    `run` (one of its earlier runs, as the store and a leaderboard's baselineRun name it)."""
     suite = ((obj.get("spec") or {}).get("suiteRef") or {}).get("name")
     status = obj.get("status") or {}
-    if not suite or not status.get("jobName") or status.get("phase") not in ("Succeeded", "Failed"):
+    if not suite:
+        return None
+    if run is not None:
+        return suite, obj["metadata"]["uid"], run
+    if not status.get("jobName") or status.get("phase") not in ("Succeeded", "Failed"):
         return None
     return suite, obj["metadata"]["uid"], status["jobName"]
 
 
+def _name_and_run(argument: str) -> tuple[str, str | None]:
+    """NAME, or NAME@RUN for one of the Evaluation's earlier runs."""
+    name, _, run = argument.partition("@")
+    return name, run or None
+
+
 def paired_comparison(
-    kubectl: Kubectl, a: dict[str, Any], b: dict[str, Any], image: str | None
+    kubectl: Kubectl,
+    stored_a: tuple[str, str, str],
+    stored_b: tuple[str, str, str],
+    image: str | None,
 ) -> CellComparison:
     """Run `eval-runner compare-runs` as a Job in the cluster (the store is only reachable, and
     its password only readable, from there), wait for it, and read its report."""
-    stored_a, stored_b = _stored_run(a), _stored_run(b)
-    assert stored_a is not None and stored_b is not None
     suite_obj = kubectl.get_suite(stored_a[0])
     spec = EvalSuiteSpec.model_validate(suite_obj.get("spec") or {}, context=cel.ADMITTED)
     regression = spec.regression or RegressionSpec()
@@ -497,8 +509,8 @@ def _parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare", parents=[common], help="two Evaluations side by side, with deltas"
     )
-    compare.add_argument("a", metavar="A")
-    compare.add_argument("b", metavar="B")
+    compare.add_argument("a", metavar="A", help="an Evaluation, or NAME@RUN for an earlier run")
+    compare.add_argument("b", metavar="B", help="an Evaluation, or NAME@RUN for an earlier run")
     compare.add_argument(
         "--no-paired",
         action="store_true",
@@ -549,17 +561,24 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
             return EXIT_NOT_PASSED if failed else EXIT_OK
         if args.command == "accept":
             return accept(kubectl, args.name, args.run, out)
-        raw_a, raw_b = kubectl.get_evaluation(args.a), kubectl.get_evaluation(args.b)
+        (name_a, run_a), (name_b, run_b) = _name_and_run(args.a), _name_and_run(args.b)
+        raw_a, raw_b = kubectl.get_evaluation(name_a), kubectl.get_evaluation(name_b)
         a, b = View(raw_a), View(raw_b)
-        stored_a, stored_b = _stored_run(raw_a), _stored_run(raw_b)
+        stored_a, stored_b = _stored_run(raw_a, run_a), _stored_run(raw_b, run_b)
         paired = None
+        if (run_a or run_b) and not (stored_a and stored_b and stored_a[0] == stored_b[0]):
+            raise PluginError("NAME@RUN compares stored runs: both need the same spec.suiteRef")
         if not args.no_paired and stored_a and stored_b and stored_a[0] == stored_b[0]:
-            paired = paired_comparison(kubectl, raw_a, raw_b, args.image)
+            paired = paired_comparison(kubectl, stored_a, stored_b, args.image)
         if args.output == "json":
             body = {"a": a.to_json(), "b": b.to_json()}
             if paired is not None:
                 body["paired"] = paired.model_dump(mode="json", by_alias=True, exclude_none=True)
             print(json.dumps(body, indent=2), file=out)
+        elif run_a or run_b:
+            print(f"A: {args.a}   B: {args.b}", file=out)  # earlier runs: no status to show
+            if paired is not None:
+                print_paired(paired, out)
         else:
             print_comparison(a, b, out, paired is not None)
             if paired is not None:

@@ -21,6 +21,7 @@ import kopf
 from eval_api.v1alpha1 import GROUP, VERSION
 from eval_operator import kube, metrics, progress
 from eval_operator.builders.meta import EVALUATION_LABEL, MANAGED_BY, RUN_LABEL
+from eval_operator.builders.netpol import member_view
 from eval_operator.builders.suite import SUITE_LABEL
 from eval_operator.handlers import evaluation as evaluation_handlers
 from eval_operator.handlers import suite as suite_handlers
@@ -41,6 +42,7 @@ async def configure(
     memo: kopf.Memo,
     evaluation_states: kopf.Index,
     evaluation_jobs: kopf.Index,
+    evaluations_by_suite: kopf.Index,
     suite_views: kopf.Index,
     suite_statefulsets: kopf.Index,
     suite_deployments: kopf.Index,
@@ -78,6 +80,7 @@ async def configure(
         suites=suite_views,
         workloads=_Workloads(suite_statefulsets, suite_deployments),
         cells=suite_cells,
+        members=evaluations_by_suite,
     )
 
     async def reconcile(key: Any, hint: Any) -> float | None:
@@ -140,9 +143,10 @@ async def evaluation_states(
 async def evaluations_by_suite(
     namespace: str, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[Any, Any]:
-    """Which Evaluations run in which suite: a suite's change asks them to reconcile."""
+    """Which Evaluations run in which suite (a suite's change asks them to reconcile), and the
+    ports of their endpoints (the suite's NetworkPolicy lets its runners reach them)."""
     suite = (spec.get("suiteRef") or {}).get("name")
-    return {(namespace, suite): name} if suite else {}
+    return {(namespace, suite): member_view(name, spec)} if suite else {}
 
 
 @kopf.index(*EVALUATIONS, labels={SUITE_LABEL: kopf.PRESENT})
@@ -164,9 +168,21 @@ async def evaluation_event(
     **_: Any,
 ) -> None:
     key = (namespace, name)
-    suite = labels.get(SUITE_LABEL)
-    if suite:  # a cell of a suite's matrix: the suite's leaderboard and runs follow it
-        memo.queue.add(suite_handlers.suite_key(namespace, suite))
+    cell_of = labels.get(SUITE_LABEL)
+    if cell_of:  # a cell of a suite's matrix: the suite's leaderboard and runs follow it
+        memo.queue.add(suite_handlers.suite_key(namespace, cell_of))
+    suite = ((body.get("spec") or {}).get("suiteRef") or {}).get("name")
+    # An Evaluation in a suite: the ports of its endpoints are in the suite's NetworkPolicy.
+    # Only a change of them (or of its suite) wakes the suite, not every progress write.
+    joined = None if type == "DELETED" or not suite else (suite, member_view(name, body["spec"]))
+    before = memo.ctx.memberships.get(key)
+    if joined != before:
+        for changed in {m[0] for m in (joined, before) if m is not None} - {cell_of}:
+            memo.queue.add(suite_handlers.suite_key(namespace, changed))
+        if joined is None:
+            memo.ctx.memberships.pop(key, None)
+        else:
+            memo.ctx.memberships[key] = joined
     if type == "DELETED":
         memo.queue.forget(key)
         memo.ctx.forget(key)
@@ -248,8 +264,8 @@ async def suite_event(
         return
     if type != "DELETED":
         memo.ctx.suite_readiness[(namespace, name)] = readiness
-    for evaluation in evaluations_by_suite.get((namespace, name), []):
-        memo.queue.add((namespace, evaluation))
+    for member in evaluations_by_suite.get((namespace, name), []):
+        memo.queue.add((namespace, member["name"]))
 
 
 @kopf.index("apps", "v1", "statefulsets", labels={**MANAGED, SUITE_LABEL: kopf.PRESENT})

@@ -48,6 +48,20 @@ class OperatorSettings(BaseModel):
         ),
     )
     progress_port: int = Field(default=9090, ge=1, le=65535, description="Runner /progress port.")
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        description=(
+            "The operator's own namespace (the chart sets it from the Downward API): an "
+            "EvalSuite's NetworkPolicy lets the runners accept the operator from there only. "
+            "Unset: from the operator's pods in any namespace."
+        ),
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "eval-operator"},
+        min_length=1,
+        description="Labels of the operator's pods (JSON), for the same NetworkPolicy.",
+    )
     progress_interval_seconds: float = Field(
         default=5.0,
         gt=0,
@@ -107,14 +121,14 @@ class OperatorSettings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
-        """EVAL_OPERATOR_RUNNER_IMAGE etc.; RUNNER_RESOURCES is JSON."""
+        """EVAL_OPERATOR_RUNNER_IMAGE etc.; RUNNER_RESOURCES and POD_LABELS are JSON."""
         env = os.environ if environ is None else environ
         raw: dict[str, object] = {}
         for name in cls.model_fields:
             value = env.get(ENV_PREFIX + name.upper())
             if value is None or value == "":
                 continue
-            raw[name] = json.loads(value) if name == "runner_resources" else value
+            raw[name] = json.loads(value) if name in ("runner_resources", "pod_labels") else value
         try:
             return cls.model_validate(raw)
         except ValidationError as err:

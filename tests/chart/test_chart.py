@@ -230,6 +230,7 @@ APPLICATION = (
     | expand("batch", "cronjobs", "list patch delete")
     | expand("", "services", "list patch delete")
     | expand("", "persistentvolumeclaims", "patch")
+    | expand("networking.k8s.io", "networkpolicies", "list patch delete")
 )
 
 
@@ -369,10 +370,20 @@ def test_probes_point_at_kopfs_liveness_endpoint(values_file: str) -> None:
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_environment_is_valid_operator_settings(values_file: str) -> None:
     docs = render(values_file)
-    env = {e["name"]: e["value"] for e in operator_container(docs)["env"]}
+    entries = operator_container(docs)["env"]
+    env = {e["name"]: e["value"] for e in entries if "value" in e}
+    # From the Downward API: the pod's namespace.
+    from_pod = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in entries if "valueFrom" in e
+    }
+    assert from_pod == {"EVAL_OPERATOR_NAMESPACE": "metadata.namespace"}
+    env["EVAL_OPERATOR_NAMESPACE"] = NAMESPACE
     known = {ENV_PREFIX + name.upper() for name in OperatorSettings.model_fields}
     assert set(env) <= known, set(env) - known
     settings = OperatorSettings.from_env(env)
+    (deployment,) = find(docs, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert settings.pod_labels == selector  # the operator knows its own pods' labels
     values = yaml.safe_load((CHART / "ci" / values_file).read_text()) or {}
     runner = values.get("runner", {})
     if "resources" in runner:
@@ -387,7 +398,7 @@ def test_images_default_to_app_version_and_digests_win() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     container = operator_container(render("default-values.yaml"))
     assert container["image"] == f"ghcr.io/eval-operator/eval-operator:{chart['appVersion']}"
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert (
         env["EVAL_OPERATOR_RUNNER_IMAGE"]
         == f"ghcr.io/eval-operator/eval-runner:{chart['appVersion']}"

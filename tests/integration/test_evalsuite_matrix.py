@@ -255,6 +255,15 @@ def test_the_plugin_shows_the_leaderboard_the_history_and_a_paired_test(
         == []
     )
 
+    # Two runs of one cell: its baseline run and its current one.
+    baseline_run = entry(suite, "sums", "large")["comparison"]["baselineRun"]
+    code, text = plugin(
+        cluster, tmp_path, "compare", f"{SUITE}-large-sums@{baseline_run}", f"{SUITE}-large-sums"
+    )
+    assert code == 0, text
+    row = next(line for line in text.splitlines() if line.startswith("exact_match"))
+    assert row.split()[1:5] == ["mcnemar-exact", "10", "0", "-0.8000"], row
+
     # The first run is accepted, and becomes the baseline of the runs after it.
     first = suite["status"]["history"][-1]["id"]
     code, text = plugin(cluster, tmp_path, "accept", SUITE, "--run", first)

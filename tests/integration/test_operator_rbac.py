@@ -259,8 +259,14 @@ def _suite_scenario(run: Run, model: ModelServer) -> None:
     while run.api.get(GROUP, VERSION, PLURAL, NS, "rbac-suite-demo-sums") is not None:
         assert time.monotonic() < deadline, "the matrix's cell was not deleted"
         time.sleep(0.1)
+    # The cache disabled and the NetworkPolicies turned off: both pruned.
     run.api.patch(
-        GROUP, VERSION, "evalsuites", NS, "rbac-suite", {"spec": {"cache": {"mode": "Disabled"}}}
+        GROUP,
+        VERSION,
+        "evalsuites",
+        NS,
+        "rbac-suite",
+        {"spec": {"cache": {"mode": "Disabled"}, "networkPolicy": {"enabled": False}}},
     )
     suite_status("rbac-suite", lambda s: condition(s, "CacheReady").get("reason") == "Disabled")
     external = {

@@ -58,6 +58,11 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "patch", "delete"]
+# An EvalSuite's NetworkPolicies (spec.networkPolicy), applied server-side, deleted when the
+# spec stops asking for them (listed by the suite's label).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["list", "patch", "delete"]
 # The backup volume, applied server-side; never deleted (the data volumes are the StatefulSet
 # controller's, and go with the suite only by owner reference).
 - apiGroups: [""]

@@ -226,6 +226,9 @@ def build_job(
     """
     meta = evaluation["metadata"]
     labels = child_labels(evaluation, run)
+    if suite is not None:
+        # The suite's NetworkPolicies select its runner pods by this label.
+        labels[suite_builders.SUITE_LABEL] = suite[0]
     volumes, mounts = _volumes(spec, plan.config_map, run)
     execution = spec.execution
     env = _env(spec, settings)

@@ -71,6 +71,11 @@ class Context:
     workloads: Mapping[Any, Any] = field(default_factory=dict)
     # What each suite's last prune kept: (namespace, name) -> its key.
     pruned: dict[Key, Any] = field(default_factory=dict)
+    # The kopf index of the Evaluations in each suite: (namespace, suite) -> [member view].
+    members: Mapping[Any, Any] = field(default_factory=dict)
+    # The suite each Evaluation was last seen in, with its member view: (namespace, name) ->
+    # (suite, view).
+    memberships: dict[Key, Any] = field(default_factory=dict)
     # The kopf index of the suites' matrix cells: (namespace, suite) -> [cell view].
     cells: Mapping[Any, Any] = field(default_factory=dict)
     # Cell report Jobs whose reports the pending status write of a suite carries.

@@ -22,6 +22,7 @@ from eval_api.store.migrate import LATEST_VERSION
 from eval_api.v1alpha1 import EvalSuiteSpec
 from eval_operator import clock, events, matrix
 from eval_operator.builders import suite as builders
+from eval_operator.builders.netpol import build_network_policies
 from eval_operator.conditions import condition_of, now_rfc3339, set_condition
 from eval_operator.handlers.evaluation import Context, describe_validation_error, status_patch
 from eval_operator.kube import Conflict, Rejected
@@ -34,7 +35,7 @@ WRITE_ATTEMPTS = 3
 # A migration pod waiting for its Secret or image produces no Job event: look again.
 MIGRATION_RECHECK_SECONDS = 10.0
 # What prune may delete when the spec stops asking for it (never volumes or Secrets).
-PRUNABLE_KINDS = ("StatefulSet", "Deployment", "CronJob", "Service", "ConfigMap")
+PRUNABLE_KINDS = ("StatefulSet", "Deployment", "CronJob", "Service", "ConfigMap", "NetworkPolicy")
 MATRIX_CONDITIONS = ("Passed", "Regressed")
 
 
@@ -296,6 +297,9 @@ async def _ensure_stack(
             events.normal("SecretCreated", f"Generated Secret {builders.cache_secret_name(name)}")
         )
     desired = builders.desired_objects(suite, spec, ctx.settings)
+    members = ctx.members.get((suite["metadata"]["namespace"], name), [])
+    ports = sorted({port for member in members for port in member["ports"]})
+    desired += build_network_policies(suite, spec, ctx.settings, extra_ports=ports)
     for obj in desired:
         await ctx.kube.apply(obj)
     await _prune(suite, desired, ctx, actions)

@@ -1,0 +1,195 @@
+"""An EvalSuite's NetworkPolicies (spec.networkPolicy): default deny, then what the stack needs.
+
+Every pod of the suite carries the label evals.io/suite=<suite> (the store and cache pods, the
+migration, cell report, comparison and backup Jobs' pods, and the runner pods of every
+Evaluation in the suite), and `app.kubernetes.io/component` says which it is. Who may talk to
+whom (tests/unit/test_netpol.py evaluates these policies with the NetworkPolicy semantics):
+
+- the store (5432): from the runners, the migration, the cell reports and comparisons, the
+  backups; nothing else, and it reaches nothing;
+- the cache (6379): from the runners and the migration (which pings it);
+- the runners: to the store, the cache, DNS and the model endpoints (spec.networkPolicy
+  modelEgressCIDRs / modelEgressPorts; default any address on 443, 80 and the ports of the
+  baseURLs of the suite's models and judges and of the Evaluations in it); from the operator
+  only, on their progress port;
+- the migration, report and backup Jobs: to the store (the migration also the cache) and DNS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from eval_api.v1alpha1 import EvalSuiteSpec
+from eval_operator.builders.suite import (
+    POSTGRES_PORT,
+    REDIS_PORT,
+    SUITE_LABEL,
+    _meta,
+    child_name,
+)
+from eval_operator.settings import OperatorSettings
+
+COMPONENT = "app.kubernetes.io/component"
+RUNNER = "runner"
+STORE = "store"
+CACHE = "cache"
+MIGRATION = "store-migration"
+BACKUP = "store-backup"
+REPORT = "cell-report"
+COMPARE = "compare"
+# Pods that read the store besides the runners.
+STORE_CLIENTS = (RUNNER, MIGRATION, REPORT, COMPARE, BACKUP)
+CACHE_CLIENTS = (RUNNER, MIGRATION)
+DEFAULT_MODEL_PORTS = (443, 80)
+DNS_PORT = 53
+
+
+def _pods(suite_name: str, *components: str) -> dict[str, Any]:
+    """A selector of the suite's pods of these components."""
+    selector: dict[str, Any] = {"matchLabels": {SUITE_LABEL: suite_name}}
+    if len(components) == 1:
+        selector["matchLabels"][COMPONENT] = components[0]
+    elif components:
+        selector["matchExpressions"] = [
+            {"key": COMPONENT, "operator": "In", "values": list(components)}
+        ]
+    return selector
+
+
+def _tcp(port: int) -> dict[str, Any]:
+    return {"port": port, "protocol": "TCP"}
+
+
+def _dns() -> dict[str, Any]:
+    # The cluster's DNS, wherever it runs (kube-dns, CoreDNS, NodeLocal DNSCache on the node).
+    return {"ports": [{"port": DNS_PORT, "protocol": "UDP"}, _tcp(DNS_PORT)]}
+
+
+def _url_ports(urls: Iterable[str | None]) -> list[int]:
+    ports = []
+    for url in urls:
+        if url:
+            try:
+                port = urlsplit(url).port
+            except ValueError:
+                continue  # not a URL a request could go to either
+            if port is not None and port not in ports:
+                ports.append(port)
+    return ports
+
+
+def model_ports(spec: EvalSuiteSpec, extra_ports: Iterable[int] = ()) -> list[int]:
+    """443, 80, the explicit port of every model's and judge's baseURL, and `extra_ports` (those
+    of the Evaluations that join the suite by spec.suiteRef)."""
+    urls = [m.model.base_url for m in spec.models or []]
+    urls += [s.judge.base_url for t in spec.tasks or [] for s in t.task.scorers if s.judge]
+    ports = list(DEFAULT_MODEL_PORTS)
+    for port in [*_url_ports(urls), *extra_ports]:
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def member_view(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """An Evaluation in a suite, as the suite needs it: its name, and the ports of its model's
+    and judges' baseURLs."""
+    urls = [(spec.get("model") or {}).get("baseURL")]
+    urls += [
+        (scorer.get("judge") or {}).get("baseURL")
+        for scorer in (spec.get("task") or {}).get("scorers") or []
+    ]
+    return {"name": name, "ports": _url_ports(urls)}
+
+
+def _policy(
+    suite: Mapping[str, Any], name: str, selector: dict[str, Any], **rules: Any
+) -> dict[str, Any]:
+    types = [t for t, key in (("Ingress", "ingress"), ("Egress", "egress")) if key in rules]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(
+            suite, child_name(suite["metadata"]["name"], name), "network", "eval-operator"
+        ),
+        "spec": {"podSelector": selector, "policyTypes": types, **rules},
+    }
+
+
+def build_network_policies(
+    suite: Mapping[str, Any],
+    spec: EvalSuiteSpec,
+    settings: OperatorSettings,
+    extra_ports: Iterable[int] = (),
+) -> list[dict[str, Any]]:
+    if not spec.network_policy.enabled:
+        return []
+    name = suite["metadata"]["name"]
+    operator_peer: dict[str, Any] = {"podSelector": {"matchLabels": dict(settings.pod_labels)}}
+    if settings.namespace:
+        operator_peer["namespaceSelector"] = {
+            "matchLabels": {"kubernetes.io/metadata.name": settings.namespace}
+        }
+    else:
+        operator_peer["namespaceSelector"] = {}  # wherever the operator runs
+    models: dict[str, Any] = {
+        "ports": [
+            _tcp(p)
+            for p in (spec.network_policy.model_egress_ports or model_ports(spec, extra_ports))
+        ]
+    }
+    if spec.network_policy.model_egress_cidrs:
+        models["to"] = [{"ipBlock": {"cidr": c}} for c in spec.network_policy.model_egress_cidrs]
+    store_peer = {"podSelector": _pods(name, STORE)}
+    cache_peer = {"podSelector": _pods(name, CACHE)}
+    return [
+        # Every pod of the suite: nothing in, nothing out, but what the policies below allow.
+        _policy(suite, "default-deny", _pods(name), ingress=[], egress=[]),
+        _policy(
+            suite,
+            "store",
+            _pods(name, STORE),
+            ingress=[
+                {
+                    "from": [{"podSelector": _pods(name, *STORE_CLIENTS)}],
+                    "ports": [_tcp(POSTGRES_PORT)],
+                }
+            ],
+        ),
+        _policy(
+            suite,
+            "cache",
+            _pods(name, CACHE),
+            ingress=[
+                {
+                    "from": [{"podSelector": _pods(name, *CACHE_CLIENTS)}],
+                    "ports": [_tcp(REDIS_PORT)],
+                }
+            ],
+        ),
+        _policy(
+            suite,
+            "runners",
+            _pods(name, RUNNER),
+            ingress=[{"from": [operator_peer], "ports": [_tcp(settings.progress_port)]}],
+            egress=[
+                {"to": [store_peer], "ports": [_tcp(POSTGRES_PORT)]},
+                {"to": [cache_peer], "ports": [_tcp(REDIS_PORT)]},
+                _dns(),
+                models,
+            ],
+        ),
+        _policy(
+            suite,
+            "store-clients",
+            _pods(name, MIGRATION, REPORT, COMPARE, BACKUP),
+            egress=[{"to": [store_peer], "ports": [_tcp(POSTGRES_PORT)]}, _dns()],
+        ),
+        _policy(
+            suite,
+            "migration-cache",
+            _pods(name, MIGRATION),
+            egress=[{"to": [cache_peer], "ports": [_tcp(REDIS_PORT)]}],
+        ),
+    ]

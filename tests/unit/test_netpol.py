@@ -1,0 +1,221 @@
+"""An EvalSuite's NetworkPolicies, evaluated with the NetworkPolicy semantics
+(tests/support/netpol.py) against the pods the operator builds: who may talk to whom."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from eval_api.v1alpha1 import EvalSuiteSpec, EvaluationSpec
+from eval_operator.builders.job import build_job
+from eval_operator.builders.netpol import build_network_policies, member_view
+from eval_operator.builders.suite import (
+    build_backup_cronjob,
+    build_cache_deployment,
+    build_migration_job,
+    build_store_statefulset,
+    managed_cache,
+    managed_store,
+)
+from eval_operator.matrix import build_store_job
+from eval_operator.runplan import RunPlan
+from eval_operator.settings import OperatorSettings
+from tests.support.factories import evaluation
+from tests.support.netpol import Cluster, External, Pod
+
+NS = "team"
+SETTINGS = OperatorSettings(namespace="evals-system")
+MODEL_URL = "http://model.team.svc:8000/v1"
+
+
+def suite_body(name: str = "stack") -> dict[str, Any]:
+    return {
+        "apiVersion": "evals.io/v1alpha1",
+        "kind": "EvalSuite",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}"},
+        "spec": {},
+    }
+
+
+def spec_of(**network_policy: Any) -> EvalSuiteSpec:
+    return EvalSuiteSpec.model_validate(
+        {
+            "networkPolicy": network_policy,
+            "models": [{"name": "m", "model": {"name": "m", "baseURL": MODEL_URL}}],
+            "tasks": [
+                {
+                    "name": "t",
+                    "dataset": {"builtin": "arithmetic"},
+                    "task": {"scorers": [{"type": "exact_match"}]},
+                }
+            ],
+        }
+    )
+
+
+def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return dict(spec["template"]["metadata"]["labels"])
+
+
+def runner_pod(suite: dict[str, Any], spec: EvalSuiteSpec) -> dict[str, str]:
+    ev = evaluation(namespace=NS)
+    ev["spec"]["suiteRef"] = {"name": suite["metadata"]["name"]}
+    parsed = EvaluationSpec.model_validate(ev["spec"])
+    plan = RunPlan.of(parsed, ev["spec"], 1, "run-abc123")
+    job = build_job(ev, parsed, "run-abc123", plan, SETTINGS, (suite["metadata"]["name"], spec))
+    return pod_labels(job)
+
+
+def pods(spec: EvalSuiteSpec) -> dict[str, Pod]:
+    """One pod of every kind the operator builds for the suite, with the labels it builds."""
+    suite = suite_body()
+    other = suite_body("other")
+    store, cache = managed_store(spec), managed_cache(spec)
+    assert store is not None and cache is not None
+    report = build_store_job(
+        suite, spec, name="r", component="cell-report", args=[], extra_labels={},
+        image="runner", pull_policy="Never",
+    )  # fmt: skip
+    compare = build_store_job(
+        suite, spec, name="c", component="compare", args=[], extra_labels={},
+        image="runner", pull_policy="Never",
+    )  # fmt: skip
+    labels = {
+        "store": pod_labels(build_store_statefulset(suite, store, SETTINGS)),
+        "cache": pod_labels(build_cache_deployment(suite, cache, SETTINGS)),
+        "migration": pod_labels(build_migration_job(suite, spec, 4, SETTINGS)),
+        "backup": pod_labels(build_backup_cronjob(suite, store, SETTINGS)),
+        "report": pod_labels(report),
+        "compare": pod_labels(compare),
+        "runner": runner_pod(suite, spec),
+        "other-suite-runner": runner_pod(other, spec),
+        "other-pod": {"app": "something-else"},
+    }
+    found = {
+        name: Pod(name, NS, value, f"10.0.0.{i + 10}")
+        for i, (name, value) in enumerate(labels.items())
+    }
+    found["operator"] = Pod(
+        "operator", "evals-system", {"app.kubernetes.io/name": "eval-operator"}, "10.0.1.2"
+    )
+    found["dns"] = Pod("dns", "kube-system", {"k8s-app": "kube-dns"}, "10.0.2.10")
+    return found
+
+
+MODEL = External("model", "203.0.113.10")
+# (from, to, port, protocol, allowed)
+WHO_MAY_TALK = [
+    ("runner", "store", 5432, "TCP", True),
+    ("runner", "cache", 6379, "TCP", True),
+    ("runner", "dns", 53, "UDP", True),
+    ("runner", "dns", 53, "TCP", True),
+    ("runner", "model", 443, "TCP", True),
+    ("runner", "model", 80, "TCP", True),
+    ("runner", "model", 8000, "TCP", True),  # the port of the model's baseURL
+    ("runner", "model", 22, "TCP", False),
+    ("runner", "runner", 9090, "TCP", False),
+    ("migration", "store", 5432, "TCP", True),
+    ("migration", "cache", 6379, "TCP", True),
+    ("report", "store", 5432, "TCP", True),
+    ("compare", "store", 5432, "TCP", True),
+    ("backup", "store", 5432, "TCP", True),
+    ("report", "cache", 6379, "TCP", False),
+    ("backup", "cache", 6379, "TCP", False),
+    ("migration", "model", 443, "TCP", False),
+    ("report", "model", 443, "TCP", False),
+    ("backup", "model", 443, "TCP", False),
+    ("store", "model", 443, "TCP", False),
+    ("cache", "model", 443, "TCP", False),
+    ("cache", "store", 5432, "TCP", False),
+    ("store", "cache", 6379, "TCP", False),
+    ("other-pod", "store", 5432, "TCP", False),
+    ("other-pod", "cache", 6379, "TCP", False),
+    ("other-suite-runner", "store", 5432, "TCP", False),
+    ("operator", "runner", 9090, "TCP", True),  # /progress
+    ("operator", "store", 5432, "TCP", False),  # the operator never talks to the store
+    ("operator", "runner", 5432, "TCP", False),
+    ("store", "runner", 9090, "TCP", False),
+    ("other-pod", "runner", 9090, "TCP", False),
+    ("model", "runner", 9090, "TCP", False),
+    ("dns", "store", 5432, "TCP", False),
+]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> tuple[Cluster, dict[str, Any]]:
+    spec = spec_of()
+    policies = build_network_policies(suite_body(), spec, SETTINGS)
+    everyone: dict[str, Any] = {**pods(spec), "model": MODEL}
+    return Cluster(policies), everyone
+
+
+@pytest.mark.parametrize("row", WHO_MAY_TALK, ids=lambda r: f"{r[0]}->{r[1]}:{r[2]}/{r[3]}")
+def test_who_may_talk_to_whom(cluster: tuple[Cluster, dict[str, Any]], row: tuple) -> None:
+    policies, everyone = cluster
+    source, target, port, protocol, expected = row
+    assert policies.allows(everyone[source], everyone[target], port, protocol) is expected
+
+
+def test_only_the_runners_and_the_stack_jobs_reach_the_store(
+    cluster: tuple[Cluster, dict[str, Any]],
+) -> None:
+    policies, everyone = cluster
+    reach = {n for n, p in everyone.items() if policies.allows(p, everyone["store"], 5432)}
+    assert reach == {"runner", "migration", "report", "compare", "backup"}
+    reach = {n for n, p in everyone.items() if policies.allows(p, everyone["cache"], 6379)}
+    assert reach == {"runner", "migration"}
+    # Of the suite's pods, only the runners reach a model endpoint.
+    reach = {n for n, p in everyone.items() if policies.allows(p, MODEL, 443)}
+    suite_pods = {"store", "cache", "migration", "backup", "report", "compare", "runner"}
+    assert reach & suite_pods == {"runner"}
+
+
+def test_model_egress_cidrs_and_ports_narrow_the_runners_egress() -> None:
+    spec = spec_of(modelEgressCIDRs=["10.20.0.0/16"], modelEgressPorts=[8443])
+    policies = Cluster(build_network_policies(suite_body(), spec, SETTINGS))
+    runner = pods(spec)["runner"]
+    assert policies.allows(runner, External("inside", "10.20.1.5"), 8443)
+    assert not policies.allows(runner, External("inside", "10.20.1.5"), 443)
+    assert not policies.allows(runner, MODEL, 8443)
+
+
+def test_the_policies_are_valid_and_off_when_disabled() -> None:
+    for policy in build_network_policies(suite_body(), spec_of(), SETTINGS):
+        kubernetes_validate.validate(policy, "1.30", strict=True)
+        assert policy["metadata"]["ownerReferences"][0]["kind"] == "EvalSuite"
+    assert build_network_policies(suite_body(), spec_of(enabled=False), SETTINGS) == []
+
+
+def test_without_its_namespace_the_operator_is_accepted_from_any_namespace() -> None:
+    spec = spec_of()
+    policies = Cluster(build_network_policies(suite_body(), spec, OperatorSettings()))
+    runner = pods(spec)["runner"]
+    elsewhere = Pod("op", "ops", {"app.kubernetes.io/name": "eval-operator"}, "10.0.3.3")
+    impostor = Pod("op", "ops", {"app.kubernetes.io/name": "not-it"}, "10.0.3.4")
+    assert policies.allows(elsewhere, runner, 9090)
+    assert not policies.allows(impostor, runner, 9090)
+
+
+def test_the_runners_reach_the_ports_of_the_evaluations_in_the_suite() -> None:
+    spec = spec_of()
+    member = member_view(
+        "joined",
+        {
+            "model": {"baseURL": "http://ollama.team.svc:11434/v1"},
+            "task": {"scorers": [{"type": "llm_judge", "judge": {"baseURL": "https://j:8443/v1"}}]},
+        },
+    )
+    assert member == {"name": "joined", "ports": [11434, 8443]}
+    policies = Cluster(
+        build_network_policies(suite_body(), spec, SETTINGS, extra_ports=member["ports"])
+    )
+    runner = pods(spec)["runner"]
+    assert policies.allows(runner, MODEL, 11434) and policies.allows(runner, MODEL, 8443)
+    assert not Cluster(build_network_policies(suite_body(), spec, SETTINGS)).allows(
+        runner, MODEL, 11434
+    )
