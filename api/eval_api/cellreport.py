@@ -58,3 +58,19 @@ class CellReport(BaseModel):
             report = report.model_copy(update={"comparison": comparison})
             text = report.model_dump_json(by_alias=True, exclude_none=True)
         return text
+
+
+def comparison_columns(comparison: CellComparison | None) -> tuple[str, str, str]:
+    """The main scorer's difference and p-value, and the verdict (yes, no, or why there is
+    none), as the leaderboards of `kubectl evals suite` and `eval-runner run suite.yaml` show
+    them."""
+    main = comparison.scorers[0] if comparison and comparison.scorers else None
+    delta = "-" if main is None or main.difference is None else f"{main.difference:+.4f}"
+    p_value = "-" if main is None or main.p_value is None else f"{main.p_value:.4g}"
+    if comparison is None:
+        verdict = "-"
+    elif comparison.reason != COMPARED:
+        verdict = comparison.reason
+    else:
+        verdict = "yes" if comparison.regressed else "no"
+    return delta, p_value, verdict

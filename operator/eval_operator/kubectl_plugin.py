@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from eval_api import cel
-from eval_api.cellreport import CellReport
+from eval_api.cellreport import CellReport, comparison_columns
 from eval_api.v1alpha1 import (
     ACCEPT_RUN_ANNOTATION,
     GROUP,
@@ -304,16 +304,7 @@ def print_suite(obj: dict[str, Any], out: TextIO) -> None:
         rows = [["", "MODEL", "PHASE", "SCORE", "CI95", "N", "COST USD", "P50", "P95",
                  "DELTA", "P-VALUE", "REGRESSED"]]  # fmt: skip
         for e in board.entries:
-            comparison = e.comparison
-            main = comparison.scorers[0] if comparison and comparison.scorers else None
-            delta = "-" if main is None or main.difference is None else f"{main.difference:+.4f}"
-            p_value = "-" if main is None or main.p_value is None else f"{main.p_value:.4g}"
-            if comparison is None:
-                regressed = "-"
-            elif comparison.reason != "Compared":
-                regressed = comparison.reason
-            else:
-                regressed = "yes" if comparison.regressed else "no"
+            delta, p_value, regressed = comparison_columns(e.comparison)
             rows.append(
                 [
                     "*" if board.best == e.model else "",

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from eval_api.aggregate import aggregate
-from eval_api.cellreport import BASELINE_NONE, CellReport
+from eval_api.cellreport import BASELINE_NONE, CellReport, comparison_columns
 from eval_api.matrix import baseline_selector, cells_of, regression_of
 from eval_api.shard import ShardSummary
 from eval_api.store.migrate import migrate
@@ -238,18 +238,6 @@ def print_leaderboard(
                 f"{_percentile(o.latencies, 50)}/{_percentile(o.latencies, 95)}",
             ]
             if compared:
-                comparison = o.report.comparison if o.report else None
-                main = comparison.scorers[0] if comparison and comparison.scorers else None
-                if comparison is None:
-                    regressed = "-"
-                elif comparison.reason != "Compared":
-                    regressed = comparison.reason
-                else:
-                    regressed = "yes" if comparison.regressed else "no"
-                cells += [
-                    "-" if main is None or main.difference is None else f"{main.difference:+.4f}",
-                    "-" if main is None or main.p_value is None else f"{main.p_value:.4g}",
-                    regressed,
-                ]
+                cells += comparison_columns(o.report.comparison if o.report else None)
             table.add_row(*cells)
         console.print(table)
