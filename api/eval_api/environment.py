@@ -54,3 +54,8 @@ STORE_UNAVAILABLE_AFTER_SECONDS = "EVAL_STORE_UNAVAILABLE_AFTER_SECONDS"
 # The response cache (Redis): a redis:// or rediss:// URL holding its password, from a Secret.
 CACHE_URL = "EVAL_CACHE_URL"
 CACHE_TTL_SECONDS = "EVAL_CACHE_TTL_SECONDS"
+
+# The read-only role of an EvalSuite's dashboard: the migration Job creates it (or sets its
+# password) with these; the dashboard pod logs in with them instead of the store's owner.
+READER_USER = "EVAL_READER_USER"
+READER_PASSWORD = "EVAL_READER_PASSWORD"  # noqa: S105 - the variable's name, not a password

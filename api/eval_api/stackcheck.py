@@ -33,6 +33,16 @@ class CacheCheck(BaseModel):
     endpoint: str | None = Field(default=None, description="host:port of the cache.")
 
 
+class ReaderCheck(BaseModel):
+    """The dashboard's read-only role: made (or its password reset) by the migration."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    state: Literal["ok", "failed", "none"] = "none"
+    role: str | None = None
+    message: str | None = None
+
+
 class StackReport(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -45,6 +55,7 @@ class StackReport(BaseModel):
         default_factory=list, description="Migrations this run applied (the rest were there)."
     )
     cache: CacheCheck = Field(default_factory=CacheCheck)
+    reader: ReaderCheck = Field(default_factory=ReaderCheck)
 
     def to_message(self) -> str:
         text = self.model_dump_json(by_alias=True, exclude_none=True)

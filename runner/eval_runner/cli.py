@@ -43,6 +43,7 @@ from eval_runner.cache import (
 )
 from eval_runner.cellreport import cmd_cell_report, cmd_compare_runs
 from eval_runner.checkpoint import TerminationLog
+from eval_runner.dashboard import cli as dashboard_cli
 from eval_runner.dataset import DEFAULT_DATASET_DIR
 from eval_runner.errors import PermanentError
 from eval_runner.pipeline import BudgetStopped, SampleResult, run_shard
@@ -276,6 +277,8 @@ def _parser() -> argparse.ArgumentParser:
     pair.add_argument("--alpha", default="0.05", help='significance level (default "0.05")')
     pair.add_argument("--termination-log", type=Path, default=Path(DEFAULT_TERMINATION_LOG))
     pair.set_defaults(command=cmd_compare_runs)
+
+    dashboard_cli.add_parser(commands)
     return parser
 
 

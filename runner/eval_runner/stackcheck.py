@@ -19,6 +19,7 @@ import os
 import ssl
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import redis.asyncio as redis
@@ -33,9 +34,11 @@ from eval_api.stackcheck import (
     STORE_AUTHENTICATION_FAILED,
     STORE_UNREACHABLE,
     CacheCheck,
+    ReaderCheck,
     StackReport,
 )
 from eval_api.store.migrate import MigrationError, applied_version, migrate
+from eval_api.store.reader import ReaderRoleError, ensure_reader_role
 from eval_api.store.settings import StoreSettings, StoreSettingsError
 from eval_runner.cache import CacheSettingsError, redacted_url
 from eval_runner.secrets import SECRETS
@@ -55,11 +58,30 @@ def register_secrets(env: dict[str, str] | os._Environ[str]) -> None:
     """Before anything can print them: every form of the store's and the cache's passwords."""
     for name in (environment.STORE_URI, environment.CACHE_URL):
         SECRETS.add_url(env.get(name, ""))
-    if env.get(environment.STORE_PASSWORD):
-        SECRETS.add(env[environment.STORE_PASSWORD])
+    for name in (environment.STORE_PASSWORD, environment.READER_PASSWORD):
+        if env.get(name):
+            SECRETS.add(env[name])
 
 
-async def check_store(settings: StoreSettings) -> StackReport:
+async def check_reader(conn: Any, role: str | None, password: str | None) -> ReaderCheck:
+    """The dashboard's read-only role, when the environment asks for one. Its failure never
+    fails the migration: runs go on, and only the dashboard waits for it."""
+    if not role or not password:
+        return ReaderCheck(state="none")
+    try:
+        await ensure_reader_role(conn, role, password)
+    except ReaderRoleError as err:
+        return ReaderCheck(state="failed", role=role, message=str(err))
+    except (asyncpg.PostgresError, OSError) as err:
+        return ReaderCheck(
+            state="failed", role=role, message=SECRETS.redact(f"{type(err).__name__}: {err}")
+        )
+    return ReaderCheck(state="ok", role=role)
+
+
+async def check_store(
+    settings: StoreSettings, reader: tuple[str | None, str | None] = (None, None)
+) -> StackReport:
     endpoint = f"{settings.host}:{settings.port}/{settings.dbname}"
     try:
         conn = await asyncpg.connect(**settings.connect_kwargs(), timeout=CONNECT_TIMEOUT_SECONDS)
@@ -78,13 +100,20 @@ async def check_store(settings: StoreSettings) -> StackReport:
     try:
         applied = await migrate(conn)
         version = await applied_version(conn)
+        reader_check = await check_reader(conn, *reader)
     except MigrationError as err:
         raise _Failed(MIGRATION_FAILED, str(err), EXIT_PERMANENT) from None
     except (asyncpg.PostgresError, OSError) as err:
         raise _Failed(MIGRATION_FAILED, f"{type(err).__name__}: {err}") from None
     finally:
         await conn.close()
-    return StackReport(state="done", endpoint=endpoint, schema_version=version, applied=applied)
+    return StackReport(
+        state="done",
+        endpoint=endpoint,
+        schema_version=version,
+        applied=applied,
+        reader=reader_check,
+    )
 
 
 async def check_cache(url: str | None) -> CacheCheck:
@@ -125,7 +154,8 @@ async def check_stack(env: dict[str, str] | os._Environ[str]) -> tuple[StackRepo
                 INVALID_STORE_SECRET,
                 "the store's Secret holds neither uri nor host (with dbname, username, password)",
             )
-        report = await check_store(settings)
+        reader = (env.get(environment.READER_USER), env.get(environment.READER_PASSWORD))
+        report = await check_store(settings, reader)
         code = EXIT_OK
     except _Failed as failed:
         report = StackReport(state="error", reason=failed.reason, message=failed.message)

@@ -73,6 +73,7 @@ def fake_row(i: int, run: str = IDENTITY.run) -> tuple[Any, ...]:
         "attempt": 1,
         "input_hash": "i" * 64,
         "prompt_hash": "p" * 64,
+        "prompt": '[{"role": "user", "content": "question"}]',
         "response": f"answer {i}",
         "scores": '{"exact_match": 1.0}',
         "requests": 1,

@@ -192,6 +192,8 @@ def test_the_row_of_a_scored_and_of_an_errored_sample() -> None:
     assert scored["input_hash"] == input_hash(SAMPLE) and scored["prompt_hash"] == prompt_hash(
         MESSAGES
     )
+    # What the model was asked, for the dashboard: the messages as JSON.
+    assert json.loads(str(scored["prompt"])) == MESSAGES
     errored = row_of(
         SampleResult(
             SAMPLE, MESSAGES, error_class="http_429", error="slow down", spend=Spend(requests=8)
