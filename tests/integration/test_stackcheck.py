@@ -79,6 +79,43 @@ def test_migrates_reports_the_version_and_checks_the_cache(
     assert pg.password not in out and cache.password not in out
 
 
+def test_the_migration_makes_the_dashboards_read_only_role_and_resets_its_password(
+    tmp_path: Path, pg: PostgresServer
+) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def login(password: str) -> int:
+        conn = await asyncpg.connect(
+            host="127.0.0.1",
+            port=pg.port,
+            user="evals_reader_t",
+            password=password,
+            database=pg.dbname,
+        )
+        try:
+            assert await conn.fetchval("SHOW default_transaction_read_only") == "on"
+            return await conn.fetchval("SELECT count(*) FROM schema_migrations")
+        finally:
+            await conn.close()
+
+    for password in ("first-reader-pw-1a2b", "second-reader-pw-3c4d"):
+        env = {**parts(pg), "EVAL_READER_USER": "evals_reader_t", "EVAL_READER_PASSWORD": password}
+        code, report, out = migrate(tmp_path, env)
+        assert code == 0, out
+        assert report.reader.state == "ok" and report.reader.role == "evals_reader_t"
+        assert asyncio.run(login(password)) == LATEST_VERSION
+        assert password not in out and password not in (tmp_path / "termination-log").read_text()
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        asyncio.run(login("first-reader-pw-1a2b"))
+    # A role name that is not an identifier is the report's, and the migration still done.
+    bad = {**parts(pg), "EVAL_READER_USER": "x; DROP", "EVAL_READER_PASSWORD": "pw-5e6f"}
+    code, report, _ = migrate(tmp_path, bad)
+    assert code == 0 and report.state == "done"
+    assert report.reader.state == "failed" and "identifier" in (report.reader.message or "")
+
+
 def test_a_uri_wins_over_the_parts_as_in_a_cloudnativepg_secret(
     tmp_path: Path, pg: PostgresServer
 ) -> None:
