@@ -59,3 +59,6 @@ CACHE_TTL_SECONDS = "EVAL_CACHE_TTL_SECONDS"
 # password) with these; the dashboard pod logs in with them instead of the store's owner.
 READER_USER = "EVAL_READER_USER"
 READER_PASSWORD = "EVAL_READER_PASSWORD"  # noqa: S105 - the variable's name, not a password
+# host:port of the managed cache, for the dashboard's readiness check (it holds no password:
+# a NOAUTH answer proves the server is there).
+CACHE_ENDPOINT = "EVAL_CACHE_ENDPOINT"

@@ -1506,6 +1506,59 @@ class SuiteScheduleSpec(ApiModel):
 CIDR_PATTERN = r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"
 
 
+class LabelSelectorRequirement(ApiModel):
+    """A label selector requirement, as in meta/v1."""
+
+    key: str = Field(min_length=1, max_length=317, description="The label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[str] | None = Field(
+        default=None,
+        max_length=64,
+        description="The values for In and NotIn (empty for Exists and DoesNotExist).",
+    )
+
+
+class LabelSelector(ApiModel):
+    """Labels to match, as in meta/v1 (both parts must match; empty matches everything)."""
+
+    match_labels: dict[str, str] | None = Field(default=None, max_length=32)
+    match_expressions: list[LabelSelectorRequirement] | None = Field(default=None, max_length=32)
+
+
+class DashboardPeer(ApiModel):
+    """Who may open the dashboard: pods selected by namespace labels, pod labels, or both (a
+    NetworkPolicy peer)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "has(self.namespaceSelector) || has(self.podSelector)",
+                    "a peer needs namespaceSelector, podSelector or both",
+                )
+            ]
+        }
+    )
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces whose pods may connect (all pods in them)."
+    )
+    pod_selector: LabelSelector | None = Field(
+        default=None,
+        description=(
+            "Pods that may connect: in the suite's namespace, or in the namespaces of "
+            "namespaceSelector when both are set."
+        ),
+    )
+
+
+DEFAULT_DASHBOARD_FROM = [
+    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+]
+
+
 class SuiteNetworkPolicySpec(ApiModel):
     """NetworkPolicies the operator makes for the suite's pods: everything denied but what the
     stack needs (who may talk to whom is in the README)."""
@@ -1541,6 +1594,16 @@ class SuiteNetworkPolicySpec(ApiModel):
         ),
     )
 
+    dashboard_from: list[DashboardPeer] | None = Field(
+        default=None,
+        max_length=16,
+        description=(
+            "Who may open the dashboard (its port only): default the pods of the ingress "
+            "controller's namespace, kubernetes.io/metadata.name ingress-nginx. kubectl "
+            "port-forward reaches it whatever this says."
+        ),
+    )
+
     @field_validator("model_egress_cidrs")
     @classmethod
     def _cidrs(cls, value: list[str] | None) -> list[str] | None:
@@ -1550,6 +1613,80 @@ class SuiteNetworkPolicySpec(ApiModel):
             except ValueError:
                 raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/8") from None
         return value
+
+
+class DashboardRateLimit(ApiModel):
+    """Per-client token buckets: a client (its address) may send `burst` requests at once,
+    then `requestsPerSecond`; beyond that it gets 429 with Retry-After."""
+
+    requests_per_second: int = Field(
+        default=20, ge=1, le=100_000, description="Sustained requests a second per client."
+    )
+    burst: int = Field(default=40, ge=1, le=1_000_000, description="Requests at once per client.")
+
+
+class DashboardSpec(ApiModel):
+    """The results dashboard: a Deployment serving the store's runs as a JSON API and HTML
+    pages, scaled by a HorizontalPodAutoscaler (autoscaling/v2)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "self.minReplicas <= self.maxReplicas",
+                    "minReplicas cannot exceed maxReplicas",
+                    ".minReplicas",
+                ),
+            ]
+        }
+    )
+
+    enabled: bool = Field(default=True, description="Run the dashboard (default true).")
+    min_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=50,
+        description="Fewest replicas (the autoscaler's minReplicas); above 1, a "
+        "PodDisruptionBudget keeps all but one up through node drains.",
+    )
+    max_replicas: int = Field(
+        default=3, ge=1, le=100, description="Most replicas (the autoscaler's maxReplicas)."
+    )
+    target_cpu_utilization_percentage: int = Field(
+        default=70,
+        ge=1,
+        le=100,
+        alias="targetCPUUtilizationPercentage",
+        description="Average CPU use, as a share of the request, the autoscaler aims at.",
+    )
+    target_memory_utilization_percentage: int = Field(
+        default=80,
+        ge=1,
+        le=100,
+        description="Average memory use, as a share of the request, the autoscaler aims at.",
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description=(
+            "CPU and memory of each replica (default requests cpu 100m, memory 128Mi; limit "
+            "memory 256Mi). The autoscaler measures use against the requests: a missing "
+            "cpu or memory request takes the default."
+        ),
+    )
+    rate_limit: DashboardRateLimit = Field(
+        default_factory=DashboardRateLimit,
+        description="Per-client rate limiting.",
+        json_schema_extra=DEFAULTED_OBJECT,
+    )
+    store_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description=(
+            "With an external store: a Secret with read-only credentials, in the shape of "
+            "store.external.secretRef (uri, or host, port, dbname, username, password). The "
+            "dashboard never gets the store's own; with a managed store the operator makes a "
+            "read-only role and its Secret."
+        ),
+    )
 
 
 class EvalSuiteSpec(ApiModel):
@@ -1599,6 +1736,11 @@ class EvalSuiteSpec(ApiModel):
     network_policy: SuiteNetworkPolicySpec = Field(
         default_factory=SuiteNetworkPolicySpec,
         description="The suite's NetworkPolicies (on by default).",
+        json_schema_extra=DEFAULTED_OBJECT,
+    )
+    dashboard: DashboardSpec = Field(
+        default_factory=DashboardSpec,
+        description="The results dashboard (on by default).",
         json_schema_extra=DEFAULTED_OBJECT,
     )
     models: list[SuiteModel] | None = Field(
@@ -1668,6 +1810,13 @@ class StoreStatus(ApiModel):
     schema_version: int | None = Field(
         default=None, description="The last schema migration applied."
     )
+
+
+class DashboardStatus(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+    url: str | None = Field(default=None, description="The dashboard's in-cluster URL.")
+    replicas: int | None = Field(default=None, description="Available replicas.")
 
 
 class CacheStatus(ApiModel):
@@ -1853,6 +2002,7 @@ class EvalSuiteStatus(ApiModel):
     )
     store: StoreStatus | None = Field(default=None, description="The store in use.")
     cache: CacheStatus | None = Field(default=None, description="The cache in use.")
+    dashboard: DashboardStatus | None = Field(default=None, description="The dashboard.")
     matrix: MatrixCounts | None = Field(default=None, description="Cells per phase.")
     leaderboard: list[TaskLeaderboard] = Field(
         default_factory=list, description="Per task, every model's result and the best one."

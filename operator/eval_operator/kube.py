@@ -39,6 +39,8 @@ COLLECTIONS = {
     "StatefulSet": "/apis/apps/v1/namespaces/{}/statefulsets",
     "Deployment": "/apis/apps/v1/namespaces/{}/deployments",
     "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{}/networkpolicies",
+    "HorizontalPodAutoscaler": "/apis/autoscaling/v2/namespaces/{}/horizontalpodautoscalers",
+    "PodDisruptionBudget": "/apis/policy/v1/namespaces/{}/poddisruptionbudgets",
     "Evaluation": f"/apis/{GROUP}/{VERSION}/namespaces/{{}}/{PLURAL}",
 }
 COMPONENT = "eval-operator"

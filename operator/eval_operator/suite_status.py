@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from eval_api.stackcheck import StackReport
 from eval_api.v1alpha1 import EvalSuiteSpec
+from eval_operator.builders import dashboard as dashboards
 from eval_operator.builders import suite as builders
 from eval_operator.conditions import condition_of, set_condition
 
@@ -25,7 +26,9 @@ from eval_operator.conditions import condition_of, set_condition
 # external Secret (or one of the keys it names) does not exist, or the image is wrong.
 CANNOT_START = ("CreateContainerConfigError", "ErrImagePull", "ImagePullBackOff")
 # Reasons of a stack on its way up: nothing is wrong yet.
-PROVISIONING_REASONS = frozenset({"StoreProvisioning", "CacheProvisioning"})
+PROVISIONING_REASONS = frozenset(
+    {"StoreProvisioning", "CacheProvisioning", "DashboardProvisioning"}
+)
 STORE_WARNINGS = frozenset(
     {
         "StoreUnreachable",
@@ -38,6 +41,9 @@ STORE_WARNINGS = frozenset(
         "InvalidCacheURL",
         "ImagePullBackOff",
         "ErrImagePull",
+        "ReadOnlyCredentialsNeeded",
+        "ReaderRoleFailed",
+        "DashboardUnavailable",
     }
 )
 
@@ -54,6 +60,7 @@ class SuiteObservation:
     now: str
     store_ready_replicas: int | None = None  # the managed StatefulSet's; None: not seen yet
     cache_available_replicas: int | None = None  # the managed Deployment's
+    dashboard_available_replicas: int | None = None  # the dashboard Deployment's
     migration_job: str = ""
     migration: Mapping[str, Any] | None = None  # the migration Job's status, None: not made
     # The migration pods, newest first: (waiting reason, message, termination message).
@@ -145,10 +152,38 @@ def cache_condition(obs: SuiteObservation, report: StackReport | None) -> tuple[
     )
 
 
+def dashboard_condition(
+    obs: SuiteObservation, report: StackReport | None
+) -> tuple[str, str, str, bool]:
+    """DashboardReady as (status, reason, message, deployed): a dashboard that cannot be
+    deployed as configured says why but does not hold Ready back (the runs do not need it)."""
+    if not obs.spec.dashboard.enabled:
+        return "True", "Disabled", "the dashboard is disabled", False
+    blocked = dashboards.blocked_reason(obs.spec)
+    if blocked is not None:
+        return "False", blocked[0], blocked[1], False
+    deployment = dashboards.dashboard_name(obs.name)
+    if report is not None and report.reader.state == "failed":
+        message = f"the store's read-only role: {report.reader.message or 'not made'}"
+        return "False", "ReaderRoleFailed", message, True
+    if obs.dashboard_available_replicas:
+        url = dashboards.dashboard_url(obs.name, obs.namespace)
+        return "True", "Ready", f"{url} ({obs.dashboard_available_replicas} replica(s))", True
+    if obs.dashboard_available_replicas == 0:
+        return (
+            "False",
+            "DashboardUnavailable",
+            f"no replica of Deployment {deployment} is ready (its /readyz needs the store)",
+            True,
+        )
+    return "False", "DashboardProvisioning", f"waiting for Deployment {deployment}", True
+
+
 def desired_suite_status(old: Mapping[str, Any], obs: SuiteObservation) -> dict[str, Any]:
     conditions = list(old.get("conditions") or [])
     store_status, store_reason, store_message, report = store_condition(obs)
     cache_status, cache_reason, cache_message = cache_condition(obs, report)
+    dash_status, dash_reason, dash_message, deployed = dashboard_condition(obs, report)
 
     def set_(type_: str, status: str, reason: str, message: str) -> None:
         nonlocal conditions
@@ -158,12 +193,15 @@ def desired_suite_status(old: Mapping[str, Any], obs: SuiteObservation) -> dict[
 
     set_("StoreReady", store_status, store_reason, store_message)
     set_("CacheReady", cache_status, cache_reason, cache_message)
+    set_("DashboardReady", dash_status, dash_reason, dash_message)
     if store_status != "True":
         ready_reason, ready_message = store_reason, f"store: {store_message}"
     elif cache_status != "True":
         ready_reason, ready_message = cache_reason, f"cache: {cache_message}"
+    elif deployed and dash_status != "True":
+        ready_reason, ready_message = dash_reason, f"dashboard: {dash_message}"
     else:
-        ready_reason, ready_message = "Ready", "the store and the cache are ready"
+        ready_reason, ready_message = "Ready", "the stack is ready"
     set_("Ready", "True" if ready_reason == "Ready" else "False", ready_reason, ready_message)
     # The kstatus pair that GitOps health checks read (Argo CD's Lua, Flux's CEL): the stack
     # is coming up (Progressing), or it waits for a person to fix something (Stalled). The
@@ -204,12 +242,18 @@ def desired_suite_status(old: Mapping[str, Any], obs: SuiteObservation) -> dict[
         cache["secretName"] = obs.spec.cache.external.secret_ref.name
         if report is not None and report.cache.endpoint:
             cache["endpoint"] = report.cache.endpoint
-    return {
+    status = {
         "observedGeneration": obs.generation,
         "conditions": conditions,
         "store": store,
         "cache": cache,
     }
+    if deployed:
+        status["dashboard"] = {
+            "url": dashboards.dashboard_url(obs.name, obs.namespace),
+            "replicas": obs.dashboard_available_replicas or 0,
+        }
+    return status
 
 
 def suite_view(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,11 +21,11 @@ import httpx
 import pytest
 import scipy.stats
 
+from eval_api.stats import wilson
 from eval_api.store.migrate import migrate
 from eval_api.store.reader import ensure_reader_role
-from eval_api.stats import wilson
 from tests.support.ports import free_port
-from tests.support.results_seed import Seeded, expected_score, seed_suite
+from tests.support.results_seed import Seeded, seed_suite
 from tests.support.servers import PostgresServer, RedisServer, postgres_server, redis_server
 from tests.support.store_db import create_database
 
@@ -323,6 +323,24 @@ def test_readiness_names_each_component(
     finally:
         process.terminate()
         process.wait(timeout=10)
+    # The managed cache's endpoint without a password (what a suite's dashboard gets): its
+    # NOAUTH answer is an answer.
+    process, base, log = start_dashboard(pg, dbname, EVAL_CACHE_ENDPOINT=f"127.0.0.1:{cache.port}")
+    try:
+        body = get(base, "/readyz").json()
+        assert body["status"] == "ok" and body["components"]["cache"]["status"] == "ok"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    # A cache nobody listens on: degraded, still ready (no page needs the cache).
+    process, base, log = start_dashboard(pg, dbname, EVAL_CACHE_ENDPOINT=f"127.0.0.1:{free_port()}")
+    try:
+        ready = get(base, "/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert ready.json()["components"]["cache"]["status"] == "error"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
     # A cache nobody listens on, a wrong password: each component says what is wrong; the
     # process stays alive (healthz) and no password shows anywhere.
     dead_cache = f"redis://:cache-secret-xyz@127.0.0.1:{free_port()}/0"
@@ -354,9 +372,7 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(
     pg: PostgresServer, seeded: tuple[str, Seeded]
 ) -> None:
     dsn, _ = seeded
-    process, base, _ = start_dashboard(
-        pg, dsn.rsplit("/", 1)[1], "--rate", "0.2", "--burst", "5"
-    )
+    process, base, _ = start_dashboard(pg, dsn.rsplit("/", 1)[1], "--rate", "0.2", "--burst", "5")
     try:
         codes = [get(base, "/api/v1/suites").status_code for _ in range(8)]
         assert codes[:5] == [200] * 5 and codes[5:] == [429] * 3

@@ -9,6 +9,7 @@ import kubernetes_validate
 import pytest
 
 from eval_api.v1alpha1 import EvalSuiteSpec, EvaluationSpec
+from eval_operator.builders.dashboard import build_dashboard_deployment
 from eval_operator.builders.job import build_job
 from eval_operator.builders.netpol import build_network_policies, member_view
 from eval_operator.builders.suite import (
@@ -93,6 +94,7 @@ def pods(spec: EvalSuiteSpec) -> dict[str, Pod]:
         "report": pod_labels(report),
         "compare": pod_labels(compare),
         "runner": runner_pod(suite, spec),
+        "dashboard": pod_labels(build_dashboard_deployment(suite, spec, SETTINGS)),
         "other-suite-runner": runner_pod(other, spec),
         "other-pod": {"app": "something-else"},
     }
@@ -104,6 +106,10 @@ def pods(spec: EvalSuiteSpec) -> dict[str, Pod]:
         "operator", "evals-system", {"app.kubernetes.io/name": "eval-operator"}, "10.0.1.2"
     )
     found["dns"] = Pod("dns", "kube-system", {"k8s-app": "kube-dns"}, "10.0.2.10")
+    found["ingress"] = Pod(
+        "ingress", "ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}, "10.0.4.4"
+    )
+    found["elsewhere"] = Pod("elsewhere", "team-b", {"app": "curious"}, "10.0.5.5")
     return found
 
 
@@ -143,6 +149,18 @@ WHO_MAY_TALK = [
     ("other-pod", "runner", 9090, "TCP", False),
     ("model", "runner", 9090, "TCP", False),
     ("dns", "store", 5432, "TCP", False),
+    ("ingress", "dashboard", 8080, "TCP", True),  # the default dashboardFrom
+    ("ingress", "dashboard", 22, "TCP", False),
+    ("elsewhere", "dashboard", 8080, "TCP", False),
+    ("other-pod", "dashboard", 8080, "TCP", False),
+    ("ingress", "store", 5432, "TCP", False),
+    ("dashboard", "store", 5432, "TCP", True),
+    ("dashboard", "cache", 6379, "TCP", True),  # its readiness ping, without a password
+    ("dashboard", "dns", 53, "UDP", True),
+    ("dashboard", "model", 443, "TCP", False),  # the dashboard cannot reach a model
+    ("dashboard", "model", 8000, "TCP", False),
+    ("dashboard", "runner", 9090, "TCP", False),
+    ("runner", "dashboard", 8080, "TCP", False),
 ]
 
 
@@ -166,13 +184,44 @@ def test_only_the_runners_and_the_stack_jobs_reach_the_store(
 ) -> None:
     policies, everyone = cluster
     reach = {n for n, p in everyone.items() if policies.allows(p, everyone["store"], 5432)}
-    assert reach == {"runner", "migration", "report", "compare", "backup"}
+    # Nothing but the runners, the dashboard and the stack's Jobs (migration, cell report,
+    # comparison, backup) reaches Postgres.
+    assert reach == {"runner", "dashboard", "migration", "report", "compare", "backup"}
     reach = {n for n, p in everyone.items() if policies.allows(p, everyone["cache"], 6379)}
-    assert reach == {"runner", "migration"}
+    assert reach == {"runner", "migration", "dashboard"}
     # Of the suite's pods, only the runners reach a model endpoint.
-    reach = {n for n, p in everyone.items() if policies.allows(p, MODEL, 443)}
-    suite_pods = {"store", "cache", "migration", "backup", "report", "compare", "runner"}
-    assert reach & suite_pods == {"runner"}
+    for port in (443, 80, 8000):
+        reach = {n for n, p in everyone.items() if policies.allows(p, MODEL, port)}
+        suite_pods = {
+            "store", "cache", "migration", "backup", "report", "compare", "runner", "dashboard"
+        }  # fmt: skip
+        assert reach & suite_pods == {"runner"}
+    reach = {n for n, p in everyone.items() if policies.allows(p, everyone["dashboard"], 8080)}
+    assert reach == {"ingress"}
+
+
+def test_dashboard_from_names_who_may_open_the_dashboard() -> None:
+    spec = spec_of(
+        dashboardFrom=[
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-b"}}},
+            {"podSelector": {"matchLabels": {"role": "browser"}}},
+        ]
+    )
+    policies = Cluster(build_network_policies(suite_body(), spec, SETTINGS))
+    everyone = pods(spec)
+    browser = Pod("browser", NS, {"role": "browser"}, "10.0.6.6")
+    stranger = Pod("stranger", "team-c", {"role": "browser"}, "10.0.6.7")
+    assert policies.allows(everyone["elsewhere"], everyone["dashboard"], 8080)
+    assert policies.allows(browser, everyone["dashboard"], 8080)
+    assert not policies.allows(stranger, everyone["dashboard"], 8080)
+    assert not policies.allows(everyone["ingress"], everyone["dashboard"], 8080)
+    assert not policies.allows(browser, everyone["store"], 5432)
+
+
+def test_without_a_dashboard_there_is_no_dashboard_policy() -> None:
+    spec = EvalSuiteSpec.model_validate({"dashboard": {"enabled": False}})
+    names = [p["metadata"]["name"] for p in build_network_policies(suite_body(), spec, SETTINGS)]
+    assert "stack-dashboard" not in names and "stack-store" in names
 
 
 def test_model_egress_cidrs_and_ports_narrow_the_runners_egress() -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from eval_api.quantity import parse_quantity, quantity_bytes
 from eval_api.v1alpha1 import EvalSuiteSpec
+from eval_operator.builders import dashboard
 from eval_operator.builders import suite as builders
 from eval_operator.settings import OperatorSettings
 from tests.support.servers import as_postgres_user, postgres_bin
@@ -39,9 +40,11 @@ def every_object(spec: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     suite = suite_object(spec)
     parsed = EvalSuiteSpec.model_validate(suite["spec"])
     objects = builders.desired_objects(suite, parsed, SETTINGS)
+    objects += dashboard.dashboard_objects(suite, parsed, SETTINGS)
     objects.append(builders.build_migration_job(suite, parsed, 2, SETTINGS))
     if parsed.store.mode == "Managed":
         objects.append(builders.build_store_secret(suite, parsed, "pw"))
+        objects.append(dashboard.build_reader_secret(suite, "reader-pw"))
     if parsed.cache.mode == "Managed":
         objects.append(builders.build_cache_secret(suite, "pw"))
     return objects
@@ -77,6 +80,15 @@ SPECS = {
         "cache": {"mode": "External", "external": {"secretRef": {"name": "redis", "key": "url"}}},
     },
     "no cache": {"cache": {"mode": "Disabled"}},
+    "external with a read-only secret": {
+        "store": {"mode": "External", "external": {"secretRef": {"name": "pg-app"}}},
+        "dashboard": {
+            "storeSecretRef": {"name": "pg-readonly"},
+            "minReplicas": 2,
+            "maxReplicas": 6,
+            "resources": {"limits": {"memory": "1Gi"}},
+        },
+    },
 }
 
 

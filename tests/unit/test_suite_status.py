@@ -22,6 +22,7 @@ def report(**fields: Any) -> str:
 
 
 def observe(spec: dict[str, Any] | None = None, **seen: Any) -> SuiteObservation:
+    seen.setdefault("dashboard_available_replicas", 1)
     return SuiteObservation(
         namespace="team",
         name="stack",
@@ -130,6 +131,74 @@ CASES = {
         ("CacheReady", "True", "Disabled"),
         "Healthy",
     ),
+    "dashboard starting": (
+        observe(
+            store_ready_replicas=1,
+            cache_available_replicas=1,
+            dashboard_available_replicas=None,
+            migration=COMPLETE,
+            migration_pods=[(None, "", DONE)],
+        ),
+        ("DashboardReady", "False", "DashboardProvisioning"),
+        "Progressing",
+    ),
+    "dashboard down": (
+        observe(
+            store_ready_replicas=1,
+            cache_available_replicas=1,
+            dashboard_available_replicas=0,
+            migration=COMPLETE,
+            migration_pods=[(None, "", DONE)],
+        ),
+        ("DashboardReady", "False", "DashboardUnavailable"),
+        "Degraded",
+    ),
+    "read-only role not made": (
+        observe(
+            store_ready_replicas=1,
+            cache_available_replicas=1,
+            dashboard_available_replicas=0,
+            migration=COMPLETE,
+            migration_pods=[
+                (
+                    None,
+                    "",
+                    report(
+                        state="done",
+                        schemaVersion=3,
+                        reader={"state": "failed", "role": "r", "message": "denied"},
+                    ),
+                )
+            ],
+        ),
+        ("DashboardReady", "False", "ReaderRoleFailed"),
+        "Degraded",
+    ),
+    # The runs do not need the dashboard: one that cannot be deployed as configured says why
+    # and holds nothing back.
+    "external store without read-only credentials": (
+        observe(
+            {"store": {"mode": "External", "external": {"secretRef": {"name": "pg-app"}}}},
+            cache_available_replicas=1,
+            dashboard_available_replicas=None,
+            migration=COMPLETE,
+            migration_pods=[(None, "", DONE)],
+        ),
+        ("DashboardReady", "False", "ReadOnlyCredentialsNeeded"),
+        "Healthy",
+    ),
+    "dashboard disabled": (
+        observe(
+            {"dashboard": {"enabled": False}},
+            store_ready_replicas=1,
+            cache_available_replicas=1,
+            dashboard_available_replicas=None,
+            migration=COMPLETE,
+            migration_pods=[(None, "", DONE)],
+        ),
+        ("DashboardReady", "True", "Disabled"),
+        "Healthy",
+    ),
 }
 
 
@@ -139,7 +208,14 @@ def test_conditions_and_what_gitops_makes_of_them(case: str) -> None:
     new = desired_suite_status({}, obs)
     found = {c["type"]: c for c in new["conditions"]}
     assert (found[type_]["status"], found[type_]["reason"]) == (status, reason)
-    assert set(found) == {"StoreReady", "CacheReady", "Ready", "Progressing", "Stalled"}
+    assert set(found) == {
+        "StoreReady",
+        "CacheReady",
+        "DashboardReady",
+        "Ready",
+        "Progressing",
+        "Stalled",
+    }
     assert all(c["observedGeneration"] == 2 for c in found.values())
     assert argo_health("EvalSuite", as_object(new))["status"] == argo
     flux = {"Healthy": "current", "Progressing": "inProgress", "Degraded": "failed"}[argo]
@@ -156,6 +232,7 @@ def test_the_status_says_where_the_store_is_and_never_more() -> None:
         "schemaVersion": 3,
     }
     assert new["cache"]["endpoint"] == "stack-cache.team.svc:6379"
+    assert new["dashboard"] == {"url": "http://stack-dashboard.team.svc:80", "replicas": 1}
 
 
 def test_an_external_cache_is_judged_by_the_migration_check() -> None:

@@ -12,16 +12,21 @@ whom (tests/unit/test_netpol.py evaluates these policies with the NetworkPolicy 
   modelEgressCIDRs / modelEgressPorts; default any address on 443, 80 and the ports of the
   baseURLs of the suite's models and judges and of the Evaluations in it); from the operator
   only, on their progress port;
-- the migration, report and backup Jobs: to the store (the migration also the cache) and DNS.
+- the migration, report and backup Jobs: to the store (the migration also the cache) and DNS;
+- the dashboard (8080): from spec.networkPolicy.dashboardFrom (default the ingress controller's
+  namespace, ingress-nginx); to the store, the cache (its readiness ping) and DNS: never to a
+  model endpoint.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from eval_api.v1alpha1 import EvalSuiteSpec
+from eval_api.v1alpha1 import DEFAULT_DASHBOARD_FROM, EvalSuiteSpec
+from eval_operator.builders import dashboard as dashboards
 from eval_operator.builders.suite import (
     POSTGRES_PORT,
     REDIS_PORT,
@@ -39,9 +44,10 @@ MIGRATION = "store-migration"
 BACKUP = "store-backup"
 REPORT = "cell-report"
 COMPARE = "compare"
+DASHBOARD = dashboards.COMPONENT
 # Pods that read the store besides the runners.
-STORE_CLIENTS = (RUNNER, MIGRATION, REPORT, COMPARE, BACKUP)
-CACHE_CLIENTS = (RUNNER, MIGRATION)
+STORE_CLIENTS = (RUNNER, MIGRATION, REPORT, COMPARE, BACKUP, DASHBOARD)
+CACHE_CLIENTS = (RUNNER, MIGRATION, DASHBOARD)
 DEFAULT_MODEL_PORTS = (443, 80)
 DNS_PORT = 53
 
@@ -143,7 +149,7 @@ def build_network_policies(
         models["to"] = [{"ipBlock": {"cidr": c}} for c in spec.network_policy.model_egress_cidrs]
     store_peer = {"podSelector": _pods(name, STORE)}
     cache_peer = {"podSelector": _pods(name, CACHE)}
-    return [
+    policies = [
         # Every pod of the suite: nothing in, nothing out, but what the policies below allow.
         _policy(suite, "default-deny", _pods(name), ingress=[], egress=[]),
         _policy(
@@ -193,3 +199,22 @@ def build_network_policies(
             egress=[{"to": [cache_peer], "ports": [_tcp(REDIS_PORT)]}],
         ),
     ]
+    if dashboards.wanted(spec):
+        peers = [
+            peer.model_dump(by_alias=True, exclude_none=True)
+            for peer in spec.network_policy.dashboard_from or []
+        ] or copy.deepcopy(DEFAULT_DASHBOARD_FROM)
+        policies.append(
+            _policy(
+                suite,
+                "dashboard",
+                _pods(name, DASHBOARD),
+                ingress=[{"from": peers, "ports": [_tcp(dashboards.PORT)]}],
+                egress=[
+                    {"to": [store_peer], "ports": [_tcp(POSTGRES_PORT)]},
+                    {"to": [cache_peer], "ports": [_tcp(REDIS_PORT)]},
+                    _dns(),
+                ],
+            )
+        )
+    return policies

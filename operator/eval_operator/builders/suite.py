@@ -51,6 +51,7 @@ POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 STORE_USER = "evals"
 STORE_DBNAME = "evals"
+READER_ROLE = "evals_dashboard"  # the dashboard's read-only role in a managed store
 DATA_DIR = "/var/lib/postgresql/data"
 PGDATA = f"{DATA_DIR}/pgdata"  # a subdirectory: a fresh volume's root may hold lost+found
 CONFIG_DIR = "/etc/postgresql"
@@ -535,6 +536,33 @@ def build_backup_cronjob(
 # --- how pods reach the store and the cache ---------------------------------------------------
 
 
+def reader_secret_name(suite: str) -> str:
+    """The dashboard's read-only role of a managed store (username, password)."""
+    return child_name(suite, "dashboard-store")
+
+
+def dashboard_wanted(spec: EvalSuiteSpec) -> bool:
+    """The dashboard is on and can be given read-only credentials."""
+    return spec.dashboard.enabled and (
+        spec.store.mode == "Managed" or spec.dashboard.store_secret_ref is not None
+    )
+
+
+def reader_env(suite_name: str, spec: EvalSuiteSpec) -> list[dict[str, Any]]:
+    """What the migration Job needs to make the dashboard's read-only role: only for a
+    managed store (an external store's read-only Secret is the user's)."""
+    if spec.store.mode != "Managed" or not dashboard_wanted(spec):
+        return []
+    secret = reader_secret_name(suite_name)
+    return [
+        {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for variable, key in (
+            (environment.READER_USER, "username"),
+            (environment.READER_PASSWORD, "password"),
+        )
+    ]
+
+
 def store_secret_of(suite_name: str, spec: EvalSuiteSpec) -> str:
     """The Secret holding the store's connection: the generated one, or the external one."""
     if spec.store.mode == "External":
@@ -624,7 +652,11 @@ def migration_fingerprint(spec: EvalSuiteSpec, schema_version: int) -> str:
     """What the migration depends on: where the store is, how it is reached, which schema."""
     store = spec.store.model_dump(mode="json", by_alias=True, exclude_none=True)
     store.pop("managed", None)  # sizes, resources and backups do not change the schema
-    canonical = json.dumps({"store": store, "schema": schema_version}, sort_keys=True)
+    # The read-only role is made by the migration: a dashboard turned on needs it again.
+    reader = spec.store.mode == "Managed" and dashboard_wanted(spec)
+    canonical = json.dumps(
+        {"store": store, "schema": schema_version, "reader": reader}, sort_keys=True
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -645,6 +677,7 @@ def build_migration_job(
     fingerprint = migration_fingerprint(spec, schema_version)
     env, env_from = store_env(spec.store, store_secret_of(name, spec))
     env += cache_env(name, spec.cache)
+    env += reader_env(name, spec)
     env.append({"name": "PYTHONUNBUFFERED", "value": "1"})
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}]

@@ -21,6 +21,7 @@ from eval_api.cellreport import CellReport
 from eval_api.store.migrate import LATEST_VERSION
 from eval_api.v1alpha1 import EvalSuiteSpec
 from eval_operator import clock, events, matrix
+from eval_operator.builders import dashboard
 from eval_operator.builders import suite as builders
 from eval_operator.builders.netpol import build_network_policies
 from eval_operator.conditions import condition_of, now_rfc3339, set_condition
@@ -35,7 +36,16 @@ WRITE_ATTEMPTS = 3
 # A migration pod waiting for its Secret or image produces no Job event: look again.
 MIGRATION_RECHECK_SECONDS = 10.0
 # What prune may delete when the spec stops asking for it (never volumes or Secrets).
-PRUNABLE_KINDS = ("StatefulSet", "Deployment", "CronJob", "Service", "ConfigMap", "NetworkPolicy")
+PRUNABLE_KINDS = (
+    "StatefulSet",
+    "Deployment",
+    "CronJob",
+    "Service",
+    "ConfigMap",
+    "NetworkPolicy",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+)
 MATRIX_CONDITIONS = ("Passed", "Regressed")
 
 
@@ -125,6 +135,14 @@ async def _step(
             iter(ctx.workloads.get((namespace, "Deployment", builders.cache_name(name)), [])), None
         )
         obs.cache_available_replicas = deployment["availableReplicas"] if deployment else None
+    if dashboard.wanted(spec):
+        deployment = next(
+            iter(
+                ctx.workloads.get((namespace, "Deployment", dashboard.dashboard_name(name)), [])
+            ),
+            None,
+        )
+        obs.dashboard_available_replicas = deployment["availableReplicas"] if deployment else None
 
     recheck: float | None = None
     job = builders.build_migration_job(suite, spec, LATEST_VERSION, ctx.settings)
@@ -296,7 +314,20 @@ async def _ensure_stack(
         actions.append(
             events.normal("SecretCreated", f"Generated Secret {builders.cache_secret_name(name)}")
         )
+    if (
+        spec.store.mode == "Managed"
+        and dashboard.wanted(spec)
+        and await ctx.kube.create(dashboard.build_reader_secret(suite, builders.new_password()))
+    ):
+        actions.append(
+            events.normal(
+                "SecretCreated",
+                f"Generated Secret {dashboard.reader_secret_name(name)} (the dashboard's "
+                "read-only role)",
+            )
+        )
     desired = builders.desired_objects(suite, spec, ctx.settings)
+    desired += dashboard.dashboard_objects(suite, spec, ctx.settings)
     members = ctx.members.get((suite["metadata"]["namespace"], name), [])
     ports = sorted({port for member in members for port in member["ports"]})
     desired += build_network_policies(suite, spec, ctx.settings, extra_ports=ports)
@@ -340,7 +371,7 @@ async def _prune(
 def _transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[events.Event]:
     """Events for the suite's conditions that changed: Warnings for what needs a person."""
     found = []
-    for type_ in ("StoreReady", "CacheReady", "Ready"):
+    for type_ in ("StoreReady", "CacheReady", "DashboardReady", "Ready"):
         before, after = condition_of(old, type_), condition_of(new, type_)
         if (before.get("status"), before.get("reason")) == (
             after.get("status"),

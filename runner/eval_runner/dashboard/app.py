@@ -77,6 +77,8 @@ SELECT
 @dataclass(frozen=True)
 class DashboardConfig:
     store: StoreSettings
+    # The cache, for /readyz only: a URL, or host:port without a password (the dashboard
+    # of a suite holds none; a NOAUTH answer counts as the server answering).
     cache_url: str | None = None
     namespace: str | None = None  # the suite this dashboard was deployed for: the home page
     suite: str | None = None
@@ -245,6 +247,20 @@ class _Collector:
         )
 
 
+def _cache_client(where: str) -> redis.Redis:
+    if "://" not in where:
+        host, _, port = where.rpartition(":")
+        return redis.Redis(
+            host=host.strip("[]"),
+            port=int(port),
+            socket_timeout=CACHE_TIMEOUT_SECONDS,
+            socket_connect_timeout=CACHE_TIMEOUT_SECONDS,
+        )
+    return redis.Redis.from_url(
+        where, socket_timeout=CACHE_TIMEOUT_SECONDS, socket_connect_timeout=CACHE_TIMEOUT_SECONDS
+    )
+
+
 def _problem(status: int, reason: str, message: str, **headers: str) -> web.Response:
     body = models.Problem(status=status, reason=reason, message=message).to_json()
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
@@ -290,15 +306,7 @@ class Dashboard:
     def __init__(self, config: DashboardConfig) -> None:
         self.config = config
         self.store = Store(config.store, config.pool_size)
-        self.cache = (
-            redis.Redis.from_url(
-                config.cache_url,
-                socket_timeout=CACHE_TIMEOUT_SECONDS,
-                socket_connect_timeout=CACHE_TIMEOUT_SECONDS,
-            )
-            if config.cache_url
-            else None
-        )
+        self.cache = _cache_client(config.cache_url) if config.cache_url else None
         self.summaries = queries.Summaries()
         self.responses = ResponseCache(config.response_seconds)
         self.buckets = TokenBuckets(config.rate, config.burst)
@@ -431,30 +439,48 @@ class Dashboard:
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
-    async def _component(self, check: Callable[[], Awaitable[Any]]) -> models.ComponentHealth:
+    async def _component(
+        self, check: Callable[[], Awaitable[Any]], *, required: bool
+    ) -> models.ComponentHealth:
         started = time.perf_counter()
         try:
             await asyncio.wait_for(check(), STORE_TIMEOUT_SECONDS)
         except Exception as err:  # any failure is this component's, told by class and text
             detail = SECRETS.redact(str(err) or type(err).__name__)
-            return models.ComponentHealth(status="error", message=detail)
+            return models.ComponentHealth(status="error", required=required, message=detail)
         elapsed = round((time.perf_counter() - started) * 1000, 3)
-        return models.ComponentHealth(status="ok", latency_ms=elapsed)
+        return models.ComponentHealth(status="ok", required=required, latency_ms=elapsed)
+
+    async def _ping_cache(self) -> None:
+        assert self.cache is not None
+        try:
+            await self.cache.ping()
+        except redis.AuthenticationError:
+            pass  # it answered: without a password this is as far as the dashboard goes
+        except redis.ResponseError as err:
+            if not str(err).startswith("NOAUTH"):
+                raise
 
     async def readyz(self, request: web.Request) -> web.Response:
+        """503 when the store does not answer (every page needs it); a cache that does not
+        answer makes the answer degraded, not unready: no page needs the cache."""
+
         async def store() -> None:
             async with self.store.connection() as conn:
                 await conn.fetchval("SELECT 1")
 
-        components = {"store": await self._component(store)}
+        components = {"store": await self._component(store, required=True)}
         if self.cache is not None:
-            components["cache"] = await self._component(self.cache.ping)
+            components["cache"] = await self._component(self._ping_cache, required=False)
         else:
-            components["cache"] = models.ComponentHealth(status="disabled")
-        ok = all(c.status != "error" for c in components.values())
-        body = models.Readiness(status="ok" if ok else "error", components=components)
+            components["cache"] = models.ComponentHealth(status="disabled", required=False)
+        failed = [c for c in components.values() if c.status == "error"]
+        status = "error" if any(c.required for c in failed) else "degraded" if failed else "ok"
+        body = models.Readiness(status=status, components=components)
         return web.Response(
-            status=200 if ok else 503, body=body.to_json(), content_type="application/json"
+            status=503 if status == "error" else 200,
+            body=body.to_json(),
+            content_type="application/json",
         )
 
     async def metrics(self, request: web.Request) -> web.Response:

@@ -72,7 +72,11 @@ def cmd_dashboard(args: Any) -> int:
         return 2
     config = DashboardConfig(
         store=store,
-        cache_url=os.environ.get(environment.CACHE_URL) or None,
+        cache_url=(
+            os.environ.get(environment.CACHE_URL)
+            or os.environ.get(environment.CACHE_ENDPOINT)
+            or None
+        ),
         namespace=args.namespace,
         suite=args.suite,
         rate=args.rate,

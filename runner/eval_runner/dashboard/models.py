@@ -217,12 +217,16 @@ class Comparison(Wire):
 
 class ComponentHealth(Wire):
     status: str = Field(description="ok, error or disabled.")
+    required: bool = Field(description="Whether the dashboard is unready without it.")
     latency_ms: float | None = None
     message: str | None = None
 
 
 class Readiness(Wire):
-    status: str = Field(description="ok when every enabled component answers, else error.")
+    status: str = Field(
+        description="ok: every component answers; degraded: an optional one does not (200); "
+        "error: a required one does not (503)."
+    )
     components: dict[str, ComponentHealth]
 
 
