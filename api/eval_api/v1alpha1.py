@@ -1632,7 +1632,9 @@ class DashboardSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
+                # has(): the rule also holds the field's default ({}) before its own defaults.
                 cel_rule(
+                    "!has(self.minReplicas) || !has(self.maxReplicas) || "
                     "self.minReplicas <= self.maxReplicas",
                     "minReplicas cannot exceed maxReplicas",
                     ".minReplicas",

@@ -61,6 +61,7 @@ class SuiteObservation:
     store_ready_replicas: int | None = None  # the managed StatefulSet's; None: not seen yet
     cache_available_replicas: int | None = None  # the managed Deployment's
     dashboard_available_replicas: int | None = None  # the dashboard Deployment's
+    dashboard_progress: str | None = None  # its Progressing condition's reason
     migration_job: str = ""
     migration: Mapping[str, Any] | None = None  # the migration Job's status, None: not made
     # The migration pods, newest first: (waiting reason, message, termination message).
@@ -153,7 +154,7 @@ def cache_condition(obs: SuiteObservation, report: StackReport | None) -> tuple[
 
 
 def dashboard_condition(
-    obs: SuiteObservation, report: StackReport | None
+    obs: SuiteObservation, report: StackReport | None, store_ready: bool
 ) -> tuple[str, str, str, bool]:
     """DashboardReady as (status, reason, message, deployed): a dashboard that cannot be
     deployed as configured says why but does not hold Ready back (the runs do not need it)."""
@@ -169,11 +170,17 @@ def dashboard_condition(
     if obs.dashboard_available_replicas:
         url = dashboards.dashboard_url(obs.name, obs.namespace)
         return "True", "Ready", f"{url} ({obs.dashboard_available_replicas} replica(s))", True
-    if obs.dashboard_available_replicas == 0:
+    if not store_ready:
+        # Its readiness is the store's: nothing is wrong with the dashboard itself.
+        return "False", "DashboardProvisioning", "waiting for the store", True
+    if obs.dashboard_progress == "ProgressDeadlineExceeded" or (
+        obs.dashboard_available_replicas == 0 and obs.dashboard_progress == "NewReplicaSetAvailable"
+    ):
         return (
             "False",
             "DashboardUnavailable",
-            f"no replica of Deployment {deployment} is ready (its /readyz needs the store)",
+            f"no replica of Deployment {deployment} is ready (kubectl describe deployment "
+            f"{deployment}; its /readyz says which component does not answer)",
             True,
         )
     return "False", "DashboardProvisioning", f"waiting for Deployment {deployment}", True
@@ -183,7 +190,9 @@ def desired_suite_status(old: Mapping[str, Any], obs: SuiteObservation) -> dict[
     conditions = list(old.get("conditions") or [])
     store_status, store_reason, store_message, report = store_condition(obs)
     cache_status, cache_reason, cache_message = cache_condition(obs, report)
-    dash_status, dash_reason, dash_message, deployed = dashboard_condition(obs, report)
+    dash_status, dash_reason, dash_message, deployed = dashboard_condition(
+        obs, report, store_status == "True"
+    )
 
     def set_(type_: str, status: str, reason: str, message: str) -> None:
         nonlocal conditions

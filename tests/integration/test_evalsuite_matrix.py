@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import httpx
 import pytest
 from scipy import stats
 
@@ -214,6 +215,29 @@ def test_a_matrix_runs_compares_with_its_baseline_and_names_the_regressed_cell(
     assert small_drop["pValue"] == 1.0 and not small_drop["regressed"] and not medium["regressed"]
     # Ten samples cannot detect a drop of 0.05: the status says so.
     assert medium["underpowered"] and small_drop["minDetectableEffect"] > 0.05
+    # The suite's dashboard (its Deployment run by the stand-in kubelet, logged in as the
+    # read-only role the migration made) ranks the same runs with the same numbers.
+    assert condition(second, "DashboardReady")["status"] == "True"
+    assert status["dashboard"]["url"] == f"http://{SUITE}-dashboard.{NS}.svc:80"
+    dashboard = cluster.stack.dashboard(NS, f"{SUITE}-dashboard")
+    base_url = f"http://{dashboard.host}:{dashboard.port}"
+    board = httpx.get(f"{base_url}/api/v1/suites/{NS}/{SUITE}/leaderboard", timeout=30).json()
+    for task in board["tasks"]:
+        for shown in task["entries"]:
+            expected = entry(second, task["task"], shown["model"])
+            assert shown["run"] == expected["run"]
+            assert shown["score"] == pytest.approx(expected["score"])
+            assert shown["ci95"] == pytest.approx(expected["ci95"])
+            assert shown["n"] == expected["n"]
+            assert shown["latencyP95Ms"] == pytest.approx(expected["latencyP95Ms"], abs=0.01)
+        top = [e["score"] for e in task["entries"][:2]]
+        if top[0] > top[1]:  # a tie is broken differently (the status: spec order)
+            assert task["best"] == next(
+                b["best"] for b in status["leaderboard"] if b["task"] == task["task"]
+            )
+    ready = httpx.get(f"{base_url}/readyz", timeout=30).json()
+    assert ready["components"]["store"]["status"] == "ok"
+    assert ready["components"]["cache"]["status"] == "disabled"  # the suite has none
     # Kept for people (the README's figures, a closing note): $TEST_ARTIFACTS or the tmp dir.
     artifacts = Path(os.environ.get("TEST_ARTIFACTS") or tmp_path)
     artifacts.mkdir(parents=True, exist_ok=True)

@@ -209,7 +209,7 @@ def _suite_scenario(run: Run, model: ModelServer) -> None:
     suites = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/evalsuites"
 
     def suite_status(name: str, predicate: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             suite = run.api.get(GROUP, VERSION, "evalsuites", NS, name)
             if suite is not None and predicate(suite.get("status") or {}):
@@ -224,7 +224,9 @@ def _suite_scenario(run: Run, model: ModelServer) -> None:
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "EvalSuite",
         "metadata": {"name": "rbac-suite", "namespace": NS},
-        "spec": {},
+        # Two dashboard replicas at least: a PodDisruptionBudget too (pruned with the rest of
+        # the dashboard once the store is made external without read-only credentials).
+        "spec": {"dashboard": {"minReplicas": 2}},
     }
     run.post(suites, suite)
     suite_status("rbac-suite", lambda s: condition(s, "Ready").get("status") == "True")
@@ -277,6 +279,9 @@ def _suite_scenario(run: Run, model: ModelServer) -> None:
     deadline = time.monotonic() + 60
     while run.api.get("apps", "v1", "statefulsets", NS, "rbac-suite-store") is not None:
         assert time.monotonic() < deadline, "the managed store was not pruned"
+        time.sleep(0.1)
+    while run.api.get("policy", "v1", "poddisruptionbudgets", NS, "rbac-suite-dashboard"):
+        assert time.monotonic() < deadline, "the dashboard's disruption budget was not pruned"
         time.sleep(0.1)
     run.api.delete(GROUP, VERSION, "evalsuites", NS, "rbac-suite")
 

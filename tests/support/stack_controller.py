@@ -13,8 +13,12 @@ reach a Service. A claim that still exists when a set of the same name comes bac
 data with it; a deleted claim takes its data along.
 
 For each suite Deployment (the managed cache) it runs a real redis-server from the
-Deployment's ConfigMap and Secret volumes on its Service's ClusterIP. Every other Deployment
-and StatefulSet is reported rolled out, as tests/support/workload_controller.py does.
+Deployment's ConfigMap and Secret volumes on its Service's ClusterIP. For the results
+dashboard's Deployment it runs the container's command (`eval-runner dashboard` with its args
+and its env, Secrets resolved as the kubelet does, in a mount namespace whose /etc/hosts is the
+cluster DNS below) on its Service's ClusterIP at the container port, and reports it ready as
+its readinessProbe (/readyz) says. Every other Deployment and StatefulSet is reported rolled
+out, as tests/support/workload_controller.py does.
 
 The hosts file it keeps (`<ClusterIP> <service>.<namespace>.svc ...` for every Service) is the
 cluster DNS: the stand-in Job controller mounts it as each pod's /etc/hosts.
@@ -31,6 +35,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -225,6 +230,65 @@ class StandInRedis:
         return self.process is not None and self.process.poll() is None
 
 
+def _was_rolled_out(obj: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Progressing" and c.get("reason") == "NewReplicaSetAvailable"
+        for c in (obj.get("status") or {}).get("conditions") or []
+    )
+
+
+class StandInDashboard:
+    """`eval-runner dashboard` as the dashboard pod's container would run it."""
+
+    def __init__(
+        self, root: Path, args: list[str], env: dict[str, str], host: str, hosts: Path
+    ) -> None:
+        from tests.support.job_controller import with_hosts_file
+
+        self.root, self.host = root, host
+        self.port = int(args[args.index("--port") + 1])
+        self.log = root / "dashboard.log"
+        repo = Path(__file__).resolve().parents[2]
+        self.command = with_hosts_file(
+            hosts, [sys.executable, "-m", "eval_runner", *args, "--host", host]
+        )
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": os.pathsep.join(str(repo / p) for p in ("api", "runner")),
+            **env,
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return
+        self.process = subprocess.Popen(
+            self.command,
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def ready(self) -> bool:
+        """The readinessProbe: GET /readyz answers 200."""
+        with contextlib.suppress(OSError):
+            with socket.create_connection((self.host, self.port), 1) as conn:
+                conn.settimeout(6)
+                conn.sendall(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n")
+                return conn.recv(64).split(b"\r\n", 1)[0].split(b" ")[1:2] == [b"200"]
+        return False
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, 9)
+            self.process.wait(30)
+
+
 class StackController:
     """The stand-in controllers, kubelet and DNS for suites, in a thread (see the module)."""
 
@@ -238,6 +302,7 @@ class StackController:
         self.hosts_file.write_text("127.0.0.1 localhost\n")
         self.postgres_servers: dict[tuple[str, str], StandInPostgres] = {}  # by (ns, claim)
         self.redis_servers: dict[tuple[str, str], StandInRedis] = {}  # by (ns, deployment)
+        self.dashboards: dict[tuple[str, str], tuple[str, StandInDashboard]] = {}  # + pod spec
         self._sets: dict[tuple[str, str], str] = {}  # (ns, set) -> its uid, once running
         self._paused: set[tuple[str, str]] = set()  # servers a test took away
         self.errors: list[BaseException] = []
@@ -256,6 +321,8 @@ class StackController:
             server.kill()
         for server in self.redis_servers.values():
             server.kill()
+        for _, dashboard in self.dashboards.values():
+            dashboard.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
     # --- what tests use -------------------------------------------------------------------
@@ -440,8 +507,12 @@ class StackController:
         for deployment in self.api.list("apps", "v1", "deployments"):
             meta = deployment["metadata"]
             namespace, name = meta["namespace"], meta["name"]
-            if SUITE_LABEL not in (meta.get("labels") or {}):
+            labels = meta.get("labels") or {}
+            if SUITE_LABEL not in labels:
                 self._roll_out("deployments", deployment)
+                continue
+            if labels.get("app.kubernetes.io/component") == "dashboard":
+                self._dashboard(deployment)
                 continue
             server = self.redis_servers.get((namespace, name))
             if server is None:
@@ -455,6 +526,41 @@ class StackController:
             if self.api.get("apps", "v1", "deployments", namespace, name) is None:
                 server.kill()
                 del self.redis_servers[(namespace, name)]
+        for (namespace, name), (_, dashboard) in list(self.dashboards.items()):
+            if self.api.get("apps", "v1", "deployments", namespace, name) is None:
+                dashboard.kill()
+                del self.dashboards[(namespace, name)]
+
+    def dashboard(self, namespace: str, deployment: str) -> StandInDashboard:
+        return self.dashboards[(namespace, deployment)][1]
+
+    def _dashboard(self, deployment: dict[str, Any]) -> None:
+        """One replica of the dashboard; a changed pod template replaces it (a rollout)."""
+        meta = deployment["metadata"]
+        namespace, key = meta["namespace"], (meta["namespace"], meta["name"])
+        pod = deployment["spec"]["template"]
+        template = repr(pod)
+        running = self.dashboards.get(key)
+        if running is None or running[0] != template:
+            container = pod["spec"]["containers"][0]
+            env = self._env(namespace, container)
+            ip = self._service_ip(namespace, pod["metadata"].get("labels") or {})
+            if env is None or ip is None:
+                self._report(deployment, ready=False)
+                return
+            if running is not None:
+                running[1].kill()
+            root = self.root / namespace / f"dashboard-{meta['name']}"
+            root.mkdir(parents=True, exist_ok=True)
+            running = (
+                template,
+                StandInDashboard(root, container["args"], env, ip, self.hosts_file),
+            )
+            self.dashboards[key] = running
+        dashboard = running[1]
+        if not dashboard.alive():
+            dashboard.start()
+        self._report(deployment, ready=dashboard.ready())
 
     def _start_cache(self, deployment: dict[str, Any]) -> StandInRedis | None:
         meta = deployment["metadata"]
@@ -487,6 +593,10 @@ class StackController:
             for condition in status.get("conditions") or []:
                 if condition["type"] == "Available":
                     condition.update(status="False", reason="MinimumReplicasUnavailable")
+                # As the Deployment controller says: NewReplicaSetAvailable once the rollout
+                # was complete (it stays when pods are lost later), ReplicaSetUpdated before.
+                if condition["type"] == "Progressing" and not _was_rolled_out(obj):
+                    condition.update(reason="ReplicaSetUpdated")
         current = obj.get("status") or {}
         if all(current.get(k) == status.get(k) for k in ("readyReplicas", "observedGeneration")):
             return

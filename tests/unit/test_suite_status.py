@@ -147,11 +147,24 @@ CASES = {
             store_ready_replicas=1,
             cache_available_replicas=1,
             dashboard_available_replicas=0,
+            dashboard_progress="NewReplicaSetAvailable",
             migration=COMPLETE,
             migration_pods=[(None, "", DONE)],
         ),
         ("DashboardReady", "False", "DashboardUnavailable"),
         "Degraded",
+    ),
+    "dashboard rolling out": (
+        observe(
+            store_ready_replicas=1,
+            cache_available_replicas=1,
+            dashboard_available_replicas=0,
+            dashboard_progress="ReplicaSetUpdated",
+            migration=COMPLETE,
+            migration_pods=[(None, "", DONE)],
+        ),
+        ("DashboardReady", "False", "DashboardProvisioning"),
+        "Progressing",
     ),
     "read-only role not made": (
         observe(

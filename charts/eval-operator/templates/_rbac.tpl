@@ -63,6 +63,14 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["list", "patch", "delete"]
+# The results dashboard's autoscaler and disruption budget (spec.dashboard), applied
+# server-side, deleted when the dashboard is turned off (listed by the suite's label).
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["list", "patch", "delete"]
 # The backup volume, applied server-side; never deleted (the data volumes are the StatefulSet
 # controller's, and go with the suite only by owner reference).
 - apiGroups: [""]

@@ -59,9 +59,15 @@ def workload_view(body: Mapping[str, Any]) -> dict[str, Any]:
     if not status.get("observedGeneration"):
         # Not reported on by its controller yet: starting, not down.
         return {"readyReplicas": None, "availableReplicas": None}
+    progressing = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {}
+    )
     return {
         "readyReplicas": status.get("readyReplicas") or 0,
         "availableReplicas": status.get("availableReplicas") or 0,
+        # A Deployment's rollout: NewReplicaSetAvailable once it was complete (it stays when
+        # pods are lost later), ProgressDeadlineExceeded when it is stuck.
+        "progress": progressing.get("reason"),
     }
 
 
@@ -137,12 +143,11 @@ async def _step(
         obs.cache_available_replicas = deployment["availableReplicas"] if deployment else None
     if dashboard.wanted(spec):
         deployment = next(
-            iter(
-                ctx.workloads.get((namespace, "Deployment", dashboard.dashboard_name(name)), [])
-            ),
+            iter(ctx.workloads.get((namespace, "Deployment", dashboard.dashboard_name(name)), [])),
             None,
         )
         obs.dashboard_available_replicas = deployment["availableReplicas"] if deployment else None
+        obs.dashboard_progress = deployment.get("progress") if deployment else None
 
     recheck: float | None = None
     job = builders.build_migration_job(suite, spec, LATEST_VERSION, ctx.settings)
