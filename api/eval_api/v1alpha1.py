@@ -1670,8 +1670,8 @@ class DashboardSpec(ApiModel):
     resources: ResourceRequirements | None = Field(
         default=None,
         description=(
-            "CPU and memory of each replica (default requests cpu 100m, memory 128Mi; limit "
-            "memory 256Mi). The autoscaler measures use against the requests: a missing "
+            "CPU and memory of each replica (default requests cpu 100m, memory 256Mi; limit "
+            "memory 512Mi). The autoscaler measures use against the requests: a missing "
             "cpu or memory request takes the default."
         ),
     )

@@ -33,7 +33,6 @@ from eval_api.shard import ShardSummary
 from eval_api.store import StoreSettings, StoreSettingsError
 from eval_api.v1alpha1 import EvalSuite, Evaluation
 from eval_api.verdict import Verdict, judge_thresholds
-from eval_runner import localsuite
 from eval_runner.budget import Budget
 from eval_runner.cache import (
     DEFAULT_TTL_SECONDS,
@@ -41,7 +40,6 @@ from eval_runner.cache import (
     ResponseCache,
     redacted_url,
 )
-from eval_runner.cellreport import cmd_cell_report, cmd_compare_runs
 from eval_runner.checkpoint import TerminationLog
 from eval_runner.dashboard import cli as dashboard_cli
 from eval_runner.dataset import DEFAULT_DATASET_DIR
@@ -259,7 +257,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--max-drop", default="0", help='largest drop tolerated (default "0")')
     report.add_argument("--alpha", default="0.05", help='significance level (default "0.05")')
     report.add_argument("--termination-log", type=Path, default=Path(DEFAULT_TERMINATION_LOG))
-    report.set_defaults(command=cmd_cell_report)
+    report.set_defaults(command=_cell_report)
 
     pair = commands.add_parser(
         "compare-runs",
@@ -276,10 +274,24 @@ def _parser() -> argparse.ArgumentParser:
     pair.add_argument("--max-drop", default="0", help='largest drop tolerated (default "0")')
     pair.add_argument("--alpha", default="0.05", help='significance level (default "0.05")')
     pair.add_argument("--termination-log", type=Path, default=Path(DEFAULT_TERMINATION_LOG))
-    pair.set_defaults(command=cmd_compare_runs)
+    pair.set_defaults(command=_compare_runs)
 
     dashboard_cli.add_parser(commands)
     return parser
+
+
+# The comparisons' statistics (scipy, numpy: ~75 MB and a second to import) are loaded by the
+# commands that compare, not by every process of the image (a shard, the dashboard).
+def _cell_report(args: Any) -> int:
+    from eval_runner.cellreport import cmd_cell_report
+
+    return cmd_cell_report(args)
+
+
+def _compare_runs(args: Any) -> int:
+    from eval_runner.cellreport import cmd_compare_runs
+
+    return cmd_compare_runs(args)
 
 
 def _redact_event(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -686,6 +698,8 @@ def cmd_run_suite(args: argparse.Namespace, suite: EvalSuite) -> int:
         # One key per provider: the models' own Secrets are the cluster's business.
         # Wide enough for the leaderboard when stdout is a file or a pipe (CI logs).
         console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+        from eval_runner import localsuite
+
         return await localsuite.run_suite(
             suite,
             keys,

@@ -231,6 +231,9 @@ APPLICATION = (
     | expand("", "services", "list patch delete")
     | expand("", "persistentvolumeclaims", "patch")
     | expand("networking.k8s.io", "networkpolicies", "list patch delete")
+    # An EvalSuite's dashboard (issue 11).
+    | expand("autoscaling", "horizontalpodautoscalers", "list patch delete")
+    | expand("policy", "poddisruptionbudgets", "list patch delete")
 )
 
 

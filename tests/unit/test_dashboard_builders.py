@@ -47,7 +47,7 @@ def test_by_default_a_deployment_a_service_and_an_autoscaler_at_70_and_80_percen
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
     assert container["args"][:7] == [
         "dashboard", "--port", "8080", "--namespace", "team-a", "--suite", "stack",
     ]  # fmt: skip
@@ -78,7 +78,7 @@ def test_requests_the_autoscaler_needs_are_kept_when_resources_name_only_limits(
     container = found["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"] == {
         "limits": {"memory": "1Gi"},
-        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "requests": {"cpu": "100m", "memory": "256Mi"},
     }
 
 
