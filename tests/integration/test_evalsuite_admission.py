@@ -174,6 +174,31 @@ REJECTED: dict[str, tuple[dict[str, Any], str]] = {
         {"models": [MODEL], "tasks": [TASK], "maxParallelCells": 0},
         "spec.maxParallelCells",
     ),
+    "more dashboard replicas at least than at most": (
+        {"dashboard": {"minReplicas": 4, "maxReplicas": 2}},
+        "minReplicas cannot exceed maxReplicas",
+    ),
+    "a dashboard's minimum above the default maximum": (
+        {"dashboard": {"minReplicas": 5}},
+        "minReplicas cannot exceed maxReplicas",
+    ),
+    "a CPU target above 100%": (
+        {"dashboard": {"targetCPUUtilizationPercentage": 150}},
+        "spec.dashboard.targetCPUUtilizationPercentage",
+    ),
+    "no requests a second": (
+        {"dashboard": {"rateLimit": {"requestsPerSecond": 0}}},
+        "spec.dashboard.rateLimit.requestsPerSecond",
+    ),
+    "a dashboard peer without a selector": (
+        {"networkPolicy": {"dashboardFrom": [{}]}},
+        "a peer needs namespaceSelector, podSelector or both",
+    ),
+    "an unknown label selector operator": (
+        {"networkPolicy": {"dashboardFrom": [{"podSelector": {"matchExpressions": [
+            {"key": "app", "operator": "Like"}]}}]}},
+        "spec.networkPolicy.dashboardFrom[0].podSelector.matchExpressions[0].operator",
+    ),
     "a cell's dataset with two sources": (
         {"models": [MODEL],
          "tasks": [{**TASK, "dataset": {"builtin": "arithmetic", "url": "https://x.example/d"}}]},
