@@ -1527,9 +1527,8 @@ class LabelSelector(ApiModel):
     match_expressions: list[LabelSelectorRequirement] | None = Field(default=None, max_length=32)
 
 
-class DashboardPeer(ApiModel):
-    """Who may open the dashboard: pods selected by namespace labels, pod labels, or both (a
-    NetworkPolicy peer)."""
+class NetworkPeer(ApiModel):
+    """Pods selected by namespace labels, pod labels, or both (a NetworkPolicy peer)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -1556,6 +1555,9 @@ class DashboardPeer(ApiModel):
 
 DEFAULT_DASHBOARD_FROM = [
     {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+]
+DEFAULT_PROMETHEUS_FROM = [
+    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 ]
 
 
@@ -1594,13 +1596,23 @@ class SuiteNetworkPolicySpec(ApiModel):
         ),
     )
 
-    dashboard_from: list[DashboardPeer] | None = Field(
+    dashboard_from: list[NetworkPeer] | None = Field(
         default=None,
         max_length=16,
         description=(
             "Who may open the dashboard (its port only): default the pods of the ingress "
             "controller's namespace, kubernetes.io/metadata.name ingress-nginx. kubectl "
             "port-forward reaches it whatever this says."
+        ),
+    )
+
+    prometheus_from: list[NetworkPeer] | None = Field(
+        default=None,
+        max_length=16,
+        description=(
+            "With spec.monitoring: who may scrape the suite's metrics ports (dashboard, "
+            "runners, store and cache exporters); default the pods of the namespace "
+            "kubernetes.io/metadata.name monitoring (kube-prometheus-stack's usual one)."
         ),
     )
 
@@ -1691,6 +1703,74 @@ class DashboardSpec(ApiModel):
     )
 
 
+DURATION_PATTERN = r"^[0-9]+(ms|s|m|h)$"  # a Prometheus duration, as ServiceMonitors take
+
+
+class GrafanaDashboardSpec(ApiModel):
+    """A Grafana dashboard of the suite, as a ConfigMap for Grafana's dashboard sidecar."""
+
+    enabled: bool = Field(default=True, description="Make the ConfigMap (default true).")
+    labels: dict[str, str] | None = Field(
+        default=None,
+        max_length=16,
+        description=(
+            'Labels the sidecar looks for (default grafana_dashboard: "1", '
+            "kube-prometheus-stack's)."
+        ),
+    )
+
+
+class MonitoringSpec(ApiModel):
+    """Prometheus Operator objects for the suite: ServiceMonitors (dashboard, store and cache
+    exporters), a PodMonitor (runners), a PrometheusRule with the suite's alerts, and a
+    Grafana dashboard."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Make them (default false). Without the Prometheus Operator's CRDs in the cluster "
+            "MonitoringReady is False, reason PrometheusOperatorNotInstalled, and the rest of "
+            "the suite runs; installing them later is noticed without a restart."
+        ),
+    )
+    labels: dict[str, str] | None = Field(
+        default=None,
+        max_length=16,
+        description=(
+            "Labels of the ServiceMonitors, PodMonitor and PrometheusRule, for the Prometheus "
+            "selectors (kube-prometheus-stack: release: <its release name>)."
+        ),
+    )
+    interval: str = Field(
+        default="30s",
+        pattern=DURATION_PATTERN,
+        max_length=16,
+        description="Scrape interval (a Prometheus duration, default 30s).",
+    )
+    exporters: bool = Field(
+        default=True,
+        description=(
+            "Run postgres_exporter and redis_exporter as sidecars of the managed store and "
+            "cache (pinned images; default true)."
+        ),
+    )
+    cost_alert_usd_per_hour: str = Field(
+        default="10",
+        alias="costAlertUSDPerHour",
+        pattern=DECIMAL_PATTERN,
+        max_length=32,
+        description=(
+            "The EvalSuiteHighCost alert fires when the suite's runners spend more than this many "
+            'dollars an hour (a decimal string, default "10").'
+        ),
+    )
+    grafana_dashboard: GrafanaDashboardSpec = Field(
+        default_factory=GrafanaDashboardSpec,
+        description="The Grafana dashboard ConfigMap.",
+        json_schema_extra=DEFAULTED_OBJECT,
+    )
+
+
 class EvalSuiteSpec(ApiModel):
     """The evaluation stack (a per-sample results store and a response cache) and, optionally,
     the matrix it runs: every model on every task as one child Evaluation per cell, compared
@@ -1743,6 +1823,11 @@ class EvalSuiteSpec(ApiModel):
     dashboard: DashboardSpec = Field(
         default_factory=DashboardSpec,
         description="The results dashboard (on by default).",
+        json_schema_extra=DEFAULTED_OBJECT,
+    )
+    monitoring: MonitoringSpec = Field(
+        default_factory=MonitoringSpec,
+        description="ServiceMonitors, PodMonitor, alerts and a Grafana dashboard (off by default).",
         json_schema_extra=DEFAULTED_OBJECT,
     )
     models: list[SuiteModel] | None = Field(

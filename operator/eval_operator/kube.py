@@ -41,6 +41,9 @@ COLLECTIONS = {
     "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{}/networkpolicies",
     "HorizontalPodAutoscaler": "/apis/autoscaling/v2/namespaces/{}/horizontalpodautoscalers",
     "PodDisruptionBudget": "/apis/policy/v1/namespaces/{}/poddisruptionbudgets",
+    "ServiceMonitor": "/apis/monitoring.coreos.com/v1/namespaces/{}/servicemonitors",
+    "PodMonitor": "/apis/monitoring.coreos.com/v1/namespaces/{}/podmonitors",
+    "PrometheusRule": "/apis/monitoring.coreos.com/v1/namespaces/{}/prometheusrules",
     "Evaluation": f"/apis/{GROUP}/{VERSION}/namespaces/{{}}/{PLURAL}",
 }
 COMPONENT = "eval-operator"
@@ -191,6 +194,11 @@ class Kube:
         return True
 
     # --- EvalSuites -----------------------------------------------------------------------
+
+    async def discovery(self, path: str) -> dict[str, Any] | None:
+        """An API group version's resource list (GET /apis/<group>/<version>); None when the
+        API server does not serve it."""
+        return await self._get(path)
 
     async def get_suite(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(_suite_path(namespace, name))

@@ -19,7 +19,7 @@ import aiohttp
 import kopf
 
 from eval_api.v1alpha1 import GROUP, VERSION
-from eval_operator import kube, metrics, progress
+from eval_operator import kube, metrics, platforms, progress
 from eval_operator.builders.meta import EVALUATION_LABEL, MANAGED_BY, RUN_LABEL
 from eval_operator.builders.netpol import member_view
 from eval_operator.builders.suite import SUITE_LABEL
@@ -97,6 +97,18 @@ async def configure(
     )
     memo.queue.start()
     memo.progress = asyncio.create_task(progress.follow(ctx, memo.queue), name="progress-loop")
+
+    def platforms_changed(found: platforms.Platforms) -> None:
+        # Every suite again: MonitoringReady and TLSReady follow what the cluster serves.
+        ctx.platforms = found
+        for namespace, name in list(suite_views.keys()):
+            memo.queue.add(suite_handlers.suite_key(namespace, name))
+
+    memo.platforms = platforms.PlatformWatch(
+        ctx.kube.discovery, operator_settings.platform_recheck_seconds, platforms_changed
+    )
+    await memo.platforms.check()
+    memo.platform_loop = asyncio.create_task(memo.platforms.run(), name="platform-discovery")
     if operator_settings.metrics_port:
         memo.collector = metrics.EvaluationCollector(evaluation_states)
         metrics.REGISTRY.register(memo.collector)
@@ -106,9 +118,10 @@ async def configure(
 
 @kopf.on.cleanup()
 async def close_clients(memo: kopf.Memo, **_: Any) -> None:
-    if memo.get("progress") is not None:
-        memo.progress.cancel()
-        await asyncio.gather(memo.progress, return_exceptions=True)
+    for task in ("progress", "platform_loop"):
+        if memo.get(task) is not None:
+            memo[task].cancel()
+            await asyncio.gather(memo[task], return_exceptions=True)
     if memo.get("queue") is not None:
         await memo.queue.stop()
     if memo.get("metrics_server") is not None:

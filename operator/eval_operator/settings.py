@@ -47,6 +47,26 @@ class OperatorSettings(BaseModel):
             "has UID 999) when the suite does not override it."
         ),
     )
+    postgres_exporter_image: str = Field(
+        default="quay.io/prometheuscommunity/postgres-exporter:v0.17.1",
+        min_length=1,
+        description="postgres_exporter sidecar of a managed store, with spec.monitoring.",
+    )
+    redis_exporter_image: str = Field(
+        default="docker.io/oliver006/redis_exporter:v1.74.0",
+        min_length=1,
+        description="redis_exporter sidecar of a managed cache, with spec.monitoring.",
+    )
+    platform_recheck_seconds: float = Field(
+        default=300.0,
+        ge=1,
+        le=86400,
+        description=(
+            "How often the operator asks the API server (discovery) again whether the "
+            "Prometheus Operator's and cert-manager's APIs are served: installing them is "
+            "noticed within this, without a restart."
+        ),
+    )
     progress_port: int = Field(default=9090, ge=1, le=65535, description="Runner /progress port.")
     namespace: str | None = Field(
         default=None,

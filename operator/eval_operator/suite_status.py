@@ -44,6 +44,7 @@ STORE_WARNINGS = frozenset(
         "ReadOnlyCredentialsNeeded",
         "ReaderRoleFailed",
         "DashboardUnavailable",
+        "PrometheusOperatorNotInstalled",
     }
 )
 
@@ -62,6 +63,7 @@ class SuiteObservation:
     cache_available_replicas: int | None = None  # the managed Deployment's
     dashboard_available_replicas: int | None = None  # the dashboard Deployment's
     dashboard_progress: str | None = None  # its Progressing condition's reason
+    prometheus_operator: bool = False  # its CRDs are served (eval_operator.platforms)
     migration_job: str = ""
     migration: Mapping[str, Any] | None = None  # the migration Job's status, None: not made
     # The migration pods, newest first: (waiting reason, message, termination message).
@@ -186,6 +188,27 @@ def dashboard_condition(
     return "False", "DashboardProvisioning", f"waiting for Deployment {deployment}", True
 
 
+def monitoring_condition(obs: SuiteObservation) -> tuple[str, str, str]:
+    """MonitoringReady: an optional platform; it never holds Ready back."""
+    if not obs.spec.monitoring.enabled:
+        return "True", "Disabled", "spec.monitoring.enabled is false"
+    if not obs.prometheus_operator:
+        return (
+            "False",
+            "PrometheusOperatorNotInstalled",
+            "monitoring.coreos.com/v1 (ServiceMonitor, PodMonitor, PrometheusRule) is not "
+            "served: install the Prometheus Operator (kube-prometheus-stack); it is noticed "
+            "without a restart",
+        )
+    alerts = builders.child_name(obs.name, "alerts")
+    runners = builders.child_name(obs.name, "runners")
+    return (
+        "True",
+        "Ready",
+        f"ServiceMonitors, PodMonitor {runners} and PrometheusRule {alerts} applied",
+    )
+
+
 def desired_suite_status(old: Mapping[str, Any], obs: SuiteObservation) -> dict[str, Any]:
     conditions = list(old.get("conditions") or [])
     store_status, store_reason, store_message, report = store_condition(obs)
@@ -203,6 +226,7 @@ def desired_suite_status(old: Mapping[str, Any], obs: SuiteObservation) -> dict[
     set_("StoreReady", store_status, store_reason, store_message)
     set_("CacheReady", cache_status, cache_reason, cache_message)
     set_("DashboardReady", dash_status, dash_reason, dash_message)
+    set_("MonitoringReady", *monitoring_condition(obs))
     if store_status != "True":
         ready_reason, ready_message = store_reason, f"store: {store_message}"
     elif cache_status != "True":

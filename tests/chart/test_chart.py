@@ -234,6 +234,9 @@ APPLICATION = (
     # An EvalSuite's dashboard (issue 11).
     | expand("autoscaling", "horizontalpodautoscalers", "list patch delete")
     | expand("policy", "poddisruptionbudgets", "list patch delete")
+    | expand("monitoring.coreos.com", "servicemonitors", "list patch delete")
+    | expand("monitoring.coreos.com", "podmonitors", "list patch delete")
+    | expand("monitoring.coreos.com", "prometheusrules", "list patch delete")
 )
 
 

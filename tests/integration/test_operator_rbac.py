@@ -42,6 +42,7 @@ from tests.support.tools import tool
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+THIRDPARTY = ROOT.parent / "shared" / "thirdparty-crds"
 NS = "default"
 GROUP, VERSION, PLURAL = "evals.io", "v1alpha1", "evaluations"
 OPERATOR_TOKEN = "eval-operator-service-account-token"
@@ -129,6 +130,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         StackController(api) as stack,
     ):
         for path in sorted((ROOT / "crds").glob("*.yaml")):
+            api.create(yaml.safe_load(path.read_text()))
+        # The Prometheus Operator's CRDs: a suite's monitors and rule are made.
+        for path in sorted(THIRDPARTY.glob("monitoring.coreos.com_*.yaml")):
             api.create(yaml.safe_load(path.read_text()))
         kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=OPERATOR_TOKEN)
         # A budgeted run whose first attempt is killed: its retry reads the run's ledger.
@@ -226,10 +230,18 @@ def _suite_scenario(run: Run, model: ModelServer) -> None:
         "metadata": {"name": "rbac-suite", "namespace": NS},
         # Two dashboard replicas at least: a PodDisruptionBudget too (pruned with the rest of
         # the dashboard once the store is made external without read-only credentials).
-        "spec": {"dashboard": {"minReplicas": 2}},
+        # Monitoring, with the Prometheus Operator's CRDs installed: its monitors and rule
+        # (pruned when the store and the cache stop being managed and monitoring goes off).
+        "spec": {"dashboard": {"minReplicas": 2}, "monitoring": {"enabled": True}},
     }
     run.post(suites, suite)
-    suite_status("rbac-suite", lambda s: condition(s, "Ready").get("status") == "True")
+    suite_status(
+        "rbac-suite",
+        lambda s: (
+            condition(s, "Ready").get("status") == "True"
+            and condition(s, "MonitoringReady").get("reason") == "Ready"
+        ),
+    )
     body = manifest("in-suite", model, suiteRef={"name": "rbac-suite"})
     run.post(f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}", body)
     run.wait("in-suite", lambda s: s.get("phase") == "Succeeded")
@@ -268,9 +280,19 @@ def _suite_scenario(run: Run, model: ModelServer) -> None:
         "evalsuites",
         NS,
         "rbac-suite",
-        {"spec": {"cache": {"mode": "Disabled"}, "networkPolicy": {"enabled": False}}},
+        {
+            "spec": {
+                "cache": {"mode": "Disabled"},
+                "networkPolicy": {"enabled": False},
+                "monitoring": {"enabled": False},
+            }
+        },
     )
     suite_status("rbac-suite", lambda s: condition(s, "CacheReady").get("reason") == "Disabled")
+    deadline = time.monotonic() + 60
+    while run.api.list("monitoring.coreos.com", "v1", "prometheusrules", NS):
+        assert time.monotonic() < deadline, "the suite's PrometheusRule was not pruned"
+        time.sleep(0.1)
     external = {
         "mode": "External",
         "external": {"secretRef": {"name": "rbac-suite-store-credentials"}, "sslmode": "disable"},

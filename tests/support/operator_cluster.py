@@ -283,11 +283,13 @@ def running_cluster(
     operator_args: list[str] | None = None,
     stack: bool = False,
     model: ModelServer | None = None,
+    environment: dict[str, str] | None = None,
 ) -> Iterator[Cluster]:
     """`stack`: EvalSuites' StatefulSets and Deployments run real PostgreSQL and Redis
-    servers (tests/support/stack_controller.py), which pods reach by their Services' names."""
+    servers (tests/support/stack_controller.py), which pods reach by their Services' names.
+    `environment`: more operator settings (EVAL_OPERATOR_*)."""
     with (
-        operator_environment(),
+        operator_environment(environment),
         running_kubeapi(bookmark_interval=2.0) as api,
         (model or ModelServer(wrong=wrong)).in_thread() as model,
         StackController(api) if stack else contextlib.nullcontext() as stack_controller,

@@ -200,6 +200,40 @@ CASES = {
         ("DashboardReady", "False", "ReadOnlyCredentialsNeeded"),
         "Healthy",
     ),
+    # An optional platform missing never holds the suite back: GitOps sees it healthy.
+    "monitoring without the Prometheus Operator": (
+        observe(
+            {"monitoring": {"enabled": True}},
+            store_ready_replicas=1,
+            cache_available_replicas=1,
+            migration=COMPLETE,
+            migration_pods=[(None, "", DONE)],
+        ),
+        ("MonitoringReady", "False", "PrometheusOperatorNotInstalled"),
+        "Healthy",
+    ),
+    "monitoring with the Prometheus Operator": (
+        observe(
+            {"monitoring": {"enabled": True}},
+            store_ready_replicas=1,
+            cache_available_replicas=1,
+            prometheus_operator=True,
+            migration=COMPLETE,
+            migration_pods=[(None, "", DONE)],
+        ),
+        ("MonitoringReady", "True", "Ready"),
+        "Healthy",
+    ),
+    "monitoring off": (
+        observe(
+            store_ready_replicas=1,
+            cache_available_replicas=1,
+            migration=COMPLETE,
+            migration_pods=[(None, "", DONE)],
+        ),
+        ("MonitoringReady", "True", "Disabled"),
+        "Healthy",
+    ),
     "dashboard disabled": (
         observe(
             {"dashboard": {"enabled": False}},
@@ -225,6 +259,7 @@ def test_conditions_and_what_gitops_makes_of_them(case: str) -> None:
         "StoreReady",
         "CacheReady",
         "DashboardReady",
+        "MonitoringReady",
         "Ready",
         "Progressing",
         "Stalled",

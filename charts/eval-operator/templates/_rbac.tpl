@@ -71,6 +71,11 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "patch", "delete"]
+# An EvalSuite's ServiceMonitors, PodMonitor and PrometheusRule (spec.monitoring), where the
+# Prometheus Operator's CRDs are served; deleted when monitoring is turned off.
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors", "podmonitors", "prometheusrules"]
+  verbs: ["list", "patch", "delete"]
 # The backup volume, applied server-side; never deleted (the data volumes are the StatefulSet
 # controller's, and go with the suite only by owner reference).
 - apiGroups: [""]

@@ -13,6 +13,8 @@ whom (tests/unit/test_netpol.py evaluates these policies with the NetworkPolicy 
   baseURLs of the suite's models and judges and of the Evaluations in it); from the operator
   only, on their progress port;
 - the migration, report and backup Jobs: to the store (the migration also the cache) and DNS;
+- with spec.monitoring: Prometheus (spec.networkPolicy.prometheusFrom, default the namespace
+  monitoring) to the metrics ports: runners' progress port, the dashboard, the exporters;
 - the dashboard (8080): from spec.networkPolicy.dashboardFrom (default the ingress controller's
   namespace, ingress-nginx); to the store, the cache (its readiness ping) and DNS: never to a
   model endpoint.
@@ -25,8 +27,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from eval_api.v1alpha1 import DEFAULT_DASHBOARD_FROM, EvalSuiteSpec
+from eval_api.v1alpha1 import DEFAULT_DASHBOARD_FROM, DEFAULT_PROMETHEUS_FROM, EvalSuiteSpec
 from eval_operator.builders import dashboard as dashboards
+from eval_operator.builders.monitoring import POSTGRES_EXPORTER_PORT, REDIS_EXPORTER_PORT
 from eval_operator.builders.suite import (
     POSTGRES_PORT,
     REDIS_PORT,
@@ -109,6 +112,11 @@ def member_view(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": name, "ports": _url_ports(urls)}
 
 
+def _peers(given: Iterable[Any] | None, default: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = [peer.model_dump(by_alias=True, exclude_none=True) for peer in given or []]
+    return found or copy.deepcopy(default)
+
+
 def _policy(
     suite: Mapping[str, Any], name: str, selector: dict[str, Any], **rules: Any
 ) -> dict[str, Any]:
@@ -149,6 +157,15 @@ def build_network_policies(
         models["to"] = [{"ipBlock": {"cidr": c}} for c in spec.network_policy.model_egress_cidrs]
     store_peer = {"podSelector": _pods(name, STORE)}
     cache_peer = {"podSelector": _pods(name, CACHE)}
+    scrapers = _peers(spec.network_policy.prometheus_from, DEFAULT_PROMETHEUS_FROM)
+    exporters = spec.monitoring.enabled and spec.monitoring.exporters
+
+    def scraped(port: int, when: bool = True) -> list[dict[str, Any]]:
+        """Prometheus on a metrics port, with spec.monitoring."""
+        if not (spec.monitoring.enabled and when):
+            return []
+        return [{"from": scrapers, "ports": [_tcp(port)]}]
+
     policies = [
         # Every pod of the suite: nothing in, nothing out, but what the policies below allow.
         _policy(suite, "default-deny", _pods(name), ingress=[], egress=[]),
@@ -160,7 +177,8 @@ def build_network_policies(
                 {
                     "from": [{"podSelector": _pods(name, *STORE_CLIENTS)}],
                     "ports": [_tcp(POSTGRES_PORT)],
-                }
+                },
+                *scraped(POSTGRES_EXPORTER_PORT, exporters),
             ],
         ),
         _policy(
@@ -171,14 +189,18 @@ def build_network_policies(
                 {
                     "from": [{"podSelector": _pods(name, *CACHE_CLIENTS)}],
                     "ports": [_tcp(REDIS_PORT)],
-                }
+                },
+                *scraped(REDIS_EXPORTER_PORT, exporters),
             ],
         ),
         _policy(
             suite,
             "runners",
             _pods(name, RUNNER),
-            ingress=[{"from": [operator_peer], "ports": [_tcp(settings.progress_port)]}],
+            ingress=[
+                {"from": [operator_peer], "ports": [_tcp(settings.progress_port)]},
+                *scraped(settings.progress_port),
+            ],
             egress=[
                 {"to": [store_peer], "ports": [_tcp(POSTGRES_PORT)]},
                 {"to": [cache_peer], "ports": [_tcp(REDIS_PORT)]},
@@ -200,16 +222,16 @@ def build_network_policies(
         ),
     ]
     if dashboards.wanted(spec):
-        peers = [
-            peer.model_dump(by_alias=True, exclude_none=True)
-            for peer in spec.network_policy.dashboard_from or []
-        ] or copy.deepcopy(DEFAULT_DASHBOARD_FROM)
+        peers = _peers(spec.network_policy.dashboard_from, DEFAULT_DASHBOARD_FROM)
         policies.append(
             _policy(
                 suite,
                 "dashboard",
                 _pods(name, DASHBOARD),
-                ingress=[{"from": peers, "ports": [_tcp(dashboards.PORT)]}],
+                ingress=[
+                    {"from": peers, "ports": [_tcp(dashboards.PORT)]},
+                    *scraped(dashboards.PORT),
+                ],
                 egress=[
                     {"to": [store_peer], "ports": [_tcp(POSTGRES_PORT)]},
                     {"to": [cache_peer], "ports": [_tcp(REDIS_PORT)]},

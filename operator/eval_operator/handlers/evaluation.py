@@ -28,6 +28,7 @@ from eval_operator.builders.meta import RUN_LABEL, run_name
 from eval_operator.conditions import condition_of, now_rfc3339
 from eval_operator.kube import Conflict, Kube, Rejected
 from eval_operator.ledger import ledger_of
+from eval_operator.platforms import Platforms
 from eval_operator.pods import PodTracker, not_starting_in, stuck
 from eval_operator.runplan import KUEUE_QUEUE_LABEL, SUSPEND_ANNOTATION, RunPlan
 from eval_operator.settings import OperatorSettings
@@ -73,6 +74,8 @@ class Context:
     pruned: dict[Key, Any] = field(default_factory=dict)
     # The kopf index of the Evaluations in each suite: (namespace, suite) -> [member view].
     members: Mapping[Any, Any] = field(default_factory=dict)
+    # Which optional platforms the API server serves (eval_operator.platforms).
+    platforms: Platforms = field(default_factory=Platforms)
     # The suite each Evaluation was last seen in, with its member view: (namespace, name) ->
     # (suite, view).
     memberships: dict[Key, Any] = field(default_factory=dict)

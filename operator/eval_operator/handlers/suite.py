@@ -21,7 +21,7 @@ from eval_api.cellreport import CellReport
 from eval_api.store.migrate import LATEST_VERSION
 from eval_api.v1alpha1 import EvalSuiteSpec
 from eval_operator import clock, events, matrix
-from eval_operator.builders import dashboard
+from eval_operator.builders import dashboard, monitoring
 from eval_operator.builders import suite as builders
 from eval_operator.builders.netpol import build_network_policies
 from eval_operator.conditions import condition_of, now_rfc3339, set_condition
@@ -46,6 +46,8 @@ PRUNABLE_KINDS = (
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
 )
+# Listed only where the Prometheus Operator's CRDs are served (a list would be a 404).
+MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 MATRIX_CONDITIONS = ("Passed", "Regressed")
 
 
@@ -148,6 +150,7 @@ async def _step(
         )
         obs.dashboard_available_replicas = deployment["availableReplicas"] if deployment else None
         obs.dashboard_progress = deployment.get("progress") if deployment else None
+    obs.prometheus_operator = ctx.platforms.prometheus_operator
 
     recheck: float | None = None
     job = builders.build_migration_job(suite, spec, LATEST_VERSION, ctx.settings)
@@ -332,7 +335,11 @@ async def _ensure_stack(
             )
         )
     desired = builders.desired_objects(suite, spec, ctx.settings)
+    desired = monitoring.with_exporters(desired, suite, spec, ctx.settings)
     desired += dashboard.dashboard_objects(suite, spec, ctx.settings)
+    desired += monitoring.core_objects(suite, spec)
+    if ctx.platforms.prometheus_operator:
+        desired += monitoring.prometheus_objects(suite, spec)
     members = ctx.members.get((suite["metadata"]["namespace"], name), [])
     ports = sorted({port for member in members for port in member["ports"]})
     desired += build_network_policies(suite, spec, ctx.settings, extra_ports=ports)
@@ -353,10 +360,11 @@ async def _prune(
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     uid = suite["metadata"].get("uid")
     selector = f"{builders.SUITE_LABEL}={name},app.kubernetes.io/managed-by={builders.MANAGED_BY}"
-    key = (namespace, name, tuple(sorted(wanted)))
+    kinds = PRUNABLE_KINDS + (MONITORING_KINDS if ctx.platforms.prometheus_operator else ())
+    key = (namespace, name, tuple(sorted(wanted)), kinds)
     if ctx.pruned.get((namespace, name)) == key:
         return  # nothing was wanted differently since the last pass that pruned
-    for kind in PRUNABLE_KINDS:
+    for kind in kinds:
         for obj in await ctx.kube.list_objects(kind, namespace, selector):
             owners = {ref.get("uid") for ref in obj["metadata"].get("ownerReferences") or []}
             component = (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
@@ -376,7 +384,7 @@ async def _prune(
 def _transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[events.Event]:
     """Events for the suite's conditions that changed: Warnings for what needs a person."""
     found = []
-    for type_ in ("StoreReady", "CacheReady", "DashboardReady", "Ready"):
+    for type_ in ("StoreReady", "CacheReady", "DashboardReady", "MonitoringReady", "Ready"):
         before, after = condition_of(old, type_), condition_of(new, type_)
         if (before.get("status"), before.get("reason")) == (
             after.get("status"),
