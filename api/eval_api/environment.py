@@ -62,3 +62,6 @@ READER_PASSWORD = "EVAL_READER_PASSWORD"  # noqa: S105 - the variable's name, no
 # host:port of the managed cache, for the dashboard's readiness check (it holds no password:
 # a NOAUTH answer proves the server is there).
 CACHE_ENDPOINT = "EVAL_CACHE_ENDPOINT"
+# The CA that signed the cache's certificate (an EvalSuite with spec.tls): the cache URL is
+# then used as rediss://, the server's certificate and name verified against this file.
+CACHE_CA_FILE = "EVAL_CACHE_CA_FILE"

@@ -1703,6 +1703,61 @@ class DashboardSpec(ApiModel):
     )
 
 
+GO_DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"  # as cert-manager's durations
+
+
+class IssuerReference(ApiModel):
+    """A cert-manager issuer of the suite's certificates."""
+
+    name: str = Field(
+        min_length=1, max_length=253, description="The Issuer's or ClusterIssuer's name."
+    )
+    kind: Literal["Issuer", "ClusterIssuer"] = Field(
+        default="Issuer", description="Issuer (in the suite's namespace) or ClusterIssuer."
+    )
+    group: str = Field(
+        default="cert-manager.io",
+        max_length=253,
+        description="The issuer's API group (cert-manager.io, or an external issuer's).",
+    )
+
+
+class TLSSpec(ApiModel):
+    """TLS inside the stack with cert-manager certificates: PostgreSQL (ssl on, clients
+    verify-full), Redis (its TLS port, clients rediss://) and the dashboard (HTTPS)."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Serve the store, the cache and the dashboard over TLS (default false). Without "
+            "cert-manager in the cluster TLSReady is False, reason CertManagerNotInstalled, "
+            "and the stack runs without TLS; installing it is noticed without a restart."
+        ),
+    )
+    issuer_ref: IssuerReference | None = Field(
+        default=None,
+        description=(
+            "The issuer of the certificates (it must put the CA in each certificate's Secret, "
+            "key ca.crt, as CA and self-signed issuers do). Default: a self-signed bootstrap "
+            "Issuer, a CA Certificate <suite>-ca and a CA Issuer, in the suite's namespace."
+        ),
+    )
+    duration: str = Field(
+        default="2160h",
+        pattern=GO_DURATION_PATTERN,
+        min_length=2,
+        max_length=32,
+        description="Lifetime of each certificate (default 2160h, 90 days).",
+    )
+    renew_before: str = Field(
+        default="720h",
+        pattern=GO_DURATION_PATTERN,
+        min_length=2,
+        max_length=32,
+        description="Renewed this long before it expires (default 720h, 30 days).",
+    )
+
+
 DURATION_PATTERN = r"^[0-9]+(ms|s|m|h)$"  # a Prometheus duration, as ServiceMonitors take
 
 
@@ -1823,6 +1878,11 @@ class EvalSuiteSpec(ApiModel):
     dashboard: DashboardSpec = Field(
         default_factory=DashboardSpec,
         description="The results dashboard (on by default).",
+        json_schema_extra=DEFAULTED_OBJECT,
+    )
+    tls: TLSSpec = Field(
+        default_factory=TLSSpec,
+        description="TLS inside the stack, with cert-manager (off by default).",
         json_schema_extra=DEFAULTED_OBJECT,
     )
     monitoring: MonitoringSpec = Field(

@@ -44,6 +44,8 @@ COLLECTIONS = {
     "ServiceMonitor": "/apis/monitoring.coreos.com/v1/namespaces/{}/servicemonitors",
     "PodMonitor": "/apis/monitoring.coreos.com/v1/namespaces/{}/podmonitors",
     "PrometheusRule": "/apis/monitoring.coreos.com/v1/namespaces/{}/prometheusrules",
+    "Issuer": "/apis/cert-manager.io/v1/namespaces/{}/issuers",
+    "Certificate": "/apis/cert-manager.io/v1/namespaces/{}/certificates",
     "Evaluation": f"/apis/{GROUP}/{VERSION}/namespaces/{{}}/{PLURAL}",
 }
 COMPONENT = "eval-operator"

@@ -20,6 +20,7 @@ from eval_api.stackcheck import StackReport
 from eval_api.v1alpha1 import EvalSuiteSpec
 from eval_operator.builders import dashboard as dashboards
 from eval_operator.builders import suite as builders
+from eval_operator.builders import tls
 from eval_operator.conditions import condition_of, set_condition
 
 # The kubelet's reasons for a pod that cannot start its container: for a migration pod, the
@@ -45,6 +46,7 @@ STORE_WARNINGS = frozenset(
         "ReaderRoleFailed",
         "DashboardUnavailable",
         "PrometheusOperatorNotInstalled",
+        "CertManagerNotInstalled",
     }
 )
 
@@ -64,6 +66,9 @@ class SuiteObservation:
     dashboard_available_replicas: int | None = None  # the dashboard Deployment's
     dashboard_progress: str | None = None  # its Progressing condition's reason
     prometheus_operator: bool = False  # its CRDs are served (eval_operator.platforms)
+    cert_manager: bool = False
+    # The suite's Certificates: (name, Ready condition status, its message).
+    certificates: list[tuple[str, str, str]] = field(default_factory=list)
     migration_job: str = ""
     migration: Mapping[str, Any] | None = None  # the migration Job's status, None: not made
     # The migration pods, newest first: (waiting reason, message, termination message).
@@ -188,6 +193,32 @@ def dashboard_condition(
     return "False", "DashboardProvisioning", f"waiting for Deployment {deployment}", True
 
 
+def tls_condition(obs: SuiteObservation) -> tuple[str, str, str]:
+    """TLSReady: an optional platform; without cert-manager the stack runs without TLS."""
+    if not obs.spec.tls.enabled:
+        return "True", "Disabled", "spec.tls.enabled is false"
+    if not obs.cert_manager:
+        return (
+            "False",
+            "CertManagerNotInstalled",
+            "cert-manager.io/v1 (Issuer, Certificate) is not served: the stack runs without "
+            "TLS; install cert-manager and it is noticed without a restart",
+        )
+    wanted = set(tls.certificate_names(obs.name, obs.spec))
+    seen = {name: (status, message) for name, status, message in obs.certificates}
+    waiting = sorted(n for n in wanted if seen.get(n, ("", ""))[0] != "True")
+    if waiting:
+        detail = "; ".join(f"{n}: {seen[n][1]}" if n in seen and seen[n][1] else n for n in waiting)
+        return "False", "CertificatesNotReady", f"waiting for cert-manager to issue {detail}"
+    issuer = obs.spec.tls.issuer_ref.name if obs.spec.tls.issuer_ref else "the suite's own CA"
+    return (
+        "True",
+        "Ready",
+        f"{len(wanted)} certificate(s) issued by {issuer}, renewed "
+        f"{obs.spec.tls.renew_before} before they expire",
+    )
+
+
 def monitoring_condition(obs: SuiteObservation) -> tuple[str, str, str]:
     """MonitoringReady: an optional platform; it never holds Ready back."""
     if not obs.spec.monitoring.enabled:
@@ -227,6 +258,7 @@ def desired_suite_status(old: Mapping[str, Any], obs: SuiteObservation) -> dict[
     set_("CacheReady", cache_status, cache_reason, cache_message)
     set_("DashboardReady", dash_status, dash_reason, dash_message)
     set_("MonitoringReady", *monitoring_condition(obs))
+    set_("TLSReady", *tls_condition(obs))
     if store_status != "True":
         ready_reason, ready_message = store_reason, f"store: {store_message}"
     elif cache_status != "True":

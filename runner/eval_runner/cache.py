@@ -112,6 +112,15 @@ class CachedAnswer:
             return None
 
 
+def tls_url(url: str, ca_file: str | None) -> tuple[str, dict[str, Any]]:
+    """The URL and redis-py's TLS options for a server whose certificate `ca_file` signed."""
+    if not ca_file:
+        return url, {}
+    if url.startswith("redis://"):
+        url = "rediss://" + url.removeprefix("redis://")
+    return url, {"ssl_ca_certs": ca_file, "ssl_cert_reqs": "required", "ssl_check_hostname": True}
+
+
 def redacted_url(url: str) -> str:
     """The cache URL as messages show it: without its password (and validated)."""
     try:
@@ -155,10 +164,18 @@ class ResponseCache:
 
     @classmethod
     def from_url(
-        cls, url: str, *, ttl_seconds: int = DEFAULT_TTL_SECONDS, max_connections: int = 16
+        cls,
+        url: str,
+        *,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        max_connections: int = 16,
+        ca_file: str | None = None,
     ) -> ResponseCache:
+        """`ca_file`: the server's certificate is verified against this CA (its name too), the
+        URL taken as rediss:// (an EvalSuite's managed cache with spec.tls)."""
         SECRETS.add_url(url)
         where = redacted_url(url)
+        url, tls = tls_url(url, ca_file)
         # A blocking pool: a batch waits for a free connection rather than failing (with more
         # batches in flight than connections, redis-py's default pool raises).
         pool = redis.BlockingConnectionPool.from_url(
@@ -169,6 +186,7 @@ class ResponseCache:
             socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
             # No retries inside redis-py: a failure pauses the cache instead (see _failed).
             retry=Retry(NoBackoff(), 0),
+            **tls,
         )
         return cls(redis.Redis(connection_pool=pool), where=where, ttl_seconds=ttl_seconds)
 

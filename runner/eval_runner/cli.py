@@ -934,6 +934,7 @@ def _pod_cache(evaluation: Evaluation, summary: ShardSummary) -> ResponseCache |
             url,
             ttl_seconds=_cache_ttl_seconds(),
             max_connections=evaluation.spec.model.max_concurrency,
+            ca_file=os.environ.get(environment.CACHE_CA_FILE) or None,
         )
     except CacheSettingsError as err:
         summary.cache_unavailable = f"the response cache is not used: {err}"

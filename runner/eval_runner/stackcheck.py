@@ -40,7 +40,7 @@ from eval_api.stackcheck import (
 from eval_api.store.migrate import MigrationError, applied_version, migrate
 from eval_api.store.reader import ReaderRoleError, ensure_reader_role
 from eval_api.store.settings import StoreSettings, StoreSettingsError
-from eval_runner.cache import CacheSettingsError, redacted_url
+from eval_runner.cache import CacheSettingsError, redacted_url, tls_url
 from eval_runner.secrets import SECRETS
 
 EXIT_RETRY = 1
@@ -116,7 +116,7 @@ async def check_store(
     )
 
 
-async def check_cache(url: str | None) -> CacheCheck:
+async def check_cache(url: str | None, ca_file: str | None = None) -> CacheCheck:
     if not url:
         return CacheCheck(state="disabled")
     try:
@@ -124,10 +124,12 @@ async def check_cache(url: str | None) -> CacheCheck:
     except CacheSettingsError as err:
         return CacheCheck(state="unavailable", reason=INVALID_CACHE_URL, message=str(err))
     endpoint = where.split("://", 1)[1].rsplit("/", 1)[0].split("@")[-1]
+    url, tls = tls_url(url, ca_file)
     client = redis.Redis.from_url(
         url,
         socket_timeout=CACHE_TIMEOUT_SECONDS,
         socket_connect_timeout=CACHE_TIMEOUT_SECONDS,
+        **tls,
     )
     try:
         await client.ping()
@@ -160,7 +162,9 @@ async def check_stack(env: dict[str, str] | os._Environ[str]) -> tuple[StackRepo
     except _Failed as failed:
         report = StackReport(state="error", reason=failed.reason, message=failed.message)
         code = failed.code
-    report.cache = await check_cache(env.get(environment.CACHE_URL))
+    report.cache = await check_cache(
+        env.get(environment.CACHE_URL), env.get(environment.CACHE_CA_FILE) or None
+    )
     return report, code
 
 

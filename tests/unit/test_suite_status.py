@@ -224,6 +224,47 @@ CASES = {
         ("MonitoringReady", "True", "Ready"),
         "Healthy",
     ),
+    "TLS without cert-manager": (
+        observe(
+            {"tls": {"enabled": True}},
+            store_ready_replicas=1,
+            cache_available_replicas=1,
+            migration=COMPLETE,
+            migration_pods=[(None, "", DONE)],
+        ),
+        ("TLSReady", "False", "CertManagerNotInstalled"),
+        "Healthy",
+    ),
+    "TLS waiting for its certificates": (
+        observe(
+            {"tls": {"enabled": True}},
+            store_ready_replicas=1,
+            cache_available_replicas=1,
+            cert_manager=True,
+            certificates=[("stack-store-tls", "True", ""), ("stack-cache-tls", "False", "Issuing")],
+            migration=COMPLETE,
+            migration_pods=[(None, "", DONE)],
+        ),
+        ("TLSReady", "False", "CertificatesNotReady"),
+        "Healthy",
+    ),
+    "TLS on": (
+        observe(
+            {"tls": {"enabled": True}},
+            store_ready_replicas=1,
+            cache_available_replicas=1,
+            cert_manager=True,
+            certificates=[
+                ("stack-store-tls", "True", ""),
+                ("stack-cache-tls", "True", ""),
+                ("stack-dashboard-tls", "True", ""),
+            ],
+            migration=COMPLETE,
+            migration_pods=[(None, "", DONE)],
+        ),
+        ("TLSReady", "True", "Ready"),
+        "Healthy",
+    ),
     "monitoring off": (
         observe(
             store_ready_replicas=1,
@@ -260,6 +301,7 @@ def test_conditions_and_what_gitops_makes_of_them(case: str) -> None:
         "CacheReady",
         "DashboardReady",
         "MonitoringReady",
+        "TLSReady",
         "Ready",
         "Progressing",
         "Stalled",

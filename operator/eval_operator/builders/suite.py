@@ -654,8 +654,10 @@ def migration_fingerprint(spec: EvalSuiteSpec, schema_version: int) -> str:
     store.pop("managed", None)  # sizes, resources and backups do not change the schema
     # The read-only role is made by the migration: a dashboard turned on needs it again.
     reader = spec.store.mode == "Managed" and dashboard_wanted(spec)
+    # TLS turned on or off: the migration checks the store (and the cache) the new way.
     canonical = json.dumps(
-        {"store": store, "schema": schema_version, "reader": reader}, sort_keys=True
+        {"store": store, "schema": schema_version, "reader": reader, "tls": spec.tls.enabled},
+        sort_keys=True,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -23,6 +23,7 @@ from eval_api.checks import spec_problems
 from eval_api.shard import ShardSummary
 from eval_api.v1alpha1 import RERUN_ANNOTATION, EvalSuiteSpec, EvaluationSpec
 from eval_operator import events
+from eval_operator.builders import tls
 from eval_operator.builders.job import build_job, build_ledger, build_run_config
 from eval_operator.builders.meta import RUN_LABEL, run_name
 from eval_operator.conditions import condition_of, now_rfc3339
@@ -345,6 +346,8 @@ async def _start(
     try:
         await ctx.kube.create(build_run_config(evaluation, run, plan))
         job = build_job(evaluation, spec, run, plan, ctx.settings, suite)
+        if suite is not None and tls.active(suite[1], ctx.platforms.cert_manager):
+            job = tls.with_tls_clients(job, suite[0], suite[1])
         created = await ctx.kube.create(job)
     except Rejected as err:
         obs.job_rejected = err.message

@@ -21,7 +21,7 @@ from eval_api.cellreport import CellReport
 from eval_api.store.migrate import LATEST_VERSION
 from eval_api.v1alpha1 import EvalSuiteSpec
 from eval_operator import clock, events, matrix
-from eval_operator.builders import dashboard, monitoring
+from eval_operator.builders import dashboard, monitoring, tls
 from eval_operator.builders import suite as builders
 from eval_operator.builders.netpol import build_network_policies
 from eval_operator.conditions import condition_of, now_rfc3339, set_condition
@@ -48,6 +48,7 @@ PRUNABLE_KINDS = (
 )
 # Listed only where the Prometheus Operator's CRDs are served (a list would be a 404).
 MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
+TLS_KINDS = ("Issuer", "Certificate")  # where cert-manager's CRDs are served
 MATRIX_CONDITIONS = ("Passed", "Regressed")
 
 
@@ -151,9 +152,29 @@ async def _step(
         obs.dashboard_available_replicas = deployment["availableReplicas"] if deployment else None
         obs.dashboard_progress = deployment.get("progress") if deployment else None
     obs.prometheus_operator = ctx.platforms.prometheus_operator
+    obs.cert_manager = ctx.platforms.cert_manager
+    tls_recheck = None
+    if tls.active(spec, ctx.platforms.cert_manager):
+        selector = f"{builders.SUITE_LABEL}={name}"
+        for cert in await ctx.kube.list_objects("Certificate", namespace, selector):
+            ready = next(
+                (
+                    c
+                    for c in (cert.get("status") or {}).get("conditions") or []
+                    if c.get("type") == "Ready"
+                ),
+                {},
+            )
+            obs.certificates.append(
+                (cert["metadata"]["name"], ready.get("status", "Unknown"), ready.get("message", ""))
+            )
+        if any(status != "True" for _, status, _ in obs.certificates) or not obs.certificates:
+            tls_recheck = MIGRATION_RECHECK_SECONDS  # cert-manager is at work: look again
 
-    recheck: float | None = None
+    recheck: float | None = tls_recheck
     job = builders.build_migration_job(suite, spec, LATEST_VERSION, ctx.settings)
+    if tls.active(spec, ctx.platforms.cert_manager):
+        job = tls.with_tls_clients(job, name, spec)
     obs.migration_job = job["metadata"]["name"]
     store_up = spec.store.mode == "External" or bool(obs.store_ready_replicas)
     seen = next(iter(ctx.jobs.get((namespace, obs.migration_job), [])), None)
@@ -207,6 +228,8 @@ async def _reconcile_matrix(
     planned = matrix.plan(inp, ctx.settings)
     reports: dict[str, Any] = {}
     for job in planned.report_jobs:
+        if tls.active(spec, ctx.platforms.cert_manager):
+            job = tls.with_tls_clients(job, name, spec)
         job_name = job["metadata"]["name"]
         seen = next(iter(ctx.jobs.get((namespace, job_name), [])), None)
         if seen is None:
@@ -340,12 +363,23 @@ async def _ensure_stack(
     desired += monitoring.core_objects(suite, spec)
     if ctx.platforms.prometheus_operator:
         desired += monitoring.prometheus_objects(suite, spec)
+    if tls.active(spec, ctx.platforms.cert_manager):
+        desired = tls.with_tls_servers(desired, suite, spec) + tls.cert_manager_objects(suite, spec)
+        desired = [_tls_client(obj, suite, spec) for obj in desired]
     members = ctx.members.get((suite["metadata"]["namespace"], name), [])
     ports = sorted({port for member in members for port in member["ports"]})
     desired += build_network_policies(suite, spec, ctx.settings, extra_ports=ports)
     for obj in desired:
         await ctx.kube.apply(obj)
     await _prune(suite, desired, ctx, actions)
+
+
+async def _tls_client(obj: dict[str, Any], suite: Mapping[str, Any], spec: EvalSuiteSpec) -> dict:
+    if obj["kind"] in ("Deployment", "CronJob", "Job") and obj["metadata"]["name"] != (
+        builders.cache_name(suite["metadata"]["name"])
+    ):
+        return tls.with_tls_clients(obj, suite["metadata"]["name"], spec)
+    return obj
 
 
 async def _prune(
@@ -361,6 +395,7 @@ async def _prune(
     uid = suite["metadata"].get("uid")
     selector = f"{builders.SUITE_LABEL}={name},app.kubernetes.io/managed-by={builders.MANAGED_BY}"
     kinds = PRUNABLE_KINDS + (MONITORING_KINDS if ctx.platforms.prometheus_operator else ())
+    kinds += TLS_KINDS if ctx.platforms.cert_manager else ()
     key = (namespace, name, tuple(sorted(wanted)), kinds)
     if ctx.pruned.get((namespace, name)) == key:
         return  # nothing was wanted differently since the last pass that pruned
@@ -384,7 +419,14 @@ async def _prune(
 def _transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[events.Event]:
     """Events for the suite's conditions that changed: Warnings for what needs a person."""
     found = []
-    for type_ in ("StoreReady", "CacheReady", "DashboardReady", "MonitoringReady", "Ready"):
+    for type_ in (
+        "StoreReady",
+        "CacheReady",
+        "DashboardReady",
+        "MonitoringReady",
+        "TLSReady",
+        "Ready",
+    ):
         before, after = condition_of(old, type_), condition_of(new, type_)
         if (before.get("status"), before.get("reason")) == (
             after.get("status"),

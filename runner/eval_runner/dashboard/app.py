@@ -40,6 +40,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from eval_api.store.settings import StoreSettings
+from eval_runner.cache import tls_url
 from eval_runner.dashboard import models, openapi, queries, svg
 from eval_runner.dashboard.ratelimit import TokenBuckets
 from eval_runner.secrets import SECRETS
@@ -80,6 +81,7 @@ class DashboardConfig:
     # The cache, for /readyz only: a URL, or host:port without a password (the dashboard
     # of a suite holds none; a NOAUTH answer counts as the server answering).
     cache_url: str | None = None
+    cache_ca_file: str | None = None  # the cache's TLS (rediss), verified against this CA
     namespace: str | None = None  # the suite this dashboard was deployed for: the home page
     suite: str | None = None
     rate: float = 20.0  # requests a second per client, after a burst of `burst`
@@ -247,17 +249,15 @@ class _Collector:
         )
 
 
-def _cache_client(where: str) -> redis.Redis:
+def _cache_client(where: str, ca_file: str | None) -> redis.Redis:
     if "://" not in where:
-        host, _, port = where.rpartition(":")
-        return redis.Redis(
-            host=host.strip("[]"),
-            port=int(port),
-            socket_timeout=CACHE_TIMEOUT_SECONDS,
-            socket_connect_timeout=CACHE_TIMEOUT_SECONDS,
-        )
+        where = f"redis://{where}"  # host:port, no password
+    url, tls = tls_url(where, ca_file)
     return redis.Redis.from_url(
-        where, socket_timeout=CACHE_TIMEOUT_SECONDS, socket_connect_timeout=CACHE_TIMEOUT_SECONDS
+        url,
+        socket_timeout=CACHE_TIMEOUT_SECONDS,
+        socket_connect_timeout=CACHE_TIMEOUT_SECONDS,
+        **tls,
     )
 
 
@@ -306,7 +306,9 @@ class Dashboard:
     def __init__(self, config: DashboardConfig) -> None:
         self.config = config
         self.store = Store(config.store, config.pool_size)
-        self.cache = _cache_client(config.cache_url) if config.cache_url else None
+        self.cache = (
+            _cache_client(config.cache_url, config.cache_ca_file) if config.cache_url else None
+        )
         self.summaries = queries.Summaries()
         self.responses = ResponseCache(config.response_seconds)
         self.buckets = TokenBuckets(config.rate, config.burst)

@@ -77,6 +77,7 @@ def cmd_dashboard(args: Any) -> int:
             or os.environ.get(environment.CACHE_ENDPOINT)
             or None
         ),
+        cache_ca_file=os.environ.get(environment.CACHE_CA_FILE) or None,
         namespace=args.namespace,
         suite=args.suite,
         rate=args.rate,
