@@ -43,7 +43,9 @@ MONITORING_API = "monitoring.coreos.com/v1"
 METRICS_LABEL = "evals.io/metrics"
 POSTGRES_EXPORTER_PORT = 9187
 REDIS_EXPORTER_PORT = 9121
-EXPORTER_UID = 65534  # nobody: both exporters are static binaries that need no passwd entry
+# The store's own user: the exporter shares the server's socket directory (an emptyDir).
+EXPORTER_UID = 999
+POSTGRES_SOCKET_DIR = "/var/run/postgresql"
 EXPORTER_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "96Mi"}}
 DEFAULT_GRAFANA_LABELS = {"grafana_dashboard": "1"}
 CERT_EXPIRY_DAYS = 30
@@ -91,21 +93,28 @@ def with_exporters(
         if kind == "StatefulSet" and obj_name == store_name(name) and managed_store(spec):
             obj = copy.deepcopy(obj)
             secret = store_secret_name(name)
-            obj["spec"]["template"]["spec"]["containers"].append(
+            pod = obj["spec"]["template"]["spec"]
+            pod["containers"].append(
                 _exporter(
                     "pg-metrics",
                     settings.postgres_exporter_image,
                     POSTGRES_EXPORTER_PORT,
                     [
+                        # The server's socket, in the pod (the directory the two share): no
+                        # TCP, so no TLS needed when spec.tls takes only TLS from the network.
                         {
                             "name": "DATA_SOURCE_URI",
-                            "value": f"localhost:{POSTGRES_PORT}/{STORE_DBNAME}?sslmode=disable",
+                            "value": f":{POSTGRES_PORT}/{STORE_DBNAME}"
+                            f"?host={POSTGRES_SOCKET_DIR}&sslmode=disable",
                         },
                         _secret_env("DATA_SOURCE_USER", secret, "username"),
                         _secret_env("DATA_SOURCE_PASS", secret, "password"),
                     ],
                 )
             )
+            pod["containers"][-1]["volumeMounts"] = [
+                {"name": "run", "mountPath": POSTGRES_SOCKET_DIR}
+            ]
         elif kind == "Deployment" and obj_name == cache_name(name) and managed_cache(spec):
             obj = copy.deepcopy(obj)
             obj["spec"]["template"]["spec"]["containers"].append(
