@@ -175,7 +175,7 @@ def dashboard_condition(
         message = f"the store's read-only role: {report.reader.message or 'not made'}"
         return "False", "ReaderRoleFailed", message, True
     if obs.dashboard_available_replicas:
-        url = dashboards.dashboard_url(obs.name, obs.namespace)
+        url = dashboards.dashboard_url(obs.name, obs.namespace, _tls(obs))
         return "True", "Ready", f"{url} ({obs.dashboard_available_replicas} replica(s))", True
     if not store_ready:
         # Its readiness is the store's: nothing is wrong with the dashboard itself.
@@ -191,6 +191,10 @@ def dashboard_condition(
             True,
         )
     return "False", "DashboardProvisioning", f"waiting for Deployment {deployment}", True
+
+
+def _tls(obs: SuiteObservation) -> bool:
+    return tls.active(obs.spec, obs.cert_manager)
 
 
 def tls_condition(obs: SuiteObservation) -> tuple[str, str, str]:
@@ -315,7 +319,7 @@ def desired_suite_status(old: Mapping[str, Any], obs: SuiteObservation) -> dict[
     }
     if deployed:
         status["dashboard"] = {
-            "url": dashboards.dashboard_url(obs.name, obs.namespace),
+            "url": dashboards.dashboard_url(obs.name, obs.namespace, _tls(obs)),
             "replicas": obs.dashboard_available_replicas or 0,
         }
     return status

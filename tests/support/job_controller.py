@@ -699,6 +699,24 @@ class FakeJobController:
                     _write_atomically(
                         target / item["path"], base64.b64decode(secret["data"][item["key"]])
                     )
+            elif "projected" in volume:
+                # Secrets' keys side by side (an EvalSuite's CA files, spec.tls).
+                for source in volume["projected"].get("sources", []):
+                    ref = source.get("secret")
+                    if ref is None:
+                        continue
+                    try:
+                        secret = await self._request(
+                            "GET", f"/api/v1/namespaces/{namespace}/secrets/{ref['name']}"
+                        )
+                    except LookupError:
+                        raise NotStartable("ContainerCreating", "") from None
+                    for item in ref.get("items", []):
+                        if item["key"] not in (secret.get("data") or {}):
+                            raise NotStartable("ContainerCreating", "")
+                        _write_atomically(
+                            target / item["path"], base64.b64decode(secret["data"][item["key"]])
+                        )
             for key, value in list(env.items()):
                 if value == mount["mountPath"] or value.startswith(mount["mountPath"] + "/"):
                     env[key] = str(target) + value[len(mount["mountPath"]) :]

@@ -284,17 +284,19 @@ def running_cluster(
     stack: bool = False,
     model: ModelServer | None = None,
     environment: dict[str, str] | None = None,
+    extra_crds: list[Path] | None = None,
 ) -> Iterator[Cluster]:
     """`stack`: EvalSuites' StatefulSets and Deployments run real PostgreSQL and Redis
     servers (tests/support/stack_controller.py), which pods reach by their Services' names.
-    `environment`: more operator settings (EVAL_OPERATOR_*)."""
+    `environment`: more operator settings (EVAL_OPERATOR_*); `extra_crds`: CRD files installed
+    before the operator starts (an optional platform's)."""
     with (
         operator_environment(environment),
         running_kubeapi(bookmark_interval=2.0) as api,
         (model or ModelServer(wrong=wrong)).in_thread() as model,
         StackController(api) if stack else contextlib.nullcontext() as stack_controller,
     ):
-        for path in sorted((ROOT / "crds").glob("*.yaml")):
+        for path in [*sorted((ROOT / "crds").glob("*.yaml")), *(extra_crds or [])]:
             api.create(yaml.safe_load(path.read_text()))
         assert api.create(secret())
         # The operator's requests carry a token of their own: tests can tell them apart.

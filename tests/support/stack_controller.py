@@ -34,6 +34,7 @@ import contextlib
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -74,8 +75,12 @@ def _wait_listening(host: str, port: int, process: subprocess.Popen, what: str) 
 class StandInPostgres:
     """A real PostgreSQL server for one StatefulSet pod, its data in its claim's directory."""
 
-    def __init__(self, data: Path, conf: str, host: str, port: int) -> None:
+    def __init__(
+        self, data: Path, conf: str, host: str, port: int, hba: Path | None = None
+    ) -> None:
         self.data, self.conf_text, self.host, self.port = data, conf, host, port
+        # The operator's pg_hba.conf (spec.tls: TLS only from the network), else the image's.
+        self.hba = hba or data / "pg_hba.conf"
         self.process: subprocess.Popen | None = None
         # A test's restart and the stand-in kubelet's restart of a dead server never overlap.
         self.lock = threading.RLock()
@@ -162,7 +167,7 @@ class StandInPostgres:
                 "-c",
                 "shared_buffers=32MB",
                 "-c",
-                f"hba_file={self.data / 'pg_hba.conf'}",
+                f"hba_file={self.hba}",
             ],
             stdout=subprocess.DEVNULL,
             stderr=(self.data.parent / "postgres.log").open("ab"),
@@ -207,6 +212,7 @@ class StandInRedis:
         # The pod's volumes, where this process finds them: the ConfigMap's redis.conf with
         # the mount paths of its volumes pointing here, and its bind address the ClusterIP.
         text = conf.replace("/etc/redis-auth/auth.conf", str(root / "auth.conf"))
+        text = text.replace("/etc/redis-tls/", str(root / "tls") + "/")
         text = text.replace("dir /data", f"dir {data}").replace("bind * -::*", f"bind {host}")
         (root / "redis.conf").write_text(text)
         self.process: subprocess.Popen | None = None
@@ -214,8 +220,14 @@ class StandInRedis:
     def start(self) -> None:
         if self.process is not None and self.process.poll() is None:
             return
+        text = (self.root / "redis.conf").read_text()
+        ports = (
+            ["--port", "0", "--tls-port", str(self.port)]  # spec.tls: the TLS port only
+            if "\ntls-port " in text
+            else ["--port", str(self.port)]
+        )
         self.process = subprocess.Popen(
-            ["redis-server", str(self.root / "redis.conf"), "--port", str(self.port)],
+            ["redis-server", str(self.root / "redis.conf"), *ports],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -271,9 +283,16 @@ class StandInDashboard:
         )
 
     def ready(self) -> bool:
-        """The readinessProbe: GET /readyz answers 200."""
+        """The readinessProbe: GET /readyz answers 200 (HTTPS, unverified as the kubelet's
+        probes are, with spec.tls)."""
         with contextlib.suppress(OSError):
-            with socket.create_connection((self.host, self.port), 1) as conn:
+            with socket.create_connection((self.host, self.port), 1) as raw:
+                conn = raw
+                if "--tls-cert" in self.command:
+                    context = ssl.create_default_context()
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                    conn = context.wrap_socket(raw)
                 conn.settimeout(6)
                 conn.sendall(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n")
                 return conn.recv(64).split(b"\r\n", 1)[0].split(b" ")[1:2] == [b"200"]
@@ -391,6 +410,34 @@ class StackController:
         value = (secret.get("data") or {}).get(ref["key"])
         return base64.b64decode(value).decode() if value is not None else None
 
+    def _secret_files(
+        self, namespace: str, volume: dict[str, Any], target: Path, owner: str | None = None
+    ) -> bool:
+        """A Secret volume (or a projected one of Secrets) written to `target`; False while a
+        Secret or key is missing (the kubelet keeps the pod in ContainerCreating)."""
+        sources = (
+            [{"secret": {"name": volume["secret"]["secretName"], **volume["secret"]}}]
+            if "secret" in volume
+            else volume.get("projected", {}).get("sources", [])
+        )
+        target.mkdir(parents=True, exist_ok=True)
+        if owner and os.geteuid() == 0:
+            shutil.chown(target, owner, owner)
+        for source in sources:
+            ref = source.get("secret")
+            if ref is None:
+                continue
+            for item in ref.get("items") or []:
+                value = self._secret_value(namespace, {"name": ref["name"], "key": item["key"]})
+                if value is None:
+                    return False
+                path = target / item["path"]
+                path.write_text(value)
+                path.chmod(0o600)
+                if owner and os.geteuid() == 0:
+                    shutil.chown(path, owner, owner)
+        return True
+
     def _env(self, namespace: str, container: dict[str, Any]) -> dict[str, str] | None:
         env = {}
         for entry in container.get("env", []):
@@ -444,7 +491,18 @@ class StackController:
             for path in (self.root / namespace, data_root):
                 shutil.chown(path, "postgres", "postgres")
         port = next(p["containerPort"] for p in container["ports"])
-        server = StandInPostgres(data_root / "data", config["data"]["postgresql.conf"], ip, port)
+        conf, hba = config["data"]["postgresql.conf"], None
+        if "tls" in volumes:  # spec.tls: the certificate's Secret, as the kubelet mounts it
+            tls_dir = data_root / "tls"
+            if not self._secret_files(namespace, volumes["tls"], tls_dir, owner="postgres"):
+                return None  # ContainerCreating until cert-manager wrote it
+            conf = conf.replace("/etc/postgresql/tls/", f"{tls_dir}/")
+            hba = data_root / "pg_hba.conf"
+            hba.write_text(config["data"]["pg_hba.conf"])
+            if os.geteuid() == 0:
+                shutil.chown(hba, "postgres", "postgres")
+            conf = conf.replace("/etc/postgresql/pg_hba.conf", str(hba))
+        server = StandInPostgres(data_root / "data", conf, ip, port, hba)
         if fresh:
             server.initdb(env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"])
         else:
@@ -552,10 +610,26 @@ class StackController:
                 running[1].kill()
             root = self.root / namespace / f"dashboard-{meta['name']}"
             root.mkdir(parents=True, exist_ok=True)
-            running = (
-                template,
-                StandInDashboard(root, container["args"], env, ip, self.hosts_file),
-            )
+            args = list(container["args"])
+            # Its Secret volumes (spec.tls: its certificate, the stack's CA files), where this
+            # process finds them.
+            volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+            for mount in container.get("volumeMounts", []):
+                volume = volumes[mount["name"]]
+                if "secret" not in volume and "projected" not in volume:
+                    continue
+                target = root / mount["name"]
+                if not self._secret_files(namespace, volume, target):
+                    self._report(deployment, ready=False)
+                    return
+                prefix = mount["mountPath"] + "/"
+
+                def moved(value: str, prefix: str = prefix, target: Path = target) -> str:
+                    return f"{target}/{value[len(prefix) :]}" if value.startswith(prefix) else value
+
+                args = [moved(a) for a in args]
+                env = {k: moved(v) for k, v in env.items()}
+            running = (template, StandInDashboard(root, args, env, ip, self.hosts_file))
             self.dashboards[key] = running
         dashboard = running[1]
         if not dashboard.alive():
@@ -579,6 +653,8 @@ class StackController:
             return None
         root = self.root / namespace / f"redis-{meta['name']}"
         root.mkdir(parents=True, exist_ok=True)
+        if "tls" in volumes and not self._secret_files(namespace, volumes["tls"], root / "tls"):
+            return None
         port = next(p["containerPort"] for p in pod["spec"]["containers"][0]["ports"])
         server = StandInRedis(root, config["data"]["redis.conf"], auth, ip, port)
         server.start()

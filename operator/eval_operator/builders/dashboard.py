@@ -54,7 +54,9 @@ def dashboard_name(suite: str) -> str:
     return child_name(suite, "dashboard")
 
 
-def dashboard_url(suite: str, namespace: str) -> str:
+def dashboard_url(suite: str, namespace: str, tls: bool = False) -> str:
+    if tls:  # spec.tls with cert-manager (eval_operator.builders.tls)
+        return f"https://{dashboard_name(suite)}.{namespace}.svc:443"
     return f"http://{dashboard_name(suite)}.{namespace}.svc:{SERVICE_PORT}"
 
 

@@ -374,7 +374,7 @@ async def _ensure_stack(
     await _prune(suite, desired, ctx, actions)
 
 
-async def _tls_client(obj: dict[str, Any], suite: Mapping[str, Any], spec: EvalSuiteSpec) -> dict:
+def _tls_client(obj: dict[str, Any], suite: Mapping[str, Any], spec: EvalSuiteSpec) -> dict:
     if obj["kind"] in ("Deployment", "CronJob", "Job") and obj["metadata"]["name"] != (
         builders.cache_name(suite["metadata"]["name"])
     ):

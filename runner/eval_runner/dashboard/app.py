@@ -39,7 +39,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
-from eval_api.store.settings import StoreSettings
+from eval_api.store.settings import StoreSettings, StoreSettingsError
 from eval_runner.cache import tls_url
 from eval_runner.dashboard import models, openapi, queries, svg
 from eval_runner.dashboard.ratelimit import TokenBuckets
@@ -124,6 +124,8 @@ class Store:
                     )
                 except (OSError, TimeoutError, asyncpg.PostgresError, ssl.SSLError) as err:
                     raise StoreUnavailable(_why(self.settings, err)) from None
+                except StoreSettingsError as err:  # a CA file that is not there (yet)
+                    raise StoreUnavailable(SECRETS.redact(str(err))) from None
         return self.pool
 
     @contextlib.asynccontextmanager
@@ -384,7 +386,9 @@ class Dashboard:
 
     async def _refresh_stats(self) -> None:
         while True:
-            with contextlib.suppress(StoreUnavailable, asyncpg.PostgresError, OSError):
+            # Whatever stops a refresh (the store down, its settings wrong) stops only that
+            # refresh: /readyz says what is wrong, /metrics keeps the last figures.
+            with contextlib.suppress(Exception):
                 await self.stats.refresh(self.store)
             await asyncio.sleep(STATS_INTERVAL_SECONDS)
 
