@@ -36,8 +36,18 @@ from eval_api.v1alpha1 import (
     RegressionSpec,
     ScoreResult,
 )
+from eval_operator.builders import tls
 from eval_operator.builders.suite import SUITE_LABEL
 from eval_operator.matrix import build_store_job
+
+
+def _tls_on(suite: dict[str, Any]) -> bool:
+    """The suite's servers are on TLS (spec.tls with cert-manager: its TLSReady says so)."""
+    for condition in (suite.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "TLSReady":
+            return condition.get("reason") in ("Ready", "CertificatesNotReady")
+    return False
+
 
 RESOURCE = f"evaluations.{GROUP}"
 SUITE_RESOURCE = f"evalsuites.{GROUP}"
@@ -430,6 +440,8 @@ def paired_comparison(
     )
     job["spec"]["ttlSecondsAfterFinished"] = 600
     job["spec"]["backoffLimit"] = 2
+    if _tls_on(suite_obj):  # the store takes TLS only: verify it as the suite's pods do
+        job = tls.with_tls_clients(job, suite_obj["metadata"]["name"], spec)
     kubectl.run("apply", "-f", "-", stdin=json.dumps(job))
     try:
         deadline = time.monotonic() + PAIRED_TIMEOUT_SECONDS

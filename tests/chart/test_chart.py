@@ -237,6 +237,8 @@ APPLICATION = (
     | expand("monitoring.coreos.com", "servicemonitors", "list patch delete")
     | expand("monitoring.coreos.com", "podmonitors", "list patch delete")
     | expand("monitoring.coreos.com", "prometheusrules", "list patch delete")
+    | expand("cert-manager.io", "issuers", "list patch delete")
+    | expand("cert-manager.io", "certificates", "list patch delete")
 )
 
 

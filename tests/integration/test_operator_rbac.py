@@ -25,6 +25,7 @@ import kopf.testing
 import pytest
 import yaml
 
+from tests.support.cert_manager import StandInCertManager
 from tests.support.job_controller import FakeJobController
 from tests.support.kubeapi import KubeAPIServer, RequestRecord, running_kubeapi, use_kubeconfig
 from tests.support.model_server import ModelServer
@@ -128,12 +129,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         running_kubeapi(bookmark_interval=2.0) as api,
         ModelServer().in_thread() as model,
         StackController(api) as stack,
+        StandInCertManager(api),
     ):
         for path in sorted((ROOT / "crds").glob("*.yaml")):
             api.create(yaml.safe_load(path.read_text()))
-        # The Prometheus Operator's CRDs: a suite's monitors and rule are made.
-        for path in sorted(THIRDPARTY.glob("monitoring.coreos.com_*.yaml")):
-            api.create(yaml.safe_load(path.read_text()))
+        # The Prometheus Operator's and cert-manager's CRDs: a suite's monitors and rule,
+        # issuers and certificates are made (the stand-in cert-manager issues them).
+        for pattern in ("monitoring.coreos.com_*.yaml", "cert-manager.io_*.yaml"):
+            for path in sorted(THIRDPARTY.glob(pattern)):
+                api.create(yaml.safe_load(path.read_text()))
         kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=OPERATOR_TOKEN)
         # A budgeted run whose first attempt is killed: its retry reads the run's ledger.
         controller = FakeJobController(
@@ -232,7 +236,11 @@ def _suite_scenario(run: Run, model: ModelServer) -> None:
         # the dashboard once the store is made external without read-only credentials).
         # Monitoring, with the Prometheus Operator's CRDs installed: its monitors and rule
         # (pruned when the store and the cache stop being managed and monitoring goes off).
-        "spec": {"dashboard": {"minReplicas": 2}, "monitoring": {"enabled": True}},
+        "spec": {
+            "dashboard": {"minReplicas": 2},
+            "monitoring": {"enabled": True},
+            "tls": {"enabled": True},
+        },
     }
     run.post(suites, suite)
     suite_status(
@@ -297,13 +305,23 @@ def _suite_scenario(run: Run, model: ModelServer) -> None:
         "mode": "External",
         "external": {"secretRef": {"name": "rbac-suite-store-credentials"}, "sslmode": "disable"},
     }
-    run.api.patch(GROUP, VERSION, "evalsuites", NS, "rbac-suite", {"spec": {"store": external}})
+    run.api.patch(
+        GROUP,
+        VERSION,
+        "evalsuites",
+        NS,
+        "rbac-suite",
+        {"spec": {"store": external, "tls": {"enabled": False}}},
+    )
     deadline = time.monotonic() + 60
     while run.api.get("apps", "v1", "statefulsets", NS, "rbac-suite-store") is not None:
         assert time.monotonic() < deadline, "the managed store was not pruned"
         time.sleep(0.1)
     while run.api.get("policy", "v1", "poddisruptionbudgets", NS, "rbac-suite-dashboard"):
         assert time.monotonic() < deadline, "the dashboard's disruption budget was not pruned"
+        time.sleep(0.1)
+    while run.api.list("cert-manager.io", "v1", "issuers", NS):
+        assert time.monotonic() < deadline, "the suite's issuers were not pruned"
         time.sleep(0.1)
     run.api.delete(GROUP, VERSION, "evalsuites", NS, "rbac-suite")
 

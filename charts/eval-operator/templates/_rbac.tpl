@@ -76,6 +76,11 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "podmonitors", "prometheusrules"]
   verbs: ["list", "patch", "delete"]
+# An EvalSuite's issuer chain and certificates (spec.tls), where cert-manager's CRDs are
+# served; their Ready conditions make TLSReady; deleted when TLS is turned off.
+- apiGroups: ["cert-manager.io"]
+  resources: ["issuers", "certificates"]
+  verbs: ["list", "patch", "delete"]
 # The backup volume, applied server-side; never deleted (the data volumes are the StatefulSet
 # controller's, and go with the suite only by owner reference).
 - apiGroups: [""]
