@@ -6,7 +6,9 @@ Every step is the command a person would type (kind, docker, helm, kubectl), run
 logged, so a failing step reads like a terminal session.
 
 - kind (the default): a kind cluster, the images built from this checkout and loaded into it,
-  the chart installed into eval-system.
+  cert-manager and the Prometheus Operator's CRDs installed (pinned releases; E2E_PLATFORMS=0
+  leaves them out, and the suite then says CertManagerNotInstalled and
+  PrometheusOperatorNotInstalled), the chart installed into eval-system.
 - an existing cluster: no kind and no image builds; the images come from E2E_OPERATOR_IMAGE
   and E2E_RUNNER_IMAGE (images that cluster can pull); the chart is installed into a
   throw-away namespace, watching only a throw-away test namespace, and both are removed (with
@@ -41,6 +43,15 @@ RUNNER_IMAGE = f"eval-runner:{IMAGE_TAG}"
 MODEL_SERVER_MANIFEST = ROOT / "e2e" / "manifests" / "model-server.yaml"
 MODEL_PORT = 8000
 CHART = ROOT / "charts" / "eval-operator"
+# The optional platforms an EvalSuite uses, pinned (E2E_CERT_MANAGER_MANIFEST and
+# E2E_PROMETHEUS_OPERATOR_CRDS override them, e.g. with a mirror's copy).
+CERT_MANAGER_MANIFEST = (
+    "https://github.com/cert-manager/cert-manager/releases/download/v1.18.2/cert-manager.yaml"
+)
+PROMETHEUS_OPERATOR_CRDS = (
+    "https://github.com/prometheus-operator/prometheus-operator/releases/download/v0.84.0/"
+    "stripped-down-crds.yaml"
+)
 
 
 def tool(name: str) -> str | None:
@@ -231,6 +242,25 @@ class Cluster(abc.ABC):
             "--wait", "--timeout", "5m", timeout=600,
         )  # fmt: skip
 
+    def serves(self, group: str) -> bool:
+        """The cluster serves this API group (cert-manager.io, monitoring.coreos.com)."""
+        done = self.kubectl("api-resources", f"--api-group={group}", "-o", "name", check=False)
+        return done.returncode == 0 and bool(done.stdout.strip())
+
+    def install_platforms(self) -> None:
+        """cert-manager (its controller and webhook) and the Prometheus Operator's CRDs."""
+        if os.environ.get("E2E_PLATFORMS", "1") == "0":
+            return
+        cert_manager = os.environ.get("E2E_CERT_MANAGER_MANIFEST", CERT_MANAGER_MANIFEST)
+        crds = os.environ.get("E2E_PROMETHEUS_OPERATOR_CRDS", PROMETHEUS_OPERATOR_CRDS)
+        self.kubectl("apply", "-f", cert_manager, timeout=300)
+        self.kubectl("apply", "--server-side", "-f", crds, timeout=300)
+        for deployment in ("cert-manager", "cert-manager-webhook", "cert-manager-cainjector"):
+            self.kubectl(
+                "rollout", "status", f"deployment/{deployment}", "-n", "cert-manager",
+                "--timeout=300s", timeout=400,
+            )  # fmt: skip
+
     def deploy_model_server(self, namespace: str) -> None:
         self.kubectl("create", "namespace", namespace, check=False)
         self.apply(model_server(namespace, self.runner_image, self.runner_pull_policy))
@@ -325,6 +355,7 @@ class KindCluster(Cluster):
         self.create()
         self.build_images()
         self.load_images()
+        self.install_platforms()
         self.install_operator()
 
     def down(self) -> None:

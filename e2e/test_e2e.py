@@ -278,3 +278,69 @@ def test_an_evalsuite_matrix_runs_every_cell_and_ranks_the_models(
     ]  # fmt: skip
     assert table.splitlines()[1].split()[1:6] == ["True", "3", "2", "6/6", "exact"]
     cluster.kubectl("delete", "evalsuites.evals.io", "nightly", "-n", ns, "--wait=true")
+
+
+def test_an_evalsuite_with_tls_and_monitoring_says_what_the_cluster_has(
+    cluster: Cluster, ns: str
+) -> None:
+    """spec.tls and spec.monitoring: where cert-manager and the Prometheus Operator are
+    installed (kind installs both), the certificates are issued, the stack serves TLS only and
+    an Evaluation in it runs; where they are not, the suite says so and runs without them."""
+    has_cert_manager = cluster.serves("cert-manager.io")
+    has_prometheus = cluster.serves("monitoring.coreos.com")
+    suite = {
+        "apiVersion": "evals.io/v1alpha1",
+        "kind": "EvalSuite",
+        "metadata": {"name": "e2e-secure", "namespace": ns},
+        "spec": {
+            "store": {
+                "managed": {"size": "1Gi", "retainOnDelete": False, "backup": {"enabled": False}}
+            },
+            "tls": {"enabled": True},
+            "monitoring": {"enabled": True},
+        },
+    }
+    cluster.apply([suite])
+    final = {"Ready", "CertManagerNotInstalled", "PrometheusOperatorNotInstalled"}
+
+    def settled() -> dict[str, Any] | None:
+        found = cluster.get("evalsuites.evals.io", "e2e-secure", ns)
+        if found is None:
+            return None
+        reasons = {c["type"]: c["reason"] for c in found.get("status", {}).get("conditions", [])}
+        if reasons.get("Ready") != "Ready":
+            return None
+        if reasons.get("TLSReady") in final and reasons.get("MonitoringReady") in final:
+            return found
+        return None
+
+    found = cluster.wait_for("the secure EvalSuite to settle", settled, timeout=900)
+    tls = condition(found, "TLSReady")
+    monitoring = condition(found, "MonitoringReady")
+    assert tls["reason"] == ("Ready" if has_cert_manager else "CertManagerNotInstalled"), tls
+    assert monitoring["reason"] == (
+        "Ready" if has_prometheus else "PrometheusOperatorNotInstalled"
+    ), monitoring
+    assert condition(found, "DashboardReady")["status"] == "True"
+    if has_cert_manager:
+        assert found["status"]["dashboard"]["url"].startswith("https://")
+        certificates = json.loads(
+            cluster.kubectl("get", "certificates.cert-manager.io", "-n", ns, "-o", "json").stdout
+        )["items"]
+        names = {c["metadata"]["name"] for c in certificates}
+        assert {"e2e-secure-store-tls", "e2e-secure-cache-tls", "e2e-secure-dashboard-tls"} <= names
+    if has_prometheus:
+        monitors = json.loads(
+            cluster.kubectl(
+                "get", "servicemonitors.monitoring.coreos.com", "-n", ns, "-o", "json"
+            ).stdout
+        )["items"]
+        assert "e2e-secure-dashboard" in {m["metadata"]["name"] for m in monitors}
+    # An Evaluation in it: over verify-full TLS to the store and the cache where TLS is on.
+    (evaluation,) = example("quickstart.yaml", ns, model_base_url(ns))
+    evaluation["metadata"]["name"] = "secure-run"
+    evaluation["spec"]["suiteRef"] = {"name": "e2e-secure"}
+    cluster.apply([evaluation])
+    done = cluster.wait_finished("secure-run", ns, timeout=900)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    cluster.kubectl("delete", "evalsuites.evals.io", "e2e-secure", "-n", ns, "--wait=true")
