@@ -46,7 +46,8 @@ def monitors(cluster: Cluster, plural: str) -> list[dict[str, Any]]:
 
 
 def test_monitoring_follows_the_prometheus_operator_being_installed(cluster: Cluster) -> None:
-    cluster.apply(suite_manifest(SUITE, {"monitoring": MONITORING})).raise_for_status()
+    spec = {"monitoring": MONITORING, "tls": {"enabled": True}}
+    cluster.apply(suite_manifest(SUITE, spec)).raise_for_status()
 
     def says(wanted: str):
         return lambda s: reason_of(s, "MonitoringReady") == wanted
@@ -63,7 +64,11 @@ def test_monitoring_follows_the_prometheus_operator_being_installed(cluster: Clu
     assert cluster.api.get("", "v1", "configmaps", NS, f"{SUITE}-grafana-dashboard")
     assert cluster.api.get("", "v1", "services", NS, f"{SUITE}-store-metrics")
     reasons = [e.get("reason") for e in cluster.api.list("", "v1", "events", NS)]
-    assert "PrometheusOperatorNotInstalled" in reasons
+    assert "PrometheusOperatorNotInstalled" in reasons and "CertManagerNotInstalled" in reasons
+    assert reason_of(suite, "TLSReady") == "CertManagerNotInstalled"
+    # Without cert-manager, the stack runs without TLS: its clients do not ask for it.
+    sts = cluster.api.get("apps", "v1", "statefulsets", NS, f"{SUITE}-store")
+    assert not any(v["name"] == "tls" for v in sts["spec"]["template"]["spec"]["volumes"])
 
     # The Prometheus Operator arrives (its CRDs): noticed without a restart.
     started = time.monotonic()
@@ -84,6 +89,19 @@ def test_monitoring_follows_the_prometheus_operator_being_installed(cluster: Clu
     (rule,) = monitors(cluster, "prometheusrules")
     alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
     assert "EvalSuiteHighCost" in alerts and "EvalSuiteStoreDown" in alerts
+
+    # cert-manager's CRDs arrive too: noticed, its issuers and certificates made (nothing
+    # issues them in this test: TLSReady waits for them, naming them).
+    for path in sorted(THIRDPARTY.glob("cert-manager.io_*.yaml")):
+        cluster.api.create(yaml.safe_load(path.read_text()))
+    suite = cluster.wait_suite(
+        SUITE, lambda s: reason_of(s, "TLSReady") == "CertificatesNotReady", timeout=60
+    )
+    assert f"{SUITE}-store-tls" in condition(suite, "TLSReady")["message"]
+    names = {
+        c["metadata"]["name"] for c in cluster.api.list("cert-manager.io", "v1", "certificates", NS)
+    }
+    assert {f"{SUITE}-ca", f"{SUITE}-store-tls", f"{SUITE}-cache-tls"} <= names
 
     # Monitoring turned off: the monitors, the exporters and the dashboard ConfigMap go.
     cluster.api.patch(
