@@ -131,7 +131,8 @@ def changes_chart(changes: models.Changes, *, size: int = 180) -> Markup:
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart changes" '
         f'viewBox="0 0 {size + 90} {size + 40}" width="{size + 90}" height="{size + 40}" '
         f'role="img" aria-label="outcome changes between the runs">',
-        f'<text class="tick" x="{70 + half / 2}" y="12" text-anchor="middle">candidate right</text>',
+        f'<text class="tick" x="{70 + half / 2}" y="12" text-anchor="middle">'
+        "candidate right</text>",
         f'<text class="tick" x="{70 + half * 1.5}" y="12" text-anchor="middle">'
         "candidate wrong</text>",
         f'<text class="tick" x="0" y="{20 + half / 2}">base right</text>',
