@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import subprocess
 import sys
@@ -38,7 +37,11 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "api"), str(ROOT / "runner"), str(ROOT / "operator"), str(ROOT)]
 
-from tests.support.ports import free_port  # noqa: E402
+from tests.support.dashboard_process import (  # noqa: E402
+    READER,
+    READER_PASSWORD,
+    spawn_dashboard,
+)
 from tests.support.results_seed import seed_suite  # noqa: E402
 from tests.support.servers import PostgresServer, postgres_server  # noqa: E402
 from tests.support.store_db import create_database  # noqa: E402
@@ -47,7 +50,6 @@ from eval_api.store.migrate import migrate  # noqa: E402
 from eval_api.store.reader import ensure_reader_role  # noqa: E402
 from eval_runner.dashboard.queries import encode_cursor  # noqa: E402
 
-READER, READER_PASSWORD = "evals_dashboard", "bench-reader-password"  # noqa: S105
 SAMPLES_PER_RUN = 5000
 SUITE_RUNS = 4
 LEADERBOARD_RPS_GOAL, LEADERBOARD_P95_GOAL, PAGING_P99_GOAL = 1000.0, 0.200, 2.0
@@ -95,22 +97,9 @@ async def seed(dsn: str, rows: int) -> Any:
 
 
 def start_dashboard(pg: PostgresServer, dbname: str, *args: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("api", "runner")),
-        "EVAL_STORE_HOST": "127.0.0.1",
-        "EVAL_STORE_PORT": str(pg.port),
-        "EVAL_STORE_DBNAME": dbname,
-        "EVAL_STORE_USER": READER,
-        "EVAL_STORE_PASSWORD": READER_PASSWORD,
-        "EVAL_STORE_SSLMODE": "disable",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "eval_runner", "dashboard", "--host", "127.0.0.1"]
-        + ["--port", str(port), "--rate", "1000000", "--burst", "1000000", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
+    # The rate limit raised out of the way: the token bucket still runs on every request.
+    process, port = spawn_dashboard(
+        pg.port, dbname, "--rate", "1000000", "--burst", "1000000", *args
     )
     return process, f"http://127.0.0.1:{port}"
 

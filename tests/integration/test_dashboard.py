@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import scipy.stats
 from eval_api.stats import wilson
 from eval_api.store.migrate import migrate
 from eval_api.store.reader import ensure_reader_role
+from tests.support.dashboard_process import READER, READER_PASSWORD, spawn_dashboard
 from tests.support.ports import free_port
 from tests.support.results_seed import Seeded, seed_suite
 from tests.support.servers import PostgresServer, RedisServer, postgres_server, redis_server
@@ -31,8 +31,6 @@ from tests.support.store_db import create_database
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-READER = "evals_dashboard"
-READER_PASSWORD = "reader-Pa55-word-not-to-be-shown"  # noqa: S105 - a test's own
 MODELS = {"small": 90, "medium": 70, "large": 40}
 TASKS = ["sums", "big"]
 SAMPLES = 40
@@ -78,27 +76,9 @@ def seeded(pg: PostgresServer) -> tuple[str, Seeded]:
 def start_dashboard(
     pg: PostgresServer, dbname: str, *args: str, cache_url: str | None = None, **env: str
 ) -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"dashboard-{port}.log"
-    environment = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("api", "runner")),
-        "EVAL_STORE_HOST": "127.0.0.1",
-        "EVAL_STORE_PORT": str(pg.port),
-        "EVAL_STORE_DBNAME": dbname,
-        "EVAL_STORE_USER": READER,
-        "EVAL_STORE_PASSWORD": READER_PASSWORD,
-        "EVAL_STORE_SSLMODE": "disable",
-        **({"EVAL_CACHE_URL": cache_url} if cache_url else {}),
-        **env,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "eval_runner", "dashboard", "--host", "127.0.0.1"]
-        + ["--port", str(port), *args],
-        env=environment,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    log = Path(tempfile.mkstemp(prefix="dashboard-", suffix=".log")[1])
+    extra = {"EVAL_CACHE_URL": cache_url} if cache_url else {}
+    process, port = spawn_dashboard(pg.port, dbname, *args, output=log.open("w"), **extra, **env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

@@ -79,6 +79,14 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         driver.quit()
 
 
+def entry_row(section: Any, model: str) -> Any:
+    """The leaderboard row of `model` in a task's section."""
+    from selenium.webdriver.common.by import By
+
+    rows = section.find_elements(By.CSS_SELECTOR, "tr.entry")
+    return next(r for r in rows if r.get_attribute("data-model") == model)
+
+
 def artifacts(tmp_path: Path) -> Path:
     where = Path(os.environ.get("TEST_ARTIFACTS") or tmp_path)
     where.mkdir(parents=True, exist_ok=True)
@@ -124,11 +132,7 @@ def test_clicking_a_cell_drills_into_its_samples(
     driver = browser
     driver.get(f"{base}/suites/team-a/nightly")
     section = driver.find_element(By.ID, "task-sums")
-    row = next(
-        r
-        for r in section.find_elements(By.CSS_SELECTOR, "tr.entry")
-        if r.get_attribute("data-model") == "large"
-    )
+    row = entry_row(section, "large")
     row.find_element(By.CSS_SELECTOR, "a.cell-link").click()
     latest = seeded.latest("large", "sums")
     assert driver.current_url.endswith(f"/runs/{latest.evaluation_uid}/{latest.run}")
@@ -156,11 +160,7 @@ def test_a_delta_opens_the_comparison_with_what_changed(
     driver = browser
     driver.get(f"{base}/suites/team-a/nightly")
     section = driver.find_element(By.ID, "task-sums")
-    row = next(
-        r
-        for r in section.find_elements(By.CSS_SELECTOR, "tr.entry")
-        if r.get_attribute("data-model") == "medium"
-    )
+    row = entry_row(section, "medium")
     row.find_element(By.CSS_SELECTOR, "a.delta").click()
     squares = driver.find_elements(By.CSS_SELECTOR, "svg.changes rect.mark")
     counts = {s.get_attribute("data-kind"): int(s.get_attribute("data-count")) for s in squares}

@@ -28,7 +28,8 @@ from eval_api.v1alpha1 import EvalSuiteSpec
 from eval_operator.builders import suite as builders
 from eval_operator.builders import tls
 from eval_runner.stackcheck import check_cache
-from tests.integration.test_dashboard import READER, READER_PASSWORD, _seed
+from tests.integration.test_dashboard import _seed
+from tests.support.dashboard_process import spawn_dashboard
 from tests.support.ports import free_port
 from tests.support.servers import PostgresServer, as_postgres_user, postgres_bin, postgres_server
 from tests.support.store_db import create_database
@@ -274,32 +275,8 @@ def test_the_dashboard_serves_https_to_clients_that_trust_the_ca(
     with postgres_server() as pg:
         dsn = asyncio.run(create_database(pg))
         asyncio.run(_seed(dsn))
-        port = free_port()
-        env = {
-            "PATH": os.environ["PATH"],
-            "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("api", "runner")),
-            "EVAL_STORE_HOST": "127.0.0.1",
-            "EVAL_STORE_PORT": str(pg.port),
-            "EVAL_STORE_DBNAME": dsn.rsplit("/", 1)[1],
-            "EVAL_STORE_USER": READER,
-            "EVAL_STORE_PASSWORD": READER_PASSWORD,
-            "EVAL_STORE_SSLMODE": "disable",
-        }
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "eval_runner",
-                "dashboard",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ]
-            + ["--tls-cert", str(crt), "--tls-key", str(key)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        process, port = spawn_dashboard(
+            pg.port, dsn.rsplit("/", 1)[1], "--tls-cert", str(crt), "--tls-key", str(key)
         )
         try:
             base = f"https://127.0.0.1:{port}"

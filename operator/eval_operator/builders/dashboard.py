@@ -26,7 +26,6 @@ from eval_operator.builders.suite import (
     _resources,
     cache_host,
     child_name,
-    dashboard_wanted,
     labels,
     reader_secret_name,
     restricted_pod,
@@ -34,6 +33,9 @@ from eval_operator.builders.suite import (
     store_ca_volume,
     store_env,
     store_secret_name,
+)
+from eval_operator.builders.suite import (
+    dashboard_wanted as wanted,
 )
 from eval_operator.settings import OperatorSettings
 
@@ -62,17 +64,13 @@ def dashboard_url(suite: str, namespace: str, tls: bool = False) -> str:
 
 def blocked_reason(spec: EvalSuiteSpec) -> tuple[str, str] | None:
     """Why an enabled dashboard cannot be made yet, as (reason, message); None when it can."""
-    if spec.store.mode == "External" and spec.dashboard.store_secret_ref is None:
+    if spec.dashboard.enabled and not wanted(spec):
         return (
             NEEDS_READ_ONLY_SECRET,
             "an external store needs spec.dashboard.storeSecretRef: a Secret with read-only "
             "credentials (the dashboard is never given the store's own)",
         )
     return None
-
-
-def wanted(spec: EvalSuiteSpec) -> bool:
-    return dashboard_wanted(spec)
 
 
 def build_reader_secret(suite: Mapping[str, Any], password: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ DASHBOARD_TLS_DIR = "/etc/eval/dashboard-tls"
 CLIENT_CA_DIR = "/etc/eval/stack-ca"
 STORE_CA_FILE = f"{CLIENT_CA_DIR}/store-ca.crt"
 CACHE_CA_FILE = f"{CLIENT_CA_DIR}/cache-ca.crt"
+CA_FILES = {"store": STORE_CA_FILE, "cache": CACHE_CA_FILE}
 DASHBOARD_HTTPS_PORT = 443
 # Files of a Secret volume belong to root, group fsGroup: PostgreSQL takes a key owned by root
 # with at most u=rw,g=r.
@@ -367,9 +368,9 @@ def with_tls_clients(obj: dict[str, Any], suite_name: str, spec: EvalSuiteSpec) 
     keeps its own sslmode and caBundle."""
     found = copy.deepcopy(obj)
     pod = _pod(found)["spec"]
-    items = []
+    verified: set[str] = set()  # the servers some container here connects to
     for container in pod.get("containers", []):
-        env = container.setdefault("env", [])
+        env = container.get("env", [])
         names = {e["name"] for e in env}
         uses_store = False
         for entry in env:
@@ -386,29 +387,28 @@ def with_tls_clients(obj: dict[str, Any], suite_name: str, spec: EvalSuiteSpec) 
                 ]
             else:
                 env.append({"name": environment.STORE_SSLROOTCERT, "value": STORE_CA_FILE})
-            items.append(("store", STORE_CA_FILE))
-        if managed_cache(spec) and environment.CACHE_URL in names:
+            verified.add("store")
+        # The cache's URL (runners, the migration) or endpoint (the dashboard's ping).
+        uses_cache = managed_cache(spec) and bool(
+            names & {environment.CACHE_URL, environment.CACHE_ENDPOINT}
+        )
+        if uses_cache:
             env.append({"name": environment.CACHE_CA_FILE, "value": CACHE_CA_FILE})
-            items.append(("cache", CACHE_CA_FILE))
-        if environment.CACHE_ENDPOINT in names and managed_cache(spec):
-            env.append({"name": environment.CACHE_CA_FILE, "value": CACHE_CA_FILE})
-            items.append(("cache", CACHE_CA_FILE))
-        if uses_store or any(i[0] == "cache" for i in items):
+            verified.add("cache")
+        if uses_store or uses_cache:
             mounts = container.setdefault("volumeMounts", [])
             if not any(m["name"] == "stack-ca" for m in mounts):
                 mounts.append({"name": "stack-ca", "mountPath": CLIENT_CA_DIR, "readOnly": True})
-    if items:
-        sources = []
-        for component in sorted({c for c, _ in items}):
-            path = STORE_CA_FILE if component == "store" else CACHE_CA_FILE
-            sources.append(
-                {
-                    "secret": {
-                        "name": tls_secret(suite_name, component),
-                        "items": [{"key": "ca.crt", "path": path.rsplit("/", 1)[1]}],
-                    }
+    if verified:
+        sources = [
+            {
+                "secret": {
+                    "name": tls_secret(suite_name, component),
+                    "items": [{"key": "ca.crt", "path": CA_FILES[component].rsplit("/", 1)[1]}],
                 }
-            )
+            }
+            for component in sorted(verified)
+        ]
         pod.setdefault("volumes", []).append(
             {"name": "stack-ca", "projected": {"sources": sources, "defaultMode": 0o444}}
         )

@@ -49,6 +49,7 @@ PRUNABLE_KINDS = (
 # Listed only where the Prometheus Operator's CRDs are served (a list would be a 404).
 MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 TLS_KINDS = ("Issuer", "Certificate")  # where cert-manager's CRDs are served
+POD_KINDS = ("StatefulSet", "Deployment", "CronJob", "Job")
 MATRIX_CONDITIONS = ("Passed", "Regressed")
 
 
@@ -365,21 +366,18 @@ async def _ensure_stack(
         desired += monitoring.prometheus_objects(suite, spec)
     if tls.active(spec, ctx.platforms.cert_manager):
         desired = tls.with_tls_servers(desired, suite, spec) + tls.cert_manager_objects(suite, spec)
-        desired = [_tls_client(obj, suite, spec) for obj in desired]
+        # Every pod's store and cache clients verify them (a no-op for pods that are
+        # neither: the servers themselves, the exporters on the pod's socket).
+        desired = [
+            tls.with_tls_clients(obj, name, spec) if obj["kind"] in POD_KINDS else obj
+            for obj in desired
+        ]
     members = ctx.members.get((suite["metadata"]["namespace"], name), [])
     ports = sorted({port for member in members for port in member["ports"]})
     desired += build_network_policies(suite, spec, ctx.settings, extra_ports=ports)
     for obj in desired:
         await ctx.kube.apply(obj)
     await _prune(suite, desired, ctx, actions)
-
-
-def _tls_client(obj: dict[str, Any], suite: Mapping[str, Any], spec: EvalSuiteSpec) -> dict:
-    if obj["kind"] in ("Deployment", "CronJob", "Job") and obj["metadata"]["name"] != (
-        builders.cache_name(suite["metadata"]["name"])
-    ):
-        return tls.with_tls_clients(obj, suite["metadata"]["name"], spec)
-    return obj
 
 
 async def _prune(

@@ -15,6 +15,7 @@ import json
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 from eval_api.shard import ScoreSums
@@ -475,8 +476,6 @@ async def compare(
 ) -> models.Comparison:
     """The paired comparison of eval_runner.cellreport (the regression gate's test) and which
     samples changed outcome."""
-    from decimal import Decimal
-
     from eval_runner.cellreport import compare_runs  # scipy: imported on first comparison
 
     scorer_lists = {}
