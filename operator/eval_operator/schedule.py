@@ -5,12 +5,27 @@ clock, so tests inject one): like the CronJob controller, a schedule missed whil
 was down runs once, not once per missed time, and not at all when its most recent missed time
 is older than the starting deadline. The operator asks again at `next_at` (a bounded wait of its
 work queue, not a timer per object).
+
+Schedule times are wall-clock times in `timeZone`, but every comparison and every difference
+(due or not, how late, the starting deadline) is between instants in UTC: Python compares two
+datetimes of the same zone by their wall clocks, which is wrong by an hour across a daylight
+saving change. Across the changes the schedule behaves as the CronJob controller's (robfig/cron
+with the time zone):
+- spring forward (America/New_York 2027-03-14, 02:00 EST becomes 03:00 EDT): a wall time in the
+  skipped hour does not happen. A 02:30 daily run does not run that day (the next is 02:30 EDT
+  on the 15th); an hourly run goes from 01:00 EST to 03:00 EDT, an hour apart as always.
+- fall back (2027-11-07, 02:00 EDT becomes 01:00 EST): a wall time in the repeated hour happens
+  twice. A 02:30 daily run runs once (02:30 EST, the hour 02:00-03:00 happens once); a 01:30
+  daily run runs at 01:30 EDT and again at 01:30 EST; an hourly run runs every hour, 01:00 EDT
+  and 01:00 EST both. (In Europe/Berlin clocks go back from 03:00 to 02:00: there a 02:30
+  daily run is in the repeated hour and runs twice.)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -18,15 +33,17 @@ from croniter import croniter
 # As the CronJob controller: more missed times than this means a clock or schedule problem;
 # the count stops there (the run still happens once).
 MAX_MISSED_COUNTED = 100
+# croniter's previous time is strictly before its start: start just after now to include now.
+_JUST_AFTER = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
 class ScheduleDecision:
     run_now: bool
-    scheduled_for: datetime | None  # the schedule time a run now stands for
+    scheduled_for: datetime | None  # the schedule time a run now stands for (UTC)
     missed: int  # schedule times skipped before it (they run once, as one)
     too_late: bool  # the latest time passed more than the starting deadline ago: skipped
-    next_at: datetime  # the next schedule time after now
+    next_at: datetime  # the next schedule time after now (UTC)
 
 
 def parse(expression: str, time_zone: str | None) -> ZoneInfo:
@@ -43,6 +60,24 @@ def parse(expression: str, time_zone: str | None) -> ZoneInfo:
         raise ValueError(f"timeZone {time_zone!r} is not an IANA time zone") from None
 
 
+def _times(
+    expression: str, zone: ZoneInfo, start: datetime, *, forward: bool
+) -> Iterator[datetime]:
+    """The schedule's times after (or, not forward, before) `start`, as UTC instants.
+
+    For a wall time that does not exist (the hour skipped at spring forward) croniter yields
+    the first time after the gap (03:00 for 02:30) though the expression does not name it; the
+    CronJob controller skips such a time, so this does too: a time is kept only when its minute
+    and hour are the expression's (a gap never changes the date).
+    """
+    minutes, hours = croniter(expression).expanded[:2]
+    times = croniter(expression, start.astimezone(zone))
+    while True:
+        wall = times.get_next(datetime) if forward else times.get_prev(datetime)
+        if (minutes == ["*"] or wall.minute in minutes) and (hours == ["*"] or wall.hour in hours):
+            yield wall.astimezone(UTC)
+
+
 def decide(
     expression: str,
     time_zone: str | None,
@@ -56,23 +91,24 @@ def decide(
     if since.tzinfo is None or now.tzinfo is None:
         raise ValueError("since and now must be timezone-aware")
     zone = parse(expression, time_zone)
-    local_now = now.astimezone(zone)
-    next_at = croniter(expression, local_now).get_next(datetime)
-    times = croniter(expression, since.astimezone(zone))
+    now = now.astimezone(UTC)
+    next_at = next(_times(expression, zone, now, forward=True))
     latest: datetime | None = None
     count = 0
-    while (candidate := times.get_next(datetime)) <= local_now:
+    for candidate in _times(expression, zone, since, forward=True):
+        if candidate > now:
+            break
         latest, count = candidate, count + 1
         if count > MAX_MISSED_COUNTED:
-            # Counting stops; only the most recent time is run.
-            latest = croniter(expression, local_now + timedelta(microseconds=1)).get_prev(datetime)
+            # Counting stops; only the most recent time is run: the first at or before now.
+            latest = next(_times(expression, zone, now + _JUST_AFTER, forward=False))
             break
     if latest is None:
         return ScheduleDecision(False, None, 0, False, next_at)
     missed = min(count - 1, MAX_MISSED_COUNTED)
     if (
         starting_deadline_seconds is not None
-        and (local_now - latest).total_seconds() > starting_deadline_seconds
+        and (now - latest).total_seconds() > starting_deadline_seconds
     ):
         return ScheduleDecision(False, latest, missed, True, next_at)
     return ScheduleDecision(True, latest, missed, False, next_at)

@@ -57,6 +57,108 @@ def test_a_time_zone_moves_the_schedule_with_daylight_saving_time() -> None:
     assert summer.next_at.astimezone(UTC) == datetime(2026, 7, 1, 1, 0, tzinfo=UTC)
 
 
+def _runs(expression: str, time_zone: str, start: datetime, end: datetime) -> list[datetime]:
+    """The schedule times an operator that wakes at every `next_at` runs between two instants."""
+    runs: list[datetime] = []
+    since = now = start
+    while now < end:
+        decision = decide(expression, time_zone, since=since, now=now)
+        if decision.run_now:
+            assert decision.scheduled_for is not None
+            runs.append(decision.scheduled_for)
+            since = decision.scheduled_for
+        now = decision.next_at
+    return runs
+
+
+def _utc(*fields: int) -> datetime:
+    return datetime(*fields, tzinfo=UTC)
+
+
+def test_a_run_late_across_spring_forward_is_within_its_starting_deadline() -> None:
+    # 01:58 EST is 06:58 UTC; the operator asks at 03:03 EDT (07:03 UTC), 5 minutes late, an
+    # hour later on the wall clock.
+    decision = decide(
+        "58 1 * * *",
+        "America/New_York",
+        since=_utc(2027, 3, 13, 6, 58),
+        now=_utc(2027, 3, 14, 7, 3),
+        starting_deadline_seconds=1800,
+    )
+    assert decision.run_now and not decision.too_late
+    assert decision.scheduled_for == _utc(2027, 3, 14, 6, 58)
+    assert decision.next_at == _utc(2027, 3, 15, 5, 58)  # 01:58 EDT
+
+
+def test_a_run_late_across_fall_back_is_too_late_by_the_instant_not_the_wall_clock() -> None:
+    # 01:50 EDT is 05:50 UTC; at 01:10 EST (06:10 UTC) it is 20 minutes late, though the wall
+    # clock reads 40 minutes earlier.
+    decision = decide(
+        "50 1 * * *",
+        "America/New_York",
+        since=_utc(2027, 11, 6, 5, 50),
+        now=_utc(2027, 11, 7, 6, 10),
+        starting_deadline_seconds=600,
+    )
+    assert decision.too_late and not decision.run_now
+    assert decision.scheduled_for == _utc(2027, 11, 7, 5, 50)
+
+
+def test_an_hourly_schedule_runs_every_hour_across_fall_back_and_spring_forward() -> None:
+    # Fall back: 01:00 EDT (05:00 UTC) and 01:00 EST (06:00 UTC) both run.
+    fall = _runs(
+        "0 * * * *", "America/New_York", _utc(2027, 11, 7, 3, 30), _utc(2027, 11, 7, 8, 30)
+    )
+    assert fall == [_utc(2027, 11, 7, hour) for hour in (4, 5, 6, 7, 8)]
+    # Spring forward: 01:00 EST (06:00 UTC), then 03:00 EDT (07:00 UTC): every hour still.
+    spring = _runs(
+        "0 * * * *", "America/New_York", _utc(2027, 3, 14, 4, 30), _utc(2027, 3, 14, 8, 30)
+    )
+    assert spring == [_utc(2027, 3, 14, hour) for hour in (5, 6, 7, 8)]
+
+
+@pytest.mark.parametrize(
+    ("time_zone", "spring", "fall", "spring_runs", "fall_runs"),
+    [
+        # New York 2027: 02:00 EST -> 03:00 EDT on March 14; 02:00 EDT -> 01:00 EST on November
+        # 7 (02:30 happens once, in EST).
+        (
+            "America/New_York",
+            _utc(2027, 3, 14),
+            _utc(2027, 11, 7),
+            [_utc(2027, 3, 13, 7, 30), _utc(2027, 3, 15, 6, 30)],
+            [_utc(2027, 11, 6, 6, 30), _utc(2027, 11, 7, 7, 30), _utc(2027, 11, 8, 7, 30)],
+        ),
+        # Berlin 2027: 02:00 CET -> 03:00 CEST on March 28; 03:00 CEST -> 02:00 CET on October
+        # 31 (02:30 happens twice, in CEST and in CET).
+        (
+            "Europe/Berlin",
+            _utc(2027, 3, 28),
+            _utc(2027, 10, 31),
+            [_utc(2027, 3, 27, 1, 30), _utc(2027, 3, 29, 0, 30)],
+            [
+                _utc(2027, 10, 30, 0, 30),
+                _utc(2027, 10, 31, 0, 30),
+                _utc(2027, 10, 31, 1, 30),
+                _utc(2027, 11, 1, 1, 30),
+            ],
+        ),
+    ],
+)
+def test_a_0230_daily_run_is_skipped_at_spring_forward_and_runs_in_each_0230_at_fall_back(
+    time_zone: str,
+    spring: datetime,
+    fall: datetime,
+    spring_runs: list[datetime],
+    fall_runs: list[datetime],
+) -> None:
+    """As the CronJob controller (robfig/cron): a wall time that does not exist is skipped, one
+    that happens twice runs twice."""
+    day = timedelta(days=1)
+    assert _runs("30 2 * * *", time_zone, spring - day, spring + 2 * day) == spring_runs
+    assert _runs("30 2 * * *", time_zone, fall - day, fall + 2 * day) == fall_runs
+
+
 def test_a_very_long_outage_counts_up_to_a_bound_and_runs_the_latest() -> None:
     decision = decide("* * * * *", None, since=T0, now=T0 + timedelta(days=2, seconds=30))
     assert decision.run_now and decision.missed == MAX_MISSED_COUNTED
