@@ -4,10 +4,11 @@ permission the chart grants is one it uses.
 The real operator runs the way the chart runs it (`--all-namespaces`, metrics on) against the
 API emulator, through a run that touches every kind of call: a suspended Evaluation whose Job is
 resumed, a dataset ConfigMap and an API key Secret that are checked, a re-run that deletes the
-old Job and ConfigMap, and a deletion. The emulator records each request with its bearer token,
-so the operator's calls are told apart from the test's and the stand-in Job controller's. Each
-call is mapped to its RBAC (apiGroup, resource, verb) and checked against the ClusterRole that
-`helm template` renders. The same run checks the operator's /metrics.
+old Job and ConfigMap, and a deletion. The emulator holds the operator's bearer token to the
+ClusterRole that `helm template` renders, as a real apiserver's RBAC authorizer does (a
+server-side apply that creates its object needs `create` as well as `patch`), so a missing
+permission fails the scenario itself; the authorizer's decisions, verb by verb, are then
+compared with what the chart grants. The same run checks the operator's /metrics.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import yaml
 from tests.support.cert_manager import StandInCertManager
 from tests.support.job_controller import FakeJobController
 from tests.support.kubeapi import KubeAPIServer, RequestRecord, running_kubeapi, use_kubeconfig
+from tests.support.kubeapi.authz import Decision, RBACAuthorizer, Subject
 from tests.support.model_server import ModelServer
 from tests.support.operator_cluster import (
     RECORDS,
@@ -47,51 +49,26 @@ THIRDPARTY = ROOT.parent / "shared" / "thirdparty-crds"
 NS = "default"
 GROUP, VERSION, PLURAL = "evals.io", "v1alpha1", "evaluations"
 OPERATOR_TOKEN = "eval-operator-service-account-token"
+OPERATOR_USER = "system:serviceaccount:eval-system:eval-operator"
 # An Evaluation is read again only after a write conflict or a child's event that comes
 # without its parent's latest body; this scenario may not need to.
 GRANTED_BUT_NOT_EXERCISED = {("evals.io", "evaluations", "get"), ("evals.io", "evalsuites", "get")}
 
 
-def rbac_attributes(record: RequestRecord) -> tuple[str, str, str] | None:
-    """(apiGroup, resource[/subresource], verb) of a resource request; None for discovery."""
-    parts = [p for p in record.path.split("/") if p]
-    if parts[:1] == ["api"] and len(parts) >= 2:
-        group, rest = "", parts[2:]
-    elif parts[:1] == ["apis"] and len(parts) >= 3:
-        group, rest = parts[1], parts[3:]
-    else:
-        return None  # /version, /api, /apis: discovery, open to every authenticated user
-    if not rest:
-        return None  # /apis/{group}/{version}: discovery
-    if rest[0] == "namespaces" and len(rest) >= 3:
-        rest = rest[2:]  # a namespaced resource, not the namespace itself
-    resource, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2:3]
-    if sub:
-        resource = f"{resource}/{sub[0]}"
-    method = record.method
-    if method == "GET":
-        verb = (
-            "get" if name else ("watch" if record.query.get("watch") in ("true", "1") else "list")
-        )
-    else:
-        verb = {
-            "POST": "create",
-            "PUT": "update",
-            "PATCH": "patch",
-            "DELETE": "delete" if name else "deletecollection",
-        }[method]
-    return group, resource, verb
-
-
-def granted(documents: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+def operator_rules(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules of the operator's own ClusterRole (not the aggregated user roles)."""
     (role,) = [
         d
         for d in documents
         if d["kind"] == "ClusterRole" and not d["metadata"]["name"].endswith(("-view", "-edit"))
     ]
+    return list(role["rules"])
+
+
+def granted(documents: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     return {
         (group, resource, verb)
-        for rule in role["rules"]
+        for rule in operator_rules(documents)
         for group in rule["apiGroups"]
         for resource in rule["resources"]
         for verb in rule["verbs"]
@@ -119,14 +96,23 @@ class Run:
     def operator_calls(self) -> list[RequestRecord]:
         return [r for r in list(self.api.requests) if r.token == OPERATOR_TOKEN]
 
+    def operator_decisions(self) -> list[Decision]:
+        assert self.api.authorizer is not None
+        return self.api.authorizer.decisions_of(OPERATOR_TOKEN)
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     metrics_port = free_port()
     workdir = tmp_path_factory.mktemp("rbac")
+    # The operator's token is held to the chart's ClusterRole, as a real apiserver holds its
+    # service account: a call the chart does not grant is a 403 here too.
+    authorizer = RBACAuthorizer(
+        {OPERATOR_TOKEN: Subject(OPERATOR_USER, operator_rules(render_cluster_wide_chart()))}
+    )
     with (
         operator_environment({"EVAL_OPERATOR_METRICS_PORT": str(metrics_port)}),
-        running_kubeapi(bookmark_interval=2.0) as api,
+        running_kubeapi(bookmark_interval=2.0, authorizer=authorizer) as api,
         ModelServer().in_thread() as model,
         StackController(api) as stack,
         StandInCertManager(api),
@@ -371,12 +357,20 @@ def test_reconcile_events_are_posted(run: Run) -> None:
 def test_every_operator_call_is_allowed_by_the_chart(run: Run) -> None:
     run.api.delete(GROUP, VERSION, PLURAL, NS, "full-cycle")
     time.sleep(1)  # let the operator see the deletion
-    calls = run.operator_calls()
-    assert calls, "the operator's requests carry its token"
-    used = {attrs for record in calls if (attrs := rbac_attributes(record)) is not None}
+    assert run.operator_calls(), "the operator's requests carry its token"
+    decisions = run.operator_decisions()
+    # What the apiserver authorized, verb by verb: an apply that created its object was a
+    # create as well as a patch.
+    used = {(d.attributes.group, d.attributes.resource_path, d.attributes.verb) for d in decisions}
+    denied = sorted(
+        {
+            (d.attributes.group, d.attributes.resource_path, d.attributes.verb)
+            for d in decisions
+            if not d.allowed
+        }
+    )
+    assert not denied, f"the chart's ClusterRole lacks what the operator does: {denied}"
     allowed = granted(render_cluster_wide_chart())
-    denied = used - allowed
-    assert not denied, f"the chart's ClusterRole lacks what the operator does: {sorted(denied)}"
     unused = allowed - used - GRANTED_BUT_NOT_EXERCISED
     assert not unused, f"the chart grants what the operator never does: {sorted(unused)}"
     # Cluster-wide, kopf neither lists nor watches namespaces.

@@ -5,11 +5,12 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
 {{- define "eval-operator.applicationRules" -}}
 # Evaluations: listed and watched; read once more when a child's event (or a write conflict)
 # asks for a reconcile. The operator writes no annotation or finalizer on an Evaluation a
-# person made; the cells of an EvalSuite's matrix are its own: applied server-side (patch
-# creates them) and deleted when their model or task leaves the matrix.
+# person made; the cells of an EvalSuite's matrix are its own: applied server-side and deleted
+# when their model or task leaves the matrix. A server-side apply that makes a missing object
+# is authorized as create as well as patch (here and for every applied kind below).
 - apiGroups: ["evals.io"]
   resources: ["evaluations"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Status is written by the reconcile as a merge patch of the status subresource, with a
 # resourceVersion precondition; never a PUT.
 - apiGroups: ["evals.io"]
@@ -47,45 +48,46 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
-# The suite's stack, applied server-side (patch creates what is missing), watched for its
-# readiness, and deleted when the spec stops asking for it (listed by the suite's label).
+# The suite's stack, applied server-side (create for what is missing, patch for the rest),
+# watched for its readiness, and deleted when the spec stops asking for it (listed by the
+# suite's label).
 - apiGroups: ["apps"]
   resources: ["statefulsets", "deployments"]
-  verbs: ["list", "watch", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["batch"]
   resources: ["cronjobs"]
-  verbs: ["list", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 # An EvalSuite's NetworkPolicies (spec.networkPolicy), applied server-side, deleted when the
 # spec stops asking for them (listed by the suite's label).
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["list", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 # The results dashboard's autoscaler and disruption budget (spec.dashboard), applied
 # server-side, deleted when the dashboard is turned off (listed by the suite's label).
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["list", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["list", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 # An EvalSuite's ServiceMonitors, PodMonitor and PrometheusRule (spec.monitoring), where the
 # Prometheus Operator's CRDs are served; deleted when monitoring is turned off.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "podmonitors", "prometheusrules"]
-  verbs: ["list", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 # An EvalSuite's issuer chain and certificates (spec.tls), where cert-manager's CRDs are
 # served; their Ready conditions make TLSReady; deleted when TLS is turned off.
 - apiGroups: ["cert-manager.io"]
   resources: ["issuers", "certificates"]
-  verbs: ["list", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 # The backup volume, applied server-side; never deleted (the data volumes are the StatefulSet
 # controller's, and go with the suite only by owner reference).
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["patch"]
+  verbs: ["create", "patch"]
 {{- end }}
 
 {{/* Events in the objects' namespaces: kopf's about its own errors, and the operator's. */}}

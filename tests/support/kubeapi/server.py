@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 
 from . import errors as err
 from . import openapi, protobuf, resources, tables
+from .authz import Attributes, RBACAuthorizer, request_verb
 from .codec import load_yaml
 from .errors import APIError
 from .resources import ResourceType
@@ -86,6 +87,7 @@ class KubeAPIServer:
         bookmark_interval: float = 5.0,
         require_auth: bool = False,
         namespaces: Iterable[str] = DEFAULT_NAMESPACES,
+        authorizer: RBACAuthorizer | None = None,
     ) -> None:
         self.store = Store(history_limit=history_limit)
         # Like a fresh cluster. Needed: kopf's namespace observer only watches in existing ones.
@@ -93,6 +95,8 @@ class KubeAPIServer:
             self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         self.bookmark_interval = bookmark_interval
         self.require_auth = require_auth
+        # RBAC for the tokens it names (the others are as cluster-admin); see authz.
+        self.authorizer = authorizer
         self.requests: list[RequestRecord] = []
         self.internal_errors: list[Exception] = []  # emulator bugs; tests may assert it is empty
         self._runner: web.AppRunner | None = None
@@ -478,6 +482,9 @@ class KubeAPIServer:
     ) -> web.StreamResponse:
         rt, namespace, name, sub = self._parse_target(group, version, rest)
         query, method, store = request.query, request.method, self.store
+        self._authorize(
+            request, rt, namespace, name, sub, request_verb(method, name, _flag(query.get("watch")))
+        )
 
         if name is None:
             matches = make_matcher(
@@ -539,6 +546,9 @@ class KubeAPIServer:
             if patch_type == "apply":
                 if not isinstance(body, dict):
                     raise err.bad_request("error decoding YAML: the applied object must be a map")
+                if not store.exists(rt, namespace, name):
+                    # An apply that creates is authorized as a create too (patch.go).
+                    self._authorize(request, rt, namespace, name, sub, "create")
                 code, applied = store.apply(
                     rt, version, namespace, name, body, opts, subresource=sub
                 )
@@ -559,6 +569,24 @@ class KubeAPIServer:
             )
             return web.json_response(reply, status=code)
         raise err.method_not_allowed(method)
+
+    def _authorize(
+        self,
+        request: web.Request,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str | None,
+        sub: str | None,
+        verb: str,
+    ) -> None:
+        if self.authorizer is None:
+            return
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        self.authorizer.authorize(
+            token if scheme == "Bearer" and token else None,
+            Attributes(verb, rt.group, rt.plural, sub, namespace, name),
+            impersonate=request.headers.get("Impersonate-User"),
+        )
 
     @staticmethod
     def _delete_options(query: Any, body: Any) -> dict[str, Any]:

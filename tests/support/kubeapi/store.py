@@ -375,6 +375,11 @@ class Store:
             raise err.not_found(rt, name)
         return obj
 
+    def exists(self, rt: ResourceType, namespace: str | None, name: str) -> bool:
+        ns = (namespace or "") if rt.namespaced else ""
+        with self.lock:
+            return (ns, name) in self.objects[rt.key]
+
     def get(
         self, rt: ResourceType, version: str, namespace: str | None, name: str
     ) -> dict[str, Any]:
