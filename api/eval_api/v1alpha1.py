@@ -1380,6 +1380,10 @@ class CacheSpec(ApiModel):
 MAX_SUITE_MODELS = 50
 MAX_SUITE_TASKS = 50
 MAX_SUITE_CELLS = 400
+# Cells running at once when maxParallelCells is unset: each is a Job of runner pods holding a
+# store connection each, so "all 400" would ask the managed store (and the cluster) for more
+# than a default suite is sized for.
+DEFAULT_MAX_PARALLEL_CELLS = 20
 MATRIX_NAME_MAX = 40
 # spec.baseline: "previous", "accepted", or a suite run id as status.history names them.
 BASELINE_PATTERN = r"^(previous|accepted|[0-9]{8}-[0-9]{6}(-[0-9]+)?)$"
@@ -1912,8 +1916,10 @@ class EvalSuiteSpec(ApiModel):
         ge=1,
         le=MAX_SUITE_CELLS,
         description=(
-            "Cells running at once (default: all); the others wait suspended, in matrix order "
-            "(models, then tasks), and the Progressing condition says how many wait."
+            f"Cells running at once (default {DEFAULT_MAX_PARALLEL_CELLS}); the others wait "
+            "suspended, in matrix order (models, then tasks), and the Progressing condition "
+            "says how many wait. The managed store's max_connections is sized from it (times "
+            "the runner pods of a cell)."
         ),
     )
     baseline: str | None = Field(
@@ -1941,6 +1947,11 @@ class EvalSuiteSpec(ApiModel):
     @property
     def has_matrix(self) -> bool:
         return bool(self.models and self.tasks)
+
+    @property
+    def parallel_cells(self) -> int:
+        """Cells that may run at once: maxParallelCells, its default when unset."""
+        return self.max_parallel_cells or DEFAULT_MAX_PARALLEL_CELLS
 
 
 class StoreStatus(ApiModel):

@@ -449,28 +449,27 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
     unfinished = [c for c in cells if not cell_done(c, tokens[c.name])]
     suspend: dict[str, bool] = {c.name: False for c in cells}
     waiting = 0
-    if spec.max_parallel_cells is not None:
-        bound = spec.max_parallel_cells
-        active = [
-            c
-            for c in unfinished
-            if (view := inp.cells.get(c.name)) is not None
-            and not view["suspend"]
-            and view["token"] == tokens[c.name]
-        ][:bound]
-        chosen = {c.name for c in active}
-        for c in unfinished:
-            if len(chosen) >= bound:
-                break
-            chosen.add(c.name)
-        for c in unfinished:
-            if c.name not in chosen:
-                suspend[c.name] = True
-                waiting += 1
-        for c in cells:
-            view = inp.cells.get(c.name)
-            if c not in unfinished and view is not None:
-                suspend[c.name] = view["suspend"]  # a finished cell is left as it is
+    bound = spec.parallel_cells  # maxParallelCells or its default
+    active = [
+        c
+        for c in unfinished
+        if (view := inp.cells.get(c.name)) is not None
+        and not view["suspend"]
+        and view["token"] == tokens[c.name]
+    ][:bound]
+    chosen = {c.name for c in active}
+    for c in unfinished:
+        if len(chosen) >= bound:
+            break
+        chosen.add(c.name)
+    for c in unfinished:
+        if c.name not in chosen:
+            suspend[c.name] = True
+            waiting += 1
+    for c in cells:
+        view = inp.cells.get(c.name)
+        if c not in unfinished and view is not None:
+            suspend[c.name] = view["suspend"]  # a finished cell is left as it is
     for cell in cells:
         desired = build_cell(inp.suite, cell, tokens[cell.name], suspend[cell.name])
         view = inp.cells.get(cell.name)
@@ -599,7 +598,7 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
 
     # The verdict.
     waiting_note = (
-        f", {waiting} waiting for a slot (maxParallelCells {spec.max_parallel_cells})"
+        f", {waiting} waiting for a slot (maxParallelCells {spec.parallel_cells})"
         if waiting
         else ""
     )

@@ -51,7 +51,8 @@ def test_by_default_a_deployment_a_service_and_an_autoscaler_at_70_and_80_percen
     assert container["args"][:7] == [
         "dashboard", "--port", "8080", "--namespace", "team-a", "--suite", "stack",
     ]  # fmt: skip
-    assert container["args"][7:] == ["--rate", "20", "--burst", "40"]
+    # The pool the store's max_connections counts (builders.suite.store_connections).
+    assert container["args"][7:] == ["--rate", "20", "--burst", "40", "--pool-size", "10"]
     service = found["Service"]["spec"]
     assert service["ports"] == [
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
@@ -85,7 +86,7 @@ def test_requests_the_autoscaler_needs_are_kept_when_resources_name_only_limits(
 def test_the_rate_limit_reaches_the_process() -> None:
     found = objects_of({"dashboard": {"rateLimit": {"requestsPerSecond": 5, "burst": 9}}})
     args = found["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[-4:] == ["--rate", "5", "--burst", "9"]
+    assert args[7:11] == ["--rate", "5", "--burst", "9"]
 
 
 def test_with_a_managed_store_the_dashboard_logs_in_as_the_read_only_role() -> None:

@@ -14,7 +14,13 @@ import yaml
 
 from eval_api import matrix as cells
 from eval_api.cellreport import CellReport
-from eval_api.v1alpha1 import CellComparison, EvalSuiteSpec, EvaluationSpec, ScorerComparison
+from eval_api.v1alpha1 import (
+    DEFAULT_MAX_PARALLEL_CELLS,
+    CellComparison,
+    EvalSuiteSpec,
+    EvaluationSpec,
+    ScorerComparison,
+)
 from eval_operator import matrix
 from eval_operator.settings import OperatorSettings
 from tests.support.kubeapi.schema import apply_defaults, prune, validate
@@ -220,6 +226,17 @@ def test_max_parallel_cells_runs_the_matrix_in_order_never_more_at_once() -> Non
         m.step()
     assert most == 2
     assert m.status["currentRun"]["completionTime"]
+
+
+def test_without_max_parallel_cells_the_default_bounds_the_cells_at_once() -> None:
+    m = Matrix(grid(models=5, tasks=5))  # 25 cells, maxParallelCells unset
+    planned = m.step()
+    suspended = [c["spec"]["suspend"] for c in planned.apply]
+    assert suspended.count(False) == DEFAULT_MAX_PARALLEL_CELLS == 20
+    assert suspended == sorted(suspended)  # the first cells in matrix order run
+    m.react("Running")
+    assert m.status["matrix"]["waiting"] == 5
+    assert "5 waiting for a slot (maxParallelCells 20)" in m.last.conditions[0][3]
 
 
 def finish(m: Matrix, score: float = 0.9) -> None:

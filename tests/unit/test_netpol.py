@@ -87,7 +87,7 @@ def pods(spec: EvalSuiteSpec) -> dict[str, Pod]:
         image="runner", pull_policy="Never",
     )  # fmt: skip
     labels = {
-        "store": pod_labels(build_store_statefulset(suite, store, SETTINGS)),
+        "store": pod_labels(build_store_statefulset(suite, spec, SETTINGS)),
         "cache": pod_labels(build_cache_deployment(suite, cache, SETTINGS)),
         "migration": pod_labels(build_migration_job(suite, spec, 4, SETTINGS)),
         "backup": pod_labels(build_backup_cronjob(suite, store, SETTINGS)),

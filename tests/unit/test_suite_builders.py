@@ -168,7 +168,7 @@ def test_the_store_is_a_statefulset_with_probes_a_volume_and_the_image_uid() -> 
 
 def test_postgresql_conf_is_tuned_to_the_memory_and_ends_with_the_users_parameters() -> None:
     spec = EvalSuiteSpec.model_validate(SPECS["tuned"])
-    conf = builders.postgresql_conf(builders.managed_store(spec))
+    conf = builders.postgresql_conf(spec)
     lines = dict(
         line.split(" = ", 1)
         for line in conf.splitlines()
@@ -180,6 +180,88 @@ def test_postgresql_conf_is_tuned_to_the_memory_and_ends_with_the_users_paramete
     assert lines["work_mem"] == "'16MB'"  # the user's, after the operator's 8MB
     assert lines["search_path"] == "'it''s'"  # quoted the way postgresql.conf reads it
     assert conf.index("work_mem = 8MB") < conf.index("work_mem = '16MB'")
+
+
+def test_the_store_has_a_memory_backed_dev_shm_sized_from_its_memory() -> None:
+    """PostgreSQL's parallel queries share data in /dev/shm: a container's own is 64 MB."""
+    for spec, size in (({}, "128Mi"), (SPECS["tuned"], "512Mi")):  # an eighth of 1Gi, 4Gi
+        store = next(o for o in every_object(spec) if o["kind"] == "StatefulSet")
+        kubernetes_validate.validate(store, K8S_VERSION, strict=True)
+        pod = store["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": size}
+        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["/dev/shm"] == "shm"
+
+
+def _conf_value(spec: dict[str, Any], key: str) -> str:
+    conf = builders.postgresql_conf(EvalSuiteSpec.model_validate(spec))
+    values = [line.split(" = ", 1)[1] for line in conf.splitlines() if line.startswith(key + " =")]
+    assert len(values) == 1, conf
+    return values[0]
+
+
+def _matrix(cells_at_once: int | None, shards: int, memory: str) -> dict[str, Any]:
+    """A 20 x 20 matrix of `shards`-pod cells on a store with this memory limit."""
+    return {
+        "models": [
+            {"name": f"m{i}", "model": {"name": "m", "baseURL": "https://llm.example/v1"}}
+            for i in range(20)
+        ],
+        "tasks": [
+            {
+                "name": f"t{j}",
+                "dataset": {"builtin": "arithmetic"},
+                "task": {"scorers": [{"type": "exact_match"}]},
+            }
+            for j in range(20)
+        ],
+        "defaults": {"execution": {"shards": shards}},
+        **({"maxParallelCells": cells_at_once} if cells_at_once else {}),
+        "store": {"managed": {"resources": {"limits": {"memory": memory}}}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "max_connections"),
+    [
+        # No matrix: the dashboard's pools (3 replicas + 1 surge, 10 each), the migration and
+        # backup Jobs, 3 reserved: 45, under PostgreSQL's default of 100.
+        ({}, "100"),
+        # 400 cells, maxParallelCells unset: 20 at once, 4 pods each, plus a report per cell:
+        # 80 + 20 + 45 = 145, in steps of 50.
+        (_matrix(None, 4, "4Gi"), "150"),
+        # All 400 at once: 1600 + 400 + 45 = 2045. Half of 4Gi holds 1024 backends at 2 MiB;
+        # 16Gi holds them all.
+        (_matrix(400, 4, "4Gi"), "1024"),
+        (_matrix(400, 4, "16Gi"), "2050"),
+        # The default 1Gi store holds 256.
+        (_matrix(400, 1, "1Gi"), "256"),
+        # Fewer pods than shards at once: parallelism counts.
+        ({**_matrix(10, 8, "4Gi"), "defaults": {"execution": {"shards": 8, "parallelism": 2}}},
+         "100"),
+    ],
+)  # fmt: skip
+def test_max_connections_counts_the_clients_that_run_at_once_within_the_memory(
+    spec: dict[str, Any], max_connections: str
+) -> None:
+    assert _conf_value(spec, "max_connections") == max_connections
+    assert _conf_value(spec, "superuser_reserved_connections") == "3"
+
+
+@pytest.mark.parametrize("memory", ["256Mi", "512Mi", "1Gi", "4Gi", "64Gi"])
+def test_the_store_memory_budget_holds_at_max_connections(memory: str) -> None:
+    """shared_buffers, /dev/shm and every connection at rest fit in the memory, with room left
+    for work_mem (the floor of 100 connections aside: PostgreSQL's own default)."""
+    spec = _matrix(400, 8, memory)
+    limit = quantity_bytes(memory)
+    connections = int(_conf_value(spec, "max_connections"))
+    shared_buffers = int(_conf_value(spec, "shared_buffers").removesuffix("MB")) * 1024**2
+    store = next(o for o in every_object(spec) if o["kind"] == "StatefulSet")
+    shm = next(v for v in store["spec"]["template"]["spec"]["volumes"] if v["name"] == "shm")
+    shm_bytes = quantity_bytes(shm["emptyDir"]["sizeLimit"])
+    used = shared_buffers + shm_bytes + max(connections - 100, 0) * builders.CONNECTION_BYTES
+    assert used <= limit * 7 // 8
 
 
 def test_postgresql_conf_is_read_by_a_real_postgres() -> None:
@@ -195,7 +277,7 @@ def test_postgresql_conf_is_read_by_a_real_postgres() -> None:
         capture_output=True,
     )
     conf = root / "postgresql.conf"
-    conf.write_text(builders.postgresql_conf(builders.managed_store(spec)))
+    conf.write_text(builders.postgresql_conf(spec))
     done = subprocess.run(
         [
             *as_postgres_user(),

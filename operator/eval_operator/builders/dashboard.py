@@ -19,6 +19,7 @@ from eval_api import environment
 from eval_api.v1alpha1 import DashboardSpec, EvalSuiteSpec
 from eval_operator.builders.meta import RUNNER_UID, restricted_container
 from eval_operator.builders.suite import (
+    DASHBOARD_POOL_SIZE,
     READER_ROLE,
     REDIS_PORT,
     _data,
@@ -149,6 +150,9 @@ def build_dashboard_deployment(
         str(dashboard.rate_limit.requests_per_second),
         "--burst",
         str(dashboard.rate_limit.burst),
+        # The store's max_connections counts this pool (builders.suite.store_connections).
+        "--pool-size",
+        str(DASHBOARD_POOL_SIZE),
     ]
     container = {
         "name": "dashboard",

@@ -32,6 +32,7 @@ from eval_api.quantity import quantity_bytes
 from eval_api.v1alpha1 import (
     CacheSpec,
     EvalSuiteSpec,
+    ExecutionSpec,
     ManagedCacheSpec,
     ManagedStoreSpec,
     StoreSpec,
@@ -62,6 +63,19 @@ DEFAULT_STORE_RESOURCES = {
     "requests": {"cpu": "250m", "memory": "512Mi"},
     "limits": {"memory": "1Gi"},
 }
+# The dashboard's store connections per replica (eval-runner dashboard --pool-size), passed by
+# its Deployment and counted in the store's max_connections.
+DASHBOARD_POOL_SIZE = 10
+# max_connections (store_connections): never below PostgreSQL's own default, which leaves room
+# for Evaluations outside the matrix that use the suite's store and for a person's psql.
+MIN_CONNECTIONS = 100
+# What a backend costs at rest, measured on PostgreSQL 15: a runner's connection after its
+# COPY batches holds about 1.6 MB of private memory, an idle one about 1.1 MB.
+CONNECTION_BYTES = 2 * 1024**2
+SUPERUSER_RESERVED_CONNECTIONS = 3  # PostgreSQL's default: kept for an administrator
+# A changed max_connections restarts the server (the config hash rolls the pod): it moves in
+# steps, so a dashboard bound or maxParallelCells changed by a little does not restart it.
+CONNECTIONS_STEP = 50
 CACHE_URL_KEY = "url"
 CACHE_AUTH_KEY = "auth.conf"  # "requirepass ...": Redis reads it from a file, never argv
 
@@ -221,18 +235,71 @@ def _megabytes(value: int) -> str:
     return f"{max(value // (1024 * 1024), 1)}MB"
 
 
-def postgresql_conf(managed: ManagedStoreSpec) -> str:
-    """postgresql.conf: where the server listens, settings tuned to the memory it has, then the
-    user's parameters (last, so they win; the CRD keeps them off the settings above)."""
+def _store_memory(managed: ManagedStoreSpec) -> int:
+    """The memory PostgreSQL is tuned to: its limit, else its request, else 1Gi."""
     resources = _resources(managed.resources, DEFAULT_STORE_RESOURCES)
-    memory = _memory_limit_bytes(resources) or 1024**3
+    return _memory_limit_bytes(resources) or 1024**3
+
+
+def _shm_bytes(memory: int) -> int:
+    """The size of the store's /dev/shm (see build_store_statefulset): an eighth of its memory,
+    never below the 64 MB a container gets without it."""
+    return max(memory // 8, 64 * 1024**2)
+
+
+def store_connections(spec: EvalSuiteSpec) -> tuple[int, int, int]:
+    """The managed store's max_connections, with what can connect at once and what the memory
+    holds: (max_connections, at once, memory's bound).
+
+    At once, one connection each: the runner pods of the cells that may run together
+    (maxParallelCells or its default, times a cell's pods: parallelism, else shards), a cell
+    report Job per such cell (one starts as its cell finishes), the dashboard's pools at its most
+    replicas plus the one a rolling update adds, the migration and the backup Jobs, and the
+    superuser's reserved connections. Rounded up to a step, never below PostgreSQL's default.
+
+    The memory bounds it: a quarter of the memory is shared_buffers, an eighth /dev/shm, and
+    connections at rest may take half (CONNECTION_BYTES each); the last eighth is work_mem for
+    the queries that sort or hash, and maintenance. A suite that asks for more than the memory
+    holds gets the bound: clients past it are refused ("too many clients") and retried, where
+    more backends would get the server OOM-killed with every run's connection.
+    """
+    runners = reports = 0
+    if spec.has_matrix:
+        assert spec.models is not None and spec.tasks is not None
+        execution = (spec.defaults.execution if spec.defaults else None) or ExecutionSpec()
+        cells = min(spec.parallel_cells, len(spec.models) * len(spec.tasks))
+        runners = cells * min(execution.parallelism or execution.shards, execution.shards)
+        reports = cells
+    dashboard = (spec.dashboard.max_replicas + 1) * DASHBOARD_POOL_SIZE
+    at_once = (
+        runners
+        + reports
+        + (dashboard if dashboard_wanted(spec) else 0)
+        + 2  # the migration and the backup Jobs
+        + SUPERUSER_RESERVED_CONNECTIONS
+    )
+    managed = managed_store(spec)
+    assert managed is not None
+    bound = _store_memory(managed) // 2 // CONNECTION_BYTES
+    stepped = -(-at_once // CONNECTIONS_STEP) * CONNECTIONS_STEP
+    return max(min(stepped, bound), MIN_CONNECTIONS), at_once, bound
+
+
+def postgresql_conf(spec: EvalSuiteSpec) -> str:
+    """postgresql.conf: where the server listens, settings tuned to the memory it has and to the
+    clients the suite runs, then the user's parameters (last, so they win; the CRD keeps them off
+    the settings above)."""
+    managed = managed_store(spec)
+    assert managed is not None
+    memory = _store_memory(managed)
+    connections, at_once, bound = store_connections(spec)
     settings: dict[str, str] = {
         "listen_addresses": "'*'",
         "port": str(POSTGRES_PORT),
         "unix_socket_directories": "'/var/run/postgresql'",
         "password_encryption": "'scram-sha-256'",
-        # Runner pods each hold a small pool; the dashboard and migrations need a few more.
-        "max_connections": "200",
+        "max_connections": str(connections),
+        "superuser_reserved_connections": str(SUPERUSER_RESERVED_CONNECTIONS),
         # The usual starting points: a quarter of memory for shared buffers, three quarters as
         # the planner's cache estimate, SSD-like page costs.
         "shared_buffers": _megabytes(memory // 4),
@@ -251,7 +318,11 @@ def postgresql_conf(managed: ManagedStoreSpec) -> str:
         "log_timezone": "'UTC'",
         "timezone": "'UTC'",
     }
-    lines = ["# Generated by eval-operator; spec.store.managed.parameters come last."]
+    lines = [
+        "# Generated by eval-operator; spec.store.managed.parameters come last.",
+        f"# max_connections: {at_once} clients of the suite may connect at once; "
+        f"{bound} fit in {_megabytes(memory)} (raise the store's memory for more).",
+    ]
     lines += [f"{key} = {value}" for key, value in settings.items()]
     for key, value in sorted((managed.parameters or {}).items()):
         lines.append(f"{key} = '{_conf_quote(value)}'")
@@ -263,13 +334,13 @@ def _conf_quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "''")
 
 
-def build_store_config(suite: Mapping[str, Any], managed: ManagedStoreSpec) -> dict[str, Any]:
+def build_store_config(suite: Mapping[str, Any], spec: EvalSuiteSpec) -> dict[str, Any]:
     name = suite["metadata"]["name"]
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(suite, child_name(name, "store-config"), "store", "postgres"),
-        "data": {"postgresql.conf": postgresql_conf(managed)},
+        "data": {"postgresql.conf": postgresql_conf(spec)},
     }
 
 
@@ -312,9 +383,11 @@ def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
 
 
 def build_store_statefulset(
-    suite: Mapping[str, Any], managed: ManagedStoreSpec, settings: OperatorSettings
+    suite: Mapping[str, Any], spec: EvalSuiteSpec, settings: OperatorSettings
 ) -> dict[str, Any]:
     name = suite["metadata"]["name"]
+    managed = managed_store(spec)
+    assert managed is not None
     secret = store_secret_name(name)
     pod_labels = labels(suite, "store", "postgres")
     claim: dict[str, Any] = {
@@ -363,6 +436,7 @@ def build_store_statefulset(
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "run", "mountPath": "/var/run/postgresql"},
             {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "shm", "mountPath": "/dev/shm"},
         ],
     }
     return {
@@ -385,7 +459,7 @@ def build_store_statefulset(
                     # A changed postgresql.conf rolls the pod (the server reads it at start).
                     "annotations": {
                         "evals.io/config-hash": hashlib.sha256(
-                            postgresql_conf(managed).encode()
+                            postgresql_conf(spec).encode()
                         ).hexdigest()[:16]
                     },
                 },
@@ -402,6 +476,19 @@ def build_store_statefulset(
                         },
                         {"name": "run", "emptyDir": {"sizeLimit": "16Mi"}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+                        # Parallel queries share their data (a parallel hash join's table) in
+                        # files of /dev/shm; a container's own is 64 MB, and a big join fails
+                        # past it ("could not resize shared memory segment"). Memory-backed,
+                        # its pages count against the pod's memory limit: sized inside the
+                        # budget of store_connections. The kubelet mounts the tmpfs at
+                        # sizeLimit, so a query past it fails alone, not the whole server.
+                        {
+                            "name": "shm",
+                            "emptyDir": {
+                                "medium": "Memory",
+                                "sizeLimit": f"{_shm_bytes(_store_memory(managed)) // 1024**2}Mi",
+                            },
+                        },
                     ],
                 },
             },
@@ -908,9 +995,9 @@ def desired_objects(
     objects: list[dict[str, Any]] = []
     store = managed_store(spec)
     if store is not None:
-        objects.append(build_store_config(suite, store))
+        objects.append(build_store_config(suite, spec))
         objects += build_store_services(suite)
-        objects.append(build_store_statefulset(suite, store, settings))
+        objects.append(build_store_statefulset(suite, spec, settings))
         objects.append(build_backup_volume(suite, store))
         objects.append(build_backup_cronjob(suite, store, settings))
     cache = managed_cache(spec)
