@@ -1994,7 +1994,10 @@ class ScorerComparison(ApiModel):
 
     name: str = Field(description="Scorer name.")
     test: str = Field(
-        description="mcnemar-exact (0/1 scores), wilcoxon (other scores), or none (no pairs)."
+        description=(
+            "mcnemar-exact (0/1 scores; with a maxDrop above 0 also Tango's score test), "
+            "t-test (other scores), or none (no pairs)."
+        )
     )
     pairs: int = Field(description="Samples scored in both runs (matched by their record).")
     excluded: int = Field(description="Samples scored in only one of the runs: left out.")
@@ -2009,7 +2012,10 @@ class ScorerComparison(ApiModel):
         default=None,
         description="95% paired bootstrap interval of the difference (10,000 resamples, seeded).",
     )
-    p_value: float | None = Field(default=None, description="Two-sided p-value of the test.")
+    p_value: float | None = Field(
+        default=None,
+        description="One-sided p-value of the test of 'the mean difference is at least -maxDrop'.",
+    )
     min_detectable_effect: float | None = Field(
         default=None,
         description=(
@@ -2041,7 +2047,10 @@ class CellComparison(ApiModel):
     regressed: bool = Field(default=False, description="Some scorer regressed.")
     underpowered: bool = Field(
         default=False,
-        description="The main scorer's minimum detectable effect is larger than maxDrop.",
+        description=(
+            "The main scorer's minimum detectable effect is larger than twice maxDrop: a drop "
+            "of twice maxDrop would likely go unnoticed (never set at maxDrop 0)."
+        ),
     )
     scorers: list[ScorerComparison] = Field(default_factory=list, description="Per scorer.")
 

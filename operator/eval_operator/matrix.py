@@ -493,6 +493,7 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
     regressed: list[str] = []
     not_passed: list[str] = []
     underpowered: list[str] = []
+    detectable: list[tuple[float, str]] = []  # (the main scorer's minDetectableEffect, cell)
     unreported = 0
     done = 0
     for cell in cells:
@@ -544,6 +545,9 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
                 regressed.append(cell.id)
             if comparison.get("reason") == "Compared" and comparison.get("underpowered"):
                 underpowered.append(cell.id)
+            main = (comparison.get("scorers") or [{}])[0]
+            if comparison.get("reason") == "Compared" and main.get("minDetectableEffect"):
+                detectable.append((main["minDetectableEffect"], cell.id))
         boards[cell.task].append(entry)
 
     leaderboard = []
@@ -627,13 +631,7 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
             ("Passed", "True", "Passed", f"all {total} cells passed their thresholds")
         )
     if spec.baseline is not None:
-        power = (
-            f"; {len(underpowered)} cell(s) too small to detect a drop of "
-            f"{regression.max_drop} at alpha {regression.alpha}: "
-            f"{', '.join(underpowered[:10])} (see minDetectableEffect)"
-            if underpowered
-            else ""
-        )
+        power = _power_note(regression, underpowered, detectable)
         if regressed:
             result.conditions.append(
                 (
@@ -663,6 +661,34 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
             result.conditions.append(("Regressed", "False", reason, message + power))
     result.status = {k: v for k, v in status.items() if v is not None}
     return result
+
+
+def _power_note(
+    regression: RegressionSpec, underpowered: list[str], detectable: list[tuple[float, str]]
+) -> str:
+    """What a "no regression" says nothing about. With a margin: the cells whose samples would
+    likely miss a drop of twice maxDrop. At maxDrop 0 every finite sample misses some drop
+    beyond 0, so the note is how small a drop the cells detect."""
+    if Decimal(regression.max_drop) != 0:
+        if not underpowered:
+            return ""
+        return (
+            f"; {len(underpowered)} cell(s) too small to detect a drop of "
+            f"{Decimal(regression.max_drop) * 2} (twice maxDrop) at alpha {regression.alpha}: "
+            f"{', '.join(underpowered[:10])} (see minDetectableEffect)"
+        )
+    if not detectable:
+        return ""
+    (low, low_cell), (high, high_cell) = min(detectable), max(detectable)
+    if low == high:
+        names = ", ".join(cell for _, cell in sorted(detectable)[:10])
+        where = f"{high:.3g} ({names}"
+    else:
+        where = f"{low:.3g} ({low_cell}) to {high:.3g} ({high_cell}"
+    return (
+        f"; the smallest drop detected with 80% power at alpha {regression.alpha} is {where}; "
+        "see minDetectableEffect)"
+    )
 
 
 def _report_fields(

@@ -124,7 +124,9 @@ def compare_runs(
     base, cand = paired_scores(baseline_rows), paired_scores(candidate_rows)
     found = []
     for name in scorers:
-        result = compare_paired(base.get(name, {}), cand.get(name, {}), alpha=float(alpha))
+        result = compare_paired(
+            base.get(name, {}), cand.get(name, {}), max_drop=float(max_drop), alpha=float(alpha)
+        )
         found.append(
             ScorerComparison(
                 name=name,
@@ -137,10 +139,20 @@ def compare_runs(
                 ci95=list(result.ci95) if result.ci95 is not None else None,
                 p_value=result.p_value,
                 min_detectable_effect=result.min_detectable_effect,
-                regressed=result.regressed(max_drop, alpha),
+                regressed=result.regressed,
             )
         )
     return found
+
+
+def underpowered(compared: list[ScorerComparison], max_drop: Decimal) -> bool:
+    """The main scorer's pairs would likely miss a drop of twice maxDrop (its minimum
+    detectable effect is larger). Never at maxDrop 0: every finite sample misses some drop
+    beyond 0, and the minimum detectable effect says which."""
+    if max_drop == 0:
+        return False
+    mde = compared[0].min_detectable_effect if compared else None
+    return mde is None or mde > 2 * float(max_drop)
 
 
 async def report_cell(
@@ -193,15 +205,13 @@ async def report_cell(
     baseline_rows = await conn.fetch(SCORES, found["evaluation_uid"], found["run"])
     candidate_rows = await conn.fetch(SCORES, cell.evaluation_uid, cell.run)
     compared = compare_runs(baseline_rows, candidate_rows, scorers, max_drop=max_drop, alpha=alpha)
-    main = compared[0] if compared else None
-    mde = main.min_detectable_effect if main else None
     report.comparison = CellComparison(
         reason=COMPARED,
         baseline=found["suite_run"],
         baseline_run=found["run"],
         alpha=str(alpha),
         regressed=any(s.regressed for s in compared),
-        underpowered=mde is None or mde > float(max_drop),
+        underpowered=underpowered(compared, max_drop),
         scorers=compared,
     )
     return report
@@ -289,9 +299,7 @@ async def compare_stored_runs(
         baseline_run=baseline[1],
         alpha=str(alpha),
         regressed=any(s.regressed for s in compared),
-        underpowered=not compared
-        or compared[0].min_detectable_effect is None
-        or compared[0].min_detectable_effect > float(max_drop),
+        underpowered=underpowered(compared, max_drop),
         scorers=compared,
     )
     return CellReport(state="done", comparison=comparison), EXIT_OK

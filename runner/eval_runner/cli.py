@@ -264,9 +264,10 @@ def _parser() -> argparse.ArgumentParser:
         help="compare two stored runs sample by sample (kubectl evals compare runs it as a Job)",
         description=(
             "The paired comparison of two runs in the store (candidate minus baseline), per "
-            "scorer: McNemar's exact test for 0/1 scores, Wilcoxon signed-rank otherwise, a "
-            "seeded paired bootstrap interval and the minimum detectable effect; written to the "
-            "termination log."
+            "scorer: a one-sided test of 'worse by more than maxDrop' (McNemar's exact test, and "
+            "Tango's score test at a margin, for 0/1 scores; a paired t-test of the mean "
+            "otherwise), a seeded paired bootstrap interval and the minimum detectable effect; "
+            "written to the termination log."
         ),
     )
     for flag in ("--baseline-uid", "--baseline-run", "--candidate-uid", "--candidate-run"):

@@ -23,6 +23,7 @@ import scipy.stats
 from eval_api.stats import wilson
 from eval_api.store.migrate import migrate
 from eval_api.store.reader import ensure_reader_role
+from eval_runner.compare import mcnemar_margin_p
 from tests.support.dashboard_process import READER, READER_PASSWORD, spawn_dashboard
 from tests.support.ports import free_port
 from tests.support.results_seed import Seeded, seed_suite
@@ -252,8 +253,13 @@ def test_the_comparison_is_the_paired_test_and_counts_what_changed(
     (scorer,) = comparison["scorers"]
     assert scorer["test"] == "mcnemar-exact"
     discordant = changes["fixed"] + changes["broken"]
-    expected = scipy.stats.binomtest(changes["fixed"], discordant).pvalue if discordant else 1.0
+    # One-sided, of "worse by more than maxDrop": McNemar's exact test and Tango's score test
+    # at the margin (tests/unit/test_compare.py checks both against scipy).
+    expected = mcnemar_margin_p(changes["broken"], changes["fixed"], 36, 0.05)
     assert scorer["pValue"] == pytest.approx(expected)
+    if discordant:
+        exact = scipy.stats.binomtest(changes["broken"], discordant, alternative="greater")
+        assert scorer["pValue"] >= exact.pvalue
     assert scorer["difference"] == pytest.approx((after.right - before.right) / 36)
     assert len(comparison["changed"]) == discordant
     flipped = comparison["changed"][0]

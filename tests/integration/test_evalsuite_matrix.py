@@ -23,6 +23,7 @@ import pytest
 from scipy import stats
 
 from eval_operator import kubectl_plugin
+from eval_runner.compare import mcnemar_margin_p
 from tests.support.model_server import Faults, ModelServer
 from tests.support.operator_cluster import (
     GROUP,
@@ -202,7 +203,10 @@ def test_a_matrix_runs_compares_with_its_baseline_and_names_the_regressed_cell(
     assert base.keys() == cand.keys() and len(base) == 10
     worse = sum(1 for k in base if base[k] == 1.0 and cand[k] == 0.0)
     better = sum(1 for k in base if base[k] == 0.0 and cand[k] == 1.0)
-    expected_p = stats.binomtest(better, worse + better).pvalue
+    # One-sided at the margin: McNemar's exact test, and Tango's score test (checked against
+    # scipy in tests/unit/test_compare.py); never below the exact test.
+    expected_p = mcnemar_margin_p(worse, better, len(base), 0.05)
+    assert expected_p >= stats.binomtest(worse, worse + better, alternative="greater").pvalue
     expected_difference = sum(cand[k] - base[k] for k in base) / len(base)
     assert (worse, better) == (8, 0)
     assert abs(scorer["pValue"] - expected_p) < 1e-9
@@ -212,9 +216,10 @@ def test_a_matrix_runs_compares_with_its_baseline_and_names_the_regressed_cell(
     medium = entry(second, "sums", "medium")["comparison"]
     (small_drop,) = medium["scorers"]
     assert abs(small_drop["difference"] - (-0.1)) < 1e-9
-    assert small_drop["pValue"] == 1.0 and not small_drop["regressed"] and not medium["regressed"]
-    # Ten samples cannot detect a drop of 0.05: the status says so.
-    assert medium["underpowered"] and small_drop["minDetectableEffect"] > 0.05
+    assert small_drop["pValue"] == mcnemar_margin_p(1, 0, 10, 0.05)
+    assert not small_drop["regressed"] and not medium["regressed"]
+    # Ten samples cannot detect a drop of twice 0.05: the status says so.
+    assert medium["underpowered"] and small_drop["minDetectableEffect"] > 0.1
     # The suite's dashboard (its Deployment run by the stand-in kubelet, logged in as the
     # read-only role the migration made) ranks the same runs with the same numbers.
     assert condition(second, "DashboardReady")["status"] == "True"

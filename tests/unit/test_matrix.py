@@ -277,14 +277,14 @@ def test_the_leaderboard_and_the_verdict_of_a_finished_run() -> None:
     assert flux_health(obj) == "current"
 
 
-def compared(regressed: bool, mde: float = 0.02) -> CellComparison:
+def compared(regressed: bool, mde: float = 0.03) -> CellComparison:
     return CellComparison(
         reason="Compared",
         baseline="20261201-010000",
         baseline_run="nightly-m0-t0-abcdef",
         alpha="0.05",
         regressed=regressed,
-        underpowered=mde > 0.01,
+        underpowered=mde > 0.02,
         scorers=[
             ScorerComparison(
                 name="exact_match",
@@ -318,6 +318,31 @@ def test_a_regressed_cell_fails_the_run_and_gitops_sees_it() -> None:
     ] + [{"type": "Ready", "status": "True", "reason": "Ready", "message": ""}]}}  # fmt: skip
     assert argo_health("EvalSuite", obj)["status"] == "Degraded"
     assert flux_health(obj) == "failed"
+
+
+def test_at_max_drop_0_the_power_note_says_the_smallest_drop_detected() -> None:
+    # maxDrop 0 (the default): every finite sample misses some drop beyond 0, so "too small to
+    # detect a drop of 0" said nothing; the note says how small a drop the cells do detect.
+    m = Matrix(grid(models=2, tasks=1, baseline="previous"))
+    m.step()
+    m.react("Succeeded")
+    planned = m.report_all(compared(False, mde=0.031))
+    conditions = {c[0]: c for c in planned.conditions}
+    assert conditions["Regressed"][1:3] == ("False", "NoRegression")
+    assert conditions["Regressed"][3] == (
+        "no cell is worse than baseline previous by more than 0 at alpha 0.05; the smallest "
+        "drop detected with 80% power at alpha 0.05 is 0.031 (m0/t0, m1/t0; see "
+        "minDetectableEffect)"
+    )
+    # With a margin, the note names the cells that would likely miss twice maxDrop.
+    m = Matrix(grid(models=1, tasks=1, baseline="previous", regression={"maxDrop": "0.01"}))
+    m.step()
+    m.react("Succeeded")
+    planned = m.report_all(compared(False, mde=0.031))
+    assert {c[0]: c for c in planned.conditions}["Regressed"][3].endswith(
+        "; 1 cell(s) too small to detect a drop of 0.02 (twice maxDrop) at alpha 0.05: m0/t0 "
+        "(see minDetectableEffect)"
+    )
 
 
 def test_baseline_accepted_needs_an_accepted_run_and_a_run_is_not_its_own_baseline() -> None:

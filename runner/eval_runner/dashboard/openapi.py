@@ -149,7 +149,8 @@ def document() -> dict[str, Any]:
             [_UID, _RUN, *sample_filters],
         ),
         "/api/v1/compare": _get(
-            "Two runs compared sample by sample (McNemar / Wilcoxon, paired bootstrap).",
+            "Two runs compared sample by sample (one-sided McNemar / Tango or paired t-test, "
+            "paired bootstrap).",
             models.Comparison,
             pair,
         ),
