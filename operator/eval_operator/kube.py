@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -49,6 +50,9 @@ COLLECTIONS = {
     "Evaluation": f"/apis/{GROUP}/{VERSION}/namespaces/{{}}/{PLURAL}",
 }
 COMPONENT = "eval-operator"
+# How the apiserver words an authorization refusal (responsewriters.forbiddenMessage); an
+# admission plugin's or policy's 403 says something else.
+RBAC_REFUSAL = re.compile(r'cannot (\S+) resource "([^"]+)" in API group "([^"]*)"')
 
 
 class Conflict(Exception):
@@ -61,6 +65,22 @@ class Rejected(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class Forbidden(Exception):
+    """The operator's own service account may not do this (RBAC): a permission the operator
+    lacks, not a fault in anyone's spec. Retrying with back-off is right: a fixed Role or
+    ClusterRole takes effect without a restart."""
+
+    def __init__(self, verb: str, resource: str, group: str, message: str) -> None:
+        super().__init__(message)
+        self.verb, self.resource, self.group, self.message = verb, resource, group, message
+
+    @property
+    def permission(self) -> str:
+        """e.g. `create services` or `patch statefulsets.apps`."""
+        resource = f"{self.resource}.{self.group}" if self.group else self.resource
+        return f"{self.verb} {resource}"
 
 
 async def connect() -> client.ApiClient:
@@ -101,16 +121,21 @@ class Kube:
         content_type: str = "application/json",
         query: list[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
-        return await self.api_client.call_api(
-            path,
-            method,
-            query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=body,
-            response_types_map={200: "object", 201: "object", 202: "object"},
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-        )
+        try:
+            return await self.api_client.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                response_types_map={200: "object", 201: "object", 202: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+            )
+        except ApiException as err:
+            if err.status == 403 and (refusal := RBAC_REFUSAL.search(_message(err))):
+                raise Forbidden(*refusal.groups(), _message(err)) from err
+            raise
 
     # --- Evaluations ----------------------------------------------------------------------
 
@@ -170,8 +195,10 @@ class Kube:
                 query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             )  # fmt: skip
         except ApiException as err:
-            # 422: the schema refused it; 403: an admission policy did (the chart's
-            # ValidatingAdmissionPolicy checks the cells of a matrix as any Evaluation).
+            # 422: the schema or a field's immutability refused it; 403: an admission policy
+            # or plugin did (the chart's ValidatingAdmissionPolicy checks the cells of a
+            # matrix as any Evaluation; a PVC's StorageClass may not allow it to grow). RBAC's
+            # own 403 is Forbidden, raised by _call.
             if err.status in (403, 422):
                 raise Rejected(_message(err)) from err
             raise

@@ -47,8 +47,20 @@ STORE_WARNINGS = frozenset(
         "DashboardUnavailable",
         "PrometheusOperatorNotInstalled",
         "CertManagerNotInstalled",
+        "PermissionDenied",
+        "ObjectRejected",
     }
 )
+
+
+@dataclass(frozen=True)
+class StackFailure:
+    """An object of the stack the apiserver would not take: it blocks only the condition of
+    the part it belongs to (a PrometheusRule refused leaves the store Ready)."""
+
+    condition: str  # StoreReady, CacheReady, DashboardReady, MonitoringReady, TLSReady, Ready
+    reason: str  # PermissionDenied (the operator's RBAC) or ObjectRejected
+    message: str
 
 
 @dataclass
@@ -74,6 +86,7 @@ class SuiteObservation:
     # The migration pods, newest first: (waiting reason, message, termination message).
     migration_pods: list[tuple[str | None, str, str]] = field(default_factory=list)
     waiting_for_store: bool = False  # the Job is not made before the managed store is up
+    failures: list[StackFailure] = field(default_factory=list)
 
 
 def _finished(job_status: Mapping[str, Any], type_: str) -> bool:
@@ -246,10 +259,24 @@ def monitoring_condition(obs: SuiteObservation) -> tuple[str, str, str]:
 
 def desired_suite_status(old: Mapping[str, Any], obs: SuiteObservation) -> dict[str, Any]:
     conditions = list(old.get("conditions") or [])
+
+    def failed(type_: str, found: tuple[str, str, str]) -> tuple[str, str, str]:
+        """The condition as observed, unless an object of its part was refused."""
+        mine = [f for f in obs.failures if f.condition == type_]
+        if not mine:
+            return found
+        return "False", mine[0].reason, "; ".join(f.message for f in mine)
+
     store_status, store_reason, store_message, report = store_condition(obs)
-    cache_status, cache_reason, cache_message = cache_condition(obs, report)
+    store_status, store_reason, store_message = failed(
+        "StoreReady", (store_status, store_reason, store_message)
+    )
+    cache_status, cache_reason, cache_message = failed("CacheReady", cache_condition(obs, report))
     dash_status, dash_reason, dash_message, deployed = dashboard_condition(
         obs, report, store_status == "True"
+    )
+    dash_status, dash_reason, dash_message = failed(
+        "DashboardReady", (dash_status, dash_reason, dash_message)
     )
 
     def set_(type_: str, status: str, reason: str, message: str) -> None:
@@ -261,14 +288,17 @@ def desired_suite_status(old: Mapping[str, Any], obs: SuiteObservation) -> dict[
     set_("StoreReady", store_status, store_reason, store_message)
     set_("CacheReady", cache_status, cache_reason, cache_message)
     set_("DashboardReady", dash_status, dash_reason, dash_message)
-    set_("MonitoringReady", *monitoring_condition(obs))
-    set_("TLSReady", *tls_condition(obs))
+    set_("MonitoringReady", *failed("MonitoringReady", monitoring_condition(obs)))
+    set_("TLSReady", *failed("TLSReady", tls_condition(obs)))
+    own = failed("Ready", ("True", "Ready", ""))  # what belongs to no part: NetworkPolicies
     if store_status != "True":
         ready_reason, ready_message = store_reason, f"store: {store_message}"
     elif cache_status != "True":
         ready_reason, ready_message = cache_reason, f"cache: {cache_message}"
     elif deployed and dash_status != "True":
         ready_reason, ready_message = dash_reason, f"dashboard: {dash_message}"
+    elif own[0] != "True":
+        ready_reason, ready_message = own[1], own[2]
     else:
         ready_reason, ready_message = "Ready", "the stack is ready"
     set_("Ready", "True" if ready_reason == "Ready" else "False", ready_reason, ready_message)

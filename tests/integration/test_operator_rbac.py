@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 import yaml
 
 from tests.support.cert_manager import StandInCertManager
+from tests.support.chart_rbac import OPERATOR_USER, operator_rules, render_cluster_wide_chart
 from tests.support.job_controller import FakeJobController
 from tests.support.kubeapi import KubeAPIServer, RequestRecord, running_kubeapi, use_kubeconfig
 from tests.support.kubeapi.authz import Decision, RBACAuthorizer, Subject
@@ -40,7 +40,6 @@ from tests.support.operator_cluster import (
 )
 from tests.support.ports import free_port
 from tests.support.stack_controller import StackController
-from tests.support.tools import tool
 
 pytestmark = pytest.mark.integration
 
@@ -49,20 +48,9 @@ THIRDPARTY = ROOT.parent / "shared" / "thirdparty-crds"
 NS = "default"
 GROUP, VERSION, PLURAL = "evals.io", "v1alpha1", "evaluations"
 OPERATOR_TOKEN = "eval-operator-service-account-token"
-OPERATOR_USER = "system:serviceaccount:eval-system:eval-operator"
 # An Evaluation is read again only after a write conflict or a child's event that comes
 # without its parent's latest body; this scenario may not need to.
 GRANTED_BUT_NOT_EXERCISED = {("evals.io", "evaluations", "get"), ("evals.io", "evalsuites", "get")}
-
-
-def operator_rules(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rules of the operator's own ClusterRole (not the aggregated user roles)."""
-    (role,) = [
-        d
-        for d in documents
-        if d["kind"] == "ClusterRole" and not d["metadata"]["name"].endswith(("-view", "-edit"))
-    ]
-    return list(role["rules"])
 
 
 def granted(documents: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
@@ -310,17 +298,6 @@ def _suite_scenario(run: Run, model: ModelServer) -> None:
         assert time.monotonic() < deadline, "the suite's issuers were not pruned"
         time.sleep(0.1)
     run.api.delete(GROUP, VERSION, "evalsuites", NS, "rbac-suite")
-
-
-def render_cluster_wide_chart() -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [tool("helm"), "template", "evals", str(ROOT / "charts" / "eval-operator")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
 
 
 def test_metrics_endpoint_reports_the_evaluations(run: Run) -> None:

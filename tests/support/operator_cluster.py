@@ -27,6 +27,7 @@ import yaml
 
 from tests.support.job_controller import FakeJobController
 from tests.support.kubeapi import KubeAPIServer, RequestRecord, running_kubeapi, use_kubeconfig
+from tests.support.kubeapi.authz import RBACAuthorizer
 from tests.support.model_server import ModelServer
 from tests.support.stack_controller import StackController
 
@@ -285,14 +286,16 @@ def running_cluster(
     model: ModelServer | None = None,
     environment: dict[str, str] | None = None,
     extra_crds: list[Path] | None = None,
+    authorizer: RBACAuthorizer | None = None,
 ) -> Iterator[Cluster]:
     """`stack`: EvalSuites' StatefulSets and Deployments run real PostgreSQL and Redis
     servers (tests/support/stack_controller.py), which pods reach by their Services' names.
     `environment`: more operator settings (EVAL_OPERATOR_*); `extra_crds`: CRD files installed
-    before the operator starts (an optional platform's)."""
+    before the operator starts (an optional platform's); `authorizer`: RBAC for the tokens it
+    names (OPERATOR_TOKEN is the operator's), as the apiserver's authorizer decides."""
     with (
         operator_environment(environment),
-        running_kubeapi(bookmark_interval=2.0) as api,
+        running_kubeapi(bookmark_interval=2.0, authorizer=authorizer) as api,
         (model or ModelServer(wrong=wrong)).in_thread() as model,
         StackController(api) if stack else contextlib.nullcontext() as stack_controller,
     ):

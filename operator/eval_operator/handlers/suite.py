@@ -26,8 +26,13 @@ from eval_operator.builders import suite as builders
 from eval_operator.builders.netpol import build_network_policies
 from eval_operator.conditions import condition_of, now_rfc3339, set_condition
 from eval_operator.handlers.evaluation import Context, describe_validation_error, status_patch
-from eval_operator.kube import Conflict, Rejected
-from eval_operator.suite_status import STORE_WARNINGS, SuiteObservation, desired_suite_status
+from eval_operator.kube import Conflict, Forbidden, Rejected
+from eval_operator.suite_status import (
+    STORE_WARNINGS,
+    StackFailure,
+    SuiteObservation,
+    desired_suite_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,21 @@ MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 TLS_KINDS = ("Issuer", "Certificate")  # where cert-manager's CRDs are served
 POD_KINDS = ("StatefulSet", "Deployment", "CronJob", "Job")
 MATRIX_CONDITIONS = ("Passed", "Regressed")
+# The condition each part of the stack (its objects' app.kubernetes.io/component) belongs to:
+# an object the apiserver refuses blocks that condition only. NetworkPolicies have none of
+# their own: without them the suite is not isolated, so not Ready.
+PART_CONDITIONS = {
+    "store": "StoreReady",
+    "store-backup": "StoreReady",
+    "cache": "CacheReady",
+    "dashboard": "DashboardReady",
+    "monitoring": "MonitoringReady",
+    "tls": "TLSReady",
+}
+# A pass that met refusals looks again after 5 s, doubling to 5 min: a fixed Role or a fixed
+# object takes effect without a restart, and nothing is retried in a hot loop.
+FAILURE_RECHECK_SECONDS = 5.0
+FAILURE_RECHECK_MAX_SECONDS = 300.0
 
 
 def suite_key(namespace: str, name: str) -> tuple[str, str, str]:
@@ -118,15 +138,6 @@ async def _step(
         # The apiserver held the spec to the CRD; this is an object older than the schema.
         return _invalid(old, generation, describe_validation_error(err)), None, []
     actions: list[events.Event] = []
-    try:
-        await _ensure_stack(suite, spec, ctx, actions)
-    except Rejected as err:
-        return (
-            _invalid(old, generation, f"the apiserver rejected the stack: {err.message}"),
-            None,
-            [],
-        )
-
     obs = SuiteObservation(
         namespace=namespace,
         name=name,
@@ -135,6 +146,7 @@ async def _step(
         schema_version=LATEST_VERSION,
         now=now_rfc3339(),
     )
+    await _ensure_stack(suite, spec, ctx, actions, obs.failures)
     if spec.store.mode == "Managed":
         sts = next(
             iter(ctx.workloads.get((namespace, "StatefulSet", builders.store_name(name)), [])), None
@@ -154,28 +166,80 @@ async def _step(
         obs.dashboard_progress = deployment.get("progress") if deployment else None
     obs.prometheus_operator = ctx.platforms.prometheus_operator
     obs.cert_manager = ctx.platforms.cert_manager
-    tls_recheck = None
-    if tls.active(spec, ctx.platforms.cert_manager):
-        selector = f"{builders.SUITE_LABEL}={name}"
-        for cert in await ctx.kube.list_objects("Certificate", namespace, selector):
-            ready = next(
-                (
-                    c
-                    for c in (cert.get("status") or {}).get("conditions") or []
-                    if c.get("type") == "Ready"
-                ),
-                {},
-            )
-            obs.certificates.append(
-                (cert["metadata"]["name"], ready.get("status", "Unknown"), ready.get("message", ""))
-            )
-        if any(status != "True" for _, status, _ in obs.certificates) or not obs.certificates:
-            tls_recheck = MIGRATION_RECHECK_SECONDS  # cert-manager is at work: look again
+    recheck: float | None = None
+    try:
+        recheck = await _observe_certificates(spec, obs, ctx)
+    except Forbidden as err:
+        obs.failures.append(_denied("TLSReady", "reading the suite's Certificates", err))
+    try:
+        migration_recheck = await _follow_migration(suite, spec, obs, ctx, actions)
+    except Forbidden as err:
+        obs.failures.append(_denied("StoreReady", "the schema migration Job", err))
+    else:
+        recheck = _earliest(recheck, migration_recheck)
+    if obs.failures:
+        failures = ctx.stack_failures.get((namespace, name), 0)
+        ctx.stack_failures[(namespace, name)] = failures + 1
+        backoff = min(FAILURE_RECHECK_SECONDS * 2**failures, FAILURE_RECHECK_MAX_SECONDS)
+        recheck = _earliest(recheck, backoff)
+    else:
+        ctx.stack_failures.pop((namespace, name), None)
+    status = desired_suite_status(old, obs)
+    status, matrix_recheck = await _reconcile_matrix(suite, spec, status, ctx, actions)
+    return status, _earliest(recheck, matrix_recheck), actions
 
-    recheck: float | None = tls_recheck
+
+def _earliest(*delays: float | None) -> float | None:
+    return min((d for d in delays if d is not None), default=None)
+
+
+def _denied(condition: str, what: str, err: Forbidden) -> StackFailure:
+    return StackFailure(
+        condition,
+        "PermissionDenied",
+        f"{what}: the operator may not {err.permission} (grant it to the operator's "
+        f"ServiceAccount, as the chart's ClusterRole does): {err.message}",
+    )
+
+
+async def _observe_certificates(
+    spec: EvalSuiteSpec, obs: SuiteObservation, ctx: Context
+) -> float | None:
+    """The suite's Certificates' Ready conditions (TLSReady); look again while cert-manager
+    is at work."""
+    if not tls.active(spec, ctx.platforms.cert_manager):
+        return None
+    selector = f"{builders.SUITE_LABEL}={obs.name}"
+    for cert in await ctx.kube.list_objects("Certificate", obs.namespace, selector):
+        ready = next(
+            (
+                c
+                for c in (cert.get("status") or {}).get("conditions") or []
+                if c.get("type") == "Ready"
+            ),
+            {},
+        )
+        obs.certificates.append(
+            (cert["metadata"]["name"], ready.get("status", "Unknown"), ready.get("message", ""))
+        )
+    if any(status != "True" for _, status, _ in obs.certificates) or not obs.certificates:
+        return MIGRATION_RECHECK_SECONDS
+    return None
+
+
+async def _follow_migration(
+    suite: dict[str, Any],
+    spec: EvalSuiteSpec,
+    obs: SuiteObservation,
+    ctx: Context,
+    actions: list[events.Event],
+) -> float | None:
+    """The schema migration Job: made once the store is up, followed to its end, made again
+    after the Job controller gave up."""
+    namespace = obs.namespace
     job = builders.build_migration_job(suite, spec, LATEST_VERSION, ctx.settings)
     if tls.active(spec, ctx.platforms.cert_manager):
-        job = tls.with_tls_clients(job, name, spec)
+        job = tls.with_tls_clients(job, obs.name, spec)
     obs.migration_job = job["metadata"]["name"]
     store_up = spec.store.mode == "External" or bool(obs.store_ready_replicas)
     seen = next(iter(ctx.jobs.get((namespace, obs.migration_job), [])), None)
@@ -183,25 +247,22 @@ async def _step(
         if await ctx.kube.create(job):
             actions.append(events.normal("MigrationStarted", f"Created Job {obs.migration_job}"))
         seen = {"status": {}}
-    if seen is not None:
-        obs.migration = seen.get("status") or {}
-        finished = any(
-            c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
-            for c in obs.migration.get("conditions") or []
-        )
-        pods = await ctx.kube.list_objects("Pod", namespace, f"job-name={obs.migration_job}")
-        obs.migration_pods = _pod_facts(pods)
-        if not finished:
-            recheck = MIGRATION_RECHECK_SECONDS
-        elif _backoff_exhausted(obs.migration):
-            # The Job controller gave up after its retries: start over, at its pace.
-            await ctx.kube.delete("Job", namespace, obs.migration_job)
-            recheck = MIGRATION_RECHECK_SECONDS
-    status = desired_suite_status(old, obs)
-    status, matrix_recheck = await _reconcile_matrix(suite, spec, status, ctx, actions)
-    if matrix_recheck is not None:
-        recheck = matrix_recheck if recheck is None else min(recheck, matrix_recheck)
-    return status, recheck, actions
+    if seen is None:
+        return None
+    obs.migration = seen.get("status") or {}
+    finished = any(
+        c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+        for c in obs.migration.get("conditions") or []
+    )
+    pods = await ctx.kube.list_objects("Pod", namespace, f"job-name={obs.migration_job}")
+    obs.migration_pods = _pod_facts(pods)
+    if not finished:
+        return MIGRATION_RECHECK_SECONDS
+    if _backoff_exhausted(obs.migration):
+        # The Job controller gave up after its retries: start over, at its pace.
+        await ctx.kube.delete("Job", namespace, obs.migration_job)
+        return MIGRATION_RECHECK_SECONDS
+    return None
 
 
 async def _reconcile_matrix(
@@ -258,6 +319,7 @@ async def _reconcile_matrix(
         inp.reports = reports
         planned = matrix.plan(inp, ctx.settings)
     ctx.reported[(namespace, name)] = set(reports)
+    denied: list[StackFailure] = []
     for cell in planned.apply:
         try:
             await ctx.kube.apply(cell)
@@ -265,6 +327,8 @@ async def _reconcile_matrix(
             planned.problems.append(
                 f"Evaluation {cell['metadata']['name']}: the apiserver rejected it: {err.message}"
             )
+        except Forbidden as err:
+            denied.append(_denied("Ready", f"Evaluation {cell['metadata']['name']}", err))
     for cell_name in planned.delete:
         if await ctx.kube.delete("Evaluation", namespace, cell_name):
             actions.append(
@@ -279,7 +343,14 @@ async def _reconcile_matrix(
         nonlocal conditions
         conditions = set_condition(conditions, type_, value, reason, message, generation, now)
 
-    if planned.problems:
+    if denied:
+        # The operator's permission, not the spec: retried with the stack's back-off.
+        message = "; ".join(f.message for f in denied)
+        set_("Ready", "False", "PermissionDenied", message)
+        set_("Progressing", "False", "PermissionDenied", message)
+        set_("Stalled", "True", "PermissionDenied", message)
+        planned.recheck = _earliest(planned.recheck, FAILURE_RECHECK_SECONDS)
+    elif planned.problems:
         message = "; ".join(planned.problems)
         set_("Ready", "False", "InvalidSpec", message)
         set_("Progressing", "False", "InvalidSpec", message)
@@ -330,34 +401,43 @@ def _pod_facts(pods: list[dict[str, Any]]) -> list[tuple[str | None, str, str]]:
     return facts
 
 
+def _failure(obj: Mapping[str, Any], err: Forbidden | Rejected) -> StackFailure:
+    labels = obj["metadata"].get("labels") or {}
+    condition = PART_CONDITIONS.get(labels.get("app.kubernetes.io/component", ""), "Ready")
+    what = f"{obj['kind']} {obj['metadata']['name']}"
+    if isinstance(err, Forbidden):
+        return _denied(condition, what, err)
+    return StackFailure(condition, "ObjectRejected", f"{what}: {err.message}")
+
+
 async def _ensure_stack(
-    suite: dict[str, Any], spec: EvalSuiteSpec, ctx: Context, actions: list[events.Event]
+    suite: dict[str, Any],
+    spec: EvalSuiteSpec,
+    ctx: Context,
+    actions: list[events.Event],
+    failures: list[StackFailure],
 ) -> None:
+    """Every object of the stack applied; what the apiserver refuses is kept in `failures`
+    and the rest goes on, so that one refusal blocks only its own part."""
     name = suite["metadata"]["name"]
-    if spec.store.mode == "Managed" and await ctx.kube.create(
-        builders.build_store_secret(suite, spec, builders.new_password())
-    ):
-        actions.append(
-            events.normal("SecretCreated", f"Generated Secret {builders.store_secret_name(name)}")
-        )
-    if spec.cache.mode == "Managed" and await ctx.kube.create(
-        builders.build_cache_secret(suite, builders.new_password())
-    ):
-        actions.append(
-            events.normal("SecretCreated", f"Generated Secret {builders.cache_secret_name(name)}")
-        )
-    if (
-        spec.store.mode == "Managed"
-        and dashboard.wanted(spec)
-        and await ctx.kube.create(dashboard.build_reader_secret(suite, builders.new_password()))
-    ):
-        actions.append(
-            events.normal(
-                "SecretCreated",
-                f"Generated Secret {dashboard.reader_secret_name(name)} (the dashboard's "
-                "read-only role)",
-            )
-        )
+    secrets = []
+    if spec.store.mode == "Managed":
+        secrets.append(builders.build_store_secret(suite, spec, builders.new_password()))
+    if spec.cache.mode == "Managed":
+        secrets.append(builders.build_cache_secret(suite, builders.new_password()))
+    if spec.store.mode == "Managed" and dashboard.wanted(spec):
+        secrets.append(dashboard.build_reader_secret(suite, builders.new_password()))
+    for secret in secrets:
+        try:
+            created = await ctx.kube.create(secret)
+        except (Forbidden, Rejected) as err:
+            failures.append(_failure(secret, err))
+            continue
+        if created:
+            what = f"Generated Secret {secret['metadata']['name']}"
+            if secret["metadata"]["name"] == dashboard.reader_secret_name(name):
+                what += " (the dashboard's read-only role)"
+            actions.append(events.normal("SecretCreated", what))
     desired = builders.desired_objects(suite, spec, ctx.settings)
     desired = monitoring.with_exporters(desired, suite, spec, ctx.settings)
     desired += dashboard.dashboard_objects(suite, spec, ctx.settings)
@@ -376,8 +456,14 @@ async def _ensure_stack(
     ports = sorted({port for member in members for port in member["ports"]})
     desired += build_network_policies(suite, spec, ctx.settings, extra_ports=ports)
     for obj in desired:
-        await ctx.kube.apply(obj)
-    await _prune(suite, desired, ctx, actions)
+        try:
+            await ctx.kube.apply(obj)
+        except (Forbidden, Rejected) as err:
+            failures.append(_failure(obj, err))
+    try:
+        await _prune(suite, desired, ctx, actions)
+    except Forbidden as err:
+        failures.append(_denied("Ready", "pruning what the spec no longer asks for", err))
 
 
 async def _prune(
@@ -442,4 +528,5 @@ def _transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[events.
 
 def forget(ctx: Context, namespace: str, name: str) -> None:
     ctx.pruned.pop((namespace, name), None)
+    ctx.stack_failures.pop((namespace, name), None)
     ctx.reported.pop((namespace, name), None)
