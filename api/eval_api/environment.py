@@ -55,6 +55,9 @@ STORE_UNAVAILABLE_AFTER_SECONDS = "EVAL_STORE_UNAVAILABLE_AFTER_SECONDS"
 CACHE_URL = "EVAL_CACHE_URL"
 CACHE_TTL_SECONDS = "EVAL_CACHE_TTL_SECONDS"
 
+# The proxies in front of an EvalSuite's dashboard (spec.dashboard.trustedProxies), as CIDRs
+# separated by commas: their X-Forwarded-For names the client the rate limit counts.
+DASHBOARD_TRUSTED_PROXIES = "EVAL_DASHBOARD_TRUSTED_PROXIES"
 # The read-only role of an EvalSuite's dashboard: the migration Job creates it (or sets its
 # password) with these; the dashboard pod logs in with them instead of the store's owner.
 READER_USER = "EVAL_READER_USER"

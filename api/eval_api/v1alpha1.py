@@ -1510,6 +1510,15 @@ class SuiteScheduleSpec(ApiModel):
 CIDR_PATTERN = r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"
 
 
+def _checked_cidrs(value: list[str] | None) -> list[str] | None:
+    for cidr in value or []:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/8") from None
+    return value
+
+
 class LabelSelectorRequirement(ApiModel):
     """A label selector requirement, as in meta/v1."""
 
@@ -1623,12 +1632,7 @@ class SuiteNetworkPolicySpec(ApiModel):
     @field_validator("model_egress_cidrs")
     @classmethod
     def _cidrs(cls, value: list[str] | None) -> list[str] | None:
-        for cidr in value or []:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/8") from None
-        return value
+        return _checked_cidrs(value)
 
 
 class DashboardRateLimit(ApiModel):
@@ -1696,6 +1700,26 @@ class DashboardSpec(ApiModel):
         description="Per-client rate limiting.",
         json_schema_extra=DEFAULTED_OBJECT,
     )
+    trusted_proxies: (
+        list[
+            Annotated[
+                str,
+                Field(pattern=CIDR_PATTERN, max_length=64, json_schema_extra={"format": "cidr"}),
+            ]
+        ]
+        | None
+    ) = Field(
+        default=None,
+        max_length=32,
+        description=(
+            "The proxies in front of the dashboard, as CIDRs (e.g. the ingress controller's "
+            "pod network, 10.244.0.0/16). A request from one of them is the client's of the "
+            "right-most X-Forwarded-For address that is not itself a trusted proxy; any other "
+            "peer's X-Forwarded-For is ignored (a client can write what it likes there). "
+            "Default none: the client is the peer, so behind an ingress every user shares the "
+            "ingress's rate limit."
+        ),
+    )
     store_secret_ref: LocalObjectReference | None = Field(
         default=None,
         description=(
@@ -1705,6 +1729,11 @@ class DashboardSpec(ApiModel):
             "read-only role and its Secret."
         ),
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str] | None) -> list[str] | None:
+        return _checked_cidrs(value)
 
 
 GO_DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"  # as cert-manager's durations

@@ -102,6 +102,7 @@ COLUMNS = (
     "latency_ms",
     "error_class",
     "error_message",
+    "sample_group",
 )
 STAGING = "samples_incoming"
 # ON COMMIT DELETE ROWS: each batch's transaction leaves the staging table empty.
@@ -244,6 +245,7 @@ def sample_row(
         None if completion is None else round(completion.latency * 1000, 3),
         result.error_class,
         _text(result.error),
+        result.sample.group,
     )
 
 

@@ -373,6 +373,42 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(
         process.wait(timeout=10)
 
 
+def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
+    pg: PostgresServer, seeded: tuple[str, Seeded]
+) -> None:
+    """The ingress is the peer of every request: with it trusted, each user behind it has a
+    bucket of their own; a client's own X-Forwarded-For entries cannot buy it a fresh one."""
+    dsn, _ = seeded
+    dbname = dsn.rsplit("/", 1)[1]
+
+    def codes(base: str, forwarded_for: str, n: int) -> list[int]:
+        headers = {"X-Forwarded-For": forwarded_for}
+        url = base + "/api/v1/suites"
+        return [httpx.get(url, headers=headers, timeout=30).status_code for _ in range(n)]
+
+    process, base, _ = start_dashboard(
+        pg, dbname, "--rate", "0.2", "--burst", "3",
+        EVAL_DASHBOARD_TRUSTED_PROXIES="127.0.0.0/8,::1/128",
+    )  # fmt: skip
+    try:
+        assert codes(base, "203.0.113.1", 4) == [200, 200, 200, 429]
+        assert codes(base, "203.0.113.2", 3) == [200, 200, 200]  # another user
+        # The first user, prepending made-up addresses: still the ingress's right-most entry.
+        assert codes(base, "198.51.100.9, 203.0.113.1", 1) == [429]
+        assert codes(base, "203.0.113.3, 203.0.113.1", 1) == [429]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    # Without trusted proxies the header is anyone's to write: one bucket, the peer's.
+    process, base, _ = start_dashboard(pg, dbname, "--rate", "0.2", "--burst", "3")
+    try:
+        assert codes(base, "203.0.113.1", 3) == [200, 200, 200]
+        assert codes(base, "203.0.113.2", 1) == [429]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def test_metrics_count_requests_by_route_and_show_the_pool_and_the_store(
     dashboard: tuple[str, Seeded, Path],
 ) -> None:

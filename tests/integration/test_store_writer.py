@@ -87,6 +87,7 @@ def fake_row(i: int, run: str = IDENTITY.run) -> tuple[Any, ...]:
         "latency_ms": 12.5,
         "error_class": None,
         "error_message": None,
+        "sample_group": None,
     }
     return tuple(values[column] for column in COLUMNS)
 

@@ -91,6 +91,7 @@ def _sample(
         "latency_ms": None if errored else float(20 + (i % 50)),
         "error_class": "http_500" if errored else None,
         "error_message": "server error" if errored else None,
+        "sample_group": None,
     }
     return tuple(values[c] for c in COLUMNS)
 

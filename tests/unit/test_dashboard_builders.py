@@ -8,10 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import kubernetes_validate
+import pytest
+from pydantic import ValidationError
 
 from eval_api.v1alpha1 import EvalSuiteSpec
 from eval_operator.builders import dashboard
 from eval_operator.builders import suite as builders
+from tests.unit.test_matrix import schema_errors, suite_body
 from tests.unit.test_suite_builders import K8S_VERSION, SETTINGS, suite_object
 
 
@@ -87,6 +90,21 @@ def test_the_rate_limit_reaches_the_process() -> None:
     found = objects_of({"dashboard": {"rateLimit": {"requestsPerSecond": 5, "burst": 9}}})
     args = found["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[7:11] == ["--rate", "5", "--burst", "9"]
+
+
+def test_trusted_proxies_reach_the_dashboard_and_admission_takes_only_cidrs() -> None:
+    found = objects_of({"dashboard": {"trustedProxies": ["10.244.0.0/16", "fd00:10::/64"]}})
+    kubernetes_validate.validate(found["Deployment"], K8S_VERSION, strict=True)
+    env = env_of(found["Deployment"])
+    assert env["EVAL_DASHBOARD_TRUSTED_PROXIES"] == "10.244.0.0/16,fd00:10::/64"
+    # None by default: the peer is the client and X-Forwarded-For is ignored.
+    assert "EVAL_DASHBOARD_TRUSTED_PROXIES" not in env_of(objects_of({})["Deployment"])
+    assert schema_errors(suite_body({"dashboard": {"trustedProxies": ["10.0.0.1/8"]}})) == []
+    for wrong in ("10.244.0.0/33", "10.244.0.0", "ingress-nginx/16", "2001:db8::/129", "1.2/8"):
+        spec = {"dashboard": {"trustedProxies": [wrong]}}
+        assert schema_errors(suite_body(spec)), wrong  # refused at kubectl apply
+        with pytest.raises(ValidationError, match="not a CIDR|pattern"):
+            EvalSuiteSpec.model_validate(spec)
 
 
 def test_with_a_managed_store_the_dashboard_logs_in_as_the_read_only_role() -> None:

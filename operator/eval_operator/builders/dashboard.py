@@ -131,6 +131,13 @@ def build_dashboard_deployment(
                 "value": f"{cache_host(name, namespace)}:{REDIS_PORT}",
             }
         )
+    if dashboard.trusted_proxies:
+        env.append(
+            {
+                "name": environment.DASHBOARD_TRUSTED_PROXIES,
+                "value": ",".join(dashboard.trusted_proxies),
+            }
+        )
     env.append({"name": "PYTHONUNBUFFERED", "value": "1"})
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]

@@ -42,7 +42,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from eval_api.store.settings import StoreSettings, StoreSettingsError
 from eval_runner.cache import tls_url
 from eval_runner.dashboard import models, openapi, queries, svg
-from eval_runner.dashboard.ratelimit import TokenBuckets
+from eval_runner.dashboard.ratelimit import Network, TokenBuckets, client_address
 from eval_runner.secrets import SECRETS
 
 STORE_TIMEOUT_SECONDS = 5.0
@@ -86,6 +86,8 @@ class DashboardConfig:
     suite: str | None = None
     rate: float = 20.0  # requests a second per client, after a burst of `burst`
     burst: int = 40
+    # Peers whose X-Forwarded-For names the client (an ingress): see ratelimit.client_address.
+    trusted_proxies: tuple[Network, ...] = ()
     response_seconds: float = 2.0
     pool_size: int = 10
     tls_cert: str | None = None
@@ -415,7 +417,12 @@ class Dashboard:
     async def _limit(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path in UNLIMITED_PATHS:
             return await handler(request)
-        wait = self.buckets.take(request.remote or "unknown")
+        client = client_address(
+            request.remote,
+            request.headers.getall("X-Forwarded-For", []),
+            self.config.trusted_proxies,
+        )
+        wait = self.buckets.take(client)
         if wait > 0:
             return _problem(
                 429,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import sys
 from typing import Any
@@ -22,7 +23,9 @@ def add_parser(commands: Any) -> None:
         description=(
             "Serve the results dashboard over the store of the environment "
             f"({environment.STORE_URI}, or {environment.STORE_HOST} and its parts: the "
-            f"read-only role's) and the cache ({environment.CACHE_URL}, for /readyz)."
+            f"read-only role's) and the cache ({environment.CACHE_URL}, for /readyz). "
+            f"{environment.DASHBOARD_TRUSTED_PROXIES}: the CIDRs of the proxies in front of it "
+            "(comma-separated), whose X-Forwarded-For names the client the rate limit counts."
         ),
     )
     dashboard.add_argument("--host", default=None, help="address to listen on (default all)")
@@ -70,6 +73,16 @@ def cmd_dashboard(args: Any) -> int:
     if args.rate <= 0 or args.burst < 1:
         print("error: --rate must be positive and --burst at least 1", file=sys.stderr)
         return 2
+    proxies = os.environ.get(environment.DASHBOARD_TRUSTED_PROXIES, "")
+    try:
+        trusted = tuple(
+            ipaddress.ip_network(cidr.strip(), strict=False)
+            for cidr in proxies.split(",")
+            if cidr.strip()
+        )
+    except ValueError as err:
+        print(f"error: {environment.DASHBOARD_TRUSTED_PROXIES}: {err}", file=sys.stderr)
+        return 2
     config = DashboardConfig(
         store=store,
         cache_url=(
@@ -82,6 +95,7 @@ def cmd_dashboard(args: Any) -> int:
         suite=args.suite,
         rate=args.rate,
         burst=args.burst,
+        trusted_proxies=trusted,
         response_seconds=args.response_seconds,
         pool_size=args.pool_size,
         tls_cert=args.tls_cert,

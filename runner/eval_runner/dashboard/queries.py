@@ -47,14 +47,27 @@ FROM unnest($1::text[], $2::text[]) AS k(evaluation_uid, run)
 JOIN samples s ON s.evaluation_uid = k.evaluation_uid AND s.run = k.run
 GROUP BY s.evaluation_uid, s.run
 """
+# Per scorer, the sums of eval_api.shard.ScoreSums: with task.groupField (samples with a group)
+# also the sums over the groups g (n_g samples scoring S_g) that its cluster-robust standard
+# error needs: G, sum S_g^2, sum n_g S_g, sum n_g^2. A sample without a group (a row written
+# before schema 6) is a group of its own: 1, v^2, v, 1.
 SCORE_SUMS = """
-SELECT s.evaluation_uid, s.run, e.key AS scorer, count(*) AS n,
-       sum(e.value::float8) AS sum, sum(e.value::float8 * e.value::float8) AS sumsq
-FROM unnest($1::text[], $2::text[]) AS k(evaluation_uid, run)
-JOIN samples s ON s.evaluation_uid = k.evaluation_uid AND s.run = k.run
-CROSS JOIN LATERAL jsonb_each_text(s.scores) AS e(key, value)
-WHERE s.error_class IS NULL
-GROUP BY s.evaluation_uid, s.run, e.key
+SELECT evaluation_uid, run, scorer, sum(n)::bigint AS n, sum(total) AS sum,
+       sum(squares) AS sumsq, bool_or(sample_group IS NOT NULL) AS grouped,
+       sum(CASE WHEN sample_group IS NULL THEN n ELSE 1 END)::bigint AS groups,
+       sum(CASE WHEN sample_group IS NULL THEN squares ELSE total * total END) AS group_sumsq,
+       sum(CASE WHEN sample_group IS NULL THEN total ELSE n * total END) AS group_cross,
+       sum(CASE WHEN sample_group IS NULL THEN n ELSE n * n END)::bigint AS group_nsq
+FROM (
+    SELECT s.evaluation_uid, s.run, e.key AS scorer, s.sample_group, count(*) AS n,
+           sum(e.value::float8) AS total, sum(e.value::float8 * e.value::float8) AS squares
+    FROM unnest($1::text[], $2::text[]) AS k(evaluation_uid, run)
+    JOIN samples s ON s.evaluation_uid = k.evaluation_uid AND s.run = k.run
+    CROSS JOIN LATERAL jsonb_each_text(s.scores) AS e(key, value)
+    WHERE s.error_class IS NULL
+    GROUP BY s.evaluation_uid, s.run, e.key, s.sample_group
+) AS by_group
+GROUP BY evaluation_uid, run, scorer
 """
 ERRORS = """
 SELECT s.evaluation_uid, s.run, s.error_class, count(*) AS n
@@ -174,9 +187,20 @@ def sample_of(row: Any) -> models.Sample:
     )
 
 
-def _score(sums: tuple[int, float, float] | None, name: str) -> models.ScorerSummary:
-    n, total, squares = sums or (0, 0.0, 0.0)
-    result = score_result(name, ScoreSums(n=n, sum=total, sumsq=squares))
+def _score_sums(row: Any) -> ScoreSums:
+    """A SCORE_SUMS row as the runner's ScoreSums: the grouped sums only with task.groupField,
+    so that the interval is the status's (eval_api.stats)."""
+    sums = ScoreSums(n=row["n"], sum=row["sum"], sumsq=row["sumsq"])
+    if row["grouped"]:
+        sums.groups = row["groups"]
+        sums.group_sumsq = row["group_sumsq"]
+        sums.group_cross = row["group_cross"]
+        sums.group_nsq = row["group_nsq"]
+    return sums
+
+
+def _score(sums: ScoreSums | None, name: str) -> models.ScorerSummary:
+    result = score_result(name, sums or ScoreSums())
     return models.ScorerSummary(
         name=name, value=result.value, stderr=result.stderr, ci95=result.ci95, n=result.n
     )
@@ -228,9 +252,9 @@ async def summarise(conn: Any, keys: list[tuple[str, str]]) -> list[models.RunSu
     uids, runs = [k[0] for k in keys], [k[1] for k in keys]
     meta = await conn.fetch(RUNS_BY_KEYS, uids, runs)
     totals = {(r["evaluation_uid"], r["run"]): r for r in await conn.fetch(TOTALS, uids, runs)}
-    sums: dict[tuple[str, str], dict[str, tuple[int, float, float]]] = defaultdict(dict)
+    sums: dict[tuple[str, str], dict[str, ScoreSums]] = defaultdict(dict)
     for r in await conn.fetch(SCORE_SUMS, uids, runs):
-        sums[(r["evaluation_uid"], r["run"])][r["scorer"]] = (r["n"], r["sum"], r["sumsq"])
+        sums[(r["evaluation_uid"], r["run"])][r["scorer"]] = _score_sums(r)
     errors: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     for r in await conn.fetch(ERRORS, uids, runs):
         errors[(r["evaluation_uid"], r["run"])][r["error_class"]] = r["n"]

@@ -171,6 +171,8 @@ def _format_ok(value: Any, fmt: str) -> bool:
             return isinstance(ipaddress.ip_address(value), ipaddress.IPv4Address)
         if fmt == "ipv6":
             return isinstance(ipaddress.ip_address(value), ipaddress.IPv6Address)
+        if fmt == "cidr":  # Go's net.ParseCIDR: an address, a slash, a prefix length
+            return "/" in value and bool(ipaddress.ip_network(value, strict=False))
         if fmt == "hostname":
             return len(value) <= 253 and bool(_HOSTNAME.match(value))
         if fmt == "duration":
