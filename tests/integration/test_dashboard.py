@@ -20,10 +20,16 @@ import httpx
 import pytest
 import scipy.stats
 
-from eval_api.stats import wilson
+from eval_api.shard import ScoreSums
+from eval_api.stats import score_result, wilson
 from eval_api.store.migrate import migrate
 from eval_api.store.reader import ensure_reader_role
+from eval_runner.client import Completion
 from eval_runner.compare import mcnemar_margin_p
+from eval_runner.dashboard import models, queries
+from eval_runner.dataset import Sample
+from eval_runner.pipeline import SampleResult
+from eval_runner.store import COLUMNS, RunIdentity, sample_row
 from tests.support.dashboard_process import READER, READER_PASSWORD, spawn_dashboard
 from tests.support.ports import free_port
 from tests.support.results_seed import Seeded, seed_suite
@@ -534,3 +540,74 @@ def test_a_response_the_model_gave_is_escaped_not_run(
     assert page.status_code == 200
     assert "<script>" not in page.text and "<img src=x" not in page.text
     assert "&lt;script&gt;" in page.text
+
+
+async def _seed_grouped(dsn: str) -> dict[str, ScoreSums]:
+    """Two models of one task scoring 24 of 40: "a-grouped" on 8 passages of 5 questions
+    (task.groupField) answered alike within a passage, "b-plain" on 40 independent questions.
+    Rows as the runner writes them (eval_runner.store.sample_row); returns each model's sums
+    as the runner sums them for the status."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+        expected = {}
+        for model, grouped in (("a-grouped", True), ("b-plain", False)):
+            uid, run = f"uid-{model}", f"grouped-{model}-r0"
+            await conn.execute(
+                """INSERT INTO runs (evaluation_uid, run, namespace, evaluation_name, suite,
+                   provider, model, dataset_source, spec_hash, shards, scorers, cell, suite_run,
+                   succeeded_at)
+                   VALUES ($1, $2, 'team-b', $3, 'grouped', 'openai', $3, 'inline', 'h', 1,
+                   ARRAY['exact_match'], $4, '20261201-000000', now())""",
+                uid,
+                run,
+                model,
+                f"{model}/reading",
+            )
+            sums, groups, rows = ScoreSums(), {}, []
+            identity = RunIdentity(uid, run, "team-b", model, "grouped")
+            for i in range(40):
+                group = f"passage-{i // 5}" if grouped else None
+                # Passages 0-4 right, 5-7 wrong; the plain model right on the same 24.
+                value = 1.0 if i < 24 else 0.0
+                sample = Sample(id=i, input=f"q{i}", target="a", record={"q": i}, group=group)
+                result = SampleResult(
+                    sample, [{"role": "user", "content": f"q{i}"}], Completion("a", 5, 1),
+                    {"exact_match": value},
+                )  # fmt: skip
+                rows.append(sample_row(result, identity, 0, 1, None))
+                sums.add(value, None if group is None else groups.setdefault(group, [0, 0.0]))
+            await conn.copy_records_to_table("samples", records=rows, columns=COLUMNS)
+            expected[model] = sums
+        stored = await conn.fetchval("SELECT count(DISTINCT sample_group) FROM samples")
+        assert stored == 8  # the runner writes each sample's group
+        return expected
+    finally:
+        await conn.close()
+
+
+async def _grouped_leaderboard(dsn: str) -> models.Leaderboard:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await queries.leaderboard(conn, queries.Summaries(), "team-b", "grouped")
+    finally:
+        await conn.close()
+
+
+def test_a_grouped_tasks_interval_is_the_status_cluster_robust_one_and_ranks_it(
+    pg: PostgresServer,
+) -> None:
+    dsn = asyncio.run(create_database(pg))
+    sums = asyncio.run(_seed_grouped(dsn))
+    (task,) = asyncio.run(_grouped_leaderboard(dsn)).tasks
+    by_model = {e.model: e for e in task.entries}
+    for model, expected in sums.items():
+        status = score_result("exact_match", expected)  # what the Evaluation's status shows
+        assert by_model[model].score == status.value == 0.6
+        assert by_model[model].ci95 == pytest.approx(status.ci95, abs=1e-6)
+    # Eight clusters, not forty samples: wider than the independent samples' Wilson interval.
+    grouped, plain = by_model["a-grouped"].ci95, by_model["b-plain"].ci95
+    assert plain == pytest.approx(wilson(0.6, 40), abs=1e-6)
+    assert grouped[1] - grouped[0] > 1.5 * (plain[1] - plain[0])
+    # Equal scores rank by the interval's lower bound: the independent samples' first.
+    assert [e.model for e in task.entries] == ["b-plain", "a-grouped"]
