@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from eval_api.quantity import parse_quantity
+
 from .errors import FieldError
 from .podspec import validate_pod_spec
 
@@ -237,6 +239,114 @@ def _workload_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list
     return _workload_errors(obj, old)
 
 
+# What an update may change in a StatefulSet's spec (ValidateStatefulSetUpdate in
+# pkg/apis/apps/validation): everything else is refused whole.
+STATEFULSET_MUTABLE = (
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+)
+
+
+def _statefulset_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    spec = obj.get("spec")
+    errors = _workload_normalize(obj, old)
+    if old is None or not isinstance(spec, dict):
+        return errors
+
+    def fixed(s: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in s.items() if k not in STATEFULSET_MUTABLE}
+
+    if fixed(spec) != fixed(old.get("spec") or {}):
+        errors.append(
+            FieldError(
+                "spec",
+                "Forbidden",
+                None,
+                "updates to statefulset spec for fields other than 'replicas', 'ordinals', "
+                "'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and "
+                "'minReadySeconds' are forbidden",
+            )
+        )
+    return errors
+
+
+def storage_request(pvc: dict[str, Any]) -> Any:
+    return (((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+
+
+def storage_capacity(pvc: dict[str, Any]) -> Any:
+    return ((pvc.get("status") or {}).get("capacity") or {}).get("storage")
+
+
+def _same_quantity(a: Any, b: Any) -> bool:
+    try:
+        return a == b or parse_quantity(a) == parse_quantity(b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _pvc_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
+    """ValidatePersistentVolumeClaimUpdate (pkg/apis/core/validation): a claim's spec is fixed
+    once made, but for its storage request, which only a bound claim may change, and never
+    below what its volume already has; the binder sets volumeName once."""
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return []
+    spec.setdefault("volumeMode", "Filesystem")
+    if old is None:
+        return []
+    old_spec = old.get("spec") or {}
+    bound = (old.get("status") or {}).get("phase") == "Bound"
+
+    def fixed(s: dict[str, Any], *, volume_name: Any) -> dict[str, Any]:
+        kept = {k: v for k, v in s.items() if k not in ("volumeAttributesClassName",)}
+        kept["volumeName"] = volume_name
+        if bound:
+            resources = dict(kept.get("resources") or {})
+            resources.pop("requests", None)
+            kept["resources"] = resources
+        return kept
+
+    # The binder may set volumeName on a claim that has none yet.
+    volume_name = old_spec.get("volumeName") or spec.get("volumeName")
+    new_fixed = fixed(spec, volume_name=volume_name)
+    old_fixed = fixed(old_spec, volume_name=volume_name)
+    if not bound and _same_quantity(storage_request(obj), storage_request(old)):
+        new_fixed.pop("resources", None)
+        old_fixed.pop("resources", None)
+    if new_fixed != old_fixed:
+        return [
+            FieldError(
+                "spec",
+                "Forbidden",
+                None,
+                "spec is immutable after creation except resources.requests and "
+                "volumeAttributesClassName for bound claims",
+            )
+        ]
+    capacity = storage_capacity(old)
+    try:
+        shrunk = capacity is not None and parse_quantity(storage_request(obj)) < parse_quantity(
+            capacity
+        )
+    except (TypeError, ValueError):
+        shrunk = False
+    if shrunk:
+        return [
+            FieldError(
+                "spec.resources.requests.storage",
+                "Forbidden",
+                None,
+                "field can not be less than status.capacity",
+            )
+        ]
+    return []
+
+
 def _workload_errors(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
     """apps/v1 validation that operators hit: a selector that matches the template labels."""
     spec = obj["spec"]
@@ -290,8 +400,15 @@ def _service_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[
         return []
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
+    errors: list[FieldError] = []
     if spec["type"] != "ExternalName":
         old_spec = (old or {}).get("spec") or {}
+        given, kept = spec.get("clusterIP"), old_spec.get("clusterIP")
+        if old is not None and given and kept and given != kept:
+            # ValidateServiceUpdate: the address (or "None" of a headless Service) stays.
+            errors.append(
+                FieldError("spec.clusterIPs[0]", "Invalid", [given], "may not change once set")
+            )
         if not spec.get("clusterIP"):
             # Allocated once, kept by updates (as the real IP allocator does).
             spec["clusterIP"] = old_spec.get("clusterIP") or cluster_ip(
@@ -306,7 +423,7 @@ def _service_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[
             port.setdefault("protocol", "TCP")
             if "port" in port:
                 port.setdefault("targetPort", port["port"])
-    return []
+    return errors
 
 
 def _cronjob_normalize(obj: dict[str, Any], old: dict[str, Any] | None) -> list[FieldError]:
@@ -343,6 +460,7 @@ def _more_builtin_types() -> list[ResourceType]:
             "PersistentVolumeClaim",
             short_names=("pvc",),
             subresources=status,
+            normalize=_pvc_normalize,
         ),
         ResourceType(
             "",
@@ -382,7 +500,7 @@ def _more_builtin_types() -> list[ResourceType]:
             short_names=("sts",),
             categories=all_,
             subresources=status,
-            normalize=_workload_normalize,
+            normalize=_statefulset_normalize,
             **_with_generation(),
         ),
         ResourceType(

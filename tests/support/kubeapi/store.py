@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from eval_api.quantity import parse_quantity
+
 from . import admission, gotypes, managed
 from . import errors as err
 from .crds import resource_type_from_crd
@@ -36,11 +38,13 @@ from .patches import (
     merge_patch,
     strategic_merge_patch,
 )
-from .resources import ResourceType, builtin_types
+from .resources import ResourceType, builtin_types, storage_request
 from .schema import MISSING, apply_defaults, prune, validate
 
 CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACE_KEY = ("", "namespaces")
+PVC_KEY = ("", "persistentvolumeclaims")
+STORAGE_CLASS_KEY = ("storage.k8s.io", "storageclasses")
 OBJECT_META = {
     "name",
     "generateName",
@@ -610,6 +614,39 @@ class Store:
             raise err.invalid(rt, meta.get("name") or "", errors)
         return obj
 
+    def _default_storage_class(self, pvc: dict[str, Any]) -> None:
+        """The DefaultStorageClass admission plugin: a claim that names no class gets the
+        cluster's default one, when there is one."""
+        spec = pvc.get("spec")
+        if not isinstance(spec, dict) or "storageClassName" in spec:
+            return
+        for (_, name), sc in sorted(self.objects[STORAGE_CLASS_KEY].items()):
+            annotations = sc["metadata"].get("annotations") or {}
+            if annotations.get("storageclass.kubernetes.io/is-default-class") == "true":
+                spec["storageClassName"] = name
+                return
+
+    def _check_resize(self, rt: ResourceType, pvc: dict[str, Any], old: dict[str, Any]) -> None:
+        """The PersistentVolumeClaimResize admission plugin: a claim grows only when its
+        StorageClass allows volume expansion (a 403, not a validation error)."""
+        try:
+            grows = parse_quantity(storage_request(pvc)) > parse_quantity(storage_request(old))
+        except (TypeError, ValueError):
+            return
+        if not grows:
+            return
+        class_name = (pvc.get("spec") or {}).get("storageClassName") or ""
+        sc = self.objects[STORAGE_CLASS_KEY].get(("", class_name))
+        if sc is None or not sc.get("allowVolumeExpansion"):
+            name = pvc["metadata"]["name"]
+            raise APIError(
+                403,
+                "Forbidden",
+                f'{rt.qualified} "{name}" is forbidden: only dynamically provisioned pvc can be '
+                "resized and the storageclass that provisions the pvc must support resize",
+                {"name": name, "kind": rt.plural},
+            )
+
     def _check_namespace_accepts(self, rt: ResourceType, namespace: str, name: str) -> None:
         """The NamespaceLifecycle admission plugin: nothing is created in a namespace that does
         not exist or is being deleted."""
@@ -748,6 +785,8 @@ class Store:
                 rt.prepare_create(obj)
             if keep_status and given_status is not None:
                 obj["status"] = given_status
+            if rt.key == PVC_KEY:
+                self._default_storage_class(obj)
             obj = self._admit(rt, version, obj, None)
             self._check_policies(rt, version, "CREATE", obj, None, opts)
             if rt.has_generation:
@@ -826,6 +865,8 @@ class Store:
                 result["metadata"][key] = old_meta[key]
         result["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         result = self._admit(rt, version, result, old)
+        if rt.key == PVC_KEY and subresource is None:
+            self._check_resize(rt, result, old)
         self._check_policies(rt, version, "UPDATE", result, old, opts, subresource)
         if owned is not None:
             result["metadata"]["managedFields"] = managed.encode_managers(owned)
