@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+from decimal import Decimal
 from typing import Any
+
+from eval_api.quantity import parse_quantity
 
 # What validating an object the apiserver already admitted passes as pydantic's context: its
 # rules held at `kubectl apply`, so they are not evaluated again (the operator, the runner in a
@@ -38,7 +41,56 @@ def holds(rule: str, value: Any) -> bool:
     context = _cel().Context({"self": value})
     # cel-go's strings/lists extensions, as Kubernetes enables them.
     importlib.import_module("cel.stdlib").add_stdlib_to_context(context)
+    add_quantity_library(context)
     try:
         return _program(rule).execute(context) is True
     except Exception:
         return False
+
+
+def is_transition_rule(rule: str) -> bool:
+    """A rule about a change (it reads oldSelf): the apiserver checks it on updates only, and
+    a manifest read outside a cluster has no old object to hold it to."""
+    return "oldSelf" in rule
+
+
+# --- Kubernetes' CEL quantity library (k8s.io/apiserver/pkg/cel/library/quantity.go) -----------
+# quantity("10Gi").compareTo(quantity(oldSelf.size)) >= 0 and the like. A quantity is carried
+# through CEL as a tagged string of its exact value: equal quantities are equal values
+# whatever their spelling ("1Gi" and "1024Mi").
+
+_QUANTITY_TAG = "k8s.quantity:"
+
+
+def _as_quantity(text: str) -> str:
+    return f"{_QUANTITY_TAG}{parse_quantity(text).normalize()}"
+
+
+def _value(quantity: str) -> Decimal:
+    if not isinstance(quantity, str) or not quantity.startswith(_QUANTITY_TAG):
+        raise TypeError(f"{quantity!r} is not a quantity")
+    return Decimal(quantity.removeprefix(_QUANTITY_TAG))
+
+
+def _compare(a: str, b: str) -> int:
+    left, right = _value(a), _value(b)
+    return (left > right) - (left < right)
+
+
+def _is_quantity(text: str) -> bool:
+    try:
+        parse_quantity(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def add_quantity_library(context: Any) -> None:
+    """The quantity functions the API's rules use, as Kubernetes defines them."""
+    context.add_function("quantity", _as_quantity)
+    context.add_function("isQuantity", _is_quantity)
+    context.add_function("compareTo", _compare)
+    context.add_function("isGreaterThan", lambda a, b: _compare(a, b) > 0)
+    context.add_function("isLessThan", lambda a, b: _compare(a, b) < 0)
+    context.add_function("sign", lambda a: (_value(a) > 0) - (_value(a) < 0))
+    context.add_function("asApproximateFloat", lambda a: float(_value(a)))

@@ -104,9 +104,15 @@ class ApiModel(BaseModel):
         if not model_rules and not field_rules:
             return self
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
-        failed = [rule for rule in model_rules if not cel.holds(rule["rule"], data)]
+        failed = [
+            rule
+            for rule in model_rules
+            if not cel.is_transition_rule(rule["rule"]) and not cel.holds(rule["rule"], data)
+        ]
         for name, rule in field_rules:
             alias = cls.model_fields[name].alias or name
+            if cel.is_transition_rule(rule["rule"]):
+                continue
             if alias in data and not cel.holds(rule["rule"], data[alias]):
                 failed.append(rule)
         if failed:
@@ -1167,9 +1173,41 @@ MODE_MEMBER_RULES = [
 ]
 
 
+def volume_rules(what: str) -> list[dict[str, str]]:
+    """What a PersistentVolumeClaim allows, said at `kubectl apply` of the suite: a size above
+    zero that may grow (where the StorageClass allows expansion) but never shrink, and a
+    StorageClass fixed once the volume exists."""
+    return [
+        cel_rule(
+            # has(): the object's own default ({}) is validated before its fields' defaults.
+            "!has(self.size) || quantity(self.size).isGreaterThan(quantity('0'))",
+            f"the {what} volume's size must be more than 0",
+            ".size",
+        ),
+        cel_rule(
+            "!has(self.size) || !has(oldSelf.size) || "
+            "quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
+            f"the {what} volume may grow but never shrink (a PersistentVolumeClaim cannot): "
+            "keep size at least what it was",
+            ".size",
+        ),
+        cel_rule(
+            "has(self.storageClassName) == has(oldSelf.storageClassName) && "
+            "(!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
+            f"the {what} volume's storageClassName cannot change once it exists (a "
+            "PersistentVolumeClaim's class is fixed)",
+            ".storageClassName",
+        ),
+    ]
+
+
 class StoreBackupSpec(ApiModel):
     """Scheduled dumps of the managed store: a CronJob runs `pg_dump -Fc` to a backup volume of
     its own and keeps the newest `retention` dumps."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": volume_rules("backup")}
+    )
 
     enabled: bool = Field(default=True, description="Take scheduled dumps (default true).")
     schedule: str = Field(
@@ -1202,6 +1240,7 @@ class ManagedStoreSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
+                *volume_rules("data"),
                 cel_rule(
                     "!has(self.parameters) || self.parameters.all(k, !(k in ["
                     + ", ".join(f"'{name}'" for name in RESERVED_POSTGRES_PARAMETERS)

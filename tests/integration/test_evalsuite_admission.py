@@ -61,6 +61,15 @@ REJECTED: dict[str, tuple[dict[str, Any], str]] = {
         {"store": {"managed": {"backup": {"size": "-1Gi"}}}},
         "spec.store.managed.backup.size",
     ),
+    "storage size of zero": (
+        {"store": {"managed": {"size": "0"}}},
+        "spec.store.managed.size: Invalid value: \"object\": the data volume's size must be "
+        "more than 0",
+    ),
+    "backup size of zero": (
+        {"store": {"managed": {"backup": {"size": "0Gi"}}}},
+        "the backup volume's size must be more than 0",
+    ),
     "unknown store mode": ({"store": {"mode": "Cloud"}}, "spec.store.mode"),
     "external mode without external": (
         {"store": {"mode": "External"}},
@@ -288,3 +297,61 @@ def test_a_valid_suite_is_stored_with_its_defaults(cluster: Cluster) -> None:
     assert (
         "evalsuite.evals.io/tuned" in cluster.kubectl("get", "evals", "-n", NS, "-o", "name").stdout
     )
+
+
+# What cannot change on a live suite: refused at `kubectl apply` of the change (CEL rules on
+# oldSelf), while what can, is admitted. name: (before, after, a text of the 422 or None)
+CHANGES: dict[str, tuple[dict[str, Any], dict[str, Any], str | None]] = {
+    "the store grows": (
+        {"store": {"managed": {"size": "1Gi"}}},
+        {"store": {"managed": {"size": "2Gi"}}},
+        None,
+    ),
+    "the same size in other words": (
+        {"store": {"managed": {"size": "1Gi"}}},
+        {"store": {"managed": {"size": "1024Mi"}}},
+        None,
+    ),
+    "the store shrinks": (
+        {"store": {"managed": {"size": "2Gi"}}},
+        {"store": {"managed": {"size": "1Gi"}}},
+        "spec.store.managed.size: Invalid value: \"object\": the data volume may grow but "
+        "never shrink",
+    ),
+    "the store's class changes": (
+        {"store": {"managed": {"storageClassName": "standard"}}},
+        {"store": {"managed": {"storageClassName": "fast"}}},
+        "spec.store.managed.storageClassName: Invalid value: \"object\": the data volume's "
+        "storageClassName cannot change once it exists",
+    ),
+    "the store's class is set later": (
+        {"store": {"managed": {}}},
+        {"store": {"managed": {"storageClassName": "fast"}}},
+        "storageClassName cannot change once it exists",
+    ),
+    "the backup volume shrinks": (
+        {"store": {"managed": {"backup": {"size": "5Gi"}}}},
+        {"store": {"managed": {"backup": {"size": "4Gi"}}}},
+        "spec.store.managed.backup.size: Invalid value: \"object\": the backup volume may "
+        "grow but never shrink",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(CHANGES))
+def test_a_change_of_a_live_suite_is_admitted_or_refused_at_apply(
+    cluster: Cluster, case: str
+) -> None:
+    before, after, refusal = CHANGES[case]
+    name = "live-" + str(sorted(CHANGES).index(case))
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(suite(name, before)))
+    done = cluster.kubectl(
+        "apply", "-f", "-", input=yaml.safe_dump(suite(name, after)), check=False
+    )
+    if refusal is None:
+        assert done.returncode == 0, f"{case}: {done.stderr}"
+    else:
+        assert done.returncode != 0, f"{case}: admitted"
+        assert refusal in done.stderr, f"{case}: {done.stderr}"
+        # Outside a cluster there is no old object: the new spec alone is valid.
+        EvalSuite.model_validate(suite(name, after))

@@ -10,8 +10,9 @@ CEL is evaluated with the ``cel`` package (PyPI: common-expression-language,
 a binding to the Rust ``cel`` crate): it supports ``has()``, ``size()``,
 ``matches()``, ``all()``, ``exists()``, ``exists_one()``, ``map()``,
 ``filter()`` and, via ``cel.stdlib``, most of the cel-go string/list/math
-extensions. It lacks the Kubernetes-specific libraries (quantity, URLs, IPs,
-``format.*``), static type-checking, and cost limits.
+extensions, and Kubernetes' quantity library (eval_api.cel). It lacks the other
+Kubernetes-specific libraries (URLs, IPs, ``format.*``), static type-checking, and cost
+limits.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 
 import cel
 from cel.stdlib import add_stdlib_to_context
+
+from eval_api.cel import add_quantity_library
 
 from .errors import FieldError, fmt_value
 
@@ -481,6 +484,7 @@ _REASONS = {
 def _evaluate(rule: str, variables: dict[str, Any]) -> Any:
     context = cel.Context(variables)
     add_stdlib_to_context(context)  # cel-go's strings/lists/sets/math extensions
+    add_quantity_library(context)  # Kubernetes' quantity(), compareTo() & co.
     return compile_rule(rule).execute(context)
 
 
