@@ -234,7 +234,10 @@ if sys.argv[1] == "binary":
     base, cand = np.round(base), np.round(cand)
 result = compare_paired(dict(enumerate(base.tolist())), dict(enumerate(cand.tolist())))
 assert result.pairs == n and result.ci95[0] < result.difference < result.ci95[1]
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+# VmHWM, this process image's own peak: ru_maxrss would carry the peak of the parent that
+# forked it (the test runner's) across exec.
+with open("/proc/self/status") as status:
+    print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))  # KiB
 """
 
 
