@@ -6,3 +6,6 @@ FailIndex); any other non-zero code is retried up to backoffLimitPerIndex.
 
 EXIT_OK = 0
 EXIT_PERMANENT = 3
+# Something the shard depends on was away for longer than it waits (the store): the Job
+# retries the index after its pod back-off, and the new attempt resumes from the store.
+EXIT_RETRY = 1

@@ -26,7 +26,7 @@ from eval_api import cel, environment
 from eval_api.aggregate import Aggregate, aggregate
 from eval_api.checks import spec_problems
 from eval_api.environment import judge_key_env
-from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT
+from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT, EXIT_RETRY
 from eval_api.ledger import Ledger, Spent
 from eval_api.matrix import cell_problems, cells_of
 from eval_api.shard import ShardSummary
@@ -43,7 +43,7 @@ from eval_runner.cache import (
 from eval_runner.checkpoint import TerminationLog
 from eval_runner.dashboard import cli as dashboard_cli
 from eval_runner.dataset import DEFAULT_DATASET_DIR
-from eval_runner.errors import PermanentError
+from eval_runner.errors import PermanentError, RetryableError
 from eval_runner.pipeline import BudgetStopped, SampleResult, run_shard
 from eval_runner.runtime import run as run_async
 from eval_runner.secrets import SECRETS, read_key
@@ -120,11 +120,13 @@ environment:
       EVAL_RUN (whose rows), EVAL_EVALUATION_NAME, EVAL_EVALUATION_NAMESPACE, EVAL_SUITE:
       each sample is written as it finishes, and a retried pod resumes from them
   EVAL_STORE_BATCH_ROWS (2000), EVAL_STORE_UNAVAILABLE_AFTER_SECONDS (120)  the writer:
-      rows per batch, and how long the store may fail before StoreUnavailable (exit 3)
+      rows per batch, and how long the store may fail before StoreUnavailable (exit 1: the
+      Job retries the shard, which resumes from the store)
   EVAL_CACHE_URL, EVAL_CACHE_TTL_SECONDS  the response cache (Redis); never fatal
 
 exit codes: 0 done; 3 permanent error or BudgetExceeded (the Job fails the index); 143 stopped
-by SIGTERM (eviction, deadline, cancel); 1 anything else (retried).
+by SIGTERM (eviction, deadline, cancel); 1 anything else, a store unavailable for longer than
+its bound included (retried).
 The final ShardSummary JSON is written to the termination log in every case.
 """
 
@@ -469,7 +471,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
 
     summary = ShardSummary()
-    stopped: PermanentError | None = None
+    stopped: PermanentError | RetryableError | None = None
 
     async def run() -> None:
         store = await local_store.open(evaluation) if local_store is not None else None
@@ -496,7 +498,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with progress:
             run_async(run())
-    except PermanentError as err:
+    except (PermanentError, RetryableError) as err:
         if not summary.total:
             print(f"error: {err.reason}: {err.message}", file=sys.stderr)
             return EXIT_PERMANENT
@@ -711,7 +713,7 @@ def cmd_run_suite(args: argparse.Namespace, suite: EvalSuite) -> int:
 
     try:
         return run_async(run())
-    except PermanentError as err:
+    except (PermanentError, RetryableError) as err:
         print(f"error: {err.reason}: {err.message}", file=sys.stderr)
         return EXIT_PERMANENT
 
@@ -1036,6 +1038,11 @@ async def _serve_shard(
             except PermanentError as err:
                 log.error("shard failed permanently", reason=err.reason, message=err.message)
                 return EXIT_PERMANENT
+            except RetryableError as err:
+                log.error(
+                    "shard stopped; the Job retries it", reason=err.reason, message=err.message
+                )
+                return EXIT_RETRY
             except Exception:
                 log.exception("shard crashed")
                 return EXIT_CRASHED

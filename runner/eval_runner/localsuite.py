@@ -37,7 +37,7 @@ from eval_api.v1alpha1 import (
 )
 from eval_api.verdict import judge_thresholds
 from eval_runner.cellreport import CellRun, report_cell
-from eval_runner.errors import PermanentError
+from eval_runner.errors import PermanentError, RetryableError
 from eval_runner.pipeline import SampleResult, run_shard
 from eval_runner.store import (
     RunIdentity,
@@ -99,7 +99,7 @@ async def run_cell(
             on_sample=keep,
             store=store,
         )
-    except PermanentError as err:
+    except (PermanentError, RetryableError) as err:
         outcome.error = f"{err.reason}: {err.message}"
     names = [s.effective_name for s in spec.task.scorers]
     result = aggregate([summary], names, total=summary.total)

@@ -23,7 +23,7 @@ from eval_runner.dataset import (
     load_samples,
     shard_samples,
 )
-from eval_runner.errors import PermanentError
+from eval_runner.errors import PermanentError, RetryableError
 from eval_runner.prompt import Message, PromptBuilder
 from eval_runner.scorers import (
     JudgeScorer,
@@ -55,6 +55,9 @@ class SampleResult:
     error: str | None = None  # the detail, the key redacted
     url: str | None = None  # where the failing request went
     spend: Spend | None = None  # what its failed requests used (an answered one: completion's)
+    # It failed for a reason that passes (429, 5xx, a timeout, a lost connection): not a final
+    # answer, so it is not stored and a resumed shard asks it again.
+    transient: bool = False
 
 
 SampleCallback = Callable[[SampleResult], None]
@@ -174,7 +177,7 @@ async def run_shard(
     except Exception as err:
         # A failure inside a worker arrives wrapped by the TaskGroup; report it, not the group.
         cause = _first_cause(err)
-        if isinstance(cause, PermanentError):
+        if isinstance(cause, PermanentError | RetryableError):
             summary.state, summary.reason = "error", cause.reason
             summary.message = SECRETS.redact(cause.message)
         else:
@@ -291,6 +294,7 @@ def _failure(err: RequestFailed, prefix: str = "") -> dict[str, Any]:
         "error_class": prefix + err.error_class,
         "error": err.detail,
         "url": err.url,
+        "transient": err.retryable,
     }
     if not prefix:  # a judge's failure: the sample's spend is its model completion's
         failure["spend"] = err.spend

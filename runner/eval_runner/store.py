@@ -8,8 +8,17 @@ INSERT ... ON CONFLICT DO NOTHING in the same transaction, so a batch sent twice
 went through, its answer was lost) adds nothing the second time. A batch that failed stays
 in memory and is sent again whole, with exponential backoff and jitter, for as long as the
 store has been failing for less than `unavailable_after_seconds`; past that the shard stops
-with reason StoreUnavailable. The last rows are written before the shard's summary is
-reported, however the shard ends (a SIGTERM gives them TERMINATION_FLUSH_SECONDS).
+with reason StoreUnavailable, a retryable error: the Job starts the shard again (pod back-off)
+and the new attempt resumes from the rows that were written. The rows still buffered then are
+not lost answers: their samples are asked again by the next attempt (from the response cache,
+when the run has one: it keeps the answers of its own run). Only a store that answers wrongly
+(a schema it cannot migrate, another spec under the same run, refused credentials) stops the
+shard for good. The last rows are written before the shard's summary is reported, however the
+shard ends (a SIGTERM gives them TERMINATION_FLUSH_SECONDS).
+
+A sample that failed for a reason that passes (429, 5xx, a timeout, a lost connection) is not
+a final answer: it is counted in the shard's summary as errored, but not stored, so a resumed
+attempt asks it again.
 
 When a shard opens the store it applies the schema migrations (idempotent; the operator has
 usually done it already), registers the run (a run id reused with another spec is refused:
@@ -48,7 +57,7 @@ from eval_api.v1alpha1 import Evaluation, EvaluationSpec, Pricing
 from eval_runner import metrics
 from eval_runner.client import Spend
 from eval_runner.dataset import Sample
-from eval_runner.errors import PermanentError
+from eval_runner.errors import PermanentError, RetryableError
 from eval_runner.prompt import Message
 from eval_runner.secrets import SECRETS
 
@@ -56,6 +65,7 @@ if TYPE_CHECKING:
     from eval_runner.pipeline import SampleResult
 
 STORE_UNAVAILABLE = "StoreUnavailable"
+STORE_CREDENTIALS_REFUSED = "StoreCredentialsRefused"
 STORE_CONFLICT = "StoreConflict"
 STORE_SCHEMA_INVALID = "StoreSchemaInvalid"
 STORE_CONFIG_INVALID = "StoreConfigInvalid"
@@ -141,7 +151,9 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 
-class StoreUnavailable(PermanentError):
+class StoreUnavailable(RetryableError):
+    """The store failed for longer than the outage bound: the Job retries the shard."""
+
     def __init__(self, message: str) -> None:
         super().__init__(STORE_UNAVAILABLE, message)
 
@@ -390,8 +402,9 @@ class Outage:
                 await on_error(err)
                 detail = SECRETS.redact(f"{type(err).__name__}: {err}")
                 if isinstance(err, REFUSED):
-                    raise StoreUnavailable(
-                        f"the store {self._where} refused the credentials while {doing}: {detail}"
+                    raise PermanentError(
+                        STORE_CREDENTIALS_REFUSED,
+                        f"the store {self._where} refused the credentials while {doing}: {detail}",
                     ) from None
                 now = self._clock()
                 if self.since is None:
@@ -567,6 +580,8 @@ class SampleStore:
         return stored
 
     def record(self, result: SampleResult) -> None:
+        if result.transient:
+            return  # no answer yet: a resumed attempt asks it again
         self.writer.add(sample_row(result, self.identity, self.shard, self.attempt, self._pricing))
 
     async def writing(self, ask: Awaitable[None]) -> None:
@@ -580,10 +595,11 @@ class SampleStore:
             # decides what becomes of them.
             await asyncio.wait({writer, asking}, return_when=asyncio.FIRST_COMPLETED)
             if not asking.done():
-                # The writer ends early only by failing: the store is gone for good.
+                # The writer ends early only by failing: the store is gone for longer than the
+                # outage bound (or refused), and the rows it holds cannot be written.
                 asking.cancel()
                 await asyncio.gather(asking, return_exceptions=True)
-                writer.result()
+                self._raise_unwritten(writer)
             self.writer.finish()
             await asyncio.wait({writer})
         except asyncio.CancelledError:
@@ -599,10 +615,28 @@ class SampleStore:
         failed = writer.exception()
         if failed is not None and asking.exception() is not None:
             # The asking failed first: its error is the shard's; the store's is logged.
-            log.error("the last rows could not be written", error=str(failed))
+            log.error(
+                "the last rows could not be written; a retry asks their samples again",
+                rows=self.writer.pending,
+                error=str(failed),
+            )
         elif failed is not None:
-            raise failed
+            self._raise_unwritten(writer)
         asking.result()
+
+    def _raise_unwritten(self, writer: asyncio.Task[None]) -> None:
+        """The writer's error, saying what became of the rows it still held."""
+        err = writer.exception()
+        assert err is not None
+        pending = self.writer.pending
+        if isinstance(err, StoreUnavailable) and pending:
+            log.warning("rows not written: the store is unavailable", rows=pending)
+            raise StoreUnavailable(
+                f"{err.message}; {pending} finished samples were not written: the shard's "
+                "next attempt asks them again (answered from the run's response cache when "
+                "there is one)"
+            ) from None
+        raise err
 
     async def close(self) -> None:
         await self._drop(None)

@@ -13,13 +13,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import yaml
 
+from eval_api.exitcodes import EXIT_RETRY
 from eval_api.shard import ShardSummary
 from eval_api.store import StoreSettings
 from eval_api.v1alpha1 import Evaluation
@@ -352,3 +355,85 @@ def test_a_retried_pod_resumes_from_the_store(server: PostgresServer, tmp_path: 
     assert [tuple(r) for r in run] == [("team", "secret", "nightly", 1)]
     attempts = fetch_now(dsn, "SELECT attempt, resumed FROM shard_attempts ORDER BY attempt")
     assert [tuple(r) for r in attempts] == [(1, 0), (2, N)]
+
+
+# --- what is not a final answer, and a store that stays away -----------------------------
+
+THROTTLED = "What is 20 + 6?"  # answered 429, again and again: a transient error
+
+
+async def test_a_transient_error_is_not_stored_and_a_resume_asks_it_again(
+    server: PostgresServer,
+) -> None:
+    dsn = await create_database(server)
+    settings = StoreSettings.from_uri(dsn)
+    async with model_server() as model:
+        model.faults.status_for[THROTTLED] = 429
+        first = await run_shard(
+            evaluation(model.base_url), 0, 1, None, store=SampleStore(settings, IDENTITY)
+        )
+        # The run reports it (errored, by class), but does not store it as the sample's answer.
+        assert first.errors == {"http_400": 1, "http_429": 1}
+        errored = await fetch(dsn, "SELECT error_class FROM samples WHERE error_class IS NOT NULL")
+        assert [r["error_class"] for r in errored] == ["http_400"]
+        assert [r["n"] for r in await fetch(dsn, "SELECT count(*) AS n FROM samples")] == [N - 1]
+
+        del model.faults.status_for[THROTTLED]  # the provider's limit passed
+        asked = model.count
+        second = await run_shard(
+            evaluation(model.base_url), 0, 1, None, store=SampleStore(settings, IDENTITY)
+        )
+        assert model.count == asked + 1, "the throttled sample, and only it, asked again"
+    assert second.resumed is not None and second.resumed.samples == N - 1
+    assert (second.completed, second.errors) == (N - 1, {"http_400": 1})  # the 400 is final
+
+
+def rows_stored(dsn: str) -> int:
+    """Rows stored so far; 0 before the shard applied the schema."""
+    try:
+        return stored(dsn)
+    except asyncpg.UndefinedTableError:
+        return 0
+
+
+def test_a_store_outage_longer_than_its_bound_is_retried_and_resumed(
+    server: PostgresServer, tmp_path: Path
+) -> None:
+    dsn = asyncio.run(create_database(server))
+    env = {
+        "EVAL_STORE_URI": dsn,
+        "EVAL_EVALUATION_UID": IDENTITY.evaluation_uid,
+        "EVAL_RUN": "outage-run",
+        "EVAL_STORE_UNAVAILABLE_AFTER_SECONDS": "2",
+    }
+    for attempt in ("first", "second"):
+        (tmp_path / attempt).mkdir()
+    with model_server().in_thread() as model, ThreadPoolExecutor(1) as pool:
+        model.hold_after = 25
+        running = pool.submit(run_shard_process, tmp_path / "first", spec(model.base_url), env)
+        try:
+            wait(lambda: rows_stored(dsn) == 25, "25 rows stored")
+            server.stop()  # a PostgreSQL restart that takes longer than the bound
+            model.hold_after = None  # the other 35 are answered while the store is away
+            first = running.result(timeout=60)
+        finally:
+            model.hold_after = None
+            if server.process is not None and server.process.poll() is not None:
+                server.start()
+        second = run_shard_process(tmp_path / "second", spec(model.base_url), env)
+        asked = model.count
+    # Retried by the Job (pod back-off), not the index failed for good (exit 3: FailIndex).
+    assert first.code == EXIT_RETRY, first.output
+    summary = first.summary
+    assert (summary.state, summary.reason) == ("error", "StoreUnavailable")
+    assert "(the bound is 2 s)" in (summary.message or "")
+    assert "35 finished samples were not written: the shard's next attempt asks them again" in (
+        summary.message or ""
+    )
+    # The retry resumes from the store: the 25 stored are not asked again, the 35 are.
+    assert second.code == 0, second.output
+    resumed = second.summary
+    assert resumed.resumed is not None and resumed.resumed.samples == 25
+    assert resumed.completed + resumed.failed == N
+    assert asked == N + 35
+    assert stored(dsn) == N

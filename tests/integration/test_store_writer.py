@@ -16,6 +16,7 @@ from eval_api.shard import ShardSummary
 from eval_api.store import StoreSettings
 from eval_api.v1alpha1 import Evaluation
 from eval_runner import metrics
+from eval_runner.errors import PermanentError
 from eval_runner.pipeline import run_shard
 from eval_runner.store import COLUMNS, RunIdentity, SampleStore, StoreUnavailable, WriterSettings
 from tests.support.model_server import Faults, ModelServer
@@ -246,8 +247,9 @@ async def test_refused_credentials_stop_the_shard_at_once(server: PostgresServer
     settings = StoreSettings.from_uri(dsn, password="not-the-password")
     store = SampleStore(settings, IDENTITY)  # the default bound: 120 s
     started = time.monotonic()
-    with pytest.raises(StoreUnavailable) as raised:
+    with pytest.raises(PermanentError) as raised:
         await run_shard(evaluation("http://127.0.0.1:1/v1", 10), 0, 1, None, store=store)
     assert time.monotonic() - started < 10
+    assert raised.value.reason == "StoreCredentialsRefused"
     assert "refused the credentials" in raised.value.message
     assert "not-the-password" not in raised.value.message
