@@ -22,6 +22,10 @@ BASELINE_SUITE_RUN_PREFIX = "suite-run:"
 
 # CellComparison.reason values.
 COMPARED = "Compared"
+# Compared, but most of the candidate's answers came from the response cache and are the
+# baseline's own (execution.cache.reuse AcrossRuns): the comparison does not measure the model
+# as it is now.
+CACHED_ANSWERS = "CachedAnswers"
 NO_BASELINE = "NoBaseline"
 BASELINE_NOT_FOUND = "BaselineNotFound"
 IS_BASELINE = "IsBaseline"
@@ -69,8 +73,10 @@ def comparison_columns(comparison: CellComparison | None) -> tuple[str, str, str
     p_value = "-" if main is None or main.p_value is None else f"{main.p_value:.4g}"
     if comparison is None:
         verdict = "-"
+    elif comparison.regressed:
+        verdict = "yes"
     elif comparison.reason != COMPARED:
-        verdict = comparison.reason
+        verdict = comparison.reason  # why there is no "no": no baseline, cached answers, ...
     else:
-        verdict = "yes" if comparison.regressed else "no"
+        verdict = "no"
     return delta, p_value, verdict

@@ -646,6 +646,30 @@ class ResourceRequirements(ApiModel):
     )
 
 
+CACHE_WITHIN_RUN = "WithinRun"
+CACHE_ACROSS_RUNS = "AcrossRuns"
+
+
+class ResponseCacheUse(ApiModel):
+    """Which answers of the response cache (an EvalSuite's) a run may use."""
+
+    reuse: Literal["WithinRun", "AcrossRuns"] = Field(
+        default=CACHE_WITHIN_RUN,
+        description=(
+            "WithinRun (default): an answer is reused only inside the run that asked the "
+            "model (a retried or resumed shard, a prompt asked twice); every new run (an "
+            "evals.io/rerun, a suite re-run, a scheduled run) asks the model again, so it "
+            "measures the model as it is now. AcrossRuns: an answer any earlier run got from "
+            "the same endpoint (whole base URL), model, parameters and messages is reused "
+            "while it lives (the suite's cache.ttlSeconds): cheaper, but a model redeployed "
+            "under the same URL and name is not asked again. usage.cacheHits counts the "
+            "answers that came from the cache, and a suite's comparison whose answers are "
+            "mostly the baseline's own says so (reason CachedAnswers) instead of reporting no "
+            "regression."
+        ),
+    )
+
+
 class ExecutionSpec(ApiModel):
     """How the run is spread over pods."""
 
@@ -710,6 +734,13 @@ class ExecutionSpec(ApiModel):
             '[0, 1] (default "0.05"). Above it the run fails with reason TooManyErrors and is '
             "never Passed, whatever its scores: a score over the few samples that got through "
             "says little about the model. A run that scored no sample fails in any case."
+        ),
+    )
+    cache: ResponseCacheUse = Field(
+        default_factory=ResponseCacheUse,
+        description=(
+            "The response cache (inside an EvalSuite, or `eval-runner run --cache`): "
+            "answers are reused within a run only, unless reuse is AcrossRuns."
         ),
     )
 
@@ -963,7 +994,9 @@ class Usage(ApiModel):
         default=0,
         description=(
             "Answers served from the EvalSuite's response cache instead of the model (0 for a "
-            "standalone Evaluation, which has no cache)."
+            "standalone Evaluation, which has no cache): answers of this run asked again (a "
+            "retried shard, a repeated prompt), or with execution.cache.reuse AcrossRuns "
+            "answers of earlier runs."
         ),
     )
     timed_out: int = Field(
@@ -2103,9 +2136,12 @@ class CellComparison(ApiModel):
 
     reason: str = Field(
         description=(
-            "Compared; NoBaseline (no earlier succeeded run, or no run accepted); "
-            "BaselineNotFound (the named suite run has no succeeded run of this cell); "
-            "IsBaseline (this run is the baseline); ReportFailed."
+            "Compared; CachedAnswers (compared, but most of this run's answers came from "
+            "the response cache and are the baseline's own: execution.cache.reuse "
+            "AcrossRuns, so the comparison does not measure the model as it is now); "
+            "NoBaseline (no earlier succeeded run, or no run accepted); BaselineNotFound (the "
+            "named suite run has no succeeded run of this cell); IsBaseline (this run is the "
+            "baseline); ReportFailed."
         )
     )
     message: str = Field(default="", description="Details.")
@@ -2119,6 +2155,16 @@ class CellComparison(ApiModel):
             "The main scorer's minimum detectable effect is larger than twice maxDrop: a drop "
             "of twice maxDrop would likely go unnoticed (never set at maxDrop 0)."
         ),
+    )
+    cached_answers: int | None = Field(
+        default=None,
+        description=(
+            "Samples scored in both runs whose answer in this run came from the response "
+            "cache and is the baseline's answer, word for word."
+        ),
+    )
+    paired_samples: int | None = Field(
+        default=None, description="Samples scored in both runs (matched by their record)."
     )
     scorers: list[ScorerComparison] = Field(default_factory=list, description="Per scorer.")
 
@@ -2137,6 +2183,13 @@ class LeaderboardEntry(ApiModel):
     n: int | None = Field(default=None, description="Samples scored.")
     cost_usd: str | None = Field(
         default=None, alias="costUSD", description="Cost in USD, model and judges."
+    )
+    cache_hits: int | None = Field(
+        default=None,
+        description=(
+            "Answers of the run that came from the response cache, not the model "
+            "(the Evaluation's usage.cacheHits)."
+        ),
     )
     latency_p50_ms: float | None = Field(
         default=None,

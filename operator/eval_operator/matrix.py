@@ -25,7 +25,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from eval_api.cellreport import REPORT_FAILED, CellReport
+from eval_api.cellreport import CACHED_ANSWERS, REPORT_FAILED, CellReport
 from eval_api.exitcodes import EXIT_PERMANENT
 from eval_api.matrix import (
     Cell,
@@ -120,6 +120,7 @@ def cell_view(body: Mapping[str, Any]) -> dict[str, Any]:
         "ci95": first.get("ci95"),
         "n": first.get("n"),
         "cost": format(cost, "f") if usage else None,
+        "cacheHits": usage.get("cacheHits") if usage else None,
         "passed": condition_of(status, "Passed").get("status"),
         "reason": condition_of(status, "Ready").get("reason"),
         "message": condition_of(status, "Ready").get("message"),
@@ -493,6 +494,7 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
     regressed: list[str] = []
     not_passed: list[str] = []
     underpowered: list[str] = []
+    cached: list[str] = []  # compared with answers mostly the baseline's own, from the cache
     detectable: list[tuple[float, str]] = []  # (the main scorer's minDetectableEffect, cell)
     unreported = 0
     done = 0
@@ -518,6 +520,8 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
                     entry[key] = view[key]
             if view.get("cost") is not None:
                 entry["costUSD"] = view["cost"]
+            if view.get("cacheHits") is not None:
+                entry["cacheHits"] = view["cacheHits"]
             if phase in FINISHED_PHASES and view.get("passed") in ("True", "False"):
                 entry["passed"] = view["passed"] == "True"
         if phase == "Failed" or entry.get("passed") is False:
@@ -545,6 +549,8 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
                 regressed.append(cell.id)
             if comparison.get("reason") == "Compared" and comparison.get("underpowered"):
                 underpowered.append(cell.id)
+            if comparison.get("reason") == CACHED_ANSWERS and not comparison.get("regressed"):
+                cached.append(cell.id)
             main = (comparison.get("scorers") or [{}])[0]
             if comparison.get("reason") == "Compared" and main.get("minDetectableEffect"):
                 detectable.append((main["minDetectableEffect"], cell.id))
@@ -644,6 +650,17 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
             )
         elif not complete:
             result.conditions.append(("Regressed", "Unknown", "RunInProgress", progress))
+        elif cached:
+            result.conditions.append(
+                (
+                    "Regressed",
+                    "Unknown",
+                    CACHED_ANSWERS,
+                    f"not measured: most answers of {', '.join(cached[:10])} came from the "
+                    "response cache and are their baseline's own (execution.cache.reuse "
+                    "AcrossRuns), so they say nothing of the model as it is now",
+                )
+            )
         else:
             reasons = {
                 (e.get("comparison") or {}).get("reason")

@@ -1,12 +1,19 @@
 """The response cache (Redis): exactly the same request, asked before, is answered from the
 cache instead of the model.
 
-The key is the sha256 of the request's identity as canonical JSON: the provider, the host of
-the base URL, the model name, every generation parameter, the rendered messages and the
-sample's repeat index (0: a run asks each sample once). The value is the answer's text, its
-token usage and whether it was cut at maxTokens, kept for CACHE_TTL_SECONDS (7 days unless
-set). Only answers the model gave are cached: a failed request raises before anything is
-written.
+The contract: an evaluation measures the model as it is now. By default (the spec's
+execution.cache.reuse WithinRun) an answer is reused only within the run that asked for it: a
+retried or resumed shard, a prompt asked twice. Every new run (a re-run, a suite's scheduled
+run) asks the model again. With reuse AcrossRuns the answers of earlier runs are reused too.
+
+The key is the sha256 of the request's identity as canonical JSON: the provider, the whole
+base URL (scheme, host, port, path: two models behind one path-routed gateway are two
+endpoints), the model name, every generation parameter, the rendered messages, the sample's
+repeat index (0: a run asks each sample once) and, under WithinRun, the run (evaluation uid
+and run id). The value is the answer's text, its token usage and whether it was cut at
+maxTokens, kept for CACHE_TTL_SECONDS (7 days unless set). Only real answers are cached: a
+failed request raises before anything is written, and an empty answer or one the provider's
+content filter withheld is never kept (it may well be different when asked again).
 
 A hit sends nothing: it counts in usage.cacheHits, its price at the model's pricing in
 usage.cacheSavedUSD, and nothing in costUSD or the budget. The lookups of the workers that
@@ -39,7 +46,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from eval_api.shard import ShardUsage
-from eval_api.v1alpha1 import EndpointSpec
+from eval_api.v1alpha1 import CACHE_ACROSS_RUNS, EndpointSpec
 from eval_runner import metrics
 from eval_runner.client import DEFAULT_BASE_URLS, Completion, ModelClient
 from eval_runner.prompt import Message
@@ -54,8 +61,10 @@ RETRY_AFTER_SECONDS = 30.0
 SOCKET_TIMEOUT_SECONDS = 2.0
 # How long the end of a run waits for the writes still queued.
 CLOSE_TIMEOUT_SECONDS = 5.0
-KEY_PREFIX = "evals:response:v1:"
+# v2: the whole base URL and the run are in the key.
+KEY_PREFIX = "evals:response:v2:"
 URL_SCHEMES = ("redis", "rediss")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 log = structlog.get_logger()
 
@@ -64,18 +73,34 @@ class CacheSettingsError(ValueError):
     """The cache URL is unusable; the message never holds the URL's password."""
 
 
-def cache_key(model: EndpointSpec, messages: list[Message], repeat: int = 0) -> str:
-    """The key of one request: equal keys mean the model would be asked exactly the same."""
+def endpoint_url(model: EndpointSpec) -> str:
+    """The base URL as the key holds it: scheme, host, port, path and query, spelled one way
+    (host in lower case, the default port written out, no trailing slash); never the user
+    info, which is a credential, not the endpoint."""
     parts = urlsplit(model.base_url or DEFAULT_BASE_URLS[model.provider])
-    host = (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    port = parts.port or DEFAULT_PORTS.get(scheme)
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}{query}"
+
+
+def cache_key(
+    model: EndpointSpec, messages: list[Message], repeat: int = 0, *, run: str | None
+) -> str:
+    """The key of one request: equal keys mean the model would be asked exactly the same, in
+    the same run (`run`), or in any run when `run` is None (reuse AcrossRuns)."""
     identity = {
         "provider": model.provider,
-        "host": host,
+        "url": endpoint_url(model),
         "model": model.name,
         # Every parameter, set or not: a parameter added later changes no existing key.
         "parameters": model.parameters.model_dump(mode="json", by_alias=True),
         "messages": messages,
         "repeat": repeat,
+        "run": run,
     }
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return KEY_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
@@ -140,15 +165,20 @@ def redacted_url(url: str) -> str:
 
 
 class ResponseCache:
+    """The cache of one run: `run` (evaluation uid and run id) scopes the keys of a run whose
+    spec reuses answers only within it."""
+
     def __init__(
         self,
         client: Any,  # redis.asyncio.Redis
         *,
+        run: str,
         where: str,
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
         retry_after_seconds: float = RETRY_AFTER_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.run = run
         self.where = where
         self.ttl_seconds = ttl_seconds
         self.unavailable: str | None = None  # why, once the cache failed
@@ -167,6 +197,7 @@ class ResponseCache:
         cls,
         url: str,
         *,
+        run: str,
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
         max_connections: int = 16,
         ca_file: str | None = None,
@@ -188,7 +219,7 @@ class ResponseCache:
             retry=Retry(NoBackoff(), 0),
             **tls,
         )
-        return cls(redis.Redis(connection_pool=pool), where=where, ttl_seconds=ttl_seconds)
+        return cls(redis.Redis(connection_pool=pool), run=run, where=where, ttl_seconds=ttl_seconds)
 
     def usable(self) -> bool:
         return self._paused_until is None or self._clock() >= self._paused_until
@@ -206,8 +237,9 @@ class ResponseCache:
         return await future
 
     def put(self, key: str, completion: Completion) -> None:
-        """Keep the model's answer (written with the others of this event-loop turn)."""
-        if not self.usable():
+        """Keep the model's answer (written with the others of this event-loop turn); not an
+        empty or filtered one: asked again, the model may well answer."""
+        if not self.usable() or not completion.text.strip() or completion.filtered:
             return
         answer = CachedAnswer(
             completion.text, completion.input_tokens, completion.output_tokens, completion.truncated
@@ -281,19 +313,26 @@ class ResponseCache:
 
 
 class CachedModelClient:
-    """A ModelClient that asks the cache first and keeps what the model answers."""
+    """A ModelClient that asks the cache first and keeps what the model answers; `reuse` is
+    the spec's execution.cache.reuse."""
 
     def __init__(
-        self, model: ModelClient, cache: ResponseCache, spec: EndpointSpec, usage: ShardUsage
+        self,
+        model: ModelClient,
+        cache: ResponseCache,
+        spec: EndpointSpec,
+        usage: ShardUsage,
+        reuse: str,
     ) -> None:
         self._model = model
         self._cache = cache
         self._spec = spec
         self._usage = usage
         self._saved = Decimal(usage.cache_saved_usd)
+        self._run = None if reuse == CACHE_ACROSS_RUNS else cache.run
 
     async def complete(self, messages: list[Message]) -> Completion:
-        key = cache_key(self._spec, messages)
+        key = cache_key(self._spec, messages, run=self._run)
         started = time.perf_counter()
         cached = await self._cache.get(key)
         if cached is None:

@@ -12,7 +12,10 @@ credentials the runner pods use, by reference) and:
 4. compares the two runs scorer by scorer, pair by pair (eval_runner.compare): samples are
    matched by their record (the sha256 of the record as canonical JSON, and which occurrence of
    it), so a reshuffled or extended dataset still pairs correctly; a sample scored in only one
-   run is left out and counted.
+   run is left out and counted;
+5. counts the pairs whose answer in this run came from the response cache and is the
+   baseline's, word for word (a run with execution.cache.reuse AcrossRuns): when they are most
+   of the pairs, the comparison's reason is CachedAnswers, never a plain "no regression".
 
 The report (eval_api.cellreport.CellReport) is written to the termination log. Exit 0 done; 3
 when retrying cannot help (the run is not in the store); 1 to be retried (the store is down).
@@ -37,6 +40,7 @@ from eval_api.cellreport import (
     BASELINE_NOT_FOUND,
     BASELINE_PREVIOUS,
     BASELINE_SUITE_RUN_PREFIX,
+    CACHED_ANSWERS,
     COMPARED,
     NO_BASELINE,
     CellReport,
@@ -75,7 +79,7 @@ WHERE namespace = $1 AND suite = $2 AND cell = $3 AND succeeded_at IS NOT NULL
 ORDER BY started_at DESC LIMIT 1
 """
 SCORES = """
-SELECT sample_id, input_hash, scores FROM samples
+SELECT sample_id, input_hash, scores, response, cache_hit FROM samples
 WHERE evaluation_uid = $1 AND run = $2 AND error_class IS NULL
 ORDER BY sample_id
 """
@@ -97,20 +101,55 @@ class _Failed(Exception):
         self.reason, self.message, self.code = reason, message, code
 
 
-def paired_scores(rows: list[Any]) -> dict[str, dict[tuple[str, int], float]]:
-    """Per scorer, each scored sample's value keyed by (record hash, occurrence): the n-th
-    sample with a given record in one run pairs with the n-th in the other."""
+def by_record(rows: list[Any]) -> dict[tuple[str, int], Any]:
+    """Each row keyed by (record hash, occurrence): the n-th sample with a given record in one
+    run pairs with the n-th in the other."""
     seen: dict[str, int] = defaultdict(int)
-    by_scorer: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
+    keyed = {}
     for row in rows:
         occurrence = seen[row["input_hash"]]
         seen[row["input_hash"]] += 1
+        keyed[(row["input_hash"], occurrence)] = row
+    return keyed
+
+
+def paired_scores(rows: list[Any]) -> dict[str, dict[tuple[str, int], float]]:
+    """Per scorer, each scored sample's value keyed by (record hash, occurrence)."""
+    by_scorer: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
+    for key, row in by_record(rows).items():
         scores = row["scores"]
         if isinstance(scores, str):
             scores = json.loads(scores)
         for name, value in scores.items():
-            by_scorer[name][(row["input_hash"], occurrence)] = float(value)
+            by_scorer[name][key] = float(value)
     return by_scorer
+
+
+def with_cached_answers(
+    comparison: CellComparison, baseline_rows: list[Any], candidate_rows: list[Any]
+) -> CellComparison:
+    """The comparison with the pairs whose candidate answer came from the response cache and
+    is the baseline's own counted; when they are most of the pairs its reason is
+    CachedAnswers: it does not measure the model as it is now."""
+    base = by_record(baseline_rows)
+    pairs = cached = 0
+    for key, row in by_record(candidate_rows).items():
+        other = base.get(key)
+        if other is None:
+            continue
+        pairs += 1
+        if row["cache_hit"] and row["response"] == other["response"]:
+            cached += 1
+    update: dict[str, Any] = {"cached_answers": cached, "paired_samples": pairs}
+    if cached * 2 > pairs:
+        update["reason"] = CACHED_ANSWERS
+        update["message"] = (
+            f"{cached} of the {pairs} paired answers of this run came from the response cache "
+            f"and are baseline run {comparison.baseline_run}'s own (execution.cache.reuse "
+            "AcrossRuns): the comparison does not measure the model as it is now; with reuse "
+            "WithinRun (the default) every run asks the model again"
+        )
+    return comparison.model_copy(update=update)
 
 
 def compare_runs(
@@ -214,6 +253,7 @@ async def report_cell(
         underpowered=underpowered(compared, max_drop),
         scorers=compared,
     )
+    report.comparison = with_cached_answers(report.comparison, baseline_rows, candidate_rows)
     return report
 
 
@@ -285,9 +325,11 @@ async def compare_stored_runs(
             missing = candidate if scorers is None else baseline
             message = f"run {missing[1]} is not in the store"
             return CellReport(state="error", reason="RunNotStored", message=message), 3
+        baseline_rows = await conn.fetch(SCORES, *baseline)
+        candidate_rows = await conn.fetch(SCORES, *candidate)
         compared = compare_runs(
-            await conn.fetch(SCORES, *baseline),
-            await conn.fetch(SCORES, *candidate),
+            baseline_rows,
+            candidate_rows,
             list(scorers),
             max_drop=max_drop,
             alpha=alpha,
@@ -302,6 +344,7 @@ async def compare_stored_runs(
         underpowered=underpowered(compared, max_drop),
         scorers=compared,
     )
+    comparison = with_cached_answers(comparison, baseline_rows, candidate_rows)
     return CellReport(state="done", comparison=comparison), EXIT_OK
 
 

@@ -103,6 +103,8 @@ store and cache (the same code a Job's pods run):
       and --output jsonl list the samples asked by this invocation only.
   --cache redis://[:PASSWORD@]HOST[:PORT][/DB]  answers identical requests from Redis
       (EVAL_CACHE_TTL_SECONDS, default 7 days); a cache that fails is left out, and said so.
+      Answers are reused within the run only (a --resume of it, a prompt asked twice), unless
+      the manifest's spec.execution.cache.reuse is AcrossRuns.
   EVAL_STORE_BATCH_ROWS (2000), EVAL_STORE_UNAVAILABLE_AFTER_SECONDS (120) tune the writer.
 """
 
@@ -122,7 +124,9 @@ environment:
   EVAL_STORE_BATCH_ROWS (2000), EVAL_STORE_UNAVAILABLE_AFTER_SECONDS (120)  the writer:
       rows per batch, and how long the store may fail before StoreUnavailable (exit 1: the
       Job retries the shard, which resumes from the store)
-  EVAL_CACHE_URL, EVAL_CACHE_TTL_SECONDS  the response cache (Redis); never fatal
+  EVAL_CACHE_URL, EVAL_CACHE_TTL_SECONDS  the response cache (Redis); never fatal. Unless
+      spec.execution.cache.reuse is AcrossRuns, answers are reused only within the run
+      (EVAL_EVALUATION_UID and EVAL_RUN): a retried shard, a prompt asked twice
 
 exit codes: 0 done; 3 permanent error or BudgetExceeded (the Job fails the index); 143 stopped
 by SIGTERM (eviction, deadline, cancel); 1 anything else, a store unavailable for longer than
@@ -478,7 +482,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         cache = None
         if args.cache is not None:
             cache = ResponseCache.from_url(
-                args.cache, ttl_seconds=cache_ttl, max_connections=spec.model.max_concurrency
+                args.cache,
+                run=_local_cache_run(evaluation, store),
+                ttl_seconds=cache_ttl,
+                max_connections=spec.model.max_concurrency,
             )
         await run_shard(
             evaluation,
@@ -606,6 +613,16 @@ def _local_store(args: argparse.Namespace) -> LocalStore | None:
     except StoreSettingsError as err:
         raise InvalidInput(str(err)) from None
     return LocalStore(settings, args.resume)
+
+
+def _local_cache_run(evaluation: Evaluation, store: SampleStore | None) -> str:
+    """The run a local invocation's cached answers belong to: the store's run (which --resume
+    continues), else this invocation alone."""
+    if store is not None:
+        return f"{store.identity.evaluation_uid}/{store.identity.run}"
+    meta = evaluation.metadata
+    uid = local_evaluation_uid(meta.namespace, meta.name)
+    return f"{uid}/{new_local_run(spec_hash(evaluation.spec))}"
 
 
 def _cache_ttl_seconds() -> int:
@@ -932,9 +949,18 @@ def _pod_cache(evaluation: Evaluation, summary: ShardSummary) -> ResponseCache |
     url = os.environ.get(environment.CACHE_URL)
     if not url:
         return None
+    # The run its answers belong to: every shard and every retry of this Job's run (the
+    # Evaluation's uid and its run, the Job's name: a re-run is a new Job).
+    uid, run = os.environ.get(environment.EVALUATION_UID), os.environ.get(environment.RUN)
     try:
+        if not uid or not run:
+            raise CacheSettingsError(
+                f"{environment.EVALUATION_UID} and {environment.RUN} are not both set: the "
+                "run its answers belong to is unknown"
+            )
         return ResponseCache.from_url(
             url,
+            run=f"{uid}/{run}",
             ttl_seconds=_cache_ttl_seconds(),
             max_connections=evaluation.spec.model.max_concurrency,
             ca_file=os.environ.get(environment.CACHE_CA_FILE) or None,

@@ -75,6 +75,9 @@ class Completion:
     latency: float = 0.0  # seconds from the first attempt to the answer, retries included
     spend: Spend = field(default_factory=Spend)
     cache_hit: bool = False  # served by the response cache: nothing was sent
+    # The provider's content filter withheld the answer (OpenAI finish_reason content_filter,
+    # Anthropic stop_reason refusal): scored as it is, never kept in the response cache.
+    filtered: bool = False
 
 
 class RequestFailed(Exception):
@@ -159,6 +162,7 @@ class Answer:
     output_tokens: int
     cached_tokens: int = 0
     truncated: bool = False
+    filtered: bool = False
 
 
 def openai_parse(data: Any) -> Answer:
@@ -171,6 +175,7 @@ def openai_parse(data: Any) -> Answer:
         int(usage.get("completion_tokens") or 0),
         int(details.get("cached_tokens") or 0),
         choice.get("finish_reason") == "length",
+        choice.get("finish_reason") == "content_filter",
     )
 
 
@@ -215,6 +220,7 @@ def anthropic_parse(data: Any) -> Answer:
         int(usage.get("output_tokens") or 0),
         cached,
         data.get("stop_reason") == "max_tokens",
+        data.get("stop_reason") == "refusal",
     )
 
 
@@ -438,6 +444,7 @@ class HttpModelClient:
                     answer.truncated,
                     self._clock() - started,
                     spend,
+                    filtered=answer.filtered,
                 )
             except RequestFailed as err:
                 only_connection = only_connection and err.error_class == "connection"

@@ -152,7 +152,9 @@ async def run_shard(
                 spec.model, api_key, http, role="model", usage=summary.usage, budget=budget
             )
             if cache is not None:
-                model = CachedModelClient(model, cache, spec.model, summary.usage)
+                model = CachedModelClient(
+                    model, cache, spec.model, summary.usage, spec.execution.cache.reuse
+                )
             judges: dict[str, JudgeScorer] = {}
             for index, scorer_spec in enumerate(judged):
                 assert scorer_spec.judge is not None  # the API requires judge for llm_judge

@@ -124,22 +124,32 @@ def test_an_evaluation_in_the_suite_stores_every_sample(cluster: Cluster) -> Non
         assert "value" not in env[name] and "secretKeyRef" in env[name]["valueFrom"]
 
 
-def test_a_warm_rerun_asks_the_model_nothing_and_scores_the_same(cluster: Cluster) -> None:
-    cluster.apply(in_suite("warm", cluster)).raise_for_status()
-    cold = cluster.wait_phase("warm", "Succeeded", timeout=120)
+@pytest.mark.parametrize(
+    ("reuse", "asked", "hits"), [("WithinRun", SAMPLES, 0), ("AcrossRuns", 0, SAMPLES)]
+)
+def test_a_rerun_asks_the_model_again_unless_answers_are_reused_across_runs(
+    cluster: Cluster, reuse: str, asked: int, hits: int
+) -> None:
+    """The cache's contract: a re-run is a new run (a new Job, EVAL_RUN): by default it
+    measures the model again; with execution.cache.reuse AcrossRuns it asks nothing."""
+    name = f"rerun-{reuse.lower()}"
+    execution = {"shards": 2, "cache": {"reuse": reuse}}
+    cluster.apply(in_suite(name, cluster, execution=execution)).raise_for_status()
+    first = cluster.wait_phase(name, "Succeeded", timeout=120)
+    assert first["status"]["usage"]["cacheHits"] == 0
     before = cluster.model.count
-    cluster.annotate("warm", {"evals.io/rerun": "again"})
-    warm = cluster.wait(
-        "warm",
+    cluster.annotate(name, {"evals.io/rerun": "again"})
+    again = cluster.wait(
+        name,
         lambda ev: (
             ev["status"].get("rerunToken") == "again" and ev["status"].get("phase") == "Succeeded"
         ),
         timeout=120,
     )
-    assert cluster.model.count == before  # 0 requests: every answer from the cache
-    assert warm["status"]["results"] == cold["status"]["results"]
-    assert warm["status"]["usage"]["cacheHits"] == SAMPLES
-    assert warm["status"]["usage"]["requests"] == 0
+    assert cluster.model.count - before == asked
+    assert again["status"]["results"] == first["status"]["results"]
+    assert again["status"]["usage"]["cacheHits"] == hits
+    assert again["status"]["usage"]["requests"] == asked
 
 
 @pytest.mark.parametrize("seed", [9, 23, 2026])

@@ -1,6 +1,9 @@
-"""The response cache against a real Redis: a warm re-run asks the model nothing and reports
-what it saved; a Redis that dies, refuses the password or is out of memory never stops a run,
-is not retried in a hot loop, and is reported without its password."""
+"""The response cache against a real Redis. Its contract: answers are reused within a run (a
+retried shard is answered from the cache), every new run asks the model again, unless the spec
+asks for reuse AcrossRuns (then a warm re-run asks nothing and reports what it saved); two
+models behind one path-routed gateway never share answers; empty answers are never kept. A
+Redis that dies, refuses the password or is out of memory never stops a run, is not retried
+in a hot loop, and is reported without its password."""
 
 from __future__ import annotations
 
@@ -16,14 +19,17 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 import yaml
+from aiohttp import web
 
 from eval_api.shard import ShardSummary
 from eval_api.v1alpha1 import Evaluation
 from eval_runner import metrics
 from eval_runner.cache import ResponseCache
+from eval_runner.demo_server import arithmetic_answer, last_user_message, response_body
 from eval_runner.pipeline import run_shard
 from tests.integration.test_runner_cli import runner_env
 from tests.support.model_server import Faults, ModelServer
+from tests.support.ports import free_port
 from tests.support.servers import PostgresServer, RedisServer, postgres_server, redis_server
 from tests.support.store_db import create_database, eventually, fetch_now
 
@@ -50,12 +56,12 @@ def spec(base_url: str, n: int = N) -> dict[str, Any]:
     }
 
 
-def write_manifest(path: Path, base_url: str) -> Path:
+def write_manifest(path: Path, base_url: str, **extra: Any) -> Path:
     manifest = {
         "apiVersion": "evals.io/v1alpha1",
         "kind": "Evaluation",
         "metadata": {"name": "cached", "namespace": "team"},
-        "spec": spec(base_url),
+        "spec": {**spec(base_url), **extra},
     }
     path.write_text(yaml.safe_dump(manifest))
     return path
@@ -85,12 +91,47 @@ def store_server() -> Iterator[PostgresServer]:
         yield running
 
 
-def test_a_warm_rerun_asks_the_model_nothing_and_reports_what_it_saved(
+ACROSS_RUNS = {"execution": {"cache": {"reuse": "AcrossRuns"}}}
+
+
+def test_a_rerun_asks_the_model_again_by_default(
+    cache_server: RedisServer, store_server: PostgresServer, tmp_path: Path
+) -> None:
+    """The model redeployed under the same URL and name between two runs: the second run
+    measures the new model, not the first run's answers."""
+    dsn = asyncio.run(create_database(store_server))
+    with ModelServer(faults=Faults(latency=0.02)).in_thread() as model:
+        manifest = write_manifest(tmp_path / "e.yaml", model.base_url)
+        flags = ("--cache", cache_server.url(), "--store", dsn)
+        code, first, err = local_run(manifest, *flags)
+        assert code == 0, err
+        model.wrong = ["What is 1"]  # redeployed: now wrong on 11 of the 60 (1, 10-19)
+        code, second, err = local_run(manifest, *flags)
+        assert code == 0, err
+        assert model.count == 2 * N, "the re-run asked the model again"
+    assert first["results"][0]["value"] == 1.0
+    assert second["results"][0]["value"] == pytest.approx((N - 11) / N)
+    assert second["usage"]["cacheHits"] == 0 and second["usage"]["requests"] == N
+
+
+async def test_a_retried_shard_is_answered_from_its_runs_cache(cache_server: RedisServer) -> None:
+    """A pod retried by the Job (the same run) gets the answers its earlier attempt was given
+    (those not yet stored when it died, here all of them: no store); a re-run does not."""
+    async with ModelServer() as model:
+        for run in ("uid/run-1", "uid/run-1", "uid/run-2"):
+            cache = ResponseCache.from_url(cache_server.url(), run=run)
+            summary = await run_cached(model.base_url, cache, ShardSummary())
+            assert summary.completed == 200
+        assert model.count == 2 * 200, "the retry sent nothing, the re-run all"
+    assert summary.usage.cache_hits == 0
+
+
+def test_across_runs_a_warm_rerun_asks_the_model_nothing_and_reports_what_it_saved(
     cache_server: RedisServer, store_server: PostgresServer, tmp_path: Path
 ) -> None:
     dsn = asyncio.run(create_database(store_server))
     with ModelServer(wrong=["What is 7 * 3?"], faults=Faults(latency=0.02)).in_thread() as model:
-        manifest = write_manifest(tmp_path / "e.yaml", model.base_url)
+        manifest = write_manifest(tmp_path / "e.yaml", model.base_url, **ACROSS_RUNS)
         flags = ("--cache", cache_server.url(), "--store", dsn)
         code, cold, err = local_run(manifest, *flags)
         assert code == 0, err
@@ -118,11 +159,68 @@ def test_a_warm_rerun_asks_the_model_nothing_and_reports_what_it_saved(
     assert warm_row["saved"] == cold_row["cost"] == Decimal(cold["usage"]["costUSD"])
 
 
-async def run_cached(base_url: str, cache: ResponseCache, summary: ShardSummary) -> ShardSummary:
+async def run_cached(
+    base_url: str, cache: ResponseCache, summary: ShardSummary, n: int = 200, **extra: Any
+) -> ShardSummary:
     evaluation = Evaluation.model_validate(
-        {"metadata": {"name": "cached", "namespace": "team"}, "spec": spec(base_url, 200)}
+        {
+            "metadata": {"name": "cached", "namespace": "team"},
+            "spec": {**spec(base_url, n), **extra},
+        }
     )
     return await run_shard(evaluation, 0, 1, None, cache=cache, summary=summary)
+
+
+class Gateway:
+    """One host, two models routed by path, as an API gateway does: /good/v1 answers right,
+    /bad/v1 answers 0 to everything."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.asked = {"good": 0, "bad": 0}
+        self._runner: web.AppRunner | None = None
+
+    def base_url(self, route: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{route}/v1"
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        route = request.match_info["route"]
+        self.asked[route] += 1
+        body = await request.json()
+        question = last_user_message(body)
+        answer = (arithmetic_answer(question) or "") if route == "good" else "0"
+        return web.json_response(response_body("openai", body["model"], answer, 10))
+
+    async def __aenter__(self) -> Gateway:
+        app = web.Application()
+        app.router.add_post("/{route}/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+async def test_two_models_behind_one_gateway_share_no_answers(cache_server: RedisServer) -> None:
+    async with Gateway() as gateway:
+        for route in ("good", "bad"):
+            cache = ResponseCache.from_url(cache_server.url(), run="uid/run-1")
+            summary = await run_cached(gateway.base_url(route), cache, ShardSummary(), 20)
+            assert summary.usage.cache_hits == 0, route
+            assert summary.scores["exact_match"].sum == (20 if route == "good" else 1)
+    assert gateway.asked == {"good": 20, "bad": 20}
+
+
+async def test_empty_answers_are_never_cached(cache_server: RedisServer) -> None:
+    async with ModelServer(answers={"What is 5 * 3?": ""}) as model:
+        for _ in range(2):
+            cache = ResponseCache.from_url(cache_server.url(), run="uid/run-1")
+            summary = await run_cached(model.base_url, cache, ShardSummary(), 10, **ACROSS_RUNS)
+        assert model.count == 10 + 1, "the empty answer was asked again"
+    assert summary.usage.cache_hits == 9
 
 
 async def test_a_warm_shard_in_process_counts_hits_and_misses(cache_server: RedisServer) -> None:
@@ -132,11 +230,11 @@ async def test_a_warm_shard_in_process_counts_hits_and_misses(cache_server: Redi
     hits, misses = lookups("hit"), lookups("miss")
     async with ModelServer() as model:
         cold = await run_cached(
-            model.base_url, ResponseCache.from_url(cache_server.url()), ShardSummary()
+            model.base_url, ResponseCache.from_url(cache_server.url(), run="uid/r"), ShardSummary()
         )
         assert (lookups("hit") - hits, lookups("miss") - misses) == (0, 200)
         warm = await run_cached(
-            model.base_url, ResponseCache.from_url(cache_server.url()), ShardSummary()
+            model.base_url, ResponseCache.from_url(cache_server.url(), run="uid/r"), ShardSummary()
         )
         assert model.count == 200
     assert (lookups("hit") - hits, lookups("miss") - misses) == (200, 200)
@@ -153,7 +251,7 @@ async def test_redis_killed_mid_run(cache_server: RedisServer) -> None:
     errors_before = errors()
     skipped_before = metrics.CACHE_LOOKUPS.labels("skipped")._value.get()
     async with ModelServer(faults=Faults(latency=0.02)) as model:
-        cache = ResponseCache.from_url(cache_server.url())
+        cache = ResponseCache.from_url(cache_server.url(), run="uid/r")
         run = asyncio.create_task(run_cached(model.base_url, cache, summary))
 
         async def fifty_done() -> bool:
@@ -181,7 +279,7 @@ async def test_redis_out_of_memory(cache_server: RedisServer) -> None:
     try:
         async with ModelServer() as model:
             done = await run_cached(
-                model.base_url, ResponseCache.from_url(cache_server.url()), summary
+                model.base_url, ResponseCache.from_url(cache_server.url(), run="uid/r"), summary
             )
             assert model.count == 200
         assert done.state == "done" and done.completed == 200

@@ -1,5 +1,6 @@
 """The response cache's key and value: equal keys exactly when the model would be asked the
-same thing; values read back whole, or as a miss."""
+same thing in the same run (or in any run, for reuse AcrossRuns); values read back whole, or
+as a miss."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from eval_runner.cache import (
     redacted_url,
 )
 
+RUN = "0b9a2c1e-0000-4000-8000-0000000000aa/e-run1"
 MESSAGES: list[Any] = [
     {"role": "system", "content": "You are a calculator."},
     {"role": "user", "content": "What is 2 + 2?"},
@@ -34,9 +36,9 @@ def endpoint(**changes: Any) -> EndpointSpec:
 
 
 def test_the_key_is_a_prefixed_sha256() -> None:
-    key = cache_key(endpoint(), MESSAGES)
+    key = cache_key(endpoint(), MESSAGES, run=RUN)
     assert key.startswith(KEY_PREFIX) and len(key) == len(KEY_PREFIX) + 64
-    assert key == cache_key(endpoint(), [dict(m) for m in MESSAGES])
+    assert key == cache_key(endpoint(), [dict(m) for m in MESSAGES], run=RUN)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +48,10 @@ def test_the_key_is_a_prefixed_sha256() -> None:
         {"name": "m2"},
         {"baseURL": "http://other.models:8000/v1"},
         {"baseURL": "http://vllm.models:8001/v1"},
+        # Two models behind one path-routed gateway are two endpoints.
+        {"baseURL": "http://vllm.models:8000/llama/v1"},
+        {"baseURL": "http://vllm.models:8000/v2"},
+        {"baseURL": "https://vllm.models:8000/v1"},
         {"parameters": {"temperature": "0.7", "maxTokens": 16}},
         {"parameters": {"temperature": "0", "maxTokens": 17}},
         {"parameters": {"temperature": "0", "maxTokens": 16, "topP": "0.9"}},
@@ -54,17 +60,29 @@ def test_the_key_is_a_prefixed_sha256() -> None:
     ],
 )
 def test_every_part_of_the_request_is_in_the_key(changes: dict[str, Any]) -> None:
-    assert cache_key(endpoint(**changes), MESSAGES) != cache_key(endpoint(), MESSAGES)
+    assert cache_key(endpoint(**changes), MESSAGES, run=RUN) != cache_key(
+        endpoint(), MESSAGES, run=RUN
+    )
 
 
-def test_the_messages_and_the_repeat_are_in_the_key_but_not_the_path_or_limits() -> None:
-    base = cache_key(endpoint(), MESSAGES)
-    assert cache_key(endpoint(), MESSAGES[1:]) != base
-    assert cache_key(endpoint(), [MESSAGES[0], {"role": "user", "content": "2+2?"}]) != base
-    assert cache_key(endpoint(), MESSAGES, repeat=1) != base
-    # Same server and model, asked the same: how it is reached or paced changes no answer.
-    assert cache_key(endpoint(baseURL="http://VLLM.models:8000/openai/v1"), MESSAGES) == base
-    assert cache_key(endpoint(maxConcurrency=64, timeoutSeconds=5), MESSAGES) == base
+def test_the_messages_the_repeat_and_the_run_are_in_the_key_but_not_the_limits() -> None:
+    base = cache_key(endpoint(), MESSAGES, run=RUN)
+    assert cache_key(endpoint(), MESSAGES[1:], run=RUN) != base
+    other = [MESSAGES[0], {"role": "user", "content": "2+2?"}]
+    assert cache_key(endpoint(), other, run=RUN) != base
+    assert cache_key(endpoint(), MESSAGES, repeat=1, run=RUN) != base
+    # WithinRun: another run (a re-run is a new Job) never sees this run's answers; AcrossRuns
+    # (run None) shares them between runs.
+    assert cache_key(endpoint(), MESSAGES, run=RUN.replace("run1", "run2")) != base
+    assert cache_key(endpoint(), MESSAGES, run=None) != base
+    # The same endpoint spelled another way, or paced differently, changes no answer.
+    same = "http://VLLM.models:8000/v1/"
+    assert cache_key(endpoint(baseURL=same), MESSAGES, run=RUN) == base
+    default_port = cache_key(endpoint(baseURL="https://api.example/v1"), MESSAGES, run=RUN)
+    assert cache_key(endpoint(baseURL="https://api.example:443/v1"), MESSAGES, run=RUN) == (
+        default_port
+    )
+    assert cache_key(endpoint(maxConcurrency=64, timeoutSeconds=5), MESSAGES, run=RUN) == base
 
 
 def test_a_value_reads_back_whole_or_as_a_miss() -> None:
