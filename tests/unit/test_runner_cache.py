@@ -13,9 +13,11 @@ from eval_runner.cache import (
     KEY_PREFIX,
     CachedAnswer,
     CacheSettingsError,
+    ResponseCache,
     cache_key,
     redacted_url,
 )
+from eval_runner.client import Completion, anthropic_parse, openai_parse
 
 RUN = "0b9a2c1e-0000-4000-8000-0000000000aa/e-run1"
 MESSAGES: list[Any] = [
@@ -99,3 +101,50 @@ def test_the_url_is_shown_without_its_password() -> None:
         with pytest.raises(CacheSettingsError) as raised:
             redacted_url(bad)
         assert "pw" not in str(raised.value)
+
+
+class RecordingRedis:
+    """Just enough of redis.asyncio.Redis for writes: the keys each pipeline sets."""
+
+    def __init__(self) -> None:
+        self.set_keys: list[str] = []
+        self.connection_pool = self
+
+    def pipeline(self, transaction: bool) -> RecordingRedis:
+        return self
+
+    async def __aenter__(self) -> RecordingRedis:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pass
+
+    def set(self, key: str, value: bytes, ex: int) -> None:
+        self.set_keys.append(key)
+
+    async def execute(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def disconnect(self) -> None:
+        pass
+
+
+async def test_only_real_answers_are_kept() -> None:
+    client = RecordingRedis()
+    cache = ResponseCache(client, run=RUN, where="redis://cache:6379/0")
+    cache.put("empty", Completion("", 12, 0))
+    cache.put("blank", Completion(" \n", 12, 1))
+    cache.put("filtered", Completion("I can't help with that.", 12, 6, filtered=True))
+    cache.put("answer", Completion("4", 12, 1))
+    await cache.close()
+    assert client.set_keys == ["answer"]
+    # What the providers say of an answer their content filter withheld.
+    withheld = {"message": {"content": ""}, "finish_reason": "content_filter"}
+    assert openai_parse({"choices": [withheld]}).filtered
+    assert anthropic_parse({"content": [], "stop_reason": "refusal"}).filtered
+    assert not openai_parse(
+        {"choices": [{"message": {"content": "4"}, "finish_reason": "stop"}]}
+    ).filtered
