@@ -211,11 +211,27 @@ class Kube:
         )
         return list(answer.get("items") or [])
 
-    async def delete(self, kind: str, namespace: str, name: str) -> bool:
-        """Delete an object and, in the background, what it owns; False when it was not there."""
+    async def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(COLLECTIONS[kind].format(namespace) + f"/{name}")
+
+    async def merge_patch(self, kind: str, namespace: str, name: str, patch: Any) -> None:
+        """A JSON merge patch of one object (a claim's storage request)."""
         path = COLLECTIONS[kind].format(namespace) + f"/{name}"
         try:
-            await self._call("DELETE", path, {"propagationPolicy": "Background"})
+            await self._call("PATCH", path, patch, content_type=MERGE_PATCH)
+        except ApiException as err:
+            if err.status in (403, 422):  # an admission plugin's refusal, or validation's
+                raise Rejected(_message(err)) from err
+            raise
+
+    async def delete(
+        self, kind: str, namespace: str, name: str, *, propagation: str = "Background"
+    ) -> bool:
+        """Delete an object and, in the background, what it owns (`Orphan`: leave what it
+        owns running); False when it was not there."""
+        path = COLLECTIONS[kind].format(namespace) + f"/{name}"
+        try:
+            await self._call("DELETE", path, {"propagationPolicy": propagation})
         except ApiException as err:
             if err.status == 404:
                 return False

@@ -87,6 +87,10 @@ class SuiteObservation:
     migration_pods: list[tuple[str | None, str, str]] = field(default_factory=list)
     waiting_for_store: bool = False  # the Job is not made before the managed store is up
     failures: list[StackFailure] = field(default_factory=list)
+    # What a condition's message adds, without changing its status: (condition, text), e.g.
+    # a volume the StorageClass does not let grow (the store still works at its old size).
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    store_set_replaced: bool = False  # the store's StatefulSet deleted to be made again
 
 
 def _finished(job_status: Mapping[str, Any], type_: str) -> bool:
@@ -261,11 +265,14 @@ def desired_suite_status(old: Mapping[str, Any], obs: SuiteObservation) -> dict[
     conditions = list(old.get("conditions") or [])
 
     def failed(type_: str, found: tuple[str, str, str]) -> tuple[str, str, str]:
-        """The condition as observed, unless an object of its part was refused."""
+        """The condition as observed, unless an object of its part was refused; with the
+        notes about its part."""
         mine = [f for f in obs.failures if f.condition == type_]
-        if not mine:
-            return found
-        return "False", mine[0].reason, "; ".join(f.message for f in mine)
+        status, reason, message = (
+            ("False", mine[0].reason, "; ".join(f.message for f in mine)) if mine else found
+        )
+        notes = [text for condition, text in obs.notes if condition == type_]
+        return status, reason, "; ".join([message, *notes]) if notes else message
 
     store_status, store_reason, store_message, report = store_condition(obs)
     store_status, store_reason, store_message = failed(

@@ -135,7 +135,7 @@ class WorkQueue:
                 if failures <= MAX_RETRIES:
                     delay = min(BACKOFF_BASE_SECONDS * 2 ** (failures - 1), BACKOFF_MAX_SECONDS)
                     log.warning(
-                        "reconcile of %s failed (%s); retry %d in %.0fs", key, err, failures, delay
+                        "reconcile of %s failed (%r); retry %d in %.0fs", key, err, failures, delay
                     )
                     self.add_after(key, delay)
                 else:

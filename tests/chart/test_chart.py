@@ -213,33 +213,41 @@ def expand(group: str, resource: str, verbs: str) -> set[tuple[str, str, str]]:
 
 FRAMEWORK_CLUSTER = expand("apiextensions.k8s.io", "customresourcedefinitions", "list watch")
 FRAMEWORK_EVENTS = expand("", "events", "create")
-# Secrets only created (a suite's generated credentials), never read; nothing written to
-# EvalSuites but their status (issue 7 item 12, issue 9 item 9); Evaluations only the cells of
-# a suite's matrix, applied and deleted (issue 10).
-APPLICATION = (
-    expand("evals.io", "evaluations", "get list watch patch delete")
-    | expand("evals.io", "evaluations/status", "patch")
-    | expand("evals.io", "evalsuites", "get list watch")
-    | expand("evals.io", "evalsuites/status", "patch")
-    | expand("batch", "jobs", "list watch create delete patch")
-    | expand("", "configmaps", "get list create patch delete deletecollection")
-    | expand("", "pods", "list watch")
-    | expand("", "secrets", "create")
-    | expand("apps", "statefulsets", "list watch patch delete")
-    | expand("apps", "deployments", "list watch patch delete")
-    | expand("batch", "cronjobs", "list patch delete")
-    | expand("", "services", "list patch delete")
-    | expand("", "persistentvolumeclaims", "patch")
-    | expand("networking.k8s.io", "networkpolicies", "list patch delete")
-    # An EvalSuite's dashboard (issue 11).
-    | expand("autoscaling", "horizontalpodautoscalers", "list patch delete")
-    | expand("policy", "poddisruptionbudgets", "list patch delete")
-    | expand("monitoring.coreos.com", "servicemonitors", "list patch delete")
-    | expand("monitoring.coreos.com", "podmonitors", "list patch delete")
-    | expand("monitoring.coreos.com", "prometheusrules", "list patch delete")
-    | expand("cert-manager.io", "issuers", "list patch delete")
-    | expand("cert-manager.io", "certificates", "list patch delete")
-)
+
+
+def documented_rules() -> set[tuple[str, str, str]]:
+    """The RBAC table of the chart's README: (apiGroup, resource, verb) of each row, the
+    namespaces row aside (it is the watchNamespaces mode's alone)."""
+    found = set()
+    for line in (CHART / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`") or cells[1] == "namespaces":
+            continue
+        group = cells[0].strip("`").strip('"')
+        for resource in cells[1].split(", "):
+            found |= {(group, resource, verb) for verb in cells[2].split(", ")}
+    return found
+
+
+# The application's rules: the README's table less kopf's own (the CRD watch, events).
+APPLICATION = documented_rules() - FRAMEWORK_CLUSTER - FRAMEWORK_EVENTS
+
+
+def test_the_readmes_rbac_table_is_the_rendered_cluster_role() -> None:
+    role = find(render("default-values.yaml"), "ClusterRole", f"{RELEASE}-eval-operator")[0]
+    assert rules_of(role) == documented_rules()
+    # Secrets are only created (a suite's generated credentials), never read; EvalSuites get
+    # nothing written but their status; whatever the operator applies server-side it may
+    # create too (a real apiserver authorizes an apply that makes the object as a create).
+    assert {verb for group, resource, verb in APPLICATION if resource == "secrets"} == {"create"}
+    assert not {verb for _, resource, verb in APPLICATION if resource == "evalsuites"} - {
+        "get",
+        "list",
+        "watch",
+    }
+    patched = {(g, r) for g, r, v in APPLICATION if v == "patch" and "/" not in r}
+    created = {(g, r) for g, r, v in APPLICATION if v == "create"}
+    assert patched <= created, sorted(patched - created)
 
 
 def test_cluster_wide_rbac_is_exactly_what_the_operator_uses() -> None:

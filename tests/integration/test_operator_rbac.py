@@ -112,6 +112,19 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         for pattern in ("monitoring.coreos.com_*.yaml", "cert-manager.io_*.yaml"):
             for path in sorted(THIRDPARTY.glob(pattern)):
                 api.create(yaml.safe_load(path.read_text()))
+        # The cluster's default class grows volumes (a suite's store is made bigger below).
+        api.create(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {
+                    "name": "standard",
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                },
+                "provisioner": "rancher.io/local-path",
+                "allowVolumeExpansion": True,
+            }
+        )
         kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=OPERATOR_TOKEN)
         # A budgeted run whose first attempt is killed: its retry reads the run's ledger.
         controller = FakeJobController(
@@ -224,6 +237,24 @@ def _suite_scenario(run: Run, model: ModelServer) -> None:
             and condition(s, "MonitoringReady").get("reason") == "Ready"
         ),
     )
+    # A bigger store: its data claim read and grown, its StatefulSet made again around its pod.
+    run.api.patch(
+        GROUP, VERSION, "evalsuites", NS, "rbac-suite",
+        {"spec": {"store": {"managed": {"size": "11Gi"}}}},
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while True:
+        claim = run.api.get("", "v1", "persistentvolumeclaims", NS, "data-rbac-suite-store-0")
+        sts = run.api.get("apps", "v1", "statefulsets", NS, "rbac-suite-store")
+        template = (sts or {}).get("spec", {}).get("volumeClaimTemplates") or [{}]
+        if (claim or {}).get("spec", {}).get("resources", {}).get("requests") == {
+            "storage": "11Gi"
+        } and template[0].get("spec", {}).get("resources", {}).get("requests") == {
+            "storage": "11Gi"
+        }:
+            break
+        assert time.monotonic() < deadline, "the store's volume did not grow"
+        time.sleep(0.1)
     body = manifest("in-suite", model, suiteRef={"name": "rbac-suite"})
     run.post(f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}", body)
     run.wait("in-suite", lambda s: s.get("phase") == "Succeeded")
@@ -276,6 +307,7 @@ def _suite_scenario(run: Run, model: ModelServer) -> None:
         assert time.monotonic() < deadline, "the suite's PrometheusRule was not pruned"
         time.sleep(0.1)
     external = {
+        "managed": None,
         "mode": "External",
         "external": {"secretRef": {"name": "rbac-suite-store-credentials"}, "sslmode": "disable"},
     }

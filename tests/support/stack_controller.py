@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eval_api.quantity import parse_quantity
 from tests.support.kubeapi import KubeAPIServer
 from tests.support.kubeapi.errors import APIError
 from tests.support.servers import as_postgres_user, postgres_bin
@@ -381,6 +382,7 @@ class StackController:
                 self._statefulsets()
                 self._deployments()
                 self._claims_gone()
+                self._volumes()
             except APIError:
                 pass  # something was deleted meanwhile: the next round sees it gone
             except ServerStartFailed as err:
@@ -472,6 +474,12 @@ class StackController:
                 continue
             claim = f"data-{name}-0"
             server = self.postgres_servers.get((namespace, claim))
+            replaced = self._sets.get((namespace, name)) not in (None, meta["uid"])
+            if server is not None and replaced and self._deleted_orphaning(namespace, name):
+                # The old set was deleted with propagationPolicy Orphan: its pod ran on, and
+                # the new set adopts it (and its claim), as the StatefulSet controller does.
+                self._sets[(namespace, name)] = meta["uid"]
+                self._ensure_claim(sts, claim)
             if server is None or self._sets.get((namespace, name)) != meta["uid"]:
                 server = self._start_store(sts, claim)
                 if server is None:
@@ -552,7 +560,7 @@ class StackController:
             }
             if policy == "Delete":
                 body["metadata"]["ownerReferences"] = [owner]
-            self.api.create(body)
+            self.api.create(body)  # bound by _volumes, as every claim of a suite
         elif policy == "Delete" and not existing["metadata"].get("ownerReferences"):
             # A kept claim adopted by a set that deletes its claims.
             existing["metadata"]["ownerReferences"] = [owner]
@@ -566,13 +574,49 @@ class StackController:
             )
             sts = claim.removeprefix("data-").removesuffix("-0")
             set_exists = self.api.get("apps", "v1", "statefulsets", namespace, sts) is not None
-            if not set_exists:
+            if not set_exists and not self._deleted_orphaning(namespace, sts):
                 server.stop()
                 self._sets.pop((namespace, sts), None)
             if not claim_exists:
                 server.kill()
                 shutil.rmtree(server.data.parent, ignore_errors=True)
                 del self.postgres_servers[(namespace, claim)]
+
+    def _deleted_orphaning(self, namespace: str, sts: str) -> bool:
+        """Whether the set's last deletion left its pod (propagationPolicy Orphan)."""
+        path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{sts}"
+        deletions = self.api.find_requests("DELETE", path)
+        if not deletions:
+            return False
+        body = deletions[-1].body if isinstance(deletions[-1].body, dict) else {}
+        policy = deletions[-1].query.get("propagationPolicy") or body.get("propagationPolicy")
+        return policy == "Orphan"
+
+    def _volumes(self) -> None:
+        """The provisioner and binder (a volume of the size asked, the claim Bound to it at
+        once, as with an Immediate StorageClass), then the external resizer and the kubelet:
+        a bound claim asked for more gets it (the resize admission plugin let the request
+        through only where its class expands)."""
+        for pvc in self.api.list("", "v1", "persistentvolumeclaims"):
+            meta = pvc["metadata"]
+            if SUITE_LABEL not in (meta.get("labels") or {}):
+                continue
+            status = pvc.get("status") or {}
+            wanted = ((pvc["spec"].get("resources") or {}).get("requests") or {}).get("storage")
+            have = (status.get("capacity") or {}).get("storage")
+            if wanted is None:
+                continue
+            if status.get("phase") != "Bound":
+                pvc["spec"]["volumeName"] = f"pvc-{meta['uid']}"
+                self.api.replace(pvc)
+                status = {"phase": "Bound", "capacity": {"storage": wanted}}
+            elif have is not None and parse_quantity(wanted) > parse_quantity(have):
+                status = {"capacity": {"storage": wanted}}
+            else:
+                continue
+            self.api.patch_status(
+                "", "v1", "persistentvolumeclaims", meta["namespace"], meta["name"], status
+            )
 
     def _deployments(self) -> None:
         for deployment in self.api.list("apps", "v1", "deployments"):

@@ -83,11 +83,13 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
 - apiGroups: ["cert-manager.io"]
   resources: ["issuers", "certificates"]
   verbs: ["list", "create", "patch", "delete"]
-# The backup volume, applied server-side; never deleted (the data volumes are the StatefulSet
-# controller's, and go with the suite only by owner reference).
+# The backup volume, applied server-side; the store's data volume, read and asked for more
+# when store.managed.size grows (a StatefulSet cannot change the claims it made). Never
+# deleted: the data volumes are the StatefulSet controller's, and go with the suite only by
+# owner reference.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
 
 {{/* Events in the objects' namespaces: kopf's about its own errors, and the operator's. */}}

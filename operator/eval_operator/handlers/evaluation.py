@@ -75,6 +75,8 @@ class Context:
     pruned: dict[Key, Any] = field(default_factory=dict)
     # How many passes in a row met refusals of each suite's stack (its back-off).
     stack_failures: dict[Key, int] = field(default_factory=dict)
+    # A suite's store volume that is growing or cannot grow: what StoreReady says of it.
+    volume_notes: dict[Key, str] = field(default_factory=dict)
     # The kopf index of the Evaluations in each suite: (namespace, suite) -> [member view].
     members: Mapping[Any, Any] = field(default_factory=dict)
     # Which optional platforms the API server serves (eval_operator.platforms).

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from eval_api import cel
 from eval_api.cellreport import CellReport
+from eval_api.quantity import parse_quantity
 from eval_api.store.migrate import LATEST_VERSION
 from eval_api.v1alpha1 import EvalSuiteSpec
 from eval_operator import clock, events, matrix
@@ -71,6 +72,10 @@ PART_CONDITIONS = {
 # object takes effect without a restart, and nothing is retried in a hot loop.
 FAILURE_RECHECK_SECONDS = 5.0
 FAILURE_RECHECK_MAX_SECONDS = 300.0
+# How the apiserver refuses what a StatefulSet cannot change in place (its volumeClaimTemplates).
+IMMUTABLE_SET = "updates to statefulset spec for fields other than"
+# A volume growing is not watched (no watch on claims): look at it again this often.
+VOLUME_RECHECK_SECONDS = 10.0
 
 
 def suite_key(namespace: str, name: str) -> tuple[str, str, str]:
@@ -80,13 +85,19 @@ def suite_key(namespace: str, name: str) -> tuple[str, str, str]:
 def workload_view(body: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a StatefulSet or Deployment a suite's status needs."""
     status = body.get("status") or {}
+    templates = (body.get("spec") or {}).get("volumeClaimTemplates") or [{}]
+    # The size a StatefulSet makes its claims with: a store whose spec asks for another
+    # size has a volume to grow.
+    claim_size = ((templates[0].get("spec") or {}).get("resources") or {}).get("requests", {})
+    view: dict[str, Any] = {"claimSize": claim_size.get("storage")}
     if not status.get("observedGeneration"):
         # Not reported on by its controller yet: starting, not down.
-        return {"readyReplicas": None, "availableReplicas": None}
+        return {**view, "readyReplicas": None, "availableReplicas": None}
     progressing = next(
         (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {}
     )
     return {
+        **view,
         "readyReplicas": status.get("readyReplicas") or 0,
         "availableReplicas": status.get("availableReplicas") or 0,
         # A Deployment's rollout: NewReplicaSetAvailable once it was complete (it stays when
@@ -145,8 +156,12 @@ async def _step(
         spec=spec,
         schema_version=LATEST_VERSION,
         now=now_rfc3339(),
+        # One view of the optional platforms for the whole pass: the discovery loop may
+        # change them meanwhile (and then reconciles every suite again).
+        prometheus_operator=ctx.platforms.prometheus_operator,
+        cert_manager=ctx.platforms.cert_manager,
     )
-    await _ensure_stack(suite, spec, ctx, actions, obs.failures)
+    await _ensure_stack(suite, spec, ctx, actions, obs)
     if spec.store.mode == "Managed":
         sts = next(
             iter(ctx.workloads.get((namespace, "StatefulSet", builders.store_name(name)), [])), None
@@ -164,8 +179,6 @@ async def _step(
         )
         obs.dashboard_available_replicas = deployment["availableReplicas"] if deployment else None
         obs.dashboard_progress = deployment.get("progress") if deployment else None
-    obs.prometheus_operator = ctx.platforms.prometheus_operator
-    obs.cert_manager = ctx.platforms.cert_manager
     recheck: float | None = None
     try:
         recheck = await _observe_certificates(spec, obs, ctx)
@@ -177,6 +190,8 @@ async def _step(
         obs.failures.append(_denied("StoreReady", "the schema migration Job", err))
     else:
         recheck = _earliest(recheck, migration_recheck)
+    if (namespace, name) in ctx.volume_notes or obs.store_set_replaced:
+        recheck = _earliest(recheck, 1.0 if obs.store_set_replaced else VOLUME_RECHECK_SECONDS)
     if obs.failures:
         failures = ctx.stack_failures.get((namespace, name), 0)
         ctx.stack_failures[(namespace, name)] = failures + 1
@@ -185,7 +200,7 @@ async def _step(
     else:
         ctx.stack_failures.pop((namespace, name), None)
     status = desired_suite_status(old, obs)
-    status, matrix_recheck = await _reconcile_matrix(suite, spec, status, ctx, actions)
+    status, matrix_recheck = await _reconcile_matrix(suite, spec, status, ctx, actions, obs)
     return status, _earliest(recheck, matrix_recheck), actions
 
 
@@ -207,7 +222,7 @@ async def _observe_certificates(
 ) -> float | None:
     """The suite's Certificates' Ready conditions (TLSReady); look again while cert-manager
     is at work."""
-    if not tls.active(spec, ctx.platforms.cert_manager):
+    if not tls.active(spec, obs.cert_manager):
         return None
     selector = f"{builders.SUITE_LABEL}={obs.name}"
     for cert in await ctx.kube.list_objects("Certificate", obs.namespace, selector):
@@ -238,7 +253,7 @@ async def _follow_migration(
     after the Job controller gave up."""
     namespace = obs.namespace
     job = builders.build_migration_job(suite, spec, LATEST_VERSION, ctx.settings)
-    if tls.active(spec, ctx.platforms.cert_manager):
+    if tls.active(spec, obs.cert_manager):
         job = tls.with_tls_clients(job, obs.name, spec)
     obs.migration_job = job["metadata"]["name"]
     store_up = spec.store.mode == "External" or bool(obs.store_ready_replicas)
@@ -271,6 +286,7 @@ async def _reconcile_matrix(
     status: dict[str, Any],
     ctx: Context,
     actions: list[events.Event],
+    obs: SuiteObservation,
 ) -> tuple[dict[str, Any], float | None]:
     """The cells, their reports and the verdict: see eval_operator.matrix."""
     meta = suite["metadata"]
@@ -290,7 +306,7 @@ async def _reconcile_matrix(
     planned = matrix.plan(inp, ctx.settings)
     reports: dict[str, Any] = {}
     for job in planned.report_jobs:
-        if tls.active(spec, ctx.platforms.cert_manager):
+        if tls.active(spec, obs.cert_manager):
             job = tls.with_tls_clients(job, name, spec)
         job_name = job["metadata"]["name"]
         seen = next(iter(ctx.jobs.get((namespace, job_name), [])), None)
@@ -415,11 +431,12 @@ async def _ensure_stack(
     spec: EvalSuiteSpec,
     ctx: Context,
     actions: list[events.Event],
-    failures: list[StackFailure],
+    obs: SuiteObservation,
 ) -> None:
-    """Every object of the stack applied; what the apiserver refuses is kept in `failures`
-    and the rest goes on, so that one refusal blocks only its own part."""
+    """Every object of the stack applied; what the apiserver refuses is kept in the
+    observation's failures and the rest goes on, so that one refusal blocks only its part."""
     name = suite["metadata"]["name"]
+    failures = obs.failures
     secrets = []
     if spec.store.mode == "Managed":
         secrets.append(builders.build_store_secret(suite, spec, builders.new_password()))
@@ -442,9 +459,9 @@ async def _ensure_stack(
     desired = monitoring.with_exporters(desired, suite, spec, ctx.settings)
     desired += dashboard.dashboard_objects(suite, spec, ctx.settings)
     desired += monitoring.core_objects(suite, spec)
-    if ctx.platforms.prometheus_operator:
+    if obs.prometheus_operator:
         desired += monitoring.prometheus_objects(suite, spec)
-    if tls.active(spec, ctx.platforms.cert_manager):
+    if tls.active(spec, obs.cert_manager):
         desired = tls.with_tls_servers(desired, suite, spec) + tls.cert_manager_objects(suite, spec)
         # Every pod's store and cache clients verify them (a no-op for pods that are
         # neither: the servers themselves, the exporters on the pod's socket).
@@ -455,13 +472,31 @@ async def _ensure_stack(
     members = ctx.members.get((suite["metadata"]["namespace"], name), [])
     ports = sorted({port for member in members for port in member["ports"]})
     desired += build_network_policies(suite, spec, ctx.settings, extra_ports=ports)
+    if spec.store.mode == "Managed":
+        try:
+            await _grow_store_volume(suite, spec, ctx, actions, obs)
+        except Forbidden as err:
+            failures.append(_denied("StoreReady", "growing the store's volume", err))
     for obj in desired:
         try:
             await ctx.kube.apply(obj)
-        except (Forbidden, Rejected) as err:
+        except Rejected as err:
+            if obj["kind"] == "StatefulSet" and IMMUTABLE_SET in err.message:
+                await _replace_store_set(obj, ctx, actions)
+                obs.store_set_replaced = True
+            elif obj["kind"] == "PersistentVolumeClaim":
+                # The backup volume: a class that cannot grow it (or a claim not bound yet)
+                # leaves it at its size; the store itself is not held back for it.
+                size = obj["spec"]["resources"]["requests"]["storage"]
+                obs.notes.append(
+                    ("StoreReady", f"the backup volume stays as it is, not {size}: {err.message}")
+                )
+            else:
+                failures.append(_failure(obj, err))
+        except Forbidden as err:
             failures.append(_failure(obj, err))
     try:
-        await _prune(suite, desired, ctx, actions)
+        await _prune(suite, desired, ctx, actions, obs)
     except Forbidden as err:
         failures.append(_denied("Ready", "pruning what the spec no longer asks for", err))
 
@@ -471,6 +506,7 @@ async def _prune(
     desired: list[dict[str, Any]],
     ctx: Context,
     actions: list[events.Event],
+    obs: SuiteObservation,
 ) -> None:
     """Delete the objects of this suite that the spec no longer asks for (a cache disabled, a
     store made external). Volumes and Secrets stay: data is never pruned."""
@@ -478,8 +514,8 @@ async def _prune(
     wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
     uid = suite["metadata"].get("uid")
     selector = f"{builders.SUITE_LABEL}={name},app.kubernetes.io/managed-by={builders.MANAGED_BY}"
-    kinds = PRUNABLE_KINDS + (MONITORING_KINDS if ctx.platforms.prometheus_operator else ())
-    kinds += TLS_KINDS if ctx.platforms.cert_manager else ()
+    kinds = PRUNABLE_KINDS + (MONITORING_KINDS if obs.prometheus_operator else ())
+    kinds += TLS_KINDS if obs.cert_manager else ()
     key = (namespace, name, tuple(sorted(wanted)), kinds)
     if ctx.pruned.get((namespace, name)) == key:
         return  # nothing was wanted differently since the last pass that pruned
@@ -526,7 +562,91 @@ def _transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[events.
     return found
 
 
+async def _grow_store_volume(
+    suite: dict[str, Any],
+    spec: EvalSuiteSpec,
+    ctx: Context,
+    actions: list[events.Event],
+    obs: SuiteObservation,
+) -> None:
+    """store.managed.size grown on the live volume: a StatefulSet cannot change the claims it
+    made, so the claim itself is asked for more (the volume grows online where its
+    StorageClass allows expansion); where it does not, StoreReady says so and the store goes
+    on at its size. Read only while a change is pending or a volume is growing."""
+    namespace, name = obs.namespace, obs.name
+    managed = builders.managed_store(spec)
+    assert managed is not None  # the store's mode is Managed
+    store = builders.store_name(name)
+    view = next(iter(ctx.workloads.get((namespace, "StatefulSet", store), [])), None)
+    template_size = (view or {}).get("claimSize")
+    if (namespace, name) not in ctx.volume_notes and (
+        template_size is None or parse_quantity(template_size) == parse_quantity(managed.size)
+    ):
+        return
+    claim_name = f"data-{store}-0"
+    claim = await ctx.kube.get_object("PersistentVolumeClaim", namespace, claim_name)
+    if claim is None:
+        ctx.volume_notes.pop((namespace, name), None)
+        return  # the set makes it from its template, at the new size
+    wanted = str(managed.size)
+    requested = (claim["spec"].get("resources") or {}).get("requests", {}).get("storage", "0")
+    capacity = ((claim.get("status") or {}).get("capacity") or {}).get("storage")
+    note = None
+    if parse_quantity(wanted) > parse_quantity(requested):
+        try:
+            await ctx.kube.merge_patch(
+                "PersistentVolumeClaim",
+                namespace,
+                claim_name,
+                {"spec": {"resources": {"requests": {"storage": wanted}}}},
+            )
+        except Rejected as err:
+            note = (
+                f"the data volume {claim_name} stays {requested} (store.managed.size asks "
+                f"{wanted}): {err.message}"
+            )
+            if ctx.volume_notes.get((namespace, name)) != note:
+                actions.append(events.Event("Warning", "VolumeNotExpandable", note))
+        else:
+            actions.append(
+                events.normal(
+                    "VolumeExpanding", f"Asked {claim_name} for {wanted} (was {requested})"
+                )
+            )
+            requested = wanted
+    if (
+        note is None
+        and capacity is not None
+        and parse_quantity(capacity) < parse_quantity(requested)
+    ):
+        note = f"the data volume {claim_name} is growing to {requested} (now {capacity})"
+    if note is None:
+        ctx.volume_notes.pop((namespace, name), None)
+        return
+    ctx.volume_notes[(namespace, name)] = note
+    obs.notes.append(("StoreReady", note))
+
+
+async def _replace_store_set(
+    sts: dict[str, Any], ctx: Context, actions: list[events.Event]
+) -> None:
+    """A StatefulSet whose volumeClaimTemplates changed (a bigger store) cannot be updated in
+    place: it is deleted with its pod left running (propagation Orphan) and the next pass,
+    woken by the deletion, makes it again; the new set adopts the pod and the claims, which
+    _grow_store_volume has grown already. The database never stops."""
+    meta = sts["metadata"]
+    if await ctx.kube.delete("StatefulSet", meta["namespace"], meta["name"], propagation="Orphan"):
+        actions.append(
+            events.normal(
+                "StoreSetReplaced",
+                f"StatefulSet {meta['name']} deleted with its pod kept, to be made again with "
+                "its new volumeClaimTemplates (store.managed.size)",
+            )
+        )
+
+
 def forget(ctx: Context, namespace: str, name: str) -> None:
     ctx.pruned.pop((namespace, name), None)
+    ctx.volume_notes.pop((namespace, name), None)
     ctx.stack_failures.pop((namespace, name), None)
     ctx.reported.pop((namespace, name), None)
