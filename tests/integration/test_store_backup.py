@@ -6,6 +6,7 @@ restore procedure)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -152,3 +153,118 @@ def test_a_failed_dump_leaves_no_file_that_looks_like_a_backup(tmp_path: Path) -
         done = run_backup(server, backups, retention=2)
     assert done.returncode != 0
     assert list(backups.glob("*.dump")) == []
+
+
+def old_dumps(backups: Path, count: int) -> list[Path]:
+    """`count` whole dumps of earlier days, oldest first (ls -t orders them by mtime)."""
+    made = []
+    for day in range(count):
+        path = backups / f"stack-202612{day + 1:02d}T030000Z.dump"
+        path.write_bytes(b"PGDMP" + bytes(1000))
+        os.utime(path, (1_800_000_000 + day * 86400,) * 2)
+        made.append(path)
+    return made
+
+
+def test_a_dump_that_fails_midway_removes_its_partial_and_prunes_first(tmp_path: Path) -> None:
+    """pg_dump dying midway (ENOSPC on a full volume, an OOM kill): before, the partial file
+    stayed and nothing was pruned (pruning ran only after a successful dump), so a full volume
+    stayed full and every later backup failed too."""
+    backups, bin_dir = tmp_path / "backups", tmp_path / "bin"
+    backups.mkdir()
+    bin_dir.mkdir()
+    days = old_dumps(backups, 3)
+    (backups / "stack-20261130T030000Z.dump.partial").write_bytes(bytes(5000))  # a killed run's
+    fake = bin_dir / "pg_dump"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for arg; do case "$arg" in --file=*) out="${arg#--file=}";; esac; done\n'
+        'head -c 4096 /dev/zero > "$out"\n'
+        'echo "pg_dump: error: could not write to output file: No space left on device" >&2\n'
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "BACKUP_DIR": str(backups),
+        "BACKUP_PREFIX": "stack",
+        "RETENTION": "3",
+    }
+    done = subprocess.run(["sh", "-c", backup_script()], env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert list(backups.glob("*.partial")) == []
+    # The oldest dump went before the dump was tried: retention - 1 kept, room for the next.
+    assert sorted(backups.glob("*.dump")) == days[1:]
+    assert f"pruned {days[0]}" in done.stdout
+    assert "No space left on device" in done.stderr and "backup failed" in done.stderr
+
+
+@contextlib.contextmanager
+def small_volume(path: Path, size: int):
+    """A size-limited file system (tmpfs): a backup volume that can fill up. Needs root."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root needed): {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+async def grow(server: PostgresServer, rows: int) -> None:
+    """Rows that compress little (md5 hex), so that each dump takes a known room."""
+    conn = await asyncpg.connect(**dsn_kwargs(server))
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS ballast (t text)")
+        await conn.execute(
+            "INSERT INTO ballast SELECT md5(random()::text) || md5(random()::text)"
+            " FROM generate_series(1, $1)",
+            rows,
+        )
+    finally:
+        await conn.close()
+
+
+def test_a_full_backup_volume_recovers_by_itself(tmp_path: Path) -> None:
+    """A real full volume (tmpfs) and the real pg_dump: the oldest dump is pruned before the
+    next is written, so a volume holding `retention` dumps keeps taking backups; a dump that
+    does not fit even then fails the Job with no partial file left, and the next run after
+    the volume grew succeeds."""
+    with postgres_server() as server:
+        asyncio.run(fill(server))
+        asyncio.run(grow(server, 20_000))
+        probe = tmp_path / "probe"
+        probe.mkdir()
+        assert run_backup(server, probe, retention=1).returncode == 0
+        one = next(probe.glob("*.dump")).stat().st_size
+        page = 4096
+        size = (int(one * 3.5) // page + 1) * page
+        with small_volume(tmp_path / "backups", size) as backups:
+            for attempt in range(5):
+                done = run_backup(server, backups, retention=3)
+                # Before: the 4th dump hit ENOSPC, its partial stayed, nothing was pruned,
+                # and every later run failed the same way.
+                assert done.returncode == 0, (attempt, done.stderr)
+                assert len(list(backups.glob("*.dump"))) == min(attempt + 1, 3)
+                assert list(backups.glob("*.partial")) == []
+                time.sleep(1.1)  # dumps are named by the second
+            assert "pruned" in done.stdout
+            # The store doubles: even with the oldest pruned, a dump no longer fits.
+            asyncio.run(grow(server, 20_000))
+            failed = run_backup(server, backups, retention=3)
+            assert failed.returncode != 0
+            assert "backup failed" in failed.stderr
+            assert list(backups.glob("*.partial")) == []
+            assert len(list(backups.glob("*.dump"))) == 2  # retention - 1, pruned first
+            time.sleep(1.1)
+            # The volume grows (the suite's backup.size raised): the next run succeeds.
+            subprocess.run(["mount", "-o", f"remount,size={size * 3}", str(backups)], check=True)
+            done = run_backup(server, backups, retention=3)
+            assert done.returncode == 0, done.stderr
+            dumps = sorted(backups.glob("*.dump"))
+            assert len(dumps) == 3 and not list(backups.glob("*.partial"))

@@ -115,6 +115,8 @@ def test_every_alert_and_panel_is_promql_and_scoped_to_the_suite() -> None:
         "EvalSuiteHighLatency",
         "EvalSuiteHighCost",
         "EvalSuiteStoreDown",
+        "EvalSuiteBackupFailed",
+        "EvalSuiteBackupVolumeFilling",
         "EvalSuiteCacheDown",
         "EvalSuiteDashboardDown",
         "EvalSuiteCertificateExpiring",
@@ -129,6 +131,29 @@ def test_every_alert_and_panel_is_promql_and_scoped_to_the_suite() -> None:
     for title, expr, _ in monitoring.grafana_panels(suite):
         promql_parser.parse(expr)
         assert 'suite="stack"' in expr, title
+
+
+def test_failed_backups_and_a_filling_backup_volume_alert() -> None:
+    """Issue 17, 4.9: a backup that failed, or a volume that fills, said before the dumps
+    stop; from kube-state-metrics and kubelet series kube-prometheus-stack scrapes, scoped to
+    the suite's backup CronJob's Jobs and volume (not another suite's)."""
+    rules = {r["alert"]: r for r in monitoring.alert_rules(suite_object(ON), spec_of())}
+    failed, filling = rules["EvalSuiteBackupFailed"], rules["EvalSuiteBackupVolumeFilling"]
+    promql_parser.parse(failed["expr"])
+    promql_parser.parse(filling["expr"])
+    assert "kube_job_status_failed{" in failed["expr"]
+    assert "kube_cronjob_status_last_successful_time{" in failed["expr"]
+    assert 'job_name=~"stack-store-backup-[0-9]+"' in failed["expr"]
+    assert 'cronjob="stack-store-backup"' in failed["expr"]
+    for metric in ("available_bytes", "capacity_bytes"):
+        assert (
+            f'kubelet_volume_stats_{metric}{{namespace="team-a", '
+            'persistentvolumeclaim="stack-store-backups"}' in filling["expr"]
+        )
+    assert filling["expr"].endswith("< 0.1")
+    # No backups, no backup alerts; an external store has none either.
+    off = spec_of({"store": {"managed": {"backup": {"enabled": False}}}})
+    assert not [r for r in monitoring.alert_rules(suite_object(ON), off) if "Backup" in r["alert"]]
 
 
 def test_the_grafana_dashboard_is_a_configmap_for_the_sidecar() -> None:

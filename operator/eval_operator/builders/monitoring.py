@@ -220,6 +220,47 @@ def _service(suite: Mapping[str, Any], service: str) -> str:
     return f'namespace="{suite["metadata"]["namespace"]}", service="{service}"'
 
 
+BACKUP_FREE_FRACTION = 0.1
+
+
+def _backup_rules(suite: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """The managed store's backups, from what kube-prometheus-stack scrapes anyway:
+    kube-state-metrics (the backup CronJob's Jobs; the Jobs it makes are named
+    <cronjob>-<minutes>) and the kubelet (the backup volume's room)."""
+    name, namespace = suite["metadata"]["name"], suite["metadata"]["namespace"]
+    cronjob = child_name(name, "store-backup")
+    jobs = f'namespace="{namespace}", job_name=~"{cronjob}-[0-9]+"'
+    cron = f'namespace="{namespace}", cronjob="{cronjob}"'
+    volume = f'namespace="{namespace}", persistentvolumeclaim="{child_name(name, "store-backups")}"'
+    # The newest backup Job with a failed pod started after the last successful backup (or
+    # there never was one): a Job whose retry succeeded does not count.
+    failed_start = (
+        f"max(kube_job_status_start_time{{{jobs}}}"
+        f" and on (namespace, job_name) (kube_job_status_failed{{{jobs}}} > 0))"
+    )
+    last_success = f"max(kube_cronjob_status_last_successful_time{{{cron}}})"
+    return [
+        (
+            "EvalSuiteBackupFailed",
+            f"({failed_start} > {last_success})"
+            f" or ({failed_start} unless on () kube_cronjob_status_last_successful_time{{{cron}}})",
+            "5m",
+            "warning",
+            "The store's latest backup failed (kubectl logs of the newest "
+            f"{cronjob} Job's pod says why: a full volume, a store that did not answer).",
+        ),
+        (
+            "EvalSuiteBackupVolumeFilling",
+            f"max(kubelet_volume_stats_available_bytes{{{volume}}}"
+            f" / kubelet_volume_stats_capacity_bytes{{{volume}}}) < {BACKUP_FREE_FRACTION}",
+            "30m",
+            "warning",
+            f"The store's backup volume has less than {BACKUP_FREE_FRACTION:.0%} free: the next "
+            "dump may not fit (raise store.managed.backup.size or lower retention).",
+        ),
+    ]
+
+
 def alert_rules(suite: Mapping[str, Any], spec: EvalSuiteSpec) -> list[dict[str, Any]]:
     """The suite's alerts: (name, PromQL, for, severity, summary)."""
     name, namespace = suite["metadata"]["name"], suite["metadata"]["namespace"]
@@ -268,6 +309,9 @@ def alert_rules(suite: Mapping[str, Any], spec: EvalSuiteSpec) -> list[dict[str,
                 "The suite's PostgreSQL store does not answer: runs cannot store samples.",
             )
         )
+    store_spec = managed_store(spec)
+    if store_spec is not None and store_spec.backup.enabled:
+        rules += _backup_rules(suite)
     if managed_cache(spec) and spec.monitoring.exporters:
         cache = _service(suite, child_name(name, "cache-metrics"))
         rules.append(

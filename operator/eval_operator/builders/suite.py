@@ -498,23 +498,35 @@ def build_store_statefulset(
 
 
 def backup_script() -> str:
-    """The backup pod's shell script: one dump, written whole or not at all, then pruning.
+    """The backup pod's shell script: pruning first, then one dump, written whole or not at all.
 
-    The dump goes to a temporary name and is renamed when pg_dump succeeded, so a failed or
-    killed run never leaves a truncated file that looks like a backup, and pruning (newest
-    $RETENTION kept) counts only whole dumps.
+    Pruning comes first and keeps the newest $RETENTION - 1 whole dumps (and no leftover
+    partial file), so that a volume filled by the previous dumps frees the room of one before
+    the next is written: pruning only after a successful dump would never run again once the
+    volume is full. The dump goes to a temporary name and is renamed when pg_dump succeeded; a
+    failed or killed run removes its partial file (trap) and exits non-zero, so that the Job
+    fails (kube_job_status_failed, the suite's EvalSuiteBackupFailed alert) and never leaves a
+    truncated file that looks like a backup.
     """
     return "\n".join(
         [
             "set -eu",
             'stamp="$(date -u +%Y%m%dT%H%M%SZ)"',
             'dump="$BACKUP_DIR/$BACKUP_PREFIX-$stamp.dump"',
-            'pg_dump --format=custom --no-password --file="$dump.partial"',
-            'mv "$dump.partial" "$dump"',
-            'echo "wrote $dump ($(wc -c < "$dump") bytes)"',
-            'ls -1t "$BACKUP_DIR/$BACKUP_PREFIX"-*.dump | tail -n +"$((RETENTION + 1))" | '
+            'partial="$dump.partial"',
+            "trap 'rm -f -- \"$partial\"' EXIT",
+            "trap 'exit 143' TERM",
+            "trap 'exit 130' INT",
+            'rm -f -- "$BACKUP_DIR"/*.partial',
+            'ls -1t "$BACKUP_DIR/$BACKUP_PREFIX"-*.dump 2>/dev/null | tail -n +"$RETENTION" | '
             'while read -r old; do rm -f -- "$old"; echo "pruned $old"; done',
-            'rm -f "$BACKUP_DIR"/*.partial',
+            'if ! pg_dump --format=custom --no-password --file="$partial"; then',
+            '  echo "backup failed: pg_dump did not complete; $partial removed" >&2',
+            '  df -h "$BACKUP_DIR" >&2 || true',
+            "  exit 1",
+            "fi",
+            'mv "$partial" "$dump"',
+            'echo "wrote $dump ($(wc -c < "$dump") bytes)"',
         ]
     )
 
