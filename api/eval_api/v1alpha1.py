@@ -1289,6 +1289,15 @@ class ManagedStoreSpec(ApiModel):
                     "parameter names are lower-case postgresql.conf names, e.g. work_mem",
                     ".parameters",
                 ),
+                cel_rule(
+                    # A value is written quoted on a line of postgresql.conf: a quote is
+                    # doubled and a backslash escaped, but a line break would end the line
+                    # (PostgreSQL refuses the file; what follows would be a setting of its own).
+                    "!has(self.parameters) || self.parameters.all(k, "
+                    "!self.parameters[k].matches('[\\\\x00-\\\\x1f\\\\x7f]'))",
+                    "parameter values may not hold a line break or another control character",
+                    ".parameters",
+                ),
             ]
         }
     )
@@ -1638,6 +1647,76 @@ class NetworkPeer(ApiModel):
     )
 
 
+class IPBlock(ApiModel):
+    """Addresses, as a NetworkPolicy's ipBlock: a CIDR, less the CIDRs in except."""
+
+    cidr: str = Field(
+        pattern=CIDR_PATTERN, max_length=64, description="The addresses, e.g. 10.20.0.0/16."
+    )
+    except_: list[Annotated[str, Field(pattern=CIDR_PATTERN, max_length=64)]] | None = Field(
+        default=None,
+        alias="except",
+        max_length=32,
+        description="CIDRs within cidr that are left out.",
+    )
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        _checked_cidrs([value])
+        return value
+
+    @field_validator("except_")
+    @classmethod
+    def _excepts(cls, value: list[str] | None) -> list[str] | None:
+        return _checked_cidrs(value)
+
+
+class EgressPeer(ApiModel):
+    """Where the suite's pods may connect: an address block (ipBlock), or pods chosen by
+    namespace labels, pod labels or both (a NetworkPolicy egress peer)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "has(self.ipBlock) != (has(self.namespaceSelector) || has(self.podSelector))",
+                    "a peer is an ipBlock, or namespaceSelector and/or podSelector",
+                )
+            ]
+        }
+    )
+
+    ip_block: IPBlock | None = Field(
+        default=None, description="Addresses (outside the cluster, or a database's range)."
+    )
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces whose pods may be reached (all pods in them)."
+    )
+    pod_selector: LabelSelector | None = Field(
+        default=None,
+        description=(
+            "Pods that may be reached: in the suite's namespace, or in the namespaces of "
+            "namespaceSelector when both are set."
+        ),
+    )
+
+
+class ExternalEgress(ApiModel):
+    """Egress from the suite's clients of an external store or cache to where it runs."""
+
+    to: list[EgressPeer] | None = Field(
+        default=None,
+        max_length=16,
+        description="Where it is (default: any address).",
+    )
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] | None = Field(
+        default=None,
+        max_length=8,
+        description="Its TCP ports (default: 5432 for the store, 6379 for the cache).",
+    )
+
+
 DEFAULT_DASHBOARD_FROM = [
     {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
 ]
@@ -1698,6 +1777,23 @@ class SuiteNetworkPolicySpec(ApiModel):
             "With spec.monitoring: who may scrape the suite's metrics ports (dashboard, "
             "runners, store and cache exporters); default the pods of the namespace "
             "kubernetes.io/metadata.name monitoring (kube-prometheus-stack's usual one)."
+        ),
+    )
+
+    store_egress: ExternalEgress | None = Field(
+        default=None,
+        description=(
+            "With store.mode External: where the store's clients (runners, migration, cell "
+            "reports, comparisons, dashboard) may reach it. Default: port 5432 at any "
+            "address; name the database's addresses (ipBlock) or pods (selectors) and port "
+            "to narrow it. Unused with a managed store."
+        ),
+    )
+    cache_egress: ExternalEgress | None = Field(
+        default=None,
+        description=(
+            "With cache.mode External: where the cache's clients (runners, migration, "
+            "dashboard) may reach it. Default: port 6379 at any address. Unused otherwise."
         ),
     )
 
@@ -1830,6 +1926,21 @@ class IssuerReference(ApiModel):
 class TLSSpec(ApiModel):
     """TLS inside the stack with cert-manager certificates: PostgreSQL (ssl on, clients
     verify-full), Redis (its TLS port, clients rediss://) and the dashboard (HTTPS)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    # has(): the object's own default ({}) is validated before its fields'.
+                    "!has(self.duration) || !has(self.renewBefore) || "
+                    "duration(self.renewBefore) < duration(self.duration)",
+                    "renewBefore must be shorter than duration (cert-manager refuses such a "
+                    "Certificate)",
+                    ".renewBefore",
+                )
+            ]
+        }
+    )
 
     enabled: bool = Field(
         default=False,
@@ -2166,7 +2277,17 @@ class CellComparison(ApiModel):
     paired_samples: int | None = Field(
         default=None, description="Samples scored in both runs (matched by their record)."
     )
-    scorers: list[ScorerComparison] = Field(default_factory=list, description="Per scorer.")
+    scorers: list[ScorerComparison] = Field(
+        default_factory=list,
+        description=(
+            "Per scorer (a cell report's); in the suite's status the main scorer's alone, the "
+            "others counted in regressedScorers (the dashboard's comparison page shows them "
+            "all): a suite's status stays within etcd's object size limit whatever the matrix."
+        ),
+    )
+    regressed_scorers: int | None = Field(
+        default=None, description="How many scorers regressed, main or not (suite status)."
+    )
 
 
 class LeaderboardEntry(ApiModel):
@@ -2261,12 +2382,18 @@ class SuiteRun(ApiModel):
     succeeded: int = Field(default=0, description="Cells that succeeded.")
     failed: int = Field(default=0, description="Cells that failed.")
     regressed: list[str] = Field(
-        default_factory=list, max_length=50, description="Regressed cells (the first 50)."
+        default_factory=list,
+        max_length=50,
+        description="Regressed cells (the first 10; matrix.regressed counts them all).",
     )
     not_passed: list[str] = Field(
         default_factory=list,
         max_length=50,
-        description="Cells that failed or missed a threshold (the first 50).",
+        description="Cells that failed or missed a threshold (the first 10).",
+    )
+    regressed_count: int | None = Field(default=None, description="Regressed cells, all of them.")
+    not_passed_count: int | None = Field(
+        default=None, description="Cells that failed or missed a threshold, all of them."
     )
 
 

@@ -268,3 +268,84 @@ def test_the_runners_reach_the_ports_of_the_evaluations_in_the_suite() -> None:
     assert not Cluster(build_network_policies(suite_body(), spec, SETTINGS)).allows(
         runner, MODEL, 11434
     )
+
+
+# An external store and cache (issue 17, 4.5): their clients reach them, nothing else widens.
+EXTERNAL = {
+    "store": {"mode": "External", "external": {"secretRef": {"name": "pg-app"}}},
+    "cache": {"mode": "External", "external": {"secretRef": {"name": "redis", "key": "url"}}},
+    "dashboard": {"storeSecretRef": {"name": "pg-readonly"}},
+}
+DATABASE = External("database", "198.51.100.7")
+REDIS = External("redis", "198.51.100.8")
+STORE_CLIENT_PODS = ("runner", "migration", "report", "compare", "backup", "dashboard")
+CACHE_CLIENT_PODS = ("runner", "migration", "dashboard")
+SUITE_PODS = ("store", "cache", *STORE_CLIENT_PODS)
+
+
+def external_spec(**network_policy: Any) -> EvalSuiteSpec:
+    spec = spec_of(**network_policy).model_dump(by_alias=True, exclude_none=True)
+    return EvalSuiteSpec.model_validate({**spec, **EXTERNAL})
+
+
+def reach(policies: Cluster, everyone: dict[str, Any], target: Any, port: int) -> set[str]:
+    return {name for name, pod in everyone.items() if policies.allows(pod, target, port)}
+
+
+def test_an_external_store_and_cache_are_reached_on_their_port_by_their_clients_only() -> None:
+    spec = external_spec()
+    policies = Cluster(build_network_policies(suite_body(), spec, SETTINGS))
+    everyone = pods(spec_of())  # the pods' labels do not depend on the store's mode
+    # By default the store's port at any address (the address is in the user's Secret).
+    assert reach(policies, everyone, DATABASE, 5432) & set(SUITE_PODS) == set(STORE_CLIENT_PODS)
+    assert reach(policies, everyone, REDIS, 6379) & set(SUITE_PODS) == set(CACHE_CLIENT_PODS)
+    # Nothing else is widened: other ports stay closed to everyone but the runners' model
+    # ports, and the other suite's pods gain nothing.
+    assert reach(policies, everyone, DATABASE, 22) & set(SUITE_PODS) == set()
+    assert reach(policies, everyone, DATABASE, 443) & set(SUITE_PODS) == {"runner"}
+    assert reach(policies, everyone, REDIS, 5432) & set(SUITE_PODS) == set(STORE_CLIENT_PODS)
+    assert not policies.allows(everyone["report"], REDIS, 6379)
+    assert not policies.allows(everyone["dashboard"], MODEL, 8000)
+
+
+def test_store_egress_and_cache_egress_name_where_the_external_servers_are() -> None:
+    spec = external_spec(
+        storeEgress={
+            "to": [{"ipBlock": {"cidr": "198.51.100.0/24", "except": ["198.51.100.128/25"]}}],
+            "ports": [5433],
+        },
+        cacheEgress={
+            "to": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}},
+                    "podSelector": {"matchLabels": {"app": "redis"}},
+                }
+            ]
+        },
+    )
+    policies = Cluster(build_network_policies(suite_body(), spec, SETTINGS))
+    everyone = pods(spec_of())
+    excepted = External("excepted", "198.51.100.200")
+    elsewhere = External("elsewhere", "203.0.113.77")
+    redis = Pod("redis", "data", {"app": "redis"}, "10.9.0.5")
+    impostor = Pod("redis", "team-b", {"app": "redis"}, "10.9.0.6")
+    for client in STORE_CLIENT_PODS:
+        assert policies.allows(everyone[client], DATABASE, 5433), client
+        assert not policies.allows(everyone[client], DATABASE, 5432), client
+        assert not policies.allows(everyone[client], excepted, 5433), client
+        assert not policies.allows(everyone[client], elsewhere, 5433), client
+    for client in CACHE_CLIENT_PODS:
+        assert policies.allows(everyone[client], redis, 6379), client
+        assert not policies.allows(everyone[client], impostor, 6379), client
+        assert not policies.allows(everyone[client], REDIS, 6379), client
+    assert not policies.allows(everyone["report"], redis, 6379)
+    assert reach(policies, everyone, DATABASE, 5433) & set(SUITE_PODS) == set(STORE_CLIENT_PODS)
+    for policy in policies.policies:
+        kubernetes_validate.validate(policy, "1.30", strict=True)
+
+
+def test_a_managed_store_ignores_store_egress() -> None:
+    spec = spec_of(storeEgress={"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]})
+    assert build_network_policies(suite_body(), spec, SETTINGS) == build_network_policies(
+        suite_body(), spec_of(), SETTINGS
+    )

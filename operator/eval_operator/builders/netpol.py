@@ -17,7 +17,13 @@ whom (tests/unit/test_netpol.py evaluates these policies with the NetworkPolicy 
   monitoring) to the metrics ports: runners' progress port, the dashboard, the exporters;
 - the dashboard (8080): from spec.networkPolicy.dashboardFrom (default the ingress controller's
   namespace, ingress-nginx); to the store, the cache (its readiness ping) and DNS: never to a
-  model endpoint.
+  model endpoint;
+- an external store (cache): its clients reach it where spec.networkPolicy storeEgress
+  (cacheEgress) says, in place of the managed pods. Without it, its default port (5432, 6379)
+  at any address: a default-deny policy must not break a mode the user chose, the managed
+  pods' rules do not apply, and the opening is as narrow as the operator can know it (the
+  address is in the user's Secret, which the operator does not read); it mirrors the model
+  endpoints' default (any address on 443 and 80). Nothing else gains egress.
 """
 
 from __future__ import annotations
@@ -27,7 +33,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from eval_api.v1alpha1 import DEFAULT_DASHBOARD_FROM, DEFAULT_PROMETHEUS_FROM, EvalSuiteSpec
+from eval_api.v1alpha1 import (
+    DEFAULT_DASHBOARD_FROM,
+    DEFAULT_PROMETHEUS_FROM,
+    EvalSuiteSpec,
+    ExternalEgress,
+)
 from eval_operator.builders import dashboard as dashboards
 from eval_operator.builders.monitoring import POSTGRES_EXPORTER_PORT, REDIS_EXPORTER_PORT
 from eval_operator.builders.suite import (
@@ -117,6 +128,20 @@ def _peers(given: Iterable[Any] | None, default: list[dict[str, Any]]) -> list[d
     return found or copy.deepcopy(default)
 
 
+def _server_rule(
+    managed_peer: dict[str, Any], port: int, mode: str, egress: ExternalEgress | None
+) -> dict[str, Any]:
+    """Egress to the store or the cache: its managed pods, or where an external one is
+    (spec.networkPolicy storeEgress / cacheEgress; default its port at any address)."""
+    if mode != "External":
+        return {"to": [managed_peer], "ports": [_tcp(port)]}
+    rule: dict[str, Any] = {"ports": [_tcp(p) for p in (egress and egress.ports) or [port]]}
+    peers = [p.model_dump(by_alias=True, exclude_none=True) for p in (egress and egress.to) or []]
+    if peers:
+        rule["to"] = peers
+    return rule
+
+
 def _policy(
     suite: Mapping[str, Any], name: str, selector: dict[str, Any], **rules: Any
 ) -> dict[str, Any]:
@@ -155,8 +180,13 @@ def build_network_policies(
     }
     if spec.network_policy.model_egress_cidrs:
         models["to"] = [{"ipBlock": {"cidr": c}} for c in spec.network_policy.model_egress_cidrs]
-    store_peer = {"podSelector": _pods(name, STORE)}
-    cache_peer = {"podSelector": _pods(name, CACHE)}
+    net = spec.network_policy
+    to_store = _server_rule(
+        {"podSelector": _pods(name, STORE)}, POSTGRES_PORT, spec.store.mode, net.store_egress
+    )
+    to_cache = _server_rule(
+        {"podSelector": _pods(name, CACHE)}, REDIS_PORT, spec.cache.mode, net.cache_egress
+    )
     scrapers = _peers(spec.network_policy.prometheus_from, DEFAULT_PROMETHEUS_FROM)
     exporters = spec.monitoring.enabled and spec.monitoring.exporters
 
@@ -202,8 +232,8 @@ def build_network_policies(
                 *scraped(settings.progress_port),
             ],
             egress=[
-                {"to": [store_peer], "ports": [_tcp(POSTGRES_PORT)]},
-                {"to": [cache_peer], "ports": [_tcp(REDIS_PORT)]},
+                to_store,
+                to_cache,
                 _dns(),
                 models,
             ],
@@ -212,13 +242,13 @@ def build_network_policies(
             suite,
             "store-clients",
             _pods(name, MIGRATION, REPORT, COMPARE, BACKUP),
-            egress=[{"to": [store_peer], "ports": [_tcp(POSTGRES_PORT)]}, _dns()],
+            egress=[to_store, _dns()],
         ),
         _policy(
             suite,
             "migration-cache",
             _pods(name, MIGRATION),
-            egress=[{"to": [cache_peer], "ports": [_tcp(REDIS_PORT)]}],
+            egress=[to_cache],
         ),
     ]
     if dashboards.wanted(spec):
@@ -233,8 +263,8 @@ def build_network_policies(
                     *scraped(dashboards.PORT),
                 ],
                 egress=[
-                    {"to": [store_peer], "ports": [_tcp(POSTGRES_PORT)]},
-                    {"to": [cache_peer], "ports": [_tcp(REDIS_PORT)]},
+                    to_store,
+                    to_cache,
                     _dns(),
                 ],
             )
