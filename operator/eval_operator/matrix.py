@@ -67,8 +67,13 @@ REPORT_COMPONENT = "cell-report"
 FINISHED_PHASES = ("Succeeded", "Failed")
 _MAX_NAME = 63  # a cell's name goes into its Jobs' and pods' label values
 _HASH_LEN = 6
-# Names in a run's lists of cells (status.history) are capped at this many.
-LISTED_CELLS = 50
+# The status is bounded by design, whatever the matrix (400 cells, 16 scorers each, 100 runs of
+# history): etcd refuses an object over 1.5 MiB, and the store and the dashboard hold the
+# detail. Names of cells in a run's lists and in condition messages are capped at this many
+# (with counts of all), and a leaderboard entry keeps the main scorer's comparison alone.
+LISTED_CELLS = 10
+# A comparison's message in a leaderboard entry is cut at this many characters.
+COMPARISON_MESSAGE_LIMIT = 200
 
 
 def build_cell(suite: Mapping[str, Any], cell: Cell, token: str, suspend: bool) -> dict[str, Any]:
@@ -531,9 +536,11 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
             job_name = report_job_name(view["run"], selector, regression)
             previous = old_entries.get((cell.task, cell.model)) or {}
             if previous.get("run") == view["run"] and previous.get("reportJob") == job_name:
-                for key in ("latencyP50Ms", "latencyP95Ms", "comparison", "reportJob"):
+                for key in ("latencyP50Ms", "latencyP95Ms", "reportJob"):
                     if key in previous:
                         entry[key] = previous[key]
+                if "comparison" in previous:  # as an older operator may have kept it whole
+                    entry["comparison"] = _bounded_comparison(previous["comparison"])
             elif job_name in inp.reports and inp.reports[job_name] is not None:
                 report = inp.reports[job_name]
                 assert report is not None
@@ -581,6 +588,8 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
             "failed": counts["failed"],
             "regressed": regressed[:LISTED_CELLS],
             "notPassed": not_passed[:LISTED_CELLS],
+            "regressedCount": len(regressed),
+            "notPassedCount": len(not_passed),
         }
     )
     complete = done == total and unreported == 0
@@ -592,7 +601,7 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
                     "Normal" if not regressed and not not_passed else "Warning",
                     "RunFinished",
                     f"suite run {run_id}: {counts['succeeded']}/{total} cells succeeded"
-                    + (f", regressed: {', '.join(regressed)}" if regressed else ""),
+                    + (f", regressed: {listed(regressed)}" if regressed else ""),
                 )
             )
         current["outcome"] = "Succeeded" if counts["failed"] == 0 else "Failed"
@@ -621,7 +630,7 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
         result.conditions.append(("Passed", "Unknown", "RunInProgress", progress))
     elif regressed:
         result.conditions.append(
-            ("Passed", "False", "Regressed", f"regressed: {', '.join(regressed)}")
+            ("Passed", "False", "Regressed", f"regressed: {listed(regressed)}")
         )
     elif not_passed:
         result.conditions.append(
@@ -629,7 +638,7 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
                 "Passed",
                 "False",
                 "CellsFailed" if counts["failed"] else "ThresholdsNotMet",
-                f"not passed: {', '.join(not_passed[:LISTED_CELLS])}",
+                f"not passed: {listed(not_passed)}",
             )
         )
     else:
@@ -645,7 +654,7 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
                     "True",
                     "Regression",
                     f"worse than baseline {spec.baseline} by more than {regression.max_drop} "
-                    f"(p < {regression.alpha}): {', '.join(regressed)}{power}",
+                    f"(p < {regression.alpha}): {listed(regressed)}{power}",
                 )
             )
         elif not complete:
@@ -708,6 +717,26 @@ def _power_note(
     )
 
 
+def listed(cells: list[str]) -> str:
+    """The first LISTED_CELLS names, and how many more: a message stays short at 400 cells."""
+    shown = ", ".join(cells[:LISTED_CELLS])
+    more = len(cells) - LISTED_CELLS
+    return f"{shown} and {more} more (see the leaderboard)" if more > 0 else shown
+
+
+def _bounded_comparison(comparison: dict[str, Any]) -> dict[str, Any]:
+    """A cell's comparison as the status keeps it: the main scorer's, how many regressed, the
+    message cut (the cell report had them all; the dashboard shows them)."""
+    scorers = comparison.get("scorers") or []
+    bounded = {**comparison, "scorers": scorers[:1]}
+    regressed = sum(1 for s in scorers if s.get("regressed"))
+    if regressed:
+        bounded["regressedScorers"] = regressed
+    if len(bounded.get("message") or "") > COMPARISON_MESSAGE_LIMIT:
+        bounded["message"] = bounded["message"][: COMPARISON_MESSAGE_LIMIT - 1] + "…"
+    return bounded
+
+
 def _report_fields(
     report: CellReport, no_compare: tuple[str, str] | None, regression: RegressionSpec
 ) -> dict[str, Any]:
@@ -726,8 +755,8 @@ def _report_fields(
     if no_compare is not None:
         fields["comparison"] = {"reason": no_compare[0], "message": no_compare[1]}
     elif report.comparison is not None:
-        fields["comparison"] = report.comparison.model_dump(
-            mode="json", by_alias=True, exclude_none=True
+        fields["comparison"] = _bounded_comparison(
+            report.comparison.model_dump(mode="json", by_alias=True, exclude_none=True)
         )
     return fields
 

@@ -16,6 +16,7 @@ from eval_api import matrix as cells
 from eval_api.cellreport import CellReport
 from eval_api.v1alpha1 import (
     DEFAULT_MAX_PARALLEL_CELLS,
+    MATRIX_NAME_MAX,
     CellComparison,
     EvalSuiteSpec,
     EvaluationSpec,
@@ -475,6 +476,87 @@ def test_a_20_by_20_matrix_status_stays_small() -> None:
         for t, s, r, msg in planned.conditions
     ]  # fmt: skip
     assert schema_errors({**m.body, "status": {**m.status, "conditions": conditions}}) == []
+
+
+# etcd refuses a request over 1.5 MiB (--max-request-bytes' default), the whole object: the
+# metadata, the spec and the status.
+ETCD_OBJECT_LIMIT = 1536 * 1024
+
+
+def test_the_largest_matrix_admission_allows_stays_within_etcds_limit() -> None:
+    """50 models x 8 tasks (400 cells, admission's maximum) with the longest names, 16 scorers
+    a task, every cell regressed on every scorer with a long message, 100 runs of history
+    (historyLimit's maximum) written by an operator that listed 50 names a run."""
+    long = "x" * (MATRIX_NAME_MAX - 6)
+    spec = {
+        "models": [
+            {"name": f"m{i:02d}-{long}"[: MATRIX_NAME_MAX],
+             "model": {"name": f"vendor/model-{i}-" + "n" * 100,
+                       "baseURL": f"https://gateway.example/v1/{i}/" + "p" * 80}}
+            for i in range(50)
+        ],
+        "tasks": [
+            {"name": f"t{j}-{long}"[: MATRIX_NAME_MAX],
+             "dataset": {"builtin": "arithmetic"},
+             "task": {"scorers": [
+                 {"type": "exact_match", "name": f"s{k:02d}_" + "z" * 59} for k in range(16)]},
+             "thresholds": ["s00_" + "z" * 59 + " >= 0.5"]}
+            for j in range(8)
+        ],
+        "baseline": "previous",
+        "schedule": {"cron": "0 2 * * *", "historyLimit": 100},
+    }  # fmt: skip
+    worst = compared(True).model_copy(update={"message": "m" * 3000})
+    worst = worst.model_copy(
+        update={"scorers": [
+            worst.scorers[0].model_copy(update={"name": f"s{k:02d}_" + "z" * 59})
+            for k in range(16)]}
+    )  # fmt: skip
+
+    def run_night(m: Matrix) -> None:
+        m.step()
+        m.react("Running")
+        m.step()
+        for name, cell in m.applied.items():
+            token = cell["metadata"]["annotations"]["evals.io/rerun"]
+            m.cells[name] = view(cell, token=token, phase="Succeeded", score=0.1)
+        m.report_all(worst)
+
+    m = Matrix(spec)
+    run_night(m)
+    assert m.status["matrix"]["cells"] == 400 and m.status["matrix"]["regressed"] == 400
+    # 98 earlier runs, as an operator that listed up to 50 cells a run wrote them.
+    (latest,) = m.status["history"]
+    names = [f"{'m' * 40}/{'t' * 40}"] * 50
+    m.status["history"] = [latest] + [
+        {**latest, "id": f"2026{i:04d}-010000", "startTime": f"2026-01-01T{i % 24:02d}:00:00Z",
+         "regressed": names, "notPassed": names}
+        for i in range(98)
+    ]  # fmt: skip
+    m.now += timedelta(days=1)  # the next night's run, regressed the same way
+    run_night(m)
+    assert len(m.status["history"]) == 100 and m.status["matrix"]["regressed"] == 400
+    assert all(len(h["regressed"]) <= matrix.LISTED_CELLS for h in m.status["history"])
+    assert m.status["history"][0]["regressedCount"] == 400
+    entry = m.status["leaderboard"][0]["entries"][0]
+    assert (
+        len(entry["comparison"]["scorers"]) == 1 and entry["comparison"]["regressedScorers"] == 16
+    )
+
+    conditions = [
+        {"type": t, "status": v, "reason": r, "message": msg,
+         "lastTransitionTime": "2026-12-01T00:00:00Z", "observedGeneration": 1}
+        for t, v, r, msg in m.last.conditions
+    ]  # fmt: skip
+    status = {**m.status, "conditions": conditions}
+    body = {**m.body, "status": status}
+    assert schema_errors(body) == []
+    assert all(len(c["message"]) < 4096 for c in conditions)
+    status_size = len(json.dumps(status, separators=(",", ":")))
+    object_size = len(json.dumps(body, separators=(",", ":")))
+    print(f"largest matrix: status {status_size} bytes, object {object_size} bytes")
+    assert status_size < 768 * 1024  # the design's bound: half of etcd's limit
+    assert object_size < ETCD_OBJECT_LIMIT
 
 
 def test_the_report_job_is_valid_restricted_and_named_by_its_question() -> None:
