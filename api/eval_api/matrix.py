@@ -1,6 +1,16 @@
 """An EvalSuite's matrix as data: its cells (one Evaluation spec per model x task), their names,
 and what each cell's run is compared with. Shared by the operator (which makes the cells child
-Evaluations) and the runner (`eval-runner run suite.yaml` runs them locally)."""
+Evaluations) and the runner (`eval-runner run suite.yaml` runs them locally).
+
+Two cells may come out with one name: `llama-3` x `gsm` and `llama` x `3-gsm` are both
+`<suite>-llama-3-gsm`. Such a matrix is refused by cell_problems (the operator's InvalidSpec,
+naming the cells, with no cell applied; eval-runner refuses the manifest), not at `kubectl
+apply`: a CEL rule would have to compare every pair of models with every pair of tasks, 50^4 =
+6.25M steps at the caps of 50 each, over the apiserver's per-expression limits (an estimated
+cost of 10M refuses the CRD at install; 1M stops a rule at run time), and a membership test
+("t in names") costs the list's size, so no three-loop form is cheaper. Renaming every cell
+injectively would instead rename the cells of every existing suite.
+"""
 
 from __future__ import annotations
 
@@ -89,7 +99,7 @@ def cells_of(suite_name: str, spec: EvalSuiteSpec) -> list[Cell]:
 
 def cell_problems(cells: list[Cell]) -> list[str]:
     """What would make a cell's Evaluation invalid (the rules of Evaluation, written once
-    there): "cell <model>/<task>: spec.<path>: ..."."""
+    there): "cell <model>/<task>: spec.<path>: ...", and cells that would share a name."""
     problems = []
     for cell in cells:
         try:
@@ -100,6 +110,15 @@ def cell_problems(cells: list[Cell]) -> list[str]:
                 problems.append(f"cell {cell.id}: {path}: {error['msg']}")
             continue
         problems += [f"cell {cell.id}: {p}" for p in spec_problems(parsed)]
+    named: dict[str, list[Cell]] = {}
+    for cell in cells:
+        named.setdefault(cell.name, []).append(cell)
+    for name, same in named.items():
+        if len(same) > 1:
+            problems.append(
+                f"spec.models, spec.tasks: cells {' and '.join(c.id for c in same)} would all be "
+                f"the Evaluation {name}: rename a model or a task"
+            )
     return problems
 
 

@@ -352,6 +352,13 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
         if view["name"] not in wanted_names and meta.get("uid") in view["owners"]
     )
     result.problems = cell_problems(cells)
+    if spec.schedule is not None:
+        result.problems += schedule.problems(
+            spec.schedule.cron,
+            spec.schedule.time_zone,
+            cron_at="spec.schedule.cron",
+            zone_at="spec.schedule.timeZone",
+        )
     if result.problems:
         # Nothing is started or changed from an invalid matrix; what ran stays as it was.
         result.status = {k: old[k] for k in MATRIX_STATUS_KEYS if k in old}

@@ -46,18 +46,39 @@ class ScheduleDecision:
     next_at: datetime  # the next schedule time after now (UTC)
 
 
-def parse(expression: str, time_zone: str | None) -> ZoneInfo:
-    """The schedule's zone, after checking the expression: five fields or a macro."""
+def cron_problem(expression: str) -> str | None:
+    """Why the expression is no schedule (five fields in their ranges, or a macro), or None."""
     fields = expression.split()
     if not (expression.startswith("@") or len(fields) == 5) or not croniter.is_valid(expression):
-        raise ValueError(
-            f"schedule {expression!r} is not a cron expression of five fields "
-            "(minute hour day-of-month month day-of-week) or a macro such as @daily"
+        return (
+            f"{expression!r} is not a cron expression of five fields (minute 0-59, hour 0-23, "
+            "day-of-month 1-31, month 1-12, day-of-week 0-6) or a macro such as @daily"
         )
+    return None
+
+
+def zone_problem(time_zone: str | None) -> str | None:
+    """Why the time zone is no IANA time zone, or None (no zone is UTC)."""
     try:
-        return ZoneInfo(time_zone or "UTC")
+        ZoneInfo(time_zone or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"timeZone {time_zone!r} is not an IANA time zone") from None
+        return f"{time_zone!r} is not an IANA time zone such as Europe/Paris"
+    return None
+
+
+def problems(expression: str, time_zone: str | None, *, cron_at: str, zone_at: str) -> list[str]:
+    """What is wrong with a schedule of the spec, each as "<field>: why" (`cron_at` and
+    `zone_at` name its two fields): the CRD's pattern cannot check ranges or zone names."""
+    found = ((cron_at, cron_problem(expression)), (zone_at, zone_problem(time_zone)))
+    return [f"{at}: {problem}" for at, problem in found if problem is not None]
+
+
+def parse(expression: str, time_zone: str | None) -> ZoneInfo:
+    """The schedule's zone, after checking the expression and the zone."""
+    problem = cron_problem(expression) or zone_problem(time_zone)
+    if problem is not None:
+        raise ValueError(problem)
+    return ZoneInfo(time_zone or "UTC")
 
 
 def _times(

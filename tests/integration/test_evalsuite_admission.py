@@ -99,6 +99,21 @@ REJECTED: dict[str, tuple[dict[str, Any], str]] = {
         {"store": {"managed": {"parameters": {"Work Mem": "1MB"}}}},
         "parameter names are lower-case postgresql.conf names",
     ),
+    "a parameter value holding a line break": (
+        # Written as is, the second line would be a setting of its own (or a file PostgreSQL
+        # refuses to start with); a quote is fine: doubled, as postgresql.conf reads it.
+        {"store": {"managed": {"parameters": {"log_line_prefix": "%m\nssl = off"}}}},
+        "parameter values may not hold a line break",
+    ),
+    "renewBefore as long as the certificate's duration": (
+        {"tls": {"enabled": True, "duration": "720h", "renewBefore": "720h"}},
+        "spec.tls.renewBefore: Invalid value: \"object\": renewBefore must be shorter than "
+        "duration",
+    ),
+    "renewBefore longer than the default duration": (
+        {"tls": {"renewBefore": "2400h"}},
+        "renewBefore must be shorter than duration",
+    ),
     "backup schedule not cron": (
         {"store": {"managed": {"backup": {"schedule": "every night"}}}},
         "spec.store.managed.backup.schedule",

@@ -110,3 +110,20 @@ def test_with_a_store_each_cell_is_compared_with_its_previous_run(
     difference = sum(cand[k] - base[k] for k in base) / len(base)
     assert cells[-3] == f"{difference:+.4f}"
     assert cells[-2] == f"{expected:.4g}"
+
+
+def test_a_matrix_whose_cells_would_share_a_name_is_refused(tmp_path: Path) -> None:
+    """llama-3 x gsm and llama x 3-gsm are both <suite>-llama-3-gsm: refused before any cell
+    runs, as the operator refuses it (eval_api.matrix.cell_problems)."""
+    suite = yaml.safe_load(EXAMPLE.read_text())
+    model, task = suite["spec"]["models"][0], suite["spec"]["tasks"][0]
+    suite["spec"]["models"] = [{**model, "name": "llama"}, {**model, "name": "llama-3"}]
+    suite["spec"]["tasks"] = [{**task, "name": "gsm"}, {**task, "name": "3-gsm"}]
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    done = eval_runner("run", str(path), "--base-url", "http://127.0.0.1:9")
+    assert done.returncode == 2, done.stderr + done.stdout
+    name = suite["metadata"]["name"]
+    assert (
+        f"cells llama/3-gsm and llama-3/gsm would all be the Evaluation {name}-llama-3-gsm"
+    ) in done.stderr

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from eval_operator.schedule import MAX_MISSED_COUNTED, decide, parse
+from eval_operator.schedule import MAX_MISSED_COUNTED, decide, parse, problems
 
 T0 = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
 
@@ -179,3 +179,17 @@ def test_an_unknown_time_zone_and_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         decide("@daily", None, since=datetime(2026, 1, 1), now=T0)
     assert parse("@daily", None) == ZoneInfo("UTC")
+
+
+def test_problems_name_the_fields_of_the_spec_at_fault() -> None:
+    """What the CRD's pattern lets through (ranges, zone names): InvalidSpec messages."""
+    at = {"cron_at": "spec.schedule.cron", "zone_at": "spec.schedule.timeZone"}
+    assert problems("0 2 * * *", "Europe/Paris", **at) == []
+    assert problems("@daily", None, **at) == []
+    (cron,) = problems("99 99 * * *", None, **at)
+    assert cron.startswith("spec.schedule.cron: '99 99 * * *' is not a cron expression")
+    (zone,) = problems("0 2 * * *", "Mars/Olympus", **at)
+    assert zone == (
+        "spec.schedule.timeZone: 'Mars/Olympus' is not an IANA time zone such as Europe/Paris"
+    )
+    assert len(problems("0 24 * * *", "Nowhere", **at)) == 2

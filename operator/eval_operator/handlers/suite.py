@@ -21,7 +21,7 @@ from eval_api.cellreport import CellReport
 from eval_api.quantity import parse_quantity
 from eval_api.store.migrate import LATEST_VERSION
 from eval_api.v1alpha1 import EvalSuiteSpec
-from eval_operator import clock, events, matrix
+from eval_operator import clock, events, matrix, schedule
 from eval_operator.builders import dashboard, monitoring, tls
 from eval_operator.builders import suite as builders
 from eval_operator.builders.netpol import build_network_policies
@@ -477,7 +477,12 @@ async def _ensure_stack(
             await _grow_store_volume(suite, spec, ctx, actions, obs)
         except Forbidden as err:
             failures.append(_denied("StoreReady", "growing the store's volume", err))
+    backup_problems = _backup_problems(spec)
+    if backup_problems:
+        failures.append(StackFailure("StoreReady", "InvalidSpec", "; ".join(backup_problems)))
     for obj in desired:
+        if obj["kind"] == "CronJob" and backup_problems:
+            continue  # the backup CronJob stays as it was (prune keeps it: still desired)
         try:
             await ctx.kube.apply(obj)
         except Rejected as err:
@@ -499,6 +504,20 @@ async def _ensure_stack(
         await _prune(suite, desired, ctx, actions, obs)
     except Forbidden as err:
         failures.append(_denied("Ready", "pruning what the spec no longer asks for", err))
+
+
+def _backup_problems(spec: EvalSuiteSpec) -> list[str]:
+    """A backup schedule the apiserver would refuse in the CronJob (a cron field out of range,
+    an unknown time zone), named by the suite's field rather than as the CronJob's refusal."""
+    managed = builders.managed_store(spec)
+    if managed is None or not managed.backup.enabled:
+        return []
+    return schedule.problems(
+        managed.backup.schedule,
+        managed.backup.time_zone,
+        cron_at="spec.store.managed.backup.schedule",
+        zone_at="spec.store.managed.backup.timeZone",
+    )
 
 
 async def _prune(
