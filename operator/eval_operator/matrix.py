@@ -672,7 +672,7 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
                     "Regressed",
                     "Unknown",
                     CACHED_ANSWERS,
-                    f"not measured: most answers of {', '.join(cached[:10])} came from the "
+                    f"not measured: most answers of {listed(cached)} came from the "
                     "response cache and are their baseline's own (execution.cache.reuse "
                     "AcrossRuns), so they say nothing of the model as it is now",
                 )
