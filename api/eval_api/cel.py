@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from eval_api.quantity import parse_quantity
 
@@ -42,6 +44,7 @@ def holds(rule: str, value: Any) -> bool:
     # cel-go's strings/lists extensions, as Kubernetes enables them.
     importlib.import_module("cel.stdlib").add_stdlib_to_context(context)
     add_quantity_library(context)
+    add_time_zone_accessors(context)
     try:
         return _program(rule).execute(context) is True
     except Exception:
@@ -94,3 +97,23 @@ def add_quantity_library(context: Any) -> None:
     context.add_function("isLessThan", lambda a, b: _compare(a, b) < 0)
     context.add_function("sign", lambda a: (_value(a) > 0) - (_value(a) < 0))
     context.add_function("asApproximateFloat", lambda a: float(_value(a)))
+
+
+# --- CEL's timestamp accessors in a time zone (cel-go: getFullYear(tz) & co.) ------------------
+# timestamp('2000-01-01T00:00:00Z').getFullYear(self.timeZone) is an evaluation error for a name
+# the time zone database does not hold (the apiserver's, the one its CronJob validation reads):
+# the one way a rule can check a time zone, and the error names it. The `cel` package has no
+# timestamp accessors; this is the one the API's rules use. (cel-go also reads "+01:00" as a
+# fixed offset; the rules refuse a ':' before asking.)
+
+
+def _full_year(timestamp: datetime, zone: str = "UTC") -> int:
+    try:
+        found = ZoneInfo(zone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {zone}") from None  # Go's time.LoadLocation's
+    return timestamp.astimezone(found).year
+
+
+def add_time_zone_accessors(context: Any) -> None:
+    context.add_function("getFullYear", _full_year)

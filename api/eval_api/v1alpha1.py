@@ -1166,6 +1166,21 @@ DEFAULT_MANAGED = {"default": {"mode": "Managed"}}
 # as @daily; the operator parses it with croniter and reports what it cannot (InvalidSpec).
 CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
 
+
+def time_zone_rule() -> dict[str, str]:
+    """A time zone as a CronJob's validation takes it: a name of the tz database (CEL reads a
+    timestamp in it, which fails for any other name), not "Local" (the apiserver's own zone)
+    nor an offset such as +01:00. The operator checks it again with zoneinfo, its own database,
+    for the objects admitted before this rule."""
+    return cel_rule(
+        "!has(self.timeZone) || (self.timeZone.lowerAscii() != 'local' && "
+        "!self.timeZone.contains(':') && "
+        "timestamp('2000-01-01T00:00:00Z').getFullYear(self.timeZone) > 0)",
+        "timeZone must be an IANA time zone such as Europe/Paris",
+        ".timeZone",
+    )
+
+
 # postgresql.conf settings the operator owns (where the server listens, its files, TLS):
 # spec.store.managed.parameters may not set them.
 RESERVED_POSTGRES_PARAMETERS = (
@@ -1239,7 +1254,7 @@ class StoreBackupSpec(ApiModel):
     its own and keeps the newest `retention` dumps."""
 
     model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": volume_rules("backup")}
+        json_schema_extra={"x-kubernetes-validations": [*volume_rules("backup"), time_zone_rule()]}
     )
 
     enabled: bool = Field(default=True, description="Take scheduled dumps (default true).")
@@ -1549,6 +1564,8 @@ class RegressionSpec(ApiModel):
 
 class SuiteScheduleSpec(ApiModel):
     """Re-run the whole matrix on a cron schedule, as a CronJob would start Jobs."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [time_zone_rule()]})
 
     cron: str = Field(
         max_length=128,

@@ -114,6 +114,25 @@ REJECTED: dict[str, tuple[dict[str, Any], str]] = {
         {"tls": {"renewBefore": "2400h"}},
         "renewBefore must be shorter than duration",
     ),
+    "a backup time zone that is no IANA zone": (
+        {"store": {"managed": {"backup": {"timeZone": "Mars/Olympus"}}}},
+        # A rule evaluation error on a real apiserver too (cel-go's getFullYear(timeZone)).
+        "spec.store.managed.backup.timeZone: Invalid value: \"object\": rule evaluation error",
+    ),
+    "a schedule time zone that is no IANA zone": (
+        {"models": [MODEL], "tasks": [TASK],
+         "schedule": {"cron": "@daily", "timeZone": "Europe/Atlantis"}},
+        "unknown time zone Europe/Atlantis",
+    ),
+    "the apiserver's own time zone": (
+        {"models": [MODEL], "tasks": [TASK], "schedule": {"cron": "@daily", "timeZone": "Local"}},
+        "spec.schedule.timeZone: Invalid value: \"object\": timeZone must be an IANA time zone",
+    ),
+    "a time zone as an offset": (
+        {"models": [MODEL], "tasks": [TASK],
+         "schedule": {"cron": "@daily", "timeZone": "+01:00"}},
+        "spec.schedule.timeZone",
+    ),
     "backup schedule not cron": (
         {"store": {"managed": {"backup": {"schedule": "every night"}}}},
         "spec.store.managed.backup.schedule",

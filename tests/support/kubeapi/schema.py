@@ -10,9 +10,9 @@ CEL is evaluated with the ``cel`` package (PyPI: common-expression-language,
 a binding to the Rust ``cel`` crate): it supports ``has()``, ``size()``,
 ``matches()``, ``all()``, ``exists()``, ``exists_one()``, ``map()``,
 ``filter()`` and, via ``cel.stdlib``, most of the cel-go string/list/math
-extensions, and Kubernetes' quantity library (eval_api.cel). It lacks the other
-Kubernetes-specific libraries (URLs, IPs, ``format.*``), static type-checking, and cost
-limits.
+extensions, Kubernetes' quantity library and CEL's getFullYear(timeZone) (eval_api.cel).
+It lacks the other Kubernetes-specific libraries (URLs, IPs, ``format.*``), static
+type-checking, and cost limits.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import cel
 from cel.stdlib import add_stdlib_to_context
 
-from eval_api.cel import add_quantity_library
+from eval_api.cel import add_quantity_library, add_time_zone_accessors
 
 from .errors import FieldError, fmt_value
 
@@ -485,6 +485,7 @@ def _evaluate(rule: str, variables: dict[str, Any]) -> Any:
     context = cel.Context(variables)
     add_stdlib_to_context(context)  # cel-go's strings/lists/sets/math extensions
     add_quantity_library(context)  # Kubernetes' quantity(), compareTo() & co.
+    add_time_zone_accessors(context)  # CEL's getFullYear(timeZone)
     return compile_rule(rule).execute(context)
 
 
