@@ -267,6 +267,23 @@ def test_the_store_memory_budget_holds_at_max_connections(memory: str) -> None:
 def test_postgresql_conf_is_read_by_a_real_postgres() -> None:
     """`postgres -C` parses the file as the server does at start (an error names the line)."""
     spec = EvalSuiteSpec.model_validate(SPECS["tuned"])
+    # 8 kB pages: 1 GB, a quarter of the 4Gi limit
+    assert _read_by_postgres(spec, "shared_buffers") == "131072"
+
+
+def test_a_parameter_value_with_quotes_stays_one_value() -> None:
+    """A quote is doubled, so a value cannot end its string and set something else (a line
+    break, which would, is refused at admission: no setting needs one)."""
+    value = "x' work_mem = '64MB"
+    spec = EvalSuiteSpec.model_validate(
+        {"store": {"managed": {"parameters": {"application_name": value}}}}
+    )
+    assert _read_by_postgres(spec, "application_name") == value
+    assert _read_by_postgres(spec, "work_mem") == "8192"  # kB: the operator's 8MB, untouched
+
+
+def _read_by_postgres(spec: EvalSuiteSpec, setting: str) -> str:
+    """The setting's value as a real postgres reads the generated file at start."""
     root = Path(tempfile.mkdtemp(prefix="evals-conf-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
@@ -287,14 +304,14 @@ def test_postgresql_conf_is_read_by_a_real_postgres() -> None:
             "-c",
             f"config_file={conf}",
             "-C",
-            "shared_buffers",
+            setting,
         ],
         capture_output=True,
         text=True,
     )
     shutil.rmtree(root, ignore_errors=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "131072"  # 8 kB pages: 1 GB, a quarter of the 4Gi limit
+    return done.stdout.strip()
 
 
 def test_the_generated_secrets_are_in_the_cloudnativepg_shape_and_never_elsewhere() -> None:
