@@ -365,7 +365,12 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
         return result
 
     status: dict[str, Any] = {}
-    history = [dict(h) for h in old.get("history") or []]
+    # Entries written when more names were listed are cut to today's bound too.
+    history = [
+        {**h, "regressed": h.get("regressed", [])[:LISTED_CELLS],
+         "notPassed": h.get("notPassed", [])[:LISTED_CELLS]}
+        for h in old.get("history") or []
+    ]  # fmt: skip
     current = dict(old["currentRun"]) if old.get("currentRun") else None
     taken = {h["id"] for h in history} | ({current["id"]} if current else set())
     now_text = clock.rfc3339(inp.now)
