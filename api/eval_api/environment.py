@@ -62,6 +62,10 @@ DASHBOARD_TRUSTED_PROXIES = "EVAL_DASHBOARD_TRUSTED_PROXIES"
 # password) with these; the dashboard pod logs in with them instead of the store's owner.
 READER_USER = "EVAL_READER_USER"
 READER_PASSWORD = "EVAL_READER_PASSWORD"  # noqa: S105 - the variable's name, not a password
+# The application role of a managed store (what runners, cell reports, comparisons and backups
+# log in as, never the superuser): the migration Job creates it (or sets its password) with these.
+APP_USER = "EVAL_APP_USER"
+APP_PASSWORD = "EVAL_APP_PASSWORD"  # noqa: S105 - the variable's name, not a password
 # host:port of the managed cache, for the dashboard's readiness check (it holds no password:
 # a NOAUTH answer proves the server is there).
 CACHE_ENDPOINT = "EVAL_CACHE_ENDPOINT"

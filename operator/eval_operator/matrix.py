@@ -50,10 +50,10 @@ from eval_operator.builders.meta import (
 )
 from eval_operator.builders.suite import (
     SUITE_LABEL,
+    client_secret_of,
     restricted_pod,
     store_ca_volume,
     store_env,
-    store_secret_of,
 )
 from eval_operator.conditions import condition_of
 from eval_operator.settings import OperatorSettings
@@ -210,9 +210,10 @@ def build_store_job(
     pull_policy: str,
 ) -> dict[str, Any]:
     """A one-pod Job of the runner image that reads the suite's store (with the credentials the
-    runner pods use, by reference) and reports in its termination message."""
+    runner pods use, by reference: a managed store's application role) and reports in its
+    termination message."""
     meta = suite["metadata"]
-    env, env_from = store_env(spec.store, store_secret_of(meta["name"], spec))
+    env, env_from = store_env(spec.store, client_secret_of(meta["name"], spec))
     env.append({"name": "PYTHONUNBUFFERED", "value": "1"})
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}]

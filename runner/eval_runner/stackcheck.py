@@ -37,6 +37,7 @@ from eval_api.stackcheck import (
     ReaderCheck,
     StackReport,
 )
+from eval_api.store.approle import AppRoleError, ensure_app_role
 from eval_api.store.migrate import MigrationError, applied_version, migrate
 from eval_api.store.reader import ReaderRoleError, ensure_reader_role
 from eval_api.store.settings import StoreSettings, StoreSettingsError
@@ -58,7 +59,7 @@ def register_secrets(env: dict[str, str] | os._Environ[str]) -> None:
     """Before anything can print them: every form of the store's and the cache's passwords."""
     for name in (environment.STORE_URI, environment.CACHE_URL):
         SECRETS.add_url(env.get(name, ""))
-    for name in (environment.STORE_PASSWORD, environment.READER_PASSWORD):
+    for name in (environment.STORE_PASSWORD, environment.READER_PASSWORD, environment.APP_PASSWORD):
         if env.get(name):
             SECRETS.add(env[name])
 
@@ -79,8 +80,26 @@ async def check_reader(conn: Any, role: str | None, password: str | None) -> Rea
     return ReaderCheck(state="ok", role=role)
 
 
+async def make_app_role(conn: Any, role: str | None, password: str | None) -> None:
+    """The application role of a managed store, when the environment asks for one. The runners
+    log in as it: unlike the dashboard's, its failure fails the migration (retried)."""
+    if not role or not password:
+        return
+    try:
+        await ensure_app_role(conn, role, password)
+    except AppRoleError as err:
+        raise _Failed(MIGRATION_FAILED, str(err), EXIT_PERMANENT) from None
+    except (asyncpg.PostgresError, OSError) as err:
+        raise _Failed(
+            MIGRATION_FAILED,
+            SECRETS.redact(f"application role {role}: {type(err).__name__}: {err}"),
+        ) from None
+
+
 async def check_store(
-    settings: StoreSettings, reader: tuple[str | None, str | None] = (None, None)
+    settings: StoreSettings,
+    reader: tuple[str | None, str | None] = (None, None),
+    app: tuple[str | None, str | None] = (None, None),
 ) -> StackReport:
     endpoint = f"{settings.host}:{settings.port}/{settings.dbname}"
     try:
@@ -100,6 +119,7 @@ async def check_store(
     try:
         applied = await migrate(conn)
         version = await applied_version(conn)
+        await make_app_role(conn, *app)
         reader_check = await check_reader(conn, *reader)
     except MigrationError as err:
         raise _Failed(MIGRATION_FAILED, str(err), EXIT_PERMANENT) from None
@@ -157,7 +177,8 @@ async def check_stack(env: dict[str, str] | os._Environ[str]) -> tuple[StackRepo
                 "the store's Secret holds neither uri nor host (with dbname, username, password)",
             )
         reader = (env.get(environment.READER_USER), env.get(environment.READER_PASSWORD))
-        report = await check_store(settings, reader)
+        app = (env.get(environment.APP_USER), env.get(environment.APP_PASSWORD))
+        report = await check_store(settings, reader, app)
         code = EXIT_OK
     except _Failed as failed:
         report = StackReport(state="error", reason=failed.reason, message=failed.message)

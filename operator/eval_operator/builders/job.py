@@ -193,7 +193,8 @@ def _suite_env(
     evaluation: Mapping[str, Any], run: str, suite: str, suite_spec: EvalSuiteSpec
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A run inside an EvalSuite: who its rows belong to, and the store and cache, whose
-    credentials reach the pod only by secretKeyRef."""
+    credentials reach the pod only by secretKeyRef: a managed store's application role, never
+    its superuser."""
     meta = evaluation["metadata"]
     env = [
         {"name": environment.EVALUATION_UID, "value": meta["uid"]},
@@ -203,7 +204,7 @@ def _suite_env(
         {"name": environment.RUN, "value": run},
     ]
     store, env_from = suite_builders.store_env(
-        suite_spec.store, suite_builders.store_secret_of(suite, suite_spec)
+        suite_spec.store, suite_builders.client_secret_of(suite, suite_spec)
     )
     env += store + suite_builders.cache_env(suite, suite_spec.cache)
     return env, env_from

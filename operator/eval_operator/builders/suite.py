@@ -53,6 +53,9 @@ REDIS_PORT = 6379
 STORE_USER = "evals"
 STORE_DBNAME = "evals"
 READER_ROLE = "evals_dashboard"  # the dashboard's read-only role in a managed store
+# The managed store's application role (eval_api.store.approle): runners, cell reports,
+# comparisons and backups log in as it; only the migration Job and the store keep the superuser.
+APP_ROLE = "evals_app"
 DATA_DIR = "/var/lib/postgresql/data"
 PGDATA = f"{DATA_DIR}/pgdata"  # a subdirectory: a fresh volume's root may hold lost+found
 CONFIG_DIR = "/etc/postgresql"
@@ -98,7 +101,14 @@ def store_name(suite: str) -> str:
 
 
 def store_secret_name(suite: str) -> str:
+    """The managed store's superuser (POSTGRES_USER of the image): only the StatefulSet (and
+    its exporter sidecar) and the migration Job reference its password."""
     return child_name(suite, "store-credentials")
+
+
+def app_secret_name(suite: str) -> str:
+    """The managed store's application role (host, port, dbname, username, password, uri)."""
+    return child_name(suite, "store-app")
 
 
 def cache_name(suite: str) -> str:
@@ -218,6 +228,32 @@ def build_store_secret(
                 "host": host,
                 "port": str(POSTGRES_PORT),
                 "uri": uri,
+            }
+        ),
+    }
+
+
+def build_app_secret(suite: Mapping[str, Any], password: str) -> dict[str, Any]:
+    """The application role's credentials, created once (a 409 keeps the password); the
+    migration Job creates the role, or sets its password, from them. The same keys as the
+    store's Secret, so that a pod reads either the same way."""
+    namespace = suite["metadata"]["namespace"]
+    name = suite["metadata"]["name"]
+    host = store_host(name, namespace)
+    credentials = f"{APP_ROLE}:{quote(password, safe='')}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(suite, app_secret_name(name), "store", "postgres"),
+        "type": "Opaque",
+        "data": _data(
+            {
+                "username": APP_ROLE,
+                "password": password,
+                "dbname": STORE_DBNAME,
+                "host": host,
+                "port": str(POSTGRES_PORT),
+                "uri": f"postgresql://{credentials}@{host}:{POSTGRES_PORT}/{STORE_DBNAME}",
             }
         ),
     }
@@ -560,7 +596,9 @@ def build_backup_cronjob(
 ) -> dict[str, Any]:
     name = suite["metadata"]["name"]
     namespace = suite["metadata"]["namespace"]
-    secret = store_secret_name(name)
+    # The application role, not the superuser: it reads every table and sequence, and
+    # pg_dump's transaction is READ ONLY (eval_api.store.approle).
+    secret = app_secret_name(name)
     backup = managed.backup
     container = {
         "name": "backup",
@@ -662,8 +700,32 @@ def reader_env(suite_name: str, spec: EvalSuiteSpec) -> list[dict[str, Any]]:
     ]
 
 
+def app_env(suite_name: str, spec: EvalSuiteSpec) -> list[dict[str, Any]]:
+    """What the migration Job needs to make the application role: only for a managed store
+    (an external store's Secret is the user's, with the role the user chose)."""
+    if spec.store.mode != "Managed":
+        return []
+    secret = app_secret_name(suite_name)
+    return [
+        {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for variable, key in (
+            (environment.APP_USER, "username"),
+            (environment.APP_PASSWORD, "password"),
+        )
+    ]
+
+
+def client_secret_of(suite_name: str, spec: EvalSuiteSpec) -> str:
+    """The Secret the store's clients connect with (runner pods, cell reports, comparisons):
+    the application role's for a managed store, never the superuser's; the external one."""
+    if spec.store.mode == "Managed":
+        return app_secret_name(suite_name)
+    return store_secret_of(suite_name, spec)
+
+
 def store_secret_of(suite_name: str, spec: EvalSuiteSpec) -> str:
-    """The Secret holding the store's connection: the generated one, or the external one."""
+    """The Secret holding the store's owner connection (what the migration Job uses): the
+    generated one, or the external one."""
     if spec.store.mode == "External":
         assert spec.store.external is not None  # the CRD demands it
         return spec.store.external.secret_ref.name
@@ -754,10 +816,11 @@ def migration_fingerprint(spec: EvalSuiteSpec, schema_version: int) -> str:
     # The read-only role is made by the migration: a dashboard turned on needs it again.
     reader = spec.store.mode == "Managed" and dashboard_wanted(spec)
     # TLS turned on or off: the migration checks the store (and the cache) the new way.
-    canonical = json.dumps(
-        {"store": store, "schema": schema_version, "reader": reader, "tls": spec.tls.enabled},
-        sort_keys=True,
-    )
+    state = {"store": store, "schema": schema_version, "reader": reader, "tls": spec.tls.enabled}
+    # The application role is made by the migration too (a store of an older operator has none).
+    if spec.store.mode == "Managed":
+        state["app"] = APP_ROLE
+    canonical = json.dumps(state, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -779,6 +842,7 @@ def build_migration_job(
     env, env_from = store_env(spec.store, store_secret_of(name, spec))
     env += cache_env(name, spec.cache)
     env += reader_env(name, spec)
+    env += app_env(name, spec)
     env.append({"name": "PYTHONUNBUFFERED", "value": "1"})
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}]

@@ -440,6 +440,7 @@ async def _ensure_stack(
     secrets = []
     if spec.store.mode == "Managed":
         secrets.append(builders.build_store_secret(suite, spec, builders.new_password()))
+        secrets.append(builders.build_app_secret(suite, builders.new_password()))
     if spec.cache.mode == "Managed":
         secrets.append(builders.build_cache_secret(suite, builders.new_password()))
     if spec.store.mode == "Managed" and dashboard.wanted(spec):
@@ -454,6 +455,8 @@ async def _ensure_stack(
             what = f"Generated Secret {secret['metadata']['name']}"
             if secret["metadata"]["name"] == dashboard.reader_secret_name(name):
                 what += " (the dashboard's read-only role)"
+            elif secret["metadata"]["name"] == builders.app_secret_name(name):
+                what += " (the store's application role)"
             actions.append(events.normal("SecretCreated", what))
     desired = builders.desired_objects(suite, spec, ctx.settings)
     desired = monitoring.with_exporters(desired, suite, spec, ctx.settings)
