@@ -56,6 +56,9 @@ async def configure(
     settings.watching.label_selectors["", "pods"] = f"{MANAGED_SELECTOR},{RUN_LABEL}"
     settings.watching.label_selectors["apps", "statefulsets"] = f"{MANAGED_SELECTOR},{SUITE_LABEL}"
     settings.watching.label_selectors["apps", "deployments"] = f"{MANAGED_SELECTOR},{SUITE_LABEL}"
+    settings.watching.label_selectors["cert-manager.io", "certificates"] = (
+        f"{MANAGED_SELECTOR},{SUITE_LABEL}"
+    )
     # Watches reconnect every few minutes instead of trusting one long connection through
     # proxies and load balancers that drop idle streams silently.
     settings.watching.server_timeout = 300
@@ -300,6 +303,16 @@ async def statefulset_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo
 
 @kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, SUITE_LABEL: kopf.PRESENT})
 async def deployment_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    memo.queue.add(suite_handlers.suite_key(namespace, labels[SUITE_LABEL]))
+
+
+# A suite's Certificate issued or renewed (where cert-manager's CRDs are served; kopf starts
+# the watch when they appear): TLSReady follows it, and a renewal rolls its server onto the
+# new certificate (its status.revision is in the server's pod template).
+@kopf.on.event(
+    "cert-manager.io", "v1", "certificates", labels={**MANAGED, SUITE_LABEL: kopf.PRESENT}
+)
+async def certificate_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     memo.queue.add(suite_handlers.suite_key(namespace, labels[SUITE_LABEL]))
 
 

@@ -5,6 +5,13 @@ Found by API discovery (GET /apis/<group>/<version>: the resources the API serve
 start, then again every `platform_recheck_seconds` by one loop: never per reconcile, never in a
 hot loop. When what is served changes (the CRDs were installed, or removed), every suite is
 reconciled again, so MonitoringReady and TLSReady follow without a restart.
+
+Each platform is known present (True), known absent (False: a 404, or its resources not
+served) or unknown (None): discovery has not answered (the API server away at start, a 5xx, a
+timeout). Unknown is never taken for absent: a suite keeps what it has of that platform (its
+TLS settings, its monitors) until discovery answers, and discovery is asked again soon (1 s,
+doubling up to the recheck interval) rather than at the next recheck. A platform once known
+stays as it was known while discovery fails later.
 """
 
 from __future__ import annotations
@@ -23,17 +30,29 @@ PROMETHEUS_OPERATOR = (
     ("servicemonitors", "podmonitors", "prometheusrules"),
 )
 CERT_MANAGER = ("cert-manager.io", "v1", ("issuers", "certificates"))
+# While a platform is unknown, discovery is asked again after this, doubling to the interval.
+RETRY_FIRST_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
 class Platforms:
-    prometheus_operator: bool = False
-    cert_manager: bool = False
+    """True: served; False: not served; None: unknown (discovery has not answered)."""
+
+    prometheus_operator: bool | None = None
+    cert_manager: bool | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.prometheus_operator is not None and self.cert_manager is not None
 
 
-async def _serves(discover: Callable[[str], Awaitable[dict | None]], spec: tuple) -> bool:
+async def _serves(discover: Callable[[str], Awaitable[dict | None]], spec: tuple) -> bool | None:
     group, version, plurals = spec
-    found = await discover(f"/apis/{group}/{version}")
+    try:
+        found = await discover(f"/apis/{group}/{version}")
+    except Exception as err:  # the API server is away, or answered 5xx: unknown, not absent
+        log.warning("platform discovery failed", group=group, error=f"{type(err).__name__}: {err}")
+        return None
     if not found:
         return False
     served = {r.get("name") for r in found.get("resources") or []}
@@ -41,7 +60,8 @@ async def _serves(discover: Callable[[str], Awaitable[dict | None]], spec: tuple
 
 
 async def discover(get: Callable[[str], Awaitable[dict | None]]) -> Platforms:
-    """What the API server serves now. `get` answers a path, None for a 404."""
+    """What the API server serves now. `get` answers a path, None for a 404; a platform whose
+    discovery raised is None (unknown)."""
     return Platforms(
         prometheus_operator=await _serves(get, PROMETHEUS_OPERATOR),
         cert_manager=await _serves(get, CERT_MANAGER),
@@ -59,24 +79,42 @@ class PlatformWatch:
     ) -> None:
         self._get, self.interval, self._changed = get, interval, changed
         self.current = Platforms()
+        self._retry = RETRY_FIRST_SECONDS
 
     async def check(self) -> Platforms:
-        try:
-            found = await discover(self._get)
-        except Exception as err:  # the API server is away: keep what we knew, try later
-            log.warning("platform discovery failed", error=f"{type(err).__name__}: {err}")
-            return self.current
-        if found != self.current:
+        found = await discover(self._get)
+        # What discovery could not tell is what we knew (unknown at first).
+        merged = Platforms(
+            prometheus_operator=(
+                self.current.prometheus_operator
+                if found.prometheus_operator is None
+                else found.prometheus_operator
+            ),
+            cert_manager=(
+                self.current.cert_manager if found.cert_manager is None else found.cert_manager
+            ),
+        )
+        if merged != self.current:
             log.info(
                 "platforms",
-                prometheus_operator=found.prometheus_operator,
-                cert_manager=found.cert_manager,
+                prometheus_operator=merged.prometheus_operator,
+                cert_manager=merged.cert_manager,
             )
-            self.current = found
-            self._changed(found)
-        return found
+            self.current = merged
+            self._changed(merged)
+        return merged
+
+    def next_delay(self) -> float:
+        """The recheck interval once every platform is known; while one is not, soon, then
+        doubling (never a hot loop)."""
+        if self.current.known:
+            self._retry = RETRY_FIRST_SECONDS
+            return self.interval
+        delay = min(self._retry, self.interval)
+        self._retry = min(self._retry * 2, self.interval)
+        return delay
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.next_delay())
             await self.check()

@@ -77,10 +77,14 @@ class SuiteObservation:
     cache_available_replicas: int | None = None  # the managed Deployment's
     dashboard_available_replicas: int | None = None  # the dashboard Deployment's
     dashboard_progress: str | None = None  # its Progressing condition's reason
-    prometheus_operator: bool = False  # its CRDs are served (eval_operator.platforms)
-    cert_manager: bool = False
+    # Its CRDs are served (eval_operator.platforms); None: discovery has not said.
+    prometheus_operator: bool | None = False
+    cert_manager: bool | None = False
     # The suite's Certificates: (name, Ready condition status, its message).
     certificates: list[tuple[str, str, str]] = field(default_factory=list)
+    # Their status.revision (cert-manager's count of issuances), by name: a renewal rolls
+    # the server that uses it.
+    certificate_revisions: dict[str, int | None] = field(default_factory=dict)
     migration_job: str = ""
     migration: Mapping[str, Any] | None = None  # the migration Job's status, None: not made
     # The migration pods, newest first: (waiting reason, message, termination message).
@@ -211,13 +215,21 @@ def dashboard_condition(
 
 
 def _tls(obs: SuiteObservation) -> bool:
-    return tls.active(obs.spec, obs.cert_manager)
+    # While discovery has not answered, the stack keeps the TLS it has.
+    return tls.active(obs.spec, obs.cert_manager) or tls.undecided(obs.spec, obs.cert_manager)
 
 
 def tls_condition(obs: SuiteObservation) -> tuple[str, str, str]:
     """TLSReady: an optional platform; without cert-manager the stack runs without TLS."""
     if not obs.spec.tls.enabled:
         return "True", "Disabled", "spec.tls.enabled is false"
+    if obs.cert_manager is None:
+        return (
+            "Unknown",
+            "PlatformUnknown",
+            "API discovery of cert-manager.io/v1 has not answered yet: the stack's TLS is kept "
+            "as it is (nothing stripped, nothing added) until it does; retried shortly",
+        )
     if not obs.cert_manager:
         return (
             "False",
@@ -244,6 +256,13 @@ def monitoring_condition(obs: SuiteObservation) -> tuple[str, str, str]:
     """MonitoringReady: an optional platform; it never holds Ready back."""
     if not obs.spec.monitoring.enabled:
         return "True", "Disabled", "spec.monitoring.enabled is false"
+    if obs.prometheus_operator is None:
+        return (
+            "Unknown",
+            "PlatformUnknown",
+            "API discovery of monitoring.coreos.com/v1 has not answered yet: the suite's "
+            "monitors are kept as they are until it does; retried shortly",
+        )
     if not obs.prometheus_operator:
         return (
             "False",

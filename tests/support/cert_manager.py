@@ -6,7 +6,10 @@ tls.crt, tls.key and ca.crt) and sets the Certificate's Ready condition: a Certi
 `isCA` issued by a self-signed Issuer becomes a CA (trustme), one issued by a CA Issuer
 (`spec.ca.secretName`) a server certificate for its dnsNames signed by that CA. Its keys are
 throwaway ones; a Certificate whose issuer is missing (or not ready) waits, Ready False, as it
-would with cert-manager.
+would with cert-manager. Each issuance writes the Secret, then counts itself in the
+Certificate's status.revision (1, 2, ...) with its notAfter, in that order as cert-manager's
+issuing controller does; `renew()` issues a certificate again (a new key and certificate from
+the same issuer), as cert-manager does renewBefore its end or on `cmctl renew`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from typing import Any
 
 import trustme
+from cryptography import x509
 
 from tests.support.kubeapi import KubeAPIServer
 from tests.support.kubeapi.errors import APIError
@@ -28,11 +32,17 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def _not_after(pem: bytes) -> str:
+    cert = x509.load_pem_x509_certificate(pem)
+    return cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class StandInCertManager:
     def __init__(self, api: KubeAPIServer, interval: float = 0.2) -> None:
         self.api = api
         self.interval = interval
         self.issued: dict[tuple[str, str], str] = {}  # (namespace, certificate) -> its uid
+        self._renew: set[tuple[str, str]] = set()  # asked to be issued again
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cert-manager", daemon=True)
@@ -44,6 +54,10 @@ class StandInCertManager:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+    def renew(self, namespace: str, name: str) -> None:
+        """Issue the Certificate again at the next round (its revision grows by one)."""
+        self._renew.add((namespace, name))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -75,7 +89,7 @@ class StandInCertManager:
     def _issue(self, cert: dict[str, Any]) -> None:
         meta, spec = cert["metadata"], cert["spec"]
         key = (meta["namespace"], meta["name"])
-        if self.issued.get(key) == meta["uid"]:
+        if self.issued.get(key) == meta["uid"] and key not in self._renew:
             return
         ref = spec["issuerRef"]
         ca = self._ca_of(meta["namespace"], ref["name"]) if ref.get("kind") == "Issuer" else None
@@ -114,8 +128,18 @@ class StandInCertManager:
         else:
             secret["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
             self.api.replace(secret)
+        revision = ((cert.get("status") or {}).get("revision") or 0) + 1
+        self.api.patch_status(
+            GROUP,
+            VERSION,
+            "certificates",
+            meta["namespace"],
+            meta["name"],
+            {"revision": revision, "notAfter": _not_after(crt)},
+        )
         self._ready(cert, "True", "Ready", "Certificate is up to date and has not expired")
         self.issued[key] = meta["uid"]
+        self._renew.discard(key)
 
     def _ready(self, cert: dict[str, Any], status: str, reason: str, message: str) -> None:
         meta = cert["metadata"]

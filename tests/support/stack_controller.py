@@ -9,8 +9,11 @@ that claim (initdb with the user, password and database the pod's env names, rea
 Secret as the kubelet reads it; the operator's postgresql.conf from its ConfigMap, with only
 where it listens changed), listening on the ClusterIP of the Service that selects the pod —
 the emulated cluster's Service range is on loopback — so every process reaches it the way pods
-reach a Service. A claim that still exists when a set of the same name comes back brings its
-data with it; a deleted claim takes its data along.
+reach a Service. A changed pod template is a rollout, as the StatefulSet and Deployment
+controllers make it: the server stops and starts again from the current template, ConfigMap and
+Secrets (a renewed certificate's new files among them); `rollouts` lists them. A claim that
+still exists when a set of the same name comes back brings its data with it; a deleted claim
+takes its data along.
 
 For each suite Deployment (the managed cache) it runs a real redis-server from the
 Deployment's ConfigMap and Secret volumes on its Service's ClusterIP. For the results
@@ -337,6 +340,9 @@ class StackController:
         self.redis_servers: dict[tuple[str, str], StandInRedis] = {}  # by (ns, deployment)
         self.dashboards: dict[tuple[str, str], tuple[str, StandInDashboard]] = {}  # + pod spec
         self._sets: dict[tuple[str, str], str] = {}  # (ns, set) -> its uid, once running
+        # (ns, set or deployment) -> the pod template its running server was started from.
+        self._templates: dict[tuple[str, str], str] = {}
+        self.rollouts: list[tuple[str, str]] = []  # (ns, workload), in order
         self._paused: set[tuple[str, str]] = set()  # servers a test took away
         self.errors: list[BaseException] = []
         self.start_failures: list[str] = []
@@ -484,6 +490,16 @@ class StackController:
                 server = self._start_store(sts, claim)
                 if server is None:
                     continue
+            elif self._templates.get((namespace, name)) not in (
+                None,
+                repr(sts["spec"]["template"]),
+            ):
+                # A rollout: the pod is replaced by one of the new template.
+                server.stop()
+                self.rollouts.append((namespace, name))
+                server = self._start_store(sts, claim)
+                if server is None:
+                    continue
             if (namespace, claim) not in self._paused and not server.alive():
                 server.start()  # the kubelet restarts a crashed container
             self._report(sts, ready=server.alive() and _listening(server.host, server.port))
@@ -530,6 +546,7 @@ class StackController:
             server.start()  # the claim was kept: its data, and the password it was made with
         self.postgres_servers[(namespace, claim)] = server
         self._sets[(namespace, meta["name"])] = meta["uid"]
+        self._templates[(namespace, meta["name"])] = repr(pod)
         return server
 
     def _ensure_claim(self, sts: dict[str, Any], claim: str) -> None:
@@ -630,10 +647,17 @@ class StackController:
                 self._dashboard(deployment)
                 continue
             server = self.redis_servers.get((namespace, name))
+            template = repr(deployment["spec"]["template"])
+            if server is not None and self._templates.get((namespace, name)) != template:
+                server.kill()  # a rollout: the pod is replaced by one of the new template
+                del self.redis_servers[(namespace, name)]
+                self.rollouts.append((namespace, name))
+                server = None
             if server is None:
                 server = self._start_cache(deployment)
                 if server is None:
                     continue
+                self._templates[(namespace, name)] = template
             if (namespace, name) not in self._paused and not server.alive():
                 server.start()
             self._report(deployment, ready=server.alive() and _listening(server.host, server.port))

@@ -79,10 +79,14 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
   resources: ["servicemonitors", "podmonitors", "prometheusrules"]
   verbs: ["list", "create", "patch", "delete"]
 # An EvalSuite's issuer chain and certificates (spec.tls), where cert-manager's CRDs are
-# served; their Ready conditions make TLSReady; deleted when TLS is turned off.
+# served; their Ready conditions make TLSReady, and a renewal (watched) rolls the server that
+# uses the certificate; deleted when TLS is turned off.
 - apiGroups: ["cert-manager.io"]
-  resources: ["issuers", "certificates"]
+  resources: ["issuers"]
   verbs: ["list", "create", "patch", "delete"]
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # The backup volume, applied server-side; the store's data volume, read and asked for more
 # when store.managed.size grows (a StatefulSet cannot change the claims it made). Never
 # deleted: the data volumes are the StatefulSet controller's, and go with the suite only by

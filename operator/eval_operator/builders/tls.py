@@ -12,7 +12,21 @@
   rediss:// with the same kind of CA file.
 
 TLS is on only where the spec asks for it and cert-manager's API is served
-(eval_operator.platforms): otherwise the stack runs as without it and TLSReady says why.
+(eval_operator.platforms): otherwise the stack runs as without it and TLSReady says why. While
+discovery has not said whether it is served (unknown, never taken for absent), `stack_objects`
+holds back every object TLS would change: what exists stays as it is, neither stripped of TLS
+nor given it, and is not pruned.
+
+A renewed certificate reaches PostgreSQL and Redis by a rollout (the dashboard re-reads its own
+files): the Certificate's status.revision (cert-manager counts its issuances, and writes the
+Secret before the revision) is an annotation of the server's pod template, so a renewal makes
+a new pod that mounts the new Secret. Both servers read their files again only when told
+(PostgreSQL on SIGHUP, Redis on CONFIG SET tls-cert-file), which takes a process in the pod
+timed to the kubelet's refresh of the volume, which nothing outside the pod can see; a rollout
+needs no sidecar, no exec permission and no guess, and fails loudly if the new certificate is
+wrong. It costs the store a restart of seconds once per renewal (every 60 days by default),
+which the runners ride out as any store outage. Revision 1 is the certificate a pod starts
+with (it cannot start before its Secret exists), so only renewals change the template.
 """
 
 from __future__ import annotations
@@ -44,13 +58,26 @@ STORE_CA_FILE = f"{CLIENT_CA_DIR}/store-ca.crt"
 CACHE_CA_FILE = f"{CLIENT_CA_DIR}/cache-ca.crt"
 CA_FILES = {"store": STORE_CA_FILE, "cache": CACHE_CA_FILE}
 DASHBOARD_HTTPS_PORT = 443
+# The pod template annotation that carries the certificate's revision (from the first renewal).
+REVISION_ANNOTATION = "evals.io/tls-revision"
+POD_KINDS = ("StatefulSet", "Deployment", "CronJob", "Job")
 # Files of a Secret volume belong to root, group fsGroup: PostgreSQL takes a key owned by root
 # with at most u=rw,g=r.
 KEY_MODE = 0o440
 
 
-def active(spec: EvalSuiteSpec, cert_manager: bool) -> bool:
-    return spec.tls.enabled and cert_manager
+def active(spec: EvalSuiteSpec, cert_manager: bool | None) -> bool:
+    return spec.tls.enabled and cert_manager is True
+
+
+def undecided(spec: EvalSuiteSpec, cert_manager: bool | None) -> bool:
+    """spec.tls asks for TLS, and whether cert-manager is served is not known yet."""
+    return spec.tls.enabled and cert_manager is None
+
+
+def _revised(template: dict[str, Any], revision: int | None) -> None:
+    if revision is not None and revision > 1:
+        template["metadata"].setdefault("annotations", {})[REVISION_ANNOTATION] = str(revision)
 
 
 def tls_secret(suite: str, component: str) -> str:
@@ -212,7 +239,7 @@ def _find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]
     return next((o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name), None)
 
 
-def _store_server(objects: list[dict[str, Any]], name: str) -> None:
+def _store_server(objects: list[dict[str, Any]], name: str, revision: int | None) -> None:
     config = _find(objects, "ConfigMap", child_name(name, "store-config"))
     sts = _find(objects, "StatefulSet", store_name(name))
     if config is None or sts is None:
@@ -233,6 +260,7 @@ def _store_server(objects: list[dict[str, Any]], name: str) -> None:
     template["metadata"]["annotations"]["evals.io/config-hash"] = _config_hash(
         config["data"]["postgresql.conf"] + config["data"]["pg_hba.conf"]
     )
+    _revised(template, revision)
     pod = template["spec"]
     pod["volumes"].append(
         _secret_volume(
@@ -247,7 +275,7 @@ def _store_server(objects: list[dict[str, Any]], name: str) -> None:
     )
 
 
-def _cache_server(objects: list[dict[str, Any]], name: str) -> None:
+def _cache_server(objects: list[dict[str, Any]], name: str, revision: int | None) -> None:
     config = _find(objects, "ConfigMap", child_name(name, "cache-config"))
     deployment = _find(objects, "Deployment", cache_name(name))
     if config is None or deployment is None:
@@ -271,6 +299,7 @@ def _cache_server(objects: list[dict[str, Any]], name: str) -> None:
     template = _pod(deployment)
     annotations = template["metadata"].setdefault("annotations", {})
     annotations["evals.io/config-hash"] = _config_hash(config["data"][key])
+    _revised(template, revision)
     pod = template["spec"]
     pod["volumes"].append(
         _secret_volume(
@@ -347,15 +376,46 @@ def _dashboard_server(objects: list[dict[str, Any]], name: str) -> None:
 
 
 def with_tls_servers(
-    objects: list[dict[str, Any]], suite: Mapping[str, Any], spec: EvalSuiteSpec
+    objects: list[dict[str, Any]],
+    suite: Mapping[str, Any],
+    spec: EvalSuiteSpec,
+    revisions: Mapping[str, int | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """The stack's objects with the servers on TLS (copies; the input is kept)."""
+    """The stack's objects with the servers on TLS (copies; the input is kept); `revisions`:
+    the status.revision of each Certificate by name, which rolls its server on renewal."""
     found = copy.deepcopy(objects)
     name = suite["metadata"]["name"]
-    _store_server(found, name)
-    _cache_server(found, name)
-    _dashboard_server(found, name)
+    revisions = revisions or {}
+    _store_server(found, name, revisions.get(tls_secret(name, "store")))
+    _cache_server(found, name, revisions.get(tls_secret(name, "cache")))
+    _dashboard_server(found, name)  # it re-reads its renewed certificate itself
     return found
+
+
+def stack_objects(
+    objects: list[dict[str, Any]],
+    suite: Mapping[str, Any],
+    spec: EvalSuiteSpec,
+    cert_manager: bool | None,
+    revisions: Mapping[str, int | None] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(what to apply, what to keep as it is) of the stack's objects under spec.tls: with
+    cert-manager served, the servers on TLS, the issuers and certificates, and every pod's
+    clients verifying them; without it, the objects as they are; while it is unknown, only
+    the objects TLS does not change, the others kept as they are (not applied, not pruned)."""
+    if not spec.tls.enabled or cert_manager is False:
+        return objects, []
+    name = suite["metadata"]["name"]
+    secured = with_tls_servers(objects, suite, spec, revisions) + cert_manager_objects(suite, spec)
+    secured = [
+        with_tls_clients(obj, name, spec) if obj["kind"] in POD_KINDS else obj for obj in secured
+    ]
+    if cert_manager:
+        return secured, []
+    same = {(o["kind"], o["metadata"]["name"]): o for o in secured}
+    apply = [o for o in objects if same.get((o["kind"], o["metadata"]["name"])) == o]
+    kept = [o for o in objects if same.get((o["kind"], o["metadata"]["name"])) != o]
+    return apply, kept
 
 
 # --- the clients ---------------------------------------------------------------------------

@@ -99,6 +99,10 @@ class KubeAPIServer:
         self.authorizer = authorizer
         self.requests: list[RequestRecord] = []
         self.internal_errors: list[Exception] = []  # emulator bugs; tests may assert it is empty
+        # A test's outage of part of the API: the HTTP status this request is answered with
+        # instead (e.g. 503 for a discovery endpoint, as apiservers answer while starting), or
+        # None to serve it.
+        self.fault: Callable[[web.Request], int | None] | None = None
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._closing = False
@@ -378,6 +382,11 @@ class KubeAPIServer:
 
     async def _dispatch(self, request: web.Request, body: Any) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
+        fault = self.fault(request) if self.fault is not None else None
+        if fault is not None:
+            raise APIError(
+                fault, "ServiceUnavailable", "the server is currently unable to handle the request"
+            )
         if request.path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok")
         if request.path == "/version":
