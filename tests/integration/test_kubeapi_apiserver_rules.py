@@ -260,3 +260,22 @@ def test_a_claim_grows_only_bound_and_where_its_class_allows_and_never_shrinks(
     assert (
         "spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"
     ) in done.stderr
+
+
+def test_an_apply_that_stops_applying_a_maps_last_field_removes_the_map(
+    cluster: Cluster,
+) -> None:
+    """SMD's removal leaves no empty map behind (its walker returns nothing for a map left
+    without members): a suite's `cache.managed` goes when GitOps stops applying it."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "settings", "namespace": "default", "labels": {"tier": "a"}},
+        "data": {"mode": "fast"},
+    }
+    assert apply(cluster, config).returncode == 0
+    del config["data"]
+    del config["metadata"]["labels"]
+    assert apply(cluster, config).returncode == 0
+    live = cluster.server.get("", "v1", "configmaps", "default", "settings")
+    assert live is not None and "data" not in live and "labels" not in live["metadata"]

@@ -604,6 +604,10 @@ def remove_paths(value: Any, paths: Iterable[Path], schema: Schema) -> Any:
 
 
 def _remove(node: Any, schema: Schema, path: Path) -> None:
+    # The containers walked through, to drop the ones the removal leaves empty: SMD's
+    # removingWalker returns nothing for a map or list left without members, so the parent
+    # holds null there, which decoding (or a CRD's pruning) then drops.
+    trail: list[tuple[Any, Any]] = []
     for depth, (kind, key) in enumerate(path):
         last = depth == len(path) - 1
         node_type = node_kind(schema)
@@ -612,7 +616,9 @@ def _remove(node: Any, schema: Schema, path: Path) -> None:
                 return
             if last:
                 del node[key]
+                _drop_emptied(trail)
                 return
+            trail.append((node, key))
             schema = (
                 _field_schema(schema, node_type if node_type != "untyped" else "map", key) or {}
             )
@@ -631,11 +637,21 @@ def _remove(node: Any, schema: Schema, path: Path) -> None:
                 return
             if last:
                 del node[index]
+                _drop_emptied(trail)
                 return
+            trail.append((node, index))
             schema = _items(schema)
             node = node[index]
         else:
             return
+
+
+def _drop_emptied(trail: list[tuple[Any, Any]]) -> None:
+    for container, key in reversed(trail):
+        child = container[key]
+        if not isinstance(child, (dict, list)) or child:
+            return
+        del container[key]
 
 
 @dataclass
