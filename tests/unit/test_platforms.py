@@ -13,7 +13,10 @@ from eval_api.v1alpha1 import EvalSuiteSpec
 from eval_operator import platforms
 from eval_operator.builders import dashboard, tls
 from eval_operator.builders import suite as builders
+from eval_operator.conditions import condition_of
+from eval_operator.suite_status import desired_suite_status
 from tests.unit.test_suite_builders import SETTINGS, suite_object
+from tests.unit.test_suite_status import observe
 
 SERVED = {
     "/apis/monitoring.coreos.com/v1": {
@@ -112,3 +115,16 @@ def test_a_renewal_is_a_new_pod_template_for_the_server_that_uses_the_certificat
         annotations = obj["spec"]["template"]["metadata"].get("annotations") or {}
         # The first issuance is what the pod starts with: only renewals change the template.
         assert annotations.get(tls.REVISION_ANNOTATION) == wanted, name
+
+
+def test_an_unknown_platform_is_said_unknown_and_the_dashboard_keeps_its_scheme() -> None:
+    spec = {"tls": {"enabled": True}, "monitoring": {"enabled": True}}
+    obs = observe(spec, cert_manager=None, prometheus_operator=None)
+    status = desired_suite_status({}, obs)
+    for type_ in ("TLSReady", "MonitoringReady"):
+        found = condition_of(status, type_)
+        assert (found["status"], found["reason"]) == ("Unknown", "PlatformUnknown"), type_
+    assert status["dashboard"]["url"].startswith("https://")
+    absent = desired_suite_status({}, observe(spec, cert_manager=False, prometheus_operator=False))
+    assert condition_of(absent, "TLSReady")["reason"] == "CertManagerNotInstalled"
+    assert condition_of(absent, "MonitoringReady")["reason"] == "PrometheusOperatorNotInstalled"
