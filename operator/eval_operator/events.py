@@ -19,6 +19,7 @@ WARNING_REASONS = frozenset(
     {
         "InvalidSpec",
         "JobRejected",
+        "PermissionDenied",
         "JobDeleted",
         "SummaryMissing",
         "SecretNotFound",

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.chart_rbac import OPERATOR_USER, operator_rules, render_cluster_wide_chart
 from tests.support.kubeapi.authz import RBACAuthorizer, Subject
-from tests.support.operator_cluster import NS, OPERATOR_TOKEN, running_cluster
+from tests.support.operator_cluster import NS, OPERATOR_TOKEN, manifest, running_cluster
 from tests.support.suites import reason, suite_manifest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -33,9 +33,7 @@ def test_a_missing_permission_is_named_holds_back_its_part_and_heals_once_grante
     authorizer = RBACAuthorizer({OPERATOR_TOKEN: Subject(OPERATOR_USER, rules)})
     with running_cluster(tmp_path, stack=True, authorizer=authorizer) as cluster:
         cluster.apply(suite_manifest("perm", {"cache": {"mode": "Disabled"}}))
-        denied = cluster.wait_suite(
-            "perm", lambda s: reason(s, "StoreReady") == "PermissionDenied"
-        )
+        denied = cluster.wait_suite("perm", lambda s: reason(s, "StoreReady") == "PermissionDenied")
         store = condition(denied, "StoreReady")["message"]
         assert "Service perm-store: the operator may not create services" in store
         assert (
@@ -73,3 +71,28 @@ def test_a_missing_permission_is_named_holds_back_its_part_and_heals_once_grante
         ready = cluster.wait_suite("perm", lambda s: reason(s, "Ready") == "Ready", timeout=240)
         assert condition(ready, "StoreReady")["status"] == "True"
         assert cluster.api.get("", "v1", "services", NS, "perm-store") is not None
+
+
+def test_an_evaluation_whose_job_the_operator_may_not_create_says_so_and_runs_once_granted(
+    tmp_path: Path,
+) -> None:
+    rules = operator_rules(render_cluster_wide_chart())
+    (jobs,) = [r for r in rules if r["resources"] == ["jobs"]]
+    jobs["verbs"].remove("create")
+    authorizer = RBACAuthorizer({OPERATOR_TOKEN: Subject(OPERATOR_USER, rules)})
+    with running_cluster(tmp_path, authorizer=authorizer) as cluster:
+        cluster.apply(manifest("denied", cluster.model))
+        denied = cluster.wait(
+            "denied",
+            lambda ev: any(
+                c["type"] == "Ready" and c["reason"] == "PermissionDenied"
+                for c in (ev.get("status") or {}).get("conditions") or []
+            ),
+        )
+        ready = condition(denied, "Ready")
+        assert "the operator may not create jobs.batch" in ready["message"]
+        assert 'cannot create resource "jobs" in API group "batch"' in ready["message"]
+        assert denied["status"]["phase"] == "Pending"  # nothing wrong with the spec
+        cluster.wait_event("denied", ("PermissionDenied",))
+        jobs["verbs"].append("create")  # the ClusterRole fixed, no restart
+        cluster.wait_phase("denied", "Succeeded", timeout=120)

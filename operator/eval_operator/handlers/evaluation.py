@@ -27,7 +27,7 @@ from eval_operator.builders import tls
 from eval_operator.builders.job import build_job, build_ledger, build_run_config
 from eval_operator.builders.meta import RUN_LABEL, run_name
 from eval_operator.conditions import condition_of, now_rfc3339
-from eval_operator.kube import Conflict, Kube, Rejected
+from eval_operator.kube import Conflict, Forbidden, Kube, Rejected
 from eval_operator.ledger import ledger_of
 from eval_operator.platforms import Platforms
 from eval_operator.pods import PodTracker, not_starting_in, stuck
@@ -355,6 +355,14 @@ async def _start(
         created = await ctx.kube.create(job)
     except Rejected as err:
         obs.job_rejected = err.message
+        return None
+    except Forbidden as err:
+        # The operator's own permission, not the spec: waits, and is tried again.
+        obs.blocked = (
+            "PermissionDenied",
+            f"the operator may not {err.permission} (grant it to the operator's "
+            f"ServiceAccount, as the chart's ClusterRole does): {err.message}",
+        )
         return None
     if created:
         actions.append(
