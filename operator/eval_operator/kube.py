@@ -82,6 +82,13 @@ class Forbidden(Exception):
         resource = f"{self.resource}.{self.group}" if self.group else self.resource
         return f"{self.verb} {resource}"
 
+    def explained(self) -> str:
+        """What a condition says of it: the permission, who can grant it, the refusal."""
+        return (
+            f"the operator may not {self.permission} (grant it to the operator's "
+            f"ServiceAccount, as the chart's ClusterRole does): {self.message}"
+        )
+
 
 async def connect() -> client.ApiClient:
     """In-cluster credentials in a pod; otherwise the current kubeconfig (`make run`)."""

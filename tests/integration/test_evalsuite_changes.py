@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.clis import Cluster as Kubectl
+from tests.support.factories import storage_class
 from tests.support.model_server import Faults, ModelServer
 from tests.support.operator_cluster import NS, Cluster, manifest, running_cluster
 from tests.support.suites import reason, store_rows, suite_manifest
@@ -22,19 +23,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 GROUP, VERSION = "evals.io", "v1alpha1"
 RECORDS = [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(20)]
-
-
-def storage_class(name: str, *, expandable: bool, default: bool = False) -> dict[str, Any]:
-    sc: dict[str, Any] = {
-        "apiVersion": "storage.k8s.io/v1",
-        "kind": "StorageClass",
-        "metadata": {"name": name},
-        "provisioner": "rancher.io/local-path",
-        "allowVolumeExpansion": expandable,
-    }
-    if default:
-        sc["metadata"]["annotations"] = {"storageclass.kubernetes.io/is-default-class": "true"}
-    return sc
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.clis import Cluster
+from tests.support.factories import storage_class
 from tests.support.kubeapi import running_kubeapi
 from tests.support.kubeapi.authz import RBACAuthorizer, Subject
 
@@ -209,19 +210,6 @@ def bind(cluster: Cluster, capacity: str) -> None:
         "", "v1", "persistentvolumeclaims", "default", "data",
         {"phase": "Bound", "capacity": {"storage": capacity}},
     )  # fmt: skip
-
-
-def storage_class(name: str, *, expandable: bool, default: bool = False) -> dict[str, Any]:
-    sc: dict[str, Any] = {
-        "apiVersion": "storage.k8s.io/v1",
-        "kind": "StorageClass",
-        "metadata": {"name": name},
-        "provisioner": "rancher.io/local-path",
-        "allowVolumeExpansion": expandable,
-    }
-    if default:
-        sc["metadata"]["annotations"] = {"storageclass.kubernetes.io/is-default-class": "true"}
-    return sc
 
 
 def test_a_claim_grows_only_bound_and_where_its_class_allows_and_never_shrinks(

@@ -27,6 +27,7 @@ import yaml
 
 from tests.support.cert_manager import StandInCertManager
 from tests.support.chart_rbac import OPERATOR_USER, operator_rules, render_cluster_wide_chart
+from tests.support.factories import storage_class
 from tests.support.job_controller import FakeJobController
 from tests.support.kubeapi import KubeAPIServer, RequestRecord, running_kubeapi, use_kubeconfig
 from tests.support.kubeapi.authz import Decision, RBACAuthorizer, Subject
@@ -113,18 +114,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             for path in sorted(THIRDPARTY.glob(pattern)):
                 api.create(yaml.safe_load(path.read_text()))
         # The cluster's default class grows volumes (a suite's store is made bigger below).
-        api.create(
-            {
-                "apiVersion": "storage.k8s.io/v1",
-                "kind": "StorageClass",
-                "metadata": {
-                    "name": "standard",
-                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
-                },
-                "provisioner": "rancher.io/local-path",
-                "allowVolumeExpansion": True,
-            }
-        )
+        api.create(storage_class("standard", expandable=True, default=True))
         kubeconfig = api.write_kubeconfig(workdir / "kubeconfig", token=OPERATOR_TOKEN)
         # A budgeted run whose first attempt is killed: its retry reads the run's ledger.
         controller = FakeJobController(

@@ -254,3 +254,17 @@ def make_run_config(ev: dict[str, Any], run: str) -> dict[str, Any]:
     return build_run_config(
         ev, run, RunPlan.of(spec, ev["spec"], ev["metadata"]["generation"], run)
     )
+
+
+def storage_class(name: str, *, expandable: bool, default: bool = False) -> dict[str, Any]:
+    """A StorageClass (local-path's provisioner, as kind has), growing volumes or not."""
+    sc: dict[str, Any] = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name},
+        "provisioner": "rancher.io/local-path",
+        "allowVolumeExpansion": expandable,
+    }
+    if default:
+        sc["metadata"]["annotations"] = {"storageclass.kubernetes.io/is-default-class": "true"}
+    return sc

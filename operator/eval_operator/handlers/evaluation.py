@@ -358,11 +358,7 @@ async def _start(
         return None
     except Forbidden as err:
         # The operator's own permission, not the spec: waits, and is tried again.
-        obs.blocked = (
-            "PermissionDenied",
-            f"the operator may not {err.permission} (grant it to the operator's "
-            f"ServiceAccount, as the chart's ClusterRole does): {err.message}",
-        )
+        obs.blocked = ("PermissionDenied", err.explained())
         return None
     if created:
         actions.append(

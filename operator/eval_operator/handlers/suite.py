@@ -212,8 +212,7 @@ def _denied(condition: str, what: str, err: Forbidden) -> StackFailure:
     return StackFailure(
         condition,
         "PermissionDenied",
-        f"{what}: the operator may not {err.permission} (grant it to the operator's "
-        f"ServiceAccount, as the chart's ClusterRole does): {err.message}",
+        f"{what}: {err.explained()}",
     )
 
 
