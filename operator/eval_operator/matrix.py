@@ -12,20 +12,24 @@ the clock; the suite's reconcile (handlers/suite.py) applies what they decide.
   as others finish.
 - Once a cell's run has succeeded, a cell report Job (eval-runner cell-report) records it in the
   store, measures its latency and compares it with the baseline; its report is kept in the
-  leaderboard entry, which says which Job produced it (named by what it was asked).
+  leaderboard entry, which says which Job produced it. One report Job answers every cell of a
+  suite run that waits for a report when it is made (up to REPORT_BATCH_CELLS: what its
+  termination message holds), named by what it is asked (the suite run, the baseline, the
+  regression rule, the cells' runs); a cell waiting while a Job that asks for it runs is not
+  asked again, and the cells that succeed later go into later Jobs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from eval_api.cellreport import CACHED_ANSWERS, REPORT_FAILED, CellReport
+from eval_api.cellreport import CACHED_ANSWERS, REPORT_BATCH_CELLS, REPORT_FAILED, CellReport
 from eval_api.exitcodes import EXIT_PERMANENT
 from eval_api.matrix import (
     Cell,
@@ -64,6 +68,8 @@ TASK_LABEL = "evals.io/task"
 # nothing (a 20 x 20 matrix would otherwise cost 400 requests per pass).
 CELL_HASH_ANNOTATION = "evals.io/cell-hash"
 REPORT_COMPONENT = "cell-report"
+# On a report Job: the runs of the cells it was asked about, in the order asked.
+REPORT_RUNS_ANNOTATION = "evals.io/report-runs"
 FINISHED_PHASES = ("Succeeded", "Failed")
 _MAX_NAME = 63  # a cell's name goes into its Jobs' and pods' label values
 _HASH_LEN = 6
@@ -156,46 +162,72 @@ def finished(view: Mapping[str, Any] | None, token: str) -> bool:
 
 
 def report_job_name(run: str, selector: str, regression: RegressionSpec) -> str:
-    """Named by what it is asked: the run, the baseline and the regression rule. A change of
-    either asks a new report; the same question is never asked twice."""
+    """The name an older operator gave a one-cell report Job: a leaderboard entry it wrote
+    with it is still the answer to the same question."""
     key = f"{run}/{selector}/{regression.max_drop}/{regression.alpha}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:_HASH_LEN]
     return f"{run[: _MAX_NAME - _HASH_LEN - len('-report-')].rstrip('-')}-report-{digest}"
 
 
+def report_prefix(suite: str, suite_run: str, selector: str, regression: RegressionSpec) -> str:
+    """The start of the names of the report Jobs asking one question (a suite run's cells
+    against a baseline, by a regression rule): a leaderboard entry whose reportJob starts
+    with it answers that question."""
+    key = f"{suite_run}/{selector}/{regression.max_drop}/{regression.alpha}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:_HASH_LEN]
+    room = _MAX_NAME - len("-report-") - 2 * _HASH_LEN - 1
+    return f"{suite[:room].rstrip('-')}-report-{digest}-"
+
+
+def report_batch_name(prefix: str, runs: Sequence[str]) -> str:
+    """A report Job's name: its question and the cells' runs it asks about."""
+    return prefix + hashlib.sha256("\n".join(runs).encode()).hexdigest()[:_HASH_LEN]
+
+
+def report_runs(job: Mapping[str, Any]) -> tuple[str, ...]:
+    """The runs a report Job was asked about, in order (from its annotation)."""
+    text = ((job.get("metadata") or {}).get("annotations") or {}).get(REPORT_RUNS_ANNOTATION)
+    return tuple(text.split(",")) if text else ()
+
+
 def build_report_job(
     suite: Mapping[str, Any],
     spec: EvalSuiteSpec,
-    cell: Cell,
-    view: Mapping[str, Any],
+    members: Sequence[tuple[Cell, Mapping[str, Any]]],
     suite_run: str,
     selector: str,
     settings: OperatorSettings,
+    name: str | None = None,
 ) -> dict[str, Any]:
+    """One Job reporting `members` (cells of one suite run, with their views): one pod, one
+    store connection, the reports in its termination message."""
     meta = suite["metadata"]
     regression = regression_of(spec)
+    runs = [view["run"] for _, view in members]
     args = [
         "cell-report",
         "--namespace", meta["namespace"],
         "--suite", meta["name"],
-        "--cell", cell.id,
         "--suite-run", suite_run,
-        "--evaluation-uid", view["uid"],
-        "--run", view["run"],
         "--baseline", selector,
         "--max-drop", regression.max_drop,
         "--alpha", regression.alpha,
     ]  # fmt: skip
-    return build_store_job(
+    for cell, view in members:
+        args += ["--cell-run", cell.id, view["uid"], view["run"]]
+    prefix = report_prefix(meta["name"], suite_run, selector, regression)
+    job = build_store_job(
         suite,
         spec,
-        name=report_job_name(view["run"], selector, regression),
+        name=name or report_batch_name(prefix, runs),
         component=REPORT_COMPONENT,
         args=args,
-        extra_labels={MODEL_LABEL: cell.model, TASK_LABEL: cell.task},
+        extra_labels={},
         image=settings.runner_image,
         pull_policy=settings.runner_image_pull_policy,
     )
+    job["metadata"]["annotations"] = {REPORT_RUNS_ANNOTATION: ",".join(runs)}
+    return job
 
 
 def build_store_job(
@@ -300,9 +332,11 @@ class MatrixInput:
     spec: EvalSuiteSpec
     old: Mapping[str, Any]  # the suite's status
     cells: Mapping[str, Mapping[str, Any]]  # the index: cell name -> view
-    # Finished report Jobs by name: their report (None while running).
-    reports: Mapping[str, CellReport | None]
+    # Finished report Jobs by name: the report of each run they answered.
+    reports: Mapping[str, Mapping[str, CellReport]]
     now: datetime
+    # The suite's report Jobs asked for so far by name: the runs they ask about.
+    batches: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -311,6 +345,8 @@ class MatrixPlan:
     apply: list[dict[str, Any]] = field(default_factory=list)  # cells to apply
     delete: list[str] = field(default_factory=list)  # cells no longer in the matrix
     report_jobs: list[dict[str, Any]] = field(default_factory=list)  # wanted report Jobs
+    # Report Jobs of inp.batches no cell waits for any more (reported, or their runs replaced).
+    stale_reports: list[str] = field(default_factory=list)
     conditions: list[tuple[str, str, str, str]] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     recheck: float | None = None
@@ -515,6 +551,11 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
     cached: list[str] = []  # compared with answers mostly the baseline's own, from the cache
     detectable: list[tuple[float, str]] = []  # (the main scorer's minDetectableEffect, cell)
     unreported = 0
+    # Cells waiting for a report that no report Job asks about yet, by question (prefix).
+    awaiting: dict[str, list[tuple[Cell, Mapping[str, Any], str, str]]] = {}
+    # Report Jobs still at work for waiting cells, with those cells; and those answered.
+    following: dict[str, tuple[list[tuple[Cell, Mapping[str, Any]]], str, str]] = {}
+    used: set[str] = set()
     done = 0
     for cell in cells:
         view = inp.cells.get(cell.name)
@@ -546,24 +587,37 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
             not_passed.append(cell.id)
         if phase == "Succeeded" and view is not None and view.get("run"):
             selector, no_compare = baseline_selector(spec, accepted, token_of_cell)
-            job_name = report_job_name(view["run"], selector, regression)
+            run = view["run"]
+            prefix = report_prefix(name, token_of_cell, selector, regression)
             previous = old_entries.get((cell.task, cell.model)) or {}
-            if previous.get("run") == view["run"] and previous.get("reportJob") == job_name:
+            asked = previous.get("reportJob") or ""
+            covering = [
+                b for b, runs in inp.batches.items() if b.startswith(prefix) and run in runs
+            ]
+            answer = next(
+                ((b, inp.reports[b][run]) for b in covering if run in inp.reports.get(b, {})),
+                None,
+            )
+            if previous.get("run") == run and (
+                asked.startswith(prefix) or asked == report_job_name(run, selector, regression)
+            ):
                 for key in ("latencyP50Ms", "latencyP95Ms", "reportJob"):
                     if key in previous:
                         entry[key] = previous[key]
                 if "comparison" in previous:  # as an older operator may have kept it whole
                     entry["comparison"] = _bounded_comparison(previous["comparison"])
-            elif job_name in inp.reports and inp.reports[job_name] is not None:
-                report = inp.reports[job_name]
-                assert report is not None
-                entry["reportJob"] = job_name
-                entry.update(_report_fields(report, no_compare, regression))
+            elif answer is not None:
+                entry["reportJob"] = answer[0]
+                entry.update(_report_fields(answer[1], no_compare, regression))
+                used.add(answer[0])
             else:
                 unreported += 1
-                result.report_jobs.append(
-                    build_report_job(inp.suite, spec, cell, view, token_of_cell, selector, settings)
-                )
+                at_work = [b for b in covering if b not in inp.reports]
+                if at_work:  # asked already: not asked again while that Job runs
+                    members = following.setdefault(at_work[0], ([], token_of_cell, selector))[0]
+                    members.append((cell, view))
+                else:
+                    awaiting.setdefault(prefix, []).append((cell, view, token_of_cell, selector))
             comparison = entry.get("comparison") or {}
             if comparison.get("regressed"):
                 regressed.append(cell.id)
@@ -575,6 +629,19 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
             if comparison.get("reason") == "Compared" and main.get("minDetectableEffect"):
                 detectable.append((main["minDetectableEffect"], cell.id))
         boards[cell.task].append(entry)
+    for batch, (members, suite_run, selector) in following.items():
+        result.report_jobs.append(
+            build_report_job(inp.suite, spec, members, suite_run, selector, settings, name=batch)
+        )
+    for waiting_cells in awaiting.values():
+        for first in range(0, len(waiting_cells), REPORT_BATCH_CELLS):
+            chunk = waiting_cells[first : first + REPORT_BATCH_CELLS]
+            _, _, suite_run, selector = chunk[0]
+            members = [(c, v) for c, v, _, _ in chunk]
+            result.report_jobs.append(
+                build_report_job(inp.suite, spec, members, suite_run, selector, settings)
+            )
+    result.stale_reports = sorted(b for b in inp.batches if b not in following and b not in used)
 
     leaderboard = []
     for task in spec.tasks or []:
@@ -742,7 +809,8 @@ def _bounded_comparison(comparison: dict[str, Any]) -> dict[str, Any]:
     message cut (the cell report had them all; the dashboard shows them)."""
     scorers = comparison.get("scorers") or []
     bounded = {**comparison, "scorers": scorers[:1]}
-    regressed = sum(1 for s in scorers if s.get("regressed"))
+    # Counted already when it was bounded (its other scorers are gone then).
+    regressed = comparison.get("regressedScorers") or sum(1 for s in scorers if s.get("regressed"))
     if regressed:
         bounded["regressedScorers"] = regressed
     if len(bounded.get("message") or "") > COMPARISON_MESSAGE_LIMIT:

@@ -1,7 +1,7 @@
-"""`eval-runner cell-report`: one matrix cell's report, run by the operator as a Job.
+"""`eval-runner cell-report`: matrix cells' reports, run by the operator as a Job.
 
-Once a cell of an EvalSuite has succeeded, this reads the cell's rows from the store (with the
-credentials the runner pods use, by reference) and:
+Once cells of an EvalSuite have succeeded, this reads each cell's rows from the store (with the
+credentials the runner pods use, by reference; one connection for every cell asked) and:
 
 1. records the run as the cell's succeeded run of its suite run (runs.cell, suite_run,
    succeeded_at): what later runs find as their baseline;
@@ -17,8 +17,10 @@ credentials the runner pods use, by reference) and:
    baseline's, word for word (a run with execution.cache.reuse AcrossRuns): when they are most
    of the pairs, the comparison's reason is CachedAnswers, never a plain "no regression".
 
-The report (eval_api.cellreport.CellReport) is written to the termination log. Exit 0 done; 3
-when retrying cannot help (the run is not in the store); 1 to be retried (the store is down).
+The reports (eval_api.cellreport.BatchReport: of each cell what the suite's status keeps) are
+written to the termination log. Exit 0 done (a cell whose run is not in the store is reported
+as failed, the others as done); 3 when retrying cannot help; 1 to be retried (the store is
+down: every cell is asked again).
 """
 
 from __future__ import annotations
@@ -43,7 +45,11 @@ from eval_api.cellreport import (
     CACHED_ANSWERS,
     COMPARED,
     NO_BASELINE,
+    BatchReport,
     CellReport,
+    baseline_not_found_message,
+    cached_answers_message,
+    no_baseline_message,
 )
 from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT
 from eval_api.store.settings import StoreSettings, StoreSettingsError
@@ -143,12 +149,7 @@ def with_cached_answers(
     update: dict[str, Any] = {"cached_answers": cached, "paired_samples": pairs}
     if cached * 2 > pairs:
         update["reason"] = CACHED_ANSWERS
-        update["message"] = (
-            f"{cached} of the {pairs} paired answers of this run came from the response cache "
-            f"and are baseline run {comparison.baseline_run}'s own (execution.cache.reuse "
-            "AcrossRuns): the comparison does not measure the model as it is now; with reuse "
-            "WithinRun (the default) every run asks the model again"
-        )
+        update["message"] = cached_answers_message(cached, pairs, comparison.baseline_run)
     return comparison.model_copy(update=update)
 
 
@@ -224,7 +225,7 @@ async def report_cell(
         if found is None:
             report.comparison = CellComparison(
                 reason=NO_BASELINE,
-                message=f"cell {cell.cell} has no earlier succeeded run",
+                message=no_baseline_message(),
                 alpha=str(alpha),
             )
             return report
@@ -234,7 +235,7 @@ async def report_cell(
         if found is None:
             report.comparison = CellComparison(
                 reason=BASELINE_NOT_FOUND,
-                message=f"suite run {wanted} has no succeeded run of cell {cell.cell}",
+                message=baseline_not_found_message(wanted),
                 baseline=wanted,
                 alpha=str(alpha),
             )
@@ -257,6 +258,70 @@ async def report_cell(
     return report
 
 
+async def report_cells(
+    conn: Any, cells: list[CellRun], baseline: str, *, max_drop: Decimal, alpha: Decimal
+) -> list[CellReport]:
+    """Every cell's report on one connection. A cell that cannot be reported by retrying (its
+    run is not in the store) is reported as failed; a store that fails fails them all."""
+    reports = []
+    for cell in cells:
+        try:
+            report = await report_cell(conn, cell, baseline, max_drop=max_drop, alpha=alpha)
+        except _Failed as failed:
+            if failed.code != EXIT_PERMANENT:
+                raise
+            report = CellReport(state="error", reason=failed.reason, message=failed.message)
+        reports.append(report)
+    return reports
+
+
+async def _reports(
+    env: dict[str, str] | os._Environ[str],
+    cells: list[CellRun],
+    baseline: str,
+    *,
+    max_drop: Decimal,
+    alpha: Decimal,
+) -> list[CellReport]:
+    try:
+        settings = StoreSettings.from_env(env)
+    except StoreSettingsError as err:
+        raise _Failed("InvalidStoreSecret", str(err)) from None
+    if settings is None:
+        raise _Failed("InvalidStoreSecret", "no store is configured", EXIT_PERMANENT)
+    for form in settings.secrets():
+        SECRETS.add(form)
+    try:
+        conn = await asyncpg.connect(**settings.connect_kwargs(), timeout=CONNECT_TIMEOUT_SECONDS)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        raise _Failed(
+            "StoreUnreachable",
+            f"cannot connect to {settings.display()}: {type(err).__name__}: {err}",
+        ) from None
+    try:
+        return await report_cells(conn, cells, baseline, max_drop=max_drop, alpha=alpha)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
+        raise _Failed("StoreUnreachable", f"{type(err).__name__}: {err}") from None
+    finally:
+        await conn.close()
+
+
+async def run_reports(
+    env: dict[str, str] | os._Environ[str],
+    cells: list[CellRun],
+    baseline: str,
+    *,
+    max_drop: Decimal,
+    alpha: Decimal,
+) -> tuple[BatchReport, int]:
+    """The cells' reports as a report Job writes them (what the suite's status keeps)."""
+    try:
+        reports = await _reports(env, cells, baseline, max_drop=max_drop, alpha=alpha)
+    except _Failed as failed:
+        return BatchReport.failed(failed.reason, failed.message), failed.code
+    return BatchReport.of(reports), EXIT_OK
+
+
 async def run_report(
     env: dict[str, str] | os._Environ[str],
     cell: CellRun,
@@ -265,33 +330,12 @@ async def run_report(
     max_drop: Decimal,
     alpha: Decimal,
 ) -> tuple[CellReport, int]:
+    """One cell's whole report (every scorer)."""
     try:
-        try:
-            settings = StoreSettings.from_env(env)
-        except StoreSettingsError as err:
-            raise _Failed("InvalidStoreSecret", str(err)) from None
-        if settings is None:
-            raise _Failed("InvalidStoreSecret", "no store is configured", EXIT_PERMANENT)
-        for form in settings.secrets():
-            SECRETS.add(form)
-        try:
-            conn = await asyncpg.connect(
-                **settings.connect_kwargs(), timeout=CONNECT_TIMEOUT_SECONDS
-            )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-            raise _Failed(
-                "StoreUnreachable",
-                f"cannot connect to {settings.display()}: {type(err).__name__}: {err}",
-            ) from None
-        try:
-            report = await report_cell(conn, cell, baseline, max_drop=max_drop, alpha=alpha)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
-            raise _Failed("StoreUnreachable", f"{type(err).__name__}: {err}") from None
-        finally:
-            await conn.close()
-        return report, EXIT_OK
+        (report,) = await _reports(env, [cell], baseline, max_drop=max_drop, alpha=alpha)
     except _Failed as failed:
         return CellReport(state="error", reason=failed.reason, message=failed.message), failed.code
+    return report, EXIT_PERMANENT if report.state == "error" else EXIT_OK
 
 
 SCORERS_OF_RUN = "SELECT scorers FROM runs WHERE evaluation_uid = $1 AND run = $2"
@@ -364,18 +408,21 @@ def cmd_compare_runs(args: Any) -> int:
 
 def cmd_cell_report(args: Any) -> int:
     register_secrets(os.environ)
-    cell = CellRun(
-        namespace=args.namespace,
-        suite=args.suite,
-        cell=args.cell,
-        suite_run=args.suite_run,
-        evaluation_uid=args.evaluation_uid,
-        run=args.run,
-    )
+    cells = [
+        CellRun(
+            namespace=args.namespace,
+            suite=args.suite,
+            cell=cell,
+            suite_run=args.suite_run,
+            evaluation_uid=uid,
+            run=run,
+        )
+        for cell, uid, run in args.cell_run
+    ]
     report, code = asyncio.run(
-        run_report(
+        run_reports(
             os.environ,
-            cell,
+            cells,
             args.baseline,
             max_drop=Decimal(args.max_drop),
             alpha=Decimal(args.alpha),
@@ -384,7 +431,7 @@ def cmd_cell_report(args: Any) -> int:
     return _write_report(report, code, args.termination_log)
 
 
-def _write_report(report: CellReport, code: int, termination_log: Path) -> int:
+def _write_report(report: CellReport | BatchReport, code: int, termination_log: Path) -> int:
     message = SECRETS.redact(report.to_message())
     try:
         Path(termination_log).write_text(message)

@@ -247,16 +247,25 @@ def _parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser(
         "cell-report",
-        help="report one EvalSuite matrix cell's run from the store (an EvalSuite's Job)",
+        help="report EvalSuite matrix cells' runs from the store (an EvalSuite's Job)",
         description=(
-            "Record a matrix cell's succeeded run in the store, measure its latency "
-            "percentiles, and compare it sample by sample with its baseline run; write the "
-            "report to the termination log. Exit 0 done, 3 when retrying cannot help, 1 to be "
-            "retried."
+            "For each cell asked (--cell-run, once per cell, on one store connection): record "
+            "its succeeded run in the store, measure its latency percentiles, and compare it "
+            "sample by sample with its baseline run; write the reports (what the suite's "
+            "status keeps of each) to the termination log. Exit 0 done, 3 when retrying "
+            "cannot help, 1 to be retried."
         ),
     )
-    for flag in ("--namespace", "--suite", "--cell", "--suite-run", "--evaluation-uid", "--run"):
+    for flag in ("--namespace", "--suite", "--suite-run"):
         report.add_argument(flag, required=True)
+    report.add_argument(
+        "--cell-run",
+        nargs=3,
+        action="append",
+        required=True,
+        metavar=("CELL", "EVALUATION_UID", "RUN"),
+        help="a cell (model/task), its Evaluation's uid and its run; once per cell",
+    )
     report.add_argument(
         "--baseline", default="none", help="none, previous, or suite-run:<id> (default none)"
     )

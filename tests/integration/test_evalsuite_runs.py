@@ -166,3 +166,57 @@ def test_a_failing_cell_does_not_stop_the_others(cluster: Cluster) -> None:
     assert status["currentRun"]["outcome"] == "Failed"
     assert status["leaderboard"][0]["best"] == "alpha"
     assert "best" not in status["leaderboard"][1]  # no cell of the task succeeded
+
+
+def migration_jobs(cluster: Cluster, suite: str) -> dict[str, dict[str, Any]]:
+    found = cluster.api.list(
+        "batch", "v1", "jobs", NS,
+        label_selector=f"evals.io/suite={suite},app.kubernetes.io/component=store-migration",
+    )  # fmt: skip
+    return {j["metadata"]["name"]: j for j in found}
+
+
+def completed(job: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Complete" and c["status"] == "True"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
+
+
+def test_an_older_migration_job_is_deleted_once_the_current_one_has_completed(
+    cluster: Cluster,
+) -> None:
+    # Before: one migration Job per schema fingerprint, left forever.
+    spec = {"cache": {"mode": "Disabled"}, "dashboard": {"enabled": True}}
+    cluster.apply(suite_manifest("schema", spec)).raise_for_status()
+    deadline = time.monotonic() + 180
+    while not (jobs := migration_jobs(cluster, "schema")) or not all(
+        completed(j) for j in jobs.values()
+    ):
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.5)
+    (first,) = jobs
+    # The dashboard turned off: its read-only role is not needed, the fingerprint changes and
+    # a new migration runs; once it has completed the older Job goes, the current one stays.
+    cluster.api.patch(GROUP, VERSION, "evalsuites", NS, "schema",
+                      {"spec": {"dashboard": {"enabled": False}}})  # fmt: skip
+    deadline = time.monotonic() + 180
+    while list(jobs := migration_jobs(cluster, "schema")) in ([first], []) or first in jobs:
+        assert time.monotonic() < deadline, sorted(jobs)
+        time.sleep(0.5)
+    (current,) = jobs
+    assert current != first and completed(jobs[current])
+    cluster.wait_suite(
+        "schema", lambda s: condition(s, "StoreReady")["status"] == "True", timeout=60
+    )
+    events = [
+        e["message"]
+        for e in cluster.api.list("", "v1", "events", NS)
+        if e["involvedObject"].get("name") == "schema" and e["reason"] == "Pruned"
+    ]
+    assert any(first in m and "older schema migration" in m for m in events), events
+    # Later passes keep the current Job (StoreReady reads it) and make no other.
+    poke(cluster, "schema")
+    time.sleep(2)
+    assert list(migration_jobs(cluster, "schema")) == [current]
+    cluster.api.delete(GROUP, VERSION, "evalsuites", NS, "schema")

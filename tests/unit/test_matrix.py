@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from eval_api import matrix as cells
-from eval_api.cellreport import CellReport
+from eval_api.cellreport import REPORT_BATCH_CELLS, BatchReport, CellReport
 from eval_api.v1alpha1 import (
     DEFAULT_MAX_PARALLEL_CELLS,
     MATRIX_NAME_MAX,
@@ -120,8 +120,10 @@ class Matrix:
         self.applied: dict[str, dict[str, Any]] = {}  # name -> last applied manifest
         self.now = T0
         self.last: matrix.MatrixPlan | None = None
+        # The report Jobs made and not deleted yet: name -> the runs they ask about.
+        self.batches: dict[str, tuple[str, ...]] = {}
 
-    def step(self, reports: dict[str, CellReport | None] | None = None) -> matrix.MatrixPlan:
+    def step(self, reports: dict[str, dict[str, CellReport]] | None = None) -> matrix.MatrixPlan:
         inp = matrix.MatrixInput(
             suite=self.body,
             spec=self.spec,
@@ -129,8 +131,15 @@ class Matrix:
             cells=self.cells,
             reports=reports or {},
             now=self.now,
+            batches=dict(self.batches),
         )
         planned = matrix.plan(inp, SETTINGS)
+        # What the suite's reconcile does with the report Jobs: makes the wanted ones, deletes
+        # the ones no cell waits for.
+        for job in planned.report_jobs:
+            self.batches.setdefault(job["metadata"]["name"], matrix.report_runs(job))
+        for name in planned.stale_reports:
+            self.batches.pop(name, None)
         for cell in planned.apply:
             self.applied[cell["metadata"]["name"]] = cell
             existing = self.cells.get(cell["metadata"]["name"])
@@ -150,15 +159,35 @@ class Matrix:
             token = cell["metadata"]["annotations"]["evals.io/rerun"]
             self.cells[name] = view(cell, token=token, phase=phase)
 
+    def answers(
+        self, jobs: list[dict[str, Any]], report: CellReport | BatchReport
+    ) -> dict[str, dict[str, CellReport]]:
+        """The report Jobs' termination messages as the reconcile reads them: every cell of
+        each answered with `report` (or the batch failed as a whole)."""
+        found = {}
+        for job in jobs:
+            runs = matrix.report_runs(job)
+            batch = (
+                report if isinstance(report, BatchReport) else BatchReport.of([report] * len(runs))
+            )
+            message = batch.to_message()
+            assert len(message.encode()) <= 4096
+            parsed = BatchReport.model_validate_json(message)
+            found[job["metadata"]["name"]] = parsed.reports(
+                runs, cells.regression_of(self.spec).alpha
+            )
+        return found
+
     def report_all(self, comparison: CellComparison | None = None) -> matrix.MatrixPlan:
         planned = self.step()
-        reports = {
-            job["metadata"]["name"]: CellReport(
-                state="done", latency_p50_ms=120.0, latency_p95_ms=480.0, comparison=comparison
-            )
-            for job in planned.report_jobs
-        }
-        return self.step(reports)
+        report = CellReport(
+            state="done", latency_p50_ms=120.0, latency_p95_ms=480.0, comparison=comparison
+        )
+        reports = self.answers(planned.report_jobs, report)
+        planned = self.step(reports)
+        for name in reports:  # deleted once the status holds their reports
+            self.batches.pop(name, None)
+        return planned
 
 
 def test_cell_names_are_deterministic_label_safe_and_distinct() -> None:
@@ -457,14 +486,10 @@ def test_a_20_by_20_matrix_status_stays_small() -> None:
     m = Matrix(grid(models=20, tasks=20, baseline="previous"))
     finish(m)
     m.step()
-    planned = m.step(
-        {
-            job["metadata"]["name"]: CellReport(
-                state="done", latency_p50_ms=1.0, latency_p95_ms=2.0, comparison=compared(False)
-            )
-            for job in m.step().report_jobs
-        }
+    report = CellReport(
+        state="done", latency_p50_ms=1.0, latency_p95_ms=2.0, comparison=compared(False)
     )
+    planned = m.step(m.answers(m.step().report_jobs, report))
     assert m.status["matrix"]["cells"] == 400 and m.status["matrix"]["done"] == "400/400"
     size = len(json.dumps(m.status, separators=(",", ":")))
     print(f"status of a 20 x 20 matrix: {size} bytes")
@@ -576,3 +601,149 @@ def test_the_report_job_is_valid_restricted_and_named_by_its_question() -> None:
         "nightly-m0-t0-abcdef", "previous", EvalSuiteSpec.model_validate(
             grid(models=1, tasks=1, baseline="previous", regression={"maxDrop": "0.2"})
         ).regression)  # fmt: skip
+
+
+# --- batched cell reports (issue 17, 4.18) -----------------------------------------------------
+
+
+def succeed(m: Matrix, names: list[str] | None = None) -> None:
+    """The cells (all, or `names`) succeed in the current run."""
+    for name, cell in m.applied.items():
+        if names is None or name in names:
+            token = cell["metadata"]["annotations"]["evals.io/rerun"]
+            m.cells[name] = view(cell, token=token, phase="Succeeded")
+
+
+def asked(jobs: list[dict[str, Any]]) -> list[str]:
+    return [run for job in jobs for run in matrix.report_runs(job)]
+
+
+DONE = CellReport(state="done", latency_p50_ms=120.0, latency_p95_ms=480.0)
+
+
+def test_a_20_by_20_run_finishing_at_once_is_reported_by_a_few_jobs() -> None:
+    # Before: one report Job (one pod) per cell, 400 for this run.
+    m = Matrix(grid(models=20, tasks=20, maxParallelCells=400))
+    m.step()
+    m.react("Running")
+    m.step()
+    succeed(m)
+    planned = m.step()
+    jobs = planned.report_jobs
+    runs = [v["run"] for v in m.cells.values()]
+    print(f"report Jobs for a 20 x 20 run: {len(jobs)} (batches of {REPORT_BATCH_CELLS})")
+    assert len(jobs) == -(-400 // REPORT_BATCH_CELLS) == 50
+    assert sorted(asked(jobs)) == sorted(runs)  # every cell asked, once
+    for job in jobs:
+        kubernetes_validate.validate(job, "1.30", strict=True)
+        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args.count("--cell-run") == len(matrix.report_runs(job)) <= REPORT_BATCH_CELLS
+        assert len(job["metadata"]["name"]) <= 63
+    names = [j["metadata"]["name"] for j in jobs]
+    assert len(set(names)) == 50
+    # A replayed pass asks for the same Jobs, by the same names: nothing new.
+    assert [j["metadata"]["name"] for j in m.step().report_jobs] == names
+    # So does a pass of an operator that does not know of them (the same waiting cells).
+    m.batches.clear()
+    assert [j["metadata"]["name"] for j in m.step().report_jobs] == names
+    planned = m.step(m.answers(jobs, DONE))
+    for name in names:
+        m.batches.pop(name)
+    assert m.status["matrix"]["done"] == "400/400"
+    assert m.status["currentRun"]["completionTime"]
+    entries = [e for board in m.status["leaderboard"] for e in board["entries"]]
+    assert all(e["latencyP50Ms"] == 120.0 and e["reportJob"] in names for e in entries)
+    assert m.step().report_jobs == [] and m.last.stale_reports == []
+
+
+def test_cells_finishing_at_different_times_are_reported_by_later_batches() -> None:
+    m = Matrix(grid(models=2, tasks=5, maxParallelCells=10))
+    m.step()
+    m.react("Running")
+    m.step()
+    first_cells = [f"nightly-m0-t{j}" for j in range(3)]
+    succeed(m, first_cells)
+    (first,) = m.step().report_jobs
+    assert asked([first]) == [m.cells[n]["run"] for n in first_cells]
+    # Two more succeed while the first Job runs: a second Job asks for them alone.
+    later_cells = ["nightly-m0-t3", "nightly-m1-t0"]
+    succeed(m, later_cells)
+    jobs = m.step().report_jobs
+    assert [j["metadata"]["name"] for j in jobs][0] == first["metadata"]["name"]
+    (second,) = jobs[1:]
+    assert asked([second]) == [m.cells[n]["run"] for n in later_cells]
+    # The first Job's reports arrive: its cells are reported, the others still wait.
+    m.step(m.answers([first], DONE))
+    m.batches.pop(first["metadata"]["name"])
+    entries = {e["evaluation"]: e for b in m.status["leaderboard"] for e in b["entries"]}
+    assert all(entries[n]["reportJob"] == first["metadata"]["name"] for n in first_cells)
+    assert all("reportJob" not in entries[n] for n in later_cells)
+    assert [j["metadata"]["name"] for j in m.step().report_jobs] == [second["metadata"]["name"]]
+    # The rest succeed: a third Job for them; the status is kept from pass to pass.
+    succeed(m)
+    jobs = m.step().report_jobs
+    assert [j["metadata"]["name"] for j in jobs[:1]] == [second["metadata"]["name"]]
+    assert len(asked(jobs[1:])) == 5
+    m.step(m.answers(jobs, DONE))
+    assert m.status["matrix"]["done"] == "10/10" and m.status["currentRun"]["completionTime"]
+
+
+def test_a_failed_batch_is_retried_and_a_permanent_failure_is_reported() -> None:
+    m = Matrix(grid(models=1, tasks=3))
+    m.step()
+    m.react("Running")
+    m.step()
+    succeed(m)
+    (job,) = m.step().report_jobs
+    name = job["metadata"]["name"]
+    # The store was down: the Job controller gave up, the reconcile deleted the Job; the
+    # same cells are asked again, by the same name.
+    m.batches.pop(name)
+    (again,) = m.step().report_jobs
+    assert again["metadata"]["name"] == name and asked([again]) == asked([job])
+    # A report that left a cell out (never expected: a batch is sized to fit) asks for it.
+    runs = matrix.report_runs(job)
+    partial = BatchReport(cells=BatchReport.of([DONE, DONE]).cells)
+    planned = m.step(m.answers([job], partial))
+    m.batches.pop(name)
+    (rest,) = m.step().report_jobs
+    assert matrix.report_runs(rest) == runs[2:] and rest["metadata"]["name"] != name
+    assert planned.stale_reports == []
+    # A permanent failure of the whole batch: its cells say so and are not asked again.
+    planned = m.step(m.answers([rest], BatchReport.failed("InvalidBaseline", "not understood")))
+    m.batches.pop(rest["metadata"]["name"])
+    entries = [e for b in m.status["leaderboard"] for e in b["entries"]]
+    assert entries[2]["comparison"] == {
+        "reason": "ReportFailed",
+        "message": "InvalidBaseline: not understood",
+    }
+    assert m.step().report_jobs == [] and m.status["currentRun"]["completionTime"]
+
+
+def test_a_report_job_of_a_replaced_run_is_deleted() -> None:
+    m = Matrix(grid(models=1, tasks=2))
+    m.step()
+    m.react("Running")
+    m.step()
+    succeed(m)
+    (job,) = m.step().report_jobs
+    # The suite is run again before the report came: no cell waits for that Job any more.
+    m.body["metadata"]["annotations"]["evals.io/rerun"] = "again"
+    m.now += timedelta(seconds=5)
+    planned = m.step()
+    assert planned.stale_reports == [job["metadata"]["name"]] and planned.report_jobs == []
+
+
+def test_a_leaderboard_entry_keeps_its_count_of_regressed_scorers_from_pass_to_pass() -> None:
+    m = Matrix(grid(models=1, tasks=1, baseline="previous"))
+    m.step()
+    m.react("Succeeded")
+    many = compared(True).model_copy(
+        update={"scorers": [compared(True).scorers[0].model_copy(update={"name": f"s{k}"})
+                            for k in range(5)]}
+    )  # fmt: skip
+    m.report_all(many)
+    entry = m.status["leaderboard"][0]["entries"][0]
+    assert entry["comparison"]["regressedScorers"] == 5
+    m.step()  # the next pass keeps the entry as it was
+    assert m.status["leaderboard"][0]["entries"][0]["comparison"]["regressedScorers"] == 5

@@ -88,6 +88,13 @@ class Context:
     cells: Mapping[Any, Any] = field(default_factory=dict)
     # Cell report Jobs whose reports the pending status write of a suite carries.
     reported: dict[Key, set[str]] = field(default_factory=dict)
+    # Each suite's cell report Jobs asked for and not yet deleted: (namespace, suite) -> {Job
+    # name: the runs it asks about}. Listed once per suite after a start; it covers the time
+    # before the Job watch delivers a Job just made (a pass must not ask for the same cells
+    # twice).
+    report_batches: dict[Key, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    # The migration Job each suite's older migration Jobs were last deleted for.
+    migrations_pruned: dict[Key, str] = field(default_factory=dict)
     # What Evaluations waiting for each suite last saw of it: (namespace, name) -> a key.
     suite_readiness: dict[Key, Any] = field(default_factory=dict)
 

@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from eval_api import cel
-from eval_api.cellreport import CellReport
+from eval_api.cellreport import BatchReport
+from eval_api.matrix import regression_of
 from eval_api.quantity import parse_quantity
 from eval_api.store.migrate import LATEST_VERSION
 from eval_api.v1alpha1 import EvalSuiteSpec
@@ -132,6 +133,7 @@ async def reconcile(
         for job_name in ctx.reported.pop((namespace, name), set()):
             # Its report is in the status now: the Job has done its work.
             await ctx.kube.delete("Job", namespace, job_name)
+            ctx.report_batches.get((namespace, name), {}).pop(job_name, None)
         return recheck
     return 1.0
 
@@ -276,7 +278,39 @@ async def _follow_migration(
         # The Job controller gave up after its retries: start over, at its pace.
         await ctx.kube.delete("Job", namespace, obs.migration_job)
         return MIGRATION_RECHECK_SECONDS
+    if any(
+        c.get("type") == "Complete" and c.get("status") == "True"
+        for c in obs.migration.get("conditions") or []
+    ):
+        await _prune_migrations(suite, obs, ctx, actions)
     return None
+
+
+async def _prune_migrations(
+    suite: dict[str, Any], obs: SuiteObservation, ctx: Context, actions: list[events.Event]
+) -> None:
+    """The suite's older migration Jobs (of another fingerprint: an older operator, TLS turned
+    on, ...) deleted once the current one has completed; once per current Job. The current Job
+    stays: StoreReady reads it, and without it the migration would run again."""
+    key = (obs.namespace, obs.name)
+    if ctx.migrations_pruned.get(key) == obs.migration_job:
+        return
+    selector = f"{builders.SUITE_LABEL}={obs.name},app.kubernetes.io/component=store-migration"
+    uid = suite["metadata"].get("uid")
+    for job in await ctx.kube.list_objects("Job", obs.namespace, selector):
+        job_name = job["metadata"]["name"]
+        owners = {ref.get("uid") for ref in job["metadata"].get("ownerReferences") or []}
+        if job_name == obs.migration_job or uid not in owners:
+            continue
+        if await ctx.kube.delete("Job", obs.namespace, job_name):
+            actions.append(
+                events.normal(
+                    "Pruned",
+                    f"Deleted Job {job_name} (an older schema migration; "
+                    f"{obs.migration_job} has completed)",
+                )
+            )
+    ctx.migrations_pruned[key] = obs.migration_job
 
 
 async def _reconcile_matrix(
@@ -299,40 +333,60 @@ async def _reconcile_matrix(
                 await ctx.kube.delete("Evaluation", namespace, view["name"])
         conditions = [c for c in status["conditions"] if c["type"] not in MATRIX_CONDITIONS]
         return {**status, "conditions": conditions}, None
+    batches = await _report_batches(ctx, namespace, name)
     inp = matrix.MatrixInput(
-        suite=suite, spec=spec, old=old, cells=views, reports={}, now=clock.now()
+        suite=suite,
+        spec=spec,
+        old=old,
+        cells=views,
+        reports={},
+        now=clock.now(),
+        batches=dict(batches),
     )
     planned = matrix.plan(inp, ctx.settings)
     reports: dict[str, Any] = {}
+    alpha = regression_of(spec).alpha
     for job in planned.report_jobs:
         if tls.active(spec, obs.cert_manager):
             job = tls.with_tls_clients(job, name, spec)
         job_name = job["metadata"]["name"]
         seen = next(iter(ctx.jobs.get((namespace, job_name), [])), None)
         if seen is None:
+            # New, or not delivered by the watch yet (a 409 then), or gone: asked (again).
+            runs = matrix.report_runs(job)
             if await ctx.kube.create(job):
-                actions.append(events.normal("CellReportStarted", f"Created Job {job_name}"))
+                actions.append(
+                    events.normal(
+                        "CellReportStarted", f"Created Job {job_name} ({len(runs)} cells)"
+                    )
+                )
+            batches.setdefault(job_name, runs)
             continue
         job_status = seen.get("status") or {}
         if _backoff_exhausted(job_status):
             await ctx.kube.delete("Job", namespace, job_name)  # the store was down: again
+            batches.pop(job_name, None)
             continue
         if not any(
             c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
             for c in job_status.get("conditions") or []
         ):
             continue
+        runs = matrix.report_runs(seen) or batches.get(job_name) or matrix.report_runs(job)
         pods = await ctx.kube.list_objects("Pod", namespace, f"job-name={job_name}")
         message = next((m for _, _, m in _pod_facts(pods) if m), "")
         try:
-            reports[job_name] = CellReport.model_validate_json(message)
+            batch = BatchReport.model_validate_json(message)
         except ValidationError:
-            reports[job_name] = CellReport(
-                state="error", reason="ReportMissing", message=f"Job {job_name} left no report"
-            )
+            batch = BatchReport.failed("ReportMissing", f"Job {job_name} left no report")
+        reports[job_name] = batch.reports(runs, alpha)
     if reports:
         inp.reports = reports
         planned = matrix.plan(inp, ctx.settings)
+    for job_name in planned.stale_reports:
+        # No cell waits for it any more (its cells were run again, or reported).
+        await ctx.kube.delete("Job", namespace, job_name)
+        batches.pop(job_name, None)
     ctx.reported[(namespace, name)] = set(reports)
     denied: list[StackFailure] = []
     for cell in planned.apply:
@@ -380,6 +434,23 @@ async def _reconcile_matrix(
     if spec.baseline is None:
         conditions = [c for c in conditions if c["type"] != "Regressed"]
     return {**status, **planned.status, "conditions": conditions}, planned.recheck
+
+
+async def _report_batches(ctx: Context, namespace: str, name: str) -> dict[str, tuple[str, ...]]:
+    """The suite's report Jobs asked for so far and the runs each asks about; after a start,
+    the ones the cluster holds (listed once)."""
+    batches = ctx.report_batches.get((namespace, name))
+    if batches is None:
+        selector = (
+            f"{builders.SUITE_LABEL}={name},app.kubernetes.io/component={matrix.REPORT_COMPONENT}"
+        )
+        batches = {
+            job["metadata"]["name"]: runs
+            for job in await ctx.kube.list_objects("Job", namespace, selector)
+            if (runs := matrix.report_runs(job))
+        }
+        ctx.report_batches[(namespace, name)] = batches
+    return batches
 
 
 def _invalid(old: Mapping[str, Any], generation: int, message: str) -> dict[str, Any]:
@@ -671,3 +742,5 @@ def forget(ctx: Context, namespace: str, name: str) -> None:
     ctx.volume_notes.pop((namespace, name), None)
     ctx.stack_failures.pop((namespace, name), None)
     ctx.reported.pop((namespace, name), None)
+    ctx.report_batches.pop((namespace, name), None)
+    ctx.migrations_pruned.pop((namespace, name), None)
