@@ -2344,8 +2344,9 @@ class LeaderboardEntry(ApiModel):
     report_job: str | None = Field(
         default=None,
         description=(
-            "The cell report Job the latency and comparison come from (named by the run, the "
-            "baseline and the regression rule it was asked about; deleted once reported)."
+            "The cell report Job the latency and comparison come from: one Job reports up to "
+            "8 cells of a suite run, named by the run, the baseline, the regression rule and "
+            "its cells' runs; deleted once reported."
         ),
     )
 
