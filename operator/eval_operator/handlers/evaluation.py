@@ -349,6 +349,13 @@ async def _start(
         suite, obs.blocked = suite_of(ctx, namespace, spec.suite_ref.name)
         if obs.blocked is not None:
             return None
+        if suite is not None and tls.undecided(suite[1], ctx.platforms.cert_manager):
+            obs.blocked = (
+                "SuiteNotReady",
+                f"waiting for EvalSuite {suite[0]}: API discovery has not said whether "
+                "cert-manager (spec.tls) is served",
+            )
+            return None
     plan = RunPlan.of(spec, raw_spec, generation, run)
     if suite is not None:
         plan = plan.model_copy(

@@ -56,7 +56,6 @@ PRUNABLE_KINDS = (
 # Listed only where the Prometheus Operator's CRDs are served (a list would be a 404).
 MONITORING_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 TLS_KINDS = ("Issuer", "Certificate")  # where cert-manager's CRDs are served
-POD_KINDS = ("StatefulSet", "Deployment", "CronJob", "Job")
 MATRIX_CONDITIONS = ("Passed", "Regressed")
 # The condition each part of the stack (its objects' app.kubernetes.io/component) belongs to:
 # an object the apiserver refuses blocks that condition only. NetworkPolicies have none of
@@ -163,6 +162,14 @@ async def _step(
         prometheus_operator=ctx.platforms.prometheus_operator,
         cert_manager=ctx.platforms.cert_manager,
     )
+    recheck: float | None = None
+    try:
+        # Before the stack: a renewed certificate's revision rolls its server.
+        recheck = await _observe_certificates(spec, obs, ctx)
+    except Forbidden as err:
+        obs.failures.append(_denied("TLSReady", "reading the suite's Certificates", err))
+        # Their revisions unseen: the servers are kept as they are, not rolled or stripped.
+        obs.cert_manager = None
     await _ensure_stack(suite, spec, ctx, actions, obs)
     if spec.store.mode == "Managed":
         sts = next(
@@ -181,11 +188,6 @@ async def _step(
         )
         obs.dashboard_available_replicas = deployment["availableReplicas"] if deployment else None
         obs.dashboard_progress = deployment.get("progress") if deployment else None
-    recheck: float | None = None
-    try:
-        recheck = await _observe_certificates(spec, obs, ctx)
-    except Forbidden as err:
-        obs.failures.append(_denied("TLSReady", "reading the suite's Certificates", err))
     try:
         migration_recheck = await _follow_migration(suite, spec, obs, ctx, actions)
     except Forbidden as err:
@@ -238,6 +240,9 @@ async def _observe_certificates(
         obs.certificates.append(
             (cert["metadata"]["name"], ready.get("status", "Unknown"), ready.get("message", ""))
         )
+        obs.certificate_revisions[cert["metadata"]["name"]] = (cert.get("status") or {}).get(
+            "revision"
+        )
     if any(status != "True" for _, status, _ in obs.certificates) or not obs.certificates:
         return MIGRATION_RECHECK_SECONDS
     return None
@@ -258,6 +263,9 @@ async def _follow_migration(
         job = tls.with_tls_clients(job, obs.name, spec)
     obs.migration_job = job["metadata"]["name"]
     store_up = spec.store.mode == "External" or bool(obs.store_ready_replicas)
+    # Whether the store speaks TLS is not known yet: the Job waits (platforms' change
+    # brings every suite back).
+    store_up = store_up and not tls.undecided(spec, obs.cert_manager)
     seen = next(iter(ctx.jobs.get((namespace, obs.migration_job), [])), None)
     if seen is None and store_up:
         if await ctx.kube.create(job):
@@ -352,6 +360,8 @@ async def _reconcile_matrix(
         job_name = job["metadata"]["name"]
         seen = next(iter(ctx.jobs.get((namespace, job_name), [])), None)
         if seen is None:
+            if tls.undecided(spec, obs.cert_manager):
+                continue  # made once discovery says whether the store speaks TLS
             # New, or not delivered by the watch yet (a 409 then), or gone: asked (again).
             runs = matrix.report_runs(job)
             if await ctx.kube.create(job):
@@ -534,14 +544,11 @@ async def _ensure_stack(
     desired += monitoring.core_objects(suite, spec)
     if obs.prometheus_operator:
         desired += monitoring.prometheus_objects(suite, spec)
-    if tls.active(spec, obs.cert_manager):
-        desired = tls.with_tls_servers(desired, suite, spec) + tls.cert_manager_objects(suite, spec)
-        # Every pod's store and cache clients verify them (a no-op for pods that are
-        # neither: the servers themselves, the exporters on the pod's socket).
-        desired = [
-            tls.with_tls_clients(obj, name, spec) if obj["kind"] in POD_KINDS else obj
-            for obj in desired
-        ]
+    # With cert-manager, the servers on TLS and every pod's clients verifying them; while
+    # discovery has not said whether it is served, what TLS would change is kept as it is.
+    desired, kept = tls.stack_objects(
+        desired, suite, spec, obs.cert_manager, obs.certificate_revisions
+    )
     members = ctx.members.get((suite["metadata"]["namespace"], name), [])
     ports = sorted({port for member in members for port in member["ports"]})
     desired += build_network_policies(suite, spec, ctx.settings, extra_ports=ports)
@@ -574,7 +581,7 @@ async def _ensure_stack(
         except Forbidden as err:
             failures.append(_failure(obj, err))
     try:
-        await _prune(suite, desired, ctx, actions, obs)
+        await _prune(suite, desired + kept, ctx, actions, obs)
     except Forbidden as err:
         failures.append(_denied("Ready", "pruning what the spec no longer asks for", err))
 
