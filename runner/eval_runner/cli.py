@@ -26,7 +26,7 @@ from eval_api import cel, environment
 from eval_api.aggregate import Aggregate, aggregate
 from eval_api.checks import spec_problems
 from eval_api.environment import judge_key_env
-from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT, EXIT_RETRY
+from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT, EXIT_STORE_AWAY
 from eval_api.ledger import Ledger, Spent
 from eval_api.matrix import cell_problems, cells_of
 from eval_api.shard import ShardSummary
@@ -1077,7 +1077,7 @@ async def _serve_shard(
                 log.error(
                     "shard stopped; the Job retries it", reason=err.reason, message=err.message
                 )
-                return EXIT_RETRY
+                return EXIT_STORE_AWAY
             except Exception:
                 log.exception("shard crashed")
                 return EXIT_CRASHED

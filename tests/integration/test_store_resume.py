@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 import yaml
 
-from eval_api.exitcodes import EXIT_RETRY
+from eval_api.exitcodes import EXIT_STORE_AWAY
 from eval_api.shard import ShardSummary
 from eval_api.store import StoreSettings
 from eval_api.v1alpha1 import Evaluation
@@ -422,8 +422,9 @@ def test_a_store_outage_longer_than_its_bound_is_retried_and_resumed(
                 server.start()
         second = run_shard_process(tmp_path / "second", spec(model.base_url), env)
         asked = model.count
-    # Retried by the Job (pod back-off), not the index failed for good (exit 3: FailIndex).
-    assert first.code == EXIT_RETRY, first.output
+    # Retried by the Job without spending a retry (its podFailurePolicy Ignores this code),
+    # not the index failed for good (exit 3: FailIndex).
+    assert first.code == EXIT_STORE_AWAY, first.output
     summary = first.summary
     assert (summary.state, summary.reason) == ("error", "StoreUnavailable")
     assert "(the bound is 2 s)" in (summary.message or "")

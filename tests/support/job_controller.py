@@ -116,7 +116,10 @@ class JobState:
     parallelism: int
     backoff_limit_per_index: int
     fail_index_exit_codes: set[int]
+    # podFailurePolicy's Ignore rules: a new pod, no retry counted.
+    ignored_exit_codes: set[int] = field(default_factory=set)
     retries: dict[int, int] = field(default_factory=dict)
+    ignored: dict[int, int] = field(default_factory=dict)  # failures Ignored, per index
     running: dict[int, Attempt] = field(default_factory=dict)
     succeeded: set[int] = field(default_factory=set)
     failed: set[int] = field(default_factory=set)
@@ -138,8 +141,11 @@ class FakeJobController:
         crash_first_attempt: dict[str, set[int]] | None = None,
         poll_interval: float = 0.2,
         hosts_file: Path | None = None,
+        runner_env: dict[str, str] | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        # What every container gets besides its own env (a test's shorter bounds).
+        self.runner_env = runner_env or {}
         # The cluster DNS stand-in: each pod's /etc/hosts (tests/support/stack_controller.py).
         self.hosts_file = hosts_file
         self.workdir = workdir
@@ -211,11 +217,14 @@ class FakeJobController:
         spec = job["spec"]
         codes: set[int] = set()
         fail_job: set[int] = set()
+        ignored: set[int] = set()
         for rule in (spec.get("podFailurePolicy") or {}).get("rules", []):
             if rule["action"] == "FailIndex" and "onExitCodes" in rule:
                 codes |= set(rule["onExitCodes"]["values"])
             if rule["action"] == "FailJob" and "onExitCodes" in rule:
                 fail_job |= set(rule["onExitCodes"]["values"])
+            if rule["action"] == "Ignore" and "onExitCodes" in rule:
+                ignored |= set(rule["onExitCodes"]["values"])
         indexed = spec.get("completionMode") == "Indexed"
         completions = spec.get("completions", 1)
         return JobState(
@@ -230,6 +239,7 @@ class FakeJobController:
                 "backoffLimitPerIndex", 0 if indexed else spec.get("backoffLimit", 6)
             ),
             fail_index_exit_codes=codes | fail_job,
+            ignored_exit_codes=ignored,
             indexed=indexed,
             fail_job_exit_codes=fail_job,
             fail_reason="FailedIndexes" if indexed else "BackoffLimitExceeded",
@@ -377,7 +387,9 @@ class FakeJobController:
                     INDEX_ANNOTATION: str(index),
                     # What the Job controller counts for backoffLimitPerIndex.
                     "batch.kubernetes.io/job-index-failure-count": str(state.retries.get(index, 0)),
-                    "batch.kubernetes.io/job-index-ignored-failure-count": "0",
+                    "batch.kubernetes.io/job-index-ignored-failure-count": str(
+                        state.ignored.get(index, 0)
+                    ),
                 },
                 "ownerReferences": [
                     {
@@ -567,6 +579,8 @@ class FakeJobController:
         )
         if exit_code == 0:
             state.succeeded.add(index)
+        elif exit_code in state.ignored_exit_codes:
+            state.ignored[index] = state.ignored.get(index, 0) + 1
         elif exit_code in state.fail_index_exit_codes:
             state.failed.add(index)
             if exit_code in state.fail_job_exit_codes:
@@ -589,7 +603,7 @@ class FakeJobController:
         annotations: dict[str, str],
     ) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-        env.update(TMPDIR=str(workdir), PYTHONPATH=SOURCE_PATH)
+        env.update(TMPDIR=str(workdir), PYTHONPATH=SOURCE_PATH, **self.runner_env)
         for source in container.get("envFrom", []):
             # A whole Secret, each key (prefixed) a variable; env entries below win.
             ref = source.get("secretRef")

@@ -287,12 +287,14 @@ def running_cluster(
     environment: dict[str, str] | None = None,
     extra_crds: list[Path] | None = None,
     authorizer: RBACAuthorizer | None = None,
+    runner_env: dict[str, str] | None = None,
 ) -> Iterator[Cluster]:
     """`stack`: EvalSuites' StatefulSets and Deployments run real PostgreSQL and Redis
     servers (tests/support/stack_controller.py), which pods reach by their Services' names.
     `environment`: more operator settings (EVAL_OPERATOR_*); `extra_crds`: CRD files installed
     before the operator starts (an optional platform's); `authorizer`: RBAC for the tokens it
-    names (OPERATOR_TOKEN is the operator's), as the apiserver's authorizer decides."""
+    names (OPERATOR_TOKEN is the operator's), as the apiserver's authorizer decides;
+    `runner_env`: what every runner container gets besides its own env."""
     with (
         operator_environment(environment),
         running_kubeapi(bookmark_interval=2.0, authorizer=authorizer) as api,
@@ -308,6 +310,7 @@ def running_cluster(
             api.url,
             workdir / "pods",
             hosts_file=stack_controller.hosts_file if stack_controller else None,
+            runner_env=runner_env,
         )
         with use_kubeconfig(kubeconfig), controller_thread(controller):
             running = Operator(operator_args)

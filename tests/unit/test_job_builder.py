@@ -5,6 +5,7 @@ import json
 import kubernetes_validate
 import pytest
 
+from eval_api.exitcodes import EXIT_STORE_AWAY
 from eval_api.v1alpha1 import EvaluationSpec
 from eval_operator.builders.meta import run_name
 from eval_operator.handlers.evaluation import missing_input
@@ -154,6 +155,14 @@ def test_permanent_runner_errors_fail_the_index_without_retry():
     fail_index = next(r for r in rules if r["action"] == "FailIndex")
     assert fail_index["onExitCodes"] == {"containerName": "runner", "operator": "In", "values": [3]}
     assert any(r["action"] == "Ignore" for r in rules)
+
+
+def test_a_store_that_was_away_is_retried_without_spending_a_retry():
+    rules = make_job(evaluation(), "r", SETTINGS)["spec"]["podFailurePolicy"]["rules"]
+    ignored = [
+        r["onExitCodes"]["values"] for r in rules if r["action"] == "Ignore" and "onExitCodes" in r
+    ]
+    assert ignored == [[EXIT_STORE_AWAY]] and EXIT_STORE_AWAY not in (0, 1, 3)
 
 
 def test_run_config_freezes_the_spec_without_secrets():

@@ -8,7 +8,7 @@ from typing import Any
 
 from eval_api import environment
 from eval_api.environment import judge_key_env
-from eval_api.exitcodes import EXIT_PERMANENT
+from eval_api.exitcodes import EXIT_PERMANENT, EXIT_STORE_AWAY
 from eval_api.ledger import LEDGER_KEY, Ledger
 from eval_api.v1alpha1 import EvalSuiteSpec, EvaluationSpec
 from eval_operator.builders import suite as suite_builders
@@ -300,6 +300,16 @@ def build_job(
                         "containerName": CONTAINER_NAME,
                         "operator": "In",
                         "values": [EXIT_PERMANENT],
+                    },
+                },
+                # The store was away (a drain, a restart): not the shard's fault either; the
+                # new pod resumes from the store.
+                {
+                    "action": "Ignore",
+                    "onExitCodes": {
+                        "containerName": CONTAINER_NAME,
+                        "operator": "In",
+                        "values": [EXIT_STORE_AWAY],
                     },
                 },
                 # Evictions and preemptions are not the runner's fault: do not spend a retry.
