@@ -128,9 +128,9 @@ environment:
       spec.execution.cache.reuse is AcrossRuns, answers are reused only within the run
       (EVAL_EVALUATION_UID and EVAL_RUN): a retried shard, a prompt asked twice
 
-exit codes: 0 done; 3 permanent error or BudgetExceeded (the Job fails the index); 143 stopped
-by SIGTERM (eviction, deadline, cancel); 1 anything else, a store unavailable for longer than
-its bound included (retried).
+exit codes: 0 done; 3 permanent error or BudgetExceeded (the Job fails the index); 4 the store
+was unavailable for longer than its bound (the Job makes a new pod, no retry spent); 143
+stopped by SIGTERM (eviction, deadline, cancel); 1 anything else (retried).
 The final ShardSummary JSON is written to the termination log in every case.
 """
 
