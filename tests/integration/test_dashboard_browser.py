@@ -143,9 +143,16 @@ def test_clicking_a_cell_drills_into_its_samples(
     worst = driver.find_elements(By.CSS_SELECTOR, "#worst .sample")
     assert len(worst) == 10
     assert "http_500" in worst[0].text  # errored samples first
-    # The wrong-only filter, from the page's own form.
+    # The wrong-only filter, from the page's own form: the rows are read once the browser
+    # has left the page it submitted from (a click returns before the next page loads).
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
     driver.find_element(By.NAME, "wrong").click()
+    before = driver.find_element(By.ID, "samples")
     driver.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(before))
+    WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "samples"))
     wrong = driver.find_elements(By.CSS_SELECTOR, "#samples tr.sample-row")
     assert len(wrong) == (latest.samples - latest.errored) - latest.right
     driver.save_screenshot(str(artifacts(tmp_path) / "dashboard-run.png"))
