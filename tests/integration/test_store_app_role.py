@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import asyncpg
@@ -108,6 +109,11 @@ async def test_the_application_role_runs_resumes_reports_and_compares(
             task.cancel()  # SIGTERM: the shard's rows are written on the way out
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+            async def released(model: Any = model) -> bool:
+                return model.held == 0  # the cancelled shard's held requests are gone
+
+            await eventually(released, "the cancelled shard's requests closed")
             model.hold_after = None
             # The retried pod resumes from the store: what is stored is not asked again.
             second = await run_shard(

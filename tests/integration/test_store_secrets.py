@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from eval_api.exitcodes import EXIT_PERMANENT, EXIT_RETRY
+from eval_api.exitcodes import EXIT_PERMANENT, EXIT_STORE_AWAY
 from tests.integration.test_runner_cli import QUICKSTART, runner_env
 from tests.integration.test_runner_secrets import (
     CANARY,
@@ -158,10 +158,10 @@ def test_a_pod_whose_store_cannot_be_used(
         outcome = run_shard_process(tmp_path, spec_for(model.base_url), env)
         assert model.count == 0
     # A password the store refuses is permanent (the index fails); a store that cannot be
-    # reached is retried by the Job (exit 1: pod back-off) and the retry resumes from it.
+    # reached is retried by the Job (exit 4: a new pod, no retry spent) and resumes from it.
     expected = {
         "refused": (EXIT_PERMANENT, "StoreCredentialsRefused"),
-        "unreachable": (EXIT_RETRY, "StoreUnavailable"),
+        "unreachable": (EXIT_STORE_AWAY, "StoreUnavailable"),
     }
     summary = outcome.summary
     assert (outcome.code, summary.reason) == expected[problem]

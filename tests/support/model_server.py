@@ -218,6 +218,9 @@ class ModelServer:
         self.hold_after: int | None = None
         self.requests: list[RecordedRequest] = []
         self.count = 0  # chat requests received
+        # Chat requests waiting at hold_after: a test that stops its client waits for them to
+        # go (their connections closed) before it lifts the hold, or they would be answered.
+        self.held = 0
         self.injected: dict[str, int] = {}  # random faults injected, by kind
         self.input_tokens = 0  # of answered requests only, as a provider bills
         self.output_tokens = 0
@@ -312,10 +315,14 @@ class ModelServer:
 
     async def _chat(self, request: web.Request, flavour: str) -> web.Response:
         raw = await request.read()
-        while self.hold_after is not None and self.count >= self.hold_after:
-            if request.transport is None or request.transport.is_closing():
-                raise web.HTTPServiceUnavailable()  # the client is gone: nothing was asked
-            await asyncio.sleep(0.01)
+        self.held += 1
+        try:
+            while self.hold_after is not None and self.count >= self.hold_after:
+                if request.transport is None or request.transport.is_closing():
+                    raise web.HTTPServiceUnavailable()  # the client is gone: nothing was asked
+                await asyncio.sleep(0.01)
+        finally:
+            self.held -= 1
         reply = self.reply(request.path, dict(request.headers), raw, flavour)
         if reply.delay:
             await asyncio.sleep(reply.delay)
