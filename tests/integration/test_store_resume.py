@@ -269,7 +269,10 @@ def test_killed_and_interrupted_again_and_again_then_resumed_asks_each_sample_on
         manifest = write_manifest(tmp_path / "e.yaml", model.base_url)
         for number, k in enumerate(stops):
             # The model answers k samples in all, then holds what comes next: the run is
-            # stopped at a known point, with nothing it sent left unanswered.
+            # stopped at a known point, with nothing it sent left unanswered. The hold is
+            # moved only once the stopped run's held requests are gone: a request of a dead
+            # process would otherwise be answered and counted as the next run's.
+            wait(lambda: model.held == 0, "the stopped run's requests closed")
             model.hold_after = k
             process = local_run(manifest, "--store", dsn, "--resume")
             wait(lambda k=k: model.count == k, f"{k} samples asked")
