@@ -20,10 +20,9 @@ against TABLE_PRIVILEGES. The password is sent as a SCRAM-SHA-256 verifier, neve
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from eval_api.store.reader import ReaderRoleError, scram_sha256_verifier
+from eval_api.store.reader import ROLE_NAME, ReaderRoleError, upsert_login_role
 
 APP_ROLE = "evals_app"
 # What the role may do on each table of the schema, beyond reading (SELECT on every table).
@@ -33,7 +32,6 @@ TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "shard_attempts": ("SELECT", "INSERT"),
     "schema_migrations": ("SELECT",),
 }
-_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class AppRoleError(ReaderRoleError):
@@ -43,21 +41,13 @@ class AppRoleError(ReaderRoleError):
 async def ensure_app_role(conn: Any, role: str, password: str) -> None:
     """Create the role or reset its password; grant it what the store's clients do and
     nothing else. Idempotent; run after the migrations (the tables must exist)."""
-    if not _ROLE_NAME.match(role):
+    if not ROLE_NAME.match(role):
         raise AppRoleError(f"application role {role!r} must be a lower-case SQL identifier")
-    verifier = "'" + scram_sha256_verifier(password).replace("'", "''") + "'"
-    database = await conn.fetchval("SELECT current_database()")
-    ident = f'"{role}"'
-    quoted_database = '"' + database.replace('"', '""') + '"'
     async with conn.transaction():
-        # A role is cluster-wide: two suites' migration Jobs on one server take turns.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('eval-operator app role'))")
-        exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
-        verb = "ALTER" if exists else "CREATE"
-        await conn.execute(
-            f"{verb} ROLE {ident} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-            f"NOREPLICATION NOBYPASSRLS PASSWORD {verifier}"
-        )
+        ident, quoted_database = await upsert_login_role(
+            conn, role, password, lock="eval-operator app role",
+            attributes="NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS",
+        )  # fmt: skip
         await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {quoted_database} TO {ident}")
         # PostgreSQL before 15 lets every role create in the public schema.
         await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")

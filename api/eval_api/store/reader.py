@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
-_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class ReaderRoleError(ValueError):
@@ -39,29 +39,36 @@ def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
     return f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+async def upsert_login_role(
+    conn: Any, role: str, password: str, *, lock: str, attributes: str
+) -> tuple[str, str]:
+    """Inside the caller's transaction: create the login role, or reset its password, with
+    `attributes` (NOSUPERUSER ...), the password sent as a SCRAM verifier. A role is
+    cluster-wide: the advisory lock named `lock` keeps two suites' migration Jobs on one
+    server from racing. `role` is one the caller checked against ROLE_NAME. Returns the role
+    and the current database, quoted for SQL."""
+    verifier = "'" + scram_sha256_verifier(password).replace("'", "''") + "'"
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock)
+    exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+    ident = f'"{role}"'
+    await conn.execute(
+        f"{'ALTER' if exists else 'CREATE'} ROLE {ident} WITH LOGIN {attributes} "
+        f"PASSWORD {verifier}"
+    )
+    database = await conn.fetchval("SELECT current_database()")
+    return ident, '"' + database.replace('"', '""') + '"'
 
 
 async def ensure_reader_role(conn: Any, role: str, password: str) -> None:
     """Create the role or reset its password; grant it reading and nothing else. Idempotent."""
-    if not _ROLE_NAME.match(role):
+    if not ROLE_NAME.match(role):
         raise ReaderRoleError(f"reader role {role!r} must be a lower-case SQL identifier")
-    verifier = _literal(scram_sha256_verifier(password))
-    database = await conn.fetchval("SELECT current_database()")
-    ident = f'"{role}"'
     async with conn.transaction():
-        # Two migration Jobs never run at once (the operator makes one per fingerprint), but a
-        # role is cluster-wide: the lock keeps two suites' Jobs on one server from racing.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('eval-operator reader role'))")
-        exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
-        verb = "ALTER" if exists else "CREATE"
-        await conn.execute(
-            f"{verb} ROLE {ident} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-            f"NOREPLICATION PASSWORD {verifier}"
-        )
+        ident, quoted_database = await upsert_login_role(
+            conn, role, password, lock="eval-operator reader role",
+            attributes="NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION",
+        )  # fmt: skip
         await conn.execute(f"ALTER ROLE {ident} SET default_transaction_read_only = on")
-        quoted_database = '"' + database.replace('"', '""') + '"'
         await conn.execute(f"GRANT CONNECT ON DATABASE {quoted_database} TO {ident}")
         await conn.execute(f"GRANT USAGE ON SCHEMA public TO {ident}")
         await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ident}")
