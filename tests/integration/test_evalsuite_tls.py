@@ -27,9 +27,9 @@ from tests.support.cert_manager import StandInCertManager
 from tests.support.model_server import ModelServer
 from tests.support.operator_cluster import NS, Cluster, condition, manifest, running_cluster
 from tests.support.suites import reason, secret_value, store_rows, suite_manifest
+from tests.support.thirdparty import thirdparty_crds
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-THIRDPARTY = Path(__file__).resolve().parents[3] / "shared" / "thirdparty-crds"
 SUITE = "secure"
 
 
@@ -37,14 +37,13 @@ SUITE = "secure"
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Cluster, StandInCertManager]]:
-    if not THIRDPARTY.is_dir():
-        pytest.skip(f"the upstream CRDs are not at {THIRDPARTY} (shared/thirdparty-crds)")
+    thirdparty = thirdparty_crds()
     with (
         running_cluster(
             tmp_path_factory.mktemp("tls"),
             stack=True,
             model=ModelServer(wrong=[]),
-            extra_crds=sorted(THIRDPARTY.glob("cert-manager.io_*.yaml")),
+            extra_crds=sorted(thirdparty.glob("cert-manager.io_*.yaml")),
         ) as cluster,
         StandInCertManager(cluster.api) as cert_manager,
     ):

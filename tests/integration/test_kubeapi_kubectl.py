@@ -19,12 +19,12 @@ import yaml
 
 from tests.support.clis import Cluster
 from tests.support.kubeapi import running_kubeapi
+from tests.support.thirdparty import thirdparty_crds
 from tests.support.tools import ROOT
 
 pytestmark = pytest.mark.integration
 
 CHART = ROOT / "charts" / "eval-operator"
-THIRDPARTY = ROOT.parent / "shared" / "thirdparty-crds"
 CRD_FILE = ROOT / "crds" / "evaluations.evals.io.yaml"
 
 
@@ -33,12 +33,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with running_kubeapi() as server:
         yield Cluster(server, tmp_path)
         assert server.internal_errors == []
-
-
-def thirdparty_crds() -> Path:
-    if not THIRDPARTY.is_dir():
-        pytest.skip(f"the upstream CRDs are not at {THIRDPARTY} (shared/thirdparty-crds)")
-    return THIRDPARTY
 
 
 # --- 1. OpenAPI v3: kubectl decides it may validate on the server -------------------------------

@@ -41,11 +41,11 @@ from tests.support.operator_cluster import (
 )
 from tests.support.ports import free_port
 from tests.support.stack_controller import StackController
+from tests.support.thirdparty import thirdparty_crds
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-THIRDPARTY = ROOT.parent / "shared" / "thirdparty-crds"
 NS = "default"
 GROUP, VERSION, PLURAL = "evals.io", "v1alpha1", "evaluations"
 OPERATOR_TOKEN = "eval-operator-service-account-token"
@@ -92,6 +92,8 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    # The suite's monitors and certificates are part of what the chart must allow.
+    thirdparty = thirdparty_crds()
     metrics_port = free_port()
     workdir = tmp_path_factory.mktemp("rbac")
     # The operator's token is held to the chart's ClusterRole, as a real apiserver holds its
@@ -111,7 +113,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         # The Prometheus Operator's and cert-manager's CRDs: a suite's monitors and rule,
         # issuers and certificates are made (the stand-in cert-manager issues them).
         for pattern in ("monitoring.coreos.com_*.yaml", "cert-manager.io_*.yaml"):
-            for path in sorted(THIRDPARTY.glob(pattern)):
+            for path in sorted(thirdparty.glob(pattern)):
                 api.create(yaml.safe_load(path.read_text()))
         # The cluster's default class grows volumes (a suite's store is made bigger below).
         api.create(storage_class("standard", expandable=True, default=True))

@@ -22,6 +22,7 @@ import yaml
 from tests.support.clis import Cluster
 from tests.support.factories import job, pod, summary, with_status
 from tests.support.kubeapi import running_kubeapi
+from tests.support.thirdparty import locator, thirdparty_crds
 from tests.support.tools import ROOT
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,6 @@ CRDS = sorted((ROOT / "crds").glob("*.yaml"))
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 E2E_MANIFESTS = sorted((ROOT / "e2e" / "manifests").glob("*.yaml"))
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
-THIRDPARTY = ROOT.parent / "shared" / "thirdparty-crds"
 GROUP, VERSION, PLURAL = "evals.io", "v1alpha1", "evaluations"
 
 
@@ -41,8 +41,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster = Cluster(server, tmp_path_factory.mktemp("shipped"))
         for path in CRDS:
             cluster.kubectl("apply", "-f", str(path))
-        if THIRDPARTY.is_dir():  # for the chart's monitoring objects (ServiceMonitor & co.)
-            cluster.kubectl("apply", "--server-side", "-f", str(THIRDPARTY))
+        if locator.find_folder():  # for the chart's monitoring objects (ServiceMonitor & co.)
+            cluster.kubectl("apply", "--server-side", "-f", str(locator.find_folder()))
         yield cluster
         assert server.internal_errors == []
 
@@ -107,8 +107,8 @@ def test_go_reads_every_shipped_manifest_as_we_do(cluster: Cluster, path: Path) 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=[p.name for p in CI_VALUES])
 def test_go_reads_the_rendered_chart_as_we_do(cluster: Cluster, values: Path) -> None:
-    if values.name.startswith("monitoring") and not THIRDPARTY.is_dir():
-        pytest.skip(f"the Prometheus Operator CRDs are not at {THIRDPARTY}")
+    if values.name.startswith("monitoring"):
+        thirdparty_crds()  # skips without the Prometheus Operator's CRDs
     text = rendered_chart(cluster, values)
     ours, go = documents(text), as_go_reads_it(cluster, text)
     found = [d for a, b in zip(ours, go, strict=True) for d in differences(a, b)]
@@ -171,8 +171,8 @@ def test_examples_and_e2e_manifests_pass_a_strict_server_dry_run(
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=[p.name for p in CI_VALUES])
 def test_the_rendered_chart_passes_a_strict_server_dry_run(cluster: Cluster, values: Path) -> None:
-    if values.name.startswith("monitoring") and not THIRDPARTY.is_dir():
-        pytest.skip(f"the Prometheus Operator CRDs are not at {THIRDPARTY}")
+    if values.name.startswith("monitoring"):
+        thirdparty_crds()  # skips without the Prometheus Operator's CRDs
     text = rendered_chart(cluster, values)
     for namespace in {d["metadata"].get("namespace") for d in documents(text)} - {None}:
         cluster.kubectl("create", "namespace", namespace, check=False)

@@ -1,15 +1,34 @@
-"""The upstream CRDs of the optional platforms (../shared/thirdparty-crds: cert-manager and the
-Prometheus Operator), as schemas the tests validate the operator's objects against."""
+"""The upstream CRDs of the optional platforms (cert-manager and the Prometheus Operator), as
+schemas the tests validate the operator's objects against and as CRDs installed into the emulator.
+
+Where they are is hack/thirdparty_crds.py's to say (EVAL_THIRDPARTY_CRDS, ../shared, or what
+`make tools` fetched); a test that needs them and finds none skips with one line saying how."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-THIRDPARTY = Path(__file__).resolve().parents[3] / "shared" / "thirdparty-crds"
+_spec = importlib.util.spec_from_file_location(
+    "thirdparty_crds", Path(__file__).resolve().parents[2] / "hack" / "thirdparty_crds.py"
+)
+locator = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(locator)
+
+
+def thirdparty_crds() -> Path:
+    """The folder holding every pinned upstream CRD; the calling test skips when there is none."""
+    folder = locator.find_folder()
+    if folder is None:
+        places = ", ".join(str(p) for p in locator.candidates())
+        pytest.skip(
+            f"no upstream cert-manager/Prometheus Operator CRDs in {places}: {locator.HOW_TO_GET}"
+        )
+    return folder
 
 
 def _python_patterns(node: Any) -> Any:
@@ -27,9 +46,7 @@ def _python_patterns(node: Any) -> Any:
 
 def upstream_schema(kind: str) -> dict[str, Any]:
     """The v1 schema of an upstream kind (the test skips when the folder is absent)."""
-    if not THIRDPARTY.is_dir():
-        pytest.skip(f"the upstream CRDs are not at {THIRDPARTY} (shared/thirdparty-crds)")
-    for path in THIRDPARTY.glob("*.yaml"):
+    for path in thirdparty_crds().glob("*.yaml"):
         crd = yaml.safe_load(path.read_text())
         if crd["spec"]["names"]["kind"] == kind:
             (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
