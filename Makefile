@@ -98,8 +98,12 @@ bench: $(VENV)/.installed services ## The runner against the local model server 
 	  --cache-samples 2000 --cache-latency 0.5 $(BENCH_STORE_ARGS)
 
 .PHONY: bench-operator
-bench-operator: $(VENV)/.installed ## Our operator next to a bare kopf floor on the API emulator: 1,000 Evaluations, idle writes, writes per run.
+bench-operator: $(VENV)/.installed ## Our operator next to a bare kopf floor on the API emulator (each write waits an etcd commit): 1,000 Evaluations, idle writes, writes per run.
 	$(PY) bench/operator.py $(BENCH_ARGS)
+
+.PHONY: bench-etcd
+bench-etcd: $(VENV)/.installed ## What a create costs in a real etcd on this machine (the write latency bench-operator gives the emulator; needs Debian's etcd-server).
+	$(PY) bench/etcd_write_latency.py $(BENCH_ARGS)
 
 .PHONY: bench-dashboard
 bench-dashboard: $(VENV)/.installed services ## The results dashboard over 1M stored samples: leaderboard req/s and p50/p95/p99, per-sample paging p99.
