@@ -100,8 +100,11 @@ class OperatorSettings(BaseModel):
             "progress, results or usage; other changes are written at once."
         ),
     )
+    # A reconcile mostly waits for the apiserver (each write is an etcd commit), so many run
+    # side by side; 64 start 1,000 new Evaluations' Jobs within 1.5x of kopf's one handler per
+    # object (make bench-operator) at a fraction of its tasks.
     reconcile_workers: int = Field(
-        default=8, ge=1, le=128, description="Evaluations reconciled at the same time."
+        default=64, ge=1, le=512, description="Evaluations reconciled at the same time."
     )
     missing_input_recheck_seconds: float = Field(
         default=30.0,
