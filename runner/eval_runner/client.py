@@ -18,13 +18,15 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
 from typing import Any, Protocol
 
 import structlog
+from yarl import URL
 
 from eval_api.shard import ShardUsage
 from eval_api.v1alpha1 import EndpointSpec
@@ -296,47 +298,118 @@ class UsageMeter:
         self._cost.inc(float(cost))
 
 
-class Reachability:
-    """How long the endpoint has been impossible to connect to: from the first failed connect
-    with no connection made since, to `after_seconds` (spec unreachableAfterSeconds), when the
-    shard stops with EndpointUnreachable."""
+# How long an endpoint that has not answered once in this shard may refuse connections (or not
+# resolve, or fail its TLS handshake), counted from its first request: a baseURL that nothing
+# ever answered is a typo or a missing Service, not an outage, and stops the shard well within
+# 15 s rather than after unreachableAfterSeconds (120 s by default). 10 s still lets a few tries
+# through (retries back off 0.5, 1, 2, 4 s; the breaker probes after 5 s), so a blip at the very
+# start (a model pod being replaced) is ridden out; a smaller unreachableAfterSeconds wins.
+NEVER_ANSWERED_SECONDS = 10.0
 
-    def __init__(self, after_seconds: float, where: str, clock: Clock = time.monotonic) -> None:
+
+class Reachability:
+    """How long the endpoint has been impossible to connect to, and when the shard gives up
+    (EndpointUnreachable).
+
+    An endpoint that answered before (a connection made: an error status, a timeout or a reset
+    all say that something is there) has `after_seconds` (spec unreachableAfterSeconds) from
+    the first failed connect with no connection made since: an outage, worth waiting for. One
+    that never answered has `NEVER_ANSWERED_SECONDS` at most from the first request sent, once
+    no request is left in flight (one in flight may yet be answered): a wrong URL.
+
+    "Answered before" is this process's own experience, or `answered` when the shard resumes
+    samples an earlier attempt stored: a pod restarted while its endpoint is away keeps the
+    outage's patience rather than failing the shard for good on its first refusals. A shard
+    retried without stored samples (no store) starts over like a new run, and is judged as one.
+    """
+
+    def __init__(
+        self,
+        after_seconds: float,
+        where: str,
+        clock: Clock = time.monotonic,
+        *,
+        answered: bool = False,
+        base_url: str = "",
+    ) -> None:
         self.after_seconds = after_seconds
+        self.answered = answered
         self.since: float | None = None
         self.failure: ConnectFailed | None = None
         self._where = where
+        self._base_url = base_url
         self._clock = clock
+        self._first_sent: float | None = None
+        self._in_flight = 0
+
+    @property
+    def bound(self) -> float:
+        """Seconds without a connection before the shard stops."""
+        if self.answered:
+            return self.after_seconds
+        return min(self.after_seconds, NEVER_ANSWERED_SECONDS)
+
+    @contextmanager
+    def asking(self) -> Iterator[None]:
+        """Around each request sent: the first one's time, and how many are in flight."""
+        if self._first_sent is None:
+            self._first_sent = self._clock()
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
 
     def failed(self, err: ConnectFailed) -> None:
         if self.since is None:
-            self.since = self._clock()
+            now = self._clock()
+            # An endpoint never answered counts from the first request: a connect that timed
+            # out took its time already.
+            self.since = now if self.answered or self._first_sent is None else self._first_sent
             # Said once, so that a run waiting on a dead endpoint does not look hung.
             log.warning(
                 f"the {self._where} is unreachable, retrying",
                 error=str(err),
-                gives_up_after_seconds=self.after_seconds,
+                gives_up_after_seconds=self.bound,
+                answered_before=self.answered,
             )
         self.failure = err
 
     def connected(self) -> None:
         """A connection was made (whatever became of the request): the endpoint is there."""
         self.since = self.failure = None
+        self.answered = True
 
     def remaining(self) -> float | None:
-        """Seconds left before the bound, or None while the endpoint answers."""
-        if self.since is None:
+        """Seconds left before the bound, or None while the endpoint answers (or, never
+        answered, while a request is in flight: it may yet be, and then not all were refused)."""
+        if self.since is None or (not self.answered and self._in_flight):
             return None
-        return self.since + self.after_seconds - self._clock()
+        return self.since + self.bound - self._clock()
 
     def check(self) -> None:
         remaining = self.remaining()
-        if remaining is not None and remaining <= 0 and self.failure is not None:
-            raise EndpointFailed(
-                "EndpointUnreachable",
-                f"{self.failure} ({self._where}: no connection for {self.after_seconds:g}s, "
-                "unreachableAfterSeconds)",
+        if remaining is None or remaining > 0 or self.failure is None:
+            return
+        if self.answered:
+            said = (
+                f"{self._where}: no connection for {self.after_seconds:g}s, unreachableAfterSeconds"
             )
+        else:
+            said = (
+                f"the {self._where} never answered: no connection in the {self.bound:g}s since "
+                f"the first request; check baseURL {self._base_url}"
+            )
+        raise EndpointFailed("EndpointUnreachable", f"{self.failure} ({said})")
+
+
+def shown_url(url: str) -> str:
+    """`url` fit for a message: no userinfo (a password), no query or fragment (a key)."""
+    try:
+        parsed = URL(url)
+        return str(parsed.with_user(None).with_query(None).with_fragment(None))
+    except ValueError:
+        return "(unparsable)"
 
 
 class HttpModelClient:
@@ -348,6 +421,9 @@ class HttpModelClient:
     budget and reserve its worst-case cost (BudgetExceeded: nothing is sent); send with the
     endpoint's timeout. Retryable failures go round again after a backoff, within the retry
     policy's budget.
+
+    `answered_before`: an earlier attempt of the shard had answers from this endpoint (it
+    stored samples), so connections refused now are an outage, not a wrong URL (Reachability).
     """
 
     def __init__(
@@ -363,6 +439,7 @@ class HttpModelClient:
         limiter: AdaptiveLimiter | None = None,
         breaker: CircuitBreaker | None = None,
         pacer: ProviderPacer | None = None,
+        answered_before: bool = False,
         clock: Clock = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -399,7 +476,13 @@ class HttpModelClient:
 
         self.breaker = breaker or CircuitBreaker(on_change=breaker_changed)
         breaker_state.set(self.breaker.state)
-        self.reachability = Reachability(model.unreachable_after_seconds, self._where, clock)
+        self.reachability = Reachability(
+            model.unreachable_after_seconds,
+            self._where,
+            clock,
+            answered=answered_before,
+            base_url=shown_url(model.base_url or DEFAULT_BASE_URLS[model.provider]),
+        )
         self.pacer = pacer or ProviderPacer(clock=clock, sleep=sleep)
         self._rpm = (
             TokenBucket.per_minute(model.requests_per_minute) if model.requests_per_minute else None
@@ -544,7 +627,8 @@ class HttpModelClient:
         started = time.perf_counter()
         url = request.url
         try:
-            response = await self._transport.post(url, request.headers, body, self._timeout)
+            with self.reachability.asking():
+                response = await self._transport.post(url, request.headers, body, self._timeout)
         except TransportTimeout as err:
             self._failed("timeout")
             self.reachability.connected()

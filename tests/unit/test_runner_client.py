@@ -6,6 +6,7 @@ These use a scripted Transport; talking to a real server is covered by the integ
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,7 @@ from eval_api.v1alpha1 import ModelSpec
 from eval_runner.breaker import CLOSED, CircuitBreaker
 from eval_runner.budget import Budget, BudgetExceeded
 from eval_runner.client import (
+    NEVER_ANSWERED_SECONDS,
     EndpointFailed,
     HttpModelClient,
     RequestFailed,
@@ -27,7 +29,7 @@ from eval_runner.client import (
 from eval_runner.prompt import Message
 from eval_runner.retry import RetryPolicy
 from eval_runner.secrets import SECRETS
-from eval_runner.transport import HttpResponse, TransportError, TransportTimeout
+from eval_runner.transport import ConnectFailed, HttpResponse, TransportError, TransportTimeout
 
 MESSAGES: list[Message] = [
     {"role": "system", "content": "Be brief."},
@@ -327,30 +329,157 @@ async def test_breaker_refusals_use_none_of_a_samples_retries() -> None:
     assert now[0] >= 5.0  # it waited for the breaker's open period
 
 
-async def test_an_endpoint_that_refuses_connections_stops_after_its_bound() -> None:
-    from eval_runner.transport import ConnectFailed
-
-    now = [0.0]
+def refusing_client(
+    *answers: Answer,
+    now: list[float],
+    answered_before: bool = False,
+    transport: ScriptedTransport | None = None,
+    **fields: Any,
+) -> tuple[HttpModelClient, ScriptedTransport]:
+    """A client on a clock that only its sleeps move, with retries enough to outlast any
+    bound: what stops it is the endpoint's reachability."""
 
     async def sleep(seconds: float) -> None:
         now[0] += seconds
+        await asyncio.sleep(0)  # let the other samples' requests run
 
-    transport = ScriptedTransport(ConnectFailed("model:80", "connection refused"))
+    transport = transport or ScriptedTransport(*answers)
     client = HttpModelClient(
-        model(baseURL="http://model/v1", unreachableAfterSeconds=30),
+        model(**{"baseURL": "http://model/v1", **fields}),
         KEY,
         transport,
         retry=RetryPolicy(max_errors=1000, base_delay=1.0),
         breaker=CircuitBreaker(clock=lambda: now[0]),
+        answered_before=answered_before,
         clock=lambda: now[0],
         sleep=sleep,
+    )
+    return client, transport
+
+
+REFUSED = ConnectFailed("model:80", "connection refused")
+
+
+async def test_an_endpoint_that_answered_then_refuses_connections_stops_after_its_bound() -> None:
+    now = [0.0]
+    client, transport = refusing_client(ok(), REFUSED, now=now, unreachableAfterSeconds=30)
+    await client.complete(MESSAGES)  # it answered once: what follows is an outage
+    with pytest.raises(EndpointFailed) as caught:
+        await client.complete(MESSAGES)
+    assert caught.value.reason == "EndpointUnreachable"
+    assert caught.value.message == (
+        "cannot connect to model:80: connection refused "
+        "(model endpoint: no connection for 30s, unreachableAfterSeconds)"
+    )
+    assert 30 <= now[0] < 31  # stopped at the bound, not at the breaker's next probe
+    assert len(transport.sent) < 40  # the open breaker held the requests back meanwhile
+
+
+async def test_an_endpoint_that_never_answered_stops_after_the_short_bound() -> None:
+    """Refused from the first request: a wrong baseURL, not an outage. The shard stops
+    NEVER_ANSWERED_SECONDS after the first request, not unreachableAfterSeconds, and says
+    where it tried (without the URL's password or query)."""
+    now = [0.0]
+    client, _ = refusing_client(
+        REFUSED, now=now, baseURL="http://user:pw@model/v1?key=k", unreachableAfterSeconds=120
     )
     with pytest.raises(EndpointFailed) as caught:
         await client.complete(MESSAGES)
     assert caught.value.reason == "EndpointUnreachable"
-    assert caught.value.message.startswith("cannot connect to model:80: connection refused")
-    assert 30 <= now[0] < 31  # stopped at the bound, not at the breaker's next probe
-    assert len(transport.sent) < 40  # the open breaker held the requests back meanwhile
+    assert caught.value.message == (
+        "cannot connect to model:80: connection refused (the model endpoint never answered: "
+        f"no connection in the {NEVER_ANSWERED_SECONDS:g}s since the first request; "
+        "check baseURL http://model/v1)"
+    )
+    assert NEVER_ANSWERED_SECONDS <= now[0] < NEVER_ANSWERED_SECONDS + 1
+
+
+async def test_a_connect_that_timed_out_counts_from_when_it_was_sent() -> None:
+    """A host that drops the SYNs: the first attempt fails only when its connect times out,
+    already NEVER_ANSWERED_SECONDS after it was sent. The shard stops then, not that much
+    later again."""
+    now = [0.0]
+
+    class Blackhole(ScriptedTransport):
+        async def post(
+            self, url: str, headers: dict[str, str], body: bytes, timeout_seconds: float
+        ) -> HttpResponse:
+            self.sent.append((url, headers, body, timeout_seconds))
+            now[0] += NEVER_ANSWERED_SECONDS  # the transport's connect bound
+            raise ConnectFailed("model:80", f"no connection within {NEVER_ANSWERED_SECONDS:g}s")
+
+    client, transport = refusing_client(now=now, transport=Blackhole(REFUSED))
+    with pytest.raises(EndpointFailed) as caught:
+        await client.complete(MESSAGES)
+    assert "never answered" in caught.value.message
+    assert now[0] == NEVER_ANSWERED_SECONDS and len(transport.sent) == 1
+
+
+async def test_a_smaller_unreachable_bound_wins_over_the_short_one() -> None:
+    now = [0.0]
+    client, _ = refusing_client(REFUSED, now=now, unreachableAfterSeconds=3)
+    with pytest.raises(EndpointFailed) as caught:
+        await client.complete(MESSAGES)
+    assert "never answered: no connection in the 3s since the first request" in (
+        caught.value.message
+    )
+    assert 3 <= now[0] < 4
+
+
+async def test_a_shard_resumed_from_stored_answers_keeps_the_long_bound() -> None:
+    """A pod restarted during an outage: its endpoint answered the earlier attempt (stored
+    samples), so its first refusals are an outage, waited for unreachableAfterSeconds."""
+    now = [0.0]
+    client, _ = refusing_client(REFUSED, now=now, answered_before=True, unreachableAfterSeconds=30)
+    with pytest.raises(EndpointFailed) as caught:
+        await client.complete(MESSAGES)
+    assert "(model endpoint: no connection for 30s, unreachableAfterSeconds)" in (
+        caught.value.message
+    )
+    assert 30 <= now[0] < 31
+
+
+class SlowFirstTransport(ScriptedTransport):
+    """The first request waits for `answer` (connected, being answered); every other one is
+    refused."""
+
+    def __init__(self) -> None:
+        super().__init__(REFUSED)
+        self.answer = asyncio.Event()
+
+    async def post(
+        self, url: str, headers: dict[str, str], body: bytes, timeout_seconds: float
+    ) -> HttpResponse:
+        if not self.sent:
+            self.sent.append((url, headers, body, timeout_seconds))
+            await self.answer.wait()
+            return ok()
+        return await super().post(url, headers, body, timeout_seconds)
+
+
+async def test_a_request_in_flight_holds_the_short_bound() -> None:
+    """While one of the first requests is still in flight, they were not all refused: it may
+    yet be answered (a slow model behind a Service one of whose pods refuses). The short bound
+    waits for it; once it is answered, the endpoint has the outage's patience."""
+    now = [0.0]
+    client, transport = refusing_client(
+        now=now, transport=SlowFirstTransport(), unreachableAfterSeconds=30
+    )
+    assert isinstance(transport, SlowFirstTransport)
+    slow = asyncio.create_task(client.complete(MESSAGES))
+    refused = asyncio.create_task(client.complete(MESSAGES))
+    while now[0] < 3 * NEVER_ANSWERED_SECONDS:
+        assert not refused.done(), refused  # the short bound is long past, and it waits
+        await asyncio.sleep(0)
+    answered_at = now[0]
+    transport.answer.set()
+    assert (await slow).text == "4"
+    with pytest.raises(EndpointFailed) as caught:
+        await refused
+    assert "(model endpoint: no connection for 30s, unreachableAfterSeconds)" in (
+        caught.value.message
+    )
+    assert now[0] >= answered_at + 30
 
 
 async def test_a_timed_out_request_costs_its_worst_case_and_is_counted() -> None:
