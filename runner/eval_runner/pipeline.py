@@ -147,9 +147,17 @@ async def run_shard(
         connections = spec.model.max_concurrency + sum(
             s.judge.max_concurrency for s in judged if s.judge is not None
         )
+        # Stored samples: the endpoints answered an earlier attempt, a refusal now is an outage.
+        answered = summary.resumed is not None
         async with open_transport(ca_bundle=ca_bundle, max_connections=connections) as http:
             model: ModelClient = client or HttpModelClient(
-                spec.model, api_key, http, role="model", usage=summary.usage, budget=budget
+                spec.model,
+                api_key,
+                http,
+                role="model",
+                usage=summary.usage,
+                budget=budget,
+                answered_before=answered,
             )
             if cache is not None:
                 model = CachedModelClient(
@@ -166,6 +174,7 @@ async def run_shard(
                     role="judge",
                     usage=summary.usage.judge,
                     budget=budget,
+                    answered_before=answered,
                 )
                 judges[scorer_spec.effective_name] = build_judge_scorer(scorer_spec, judge_client)
             asking = _ask_all(model, judges, work, tally, budget, spec.model.max_concurrency)

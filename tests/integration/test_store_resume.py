@@ -32,6 +32,7 @@ from eval_runner.store import RunIdentity, SampleStore
 from tests.integration.test_runner_cli import runner_env
 from tests.integration.test_runner_secrets import run_shard_process
 from tests.support.model_server import Faults, ModelServer
+from tests.support.ports import free_port
 from tests.support.servers import PostgresServer, postgres_server
 from tests.support.store_db import create_database, eventually, fetch, fetch_now
 
@@ -389,6 +390,37 @@ async def test_a_transient_error_is_not_stored_and_a_resume_asks_it_again(
         assert model.count == asked + 1, "the throttled sample, and only it, asked again"
     assert second.resumed is not None and second.resumed.samples == N - 1
     assert (second.completed, second.errors) == (N - 1, {"http_400": 1})  # the 400 is final
+
+
+async def test_a_shard_resumed_while_its_endpoint_is_away_keeps_the_outage_bound(
+    server: PostgresServer,
+) -> None:
+    """A pod restarted while its endpoint is away: the endpoint answered the earlier attempt
+    (its samples are stored), so the refusals of this one are an outage, given
+    unreachableAfterSeconds, not the wrong URL of a shard that never got an answer."""
+    dsn = await create_database(server)
+    settings = StoreSettings.from_uri(dsn)
+    port = free_port()
+    manifest = spec(f"http://127.0.0.1:{port}/v1")
+    manifest["model"]["unreachableAfterSeconds"] = 2  # below the never-answered bound: quick
+    away = Evaluation.model_validate(
+        {"metadata": {"name": "grouped", "namespace": "team"}, "spec": manifest}
+    )
+    async with ModelServer(port=port, faults=Faults(status_for={THROTTLED: 429})):
+        first = await run_shard(away, 0, 1, None, store=SampleStore(settings, IDENTITY))
+    assert first.errors == {"http_429": 1}  # not stored: the next attempt asks it again
+    # The endpoint is gone (its port refuses) when the shard's next attempt starts.
+    with pytest.raises(PermanentError) as resumed:
+        await run_shard(away, 0, 1, None, store=SampleStore(settings, IDENTITY))
+    with pytest.raises(PermanentError) as fresh:
+        await run_shard(away, 0, 1, None)  # no store: nothing says it ever answered
+    assert resumed.value.reason == fresh.value.reason == "EndpointUnreachable"
+    assert resumed.value.message.endswith(
+        "(model endpoint: no connection for 2s, unreachableAfterSeconds)"
+    )
+    assert "(the model endpoint never answered: no connection in the 2s since the first " in (
+        fresh.value.message
+    )
 
 
 def rows_stored(dsn: str) -> int:
