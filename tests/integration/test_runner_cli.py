@@ -378,21 +378,27 @@ def test_truncated_answers_are_counted_and_warned_about() -> None:
     ) in done.stderr
 
 
-def test_a_dead_endpoint_fails_fast_with_endpoint_unreachable(tmp_path: Path) -> None:
-    dead = tmp_path / "dead.yaml"
-    dead.write_text(
-        QUICKSTART.read_text().replace(
-            "    provider: openai", "    provider: openai\n    unreachableAfterSeconds: 2"
-        )
-    )
-    port = free_port()  # nothing listens there
+def test_a_wrong_base_url_fails_fast_with_endpoint_unreachable() -> None:
+    """A baseURL whose port refuses every connection from the first request is a typo, not an
+    outage: the shard stops after client.NEVER_ANSWERED_SECONDS (10 s), not after
+    unreachableAfterSeconds (the quickstart leaves it at 120 s), and says so, naming the URL
+    without its userinfo (a password, sent as Basic credentials)."""
+    port = free_port()  # bound, then closed: nothing listens there
     started = time.monotonic()
     done = eval_runner(
-        "run", str(dead), "--base-url", f"http://127.0.0.1:{port}/v1", "--no-progress"
+        "run",
+        str(QUICKSTART),
+        "--base-url",
+        f"http://probe:url-secret@127.0.0.1:{port}/v1",
+        "--no-progress",
     )
+    elapsed = time.monotonic() - started
     assert done.returncode == EXIT_PERMANENT, done.stderr
-    assert time.monotonic() - started < 20
+    assert elapsed < 15, f"{elapsed:.1f} s"
     assert (
-        f"error: EndpointUnreachable: cannot connect to 127.0.0.1:{port}: connection refused"
+        f"error: EndpointUnreachable: cannot connect to 127.0.0.1:{port}: connection refused "
+        "(the model endpoint never answered: no connection in the 10s since the first request; "
+        f"check baseURL http://127.0.0.1:{port}/v1)"
     ) in done.stderr
+    assert "url-secret" not in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
