@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from eval_api.shard import ShardSummary
 from eval_api.v1alpha1 import Evaluation
 from eval_runner.breaker import CircuitBreaker
 from eval_runner.budget import max_input_tokens
-from eval_runner.client import HttpModelClient
+from eval_runner.client import NEVER_ANSWERED_SECONDS, HttpModelClient
 from eval_runner.metrics import CONCURRENCY, CONCURRENCY_CUTS
 from eval_runner.pipeline import BudgetStopped, run_shard
 from eval_runner.retry import RetryPolicy
@@ -163,6 +165,67 @@ async def test_samples_the_endpoint_could_not_be_reached_for_are_asked_again() -
             await server.stop()
     assert (summary.completed, summary.failed, summary.errors) == (20, 0, {})
     assert summary.scores["exact_match"].n == 20
+
+
+async def until(condition: Callable[[], bool], run: asyncio.Task[Any], what: str) -> None:
+    """Wait for `condition`; the run ending first fails the test."""
+    while not condition():
+        if run.done():
+            raise AssertionError(f"the run ended before {what}: {run.result()}")
+        await asyncio.sleep(0.01)
+
+
+async def test_an_endpoint_that_answered_and_went_away_keeps_the_outage_patience() -> None:
+    """The endpoint answers 5 samples, then goes away: its port refuses connections for
+    longer than the bound of an endpoint that never answered (NEVER_ANSWERED_SECONDS). That is
+    an outage, not a wrong URL: the shard waits (unreachableAfterSeconds, 120 s here), and
+    once the endpoint is back every sample is scored."""
+    port = free_port()
+    server = ModelServer(port=port)
+    server.hold_after = 5  # what comes after the 5th waits unanswered: the run cannot end
+    ev = evaluation(
+        f"http://127.0.0.1:{port}/v1",
+        "went-away",
+        model={"maxConcurrency": 4, "timeoutSeconds": 30},
+        dataset={"inline": RECORDS[:20]},
+    )
+    assert ev.spec.model.unreachable_after_seconds == 120
+    async with open_transport() as http:
+        # Short waits (the breaker's open period, the retries' backoff), so that the endpoint
+        # back is soon found so.
+        breaker = CircuitBreaker(open_seconds=0.3, max_open_seconds=1.0)
+        retry = RetryPolicy(max_delay=1.0)
+        client = HttpModelClient(ev.spec.model, "k", http, breaker=breaker, retry=retry)
+        reachability = client.reachability
+        await server.start()
+        run = asyncio.create_task(run_shard(ev, 0, 1, "k", client=client))
+        try:
+            await until(lambda: server.held == 4, run, "every worker's 6th+ request waited")
+            stopping = asyncio.create_task(server.stop())  # the port refuses from here on
+            await until(lambda: server.count >= 5 and refuses(port), run, "the port refused")
+            server.hold_after = None  # the held ones are answered on the way out
+            await stopping
+
+            def outage_past_the_short_bound() -> bool:
+                since = reachability.since
+                return since is not None and time.monotonic() - since > NEVER_ANSWERED_SECONDS
+
+            await until(outage_past_the_short_bound, run, "the never-answered bound passed")
+            await server.start()  # back, well within unreachableAfterSeconds
+            summary = await run
+        finally:
+            run.cancel()
+            await server.stop()
+    assert (summary.completed, summary.failed, summary.errors) == (20, 0, {})
+    assert reachability.answered and reachability.since is None
+
+
+def refuses(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 async def test_timed_out_requests_are_counted_and_charged_at_their_worst_case() -> None:
