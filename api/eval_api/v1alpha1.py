@@ -296,7 +296,7 @@ class EndpointSpec(ApiModel):
             "How long the endpoint may refuse connections (or not resolve, or fail its TLS "
             "handshake) with no answer in between before the shard stops with reason "
             "EndpointUnreachable. Samples waiting for the endpoint's circuit breaker use none "
-            "of their retries meanwhile."
+            "of their retries meanwhile. One never answered (a wrong baseURL) gets 10 s at most."
         ),
     )
     pricing: Pricing | None = Field(
