@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from eval_api import cel
 from eval_api.shard import ScoreSums, ShardSummary, ShardUsage
 from eval_api.stats import score_result
-from eval_api.v1alpha1 import Progress, ScoreResult, Usage
+from eval_api.v1alpha1.evaluation import Progress, ScoreResult, Usage
 
 # Above this share of truncated answers the run says so (CLI warning, condition message).
 TRUNCATED_NOTE_FRACTION = Decimal("0.05")

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from eval_api.shard import TERMINATION_MESSAGE_LIMIT
-from eval_api.v1alpha1 import CellComparison, ScorerComparison
+from eval_api.v1alpha1.matrix import CellComparison, ScorerComparison
 
 # The baseline selector the operator passes (`--baseline`): none, previous, or suite-run:<id>.
 BASELINE_NONE = "none"

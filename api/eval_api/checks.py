@@ -12,7 +12,8 @@ import re
 from jinja2 import TemplateError
 
 from eval_api.templates import RUBRIC_VARIABLES, sandbox
-from eval_api.v1alpha1 import SCORE_RANGE, EvaluationSpec, parse_threshold
+from eval_api.v1alpha1.evaluation import EvaluationSpec
+from eval_api.v1alpha1.task import SCORE_RANGE, parse_threshold
 
 
 def spec_problems(spec: EvaluationSpec) -> list[str]:

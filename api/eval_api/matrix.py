@@ -28,14 +28,9 @@ from eval_api.cellreport import (
     NO_BASELINE,
 )
 from eval_api.checks import spec_problems
-from eval_api.v1alpha1 import (
-    ACCEPT_RUN_ANNOTATION,
-    EvalSuiteSpec,
-    EvaluationSpec,
-    RegressionSpec,
-    SuiteModel,
-    SuiteTask,
-)
+from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
+from eval_api.v1alpha1.evaluation import EvaluationSpec
+from eval_api.v1alpha1.matrix import ACCEPT_RUN_ANNOTATION, RegressionSpec, SuiteModel, SuiteTask
 
 _MAX_NAME = 63  # a cell's name goes into its Jobs' and pods' label values
 _HASH_LEN = 6

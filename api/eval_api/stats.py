@@ -25,7 +25,7 @@ from functools import lru_cache
 from statistics import NormalDist
 
 from eval_api.shard import ScoreSums
-from eval_api.v1alpha1 import ScoreResult
+from eval_api.v1alpha1.evaluation import ScoreResult
 
 Z_95 = NormalDist().inv_cdf(0.975)
 DIGITS = 6  # of every number in a ScoreResult

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from eval_api.v1alpha1 import parse_threshold
+from eval_api.v1alpha1.task import parse_threshold
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eval_api.v1alpha1 import RERUN_ANNOTATION
+from eval_api.v1alpha1.common import RERUN_ANNOTATION
 from eval_operator.conditions import condition_of
 from eval_operator.status import SPEC_CHANGED_MARK
 

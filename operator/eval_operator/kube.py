@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.rest import ApiException
 
-from eval_api.v1alpha1 import GROUP, VERSION
+from eval_api.v1alpha1.common import GROUP, VERSION
 from eval_operator.conditions import now_rfc3339
 
 log = logging.getLogger(__name__)

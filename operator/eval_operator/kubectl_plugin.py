@@ -26,16 +26,10 @@ from pydantic import ValidationError
 
 from eval_api import cel
 from eval_api.cellreport import CellReport, comparison_columns
-from eval_api.v1alpha1 import (
-    ACCEPT_RUN_ANNOTATION,
-    GROUP,
-    CellComparison,
-    EvalSuiteSpec,
-    EvalSuiteStatus,
-    EvaluationStatus,
-    RegressionSpec,
-    ScoreResult,
-)
+from eval_api.v1alpha1.common import GROUP
+from eval_api.v1alpha1.evalsuite import EvalSuiteSpec, EvalSuiteStatus
+from eval_api.v1alpha1.evaluation import EvaluationStatus, ScoreResult
+from eval_api.v1alpha1.matrix import ACCEPT_RUN_ANNOTATION, CellComparison, RegressionSpec
 from eval_operator.builders import tls
 from eval_operator.builders.suite import SUITE_LABEL
 from eval_operator.matrix import build_store_job

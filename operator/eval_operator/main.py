@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from eval_api.v1alpha1 import GROUP, VERSION
+from eval_api.v1alpha1.common import GROUP, VERSION
 from eval_operator import kube, metrics, platforms, progress
 from eval_operator.builders.meta import EVALUATION_LABEL, MANAGED_BY, RUN_LABEL
 from eval_operator.builders.netpol import member_view

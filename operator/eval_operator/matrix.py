@@ -38,13 +38,9 @@ from eval_api.matrix import (
     cells_of,
     regression_of,
 )
-from eval_api.v1alpha1 import (
-    ACCEPT_RUN_ANNOTATION,
-    API_VERSION,
-    RERUN_ANNOTATION,
-    EvalSuiteSpec,
-    RegressionSpec,
-)
+from eval_api.v1alpha1.common import API_VERSION, RERUN_ANNOTATION
+from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
+from eval_api.v1alpha1.matrix import ACCEPT_RUN_ANNOTATION, RegressionSpec
 from eval_operator import clock, schedule
 from eval_operator.builders.meta import (
     MANAGED_BY,

@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from eval_api.v1alpha1 import GROUP, EvaluationSpec
+from eval_api.v1alpha1.common import GROUP
+from eval_api.v1alpha1.evaluation import EvaluationSpec
 
 RUN_PLAN_ANNOTATION = f"{GROUP}/run-plan"
 # The spec.suspend the operator last applied to the Job: it acts only when spec.suspend changes,

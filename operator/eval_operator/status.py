@@ -22,7 +22,8 @@ from pydantic import ValidationError
 
 from eval_api.aggregate import Aggregate, aggregate, progress_summary
 from eval_api.shard import ShardSummary, ShardUsage
-from eval_api.v1alpha1 import RERUN_ANNOTATION, Usage
+from eval_api.v1alpha1.common import RERUN_ANNOTATION
+from eval_api.v1alpha1.evaluation import Usage
 from eval_api.verdict import judge_thresholds
 from eval_operator import conditions as cond
 from eval_operator.runplan import RunPlan

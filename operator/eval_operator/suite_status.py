@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from eval_api.stackcheck import StackReport
-from eval_api.v1alpha1 import EvalSuiteSpec
+from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
 from eval_operator.builders import dashboard as dashboards
 from eval_operator.builders import suite as builders
 from eval_operator.builders import tls

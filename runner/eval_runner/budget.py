@@ -6,7 +6,8 @@ from collections.abc import Callable
 from decimal import ROUND_DOWN, Decimal
 
 from eval_api.ledger import Spent
-from eval_api.v1alpha1 import BudgetSpec, Pricing
+from eval_api.v1alpha1.execution import BudgetSpec
+from eval_api.v1alpha1.model import Pricing
 from eval_runner.prompt import Message
 
 # Precision of a shard's cost share: rounding down, the shares never add up to more than the

@@ -46,7 +46,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from eval_api.shard import ShardUsage
-from eval_api.v1alpha1 import CACHE_ACROSS_RUNS, EndpointSpec
+from eval_api.v1alpha1.execution import CACHE_ACROSS_RUNS
+from eval_api.v1alpha1.model import EndpointSpec
 from eval_runner import metrics
 from eval_runner.client import DEFAULT_BASE_URLS, Completion, ModelClient
 from eval_runner.prompt import Message

@@ -53,7 +53,7 @@ from eval_api.cellreport import (
 )
 from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT
 from eval_api.store.settings import StoreSettings, StoreSettingsError
-from eval_api.v1alpha1 import CellComparison, ScorerComparison
+from eval_api.v1alpha1.matrix import CellComparison, ScorerComparison
 from eval_runner.compare import compare_paired
 from eval_runner.secrets import SECRETS
 from eval_runner.stackcheck import register_secrets

@@ -31,7 +31,8 @@ from eval_api.ledger import Ledger, Spent
 from eval_api.matrix import cell_problems, cells_of
 from eval_api.shard import ShardSummary
 from eval_api.store import StoreSettings, StoreSettingsError
-from eval_api.v1alpha1 import EvalSuite, Evaluation
+from eval_api.v1alpha1.evalsuite import EvalSuite
+from eval_api.v1alpha1.evaluation import Evaluation
 from eval_api.verdict import Verdict, judge_thresholds
 from eval_runner.budget import Budget
 from eval_runner.cache import (

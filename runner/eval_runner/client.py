@@ -29,7 +29,7 @@ import structlog
 from yarl import URL
 
 from eval_api.shard import ShardUsage
-from eval_api.v1alpha1 import EndpointSpec
+from eval_api.v1alpha1.model import EndpointSpec
 from eval_runner import metrics
 from eval_runner.breaker import HALF_OPEN, OPEN, CircuitBreaker
 from eval_runner.budget import Budget, max_input_tokens, worst_case_cost

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from eval_api.v1alpha1 import BUILTIN_DATASETS, DatasetSpec
+from eval_api.v1alpha1.dataset import BUILTIN_DATASETS, DatasetSpec
 from eval_runner import transport
 from eval_runner.errors import PermanentError
 

@@ -27,14 +27,10 @@ from eval_api.matrix import baseline_selector, cells_of, regression_of
 from eval_api.shard import ShardSummary
 from eval_api.store.migrate import migrate
 from eval_api.store.settings import StoreSettings
-from eval_api.v1alpha1 import (
-    ACCEPT_RUN_ANNOTATION,
-    CellComparison,
-    EvalSuite,
-    Evaluation,
-    EvaluationSpec,
-    ObjectMeta,
-)
+from eval_api.v1alpha1.common import ObjectMeta
+from eval_api.v1alpha1.evalsuite import EvalSuite
+from eval_api.v1alpha1.evaluation import Evaluation, EvaluationSpec
+from eval_api.v1alpha1.matrix import ACCEPT_RUN_ANNOTATION, CellComparison
 from eval_api.verdict import judge_thresholds
 from eval_runner.cellreport import CellRun, report_cell
 from eval_runner.errors import PermanentError, RetryableError

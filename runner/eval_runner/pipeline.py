@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from eval_api.shard import ResumedSamples, ScoreSums, ShardSummary, ShardUsage
-from eval_api.v1alpha1 import Evaluation
+from eval_api.v1alpha1.evaluation import Evaluation
 from eval_runner import metrics
 from eval_runner.budget import Budget, BudgetExceeded, usd
 from eval_runner.cache import CachedModelClient, ResponseCache

@@ -7,7 +7,7 @@ from typing import Any, Literal, TypedDict
 from jinja2 import StrictUndefined, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from eval_api.v1alpha1 import TaskSpec
+from eval_api.v1alpha1.task import TaskSpec
 from eval_runner.dataset import Sample
 from eval_runner.errors import PermanentError
 

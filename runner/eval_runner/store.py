@@ -53,7 +53,8 @@ import structlog
 from eval_api import environment
 from eval_api.shard import ShardUsage
 from eval_api.store import MigrationError, StoreSettings, migrate
-from eval_api.v1alpha1 import Evaluation, EvaluationSpec, Pricing
+from eval_api.v1alpha1.evaluation import Evaluation, EvaluationSpec
+from eval_api.v1alpha1.model import Pricing
 from eval_runner import metrics
 from eval_runner.client import Spend
 from eval_runner.dataset import Sample

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from eval_api import environment
-from eval_api.v1alpha1 import DashboardSpec, EvalSuiteSpec
+from eval_api.v1alpha1.dashboard import DashboardSpec
+from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
 from eval_operator.builders.meta import RUNNER_UID, restricted_container
 from eval_operator.builders.suite import (
     DASHBOARD_POOL_SIZE,

@@ -10,7 +10,8 @@ from eval_api import environment
 from eval_api.environment import judge_key_env
 from eval_api.exitcodes import EXIT_PERMANENT, EXIT_STORE_AWAY
 from eval_api.ledger import LEDGER_KEY, Ledger
-from eval_api.v1alpha1 import EvalSuiteSpec, EvaluationSpec
+from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
+from eval_api.v1alpha1.evaluation import EvaluationSpec
 from eval_operator.builders import suite as suite_builders
 from eval_operator.builders.meta import (
     RUNNER_UID,

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from eval_api.v1alpha1 import API_VERSION, GROUP
+from eval_api.v1alpha1.common import API_VERSION, GROUP
 
 MANAGED_BY = "eval-operator"
 EVALUATION_LABEL = f"{GROUP}/evaluation"

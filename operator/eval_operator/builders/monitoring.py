@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from eval_api.v1alpha1 import EvalSuiteSpec
+from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
 from eval_operator.builders import dashboard as dashboards
 from eval_operator.builders.job import PROGRESS_PORT_NAME
 from eval_operator.builders.meta import restricted_container

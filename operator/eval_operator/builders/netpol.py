@@ -33,12 +33,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from eval_api.v1alpha1 import (
-    DEFAULT_DASHBOARD_FROM,
-    DEFAULT_PROMETHEUS_FROM,
-    EvalSuiteSpec,
-    ExternalEgress,
-)
+from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
+from eval_api.v1alpha1.netpol import DEFAULT_DASHBOARD_FROM, DEFAULT_PROMETHEUS_FROM, ExternalEgress
 from eval_operator.builders import dashboard as dashboards
 from eval_operator.builders.monitoring import POSTGRES_EXPORTER_PORT, REDIS_EXPORTER_PORT
 from eval_operator.builders.suite import (

@@ -29,14 +29,9 @@ from urllib.parse import quote
 from eval_api import environment
 from eval_api.exitcodes import EXIT_PERMANENT
 from eval_api.quantity import quantity_bytes
-from eval_api.v1alpha1 import (
-    CacheSpec,
-    EvalSuiteSpec,
-    ExecutionSpec,
-    ManagedCacheSpec,
-    ManagedStoreSpec,
-    StoreSpec,
-)
+from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
+from eval_api.v1alpha1.execution import ExecutionSpec
+from eval_api.v1alpha1.stack import CacheSpec, ManagedCacheSpec, ManagedStoreSpec, StoreSpec
 from eval_operator.builders.meta import (
     MANAGED_BY,
     RUNNER_UID,

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from eval_api import environment
-from eval_api.v1alpha1 import EvalSuiteSpec
+from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
 from eval_operator.builders import dashboard as dashboards
 from eval_operator.builders.suite import (
     REDIS_PORT,

@@ -21,7 +21,9 @@ from pydantic import ValidationError
 from eval_api import cel
 from eval_api.checks import spec_problems
 from eval_api.shard import ShardSummary
-from eval_api.v1alpha1 import RERUN_ANNOTATION, EvalSuiteSpec, EvaluationSpec
+from eval_api.v1alpha1.common import RERUN_ANNOTATION
+from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
+from eval_api.v1alpha1.evaluation import EvaluationSpec
 from eval_operator import events
 from eval_operator.builders import tls
 from eval_operator.builders.job import build_job, build_ledger, build_run_config

@@ -21,7 +21,7 @@ from eval_api.cellreport import BatchReport
 from eval_api.matrix import regression_of
 from eval_api.quantity import parse_quantity
 from eval_api.store.migrate import LATEST_VERSION
-from eval_api.v1alpha1 import EvalSuiteSpec
+from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
 from eval_operator import clock, events, matrix, schedule
 from eval_operator.builders import dashboard, monitoring, tls
 from eval_operator.builders import suite as builders

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from eval_api.v1alpha1 import ScorerComparison
+from eval_api.v1alpha1.matrix import ScorerComparison
 
 
 class Wire(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eval_api.v1alpha1 import ScorerSpec
+from eval_api.v1alpha1.task import ScorerSpec
 from eval_runner.scorers.normalize import normalize
 from eval_runner.scorers.registry import Scorer, register
 

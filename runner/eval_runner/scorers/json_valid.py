@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from eval_api.v1alpha1 import ScorerSpec
+from eval_api.v1alpha1.task import ScorerSpec
 from eval_runner.scorers.registry import Scorer, register
 
 

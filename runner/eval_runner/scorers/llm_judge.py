@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from jinja2 import StrictUndefined, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from eval_api.v1alpha1 import ScorerSpec
+from eval_api.v1alpha1.task import ScorerSpec
 from eval_runner.client import ModelClient
 from eval_runner.errors import PermanentError
 from eval_runner.prompt import Message

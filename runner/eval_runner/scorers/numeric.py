@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from eval_api.v1alpha1 import ScorerSpec
+from eval_api.v1alpha1.task import ScorerSpec
 from eval_runner.scorers.registry import Scorer, register
 
 # Thousands separators only in groups of three, so "1,2" is two numbers, not 12.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from eval_api.v1alpha1 import ScorerSpec
+from eval_api.v1alpha1.task import ScorerSpec
 from eval_runner.client import ModelClient
 from eval_runner.errors import PermanentError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from eval_api.v1alpha1 import ScorerSpec
+from eval_api.v1alpha1.task import ScorerSpec
 from eval_runner.scorers.normalize import normalize
 from eval_runner.scorers.registry import Scorer, register
 
