@@ -45,7 +45,8 @@ from eval_api.v1alpha1 import Evaluation  # noqa: E402
 from eval_runner.cache import ResponseCache  # noqa: E402
 from eval_runner.client import Completion, Spend  # noqa: E402
 from eval_runner.dataset import Sample  # noqa: E402
-from eval_runner.pipeline import SampleResult, run_shard  # noqa: E402
+from eval_runner.pipeline import run_shard  # noqa: E402
+from eval_runner.results import SampleResult  # noqa: E402
 from eval_runner.runtime import run as run_async  # noqa: E402
 from eval_runner.store import (  # noqa: E402
     RunIdentity,

@@ -45,7 +45,8 @@ from eval_runner.checkpoint import TerminationLog
 from eval_runner.dashboard import cli as dashboard_cli
 from eval_runner.dataset import DEFAULT_DATASET_DIR
 from eval_runner.errors import PermanentError, RetryableError
-from eval_runner.pipeline import BudgetStopped, SampleResult, run_shard
+from eval_runner.pipeline import BudgetStopped, run_shard
+from eval_runner.results import SampleResult
 from eval_runner.runtime import run as run_async
 from eval_runner.secrets import SECRETS, read_key
 from eval_runner.server import ProgressServer

@@ -34,7 +34,8 @@ from eval_api.v1alpha1.matrix import ACCEPT_RUN_ANNOTATION, CellComparison
 from eval_api.verdict import judge_thresholds
 from eval_runner.cellreport import CellRun, report_cell
 from eval_runner.errors import PermanentError, RetryableError
-from eval_runner.pipeline import SampleResult, run_shard
+from eval_runner.pipeline import run_shard
+from eval_runner.results import SampleResult
 from eval_runner.store import (
     RunIdentity,
     SampleStore,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from eval_api.v1alpha1.evaluation import Evaluation
 from eval_runner import metrics
 from eval_runner.budget import Budget, BudgetExceeded, usd
 from eval_runner.cache import CachedModelClient, ResponseCache
-from eval_runner.client import Completion, HttpModelClient, ModelClient, RequestFailed, Spend
+from eval_runner.client import Completion, HttpModelClient, ModelClient, RequestFailed
 from eval_runner.dataset import (
     DEFAULT_DATASET_DIR,
     DEFAULT_DOWNLOAD_DIR,
@@ -25,6 +24,7 @@ from eval_runner.dataset import (
 )
 from eval_runner.errors import PermanentError, RetryableError
 from eval_runner.prompt import Message, PromptBuilder
+from eval_runner.results import SampleResult
 from eval_runner.scorers import (
     JudgeScorer,
     Scorer,
@@ -41,23 +41,6 @@ log = structlog.get_logger()
 
 ProgressCallback = Callable[[ShardSummary], None]
 BUDGET_EXCEEDED = "BudgetExceeded"
-
-
-@dataclass(frozen=True)
-class SampleResult:
-    """What became of one sample: its answer and scores, or the error that stopped it."""
-
-    sample: Sample
-    messages: list[Message]
-    completion: Completion | None = None
-    scores: dict[str, float] = field(default_factory=dict)
-    error_class: str | None = None
-    error: str | None = None  # the detail, the key redacted
-    url: str | None = None  # where the failing request went
-    spend: Spend | None = None  # what its failed requests used (an answered one: completion's)
-    # It failed for a reason that passes (429, 5xx, a timeout, a lost connection): not a final
-    # answer, so it is not stored and a resumed shard asks it again.
-    transient: bool = False
 
 
 SampleCallback = Callable[[SampleResult], None]

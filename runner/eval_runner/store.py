@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -60,10 +60,8 @@ from eval_runner.client import Spend
 from eval_runner.dataset import Sample
 from eval_runner.errors import PermanentError, RetryableError
 from eval_runner.prompt import Message
+from eval_runner.results import SampleResult
 from eval_runner.secrets import SECRETS
-
-if TYPE_CHECKING:
-    from eval_runner.pipeline import SampleResult
 
 STORE_UNAVAILABLE = "StoreUnavailable"
 STORE_CREDENTIALS_REFUSED = "StoreCredentialsRefused"

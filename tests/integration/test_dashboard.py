@@ -28,7 +28,7 @@ from eval_runner.client import Completion
 from eval_runner.compare import mcnemar_margin_p
 from eval_runner.dashboard import models, queries
 from eval_runner.dataset import Sample
-from eval_runner.pipeline import SampleResult
+from eval_runner.results import SampleResult
 from eval_runner.store import COLUMNS, RunIdentity, sample_row
 from tests.support.dashboard_process import READER, READER_PASSWORD, spawn_dashboard
 from tests.support.ports import free_port

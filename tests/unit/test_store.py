@@ -20,7 +20,7 @@ from eval_api.v1alpha1 import Evaluation, Pricing
 from eval_runner.client import Completion, Spend
 from eval_runner.dataset import Sample
 from eval_runner.errors import PermanentError
-from eval_runner.pipeline import SampleResult
+from eval_runner.results import SampleResult
 from eval_runner.secrets import Secrets
 from eval_runner.store import (
     COLUMNS,
