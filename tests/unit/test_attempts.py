@@ -14,9 +14,9 @@ from eval_api.ledger import Ledger, Spent
 from eval_api.shard import ShardSummary, ShardUsage
 from eval_operator.ledger import ledger_of
 from eval_operator.pods import pod_view
-from eval_runner import cli
 from eval_runner.budget import Budget
 from eval_runner.checkpoint import TerminationLog
+from eval_runner.cli.shard import earlier_attempts
 from eval_runner.errors import PermanentError
 from tests.support.factories import pod, summary
 
@@ -91,17 +91,17 @@ async def test_a_retry_waits_for_the_ledger_of_its_earlier_attempts(
         path.write_text(Ledger({"0": Spent(attempts=2, requests=5)}).to_json())
 
     writer = asyncio.create_task(the_operator_writes_it_later())
-    spent = await cli.earlier_attempts(0)
+    spent = await earlier_attempts(0)
     await writer
     assert (spent.attempts, spent.requests) == (2, 5)
 
     monkeypatch.setenv("EVAL_LEDGER_WAIT_SECONDS", "0")
     with pytest.raises(PermanentError, match="BudgetLedgerMissing|accounts for 2"):
         monkeypatch.setenv("EVAL_INDEX_FAILURES", "2")
-        await cli.earlier_attempts(0)
+        await earlier_attempts(0)
 
 
 async def test_a_first_attempt_needs_no_ledger(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EVAL_INDEX_FAILURES", raising=False)
     monkeypatch.delenv("EVAL_INDEX_IGNORED_FAILURES", raising=False)
-    assert await cli.earlier_attempts(3) == Spent()
+    assert await earlier_attempts(3) == Spent()

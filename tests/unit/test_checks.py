@@ -9,7 +9,7 @@ import pytest
 
 from eval_api.checks import spec_problems
 from eval_api.v1alpha1 import EvaluationSpec
-from eval_runner.cli import InvalidInput, load_manifest
+from eval_runner.cli.manifest import InvalidInput, load_manifest
 from tests.support.factories import BASE_SPEC
 
 JUDGE = {"name": "judge", "baseURL": "http://judge:8000/v1"}

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from eval_runner.cli import InvalidInput, _local_api_key, load_manifest
+from eval_runner.cli.manifest import InvalidInput, load_manifest
+from eval_runner.cli.run import _local_api_key
 
 MANIFEST = """\
 apiVersion: evals.io/v1alpha1
