@@ -4,12 +4,12 @@
 
 The emulator keeps objects in memory and answers a write as soon as its CPU work is done; a real
 apiserver answers once etcd has committed the object (Raft and fdatasync on the member's disk).
-This starts a real etcd (Debian's etcd-server: `apt-get install etcd-server`) on loopback with its data on this
-machine's disk, and times what the apiserver's storage layer asks of it for a create: a
-transaction "if the key's mod revision is 0, put the object" with a Job-sized value (3 KiB),
-over etcd's HTTP gateway, one client after another and several at once. The median is the
-per-write latency the emulator adds (KubeAPIServer(write_latency=...)); the apiserver's own CPU
-work is the emulator's (in Python, more than the Go apiserver's), so the two together are a
+This starts a real etcd (Debian's etcd-server: `apt-get install etcd-server`) on loopback with
+its data on this machine's disk, and times what the apiserver's storage layer asks of it for a
+create: a transaction "if the key's mod revision is 0, put the object" with a Job-sized value
+(3 KiB), over etcd's HTTP gateway, one client after another and several at once. The median is
+the per-write latency the emulator adds (KubeAPIServer(write_latency=...)); the apiserver's own
+CPU work is the emulator's (in Python, more than the Go apiserver's), so the two together are a
 write's cost, not less.
 """
 
