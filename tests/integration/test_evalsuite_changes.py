@@ -16,7 +16,7 @@ import pytest
 from tests.support.clis import Cluster as Kubectl
 from tests.support.factories import storage_class
 from tests.support.model_server import Faults, ModelServer
-from tests.support.operator_cluster import NS, Cluster, manifest, running_cluster
+from tests.support.operator_cluster import NS, Cluster, events_when, manifest, running_cluster
 from tests.support.suites import reason, store_rows, suite_manifest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -106,8 +106,12 @@ def test_a_bigger_store_grows_its_volume_online_and_keeps_its_data(cluster: Clus
     assert process is not None and process.poll() is None
     rows = store_rows(cluster, "grow", "SELECT count(*) AS n FROM samples")
     assert rows[0]["n"] == len(RECORDS)
+
+    def both(events: list[dict[str, Any]]) -> bool:
+        return {"VolumeExpanding", "StoreSetReplaced"} <= {e["reason"] for e in events}
+
+    events_when(cluster.api, both)
     reasons = {e["reason"] for e in suite_events(cluster, "grow")}
-    assert {"VolumeExpanding", "StoreSetReplaced"} <= reasons
     assert not reasons & {"InvalidSpec", "ObjectRejected", "PermissionDenied"}
     assert reason(suite, "CacheReady") == "Disabled"
     run_in(cluster, "after-growth", "grow")
@@ -141,6 +145,11 @@ def test_a_store_whose_class_cannot_grow_says_so_and_runs_on(cluster: Cluster) -
         "support resize"
     ) in store["message"]
     assert reason(suite, "Ready") == "Ready"
+
+    def warned(events: list[dict[str, Any]]) -> bool:
+        return any(e["reason"] == "VolumeNotExpandable" for e in events)
+
+    events_when(cluster.api, warned)
     warnings = [e for e in suite_events(cluster, "fixed") if e["reason"] == "VolumeNotExpandable"]
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
     assert claim(cluster, "data-fixed-store-0")["status"]["capacity"] == {"storage": "1Gi"}

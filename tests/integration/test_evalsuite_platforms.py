@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.support.model_server import ModelServer
-from tests.support.operator_cluster import NS, Cluster, condition, running_cluster
+from tests.support.operator_cluster import NS, Cluster, condition, events_when, running_cluster
 from tests.support.suites import reason as reason_of
 from tests.support.suites import suite_manifest
 from tests.support.thirdparty import thirdparty_crds
@@ -63,8 +63,8 @@ def test_monitoring_follows_the_prometheus_operator_being_installed(cluster: Clu
     assert names == ["postgres", "pg-metrics"]
     assert cluster.api.get("", "v1", "configmaps", NS, f"{SUITE}-grafana-dashboard")
     assert cluster.api.get("", "v1", "services", NS, f"{SUITE}-store-metrics")
-    reasons = [e.get("reason") for e in cluster.api.list("", "v1", "events", NS)]
-    assert "PrometheusOperatorNotInstalled" in reasons and "CertManagerNotInstalled" in reasons
+    wanted = {"PrometheusOperatorNotInstalled", "CertManagerNotInstalled"}
+    events_when(cluster.api, lambda events: wanted <= {e.get("reason") for e in events})
     assert reason_of(suite, "TLSReady") == "CertManagerNotInstalled"
     # Without cert-manager, the stack runs without TLS: its clients do not ask for it.
     sts = cluster.api.get("apps", "v1", "statefulsets", NS, f"{SUITE}-store")

@@ -21,6 +21,7 @@ from tests.support.operator_cluster import (
     VERSION,
     Cluster,
     condition,
+    events_when,
     running_cluster,
 )
 from tests.support.suites import suite_manifest
@@ -107,11 +108,15 @@ def test_a_nightly_schedule_runs_on_time_and_once_after_an_outage(cluster: Clust
     poke(cluster, "nightly")
     third = cluster.wait_suite("nightly", lambda s: finished_run(s, run["id"]), timeout=180)
     assert [h["trigger"] for h in third["status"]["history"]] == ["Schedule"] * 2 + ["Created"]
-    events = [
-        e
-        for e in cluster.api.list("", "v1", "events", NS)
-        if e["involvedObject"].get("name") == "nightly" and e["reason"] == "MissedSchedules"
-    ]
+
+    def missed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in events
+            if e["involvedObject"].get("name") == "nightly" and e["reason"] == "MissedSchedules"
+        ]
+
+    events = missed(events_when(cluster.api, missed))
     assert events and "4 schedule time(s)" in events[-1]["message"]
     cluster.api.delete(GROUP, VERSION, "evalsuites", NS, "nightly")
 
@@ -209,12 +214,17 @@ def test_an_older_migration_job_is_deleted_once_the_current_one_has_completed(
     cluster.wait_suite(
         "schema", lambda s: condition(s, "StoreReady")["status"] == "True", timeout=60
     )
-    events = [
-        e["message"]
-        for e in cluster.api.list("", "v1", "events", NS)
-        if e["involvedObject"].get("name") == "schema" and e["reason"] == "Pruned"
-    ]
-    assert any(first in m and "older schema migration" in m for m in events), events
+
+    def pruned(events: list[dict[str, Any]]) -> bool:
+        return any(
+            e["involvedObject"].get("name") == "schema"
+            and e["reason"] == "Pruned"
+            and first in e["message"]
+            and "older schema migration" in e["message"]
+            for e in events
+        )
+
+    events_when(cluster.api, pruned)
     # Later passes keep the current Job (StoreReady reads it) and make no other.
     poke(cluster, "schema")
     time.sleep(2)

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.operator_cluster import GROUP, NS, VERSION, Cluster, running_cluster
+from tests.support.operator_cluster import (
+    GROUP,
+    NS,
+    VERSION,
+    Cluster,
+    events_when,
+    running_cluster,
+)
 from tests.support.suites import reason, suite_manifest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -72,15 +79,21 @@ def invalid(cluster: Cluster, name: str, type_: str) -> dict[str, Any]:
     )
 
 
-def warnings(cluster: Cluster, name: str) -> list[str]:
-    return [
-        e["message"]
-        for e in cluster.api.list("", "v1", "events", NS)
-        if e["involvedObject"].get("kind") == "EvalSuite"
-        and e["involvedObject"].get("name") == name
-        and e["type"] == "Warning"
-        and e["reason"] == "InvalidSpec"
-    ]
+def warned(cluster: Cluster, name: str, text: str) -> bool:
+    """Whether an InvalidSpec Warning about suite `name` says `text` (waited for: the event
+    follows the status write)."""
+
+    def said(events: list[dict[str, Any]]) -> bool:
+        return any(
+            e["involvedObject"].get("kind") == "EvalSuite"
+            and e["involvedObject"].get("name") == name
+            and e["type"] == "Warning"
+            and e["reason"] == "InvalidSpec"
+            and text in e["message"]
+            for e in events
+        )
+
+    return said(events_when(cluster.api, said, timeout=ONE_RECONCILE))
 
 
 def cells(cluster: Cluster, suite: str) -> list[str]:
@@ -118,7 +131,7 @@ def test_a_schedule_the_operator_cannot_run_is_invalid_spec_at_once(cluster: Clu
     assert reason(suite, "StoreReady") == "StoreProvisioning"
     assert "currentRun" not in suite["status"]
     assert cells(cluster, name) == []
-    assert any(field in message for message in warnings(cluster, name))
+    assert warned(cluster, name, field)
 
     change(cluster, name, {"schedule": {"cron": "0 2 * * *", "timeZone": "Europe/Paris"}})
     fixed = cluster.wait_suite(name, lambda s: bool(s["status"].get("nextScheduleTime")))
@@ -137,7 +150,7 @@ def test_a_backup_schedule_out_of_range_is_the_stores_invalid_spec(cluster: Clus
     assert reason(suite, "CacheReady") != "InvalidSpec"
     assert cluster.api.get("apps", "v1", "statefulsets", NS, "tz-store") is not None
     assert backups(cluster, "tz") == []  # not applied with a zone the apiserver refuses
-    assert any("backup.schedule" in m for m in warnings(cluster, "tz"))
+    assert warned(cluster, "tz", "backup.schedule")
 
     backup = {"schedule": "0 23 * * *", "timeZone": "Europe/Paris"}
     change(cluster, "tz", {"store": {"managed": {"backup": backup}}})

@@ -35,6 +35,7 @@ from tests.support.model_server import ModelServer
 from tests.support.operator_cluster import (
     RECORDS,
     controller_thread,
+    events_when,
     manifest,
     operator_environment,
     secret,
@@ -333,11 +334,14 @@ def test_metrics_endpoint_reports_the_evaluations(run: Run) -> None:
 
 def test_reconcile_events_are_posted(run: Run) -> None:
     """One event per milestone, posted by the operator (not kopf), none repeated."""
-    events = [
-        e
-        for e in run.api.list("", "v1", "events", NS)
-        if e["involvedObject"].get("name") == "full-cycle"
-    ]
+
+    def about(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in events if e["involvedObject"].get("name") == "full-cycle"]
+
+    def complete(events: list[dict[str, Any]]) -> bool:  # the re-run's Succeeded is the last
+        return sum(e["reason"] == "Succeeded" for e in about(events)) >= 2
+
+    events = about(events_when(run.api, complete))
     by_reason: dict[str, list[str]] = {}
     for event in events:
         by_reason.setdefault(event["reason"], []).append(event["message"])

@@ -149,7 +149,7 @@ class Cluster:
         return sorted(events, key=lambda e: int(e["metadata"]["resourceVersion"]))
 
     def wait_event(
-        self, name: str, reasons: tuple[str, ...], timeout: float = 10
+        self, name: str, reasons: tuple[str, ...], timeout: float = 60
     ) -> list[dict[str, Any]]:
         """The events of these reasons about `name`, once there is at least one (the operator
         posts an event right after the status write that announces it)."""
@@ -160,6 +160,29 @@ class Cluster:
                 assert found, f"no {reasons} event for {name}: {self.events_of(name)}"
                 return found
             time.sleep(0.1)
+
+
+def events_when(
+    api: KubeAPIServer,
+    until: Callable[[list[dict[str, Any]]], bool],
+    *,
+    namespace: str = NS,
+    timeout: float = 60,
+) -> list[dict[str, Any]]:
+    """The namespace's Events, oldest first, once `until` holds for them. The operator posts an
+    event after the status write that announces it: a test that has seen the status waits for
+    the event rather than reading the events at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = sorted(
+            api.list("", "v1", "events", namespace),
+            key=lambda e: int(e["metadata"]["resourceVersion"]),
+        )
+        if until(events):
+            return events
+        reasons = [(e["involvedObject"].get("name"), e["reason"]) for e in events]
+        assert time.monotonic() < deadline, f"the events never got there: {reasons}"
+        time.sleep(0.1)
 
 
 def condition(ev: dict[str, Any], type_: str) -> dict[str, Any]:
