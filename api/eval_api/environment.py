@@ -4,6 +4,9 @@ API_KEY = "EVAL_API_KEY"
 DATASET_DIR = "EVAL_DATASET_DIR"
 PROGRESS_PORT = "EVAL_PROGRESS_PORT"
 CA_BUNDLE = "EVAL_CA_BUNDLE"
+# dataset.huggingface: the Hub (or mirror) and the token, under the names huggingface_hub reads.
+HF_ENDPOINT = "HF_ENDPOINT"
+HF_TOKEN = "HF_TOKEN"
 # Budgeted runs: where the run's ledger is mounted, and the Job controller's counts of the
 # shard's earlier attempts (from the pod's annotations, through the downward API).
 LEDGER_FILE = "EVAL_LEDGER_FILE"

@@ -47,6 +47,14 @@ class OperatorSettings(BaseModel):
             "has UID 999) when the suite does not override it."
         ),
     )
+    hf_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description=(
+            "The Hugging Face Hub (or a mirror of it) runners download dataset.huggingface "
+            "datasets from, as HF_ENDPOINT; unset, huggingface.co."
+        ),
+    )
     postgres_exporter_image: str = Field(
         default="quay.io/prometheuscommunity/postgres-exporter:v0.17.1",
         min_length=1,

@@ -1,8 +1,9 @@
-"""Stage 1: records from a builtin dataset, inline records, a ConfigMap file or a URL, turned
-into the samples of one shard."""
+"""Stage 1: records from a builtin dataset, inline records, a ConfigMap file, a URL or the
+Hugging Face Hub, turned into the samples of one shard."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
@@ -10,6 +11,7 @@ import json
 import os
 import random
 import tempfile
+from array import array
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -17,11 +19,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import structlog
 from yarl import URL
 
 from eval_api.v1alpha1.dataset import BUILTIN_DATASETS, DatasetSpec
-from eval_runner import transport
+from eval_runner import hub, transport
 from eval_runner.errors import PermanentError
+
+log = structlog.get_logger()
 
 # Where the operator mounts a configMapRef dataset: the key becomes a file in this directory.
 DEFAULT_DATASET_DIR = Path("/etc/eval/dataset")
@@ -59,12 +64,31 @@ async def load_samples(
     ca_bundle: Path | None = None,
     download_dir: Path = DEFAULT_DOWNLOAD_DIR,
     group_field: str | None = None,
+    shard: int = 0,
+    shards: int = 1,
 ) -> list[Sample]:
-    """All samples of the run: loaded, mapped to input/target, shuffled, then limited.
+    """The samples of shard `shard` of `shards`: loaded, mapped to input/target, shuffled,
+    limited, then sharded (shard_samples).
 
     `dataset_file` replaces the mounted file of a configMapRef dataset (local runs).
     `group_field` (task.groupField) names the record field holding each sample's group.
+    A Hub dataset is read from its files twice instead of held whole: once to count (and
+    group) its records, once to keep this shard's (see _hub_samples).
     """
+    if not 0 <= shard < shards:
+        raise PermanentError("InvalidShard", f"shard index {shard} is outside 0..{shards - 1}")
+    if spec.huggingface is not None:
+        try:
+            split = await asyncio.to_thread(
+                hub.fetch_split,
+                spec.huggingface,
+                spec.effective_max_bytes,
+                download_dir / "huggingface",
+            )
+        except hub.HubUnavailable as err:
+            raise DatasetUnavailable(str(err)) from None
+        log.info("dataset resolved", source=spec.source(), commit=split.commit)
+        return await asyncio.to_thread(_hub_samples, split.files, spec, group_field, shard, shards)
     records = await _load_records(spec, dataset_dir, dataset_file, ca_bundle, download_dir)
     if not records:
         raise PermanentError("DatasetInvalid", "the dataset has no records")
@@ -73,7 +97,7 @@ async def load_samples(
         random.Random(spec.shuffle_seed).shuffle(mapped)
     if spec.limit is not None:
         mapped = mapped[: spec.limit]
-    return [
+    samples = [
         Sample(
             id=position,
             input=record["input"],
@@ -83,6 +107,61 @@ async def load_samples(
         )
         for position, record in enumerate(mapped)
     ]
+    return shard_samples(samples, shard, shards)
+
+
+def _hub_samples(
+    files: tuple[Path, ...],
+    spec: DatasetSpec,
+    group_field: str | None,
+    shard: int,
+    shards: int,
+) -> list[Sample]:
+    """This shard's samples of files too large to hold whole: the same samples, ids and order
+    as load_samples gives a list of records, with only this shard's records ever kept.
+
+    The shuffle permutes record numbers (an array of them, 8 bytes a record) exactly as it
+    permutes a list of records (random.shuffle's swaps depend only on the length), so the
+    sample at position k is record order[k]."""
+    total = sum(hub.count_records(path) for path in files)
+    if total == 0:
+        raise PermanentError("DatasetInvalid", "the dataset has no records")
+    order = array("q", range(total))
+    if spec.shuffle_seed is not None:
+        random.Random(spec.shuffle_seed).shuffle(order)
+    kept = total if spec.limit is None else min(total, spec.limit)
+    if group_field is None:
+        wanted = {order[k]: k for k in range(shard, kept, shards)}
+    else:
+        groups = [
+            None if record.get(group_field) is None else _as_text(record[group_field])
+            for path in files
+            for record in hub.iter_records(path, columns=[group_field])
+        ]
+        rank: dict[str, int] = {}
+        wanted = {}
+        for position in range(kept):
+            value = groups[order[position]]
+            if value is None:
+                raise PermanentError(
+                    "DatasetInvalid",
+                    f"sample {position} has no field {group_field!r} (task.groupField)",
+                )
+            if rank.setdefault(value, len(rank)) % shards == shard:
+                wanted[order[position]] = position
+        del groups
+    found: list[Sample] = []
+    index = 0
+    for path in files:
+        for record in hub.iter_records(path):
+            position = wanted.get(index)
+            if position is not None:
+                mapped = _map_record(record, index, spec)
+                group = None if group_field is None else _group(mapped, position, group_field)
+                found.append(Sample(position, mapped["input"], mapped["target"], mapped, group))
+            index += 1
+    found.sort(key=lambda sample: sample.id)
+    return found
 
 
 def _group(record: dict[str, Any], position: int, field: str) -> str:

@@ -20,7 +20,6 @@ from eval_runner.dataset import (
     DEFAULT_DOWNLOAD_DIR,
     Sample,
     load_samples,
-    shard_samples,
 )
 from eval_runner.errors import PermanentError, RetryableError
 from eval_runner.prompt import Message, PromptBuilder
@@ -108,10 +107,12 @@ async def run_shard(
             ca_bundle=ca_bundle,
             download_dir=download_dir,
             group_field=spec.task.group_field,
+            shard=shard,
+            shards=shards,
         )
         # Every prompt is rendered before the first request: a template that fails on sample
         # 900 fails the shard now, not after paying for 899 answers.
-        work = [(sample, prompts.build(sample)) for sample in shard_samples(samples, shard, shards)]
+        work = [(sample, prompts.build(sample)) for sample in samples]
         summary.total = len(work)
         summary.scores = {s.effective_name: ScoreSums() for s in spec.task.scorers}
         if judged:

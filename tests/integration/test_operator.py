@@ -148,7 +148,7 @@ def test_invalid_manifest_is_rejected_at_apply(cluster: Cluster) -> None:
     response = cluster.apply(body)
     assert response.status_code == 422
     assert (
-        "exactly one of builtin, configMapRef, inline or url must be set"
+        "exactly one of builtin, configMapRef, inline, url or huggingface must be set"
         in response.json()["message"]
     )
     assert cluster.evaluation("bad") is None

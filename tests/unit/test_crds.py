@@ -119,11 +119,11 @@ def with_changes(**paths):
 REJECTED = {
     "two dataset sources": (
         with_changes(dataset__inline=[{"input": "1+1", "target": "2"}]),
-        "exactly one of builtin, configMapRef, inline or url must be set",
+        "exactly one of builtin, configMapRef, inline, url or huggingface must be set",
     ),
     "no dataset source": (
         with_changes(dataset__builtin=None),
-        "exactly one of builtin, configMapRef, inline or url must be set",
+        "exactly one of builtin, configMapRef, inline, url or huggingface must be set",
     ),
     "url without sha256": (
         with_changes(dataset__builtin=None, dataset__url="https://example.com/d.jsonl"),
@@ -156,7 +156,7 @@ REJECTED = {
     ),
     "maxBytes on a builtin dataset": (
         with_changes(dataset__maxBytes=1000),
-        "maxBytes applies to url and configMapRef datasets only",
+        "maxBytes applies to url, configMapRef and huggingface datasets only",
     ),
     "errored fraction above 1": (
         with_changes(execution__maxErroredFraction="1.5"),

@@ -243,3 +243,29 @@ async def test_missing_input_checks_configmaps_and_never_secrets():
     kube.config_maps["qa"] = {"qa.jsonl"}
     assert await missing_input(kube, "default", spec) is None
     assert set(kube.calls) == {"qa"}  # the Secrets of the model and the judges are not looked up
+
+
+def test_a_hub_dataset_gets_the_token_from_its_secret_and_the_operators_endpoint():
+    spec = json.loads(json.dumps(BASE_SPEC))
+    spec["dataset"] = {
+        "huggingface": {
+            "repo": "cais/mmlu",
+            "revision": "c30699e8356da336a370243923dbaf21066bb9fe",
+            "config": "all",
+            "tokenSecretRef": {"name": "hub", "key": "token"},
+        }
+    }
+    mirror = OperatorSettings(runner_image="r:1", hf_endpoint="https://hub.mirror.internal")
+    job = make_job(evaluation(spec=spec), "r", mirror)
+    strict_validate(job)
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["HF_TOKEN"] == {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "hub", "key": "token"}},
+    }
+    assert env["HF_ENDPOINT"]["value"] == "https://hub.mirror.internal"
+    # Without a token or a mirror: neither variable (huggingface.co, anonymous).
+    del spec["dataset"]["huggingface"]["tokenSecretRef"]
+    job = make_job(evaluation(spec=spec), "r", SETTINGS)
+    names = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not names & {"HF_TOKEN", "HF_ENDPOINT"}

@@ -260,5 +260,5 @@ async def test_max_bytes_limits_a_configmap_file_too(tmp_path: Path) -> None:
 
 
 def test_max_bytes_is_only_for_files() -> None:
-    with pytest.raises(ValueError, match="maxBytes applies to url and configMapRef"):
+    with pytest.raises(ValueError, match="maxBytes applies to url, configMapRef and huggingface"):
         spec(builtin="arithmetic", maxBytes=10)

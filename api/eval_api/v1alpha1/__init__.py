@@ -54,6 +54,7 @@ from eval_api.v1alpha1.dataset import (
     DEFAULT_DATASET_MAX_BYTES,
     MAX_DATASET_BYTES_LIMIT,
     DatasetSpec,
+    HuggingFaceDataset,
 )
 from eval_api.v1alpha1.evalsuite import (
     EVALSUITE_PRINTER_COLUMNS,
@@ -176,6 +177,7 @@ __all__ = [
     "DashboardSpec",
     "DashboardStatus",
     "DatasetSpec",
+    "HuggingFaceDataset",
     "EVALSUITE_PRINTER_COLUMNS",
     "EVALUATION_PRINTER_COLUMNS",
     "EgressPeer",

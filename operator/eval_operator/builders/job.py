@@ -98,6 +98,18 @@ def _env(spec: EvaluationSpec, settings: OperatorSettings) -> list[dict[str, Any
                     "valueFrom": {"secretKeyRef": {"name": judge_ref.name, "key": judge_ref.key}},
                 }
             )
+    hub = spec.dataset.huggingface
+    if hub is not None:
+        if settings.hf_endpoint:
+            env.append({"name": environment.HF_ENDPOINT, "value": settings.hf_endpoint})
+        if hub.token_secret_ref is not None:
+            token = hub.token_secret_ref
+            env.append(
+                {
+                    "name": environment.HF_TOKEN,
+                    "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}},
+                }
+            )
     if spec.model.ca_bundle is not None:
         env.append({"name": environment.CA_BUNDLE, "value": f"{CA_DIR}/{CA_FILE}"})
     if spec.budget is not None:
