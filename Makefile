@@ -105,6 +105,19 @@ bench-operator: $(VENV)/.installed ## Our operator next to a bare kopf floor on 
 bench-etcd: $(VENV)/.installed ## What a create costs in a real etcd on this machine (the write latency bench-operator gives the emulator; needs Debian's etcd-server).
 	$(PY) bench/etcd_write_latency.py $(BENCH_ARGS)
 
+# lm-eval's version, written once in the runner (eval_runner.lmeval.LM_EVAL_VERSION).
+LM_EVAL_VERSION := $(shell sed -n 's/^LM_EVAL_VERSION = "\(.*\)"/\1/p' runner/eval_runner/lmeval/__init__.py)
+PARITY_VENV := .parity/venv
+
+$(PARITY_VENV)/.installed: runner/eval_runner/lmeval/__init__.py
+	$(PYTHON) -m venv $(PARITY_VENV)
+	$(PARITY_VENV)/bin/pip install --quiet "lm_eval[api]==$(LM_EVAL_VERSION)"
+	touch $@
+
+.PHONY: parity
+parity: $(VENV)/.installed $(PARITY_VENV)/.installed ## lm-eval (its own venv) on tests/parity's tasks against the deterministic completions server: rewrites tests/parity/golden.jsonl, which make test holds our runner to.
+	$(PY) hack/parity.py --lm-eval $(PARITY_VENV)/bin/lm_eval
+
 .PHONY: bench-dashboard
 bench-dashboard: $(VENV)/.installed services ## The results dashboard over 1M stored samples: leaderboard req/s and p50/p95/p99, per-sample paging p99.
 	$(PY) bench/dashboard.py $(BENCH_ARGS)

@@ -1,0 +1,99 @@
+"""eval_runner.lmeval against lm-eval itself: tests/parity/golden.jsonl is lm-eval's per-sample
+output (`make parity`: lm-eval in its own venv, local-completions against the deterministic
+completions server, the tasks and rows in tests/parity). For every sample of every task, our
+engine builds the same requests character for character (the few-shot contexts and draws,
+the continuations) and, from lm-eval's own responses, the same filtered answers and metrics."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eval_runner.lmeval import LM_EVAL_VERSION
+from eval_runner.lmeval.config import TaskSpec, load_task
+from eval_runner.lmeval.prompts import Prompts, fewshot_examples
+from eval_runner.lmeval.scoring import (
+    apply_filters,
+    choice_scores,
+    exact_match,
+    generated_reference,
+    gold_index,
+)
+
+PARITY = Path(__file__).resolve().parents[1] / "parity"
+HEADER, *GOLDEN = [json.loads(line) for line in (PARITY / "golden.jsonl").read_text().splitlines()]
+TASKS = sorted({row["task"] for row in GOLDEN})
+
+
+def rows(task: str, split: str) -> list[dict[str, Any]]:
+    path = PARITY / "data" / f"{task.removeprefix('parity_')}_{split}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def requests_of(task: TaskSpec, docs: list[dict[str, Any]]) -> list[list[list[Any]]]:
+    """Each doc's requests as lm-eval logs them: [context, continuation or generation kwargs]."""
+    pool = rows(task.task, task.fewshot_split) if task.fewshot_split else []
+    prompts = Prompts(task, list(docs[0]))
+    multiple_input = prompts.is_multiple_input(docs[0])
+    found = []
+    for doc, picked in zip(docs, fewshot_examples(task, docs, pool), strict=True):
+        context = prompts.context(doc, [pool[i] for i in picked], multiple_input)
+        if task.output_type == "generate_until":
+            kwargs = {"until": task.generation["until"], "do_sample": False, "temperature": 0.0}
+            found.append([[context, kwargs]])
+        elif multiple_input:
+            continuation = task.target_delimiter + prompts.target(doc)
+            found.append([[c, continuation] for c in context])
+        else:
+            found.append([[context, task.target_delimiter + c] for c in prompts.choices(doc)])
+    return found
+
+
+def test_the_golden_file_is_lm_evals_of_the_version_we_follow() -> None:
+    assert HEADER["lm_eval"] == LM_EVAL_VERSION
+    assert TASKS == ["parity_arith", "parity_mc", "parity_mmlu", "parity_wino"]
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_the_same_requests_answers_and_scores_as_lm_eval(name: str) -> None:
+    task = load_task((PARITY / "tasks" / f"{name}.yaml").read_text(), f"{name}.yaml")
+    docs = rows(name, task.eval_split)
+    expected = [row for row in GOLDEN if row["task"] == name]
+    built = requests_of(task, docs)
+    prompts = Prompts(task, list(docs[0]))
+    by_filter: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in expected:
+        by_filter[row["filter"]].append(row)
+        doc = docs[row["doc_id"]]
+        logged = [
+            [a, b if isinstance(b, str) else {k: b[k] for k in sorted(b)}]
+            for a, b in row["arguments"]
+        ]
+        ours = [
+            [a, b if isinstance(b, str) else {k: b[k] for k in sorted(b)}]
+            for a, b in built[row["doc_id"]]
+        ]
+        assert ours == logged, (name, row["doc_id"])
+        if task.output_type == "generate_until":
+            (pipeline,) = [p for p in task.filters if p.name == row["filter"]]
+            (response,) = row["resps"][0]
+            answer = apply_filters(pipeline, response)
+            assert [answer] == row["filtered_resps"]
+            reference = generated_reference(prompts.target(doc), None)
+            (metric,) = task.metrics
+            assert exact_match(answer, reference, metric.options) == row["metrics"]["exact_match"]
+        else:
+            loglikelihoods = [float(r[0][0]) for r in row["resps"]]
+            if prompts.is_multiple_input(doc):
+                choices, gold = prompts.choices(doc), prompts.text(doc)
+            else:
+                choices = prompts.choices(doc)
+                gold = gold_index(prompts.target(doc), choices)
+            assert choice_scores(task.metrics, loglikelihoods, choices, gold) == row["metrics"]
+    # Every doc is in the file once per filter: nothing was left out on either side.
+    for found in by_filter.values():
+        assert sorted(r["doc_id"] for r in found) == list(range(len(docs)))
