@@ -33,6 +33,16 @@ from eval_api.v1alpha1.model import EndpointSpec
 from eval_runner import metrics
 from eval_runner.breaker import HALF_OPEN, OPEN, CircuitBreaker
 from eval_runner.budget import Budget, max_input_tokens, worst_case_cost
+from eval_runner.completions import (
+    Likelihood,
+    LogprobsUnsupported,
+    completion_text,
+    completions_body,
+    likelihood_body,
+    likelihood_of,
+    split_whitespace,
+    window,
+)
 from eval_runner.errors import PermanentError
 from eval_runner.limits import AdaptiveLimiter, Clock, TokenBucket
 from eval_runner.pacing import Costs, ProviderPacer
@@ -165,6 +175,19 @@ class Answer:
     cached_tokens: int = 0
     truncated: bool = False
     filtered: bool = False
+    likelihood: Likelihood | None = None  # a log-likelihood request's (completions.py)
+
+
+def _completion_answer(data: Any) -> Answer:
+    """A completions-API answer (choices[0].text)."""
+    text, finish = completion_text(data)
+    usage = data.get("usage") or {}
+    return Answer(
+        text,
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        truncated=finish == "length",
+    )
 
 
 def openai_parse(data: Any) -> Answer:
@@ -493,21 +516,138 @@ class HttpModelClient:
         self._ok = metrics.REQUESTS.labels(*labels, "ok")
         self._duration = metrics.REQUEST_DURATION.labels(*labels)
         self._in_flight = metrics.IN_FLIGHT.labels(*labels)
+        self._tokenizer: bool | None = None  # whether the server tokenizes (unknown yet)
 
     @property
     def usage(self) -> ShardUsage:
         return self._meter.usage
 
     async def complete(self, messages: list[Message]) -> Completion:
-        started = self._clock()
         request = self._build(self._model, self._api_key, messages)
-        body = json.dumps(request.body, separators=(",", ":")).encode()
         # The worst case prices a request whose outcome is unknown, and bounds the budget. The
         # output of a request without maxTokens has no bound: its worst case is its prompt
         # (budget.maxCostUSD demands maxTokens, so no budget relies on that).
         worst = worst_case_cost(self._model.pricing, max_input_tokens(messages), self._max_output)
-        prompt_tokens = -(-sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN)
-        output_bound = self._max_output or 0
+        prompt_chars = sum(len(m["content"]) for m in messages)
+        answer, latency, spend = await self._ask(request, worst, prompt_chars, self._max_output)
+        return Completion(
+            answer.text,
+            answer.input_tokens,
+            answer.output_tokens,
+            answer.truncated,
+            latency,
+            spend,
+            filtered=answer.filtered,
+        )
+
+    async def complete_prompt(self, prompt: str, *, stop: list[str], max_tokens: int) -> Completion:
+        """The completions API's text for `prompt`, greedy (temperature 0), cut by the
+        endpoint at the first of `stop` (as lm-eval's local-completions leaves it to do)."""
+        body = completions_body(self._model, prompt, stop=stop, max_tokens=max_tokens)
+        request = _Request(self._completions_url(), self._auth_headers(), body)
+        worst = worst_case_cost(self._model.pricing, len(prompt.encode()), max_tokens)
+        answer, latency, spend = await self._ask(
+            request, worst, len(prompt), max_tokens, parse=_completion_answer
+        )
+        return Completion(
+            answer.text,
+            answer.input_tokens,
+            answer.output_tokens,
+            answer.truncated,
+            latency,
+            spend,
+        )
+
+    async def loglikelihood(self, context: str, continuation: str) -> tuple[Likelihood, Spend]:
+        """log P(continuation | context) and whether it is the greedy continuation, from the
+        endpoint's prompt log-probabilities (see eval_runner.completions); EndpointFailed
+        LogprobsUnsupported when the endpoint gives none."""
+        context, continuation = split_whitespace(context, continuation)
+        ids = await self._tokenize(context)
+        prompt: str | list[int]
+        context_tokens: int | None = None
+        if ids is not None:
+            whole = await self._tokenize(context + continuation) or []
+            prompt, context_tokens = window(ids, whole)
+        else:
+            prompt = context + continuation
+
+        def parse(data: Any) -> Answer:
+            try:
+                found = likelihood_of(
+                    data, context_tokens=context_tokens, context_chars=len(context)
+                )
+            except LogprobsUnsupported as err:
+                raise EndpointFailed(
+                    "LogprobsUnsupported",
+                    f"{self._where} {shown_url(self._completions_url())}: {err}; multiple "
+                    "choice and log-likelihood tasks need an endpoint that returns them "
+                    "(vLLM's /v1/completions); a chat model can run the generative variant",
+                ) from None
+            usage = data.get("usage") or {}
+            return Answer(
+                "",
+                int(usage.get("prompt_tokens") or 0),
+                int(usage.get("completion_tokens") or 0),
+                likelihood=found,
+            )
+
+        body = likelihood_body(self._model, prompt)
+        request = _Request(self._completions_url(), self._auth_headers(), body)
+        size = len(context.encode()) + len(continuation.encode())
+        worst = worst_case_cost(self._model.pricing, size, 1)
+        answer, _, spend = await self._ask(request, worst, size, 1, parse=parse)
+        assert answer.likelihood is not None
+        return answer.likelihood, spend
+
+    def _completions_url(self) -> str:
+        return f"{(self._model.base_url or DEFAULT_BASE_URLS['openai']).rstrip('/')}/completions"
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    async def _tokenize(self, text: str) -> list[int] | None:
+        """The server's token ids of `text` (vLLM's POST /tokenize beside /v1), or None when
+        it has no tokenizer endpoint: then text is sent and offsets find the continuation."""
+        if self._tokenizer is False:
+            return None
+        base = (self._model.base_url or "").rstrip("/")
+        root = base.removesuffix("/v1")
+        body = json.dumps({"prompt": text, "add_special_tokens": False}).encode()
+        tokens = None
+        try:
+            response = await self._transport.post(
+                f"{root}/tokenize", self._auth_headers(), body, self._timeout
+            )
+            if response.status == 200:
+                tokens = json.loads(response.body).get("tokens")
+        except (TransportError, TransportTimeout, ValueError, AttributeError):
+            tokens = None
+        if not (isinstance(tokens, list) and all(isinstance(t, int) for t in tokens)):
+            if self._tokenizer is None:
+                self._tokenizer = False
+                return None
+            raise RequestFailed(
+                "bad_response", "the tokenizer endpoint stopped answering", retryable=True
+            )
+        self._tokenizer = True
+        return tokens
+
+    async def _ask(
+        self,
+        request: _Request,
+        worst: Decimal,
+        prompt_chars: int,
+        output_bound: int | None,
+        *,
+        parse: Callable[[Any], Answer] | None = None,
+    ) -> tuple[Answer, float, Spend]:
+        """One request, retried within the retry policy: its answer, the latency from the
+        first attempt, and what all attempts used."""
+        started = self._clock()
+        body = json.dumps(request.body, separators=(",", ":")).encode()
+        prompt_tokens = -(-prompt_chars // CHARS_PER_TOKEN)
+        output_bound = output_bound or 0
         costs: Costs = {
             "requests": 1,
             "tokens": prompt_tokens + output_bound,
@@ -519,16 +659,8 @@ class HttpModelClient:
         spend = Spend()
         while True:
             try:
-                answer = await self._attempt(request, body, worst, costs, spend)
-                return Completion(
-                    answer.text,
-                    answer.input_tokens,
-                    answer.output_tokens,
-                    answer.truncated,
-                    self._clock() - started,
-                    spend,
-                    filtered=answer.filtered,
-                )
+                answer = await self._attempt(request, body, worst, costs, spend, parse)
+                return answer, self._clock() - started, spend
             except RequestFailed as err:
                 only_connection = only_connection and err.error_class == "connection"
                 if err.error_class == "http_429":
@@ -562,7 +694,13 @@ class HttpModelClient:
         return self.breaker.state == HALF_OPEN
 
     async def _attempt(
-        self, request: _Request, body: bytes, worst: Decimal, costs: Costs, spend: Spend
+        self,
+        request: _Request,
+        body: bytes,
+        worst: Decimal,
+        costs: Costs,
+        spend: Spend,
+        parse: Callable[[Any], Answer] | None = None,
     ) -> Answer:
         probe = await self._wait_for_breaker()
         try:
@@ -590,7 +728,7 @@ class HttpModelClient:
             # out or is abandoned (the shard stops) may still be billed.
             charged = reservation
             try:
-                answer = await self._send(request, body, number)
+                answer = await self._send(request, body, number, parse)
                 charged = self._meter.answered(answer)
             except RequestFailed as err:
                 if err.error_class == "timeout":
@@ -621,7 +759,13 @@ class HttpModelClient:
             self._tpm.adjust(answer.input_tokens + answer.output_tokens - costs["tokens"])
         return answer
 
-    async def _send(self, request: _Request, body: bytes, number: int) -> Answer:
+    async def _send(
+        self,
+        request: _Request,
+        body: bytes,
+        number: int,
+        parse: Callable[[Any], Answer] | None = None,
+    ) -> Answer:
         in_flight = self._in_flight
         in_flight.inc()
         started = time.perf_counter()
@@ -696,7 +840,7 @@ class HttpModelClient:
                 breaker_failure=True,
             ) from err
         try:
-            answer = self._parse(data)
+            answer = (parse or self._parse)(data)
         except (LookupError, TypeError, AttributeError, ValueError) as err:
             self._failed("bad_response")
             raise RequestFailed(

@@ -53,7 +53,10 @@ def generated(prompt: str) -> str:
 
 
 class CompletionsServer:
-    def __init__(self) -> None:
+    """`tokenizer=False`: no tokenizer endpoints, as llama.cpp or TGI serve completions."""
+
+    def __init__(self, *, tokenizer: bool = True) -> None:
+        self.tokenizer = tokenizer
         self.vocabulary: dict[str, int] = {}
         self.tokens: list[str] = []
         self.requests: list[dict[str, Any]] = []
@@ -81,9 +84,10 @@ class CompletionsServer:
     async def start(self) -> CompletionsServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/completions", self._completions)
-        app.router.add_get("/tokenizer_info", self._tokenizer_info)
-        app.router.add_post("/tokenize", self._tokenize)
-        app.router.add_post("/detokenize", self._detokenize)
+        if self.tokenizer:
+            app.router.add_get("/tokenizer_info", self._tokenizer_info)
+            app.router.add_post("/tokenize", self._tokenize)
+            app.router.add_post("/detokenize", self._detokenize)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
