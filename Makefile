@@ -101,6 +101,10 @@ bench: $(VENV)/.installed services ## The runner against the local model server 
 bench-operator: $(VENV)/.installed ## Our operator next to a bare kopf floor on the API emulator (each write waits an etcd commit): 1,000 Evaluations, idle writes, writes per run.
 	$(PY) bench/operator.py $(BENCH_ARGS)
 
+.PHONY: bench-datasets
+bench-datasets: $(VENV)/.installed ## Hub-sized datasets: a 14,042-row MMLU-shaped split loaded and its 5-shot prompts rendered (goal < 2 s); one shard of a 1M-row (~900 MiB) split, its peak RSS.
+	$(PY) bench/datasets.py $(BENCH_ARGS)
+
 .PHONY: bench-etcd
 bench-etcd: $(VENV)/.installed ## What a create costs in a real etcd on this machine (the write latency bench-operator gives the emulator; needs Debian's etcd-server).
 	$(PY) bench/etcd_write_latency.py $(BENCH_ARGS)
