@@ -337,8 +337,12 @@ class Reachability:
     An endpoint that answered before (a connection made: an error status, a timeout or a reset
     all say that something is there) has `after_seconds` (spec unreachableAfterSeconds) from
     the first failed connect with no connection made since: an outage, worth waiting for. One
-    that never answered has `NEVER_ANSWERED_SECONDS` at most from the first request sent, once
-    no request is left in flight (one in flight may yet be answered): a wrong URL.
+    that never answered, only refused (refused, an unknown name, a failed TLS handshake), has
+    `NEVER_ANSWERED_SECONDS` at most from the first request sent, once no request is left in
+    flight (one in flight may yet be answered): a wrong URL. A connect that timed out is no
+    refusal (a slow network, a firewall dropping packets for a while), and an
+    unreachableAfterSeconds the spec sets is the user's patience from the start (a model
+    server still loading, deployed in the same sync): both keep `after_seconds`.
 
     "Answered before" is this process's own experience, or `answered` when the shard resumes
     samples an earlier attempt stored: a pod restarted while its endpoint is away keeps the
@@ -353,10 +357,13 @@ class Reachability:
         clock: Clock = time.monotonic,
         *,
         answered: bool = False,
+        explicit: bool = False,
         base_url: str = "",
     ) -> None:
         self.after_seconds = after_seconds
         self.answered = answered
+        self.explicit = explicit
+        self.only_refused = True
         self.since: float | None = None
         self.failure: ConnectFailed | None = None
         self._where = where
@@ -368,7 +375,7 @@ class Reachability:
     @property
     def bound(self) -> float:
         """Seconds without a connection before the shard stops."""
-        if self.answered:
+        if self.answered or self.explicit or not self.only_refused:
             return self.after_seconds
         return min(self.after_seconds, NEVER_ANSWERED_SECONDS)
 
@@ -384,6 +391,8 @@ class Reachability:
             self._in_flight -= 1
 
     def failed(self, err: ConnectFailed) -> None:
+        if err.timed_out:
+            self.only_refused = False
         if self.since is None:
             now = self._clock()
             # An endpoint never answered counts from the first request: a connect that timed
@@ -504,6 +513,7 @@ class HttpModelClient:
             self._where,
             clock,
             answered=answered_before,
+            explicit="unreachable_after_seconds" in model.model_fields_set,
             base_url=shown_url(model.base_url or DEFAULT_BASE_URLS[model.provider]),
         )
         self.pacer = pacer or ProviderPacer(clock=clock, sleep=sleep)

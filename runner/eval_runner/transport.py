@@ -76,10 +76,13 @@ class ConnectFailed(TransportError):
     """No connection could be made (refused, unresolvable, TLS handshake failed, connect
     timeout): nothing was sent."""
 
-    def __init__(self, target: str, reason: str) -> None:
+    def __init__(self, target: str, reason: str, *, timed_out: bool = False) -> None:
         super().__init__(f"cannot connect to {target}: {reason}")
         self.target = target  # host:port
         self.reason = reason
+        # No answer at all within the connect bound (dropped SYNs, a slow network), as
+        # opposed to a refusal, an unknown name or a failed handshake: answers that say no.
+        self.timed_out = timed_out
 
 
 class Transport(Protocol):
@@ -161,7 +164,9 @@ class AiohttpTransport:
                     raise TransportError(_describe(err)) from err
             except aiohttp.ConnectionTimeoutError as err:
                 where = f"{parsed.host}:{parsed.port}"
-                raise ConnectFailed(where, f"no connection within {limits.connect:g}s") from err
+                raise ConnectFailed(
+                    where, f"no connection within {limits.connect:g}s", timed_out=True
+                ) from err
             except TimeoutError as err:
                 raise TransportTimeout(f"no answer within {timeout_seconds:g}s") from err
             except aiohttp.ClientError as err:

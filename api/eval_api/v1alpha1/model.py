@@ -153,7 +153,9 @@ class EndpointSpec(ApiModel):
             "How long the endpoint may refuse connections (or not resolve, or fail its TLS "
             "handshake) with no answer in between before the shard stops with reason "
             "EndpointUnreachable. Samples waiting for the endpoint's circuit breaker use none "
-            "of their retries meanwhile. One never answered (a wrong baseURL) gets 10 s at most."
+            "of their retries meanwhile. Left unset, an endpoint that refused every connection "
+            "from the first request (a wrong baseURL) gets 10 s at most; set, it is the "
+            "patience from the start too (a model server still loading)."
         ),
     )
     pricing: Pricing | None = Field(
