@@ -12,6 +12,7 @@ The tests find the folder with `find_folder()` (tests/support/thirdparty.py): on
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sys
 import urllib.error
@@ -39,7 +40,11 @@ def locked_files() -> dict[str, tuple[str, str]]:
 
 
 def _complete(folder: Path) -> bool:
-    return folder.is_dir() and all((folder / name).is_file() for name in locked_files())
+    """Every locked file is there with its locked sha256 (about 1 MB to hash)."""
+    return folder.is_dir() and all(
+        (folder / name).is_file() and _sha256((folder / name).read_bytes()) == digest
+        for name, (digest, _) in locked_files().items()
+    )
 
 
 def candidates() -> list[Path]:
@@ -49,7 +54,7 @@ def candidates() -> list[Path]:
 
 
 def find_folder() -> Path | None:
-    """The first folder holding every locked file, or None."""
+    """The first folder holding every locked file as locked, or None."""
     return next((folder for folder in candidates() if _complete(folder)), None)
 
 
@@ -70,7 +75,7 @@ def fetch(timeout: float = 20.0) -> int:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 data = response.read()
-        except (urllib.error.URLError, OSError) as error:
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
             reason = getattr(error, "reason", error)
             print(
                 f"thirdparty CRDs: not fetched ({url.split('/')[2]}: {reason}); "

@@ -108,7 +108,8 @@ def test_a_bigger_store_grows_its_volume_online_and_keeps_its_data(cluster: Clus
     assert rows[0]["n"] == len(RECORDS)
 
     def both(events: list[dict[str, Any]]) -> bool:
-        return {"VolumeExpanding", "StoreSetReplaced"} <= {e["reason"] for e in events}
+        about = {e["reason"] for e in events if e["involvedObject"].get("name") == "grow"}
+        return {"VolumeExpanding", "StoreSetReplaced"} <= about
 
     events_when(cluster.api, both)
     reasons = {e["reason"] for e in suite_events(cluster, "grow")}
@@ -147,7 +148,10 @@ def test_a_store_whose_class_cannot_grow_says_so_and_runs_on(cluster: Cluster) -
     assert reason(suite, "Ready") == "Ready"
 
     def warned(events: list[dict[str, Any]]) -> bool:
-        return any(e["reason"] == "VolumeNotExpandable" for e in events)
+        return any(
+            e["reason"] == "VolumeNotExpandable" and e["involvedObject"].get("name") == "fixed"
+            for e in events
+        )
 
     events_when(cluster.api, warned)
     warnings = [e for e in suite_events(cluster, "fixed") if e["reason"] == "VolumeNotExpandable"]

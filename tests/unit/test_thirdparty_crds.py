@@ -15,6 +15,11 @@ from tests.support.thirdparty import locator
 CONTENT = {
     name: f"kind: CustomResourceDefinition # {name}\n".encode() for name in locator.locked_files()
 }
+# A lock for CONTENT: the same names and URLs, CONTENT's digests.
+LOCKED = {
+    name: (hashlib.sha256(CONTENT[name]).hexdigest(), url)
+    for name, (_, url) in locator.locked_files().items()
+}
 
 
 def test_the_lock_pins_each_file_by_commit_and_sha256() -> None:
@@ -58,11 +63,7 @@ def serve(monkeypatch: pytest.MonkeyPatch, content: dict[str, bytes]) -> list[st
 def test_fetched_files_are_checked_and_kept(
     nowhere: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    locked = {
-        name: (hashlib.sha256(CONTENT[name]).hexdigest(), url)
-        for name, (_, url) in locator.locked_files().items()
-    }
-    monkeypatch.setattr(locator, "locked_files", lambda: locked)
+    monkeypatch.setattr(locator, "locked_files", lambda: LOCKED)
     asked = serve(monkeypatch, CONTENT)
     assert locator.find_folder() is None
     assert locator.fetch() == 0
@@ -95,11 +96,15 @@ def test_without_network_one_line_says_how_to_get_them(
 def test_a_folder_named_by_the_variable_comes_first(
     nowhere: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(locator, "locked_files", lambda: LOCKED)
     chosen = tmp_path / "mine"
     chosen.mkdir()
-    for name in locator.locked_files():
+    for name in LOCKED:
         (chosen / name).write_bytes(CONTENT[name])
     monkeypatch.setenv("EVAL_THIRDPARTY_CRDS", str(chosen))
     assert locator.find_folder() == chosen
-    (chosen / next(iter(CONTENT))).unlink()  # an incomplete folder is not used
+    first = chosen / next(iter(CONTENT))
+    first.write_bytes(b"kind: CustomResourceDefinition # another version\n")
+    assert locator.find_folder() is None  # a file that is not the locked one: not used
+    first.unlink()  # an incomplete folder is not used either
     assert locator.find_folder() is None
