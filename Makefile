@@ -106,7 +106,7 @@ bench-datasets: $(VENV)/.installed ## Hub-sized datasets: a 14,042-row MMLU-shap
 	$(PY) bench/datasets.py $(BENCH_ARGS)
 
 .PHONY: bench-etcd
-bench-etcd: $(VENV)/.installed ## What a create costs in a real etcd on this machine (the write latency bench-operator gives the emulator; needs Debian's etcd-server).
+bench-etcd: $(VENV)/.installed ## What a create costs in a real etcd on this machine (the write latency and commit rate bench-operator gives the emulator; needs Debian's etcd-server).
 	$(PY) bench/etcd_write_latency.py $(BENCH_ARGS)
 
 # lm-eval's version, written once in the runner (eval_runner.lmeval.LM_EVAL_VERSION).

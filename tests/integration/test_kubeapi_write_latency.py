@@ -37,3 +37,13 @@ def test_writes_wait_for_the_commit_side_by_side_and_reads_do_not() -> None:
         assert all(a.status_code == 201 for a in answers)
         assert LATENCY <= time.monotonic() - started < 5 * LATENCY
         assert api.get("", "v1", "configmaps", "default", "c9") is not None
+
+
+def test_a_burst_of_writes_queues_for_the_commits_a_second_it_may_make() -> None:
+    with running_kubeapi(write_throughput=20.0) as api, httpx.Client(timeout=30) as http:
+        url = f"{api.url}/api/v1/namespaces/default/configmaps"
+        started = time.monotonic()
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(lambda n: http.post(url, json=config_map(f"b{n}")), range(20)))
+        assert all(a.status_code == 201 for a in answers)
+        assert time.monotonic() - started >= 19 / 20  # 20 commits at 20 a second

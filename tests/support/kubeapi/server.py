@@ -90,6 +90,7 @@ class KubeAPIServer:
         namespaces: Iterable[str] = DEFAULT_NAMESPACES,
         authorizer: RBACAuthorizer | None = None,
         write_latency: float = 0.0,
+        write_throughput: float | None = None,
     ) -> None:
         self.store = Store(history_limit=history_limit)
         # Like a fresh cluster. Needed: kopf's namespace observer only watches in existing ones.
@@ -105,11 +106,15 @@ class KubeAPIServer:
         # instead (e.g. 503 for a discovery endpoint, as apiservers answer while starting), or
         # None to serve it.
         self.fault: Callable[[web.Request], int | None] | None = None
-        # Seconds a write waits before it is carried out and answered: a real apiserver answers
+        # What a write waits before it is carried out and answered: a real apiserver answers
         # once etcd has committed the object (Raft, fdatasync), which the in-memory store does
-        # not do. Writes wait side by side, as they do for etcd; reads never wait. The figure
-        # bench-operator uses is measured with a real etcd by bench/etcd_write_latency.py.
+        # not do. Each write waits `write_latency` seconds, side by side with the others, and,
+        # with `write_throughput`, its turn among commits made at most that many a second (a
+        # burst queues, as it does for etcd's disk). Reads and dry runs never wait. The figures
+        # bench-operator uses are measured with a real etcd by bench/etcd_write_latency.py.
         self.write_latency = write_latency
+        self.write_throughput = write_throughput
+        self._next_commit = 0.0
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._closing = False
@@ -347,11 +352,11 @@ class KubeAPIServer:
             ):
                 raise APIError(401, "Unauthorized", "Unauthorized")
             if (
-                self.write_latency > 0
+                (self.write_latency > 0 or self.write_throughput)
                 and request.method in WRITE_METHODS
                 and "dryRun" not in request.query
             ):
-                await asyncio.sleep(self.write_latency)
+                await asyncio.sleep(self._commit_wait())
             return await self._dispatch(request, body)
         except APIError as e:
             return web.json_response(e.status(), status=e.code)
@@ -361,6 +366,14 @@ class KubeAPIServer:
             )
             self.internal_errors.append(e)
             return web.json_response(APIError(500, "InternalError", repr(e)).status(), status=500)
+
+    def _commit_wait(self) -> float:
+        wait = self.write_latency
+        if self.write_throughput:
+            now = asyncio.get_running_loop().time()
+            self._next_commit = max(self._next_commit, now) + 1 / self.write_throughput
+            wait += self._next_commit - now
+        return wait
 
     @staticmethod
     def _decode_binary(request: web.Request, raw: bytes) -> Any:
