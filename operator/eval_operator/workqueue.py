@@ -2,7 +2,7 @@
 
 Watch events of an Evaluation, its Job and its pods, and the operator-wide progress loop, all
 ask for the same thing: "reconcile this Evaluation". The queue turns any number of such asks
-into reconciles that run one at a time per key and a few at a time overall; an ask that comes
+into reconciles that run one at a time per key and `workers` at a time overall; an ask that comes
 while the key is being reconciled makes it run once more afterwards; a reconcile may ask to be
 run again after a delay (a bounded wait ending); a reconcile that raises is retried with
 exponential backoff, a bounded number of times, then waits for the next event. No per-object
@@ -34,7 +34,7 @@ class WorkQueue:
         self,
         handler: Handler,
         *,
-        workers: int = 8,
+        workers: int = 64,
         clock: Callable[[], float] = time.monotonic,
         on_error: Callable[[Hashable, BaseException], None] | None = None,
     ) -> None:
