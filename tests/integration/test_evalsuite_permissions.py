@@ -14,7 +14,13 @@ import pytest
 
 from tests.support.chart_rbac import OPERATOR_USER, operator_rules, render_cluster_wide_chart
 from tests.support.kubeapi.authz import RBACAuthorizer, Subject
-from tests.support.operator_cluster import NS, OPERATOR_TOKEN, manifest, running_cluster
+from tests.support.operator_cluster import (
+    NS,
+    OPERATOR_TOKEN,
+    events_when,
+    manifest,
+    running_cluster,
+)
 from tests.support.suites import reason, suite_manifest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -46,11 +52,15 @@ def test_a_missing_permission_is_named_holds_back_its_part_and_heals_once_grante
         assert reason(denied, "CacheReady") == "Disabled"
         assert reason(denied, "TLSReady") == "Disabled"
         assert "InvalidSpec" not in {c["reason"] for c in denied["status"]["conditions"]}
-        warnings = [
-            e
-            for e in cluster.api.list("", "v1", "events", NS)
-            if e["involvedObject"].get("name") == "perm" and e["reason"] == "PermissionDenied"
-        ]
+
+        def denials(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [
+                e
+                for e in events
+                if e["involvedObject"].get("name") == "perm" and e["reason"] == "PermissionDenied"
+            ]
+
+        warnings = denials(events_when(cluster.api, denials))  # it follows the status write
         assert warnings and all(e["type"] == "Warning" for e in warnings)
 
         # Retried with back-off, not in a hot loop: a handful of refused creates while the
