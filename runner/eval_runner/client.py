@@ -572,13 +572,30 @@ class HttpModelClient:
         """log P(continuation | context) and whether it is the greedy continuation, from the
         endpoint's prompt log-probabilities (see eval_runner.completions); EndpointFailed
         LogprobsUnsupported when the endpoint gives none."""
+        (found,) = await self.loglikelihoods(context, [continuation])
+        return found
+
+    async def loglikelihoods(
+        self, context: str, continuations: list[str]
+    ) -> list[tuple[Likelihood, Spend]]:
+        """loglikelihood of each continuation after one context (a multiple-choice sample's
+        choices): the context is tokenized once, the continuations asked side by side."""
+        context_ids = await self._tokenize(split_whitespace(context, "")[0])
+        return list(
+            await asyncio.gather(
+                *(self._likelihood(context, c, context_ids) for c in continuations)
+            )
+        )
+
+    async def _likelihood(
+        self, context: str, continuation: str, context_ids: list[int] | None
+    ) -> tuple[Likelihood, Spend]:
         context, continuation = split_whitespace(context, continuation)
-        ids = await self._tokenize(context)
         prompt: str | list[int]
         context_tokens: int | None = None
-        if ids is not None:
+        if context_ids is not None:
             whole = await self._tokenize(context + continuation) or []
-            prompt, context_tokens = window(ids, whole)
+            prompt, context_tokens = window(context_ids, whole)
         else:
             prompt = context + continuation
 

@@ -17,15 +17,13 @@ likeliest of a small fixed list. Generated text is a function of the prompt's la
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
+
+from tests.support.background import LoopbackServer
 
 TOKEN = re.compile(r"\s*\S+|\s+$")
 EOS = "</s>"
@@ -52,7 +50,7 @@ def generated(prompt: str) -> str:
     return f" Adding them gives {total}.\n#### {total}\n\nQuestion: what next?"
 
 
-class CompletionsServer:
+class CompletionsServer(LoopbackServer):
     """`tokenizer=False`: no tokenizer endpoints, as llama.cpp or TGI serve completions."""
 
     def __init__(self, *, tokenizer: bool = True) -> None:
@@ -60,8 +58,6 @@ class CompletionsServer:
         self.vocabulary: dict[str, int] = {}
         self.tokens: list[str] = []
         self.requests: list[dict[str, Any]] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
     @property
     def base_url(self) -> str:
@@ -79,47 +75,12 @@ class CompletionsServer:
     def text(self, ids: list[int]) -> str:
         return "".join(self.tokens[i] for i in ids)
 
-    # --- lifecycle ------------------------------------------------------------------------------
-
-    async def start(self) -> CompletionsServer:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/completions", self._completions)
         if self.tokenizer:
             app.router.add_get("/tokenizer_info", self._tokenizer_info)
             app.router.add_post("/tokenize", self._tokenize)
             app.router.add_post("/detokenize", self._detokenize)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> CompletionsServer:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @contextmanager
-    def in_thread(self) -> Iterator[CompletionsServer]:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, daemon=True)
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=10)
-            yield self
-        finally:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
 
     # --- HTTP -----------------------------------------------------------------------------------
 

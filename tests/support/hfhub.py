@@ -17,15 +17,13 @@ with another token. Every request is recorded (method, path, the token it carrie
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from aiohttp import web
+
+from tests.support.background import LoopbackServer
 
 
 @dataclass
@@ -55,12 +53,10 @@ class Asked:
     token: str | None
 
 
-class StandInHub:
+class StandInHub(LoopbackServer):
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.requests: list[Asked] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
     def repo(self, repo_id: str, *, token: str | None = None) -> Repo:
         return self.repos.setdefault(repo_id, Repo(token=token))
@@ -73,44 +69,8 @@ class StandInHub:
             if r.method == "GET" and "/resolve/" in r.path and r.path.endswith(f"/{name}")
         )
 
-    # --- lifecycle ------------------------------------------------------------------------------
-
-    async def start(self) -> StandInHub:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> StandInHub:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @contextmanager
-    def in_thread(self) -> Iterator[StandInHub]:
-        """Serve from a background thread's event loop (for subprocess tests)."""
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, daemon=True)
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=10)
-            yield self
-        finally:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
 
     # --- HTTP -----------------------------------------------------------------------------------
 

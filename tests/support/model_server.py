@@ -30,7 +30,6 @@ import json
 import math
 import random
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -49,6 +48,7 @@ from eval_runner.demo_server import (
     prompt_texts,
     response_body,
 )
+from tests.support.background import serving_in_thread
 
 
 @dataclass
@@ -293,17 +293,8 @@ class ModelServer:
     @contextmanager
     def in_thread(self) -> Iterator[ModelServer]:
         """Serve from a background thread's event loop (for subprocess tests)."""
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, daemon=True)
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=10)
+        with serving_in_thread(self):
             yield self
-        finally:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
 
     # --- handlers -------------------------------------------------------------------------
 
