@@ -29,7 +29,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from eval_api.v1alpha1 import DatasetSpec  # noqa: E402
 from eval_runner.dataset import _hub_samples  # noqa: E402
-from eval_runner.lmeval.config import load_task  # noqa: E402
+from eval_api.lmeval.config import load_task  # noqa: E402
 from eval_runner.lmeval.prompts import Prompts, fewshot_examples  # noqa: E402
 
 MMLU_TEST_ROWS = 14_042

@@ -26,6 +26,8 @@ WARNING_REASONS = frozenset(
         "SecretKeyNotFound",
         "ConfigMapNotFound",
         "ConfigMapKeyNotFound",
+        "LmEvalInvalid",
+        "LmEvalUnsupported",
         "SuiteNotFound",
         "CreateContainerConfigError",
         "CreateContainerError",

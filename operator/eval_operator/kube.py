@@ -297,6 +297,19 @@ class Kube:
             raise
         return set(config_map.get("data") or {}) | set(config_map.get("binaryData") or {})
 
+    async def config_map_value(self, namespace: str, name: str, key: str) -> str | None:
+        """The text of a ConfigMap's key (data), or None when the ConfigMap or key is gone."""
+        try:
+            config_map = await self._call(
+                "GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}"
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        value = (config_map.get("data") or {}).get(key)
+        return value if isinstance(value, str) else None
+
     # --- events ---------------------------------------------------------------------------
 
     async def post_event(

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from eval_api.tasks import task_plan
 from eval_api.v1alpha1.common import GROUP
 from eval_api.v1alpha1.evaluation import EvaluationSpec
 
@@ -48,16 +49,28 @@ class RunPlan(BaseModel):
     cached: bool = False  # the suite has a response cache: status says whether it served
 
     @classmethod
-    def of(cls, spec: EvaluationSpec, raw_spec: Mapping[str, Any], generation: int, run: str):
-        digest = spec_hash(raw_spec)
+    def of(
+        cls,
+        spec: EvaluationSpec,
+        raw_spec: Mapping[str, Any],
+        generation: int,
+        run: str,
+        task_file: str | None = None,
+    ):
+        """The plan of a run of `spec`; `task_file` is task.lmEval's file as read (part of
+        what the run is judged by, so part of its hash)."""
+        digest = spec_hash(
+            raw_spec if task_file is None else {"spec": raw_spec, "taskFile": task_file}
+        )
+        task = task_plan(spec, task_file)
         return cls(
             spec_hash=digest,
             generation=generation,
             config_map=f"{run}-{digest[:8]}",
             shards=spec.execution.shards,
-            scorers=[s.effective_name for s in spec.task.scorers],
+            scorers=task.names,
             thresholds=list(spec.thresholds),
-            dataset=spec.dataset.source(),
+            dataset=task.dataset.source(),
             max_errored_fraction=spec.execution.max_errored_fraction,
             budgeted=spec.budget is not None,
         )

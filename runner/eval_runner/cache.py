@@ -33,7 +33,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -334,10 +334,33 @@ class CachedModelClient:
 
     async def complete(self, messages: list[Message]) -> Completion:
         key = cache_key(self._spec, messages, run=self._run)
+        return await self._cached(key, lambda: self._model.complete(messages))
+
+    async def complete_prompt(self, prompt: str, *, stop: list[str], max_tokens: int) -> Completion:
+        """The completions API's answer (an lm-eval generate_until task), cached like a chat
+        answer: the key holds the prompt, its stop sequences and output bound."""
+        request: Any = [{"completions": prompt, "stop": stop, "max_tokens": max_tokens}]
+        key = cache_key(self._spec, request, run=self._run)
+        model: Any = self._model
+        return await self._cached(
+            key, lambda: model.complete_prompt(prompt, stop=stop, max_tokens=max_tokens)
+        )
+
+    async def loglikelihood(self, context: str, continuation: str) -> Any:
+        """Log-likelihoods are asked every time: the cache keeps answers' text, not
+        log-probabilities."""
+        model: Any = self._model
+        return await model.loglikelihood(context, continuation)
+
+    async def loglikelihoods(self, context: str, continuations: list[str]) -> Any:
+        model: Any = self._model
+        return await model.loglikelihoods(context, continuations)
+
+    async def _cached(self, key: str, ask: Callable[[], Awaitable[Completion]]) -> Completion:
         started = time.perf_counter()
         cached = await self._cache.get(key)
         if cached is None:
-            completion = await self._model.complete(messages)
+            completion = await ask()
             self._cache.put(key, completion)
             return completion
         usage = self._usage

@@ -92,6 +92,17 @@ class Completion:
     filtered: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class LikelihoodAnswer:
+    """A log-likelihood request's answer, with what it used."""
+
+    likelihood: Likelihood
+    spend: Spend
+    input_tokens: int
+    output_tokens: int
+    latency: float
+
+
 class RequestFailed(Exception):
     """A request failed. Raised out of `complete` only once it failed for good: `error_class`
     (http_429, http_500, timeout, connection, invalid_json, bad_response, ...) is what the
@@ -568,7 +579,7 @@ class HttpModelClient:
             spend,
         )
 
-    async def loglikelihood(self, context: str, continuation: str) -> tuple[Likelihood, Spend]:
+    async def loglikelihood(self, context: str, continuation: str) -> LikelihoodAnswer:
         """log P(continuation | context) and whether it is the greedy continuation, from the
         endpoint's prompt log-probabilities (see eval_runner.completions); EndpointFailed
         LogprobsUnsupported when the endpoint gives none."""
@@ -577,7 +588,7 @@ class HttpModelClient:
 
     async def loglikelihoods(
         self, context: str, continuations: list[str]
-    ) -> list[tuple[Likelihood, Spend]]:
+    ) -> list[LikelihoodAnswer]:
         """loglikelihood of each continuation after one context (a multiple-choice sample's
         choices): the context is tokenized once, the continuations asked side by side."""
         context_ids = await self._tokenize(split_whitespace(context, "")[0])
@@ -589,7 +600,7 @@ class HttpModelClient:
 
     async def _likelihood(
         self, context: str, continuation: str, context_ids: list[int] | None
-    ) -> tuple[Likelihood, Spend]:
+    ) -> LikelihoodAnswer:
         context, continuation = split_whitespace(context, continuation)
         prompt: str | list[int]
         context_tokens: int | None = None
@@ -623,9 +634,11 @@ class HttpModelClient:
         request = _Request(self._completions_url(), self._auth_headers(), body)
         size = len(context.encode()) + len(continuation.encode())
         worst = worst_case_cost(self._model.pricing, size, 1)
-        answer, _, spend = await self._ask(request, worst, size, 1, parse=parse)
+        answer, latency, spend = await self._ask(request, worst, size, 1, parse=parse)
         assert answer.likelihood is not None
-        return answer.likelihood, spend
+        return LikelihoodAnswer(
+            answer.likelihood, spend, answer.input_tokens, answer.output_tokens, latency
+        )
 
     def _completions_url(self) -> str:
         return f"{(self._model.base_url or DEFAULT_BASE_URLS['openai']).rstrip('/')}/completions"

@@ -66,9 +66,11 @@ async def load_samples(
     group_field: str | None = None,
     shard: int = 0,
     shards: int = 1,
+    raw: bool = False,
 ) -> list[Sample]:
     """The samples of shard `shard` of `shards`: loaded, mapped to input/target, shuffled,
-    limited, then sharded (shard_samples).
+    limited, then sharded (shard_samples). With `raw` (an lm-eval task's docs) records are
+    kept as they are, input and target left empty: the task file says what they are.
 
     `dataset_file` replaces the mounted file of a configMapRef dataset (local runs).
     `group_field` (task.groupField) names the record field holding each sample's group.
@@ -88,11 +90,14 @@ async def load_samples(
         except hub.HubUnavailable as err:
             raise DatasetUnavailable(str(err)) from None
         log.info("dataset resolved", source=spec.source(), commit=split.commit)
-        return await asyncio.to_thread(_hub_samples, split.files, spec, group_field, shard, shards)
+        return await asyncio.to_thread(
+            _hub_samples, split.files, spec, group_field, shard, shards, raw
+        )
     records = await _load_records(spec, dataset_dir, dataset_file, ca_bundle, download_dir)
     if not records:
         raise PermanentError("DatasetInvalid", "the dataset has no records")
-    mapped = [_map_record(record, index, spec) for index, record in enumerate(records)]
+    mapper = _raw_record if raw else _map_record
+    mapped = [mapper(record, index, spec) for index, record in enumerate(records)]
     if spec.shuffle_seed is not None:
         random.Random(spec.shuffle_seed).shuffle(mapped)
     if spec.limit is not None:
@@ -100,8 +105,8 @@ async def load_samples(
     samples = [
         Sample(
             id=position,
-            input=record["input"],
-            target=record["target"],
+            input=record.get("input", "") if raw else record["input"],
+            target=record.get("target", "") if raw else record["target"],
             record=record,
             group=None if group_field is None else _group(record, position, group_field),
         )
@@ -116,6 +121,7 @@ def _hub_samples(
     group_field: str | None,
     shard: int,
     shards: int,
+    raw: bool = False,
 ) -> list[Sample]:
     """This shard's samples of files too large to hold whole: the same samples, ids and order
     as load_samples gives a list of records, with only this shard's records ever kept.
@@ -152,13 +158,18 @@ def _hub_samples(
         del groups
     found: list[Sample] = []
     index = 0
+    mapper = _raw_record if raw else _map_record
     for path in files:
         for record in hub.iter_records(path):
             position = wanted.get(index)
             if position is not None:
-                mapped = _map_record(record, index, spec)
+                mapped = mapper(record, index, spec)
                 group = None if group_field is None else _group(mapped, position, group_field)
-                found.append(Sample(position, mapped["input"], mapped["target"], mapped, group))
+                found.append(
+                    Sample(
+                        position, mapped.get("input", ""), mapped.get("target", ""), mapped, group
+                    )
+                )
             index += 1
     found.sort(key=lambda sample: sample.id)
     return found
@@ -372,6 +383,12 @@ def _parse(data: bytes, fmt: str, source: str) -> list[Any]:
     return records
 
 
+def _raw_record(record: Any, index: int, spec: DatasetSpec) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise PermanentError("DatasetInvalid", f"record {index} is not an object")
+    return record
+
+
 def _map_record(record: Any, index: int, spec: DatasetSpec) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise PermanentError("DatasetInvalid", f"record {index} is not an object")
@@ -391,3 +408,21 @@ def _map_record(record: Any, index: int, spec: DatasetSpec) -> dict[str, Any]:
 
 def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
+
+
+async def load_split_records(
+    spec: DatasetSpec, split: str, download_dir: Path = DEFAULT_DOWNLOAD_DIR
+) -> list[dict[str, Any]]:
+    """Every record of another split of a huggingface dataset (an lm-eval task's few-shot
+    split), whole: the examples are drawn from all of them."""
+    assert spec.huggingface is not None
+    other = spec.huggingface.model_copy(update={"split": split})
+    try:
+        found = await asyncio.to_thread(
+            hub.fetch_split, other, spec.effective_max_bytes, download_dir / "huggingface"
+        )
+    except hub.HubUnavailable as err:
+        raise DatasetUnavailable(str(err)) from None
+    return await asyncio.to_thread(
+        lambda: [record for path in found.files for record in hub.iter_records(path)]
+    )

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from eval_api import environment
-from eval_api.v1alpha1.dataset import HuggingFaceDataset
+from eval_api.v1alpha1.dataset import DEFAULT_SPLIT, HuggingFaceDataset
 from eval_runner.errors import PermanentError
 from eval_runner.secrets import read_key
 
@@ -74,6 +74,7 @@ def fetch_split(
     # Registered for redaction like the API keys; False: never a token from ~/.cache/huggingface.
     token = read_key(TOKEN_ENV, environ.get(TOKEN_ENV)) or False
     where = f"{spec.repo}@{spec.revision}"
+    split = spec.split or DEFAULT_SPLIT
     api = HfApi(endpoint=endpoint, token=token)
     try:
         commit = api.dataset_info(spec.repo, revision=spec.revision).sha
@@ -93,19 +94,19 @@ def fetch_split(
                     cache_dir=cache_dir, endpoint=endpoint, token=token,
                 )
             ).read_text(encoding="utf-8")  # fmt: skip
-        chosen = split_files(sorted(sizes), readme, spec.config, spec.split)
+        chosen = split_files(sorted(sizes), readme, spec.config, split)
         if not chosen:
             subset = f"config {spec.config!r} " if spec.config else ""
             raise PermanentError(
                 "DatasetNotFound",
-                f"{where} has no files for {subset}split {spec.split!r} "
+                f"{where} has no files for {subset}split {split!r} "
                 f"(files: {', '.join(sorted(sizes)[:20])})",
             )
         total = sum(sizes[path] for path in chosen)
         if total > max_bytes:
             raise PermanentError(
                 "DatasetTooLarge",
-                f"split {spec.split!r} of {where} is {total} bytes in {len(chosen)} file(s), "
+                f"split {split!r} of {where} is {total} bytes in {len(chosen)} file(s), "
                 f"more than dataset.maxBytes ({max_bytes})",
             )
         files = tuple(

@@ -27,6 +27,7 @@ from eval_api.matrix import baseline_selector, cells_of, regression_of
 from eval_api.shard import ShardSummary
 from eval_api.store.migrate import migrate
 from eval_api.store.settings import StoreSettings
+from eval_api.tasks import TaskFileMissing, spec_dataset, task_plan
 from eval_api.v1alpha1.common import ObjectMeta
 from eval_api.v1alpha1.evalsuite import EvalSuite
 from eval_api.v1alpha1.evaluation import Evaluation, EvaluationSpec
@@ -98,7 +99,11 @@ async def run_cell(
         )
     except (PermanentError, RetryableError) as err:
         outcome.error = f"{err.reason}: {err.message}"
-    names = [s.effective_name for s in spec.task.scorers]
+    try:
+        names = task_plan(spec).names
+    except TaskFileMissing:
+        # An lm-eval task file lives in a ConfigMap: run_shard said so (the cell's error).
+        names = []
     result = aggregate([summary], names, total=summary.total)
     too_many = result.too_many_errors(spec.execution.max_errored_fraction)
     first = result.results[0] if result.results else None
@@ -152,7 +157,7 @@ async def run_suite(
             ),  # fmt: skip
             spec=EvaluationSpec.model_validate(cell_spec),
         )
-        console.print(Text(f"cell {cell.id}: running {evaluation.spec.dataset.source()}"))
+        console.print(Text(f"cell {cell.id}: running {spec_dataset(evaluation.spec).source()}"))
         store = None
         identity = None
         if store_settings is not None:

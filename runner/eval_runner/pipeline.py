@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from eval_api.shard import ResumedSamples, ScoreSums, ShardSummary, ShardUsage
-from eval_api.v1alpha1.evaluation import Evaluation
+from eval_api.tasks import TaskFileError, TaskFileMissing, TaskPlan, task_plan
+from eval_api.v1alpha1.evaluation import Evaluation, EvaluationSpec
 from eval_runner import metrics
 from eval_runner.budget import Budget, BudgetExceeded, usd
 from eval_runner.cache import CachedModelClient, ResponseCache
@@ -20,8 +21,10 @@ from eval_runner.dataset import (
     DEFAULT_DOWNLOAD_DIR,
     Sample,
     load_samples,
+    load_split_records,
 )
 from eval_runner.errors import PermanentError, RetryableError
+from eval_runner.lmeval.run import Item, LmEvalShard, generation_model
 from eval_runner.prompt import Message, PromptBuilder
 from eval_runner.results import SampleResult
 from eval_runner.scorers import (
@@ -70,6 +73,7 @@ async def run_shard(
     budget: Budget | None = None,
     store: SampleStore | None = None,
     cache: ResponseCache | None = None,
+    task_file: str | None = None,
 ) -> ShardSummary:
     """Runs shard `shard` of `shards` and returns its summary.
 
@@ -87,21 +91,26 @@ async def run_shard(
     what they used) and not asked again; the last rows are written before this returns or
     raises. With `cache`, the model's answers are looked up in the response cache first and
     kept there; a cache that fails is left out (summary.cacheUnavailable says why). This
-    function opens and closes both.
+    function opens and closes both. `task_file` is the text of task.lmEval's task file.
     """
     summary = summary if summary is not None else ShardSummary()
     summary.shard, summary.shards = shard, shards
     spec = evaluation.spec
     budget = budget if budget is not None else Budget.for_shard(spec.budget, shard, shards)
     try:
+        plan = _plan(spec, task_file)
         scorers: dict[str, Scorer] = {}
-        judged = [s for s in spec.task.scorers if needs_judge(s)]
-        for scorer_spec in spec.task.scorers:
+        judged = [s for s in spec.task.scorer_list if needs_judge(s)]
+        for scorer_spec in spec.task.scorer_list:
             if not needs_judge(scorer_spec):
                 scorers[scorer_spec.effective_name] = build_scorer(scorer_spec)
-        prompts = PromptBuilder(spec.task)
+        model_spec = spec.model
+        lm_eval: LmEvalShard | None = None
+        if plan.lm_task is not None:
+            model_spec = generation_model(spec.model, plan.lm_task)
+            lm_eval = LmEvalShard(plan.lm_task, plan.preset, model_spec)
         samples = await load_samples(
-            spec.dataset,
+            plan.dataset,
             dataset_dir=dataset_dir,
             dataset_file=dataset_file,
             ca_bundle=ca_bundle,
@@ -109,18 +118,28 @@ async def run_shard(
             group_field=spec.task.group_field,
             shard=shard,
             shards=shards,
+            raw=lm_eval is not None,
         )
-        # Every prompt is rendered before the first request: a template that fails on sample
-        # 900 fails the shard now, not after paying for 899 answers.
-        work = [(sample, prompts.build(sample)) for sample in samples]
+        items: dict[int, Item] = {}
+        if lm_eval is not None:
+            pool = await _fewshot_pool(plan, download_dir)
+            work = []
+            for sample, messages, item in lm_eval.build(samples, pool):
+                work.append((sample, messages))
+                items[sample.id] = item
+        else:
+            prompts = PromptBuilder(spec.task)
+            # Every prompt is rendered before the first request: a template that fails on
+            # sample 900 fails the shard now, not after paying for 899 answers.
+            work = [(sample, prompts.build(sample)) for sample in samples]
         summary.total = len(work)
-        summary.scores = {s.effective_name: ScoreSums() for s in spec.task.scorers}
+        summary.scores = {name: ScoreSums() for name in plan.names}
         if judged:
             summary.usage.judge = summary.usage.judge or ShardUsage()
         sinks = [sink for sink in (on_sample, store and store.record) if sink is not None]
         tally = _Tally(summary, scorers, on_progress, _each(sinks))
         if store is not None:
-            work = tally.resume(work, await store.open(evaluation, shard, shards, work))
+            work = tally.resume(work, await store.open(evaluation, shard, shards, work, plan))
         tally.notify()
         log.info(
             "shard started",
@@ -135,7 +154,7 @@ async def run_shard(
         answered = summary.resumed is not None
         async with open_transport(ca_bundle=ca_bundle, max_connections=connections) as http:
             model: ModelClient = client or HttpModelClient(
-                spec.model,
+                model_spec,
                 api_key,
                 http,
                 role="model",
@@ -145,7 +164,7 @@ async def run_shard(
             )
             if cache is not None:
                 model = CachedModelClient(
-                    model, cache, spec.model, summary.usage, spec.execution.cache.reuse
+                    model, cache, model_spec, summary.usage, spec.execution.cache.reuse
                 )
             judges: dict[str, JudgeScorer] = {}
             for index, scorer_spec in enumerate(judged):
@@ -161,7 +180,10 @@ async def run_shard(
                     answered_before=answered,
                 )
                 judges[scorer_spec.effective_name] = build_judge_scorer(scorer_spec, judge_client)
-            asking = _ask_all(model, judges, work, tally, budget, spec.model.max_concurrency)
+            answer = _answerer(lm_eval, items)
+            asking = _ask_all(
+                model, judges, work, tally, budget, spec.model.max_concurrency, answer
+            )
             if store is None:
                 await asking
             else:
@@ -240,13 +262,14 @@ async def _ask_all(
     tally: _Tally,
     budget: Budget,
     workers: int,
+    answer: Answerer,
 ) -> None:
     """Ask every sample; then ask again those whose every attempt failed to connect (the
     endpoint was away: their requests mostly never reached it), round after round while a
     round brings at least one of them through. The last ones left count as errored."""
     rounds = 0
     while True:
-        parked = await _ask_round(model, judges, work, tally, budget, workers)
+        parked = await _ask_round(model, judges, work, tally, budget, workers, answer)
         rounds += 1
         if not parked or budget.exceeded is not None or (rounds > 1 and len(parked) == len(work)):
             break
@@ -263,6 +286,7 @@ async def _ask_round(
     tally: _Tally,
     budget: Budget,
     workers: int,
+    answer: Answerer,
 ) -> Parked:
     pending = iter(work)
     parked: Parked = []
@@ -273,7 +297,7 @@ async def _ask_round(
             if budget.exceeded is not None:
                 return  # nothing new starts; the requests in flight finish
             try:
-                await _ask(model, judges, sample, messages, tally, parked)
+                await _ask(model, judges, sample, messages, tally, parked, answer)
             except BudgetExceeded:
                 return
 
@@ -303,9 +327,10 @@ async def _ask(
     messages: list[Message],
     tally: _Tally,
     parked: Parked,
+    answer: Answerer,
 ) -> None:
     try:
-        completion = await model.complete(messages)
+        completion, scores, details = await answer(model, sample, messages)
     except RequestFailed as err:
         if err.only_connection:
             parked.append((sample, messages, err))
@@ -325,7 +350,61 @@ async def _ask(
             )
             tally.errored(failed)
             return
-    tally.scored(sample, messages, completion, judged)
+    tally.scored(sample, messages, completion, {**judged, **scores}, details)
+
+
+# How a sample is asked and scored: its completion, the scores that do not come from
+# task.scorers (an lm-eval task's metrics), and what its row keeps to explain them.
+Answerer = Callable[
+    [ModelClient, Sample, list[Message]],
+    Awaitable[tuple[Completion, dict[str, float], dict[str, Any] | None]],
+]
+
+
+def _answerer(lm_eval: LmEvalShard | None, items: dict[int, Item]) -> Answerer:
+    if lm_eval is None:
+
+        async def ask_model(
+            model: ModelClient, sample: Sample, messages: list[Message]
+        ) -> tuple[Completion, dict[str, float], dict[str, Any] | None]:
+            return await model.complete(messages), {}, None
+
+        return ask_model
+
+    async def ask_lm_eval(
+        model: ModelClient, sample: Sample, messages: list[Message]
+    ) -> tuple[Completion, dict[str, float], dict[str, Any] | None]:
+        return await lm_eval.answer(model, items[sample.id], messages)
+
+    return ask_lm_eval
+
+
+def _plan(spec: EvaluationSpec, task_file: str | None) -> TaskPlan:
+    try:
+        return task_plan(spec, task_file)
+    except TaskFileError as err:
+        raise PermanentError(err.reason, err.message) from None
+    except TaskFileMissing:
+        ref = spec.task.lm_eval.config_map_ref if spec.task.lm_eval else None
+        where = f"ConfigMap {ref.name} key {ref.key}" if ref else "task.lmEval"
+        raise PermanentError(
+            "LmEvalInvalid", f"the task file ({where}) was not given to the runner"
+        ) from None
+
+
+async def _fewshot_pool(plan: TaskPlan, download_dir: Path) -> list[dict[str, Any]]:
+    """The docs few-shot examples are drawn from: the task's few-shot split, read whole (the
+    draws index all of it); none without few-shot, or with the file's own samples."""
+    task = plan.lm_task
+    assert task is not None
+    split = task.fewshot_split
+    if task.num_fewshot == 0 or split is None:
+        return []
+    if plan.dataset.huggingface is None:  # spec_problems refuses this before the run
+        raise PermanentError(
+            "LmEvalInvalid", f"few-shot split {split!r} needs a huggingface dataset"
+        )
+    return await load_split_records(plan.dataset, split, download_dir)
 
 
 class _Tally:
@@ -380,6 +459,7 @@ class _Tally:
         messages: list[Message],
         completion: Completion,
         judged: dict[str, float],
+        details: dict[str, Any] | None = None,
     ) -> None:
         summary = self.summary
         scores = {name: scorer(completion.text, sample.target) for name, scorer in self.scorers}
@@ -388,7 +468,7 @@ class _Tally:
         summary.completed += 1
         self._scored.inc()
         if self.on_sample is not None:
-            self.on_sample(SampleResult(sample, messages, completion, scores))
+            self.on_sample(SampleResult(sample, messages, completion, scores, details=details))
         self.notify()
 
     def errored(self, result: SampleResult) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from eval_runner.client import Completion, Spend
 from eval_runner.dataset import Sample
@@ -25,3 +26,6 @@ class SampleResult:
     # It failed for a reason that passes (429, 5xx, a timeout, a lost connection): not a final
     # answer, so it is not stored and a resumed shard asks it again.
     transient: bool = False
+    # An lm-eval task's explanation of the scores: the filtered answers and the reference, or
+    # each choice's log-likelihood with the chosen one and the gold (eval_runner.lmeval.run).
+    details: dict[str, Any] | None = None

@@ -53,6 +53,7 @@ import structlog
 from eval_api import environment
 from eval_api.shard import ShardUsage
 from eval_api.store import MigrationError, StoreSettings, migrate
+from eval_api.tasks import TaskPlan, task_plan
 from eval_api.v1alpha1.evaluation import Evaluation, EvaluationSpec
 from eval_api.v1alpha1.model import Pricing
 from eval_runner import metrics
@@ -112,6 +113,7 @@ COLUMNS = (
     "error_class",
     "error_message",
     "sample_group",
+    "details",
 )
 STAGING = "samples_incoming"
 # ON COMMIT DELETE ROWS: each batch's transaction leaves the staging table empty.
@@ -257,6 +259,7 @@ def sample_row(
         result.error_class,
         _text(result.error),
         result.sample.group,
+        None if result.details is None else _text(json.dumps(result.details, ensure_ascii=False)),
     )
 
 
@@ -549,13 +552,16 @@ class SampleStore:
         shard: int,
         shards: int,
         work: list[tuple[Sample, list[Message]]],
+        plan: TaskPlan | None = None,
     ) -> dict[int, StoredSample]:
         """What this shard's earlier attempts stored, by sample id (and this attempt numbered).
-        Waits for an unreachable store up to the outage bound (StoreUnavailable)."""
+        Waits for an unreachable store up to the outage bound (StoreUnavailable). `plan` is
+        the run's task (its result names and dataset; by default the spec's scorers')."""
         self.shard = shard
         self._pricing = evaluation.spec.model.pricing
+        plan = plan if plan is not None else task_plan(evaluation.spec)
         stored = await self.outage.call(
-            lambda: self._open(evaluation, shard, shards), "opening the run", self._drop
+            lambda: self._open(evaluation, shard, shards, plan), "opening the run", self._drop
         )
         bad = conflicts(stored, work)
         if bad:
@@ -665,7 +671,7 @@ class SampleStore:
         conn.terminate()
 
     async def _open(
-        self, evaluation: Evaluation, shard: int, shards: int
+        self, evaluation: Evaluation, shard: int, shards: int, plan: TaskPlan
     ) -> dict[int, StoredSample]:
         conn = await self._connection()
         try:
@@ -686,10 +692,10 @@ class SampleStore:
             identity.suite,
             spec.model.provider,
             spec.model.name,
-            spec.dataset.source(),
+            plan.dataset.source(),
             digest,
             shards,
-            [s.effective_name for s in spec.task.scorers],
+            plan.names,
         )
         registered = await conn.fetchval(
             "SELECT spec_hash FROM runs WHERE evaluation_uid = $1 AND run = $2",

@@ -52,7 +52,7 @@ async def test_the_same_answers_and_likelihoods_lm_eval_got(tokenizer: bool) -> 
                     assert answer.text == response[0], (row["task"], row["doc_id"])
                     generated += 1
                 else:
-                    found, _ = await client.loglikelihood(context, second)
+                    found = (await client.loglikelihood(context, second)).likelihood
                     expected, greedy = response[0]
                     assert found.loglikelihood == float(expected), (row["task"], row["doc_id"])
                     assert str(found.greedy) == greedy

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from eval_api.lmeval.config import TaskSpec, load_task
 from eval_runner.lmeval import LM_EVAL_VERSION
-from eval_runner.lmeval.config import TaskSpec, load_task
 from eval_runner.lmeval.prompts import Prompts, fewshot_examples
 from eval_runner.lmeval.scoring import (
     apply_filters,

@@ -42,7 +42,7 @@ def test_loads_the_evaluation_out_of_several_documents(tmp_path: Path) -> None:
         (MANIFEST.replace("exact_match", "exact"), ["spec.task.scorers[0].type: Input should be"]),
         (
             "kind: Evaluation\nspec: {}\n",
-            ["spec.model: Field required", "spec.dataset: Field required"],
+            ["spec.model: Field required", "spec.task: Field required"],
         ),
         ("key: [unclosed\n", ["is not valid YAML"]),
         ("", ["holds no Evaluation"]),

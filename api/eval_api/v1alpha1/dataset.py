@@ -31,6 +31,7 @@ HF_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # A commit id or a tag. Branches move: "main" or "master" would change the data under a baseline.
 HF_REVISION_PATTERN = r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$"
 MOVING_REVISIONS = ("main", "master")
+DEFAULT_SPLIT = "test"
 
 
 class HuggingFaceDataset(ApiModel):
@@ -73,12 +74,15 @@ class HuggingFaceDataset(ApiModel):
             "folder of the repository (the Hub's parquet layout, config/split/*.parquet)."
         ),
     )
-    split: str = Field(
-        default="test",
+    split: str | None = Field(
+        default=None,
         min_length=1,
         max_length=253,
         pattern=r"^[A-Za-z0-9_.-]+$",
-        description="The split the samples are read from.",
+        description=(
+            "The split the samples are read from: by default test, or with task.lmEval the "
+            "task's test_split (else its validation_split)."
+        ),
     )
     token_secret_ref: SecretKeySelector | None = Field(
         default=None,
@@ -90,7 +94,7 @@ class HuggingFaceDataset(ApiModel):
 
     def source(self) -> str:
         subset = f" {self.config}" if self.config else ""
-        return f"huggingface {self.repo}@{self.revision}{subset} {self.split}"
+        return f"huggingface {self.repo}@{self.revision}{subset} {self.split or DEFAULT_SPLIT}"
 
 
 class DatasetSpec(ApiModel):

@@ -23,6 +23,34 @@ from eval_api.v1alpha1.execution import BudgetSpec, ExecutionSpec
 from eval_api.v1alpha1.model import ModelSpec
 from eval_api.v1alpha1.task import THRESHOLD_PATTERN, TaskSpec
 
+# Written once for an Evaluation's spec and an EvalSuite task (spec.tasks[]), whose model is
+# not known there: each rule only names dataset, task and model.
+DATASET_RULE = cel_rule(
+    "has(self.dataset) != has(self.task.preset)",
+    "a task.preset brings its own dataset (omit spec.dataset); every other task needs one",
+    ".dataset",
+)
+LM_EVAL_RULES = [
+    DATASET_RULE,
+    cel_rule(
+        "(!has(self.task.lmEval) && !has(self.task.preset)) || !has(self.model.parameters) "
+        "|| (!has(self.model.parameters.temperature) && !has(self.model.parameters.topP) && "
+        "!has(self.model.parameters.maxTokens) && !has(self.model.parameters.stop))",
+        "model.parameters temperature, topP, maxTokens and stop come from the task file's "
+        "generation_kwargs with task.lmEval or task.preset (seed is still sent)",
+        ".model.parameters",
+    ),
+    cel_rule(
+        "!has(self.task.preset) || (has(self.task.preset.generative) && "
+        "self.task.preset.generative) || self.task.preset.name == 'gsm8k' || "
+        "(has(self.model.api) && self.model.api == 'Completions')",
+        "a multiple-choice preset scores choices by log-likelihood, which needs model.api "
+        "Completions (an endpoint returning prompt log-probabilities, e.g. vLLM); chat "
+        "models run its generative variant (task.preset.generative: true)",
+        ".task.preset",
+    ),
+]
+
 
 class EvaluationSpec(ApiModel):
     """The desired evaluation: one model on one dataset with a set of scorers."""
@@ -37,20 +65,23 @@ class EvaluationSpec(ApiModel):
                 ),
                 cel_rule(
                     "!has(self.budget) || !has(self.budget.maxCostUSD) || "
-                    "self.model.provider == 'anthropic' || (has(self.model.parameters) && "
+                    "self.model.provider == 'anthropic' || has(self.task.lmEval) || "
+                    "has(self.task.preset) || (has(self.model.parameters) && "
                     "has(self.model.parameters.maxTokens))",
                     "budget.maxCostUSD requires model.parameters.maxTokens (the output bound of "
-                    "a request's worst-case cost)",
+                    "a request's worst-case cost; an lm-eval task's is its max_gen_toks)",
                     ".budget.maxCostUSD",
                 ),
                 cel_rule(
                     "!has(self.budget) || !has(self.budget.maxCostUSD) || "
+                    "!has(self.task.scorers) || "
                     "self.task.scorers.all(s, !has(s.judge) || has(s.judge.pricing))",
                     "budget.maxCostUSD requires the pricing of every llm_judge scorer's judge",
                     ".budget.maxCostUSD",
                 ),
                 cel_rule(
                     "!has(self.budget) || !has(self.budget.maxCostUSD) || "
+                    "!has(self.task.scorers) || "
                     "self.task.scorers.all(s, !has(s.judge) || s.judge.provider == 'anthropic' "
                     "|| (has(s.judge.parameters) && has(s.judge.parameters.maxTokens)))",
                     "budget.maxCostUSD requires parameters.maxTokens of every openai llm_judge "
@@ -58,11 +89,14 @@ class EvaluationSpec(ApiModel):
                     ".budget.maxCostUSD",
                 ),
             ]
+            + LM_EVAL_RULES
         }
     )
 
     model: ModelSpec = Field(description="The model under evaluation.")
-    dataset: DatasetSpec = Field(description="The samples.")
+    dataset: DatasetSpec | None = Field(
+        default=None, description="The samples (omitted with task.preset, which brings its own)."
+    )
     task: TaskSpec = Field(description="Prompting and scoring.")
     execution: ExecutionSpec = Field(
         default_factory=ExecutionSpec, description="Sharding and pod settings."

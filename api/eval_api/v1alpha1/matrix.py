@@ -18,6 +18,7 @@ from eval_api.v1alpha1.common import (
     time_zone_rule,
 )
 from eval_api.v1alpha1.dataset import DatasetSpec
+from eval_api.v1alpha1.evaluation import DATASET_RULE
 from eval_api.v1alpha1.execution import BudgetSpec, ExecutionSpec
 from eval_api.v1alpha1.model import ModelSpec
 from eval_api.v1alpha1.task import THRESHOLD_PATTERN, TaskSpec
@@ -58,7 +59,10 @@ class SuiteModel(ApiModel):
 
 
 class SuiteTask(ApiModel):
-    """One task of the matrix: a dataset, how it is prompted and scored, and its thresholds."""
+    """One task of the matrix: a dataset, how it is prompted and scored, and its thresholds.
+    A standard benchmark is one line: `- {name: mmlu, task: {preset: {name: mmlu}}}`."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [DATASET_RULE]})
 
     name: str = Field(
         min_length=1,
@@ -66,7 +70,10 @@ class SuiteTask(ApiModel):
         pattern=DNS_LABEL_PATTERN,
         description="Name of the task in the matrix: a DNS label, part of its cells' names.",
     )
-    dataset: DatasetSpec = Field(description="The samples, as an Evaluation's spec.dataset.")
+    dataset: DatasetSpec | None = Field(
+        default=None,
+        description="The samples, as an Evaluation's spec.dataset (omitted with task.preset).",
+    )
     task: TaskSpec = Field(description="Prompting and scoring, as an Evaluation's spec.task.")
     thresholds: list[Annotated[str, Field(pattern=THRESHOLD_PATTERN, max_length=128)]] = Field(
         default_factory=list,

@@ -166,6 +166,32 @@ class EndpointSpec(ApiModel):
 class ModelSpec(EndpointSpec):
     """The model under evaluation and how to reach it."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!has(self.api) || self.api == 'ChatCompletions' || "
+                    "!has(self.provider) || self.provider == 'openai'",
+                    "api Completions is the OpenAI-compatible /v1/completions: provider openai",
+                    ".api",
+                )
+            ]
+        }
+    )
+
+    api: Literal["ChatCompletions", "Completions"] = Field(
+        default="ChatCompletions",
+        description=(
+            "ChatCompletions (default) sends messages (/v1/chat/completions, or Anthropic's "
+            "Messages API); Completions sends the prompt as text (/v1/completions, provider "
+            "openai: vLLM, TGI, llama.cpp), as lm-eval's local-completions does. "
+            "Multiple-choice tasks of task.lmEval and task.preset score each choice by its "
+            "log-likelihood, read from the prompt's log-probabilities (echo with logprobs): "
+            "they need Completions on an endpoint that returns them (vLLM); one that does "
+            "not stops the run with reason LogprobsUnsupported."
+        ),
+    )
+
     ca_bundle: CABundleSource | None = Field(
         default=None,
         description=(

@@ -10,8 +10,29 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from eval_api.v1alpha1.common import DECIMAL_PATTERN, ApiModel, cel_rule
+from eval_api.v1alpha1.common import (
+    DECIMAL_PATTERN,
+    ApiModel,
+    ConfigMapKeySelector,
+    cel_rule,
+    exactly_one_of,
+)
 from eval_api.v1alpha1.model import JudgeSpec
+
+# The built-in benchmarks (task.preset): lm-evaluation-harness's tasks of these names, each at a
+# pinned dataset revision (eval_api.lmeval.presets).
+PRESET_NAMES = (
+    "gsm8k",
+    "mmlu",
+    "arc_easy",
+    "arc_challenge",
+    "hellaswag",
+    "truthfulqa_mc1",
+    "winogrande",
+)
+# Multiple-choice presets, which have a generative variant for chat models.
+MULTIPLE_CHOICE_PRESETS = tuple(p for p in PRESET_NAMES if p != "gsm8k")
+MAX_NUM_FEWSHOT = 64
 
 SCORER_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 # "<scorer> <op> <number>", e.g. "exact_match >= 0.8".
@@ -132,8 +153,101 @@ UNIQUE_SCORER_NAMES = (
 )
 
 
+class LmEvalTask(ApiModel):
+    """A task file in lm-evaluation-harness's YAML format, kept in a ConfigMap key."""
+
+    config_map_ref: ConfigMapKeySelector = Field(
+        description=(
+            "The ConfigMap key holding the task YAML (one task: dataset splits, doc_to_text, "
+            "doc_to_target, doc_to_choice, few-shot, output_type, generation_kwargs, "
+            "filter_list, metric_list). Read when the run starts and frozen with it; what "
+            "cannot run here (a Python function, an include) is refused naming the field."
+        )
+    )
+    num_fewshot: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_NUM_FEWSHOT,
+        description="Few-shot examples per sample, in place of the file's num_fewshot.",
+    )
+
+
+class PresetTask(ApiModel):
+    """A standard benchmark by name: lm-eval's task of that name at a pinned dataset revision."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "!has(self.generative) || !self.generative || self.name in "
+                    + str(list(MULTIPLE_CHOICE_PRESETS)),
+                    "generative is the variant of a multiple-choice preset (gsm8k is "
+                    "generative already)",
+                    ".generative",
+                )
+            ]
+        }
+    )
+
+    name: Literal[PRESET_NAMES] = Field(  # type: ignore[valid-type]
+        description=(
+            "gsm8k (5-shot, exact_match_strict_match and exact_match_flexible_extract), mmlu "
+            "(57 subjects; acc over all of them as lm-eval's group computes it, size-weighted, "
+            "and acc_stem, acc_humanities, acc_social_sciences, acc_other), arc_easy, "
+            "arc_challenge, hellaswag (acc, acc_norm), truthfulqa_mc1, winogrande (acc). "
+            "The multiple-choice ones score by log-likelihood: they need model.api "
+            "Completions on an endpoint returning prompt log-probabilities (vLLM), or "
+            "generative: true."
+        )
+    )
+    num_fewshot: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_NUM_FEWSHOT,
+        description="Few-shot examples per sample, in place of the task's default.",
+    )
+    generative: bool = Field(
+        default=False,
+        description=(
+            "Multiple-choice presets: ask for the answer's letter and score exact_match on it "
+            "(result exact_match_get_response), for chat models and endpoints without "
+            "log-probabilities."
+        ),
+    )
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Score only the first N samples of the evaluated split (a smoke run).",
+    )
+
+
+LM_EVAL_EXCLUDES = (
+    "(!has(self.lmEval) && !has(self.preset)) || ((!has(self.promptTemplate) || "
+    "self.promptTemplate == '{{ input }}') && !has(self.systemPrompt) && (!has(self.fewShot) "
+    "|| size(self.fewShot) == 0) && !has(self.groupField))"
+)
+
+
 class TaskSpec(ApiModel):
-    """How each sample becomes a prompt, and how answers are scored."""
+    """How each sample becomes a prompt, and how answers are scored: with scorers, a task
+    file of lm-evaluation-harness's format (lmEval), or a standard benchmark (preset)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    exactly_one_of("scorers", "lmEval", "preset"),
+                    "exactly one of scorers, lmEval or preset must be set",
+                ),
+                cel_rule(
+                    LM_EVAL_EXCLUDES,
+                    "promptTemplate, systemPrompt, fewShot and groupField are not used with "
+                    "lmEval or preset: the task file says how samples are prompted",
+                ),
+            ]
+        }
+    )
 
     prompt_template: str = Field(
         default="{{ input }}",
@@ -166,7 +280,8 @@ class TaskSpec(ApiModel):
             "samples of a group are scored in one shard."
         ),
     )
-    scorers: list[ScorerSpec] = Field(
+    scorers: list[ScorerSpec] | None = Field(
+        default=None,
         min_length=1,
         max_length=16,
         description="Scorers applied to every answer; the first is the main score.",
@@ -178,6 +293,28 @@ class TaskSpec(ApiModel):
             ]
         },
     )
+
+    lm_eval: LmEvalTask | None = Field(
+        default=None,
+        alias="lmEval",
+        description=(
+            "A task in lm-evaluation-harness's YAML format, run as lm-eval runs it: the same "
+            "prompts, few-shot examples, requests, filters and metrics. Its results are named "
+            "metric_filter (e.g. exact_match_strict_match; acc for multiple choice). The "
+            "samples are spec.dataset (a huggingface dataset's split defaults to the task's "
+            "test_split, else validation_split; few-shot examples come from the task's "
+            "few-shot split of the same repository)."
+        ),
+    )
+    preset: PresetTask | None = Field(
+        default=None,
+        description="A standard benchmark by name, with its own pinned dataset (omit dataset).",
+    )
+
+    @property
+    def scorer_list(self) -> list[ScorerSpec]:
+        """The scorers; none for an lm-eval task or a preset (its metrics score)."""
+        return self.scorers or []
 
 
 class Threshold(BaseModel):

@@ -10,6 +10,7 @@ from eval_api import environment
 from eval_api.environment import judge_key_env
 from eval_api.exitcodes import EXIT_PERMANENT, EXIT_STORE_AWAY
 from eval_api.ledger import LEDGER_KEY, Ledger
+from eval_api.tasks import LM_EVAL_TASK_KEY, spec_dataset
 from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
 from eval_api.v1alpha1.evaluation import EvaluationSpec
 from eval_operator.builders import suite as suite_builders
@@ -36,13 +37,17 @@ CA_FILE = "ca.crt"
 PROGRESS_PORT_NAME = "http-progress"
 
 
-def build_run_config(evaluation: Mapping[str, Any], run: str, plan: RunPlan) -> dict[str, Any]:
+def build_run_config(
+    evaluation: Mapping[str, Any], run: str, plan: RunPlan, task_file: str | None = None
+) -> dict[str, Any]:
     """The spec the run was started from, frozen in an immutable ConfigMap named by its hash.
 
     Later edits of the Evaluation do not change a running Job's input; the next run gets a
     new ConfigMap. The hash in the name means a ConfigMap left by an earlier attempt to start
     the run from another spec is never taken for this one (its create would answer 409 and look
-    like success). No secret is ever in it: the API key stays in its Secret.
+    like success). No secret is ever in it: the API key stays in its Secret. A task.lmEval's
+    task file, as the operator read and checked it, is frozen beside the spec (its text is
+    part of the hash).
     """
     meta = evaluation["metadata"]
     frozen = {
@@ -61,7 +66,10 @@ def build_run_config(evaluation: Mapping[str, Any], run: str, plan: RunPlan) -> 
             "ownerReferences": [owner_reference(evaluation)],
         },
         "immutable": True,
-        "data": {CONFIG_KEY: json.dumps(frozen, sort_keys=True, separators=(",", ":"))},
+        "data": {
+            CONFIG_KEY: json.dumps(frozen, sort_keys=True, separators=(",", ":")),
+            **({LM_EVAL_TASK_KEY: task_file} if task_file is not None else {}),
+        },
     }
 
 
@@ -87,7 +95,7 @@ def _env(spec: EvaluationSpec, settings: OperatorSettings) -> list[dict[str, Any
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
             }
         )
-    judges = [s.judge for s in spec.task.scorers if s.judge is not None]
+    judges = [s.judge for s in spec.task.scorer_list if s.judge is not None]
     for index, judge in enumerate(judges):
         if judge.api_key_secret_ref is not None:
             # Each judge's key from its own Secret, under a name of its own.
@@ -98,7 +106,7 @@ def _env(spec: EvaluationSpec, settings: OperatorSettings) -> list[dict[str, Any
                     "valueFrom": {"secretKeyRef": {"name": judge_ref.name, "key": judge_ref.key}},
                 }
             )
-    hub = spec.dataset.huggingface
+    hub = spec_dataset(spec).huggingface
     if hub is not None:
         if settings.hf_endpoint:
             env.append({"name": environment.HF_ENDPOINT, "value": settings.hf_endpoint})
@@ -168,7 +176,7 @@ def _volumes(
             {"name": "ledger", "configMap": {"name": ledger_name(run), "optional": True}}
         )
         mounts.append({"name": "ledger", "mountPath": LEDGER_DIR, "readOnly": True})
-    dataset_ref = spec.dataset.config_map_ref
+    dataset_ref = spec.dataset.config_map_ref if spec.dataset is not None else None
     if dataset_ref is not None:
         volumes.append(
             {

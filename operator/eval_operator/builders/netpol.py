@@ -100,7 +100,7 @@ def model_ports(spec: EvalSuiteSpec, extra_ports: Iterable[int] = ()) -> list[in
     """443, 80, the explicit port of every model's and judge's baseURL, and `extra_ports` (those
     of the Evaluations that join the suite by spec.suiteRef)."""
     urls = [m.model.base_url for m in spec.models or []]
-    urls += [s.judge.base_url for t in spec.tasks or [] for s in t.task.scorers if s.judge]
+    urls += [s.judge.base_url for t in spec.tasks or [] for s in t.task.scorer_list if s.judge]
     ports = list(DEFAULT_MODEL_PORTS)
     for port in [*_url_ports(urls), *extra_ports]:
         if port not in ports:

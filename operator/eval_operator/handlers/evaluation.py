@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from eval_api import cel
 from eval_api.checks import spec_problems
 from eval_api.shard import ShardSummary
+from eval_api.tasks import TaskFileError, task_plan
 from eval_api.v1alpha1.common import RERUN_ANNOTATION
 from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
 from eval_api.v1alpha1.evaluation import EvaluationSpec
@@ -136,8 +137,10 @@ async def missing_input(kube: Kube, namespace: str, spec: EvaluationSpec) -> tup
     to them; a missing Secret or key shows up as the pods' CreateContainerConfigError instead.
     """
     wanted: list[tuple[str, str]] = []
-    if spec.dataset.config_map_ref is not None:
+    if spec.dataset is not None and spec.dataset.config_map_ref is not None:
         wanted.append((spec.dataset.config_map_ref.name, spec.dataset.config_map_ref.key))
+    if spec.task.lm_eval is not None:
+        wanted.append((spec.task.lm_eval.config_map_ref.name, spec.task.lm_eval.config_map_ref.key))
     ca = spec.model.ca_bundle
     if ca is not None and ca.config_map_ref is not None:
         wanted.append((ca.config_map_ref.name, ca.config_map_ref.key))
@@ -148,6 +151,31 @@ async def missing_input(kube: Kube, namespace: str, spec: EvaluationSpec) -> tup
         if key not in keys:
             return "ConfigMapKeyNotFound", f"ConfigMap {namespace}/{name} has no key {key!r}"
     return None
+
+
+async def read_task_file(
+    kube: Kube, namespace: str, spec: EvaluationSpec
+) -> tuple[str | None, tuple[str, str] | None]:
+    """task.lmEval's task file, read and checked before the run starts; or why it cannot run
+    (LmEvalInvalid, LmEvalUnsupported, naming the field). ConfigMaps are not watched: a
+    blocked run looks again from time to time, so a fixed file starts it."""
+    if spec.task.lm_eval is None:
+        return None, None
+    ref = spec.task.lm_eval.config_map_ref
+    text = await kube.config_map_value(namespace, ref.name, ref.key)
+    if text is None:
+        return None, (
+            "ConfigMapKeyNotFound",
+            f"ConfigMap {namespace}/{ref.name} has no key {ref.key!r} in data",
+        )
+    try:
+        task_plan(spec, text)
+    except TaskFileError as err:
+        return None, (err.reason, f"spec.task.lmEval: {err.message}")
+    problems = spec_problems(spec, text)
+    if problems:
+        return None, ("LmEvalInvalid", "; ".join(problems))
+    return text, None
 
 
 def suite_of(
@@ -275,7 +303,7 @@ async def _step(evaluation: dict[str, Any], ctx: Context) -> Step:
         obs.plan = RunPlan.from_annotations(job["metadata"].get("annotations") or {})
         if obs.plan is None:  # a Job made by an operator version without plans
             spec, _ = _validate(raw_spec)
-            if spec is not None:
+            if spec is not None and spec.task.lm_eval is None:
                 obs.plan = RunPlan.of(spec, raw_spec, generation, run)
         obs.pods = ctx.pods.trusted(namespace, run, job["metadata"].get("uid"))
         obs.live = {
@@ -346,6 +374,9 @@ async def _start(
     obs.blocked = await missing_input(ctx.kube, namespace, spec)
     if obs.blocked is not None:
         return None
+    task_file, obs.blocked = await read_task_file(ctx.kube, namespace, spec)
+    if obs.blocked is not None:
+        return None
     suite: tuple[str, EvalSuiteSpec] | None = None
     if spec.suite_ref is not None:
         suite, obs.blocked = suite_of(ctx, namespace, spec.suite_ref.name)
@@ -358,13 +389,13 @@ async def _start(
                 "cert-manager (spec.tls) is served",
             )
             return None
-    plan = RunPlan.of(spec, raw_spec, generation, run)
+    plan = RunPlan.of(spec, raw_spec, generation, run, task_file)
     if suite is not None:
         plan = plan.model_copy(
             update={"suite": suite[0], "cached": suite[1].cache.mode != "Disabled"}
         )
     try:
-        await ctx.kube.create(build_run_config(evaluation, run, plan))
+        await ctx.kube.create(build_run_config(evaluation, run, plan, task_file))
         job = build_job(evaluation, spec, run, plan, ctx.settings, suite)
         if suite is not None and tls.active(suite[1], ctx.platforms.cert_manager):
             job = tls.with_tls_clients(job, suite[0], suite[1])

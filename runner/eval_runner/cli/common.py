@@ -71,7 +71,7 @@ def configure_logging(stream: TextIO, *, json_logs: bool, level: int = logging.I
 
 def judge_api_keys(evaluation: Evaluation) -> list[str | None]:
     """The judges' keys, in the order of the llm_judge scorers (as the Job builder mounts them)."""
-    judges = sum(1 for s in evaluation.spec.task.scorers if s.judge is not None)
+    judges = sum(1 for s in evaluation.spec.task.scorer_list if s.judge is not None)
     names = [judge_key_env(index) for index in range(judges)]
     return [read_key(name, os.environ.get(name)) for name in names]
 

@@ -19,10 +19,12 @@ from rich.text import Text
 
 from eval_api import environment
 from eval_api.aggregate import aggregate
+from eval_api.checks import spec_problems
 from eval_api.environment import judge_key_env
 from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT
 from eval_api.shard import ShardSummary
 from eval_api.store import StoreSettings, StoreSettingsError
+from eval_api.tasks import task_plan
 from eval_api.v1alpha1.evalsuite import EvalSuite
 from eval_api.v1alpha1.evaluation import Evaluation
 from eval_api.verdict import judge_thresholds
@@ -105,7 +107,12 @@ def add_parser(commands: Any) -> None:
     run.add_argument(
         "--dataset-file", type=Path, metavar="PATH", help="the file of a configMapRef dataset"
     )
-    run.add_argument("--limit", type=int, metavar="N", help="override spec.dataset.limit")
+    run.add_argument(
+        "--task-file", type=Path, metavar="PATH", help="the task file of a task.lmEval"
+    )
+    run.add_argument(
+        "--limit", type=int, metavar="N", help="override spec.dataset.limit (or the preset's)"
+    )
     run.add_argument(
         "--output",
         choices=["table", "json", "jsonl"],
@@ -155,12 +162,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.limit is not None:
             if args.limit < 1:
                 raise InvalidInput("--limit must be at least 1")
-            spec.dataset.limit = args.limit
-        if (spec.dataset.config_map_ref is None) != (args.dataset_file is None):
+            if spec.task.preset is not None:
+                spec.task.preset.limit = args.limit
+            else:
+                assert spec.dataset is not None  # the schema requires it without a preset
+                spec.dataset.limit = args.limit
+        from_config_map = spec.dataset is not None and spec.dataset.config_map_ref is not None
+        if from_config_map != (args.dataset_file is not None):
             raise InvalidInput(
                 "a dataset.configMapRef needs its file passed with --dataset-file PATH, "
                 "and --dataset-file is only for a configMapRef dataset"
             )
+        task_file = _task_file(args, evaluation)
         local_store = _local_store(args)
         try:
             cache_ttl = cache_ttl_seconds()
@@ -234,6 +247,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             on_sample=sample_log,
             store=store,
             cache=cache,
+            task_file=task_file,
         )
 
     try:
@@ -248,7 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.samples is not None and samples_out is not None:
             samples_out.close()
 
-    scorer_names = [s.effective_name for s in spec.task.scorers]
+    scorer_names = task_plan(spec, task_file).names
     # A resumed run's usage: this invocation's plus what its stored samples used when asked.
     whole = summary
     if summary.resumed is not None:
@@ -359,12 +373,34 @@ def _local_cache_run(evaluation: Evaluation, store: SampleStore | None) -> str:
     return f"{uid}/{new_local_run(spec_hash(evaluation.spec))}"
 
 
+def _task_file(args: argparse.Namespace, evaluation: Evaluation) -> str | None:
+    """The text of task.lmEval's task file (--task-file), checked as the operator checks the
+    ConfigMap's before a run: its fields, and the result names the thresholds name."""
+    lm_eval = evaluation.spec.task.lm_eval
+    if (lm_eval is None) != (args.task_file is None):
+        raise InvalidInput(
+            "a task.lmEval needs its task file passed with --task-file PATH (the content of "
+            "its ConfigMap key), and --task-file is only for a task.lmEval"
+        )
+    if args.task_file is None:
+        return None
+    try:
+        text = args.task_file.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InvalidInput(f"cannot read {args.task_file}: {err.strerror}") from err
+    problems = spec_problems(evaluation.spec, text)
+    if problems:
+        raise InvalidInput(f"{args.manifest} is not a valid Evaluation:\n" + "\n".join(problems))
+    return text
+
+
 def cmd_run_suite(args: argparse.Namespace, suite: EvalSuite) -> int:
     """Every cell of the suite's matrix in turn, then the leaderboard (eval_runner.localsuite)."""
     unsupported = [
         flag
         for flag, given in (
             ("--dataset-file", args.dataset_file is not None),
+            ("--task-file", args.task_file is not None),
             ("--samples", args.samples is not None),
             ("--resume", args.resume),
             ("--cache", args.cache is not None),
@@ -440,7 +476,7 @@ def _warn_missing_keys(
             "no API key",
             file=sys.stderr,
         )
-    judged = [s for s in spec.task.scorers if s.judge is not None]
+    judged = [s for s in spec.task.scorer_list if s.judge is not None]
     for index, (scorer, key) in enumerate(zip(judged, judge_keys, strict=True)):
         assert scorer.judge is not None
         if scorer.judge.api_key_secret_ref is not None and key is None:

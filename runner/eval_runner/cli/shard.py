@@ -23,6 +23,7 @@ from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT, EXIT_STORE_AWAY
 from eval_api.ledger import Ledger, Spent
 from eval_api.shard import ShardSummary
 from eval_api.store import StoreSettings, StoreSettingsError
+from eval_api.tasks import LM_EVAL_TASK_KEY
 from eval_api.v1alpha1.evaluation import Evaluation
 from eval_runner.budget import Budget
 from eval_runner.cache import CacheSettingsError, ResponseCache
@@ -112,6 +113,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
     cache: ResponseCache | None = None
     try:
         evaluation = _read_config(args.config)
+        task_file = _read_task_file(args.config, evaluation)
         shard = args.shard if args.shard is not None else _completion_index()
         shards = args.shards or evaluation.spec.execution.shards
         summary.shard, summary.shards = shard, shards
@@ -133,6 +135,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
         code = run_async(
             _serve_shard(
                 evaluation,
+                task_file,
                 shard,
                 shards,
                 summary,
@@ -203,6 +206,18 @@ def _read_config(path: Path) -> Evaluation:
         raise PermanentError("ConfigInvalid", f"{path}:\n{format_errors(err)}") from err
 
 
+def _read_task_file(config: Path, evaluation: Evaluation) -> str | None:
+    """task.lmEval's task file, frozen beside the spec in the run's ConfigMap (the operator
+    read and checked the user's ConfigMap key when it started the run)."""
+    if evaluation.spec.task.lm_eval is None:
+        return None
+    path = config.with_name(LM_EVAL_TASK_KEY)
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise PermanentError("ConfigInvalid", f"cannot read {path}: {err.strerror}") from err
+
+
 def _completion_index() -> int:
     value = os.environ.get("JOB_COMPLETION_INDEX", "0")
     try:
@@ -223,6 +238,7 @@ def _progress_port() -> int:
 
 async def _serve_shard(
     evaluation: Evaluation,
+    task_file: str | None,
     shard: int,
     shards: int,
     summary: ShardSummary,
@@ -257,6 +273,7 @@ async def _serve_shard(
             budget=budget,
             store=store,
             cache=cache,
+            task_file=task_file,
         )
     )
     checkpoints = asyncio.create_task(

@@ -6,10 +6,12 @@ same prompt text character for character, the same few-shot examples in the same
 same requests, filters and metrics. The semantics follow lm-eval's own code at the version in
 LM_EVAL_VERSION (read, not copied):
 
-- config.py: the YAML, the fields we run and the ones we refuse, by name;
+- eval_api.lmeval.config: the YAML, the fields we run and the ones we refuse, by name;
 - prompts.py: doc_to_text/doc_to_target/doc_to_choice, the few-shot context and its sampler;
 - scoring.py: filters (regex, take_first, lowercase, ...) and metrics (exact_match, acc,
   acc_norm).
 """
 
-LM_EVAL_VERSION = "0.4.13"
+from eval_api.lmeval import LM_EVAL_VERSION
+
+__all__ = ["LM_EVAL_VERSION"]

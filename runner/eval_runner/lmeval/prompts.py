@@ -28,8 +28,8 @@ from typing import Any
 from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from eval_api.lmeval.config import FEWSHOT_SEED, TaskSpec
 from eval_runner.errors import PermanentError
-from eval_runner.lmeval.config import FEWSHOT_SEED, TaskSpec
 
 
 def _regex_replace(text: str, pattern: str, replacement: str, count: int = 0) -> str:
@@ -158,13 +158,15 @@ def _as_text(value: Any) -> str:
 
 def fewshot_examples(
     task: TaskSpec,
-    eval_docs: Sequence[Mapping[str, Any]],
+    eval_docs: Sequence[Mapping[str, Any] | None],
     pool: Sequence[Mapping[str, Any]],
     count: int | None = None,
 ) -> list[list[int]]:
     """For each of the first `count` eval docs (all by default), the indices in `pool` of its
     few-shot examples, drawn as lm-eval draws them: doc k's depend on every earlier doc's draws,
-    so a shard replays the draws of the docs before its own."""
+    so a shard replays the draws of the docs before its own. A doc given as None (another
+    shard's) has its draws replayed and gets none: only whether the pool holds two copies of it
+    could change the draws after it, and that needs its content."""
     n = task.num_fewshot
     count = len(eval_docs) if count is None else count
     if n == 0:
@@ -178,16 +180,24 @@ def fewshot_examples(
     found: list[list[int]] = []
     if task.fewshot.sampler == "first_n":
         for doc in eval_docs[:count]:
+            if doc is None:
+                found.append([])
+                continue
             kept = [i for i in range(len(pool)) if not (exclude and pool[i] == doc)]
             found.append(kept[:n])
         return found
     rnd = random.Random(FEWSHOT_SEED)
     everything = range(len(pool))
     for doc in eval_docs[:count]:
-        if not exclude or not doc:
-            found.append(rnd.sample(everything, n))
+        if not exclude:
+            drawn = rnd.sample(everything, n)
+            found.append(drawn if doc is not None else [])
             continue
-        drawn = [i for i in rnd.sample(everything, n + 1) if pool[i] != doc][:n]
+        drawn = rnd.sample(everything, n + 1)
+        if doc is None:
+            found.append([])
+            continue
+        drawn = [i for i in drawn if pool[i] != doc][:n]
         if len(drawn) < n:  # the pool holds copies of the doc: draw again without any
             drawn = rnd.sample([i for i in everything if pool[i] != doc], n)
         found.append(drawn)

@@ -21,21 +21,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from eval_runner.errors import PermanentError
-from eval_runner.lmeval.config import FilterPipeline, MetricSpec
+from eval_api.lmeval.config import FilterPipeline, MetricSpec
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _DIGITS = str.maketrans("", "", string.digits)
 NO_GOLD = -100  # lm-eval's gold for a target that is not among the choices: never right
-
-
-def check_pipeline(pipeline: FilterPipeline) -> None:
-    """A pipeline must end in take_first: one answer per sample is what is scored."""
-    if not pipeline.steps or pipeline.steps[-1].function != "take_first":
-        raise PermanentError(
-            "LmEvalUnsupported",
-            f"filter_list {pipeline.name}: must end in take_first (one answer per sample)",
-        )
 
 
 def apply_filters(pipeline: FilterPipeline, response: str) -> str:
@@ -59,7 +49,7 @@ def apply_filters(pipeline: FilterPipeline, response: str) -> str:
             values = values[: int(options["k"])]
         elif step.function == "take_first":
             return values[0]
-    raise AssertionError("check_pipeline makes every pipeline end in take_first")
+    raise AssertionError("load_task makes every pipeline end in take_first")
 
 
 def _regex(
@@ -136,11 +126,3 @@ def choice_scores(
 
     scores = {"acc": right(predicted), "acc_norm": right(normalised)}
     return {m.name: scores[m.name] for m in metrics if m.name in scores}
-
-
-def metric_key(metric: str, pipeline: str) -> str:
-    """lm-eval's result key, "exact_match,strict-match", as a scorer name of ours: the filter
-    'none' (no filter_list) leaves the metric's name alone."""
-    if pipeline == "none":
-        return metric
-    return re.sub(r"[^a-z0-9_]+", "_", f"{metric}_{pipeline}".lower()).strip("_")

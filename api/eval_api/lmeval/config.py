@@ -8,12 +8,11 @@ is accepted and kept as it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
-
-from eval_runner.errors import PermanentError
 
 OUTPUT_TYPES = ("generate_until", "multiple_choice", "loglikelihood")
 # lm-eval's defaults (lm_eval/defaults.py, lm_eval/config/task.py).
@@ -175,8 +174,19 @@ class TaskSpec:
         return self.fewshot.split == self.test_split
 
 
-def refuse(where: str, why: str) -> PermanentError:
-    return PermanentError("LmEvalUnsupported", f"{where}: {why}")
+class TaskFileError(Exception):
+    """The task file cannot run: `reason` is LmEvalInvalid (it is not a valid lm-eval task) or
+    LmEvalUnsupported (a valid one using something this runner refuses to fake), and the
+    message names the field."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+def refuse(where: str, why: str) -> TaskFileError:
+    return TaskFileError("LmEvalUnsupported", f"{where}: {why}")
 
 
 def load_task(text: str, source: str) -> TaskSpec:
@@ -184,9 +194,9 @@ def load_task(text: str, source: str) -> TaskSpec:
     try:
         raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader with one tag added
     except yaml.YAMLError as err:
-        raise PermanentError("LmEvalInvalid", f"{source} is not YAML: {err}") from None
+        raise TaskFileError("LmEvalInvalid", f"{source} is not YAML: {err}") from None
     if not isinstance(raw, dict):
-        raise PermanentError("LmEvalInvalid", f"{source} is not a mapping of task fields")
+        raise TaskFileError("LmEvalInvalid", f"{source} is not a mapping of task fields")
     _refuse_functions(raw, source)
     for key in raw:
         if key in REFUSED:
@@ -195,25 +205,25 @@ def load_task(text: str, source: str) -> TaskSpec:
             raise refuse(f"{source}: {key}", "not an lm-eval task field we know")
     task = raw.get("task")
     if not isinstance(task, str) or not task:
-        raise PermanentError("LmEvalInvalid", f"{source}: task (the task's name) is required")
+        raise TaskFileError("LmEvalInvalid", f"{source}: task (the task's name) is required")
     output_type = raw.get("output_type", "generate_until")
     if output_type not in OUTPUT_TYPES:
         raise refuse(f"{source}: output_type", f"{output_type!r} is not one of {OUTPUT_TYPES}")
     if raw.get("repeats", 1) != 1:
         raise refuse(f"{source}: repeats", "one answer per sample only")
     if not (raw.get("test_split") or raw.get("validation_split")):
-        raise PermanentError(
+        raise TaskFileError(
             "LmEvalInvalid", f"{source}: test_split or validation_split is required"
         )
     if raw.get("doc_to_text") is None:
-        raise PermanentError("LmEvalInvalid", f"{source}: doc_to_text is required")
+        raise TaskFileError("LmEvalInvalid", f"{source}: doc_to_text is required")
     if output_type == "multiple_choice" and raw.get("doc_to_choice") is None:
-        raise PermanentError("LmEvalInvalid", f"{source}: multiple_choice needs doc_to_choice")
+        raise TaskFileError("LmEvalInvalid", f"{source}: multiple_choice needs doc_to_choice")
     target_delimiter = _text(raw, "target_delimiter", DEFAULT_TARGET_DELIMITER, source)
     fewshot_delimiter = _text(raw, "fewshot_delimiter", DEFAULT_FEWSHOT_DELIMITER, source)
     num_fewshot = raw.get("num_fewshot") or 0
     if not isinstance(num_fewshot, int) or num_fewshot < 0:
-        raise PermanentError("LmEvalInvalid", f"{source}: num_fewshot must be a count")
+        raise TaskFileError("LmEvalInvalid", f"{source}: num_fewshot must be a count")
     kwargs = raw.get("dataset_kwargs") or {}
     if not isinstance(kwargs, dict) or set(kwargs) - {"revision", "trust_remote_code"}:
         raise refuse(f"{source}: dataset_kwargs", "only revision is read")
@@ -260,7 +270,7 @@ def _text(raw: dict[str, Any], key: str, default: str, source: str) -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise PermanentError("LmEvalInvalid", f"{source}: {key} must be text")
+        raise TaskFileError("LmEvalInvalid", f"{source}: {key} must be text")
     return value
 
 
@@ -271,7 +281,7 @@ def _generation(
     if given is None:
         given = {}
     if not isinstance(given, dict):
-        raise PermanentError("LmEvalInvalid", f"{source}: generation_kwargs must be a mapping")
+        raise TaskFileError("LmEvalInvalid", f"{source}: generation_kwargs must be a mapping")
     for key in given:
         if key not in GENERATION_KWARGS:
             raise refuse(f"{source}: generation_kwargs.{key}", "not sent by this runner")
@@ -295,12 +305,12 @@ def _filters(given: Any, source: str) -> tuple[FilterPipeline, ...]:
     if given is None:
         return (FilterPipeline("none", (FilterStep("take_first", {}),)),)
     if not isinstance(given, list):
-        raise PermanentError("LmEvalInvalid", f"{source}: filter_list must be a list")
+        raise TaskFileError("LmEvalInvalid", f"{source}: filter_list must be a list")
     pipelines = []
     for index, entry in enumerate(given):
         where = f"{source}: filter_list[{index}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise PermanentError("LmEvalInvalid", f"{where} needs a name and a filter list")
+            raise TaskFileError("LmEvalInvalid", f"{where} needs a name and a filter list")
         steps = []
         for number, step in enumerate(entry.get("filter") or []):
             function = step.get("function") if isinstance(step, dict) else None
@@ -311,6 +321,8 @@ def _filters(given: Any, source: str) -> tuple[FilterPipeline, ...]:
             if unknown:
                 raise refuse(f"{where}.filter[{number}]", f"{function} has no {sorted(unknown)}")
             steps.append(FilterStep(function, options))
+        if not steps or steps[-1].function != "take_first":
+            raise refuse(where, "must end in take_first (one answer per sample is scored)")
         pipelines.append(FilterPipeline(entry["name"], tuple(steps)))
     return tuple(pipelines)
 
@@ -318,7 +330,7 @@ def _filters(given: Any, source: str) -> tuple[FilterPipeline, ...]:
 def _metrics(given: Any, output_type: str, source: str) -> tuple[MetricSpec, ...]:
     entries = given if given is not None else [{"metric": m} for m in DEFAULT_METRICS[output_type]]
     if not isinstance(entries, list) or not entries:
-        raise PermanentError("LmEvalInvalid", f"{source}: metric_list must be a non-empty list")
+        raise TaskFileError("LmEvalInvalid", f"{source}: metric_list must be a non-empty list")
     found = []
     for index, entry in enumerate(entries):
         where = f"{source}: metric_list[{index}]"
@@ -349,7 +361,7 @@ def _fewshot(
 ) -> FewShotSpec:
     given = raw.get("fewshot_config") or {}
     if not isinstance(given, dict):
-        raise PermanentError("LmEvalInvalid", f"{source}: fewshot_config must be a mapping")
+        raise TaskFileError("LmEvalInvalid", f"{source}: fewshot_config must be a mapping")
     allowed = {
         "sampler", "split", "samples", "doc_to_text", "doc_to_target", "doc_to_choice",
         "target_delimiter", "fewshot_delimiter",
@@ -364,7 +376,7 @@ def _fewshot(
     if samples is not None and not (
         isinstance(samples, list) and all(isinstance(s, dict) for s in samples)
     ):
-        raise PermanentError(
+        raise TaskFileError(
             "LmEvalInvalid", f"{source}: fewshot_config.samples must be a list of docs"
         )
     return FewShotSpec(
@@ -377,3 +389,31 @@ def _fewshot(
         target_delimiter=given.get("target_delimiter", target_delimiter),
         fewshot_delimiter=given.get("fewshot_delimiter", fewshot_delimiter),
     )
+
+
+def metric_key(metric: str, pipeline: str) -> str:
+    """lm-eval's result key, "exact_match,strict-match", as a result name of ours (a scorer
+    name): "exact_match_strict_match"; the filter 'none' (no filter_list) leaves the metric's
+    name alone."""
+    if pipeline == "none":
+        return metric
+    return re.sub(r"[^a-z0-9_]+", "_", f"{metric}_{pipeline}".lower()).strip("_")
+
+
+def result_names(task: TaskSpec) -> list[str]:
+    """The names in status.results, the main score first: each filter pipeline's metrics, in
+    the task file's order. A multiple-choice task has no filters (its answer is a choice)."""
+    if task.output_type != "generate_until":
+        return [m.name for m in task.metrics]
+    names = [metric_key(m.name, p.name) for p in task.filters for m in task.metrics]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise TaskFileError(
+            "LmEvalInvalid", f"filter_list: two pipelines give the same result name {duplicated}"
+        )
+    return names
+
+
+def with_num_fewshot(task: TaskSpec, num_fewshot: int | None) -> TaskSpec:
+    """The task with spec.task's numFewshot in place of the file's (lm-eval's --num_fewshot)."""
+    return task if num_fewshot is None else replace(task, num_fewshot=num_fewshot)
