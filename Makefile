@@ -121,6 +121,7 @@ $(PARITY_VENV)/.installed: runner/eval_runner/lmeval/__init__.py
 .PHONY: parity
 parity: $(VENV)/.installed $(PARITY_VENV)/.installed ## lm-eval (its own venv) on tests/parity's tasks against the deterministic completions server: rewrites tests/parity/golden.jsonl, which make test holds our runner to.
 	$(PY) hack/parity.py --lm-eval $(PARITY_VENV)/bin/lm_eval
+	$(PARITY_VENV)/bin/python hack/parity_presets.py
 
 .PHONY: bench-dashboard
 bench-dashboard: $(VENV)/.installed services ## The results dashboard over 1M stored samples: leaderboard req/s and p50/p95/p99, per-sample paging p99.

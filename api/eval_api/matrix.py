@@ -54,11 +54,12 @@ def cell_spec(suite_name: str, spec: EvalSuiteSpec, model: SuiteModel, task: Sui
     """The cell's Evaluation spec as the apiserver would store it (camelCase, no nulls)."""
     body: dict[str, Any] = {
         "model": model.model.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "dataset": task.dataset.model_dump(mode="json", by_alias=True, exclude_none=True),
         "task": task.task.model_dump(mode="json", by_alias=True, exclude_none=True),
         "thresholds": list(task.thresholds),
         "suiteRef": {"name": suite_name},
     }
+    if task.dataset is not None:  # a preset brings its own
+        body["dataset"] = task.dataset.model_dump(mode="json", by_alias=True, exclude_none=True)
     defaults = spec.defaults
     if defaults is not None and defaults.execution is not None:
         body["execution"] = defaults.execution.model_dump(

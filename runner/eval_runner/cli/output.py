@@ -35,7 +35,7 @@ class SampleLog:
 
 def sample_line(result: SampleResult) -> dict[str, Any]:
     completion = result.completion
-    return {
+    line = {
         "id": result.sample.id,
         "input": result.sample.input,
         "target": result.sample.target,
@@ -49,6 +49,11 @@ def sample_line(result: SampleResult) -> dict[str, Any]:
         "errorClass": result.error_class,
         "error": result.error,
     }
+    if result.details is not None:
+        # An lm-eval task's: each filter's answer and the reference, or every choice's
+        # log-likelihood with the chosen one and the gold.
+        line["details"] = result.details
+    return line
 
 
 def json_report(
