@@ -89,6 +89,7 @@ def fake_row(i: int, run: str = IDENTITY.run) -> tuple[Any, ...]:
         "error_class": None,
         "error_message": None,
         "sample_group": None,
+        "details": None,
     }
     return tuple(values[column] for column in COLUMNS)
 

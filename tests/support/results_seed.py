@@ -92,6 +92,7 @@ def _sample(
         "error_class": "http_500" if errored else None,
         "error_message": "server error" if errored else None,
         "sample_group": None,
+        "details": None,
     }
     return tuple(values[c] for c in COLUMNS)
 

@@ -112,6 +112,14 @@ class Sample(Wire):
     cache_hit: bool
     input_tokens: int
     output_tokens: int
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "lm-eval tasks: each filter's answer and the reference (answers, reference), or "
+            "every choice's log-likelihood with the chosen one and the gold (choices, answer, "
+            "gold); null for scorer tasks."
+        ),
+    )
 
 
 class SamplePage(Wire):

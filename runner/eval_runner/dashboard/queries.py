@@ -110,7 +110,7 @@ ORDER BY started_at DESC LIMIT $3
 """
 SAMPLE_COLUMNS = """sample_id, shard, attempt, input_hash, prompt, response, scores,
 error_class, error_message, latency_ms, cost_usd::float8 AS cost_usd, cache_hit, input_tokens,
-output_tokens"""
+output_tokens, details"""
 WORST = f"""
 SELECT {SAMPLE_COLUMNS} FROM samples
 WHERE evaluation_uid = $1 AND run = $2
@@ -184,6 +184,7 @@ def sample_of(row: Any) -> models.Sample:
         cache_hit=row["cache_hit"],
         input_tokens=row["input_tokens"],
         output_tokens=row["output_tokens"],
+        details=json.loads(row["details"]) if isinstance(row["details"], str) else row["details"],
     )
 
 
