@@ -27,9 +27,9 @@ sys.path[:0] = [str(ROOT / "api"), str(ROOT / "runner"), str(ROOT)]
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from eval_api.lmeval.config import load_task  # noqa: E402
 from eval_api.v1alpha1 import DatasetSpec  # noqa: E402
 from eval_runner.dataset import _hub_samples  # noqa: E402
-from eval_api.lmeval.config import load_task  # noqa: E402
 from eval_runner.lmeval.prompts import Prompts, fewshot_examples  # noqa: E402
 
 MMLU_TEST_ROWS = 14_042

@@ -69,7 +69,8 @@ def main() -> int:
     processed = hellaswag["process_docs"](datasets.Dataset.from_list(HELLASWAG_PROBES))
     found["probes"] = {
         "hellaswag": [
-            {"doc": d, "processed": dict(p)} for d, p in zip(HELLASWAG_PROBES, processed, strict=True)
+            {"doc": d, "processed": dict(p)}
+            for d, p in zip(HELLASWAG_PROBES, processed, strict=True)
         ],
         "winogrande": [],
     }
