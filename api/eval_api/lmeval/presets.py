@@ -10,6 +10,7 @@ every comparison, so a preset never reads a branch.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -101,8 +102,14 @@ def preset_text(name: str, generative: bool = False) -> str:
 
 def preset_task(spec: PresetTask) -> TaskSpec:
     """The preset's task as spec.task.preset asks for it (variant and numFewshot)."""
-    task = load_task(preset_text(spec.name, spec.generative), f"preset {spec.name}")
-    return with_num_fewshot(task, spec.num_fewshot)
+    return with_num_fewshot(_file_task(spec.name, spec.generative), spec.num_fewshot)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_task(name: str, generative: bool) -> TaskSpec:
+    """A preset's file, read and parsed once: a run plan asks for its task, dataset and result
+    names (TaskSpec is frozen)."""
+    return load_task(preset_text(name, generative), f"preset {name}")
 
 
 def preset_dataset(spec: PresetTask) -> DatasetSpec:
