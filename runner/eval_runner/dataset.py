@@ -22,7 +22,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from eval_api.v1alpha1.dataset import BUILTIN_DATASETS, DatasetSpec
+from eval_api.v1alpha1.dataset import BUILTIN_DATASETS, DatasetSpec, HuggingFaceDataset
 from eval_runner import hub, transport
 from eval_runner.errors import PermanentError
 
@@ -80,15 +80,7 @@ async def load_samples(
     if not 0 <= shard < shards:
         raise PermanentError("InvalidShard", f"shard index {shard} is outside 0..{shards - 1}")
     if spec.huggingface is not None:
-        try:
-            split = await asyncio.to_thread(
-                hub.fetch_split,
-                spec.huggingface,
-                spec.effective_max_bytes,
-                download_dir / "huggingface",
-            )
-        except hub.HubUnavailable as err:
-            raise DatasetUnavailable(str(err)) from None
+        split = await _fetch_split(spec, spec.huggingface, download_dir)
         log.info("dataset resolved", source=spec.source(), commit=split.commit)
         return await asyncio.to_thread(
             _hub_samples, split.files, spec, group_field, shard, shards, raw
@@ -105,8 +97,8 @@ async def load_samples(
     samples = [
         Sample(
             id=position,
-            input=record.get("input", "") if raw else record["input"],
-            target=record.get("target", "") if raw else record["target"],
+            input=record.get("input", ""),  # a raw record has none
+            target=record.get("target", ""),
             record=record,
             group=None if group_field is None else _group(record, position, group_field),
         )
@@ -417,12 +409,20 @@ async def load_split_records(
     split), whole: the examples are drawn from all of them."""
     assert spec.huggingface is not None
     other = spec.huggingface.model_copy(update={"split": split})
-    try:
-        found = await asyncio.to_thread(
-            hub.fetch_split, other, spec.effective_max_bytes, download_dir / "huggingface"
-        )
-    except hub.HubUnavailable as err:
-        raise DatasetUnavailable(str(err)) from None
+    found = await _fetch_split(spec, other, download_dir)
     return await asyncio.to_thread(
         lambda: [record for path in found.files for record in hub.iter_records(path)]
     )
+
+
+async def _fetch_split(
+    spec: DatasetSpec, split: HuggingFaceDataset, download_dir: Path
+) -> hub.HubSplit:
+    """A Hub split's files, downloaded within dataset.maxBytes (a blocking call, in a
+    thread); a Hub that cannot be reached now is retried by the pod (DatasetUnavailable)."""
+    try:
+        return await asyncio.to_thread(
+            hub.fetch_split, split, spec.effective_max_bytes, download_dir / "huggingface"
+        )
+    except hub.HubUnavailable as err:
+        raise DatasetUnavailable(str(err)) from None
