@@ -1,11 +1,12 @@
 """`make parity`: lm-eval's own per-sample output for the parity tasks, kept as a golden file.
 
 lm-evaluation-harness (LM_EVAL_VERSION, in its own venv, .parity/venv: `make parity` makes it)
-runs tests/parity/tasks/*.yaml with `local-completions` against the deterministic completions
-server (tests/support/completions_server.py) on the rows in tests/parity/data, and writes
---log_samples. This keeps, per task, filter and doc: the requests' arguments (the prompt, the
+runs tests/parity/tasks/*.yaml with `local-completions`, and the generate_until ones again with
+`local-chat-completions` and a chat template, against the deterministic completions server
+(tests/support/completions_server.py) on the rows in tests/parity/data, and writes
+--log_samples. This keeps, per API, task, filter and doc: the requests' arguments (the prompt, the
 continuation), the raw responses, the filtered answer and the metric values, in
-tests/parity/golden.jsonl. `tests/unit/test_lmeval_parity.py` holds eval_runner.lmeval to it.
+tests/parity/golden.jsonl. tests/integration/test_lmeval_runs.py holds eval_runner.lmeval to it.
 
     python hack/parity.py [--lm-eval .parity/venv/bin/lm_eval]
 """
@@ -43,6 +44,60 @@ def lm_eval_variant(task: dict, data: Path) -> dict:
     return {**task, "dataset_path": "json", "dataset_kwargs": {"data_files": files}}
 
 
+# How lm-eval asks each model API: its model and the arguments that go with it. The chat pass
+# runs the generate_until tasks through a chat template (few-shot examples as turns, lm-eval's
+# default with one); a chat API has no log-likelihoods for the multiple_choice ones.
+PASSES = {
+    "Completions": ("local-completions", "completions", ",tokenizer_backend=remote", []),
+    "ChatCompletions": (
+        "local-chat-completions", "chat/completions", "", ["--apply_chat_template"]
+    ),
+}  # fmt: skip
+
+
+def run_lm_eval(
+    lm_eval: str, api: str, tasks: list[dict], include: Path, out: Path, base_url: str
+) -> list[dict]:
+    """lm-eval's per-sample rows for `tasks` asked through `api`."""
+    model, path, model_args, flags = PASSES[api]
+    done = subprocess.run(
+        [lm_eval, "--model", model, "--model_args",
+         f"model=parity,base_url={base_url}/{path},num_concurrent=1,max_retries=1{model_args}",
+         "--tasks", ",".join(t["task"] for t in tasks), *flags,
+         "--include_path", str(include), "--log_samples", "--output_path", str(out),
+         "--seed", "0,1234,1234,1234"],
+        capture_output=True, text=True, cwd=include.parent,
+    )  # fmt: skip
+    if done.returncode != 0:
+        print(done.stdout[-3000:], done.stderr[-6000:])
+        raise SystemExit(done.returncode)
+    print(done.stdout[-2500:])
+    rows = []
+    for task in tasks:
+        (path,) = glob.glob(str(out / "parity" / f"samples_{task['task']}_*.jsonl"))
+        for line in Path(path).read_text().splitlines():
+            sample = json.loads(line)
+            arguments = []
+            for key in sorted(sample["arguments"], key=lambda k: int(k.split("_")[-1])):
+                context = sample["arguments"][key]["arg_0"]
+                if api == "ChatCompletions":  # the messages, as JSON text in a list of one
+                    context = json.loads(context[0])
+                arguments.append([context, sample["arguments"][key]["arg_1"]])
+            rows.append(
+                {
+                    "api": api,
+                    "task": task["task"],
+                    "doc_id": sample["doc_id"],
+                    "filter": sample["filter"],
+                    "arguments": arguments,
+                    "resps": sample["resps"],
+                    "filtered_resps": sample["filtered_resps"],
+                    "metrics": {m: sample[m] for m in sample["metrics"]},
+                }
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hack/parity.py", description=__doc__)
     parser.add_argument("--lm-eval", default=str(ROOT / ".parity" / "venv" / "bin" / "lm_eval"))
@@ -59,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     tasks = {
         p.stem: yaml.safe_load(p.read_text()) for p in sorted((PARITY / "tasks").glob("*.yaml"))
     }
+    generative = [t for t in tasks.values() if t["output_type"] == "generate_until"]
+    rows = []
     with (
         tempfile.TemporaryDirectory(prefix="parity-") as tmp,
         CompletionsServer().in_thread() as server,
@@ -68,44 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, task in tasks.items():
             variant = lm_eval_variant(task, PARITY / "data")
             (include / f"{name}.yaml").write_text(yaml.safe_dump(variant, sort_keys=False))
-        out = Path(tmp) / "out"
-        done = subprocess.run(
-            [args.lm_eval, "--model", "local-completions", "--model_args",
-             f"model=parity,base_url={server.base_url}/completions,tokenizer_backend=remote,"
-             "num_concurrent=1,max_retries=1",
-             "--tasks", ",".join(t["task"] for t in tasks.values()),
-             "--include_path", str(include), "--log_samples", "--output_path", str(out),
-             "--seed", "0,1234,1234,1234"],
-            capture_output=True, text=True, cwd=tmp,
-        )  # fmt: skip
-        if done.returncode != 0:
-            print(done.stdout[-3000:], done.stderr[-6000:])
-            return done.returncode
-        print(done.stdout[-2500:])
-        rows = []
-        for task in tasks.values():
-            (path,) = glob.glob(str(out / "parity" / f"samples_{task['task']}_*.jsonl"))
-            for line in Path(path).read_text().splitlines():
-                sample = json.loads(line)
-                arguments = [
-                    [sample["arguments"][key]["arg_0"], sample["arguments"][key]["arg_1"]]
-                    for key in sorted(sample["arguments"], key=lambda k: int(k.split("_")[-1]))
-                ]
-                rows.append(
-                    {
-                        "task": task["task"],
-                        "doc_id": sample["doc_id"],
-                        "filter": sample["filter"],
-                        "arguments": arguments,
-                        "resps": sample["resps"],
-                        "filtered_resps": sample["filtered_resps"],
-                        "metrics": {m: sample[m] for m in sample["metrics"]},
-                    }
-                )
-    rows.sort(key=lambda r: (r["task"], r["filter"], r["doc_id"]))
+        for api, asked in (("Completions", list(tasks.values())), ("ChatCompletions", generative)):
+            out = Path(tmp) / f"out-{api}"
+            rows += run_lm_eval(args.lm_eval, api, asked, include, out, server.base_url)
+    rows.sort(key=lambda r: (r["api"], r["task"], r["filter"], r["doc_id"]))
     header = {
         "lm_eval": LM_EVAL_VERSION,
-        "model": "local-completions against tests/support/completions_server.py",
+        "model": "local-completions and local-chat-completions (--apply_chat_template) against "
+        "tests/support/completions_server.py",
         "command": "make parity",
     }
     with GOLDEN.open("w") as golden:

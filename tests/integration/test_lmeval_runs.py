@@ -1,8 +1,10 @@
 """task.lmEval end to end against lm-eval itself: the parity tasks' rows published on a stand-in
 Hub (parquet, a tag), the deterministic completions server, and our real runner — sharded in
-process, and `eval-runner run --task-file` as a user runs it. Every sample's prompt, filtered
-answers, choice log-likelihoods and scores equal lm-eval's per-sample output in
-tests/parity/golden.jsonl (`make parity`), and the status-level results are their means."""
+process, and `eval-runner run --task-file` as a user runs it. Every sample's prompt (a chat
+model's: its messages), filtered answers, choice log-likelihoods and scores equal lm-eval's
+per-sample output in tests/parity/golden.jsonl (`make parity`: local-completions, and
+local-chat-completions for the generative tasks), and the status-level results are their
+means."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 PARITY = ROOT / "tests" / "parity"
 HEADER, *GOLDEN = [json.loads(line) for line in (PARITY / "golden.jsonl").read_text().splitlines()]
-TASKS = sorted({row["task"] for row in GOLDEN})
+PASSES = sorted({(row["api"], row["task"]) for row in GOLDEN})
 
 
 def publish(hub: StandInHub, name: str) -> str:
@@ -50,13 +52,15 @@ def publish(hub: StandInHub, name: str) -> str:
     return f"parity/{stem}"
 
 
-def evaluation(name: str, repo: str, base_url: str, shards: int = 1) -> dict[str, Any]:
+def evaluation(
+    name: str, repo: str, base_url: str, shards: int = 1, api: str = "Completions"
+) -> dict[str, Any]:
     return {
         "apiVersion": "evals.io/v1alpha1",
         "kind": "Evaluation",
         "metadata": {"name": name.replace("_", "-"), "namespace": "default"},
         "spec": {
-            "model": {"name": "parity", "baseURL": base_url, "api": "Completions"},
+            "model": {"name": "parity", "baseURL": base_url, "api": api},
             "dataset": {"huggingface": {"repo": repo, "revision": "v1", "config": "default"}},
             "task": {"lmEval": {"configMapRef": {"name": "tasks", "key": f"{name}.yaml"}}},
             "execution": {"shards": shards},
@@ -64,13 +68,13 @@ def evaluation(name: str, repo: str, base_url: str, shards: int = 1) -> dict[str
     }
 
 
-def assert_as_lm_eval(name: str, lines: list[dict[str, Any]]) -> None:
+def assert_as_lm_eval(name: str, lines: list[dict[str, Any]], api: str = "Completions") -> None:
     """Our per-sample lines (`--samples`) against lm-eval's, doc by doc and filter by filter."""
     task = load_task((PARITY / "tasks" / f"{name}.yaml").read_text(), name)
     ours = {line["id"]: line for line in lines}
     golden: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in GOLDEN:
-        if row["task"] == name:
+        if row["task"] == name and row["api"] == api:
             golden[row["doc_id"]].append(row)
     assert sorted(ours) == sorted(golden), name
     for doc_id, rows in golden.items():
@@ -78,8 +82,11 @@ def assert_as_lm_eval(name: str, lines: list[dict[str, Any]]) -> None:
         assert line["errorClass"] is None, line
         contexts = [arguments[0] for arguments in rows[0]["arguments"]]
         shown = line["prompt"][0]["content"]
-        if task.output_type == "generate_until":
+        if api == "ChatCompletions":
+            assert line["prompt"] == contexts[0], (name, doc_id)
+        elif task.output_type == "generate_until":
             assert shown == contexts[0], (name, doc_id)
+        if task.output_type == "generate_until":
             assert line["response"] == rows[0]["resps"][0][0]
             for row in rows:
                 answer = line["details"]["answers"][row["filter"]]
@@ -100,15 +107,16 @@ def sample_line(result: SampleResult) -> dict[str, Any]:
     return json.loads(json.dumps(line_of(result)))
 
 
-@pytest.mark.parametrize("name", TASKS)
-def test_a_sharded_run_scores_every_sample_as_lm_eval(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("api", "name"), PASSES)
+def test_a_sharded_run_scores_every_sample_as_lm_eval(api: str, name: str, tmp_path: Path) -> None:
     """Two shards, each replaying the few-shot draws of the other's docs: together they give
     lm-eval's samples exactly, and their summaries its mean scores."""
     hub, server = StandInHub(), CompletionsServer()
     task_file = (PARITY / "tasks" / f"{name}.yaml").read_text()
     with hub.in_thread(), server.in_thread():
         repo = publish(hub, name)
-        spec = Evaluation.model_validate(evaluation(name, repo, server.base_url, shards=2))
+        manifest = evaluation(name, repo, server.base_url, shards=2, api=api)
+        spec = Evaluation.model_validate(manifest)
         lines: list[dict[str, Any]] = []
         summaries: list[ShardSummary] = []
         os.environ["HF_ENDPOINT"] = hub.url
@@ -129,19 +137,19 @@ def test_a_sharded_run_scores_every_sample_as_lm_eval(name: str, tmp_path: Path)
                 )
         finally:
             del os.environ["HF_ENDPOINT"]
-    assert_as_lm_eval(name, lines)
+    assert_as_lm_eval(name, lines, api)
     task = load_task(task_file, name)
-    for metric, rows in _golden_means(name).items():
+    for metric, rows in _golden_means(name, api).items():
         sums = [s.scores[metric] for s in summaries]
         assert sum(x.n for x in sums) == len(rows)
         assert sum(x.sum for x in sums) == pytest.approx(sum(rows)), metric
     assert task.task == name
 
 
-def _golden_means(name: str) -> dict[str, list[float]]:
+def _golden_means(name: str, api: str = "Completions") -> dict[str, list[float]]:
     found: dict[str, list[float]] = defaultdict(list)
     for row in GOLDEN:
-        if row["task"] == name:
+        if row["task"] == name and row["api"] == api:
             for metric, value in row["metrics"].items():
                 found[
                     metric_key(metric, row["filter"]) if row["filter"] != "none" else metric

@@ -5,6 +5,9 @@ runner and lm-eval (`local-completions`) are run against for score parity.
   `echo` with `logprobs` gives the prompt's tokens, their log-probabilities, the top one at each
   position and their text offsets, then `max_tokens` generated tokens; `stop` cuts the text at
   the first stop sequence, as vLLM does.
+- `POST /v1/chat/completions`: the same model behind the chat API (what lm-eval's
+  `local-chat-completions` and our ChatCompletions ask): the messages' contents, joined by a
+  newline, are the prompt; greedy text cut by `stop`, no log-probabilities.
 - `GET /tokenizer_info`, `POST /tokenize`, `POST /detokenize`: vLLM's tokenizer endpoints, which
   lm-eval's remote tokenizer uses to count a context's tokens.
 
@@ -41,7 +44,12 @@ def logprob(previous: str, token: str) -> float:
 
 
 def generated(prompt: str) -> str:
-    """The model's answer: a worked number for the last question, right or off by one."""
+    """The model's answer to the prompt's last question: for one with lettered options, a
+    letter picked by a hash; otherwise a worked number, right or off by one."""
+    if prompt.rstrip().endswith("Answer:") and "\nD. " in prompt:
+        question = prompt.rstrip().rsplit("Answer:", 2)[-2]
+        letter = "ABCD"[hashlib.sha256(question.encode()).digest()[0] % 4]
+        return f" The answer is ({letter}).\n\nQuestion: what next?"
     question = prompt.rsplit("Question:", 1)[-1]
     numbers = [int(n) for n in re.findall(r"-?\d+", question)]
     total = sum(numbers)
@@ -77,6 +85,7 @@ class CompletionsServer(LoopbackServer):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/chat/completions", self._chat_completions)
         if self.tokenizer:
             app.router.add_get("/tokenizer_info", self._tokenizer_info)
             app.router.add_post("/tokenize", self._tokenize)
@@ -113,16 +122,35 @@ class CompletionsServer(LoopbackServer):
              "choices": choices}
         )  # fmt: skip
 
-    def _choice(self, index: int, prompt: str, body: dict[str, Any]) -> dict[str, Any]:
-        max_tokens = int(body.get("max_tokens") or 16)
+    async def _chat_completions(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(body)
+        prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages") or [])
+        text, finish = self._generate(prompt, body)
+        message = {"role": "assistant", "content": text.lstrip()}
+        return web.json_response(
+            {"id": "chatcmpl-parity", "object": "chat.completion", "model": body.get("model"),
+             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+             "usage": {"prompt_tokens": len(tokenize(prompt)),
+                       "completion_tokens": len(tokenize(text)),
+                       "total_tokens": len(tokenize(prompt)) + len(tokenize(text))}}
+        )  # fmt: skip
+
+    def _generate(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        """Greedy text for `prompt`: at most max_tokens tokens, cut at the first stop sequence."""
+        max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
         stops = body.get("stop") or []
         stops = [stops] if isinstance(stops, str) else stops
-        answer_tokens = tokenize(generated(prompt))[:max_tokens]
-        text = "".join(answer_tokens)
+        text = "".join(tokenize(generated(prompt))[:max_tokens])
         cut = min((text.find(s) for s in stops if s and s in text), default=-1)
-        finish = "length"
         if cut >= 0:
-            text, finish = text[:cut], "stop"
+            return text[:cut], "stop"
+        return text, "length"
+
+    def _choice(self, index: int, prompt: str, body: dict[str, Any]) -> dict[str, Any]:
+        max_tokens = int(body.get("max_tokens") or 16)
+        answer_tokens = tokenize(generated(prompt))[:max_tokens]
+        text, finish = self._generate(prompt, body)
         choice: dict[str, Any] = {"index": index, "text": text, "finish_reason": finish}
         wanted = body.get("logprobs")
         if wanted is None:

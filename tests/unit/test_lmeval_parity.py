@@ -1,8 +1,9 @@
 """eval_runner.lmeval against lm-eval itself: tests/parity/golden.jsonl is lm-eval's per-sample
-output (`make parity`: lm-eval in its own venv, local-completions against the deterministic
-completions server, the tasks and rows in tests/parity). For every sample of every task, our
-engine builds the same requests character for character (the few-shot contexts and draws,
-the continuations) and, from lm-eval's own responses, the same filtered answers and metrics."""
+output (`make parity`: lm-eval in its own venv, local-completions and local-chat-completions
+against the deterministic completions server, the tasks and rows in tests/parity). For every
+sample of every task and API, our engine builds the same requests character for character (the
+few-shot contexts and draws, the chat turns, the continuations) and, from lm-eval's own
+responses, the same filtered answers and metrics."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from eval_api.lmeval.config import TaskSpec, load_task
 from eval_runner.lmeval import LM_EVAL_VERSION
@@ -27,6 +29,7 @@ from eval_runner.lmeval.scoring import (
 PARITY = Path(__file__).resolve().parents[1] / "parity"
 HEADER, *GOLDEN = [json.loads(line) for line in (PARITY / "golden.jsonl").read_text().splitlines()]
 TASKS = sorted({row["task"] for row in GOLDEN})
+PASSES = sorted({(row["api"], row["task"]) for row in GOLDEN})
 
 
 def rows(task: str, split: str) -> list[dict[str, Any]]:
@@ -34,16 +37,24 @@ def rows(task: str, split: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def requests_of(task: TaskSpec, docs: list[dict[str, Any]]) -> list[list[list[Any]]]:
-    """Each doc's requests as lm-eval logs them: [context, continuation or generation kwargs]."""
+def requests_of(
+    task: TaskSpec, docs: list[dict[str, Any]], api: str = "Completions"
+) -> list[list[list[Any]]]:
+    """Each doc's requests as lm-eval logs them: [context (a chat API's: the messages),
+    continuation or generation kwargs]."""
     pool = rows(task.task, task.fewshot_split) if task.fewshot_split else []
     prompts = Prompts(task, list(docs[0]))
     multiple_input = prompts.is_multiple_input(docs[0])
     found = []
     for doc, picked in zip(docs, fewshot_examples(task, docs, pool), strict=True):
-        context = prompts.context(doc, [pool[i] for i in picked], multiple_input)
+        examples = [pool[i] for i in picked]
+        context = prompts.context(doc, examples, multiple_input)
         if task.output_type == "generate_until":
-            kwargs = {"until": task.generation["until"], "do_sample": False, "temperature": 0.0}
+            kwargs = yaml.safe_load((PARITY / "tasks" / f"{task.task}.yaml").read_text())[
+                "generation_kwargs"
+            ]
+            if api == "ChatCompletions":
+                context = prompts.chat(doc, examples)
             found.append([[context, kwargs]])
         elif multiple_input:
             continuation = task.target_delimiter + prompts.target(doc)
@@ -55,28 +66,25 @@ def requests_of(task: TaskSpec, docs: list[dict[str, Any]]) -> list[list[list[An
 
 def test_the_golden_file_is_lm_evals_of_the_version_we_follow() -> None:
     assert HEADER["lm_eval"] == LM_EVAL_VERSION
-    assert TASKS == ["parity_arith", "parity_mc", "parity_mmlu", "parity_wino"]
+    assert TASKS == ["parity_arith", "parity_letters", "parity_mc", "parity_mmlu", "parity_wino"]
+    # The generate_until tasks are asked through the chat API too, with a chat template.
+    chat = sorted(task for api, task in PASSES if api == "ChatCompletions")
+    assert chat == ["parity_arith", "parity_letters"]
 
 
-@pytest.mark.parametrize("name", TASKS)
-def test_the_same_requests_answers_and_scores_as_lm_eval(name: str) -> None:
+@pytest.mark.parametrize(("api", "name"), PASSES)
+def test_the_same_requests_answers_and_scores_as_lm_eval(api: str, name: str) -> None:
     task = load_task((PARITY / "tasks" / f"{name}.yaml").read_text(), f"{name}.yaml")
     docs = rows(name, task.eval_split)
-    expected = [row for row in GOLDEN if row["task"] == name]
-    built = requests_of(task, docs)
+    expected = [row for row in GOLDEN if row["task"] == name and row["api"] == api]
+    built = requests_of(task, docs, api)
     prompts = Prompts(task, list(docs[0]))
     by_filter: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in expected:
         by_filter[row["filter"]].append(row)
         doc = docs[row["doc_id"]]
-        logged = [
-            [a, b if isinstance(b, str) else {k: b[k] for k in sorted(b)}]
-            for a, b in row["arguments"]
-        ]
-        ours = [
-            [a, b if isinstance(b, str) else {k: b[k] for k in sorted(b)}]
-            for a, b in built[row["doc_id"]]
-        ]
+        logged = row["arguments"]
+        ours = json.loads(json.dumps(built[row["doc_id"]]))
         assert ours == logged, (name, row["doc_id"])
         if task.output_type == "generate_until":
             (pipeline,) = [p for p in task.filters if p.name == row["filter"]]

@@ -30,6 +30,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from eval_api.lmeval.config import FEWSHOT_SEED, TaskSpec
 from eval_runner.errors import PermanentError
+from eval_runner.prompt import Message
 
 
 def _regex_replace(text: str, pattern: str, replacement: str, count: int = 0) -> str:
@@ -116,7 +117,8 @@ class Prompts:
 
     # --- the context --------------------------------------------------------------------------
 
-    def _example(self, doc: Mapping[str, Any], multiple_input: bool) -> str:
+    def _example(self, doc: Mapping[str, Any], multiple_input: bool) -> tuple[str, str | None]:
+        """A few-shot example's question and its answer's text (None when it has none)."""
         fewshot = self.task.fewshot
         question = self.text(doc, fewshot.doc_to_text)
         choices = self.choices(doc, fewshot.doc_to_choice) if fewshot.doc_to_choice else None
@@ -124,7 +126,7 @@ class Prompts:
         if multiple_input:
             question, choices = choices[question], None
         if answer is None or answer == "":
-            return _as_text(question)
+            return _as_text(question), None
         if choices and isinstance(answer, int):
             answer = choices[answer]
         elif isinstance(answer, list):
@@ -133,21 +135,44 @@ class Prompts:
             raise PermanentError(
                 "LmEvalInvalid", f"a few-shot example's answer {answer!r} is not text"
             )
-        return _as_text(question) + fewshot.target_delimiter + answer + fewshot.fewshot_delimiter
+        return _as_text(question), answer
+
+    def _description(self, doc: Mapping[str, Any]) -> str:
+        description = self.task.description  # a column's value, or a template
+        if description in self.columns:
+            return str(doc[description])
+        return render(description, doc) if description else ""
 
     def context(
         self, doc: Mapping[str, Any], examples: Sequence[Mapping[str, Any]], multiple_input: bool
     ) -> str | list[str]:
         """The prompt of `doc` after `examples`; for a multiple-input task, one per choice."""
-        description = self.task.description  # a column's value, or a template
-        if description in self.columns:
-            description = str(doc[description])
-        elif description:
-            description = render(description, doc)
-        prefix = description + "".join(self._example(e, multiple_input) for e in examples)
+        fewshot = self.task.fewshot
+        prefix = self._description(doc)
+        for example in examples:
+            question, answer = self._example(example, multiple_input)
+            prefix += question
+            if answer is not None:
+                prefix += fewshot.target_delimiter + answer + fewshot.fewshot_delimiter
         if multiple_input:
             return [prefix + choice for choice in self.choices(doc)]
         return prefix + _as_text(self.text(doc))
+
+    def chat(self, doc: Mapping[str, Any], examples: Sequence[Mapping[str, Any]]) -> list[Message]:
+        """`doc`'s prompt as chat messages, as lm-eval sends it with a chat template (few-shot
+        as multi-turn, its default): the description as the system message, each example a
+        user turn and its answer an assistant turn, then the doc's question."""
+        messages: list[Message] = []
+        description = self._description(doc)
+        if description:
+            messages.append({"role": "system", "content": description})
+        for example in examples:
+            question, answer = self._example(example, multiple_input=False)
+            messages.append({"role": "user", "content": question})
+            if answer is not None:
+                messages.append({"role": "assistant", "content": answer})
+        messages.append({"role": "user", "content": _as_text(self.text(doc))})
+        return messages
 
 
 def _as_text(value: Any) -> str:

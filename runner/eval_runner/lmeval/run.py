@@ -2,7 +2,8 @@
 filtered and scored, with what explains the score kept for its row.
 
 - generate_until: the context is sent as the prompt (model.api Completions, lm-eval's
-  local-completions) or as one user message (ChatCompletions, local-chat-completions), with the
+  local-completions) or as chat messages (ChatCompletions, local-chat-completions with its chat
+  template: few-shot examples as turns, the description as the system message), with the
   task's `until` as stop sequences (a chat request carries the first 4, as lm-eval sends) and
   max_gen_toks as the output bound, greedy; each filter pipeline gives an answer, and each
   metric of it a result (metric_key).
@@ -102,7 +103,12 @@ class LmEvalShard:
             item = self._item(prompts, doc, context, multiple_input)
             contexts = item.contexts
             shown = contexts[0] if len(contexts) == 1 else "\n\n---\n\n".join(contexts)
-            messages: list[Message] = [{"role": "user", "content": shown}]
+            # A row shows the context as text; a chat model is asked it in turns.
+            messages: list[Message] = (
+                prompts.chat(doc, examples)
+                if self.model.api == "ChatCompletions" and task.output_type == "generate_until"
+                else [{"role": "user", "content": shown}]
+            )
             target = item.reference if item.reference is not None else _gold_text(item)
             built.append((replace(sample, input=shown, target=target), messages, item))
         return built
