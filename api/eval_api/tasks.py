@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eval_api.lmeval import LM_EVAL_VERSION
 from eval_api.lmeval.config import (
     TaskFileError,
     TaskSpec,
@@ -42,6 +43,19 @@ class TaskPlan:
     dataset: DatasetSpec
     lm_task: TaskSpec | None = None
     preset: Preset | None = None
+    where: str | None = None  # task.lmEval's ConfigMap and key
+
+    def source(self) -> str | None:
+        """Which lm-eval task the run is, in a few words (status.taskSource): the task's name,
+        its version (metadata.version) and few-shot count; a preset's lm-eval release."""
+        task = self.lm_task
+        if task is None:
+            return None
+        version = f" version {task.version}" if task.version is not None else ""
+        what = f"{task.task}{version}, {task.num_fewshot}-shot"
+        if self.preset is not None:
+            return f"lm-eval {LM_EVAL_VERSION} {what}"
+        return f"lm-eval task {what}, from {self.where}"
 
 
 def task_plan(spec: EvaluationSpec, task_file: str | None = None) -> TaskPlan:
@@ -60,13 +74,13 @@ def task_plan(spec: EvaluationSpec, task_file: str | None = None) -> TaskPlan:
         if task_file is None:
             raise TaskFileMissing("task.lmEval's task file was not read")
         ref = task.lm_eval.config_map_ref
-        lm_task = with_num_fewshot(
-            load_task(task_file, f"ConfigMap {ref.name} key {ref.key}"), task.lm_eval.num_fewshot
-        )
+        where = f"ConfigMap {ref.name} key {ref.key}"
+        lm_task = with_num_fewshot(load_task(task_file, where), task.lm_eval.num_fewshot)
         return TaskPlan(
             names=result_names(lm_task),
             dataset=lm_eval_dataset(spec.dataset, lm_task),
             lm_task=lm_task,
+            where=where,
         )
     return TaskPlan(names=[s.effective_name for s in task.scorer_list], dataset=spec.dataset)
 

@@ -43,6 +43,7 @@ class RunPlan(BaseModel):
     scorers: list[str]
     thresholds: list[str]
     dataset: str = ""  # where the samples come from, for display
+    task: str = ""  # which lm-eval task, with its version, for display
     max_errored_fraction: str = Field(default="0.05", alias="maxErroredFraction")
     budgeted: bool = False  # spec.budget is set: the run keeps a ledger of its attempts
     suite: str = ""  # the EvalSuite the run is in (spec.suiteRef), for display
@@ -71,6 +72,7 @@ class RunPlan(BaseModel):
             scorers=task.names,
             thresholds=list(spec.thresholds),
             dataset=task.dataset.source(),
+            task=task.source() or "",
             max_errored_fraction=spec.execution.max_errored_fraction,
             budgeted=spec.budget is not None,
         )

@@ -269,7 +269,7 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
     if same_run:
         for key in (
             "progress", "results", "usage", "startTime", "completionTime", "runGeneration",
-            "datasetSource",
+            "datasetSource", "taskSource",
         ):  # fmt: skip
             if key in old:
                 status[key] = old[key]
@@ -341,6 +341,8 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
         status["runGeneration"] = plan.generation
         if plan.dataset:
             status["datasetSource"] = plan.dataset
+        if plan.task:
+            status["taskSource"] = plan.task
     shards = plan.shards if plan is not None else job.get("spec", {}).get("completions", 1)
     scorers = plan.scorers if plan is not None else []
     latest = latest_attempts(obs.pods)

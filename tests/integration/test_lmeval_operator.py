@@ -2,16 +2,23 @@
 before the run starts; one that cannot run is a Warning with the field named (the run waits,
 nothing is lost), and fixing the ConfigMap starts the run by itself. The run's results are the
 task file's metrics, its thresholds judged on them, and the file the pods read is the one
-frozen with the run."""
+frozen with the run. A preset runs from the operator's Hub mirror."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from eval_api.lmeval import LM_EVAL_VERSION
+from eval_api.lmeval.presets import PRESETS
+from tests.support.completions_server import CompletionsServer
+from tests.support.hfhub import StandInHub
 from tests.support.operator_cluster import NS, RECORDS, condition, manifest, running_cluster
 
 pytestmark = pytest.mark.integration
@@ -32,6 +39,12 @@ TASK = {
     ],
     "metric_list": [{"metric": "exact_match"}],
 }  # fmt: skip
+
+
+def parquet(rows: list[dict[str, Any]]) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    return buffer.getvalue()
 
 
 def task_config_map(task: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +85,9 @@ def test_a_task_file_is_checked_before_the_run_and_a_fix_starts_it(tmp_path: Pat
         done = cluster.wait_phase("lm-task", "Succeeded", timeout=180)
         results = {r["name"]: r for r in done["status"]["results"]}
         assert list(results) == ["exact_match_last_number"]
+        assert done["status"]["taskSource"] == (
+            "lm-eval task arithmetic, 0-shot, from ConfigMap lm-tasks key arithmetic.yaml"
+        )
         assert results["exact_match_last_number"]["n"] == len(RECORDS)
         # The stand-in model answers every arithmetic question but those it is told to miss.
         assert condition(done, "Passed")["status"] == "True"
@@ -103,3 +119,54 @@ def test_a_threshold_naming_no_metric_of_the_file_is_refused(tmp_path: Path) -> 
         assert "'exact_match' names no result of the task" in message, message
         assert "exact_match_last_number" in message
         cluster.wait_event("lm-threshold", ("LmEvalInvalid",))
+
+
+def test_a_preset_runs_sharded_from_the_operators_hub_mirror(tmp_path: Path) -> None:
+    """task.preset gsm8k with no dataset: the pods read openai/gsm8k at the preset's pinned
+    commit from the mirror the operator is configured with (EVAL_OPERATOR_HF_ENDPOINT), five
+    examples from train before each test question; status names lm-eval's task and version."""
+    questions = [f"A shop sold {i} apples and then {3 * i + 1} more. How many?" for i in range(8)]
+    test_rows = [
+        {"question": q, "answer": f"...\n#### {4 * i + 1}"} for i, q in enumerate(questions)
+    ]
+    train_rows = [
+        {"question": f"Train {i}: {i} plus {i}?", "answer": f"It is {2 * i}.\n#### {2 * i}"}
+        for i in range(12)
+    ]
+    hub, server = StandInHub(), CompletionsServer()
+    hub.repo("openai/gsm8k").commits[PRESETS["gsm8k"].revision] = {
+        "main/test-00000-of-00001.parquet": parquet(test_rows),
+        "main/train-00000-of-00001.parquet": parquet(train_rows),
+    }
+    with (
+        hub.in_thread(),
+        server.in_thread(),
+        running_cluster(tmp_path, environment={"EVAL_OPERATOR_HF_ENDPOINT": hub.url}) as cluster,
+    ):
+        body = manifest(
+            "gsm8k",
+            cluster.model,
+            task={"preset": {"name": "gsm8k", "limit": 6}},
+            thresholds=["exact_match_strict_match >= 0.5"],
+        )
+        body["spec"]["model"] = {"name": "base", "baseURL": server.base_url, "api": "Completions"}
+        del body["spec"]["dataset"]
+        assert cluster.apply(body).status_code == 201
+        done = cluster.wait_phase("gsm8k", "Succeeded", timeout=180)
+        asked = [r for r in server.requests if "prompt" in r]
+    status = done["status"]
+    assert status["taskSource"] == f"lm-eval {LM_EVAL_VERSION} gsm8k version 3.0, 5-shot"
+    assert status["datasetSource"].startswith(
+        f"huggingface openai/gsm8k@{PRESETS['gsm8k'].revision} main test"
+    )
+    results = {r["name"]: r for r in status["results"]}
+    assert list(results) == ["exact_match_strict_match", "exact_match_flexible_extract"]
+    assert results["exact_match_strict_match"]["n"] == 6  # preset.limit, over both shards
+    # The stand-in model sums the last question's numbers, off by one for about a quarter.
+    assert 0.5 <= results["exact_match_strict_match"]["value"] <= 1
+    assert condition(done, "Passed")["status"] == "True"
+    assert len(asked) == 6
+    for request in asked:
+        prompt = request["prompt"]
+        assert prompt.count("Question: Train ") == 5 and prompt.endswith("How many?\nAnswer:")
+        assert request["stop"] == ["Question:", "</s>", "<|im_end|>"]

@@ -50,7 +50,13 @@ def test_crd_names_columns_and_subresources(crd):
     assert [c["name"] for c in columns if not c.get("priority")] == [
         "Phase", "Ready", "Model", "Progress", "Score", "Passed", "Age",
     ]  # fmt: skip
-    assert [c["name"] for c in columns if c.get("priority")] == ["Reason", "Dataset", "Job", "Cost"]
+    assert [c["name"] for c in columns if c.get("priority")] == [
+        "Reason",
+        "Dataset",
+        "Task",
+        "Job",
+        "Cost",
+    ]
 
 
 def _walk(node, path):

@@ -314,6 +314,12 @@ class EvaluationStatus(ApiModel):
         description='Where the current run\'s samples come from, e.g. "builtin arithmetic" (for '
         "display: kubectl get -o wide).",
     )
+    task_source: str | None = Field(
+        default=None,
+        description="For an lm-eval task (task.preset or task.lmEval): which task the current "
+        'run is, with its version and few-shot count, e.g. "lm-eval 0.4.13 gsm8k version 3.0, '
+        '5-shot".',
+    )
 
 
 EVALUATION_PRINTER_COLUMNS = [
@@ -345,6 +351,7 @@ EVALUATION_PRINTER_COLUMNS = [
         "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
     },
     {"name": "Dataset", "type": "string", "priority": 1, "jsonPath": ".status.datasetSource"},
+    {"name": "Task", "type": "string", "priority": 1, "jsonPath": ".status.taskSource"},
     {"name": "Job", "type": "string", "priority": 1, "jsonPath": ".status.jobName"},
     {"name": "Cost", "type": "string", "priority": 1, "jsonPath": ".status.usage.costUSD"},
 ]
