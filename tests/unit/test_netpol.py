@@ -270,6 +270,23 @@ def test_the_runners_reach_the_ports_of_the_evaluations_in_the_suite() -> None:
     )
 
 
+def test_the_runners_reach_the_operators_hub_mirror_on_its_port() -> None:
+    spec = spec_of()
+    mirror = OperatorSettings.model_validate(
+        {**SETTINGS.model_dump(), "hf_endpoint": "http://hf-mirror.infra.svc:8081"}
+    )
+    runner = pods(spec)["runner"]
+    hub = External("mirror", "10.9.0.4")
+    assert Cluster(build_network_policies(suite_body(), spec, mirror)).allows(runner, hub, 8081)
+    assert not Cluster(build_network_policies(suite_body(), spec, SETTINGS)).allows(
+        runner, hub, 8081
+    )
+    dashboard = pods(spec)["dashboard"]
+    assert not Cluster(build_network_policies(suite_body(), spec, mirror)).allows(
+        dashboard, hub, 8081
+    )
+
+
 # An external store and cache (issue 17, 4.5): their clients reach them, nothing else widens.
 EXTERNAL = {
     "store": {"mode": "External", "external": {"secretRef": {"name": "pg-app"}}},

@@ -10,8 +10,9 @@ whom (tests/unit/test_netpol.py evaluates these policies with the NetworkPolicy 
 - the cache (6379): from the runners and the migration (which pings it);
 - the runners: to the store, the cache, DNS and the model endpoints (spec.networkPolicy
   modelEgressCIDRs / modelEgressPorts; default any address on 443, 80 and the ports of the
-  baseURLs of the suite's models and judges and of the Evaluations in it); from the operator
-  only, on their progress port;
+  baseURLs of the suite's models and judges and of the Evaluations in it), which is also how
+  they reach the Hugging Face Hub (the operator's HF_ENDPOINT's port too, for a mirror on a
+  port of its own); from the operator only, on their progress port;
 - the migration, report and backup Jobs: to the store (the migration also the cache) and DNS;
 - with spec.monitoring: Prometheus (spec.networkPolicy.prometheusFrom, default the namespace
   monitoring) to the metrics ports: runners' progress port, the dashboard, the exporters;
@@ -168,6 +169,8 @@ def build_network_policies(
         }
     else:
         operator_peer["namespaceSelector"] = {}  # wherever the operator runs
+    # Hub datasets (and presets) are read by the runners through the same opening.
+    extra_ports = [*extra_ports, *_url_ports([settings.hf_endpoint])]
     models: dict[str, Any] = {
         "ports": [
             _tcp(p)
