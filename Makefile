@@ -109,11 +109,11 @@ bench-datasets: $(VENV)/.installed ## Hub-sized datasets: a 14,042-row MMLU-shap
 bench-etcd: $(VENV)/.installed ## What a create costs in a real etcd on this machine (the write latency and commit rate bench-operator gives the emulator; needs Debian's etcd-server).
 	$(PY) bench/etcd_write_latency.py $(BENCH_ARGS)
 
-# lm-eval's version, written once in the runner (eval_runner.lmeval.LM_EVAL_VERSION).
-LM_EVAL_VERSION := $(shell sed -n 's/^LM_EVAL_VERSION = "\(.*\)"/\1/p' runner/eval_runner/lmeval/__init__.py)
+# lm-eval's version, written once (eval_api.lmeval.LM_EVAL_VERSION).
+LM_EVAL_VERSION := $(shell sed -n 's/^LM_EVAL_VERSION = "\(.*\)"/\1/p' api/eval_api/lmeval/__init__.py)
 PARITY_VENV := .parity/venv
 
-$(PARITY_VENV)/.installed: runner/eval_runner/lmeval/__init__.py
+$(PARITY_VENV)/.installed: api/eval_api/lmeval/__init__.py
 	$(PYTHON) -m venv $(PARITY_VENV)
 	$(PARITY_VENV)/bin/pip install --quiet "lm_eval[api]==$(LM_EVAL_VERSION)"
 	touch $@
