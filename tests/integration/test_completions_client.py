@@ -2,8 +2,9 @@
 lm-eval got from the same server (tests/parity/golden.jsonl): the generated text of every
 generate_until request and the log-likelihood and greediness of every multiple-choice one, with
 the server's tokenizer (token ids sent, as lm-eval's remote tokenizer does) and without it
-(text sent, text offsets). An endpoint that gives no prompt log-probabilities stops the shard
-with LogprobsUnsupported."""
+(text sent, text offsets); and the chat client, asked the messages lm-eval's
+local-chat-completions sent, gets the answers it got. An endpoint that gives no prompt
+log-probabilities stops the shard with LogprobsUnsupported."""
 
 from __future__ import annotations
 
@@ -26,14 +27,30 @@ GOLDEN = Path(__file__).resolve().parents[1] / "parity" / "golden.jsonl"
 _, *ROWS = [json.loads(line) for line in GOLDEN.read_text().splitlines()]
 
 
-def endpoint(base_url: str) -> EndpointSpec:
-    return EndpointSpec.model_validate({"name": "parity", "baseURL": base_url})
+def endpoint(base_url: str, **fields: Any) -> EndpointSpec:
+    return EndpointSpec.model_validate({"name": "parity", "baseURL": base_url, **fields})
 
 
-async def client_of(base_url: str, transport: Any) -> HttpModelClient:
+async def client_of(base_url: str, transport: Any, **fields: Any) -> HttpModelClient:
     return HttpModelClient(
-        endpoint(base_url), None, transport, usage=ShardUsage(), retry=RetryPolicy(max_errors=1)
+        endpoint(base_url, **fields),
+        None,
+        transport,
+        usage=ShardUsage(),
+        retry=RetryPolicy(max_errors=1),
     )
+
+
+def first_of_each_doc(api: str) -> list[dict[str, Any]]:
+    """One row per task and doc (a task's other filters repeat the same requests)."""
+    seen: set[tuple[str, int]] = set()
+    found = []
+    for row in ROWS:
+        key = (row["task"], row["doc_id"])
+        if row["api"] == api and key not in seen:
+            seen.add(key)
+            found.append(row)
+    return found
 
 
 @pytest.mark.parametrize("tokenizer", [True, False], ids=["token-ids", "text-offsets"])
@@ -41,13 +58,11 @@ async def test_the_same_answers_and_likelihoods_lm_eval_got(tokenizer: bool) -> 
     async with CompletionsServer(tokenizer=tokenizer) as server, open_transport() as transport:
         client = await client_of(server.base_url, transport)
         generated = likelihoods = 0
-        for row in ROWS:
-            if row["filter"] not in ("none", "strict-match"):
-                continue  # the other filter's rows repeat the same requests
+        for row in first_of_each_doc("Completions"):
             for (context, second), response in zip(row["arguments"], row["resps"], strict=True):
                 if isinstance(second, dict):  # generate_until
                     answer = await client.complete_prompt(
-                        context, stop=second["until"], max_tokens=256
+                        context, stop=second["until"], max_tokens=second.get("max_gen_toks", 256)
                     )
                     assert answer.text == response[0], (row["task"], row["doc_id"])
                     generated += 1
@@ -57,9 +72,27 @@ async def test_the_same_answers_and_likelihoods_lm_eval_got(tokenizer: bool) -> 
                     assert found.loglikelihood == float(expected), (row["task"], row["doc_id"])
                     assert str(found.greedy) == greedy
                     likelihoods += 1
-        assert (generated, likelihoods) == (30, 25 * 4 + 25 * 4 + 30 * 2)
+        assert (generated, likelihoods) == (30 + 25, 25 * 4 + 25 * 4 + 30 * 2)
         sent = [r for r in server.requests if r.get("echo")]
         assert all(isinstance(r["prompt"], list) == tokenizer for r in sent)
+
+
+async def test_the_chat_client_gets_the_answers_lm_eval_got() -> None:
+    async with CompletionsServer() as server, open_transport() as transport:
+        asked = 0
+        for row in first_of_each_doc("ChatCompletions"):
+            ((messages, kwargs),) = row["arguments"]
+            parameters = {
+                "temperature": "0",
+                "maxTokens": kwargs.get("max_gen_toks", 256),
+                "stop": kwargs["until"][:4],  # as lm-eval sends them
+            }
+            client = await client_of(server.base_url, transport, parameters=parameters)
+            answer = await client.complete(messages)
+            assert answer.text == row["resps"][0][0], (row["task"], row["doc_id"])
+            asked += 1
+        assert asked == 30 + 25
+        assert server.requests[-1]["messages"] == messages
 
 
 async def test_an_endpoint_without_prompt_logprobs_stops_with_logprobs_unsupported() -> None:
