@@ -123,6 +123,22 @@ parity: $(VENV)/.installed $(PARITY_VENV)/.installed ## lm-eval (its own venv) o
 	$(PY) hack/parity.py --lm-eval $(PARITY_VENV)/bin/lm_eval
 	$(PARITY_VENV)/bin/python hack/parity_presets.py
 
+# confseq (Howard's confidence sequences, C++ with Boost) in its own venv: the reference
+# eval_api.sequential is held to. Its build pins pybind11 2.6, which cannot compile for
+# Python 3.11, so it is built without isolation against a current pybind11.
+CONFSEQ_VENV := .confseq/venv
+
+$(CONFSEQ_VENV)/.installed: hack/reference_cs.py
+	@test -d /usr/include/boost || { echo "confseq builds against Boost's headers: apt-get install libboost-dev"; exit 2; }
+	$(PYTHON) -m venv $(CONFSEQ_VENV)
+	$(CONFSEQ_VENV)/bin/pip install --quiet "pybind11>=2.11" scikit-build cmake ninja setuptools wheel numpy
+	$(CONFSEQ_VENV)/bin/pip install --quiet --no-build-isolation --no-deps "confseq==$$(sed -n 's/^CONFSEQ_VERSION = "\(.*\)"/\1/p' hack/reference_cs.py)"
+	touch $@
+
+.PHONY: reference-cs
+reference-cs: $(CONFSEQ_VENV)/.installed ## confseq (its own venv; needs libboost-dev) on a grid of inputs: rewrites tests/parity/confseq.json, which make test holds eval_api.sequential to (1e-9).
+	$(CONFSEQ_VENV)/bin/python hack/reference_cs.py
+
 .PHONY: bench-dashboard
 bench-dashboard: $(VENV)/.installed services ## The results dashboard over 1M stored samples: leaderboard req/s and p50/p95/p99, per-sample paging p99.
 	$(PY) bench/dashboard.py $(BENCH_ARGS)

@@ -27,6 +27,8 @@ class Aggregate(BaseModel):
     results: list[ScoreResult]
     usage: Usage
     errors: dict[str, int]
+    # Each scorer's sums over the shards (what early stopping decides on).
+    sums: dict[str, ScoreSums] = {}
 
     def too_many_errors(self, max_errored_fraction: str) -> str | None:
         """Why the run cannot pass (reason TooManyErrors), or None: more errored samples than
@@ -122,4 +124,5 @@ def aggregate(
             context=cel.ADMITTED,
         ),
         errors=errors,
+        sums=scores,
     )

@@ -3,6 +3,8 @@
 API_KEY = "EVAL_API_KEY"
 DATASET_DIR = "EVAL_DATASET_DIR"
 PROGRESS_PORT = "EVAL_PROGRESS_PORT"
+# The token POST /stop must carry (execution.earlyStop): from the run's control Secret.
+STOP_TOKEN = "EVAL_STOP_TOKEN"  # noqa: S105 - the variable's name, not a token
 CA_BUNDLE = "EVAL_CA_BUNDLE"
 # dataset.huggingface: the Hub (or mirror) and the token, under the names huggingface_hub reads.
 HF_ENDPOINT = "HF_ENDPOINT"

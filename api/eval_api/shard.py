@@ -163,6 +163,14 @@ class ShardSummary(BaseModel):
             "whole shard's), but not in usage."
         ),
     )
+    stopped: str | None = Field(
+        default=None,
+        description=(
+            "Set when the operator (execution.earlyStop) stopped the shard before its last "
+            "sample: the reason. The requests in flight finished and are counted; the samples "
+            "never asked are in total only."
+        ),
+    )
     cache_unavailable: str | None = Field(
         default=None,
         alias="cacheUnavailable",

@@ -110,6 +110,16 @@ def transitions(old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
         found.append(
             Event("Warning", new_ready.get("reason") or "Failed", new_ready.get("message", ""))
         )
+    stopped = new.get("stoppedEarly")
+    if stopped and not old.get("stoppedEarly"):
+        found.append(
+            normal(
+                "StoppingEarly",
+                f"execution.earlyStop: {stopped.get('reason')} after {stopped.get('samples')} "
+                f"of {stopped.get('of')} samples ({stopped.get('message')}); telling the "
+                "shards to stop",
+            )
+        )
     old_changed = SPEC_CHANGED_MARK in old_ready.get("message", "")
     new_note = new_ready.get("message", "").partition(SPEC_CHANGED_MARK)
     if new_note[1] and (

@@ -23,6 +23,7 @@ from eval_operator import kube, metrics, platforms, progress
 from eval_operator.builders.meta import EVALUATION_LABEL, MANAGED_BY, RUN_LABEL
 from eval_operator.builders.netpol import member_view
 from eval_operator.builders.suite import SUITE_LABEL
+from eval_operator.control import process_key
 from eval_operator.handlers import evaluation as evaluation_handlers
 from eval_operator.handlers import suite as suite_handlers
 from eval_operator.matrix import cell_view
@@ -84,6 +85,11 @@ async def configure(
         workloads=_Workloads(suite_statefulsets, suite_deployments),
         cells=suite_cells,
         members=evaluations_by_suite,
+        control_key=process_key(
+            operator_settings.control_key.get_secret_value()
+            if operator_settings.control_key is not None
+            else None
+        ),
     )
 
     async def reconcile(key: Any, hint: Any) -> float | None:

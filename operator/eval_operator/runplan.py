@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from eval_api.tasks import task_plan
 from eval_api.v1alpha1.common import GROUP
 from eval_api.v1alpha1.evaluation import EvaluationSpec
+from eval_api.v1alpha1.execution import EarlyStopSpec
 
 RUN_PLAN_ANNOTATION = f"{GROUP}/run-plan"
 # The spec.suspend the operator last applied to the Job: it acts only when spec.suspend changes,
@@ -48,6 +49,8 @@ class RunPlan(BaseModel):
     budgeted: bool = False  # spec.budget is set: the run keeps a ledger of its attempts
     suite: str = ""  # the EvalSuite the run is in (spec.suiteRef), for display
     cached: bool = False  # the suite has a response cache: status says whether it served
+    # execution.earlyStop as the run was started with: how the operator decides to stop it.
+    early_stop: EarlyStopSpec | None = Field(default=None, alias="earlyStop")
 
     @classmethod
     def of(
@@ -75,6 +78,7 @@ class RunPlan(BaseModel):
             task=task.source() or "",
             max_errored_fraction=spec.execution.max_errored_fraction,
             budgeted=spec.budget is not None,
+            early_stop=spec.execution.early_stop,
         )
 
     def to_annotation(self) -> str:

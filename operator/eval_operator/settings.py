@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 ENV_PREFIX = "EVAL_OPERATOR_"
 
@@ -132,6 +132,14 @@ class OperatorSettings(BaseModel):
     )
     progress_timeout_seconds: float = Field(
         default=2.0, gt=0, le=30, description="Timeout of one /progress poll of a runner pod."
+    )
+    control_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Key the tokens that stop a run's shards early (execution.earlyStop) are derived "
+            "from (eval_operator.control); unset, a random one for the process: runs started "
+            "before a restart then ask every sample."
+        ),
     )
     metrics_port: int = Field(
         default=0,

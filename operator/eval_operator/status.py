@@ -21,6 +21,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from eval_api.aggregate import Aggregate, aggregate, progress_summary
+from eval_api.earlystop import EarlyStopState, rounded, stopped_early
+from eval_api.earlystop import evaluate as evaluate_early_stop
 from eval_api.shard import ShardSummary, ShardUsage
 from eval_api.v1alpha1.common import RERUN_ANNOTATION
 from eval_api.v1alpha1.evaluation import Usage
@@ -269,7 +271,7 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
     if same_run:
         for key in (
             "progress", "results", "usage", "startTime", "completionTime", "runGeneration",
-            "datasetSource", "taskSource",
+            "datasetSource", "taskSource", "stoppedEarly",
         ):  # fmt: skip
             if key in old:
                 status[key] = old[key]
@@ -361,6 +363,9 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
             )
         status["progress"] = progress
         status["results"] = [r.model_dump(by_alias=True) for r in agg.results]
+    early: EarlyStopState | None = None
+    if plan is not None and plan.early_stop is not None and summaries:
+        early = _early_stop(status, old if same_run else {}, plan, agg, len(summaries) >= shards)
     every_attempt = [s for s in (_summary_of(p, obs.live) for p in obs.pods) if s is not None]
     if every_attempt:
         status["usage"] = _usage(every_attempt)
@@ -411,7 +416,15 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
                 plan.thresholds if plan is not None else [],
                 {r["name"]: r["value"] for r in results if r.get("value") is not None},
             )
-            set_("Passed", "True" if verdict.passed else "False", verdict.reason, verdict.message)
+            stopped = status.get("stoppedEarly")
+            if stopped and early is not None and early.passed is not None:
+                # Stopped once the verdict was known: that verdict, not the point estimates.
+                reason = "ThresholdsMet" if early.passed else "ThresholdsNotMet"
+                set_("Passed", str(early.passed), reason, "decided early: " + early.message)
+            else:
+                set_(
+                    "Passed", "True" if verdict.passed else "False", verdict.reason, verdict.message
+                )
             status["conditions"] = set_.items
             return Outcome(status)
         reason, message = _failure(job, summaries)
@@ -444,6 +457,46 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
         _progressing(set_, "Pending", message + note, message)
     status["conditions"] = set_.items
     return Outcome(status)
+
+
+def _early_stop(
+    status: dict[str, Any],
+    old: dict[str, Any],
+    plan: RunPlan,
+    agg: Aggregate,
+    every_shard: bool,
+) -> EarlyStopState:
+    """execution.earlyStop: every result's confidence-sequence interval (csInterval, running
+    intersection with the last one reported), and status.stoppedEarly once the run is decided
+    (kept from then on; dropped if the run asked every sample anyway)."""
+    assert plan.early_stop is not None
+    before = {r["name"]: r.get("csInterval") for r in old.get("results") or []}
+    total = agg.progress.total
+    state = evaluate_early_stop(
+        plan.early_stop,
+        plan.thresholds,
+        agg.sums,
+        total,
+        every_shard=every_shard,
+        before={k: v for k, v in before.items() if v},
+    )
+    for result in status.get("results") or []:
+        interval = state.intervals.get(result["name"])
+        if interval is not None and result.get("n"):
+            result["csInterval"] = rounded(interval)
+    decided = old.get("stoppedEarly") or {}
+    reason, message = decided.get("reason"), decided.get("message")
+    if reason is None and state.decision is not None:
+        reason, message = state.decision, state.message
+    progress, usage = agg.progress, agg.usage
+    stopped = stopped_early(
+        reason, message, progress.completed + progress.failed, total, usage.requests, usage.cost_usd
+    )
+    if stopped is None:
+        status.pop("stoppedEarly", None)
+    else:
+        status["stoppedEarly"] = stopped
+    return state
 
 
 def _progressing(set_: _Conditions, reason: str, ready_message: str, message: str) -> None:

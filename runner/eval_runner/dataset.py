@@ -12,6 +12,7 @@ import os
 import random
 import tempfile
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -67,10 +68,13 @@ async def load_samples(
     shard: int = 0,
     shards: int = 1,
     raw: bool = False,
+    ask_seed: int | None = None,
 ) -> list[Sample]:
     """The samples of shard `shard` of `shards`: loaded, mapped to input/target, shuffled,
     limited, then sharded (shard_samples). With `raw` (an lm-eval task's docs) records are
-    kept as they are, input and target left empty: the task file says what they are.
+    kept as they are, input and target left empty: the task file says what they are. With
+    `ask_seed` (execution.earlyStop) the shard's samples are those of asking_order, in the
+    order it asks them.
 
     `dataset_file` replaces the mounted file of a configMapRef dataset (local runs).
     `group_field` (task.groupField) names the record field holding each sample's group.
@@ -83,7 +87,7 @@ async def load_samples(
         split = await _fetch_split(spec, spec.huggingface, download_dir)
         log.info("dataset resolved", source=spec.source(), commit=split.commit)
         return await asyncio.to_thread(
-            _hub_samples, split.files, spec, group_field, shard, shards, raw
+            _hub_samples, split.files, spec, group_field, shard, shards, raw, ask_seed
         )
     records = await _load_records(spec, dataset_dir, dataset_file, ca_bundle, download_dir)
     if not records:
@@ -104,6 +108,9 @@ async def load_samples(
         )
         for position, record in enumerate(mapped)
     ]
+    if ask_seed is not None:
+        groups = None if group_field is None else [sample.group or "" for sample in samples]
+        return [samples[p] for p in asking_order(len(samples), shard, shards, ask_seed, groups)]
     return shard_samples(samples, shard, shards)
 
 
@@ -114,6 +121,7 @@ def _hub_samples(
     shard: int,
     shards: int,
     raw: bool = False,
+    ask_seed: int | None = None,
 ) -> list[Sample]:
     """This shard's samples of files too large to hold whole: the same samples, ids and order
     as load_samples gives a list of records, with only this shard's records ever kept.
@@ -128,16 +136,14 @@ def _hub_samples(
     if spec.shuffle_seed is not None:
         random.Random(spec.shuffle_seed).shuffle(order)
     kept = total if spec.limit is None else min(total, spec.limit)
-    if group_field is None:
-        wanted = {order[k]: k for k in range(shard, kept, shards)}
-    else:
+    position_groups: list[str] | None = None
+    if group_field is not None:
         groups = [
             None if record.get(group_field) is None else _as_text(record[group_field])
             for path in files
             for record in hub.iter_records(path, columns=[group_field])
         ]
-        rank: dict[str, int] = {}
-        wanted = {}
+        position_groups = []
         for position in range(kept):
             value = groups[order[position]]
             if value is None:
@@ -145,16 +151,31 @@ def _hub_samples(
                     "DatasetInvalid",
                     f"sample {position} has no field {group_field!r} (task.groupField)",
                 )
-            if rank.setdefault(value, len(rank)) % shards == shard:
-                wanted[order[position]] = position
+            position_groups.append(value)
         del groups
+    if ask_seed is not None:
+        mine = asking_order(kept, shard, shards, ask_seed, position_groups)
+    elif position_groups is None:
+        mine = range(shard, kept, shards)
+    else:
+        rank: dict[str, int] = {}
+        mine = [
+            position
+            for position, value in enumerate(position_groups)
+            if rank.setdefault(value, len(rank)) % shards == shard
+        ]
+    del position_groups
+    # Record number -> (where the shard asks it, its position).
+    wanted = {order[position]: (asked, position) for asked, position in enumerate(mine)}
     found: list[Sample] = []
     index = 0
     mapper = _raw_record if raw else _map_record
+    asked_at: dict[int, int] = {}
     for path in files:
         for record in hub.iter_records(path):
-            position = wanted.get(index)
-            if position is not None:
+            where = wanted.get(index)
+            if where is not None:
+                asked, position = where
                 mapped = mapper(record, index, spec)
                 group = None if group_field is None else _group(mapped, position, group_field)
                 found.append(
@@ -162,8 +183,9 @@ def _hub_samples(
                         position, mapped.get("input", ""), mapped.get("target", ""), mapped, group
                     )
                 )
+                asked_at[position] = asked
             index += 1
-    found.sort(key=lambda sample: sample.id)
+    found.sort(key=lambda sample: asked_at[sample.id])
     return found
 
 
@@ -173,6 +195,29 @@ def _group(record: dict[str, Any], position: int, field: str) -> str:
             "DatasetInvalid", f"sample {position} has no field {field!r} (task.groupField)"
         )
     return _as_text(record[field])
+
+
+def asking_order(
+    count: int, shard: int, shards: int, seed: int, groups: Sequence[str] | None = None
+) -> list[int]:
+    """The positions shard `shard` asks, in the order it asks them (execution.earlyStop): one
+    seeded random order of the run's `count` samples, dealt round-robin to the shards, so
+    what the shards have scored at any time is a uniformly random part of the run — what an
+    anytime-valid confidence sequence needs. With `groups` (each position's task.groupField
+    value) the order is one of the groups, each asked whole, its samples in their order."""
+    if not 0 <= shard < shards:
+        raise PermanentError("InvalidShard", f"shard index {shard} is outside 0..{shards - 1}")
+    rng = random.Random(seed)
+    if groups is None:
+        order = list(range(count))
+        rng.shuffle(order)
+        return order[shard::shards]
+    members: dict[str, list[int]] = {}
+    for position, value in enumerate(groups[:count]):
+        members.setdefault(value, []).append(position)
+    ranked = list(members)  # in order of first appearance
+    rng.shuffle(ranked)
+    return [position for value in ranked[shard::shards] for position in members[value]]
 
 
 def shard_samples(samples: list[Sample], shard: int, shards: int) -> list[Sample]:

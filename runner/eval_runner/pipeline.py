@@ -36,6 +36,7 @@ from eval_runner.scorers import (
     needs_judge,
 )
 from eval_runner.secrets import SECRETS
+from eval_runner.stop import StopSignal
 from eval_runner.store import SampleStore, StoredSample, carried_usage
 from eval_runner.transport import open_transport
 
@@ -74,6 +75,7 @@ async def run_shard(
     store: SampleStore | None = None,
     cache: ResponseCache | None = None,
     task_file: str | None = None,
+    stop: StopSignal | None = None,
 ) -> ShardSummary:
     """Runs shard `shard` of `shards` and returns its summary.
 
@@ -92,10 +94,17 @@ async def run_shard(
     raises. With `cache`, the model's answers are looked up in the response cache first and
     kept there; a cache that fails is left out (summary.cacheUnavailable says why). This
     function opens and closes both. `task_file` is the text of task.lmEval's task file.
+
+    With execution.earlyStop the shard asks its samples in the run's seeded random order
+    (dataset.asking_order), and `stop` (set by the progress server on the operator's word, or
+    by a local run's own decision) ends it early: no new sample starts, the requests in flight
+    finish and are counted, summary.stopped says why.
     """
     summary = summary if summary is not None else ShardSummary()
     summary.shard, summary.shards = shard, shards
     spec = evaluation.spec
+    stop = stop if stop is not None else StopSignal()
+    early_stop = spec.execution.early_stop
     budget = budget if budget is not None else Budget.for_shard(spec.budget, shard, shards)
     try:
         plan = _plan(spec, task_file)
@@ -119,6 +128,7 @@ async def run_shard(
             shard=shard,
             shards=shards,
             raw=lm_eval is not None,
+            ask_seed=None if early_stop is None else early_stop.seed,
         )
         items: dict[int, Item] = {}
         if lm_eval is not None:
@@ -182,12 +192,13 @@ async def run_shard(
                 judges[scorer_spec.effective_name] = build_judge_scorer(scorer_spec, judge_client)
             answer = _answerer(lm_eval, items)
             asking = _ask_all(
-                model, judges, work, tally, budget, spec.model.max_concurrency, answer
+                model, judges, work, tally, budget, spec.model.max_concurrency, answer, stop
             )
             if store is None:
                 await asking
             else:
                 await store.writing(asking)
+        summary.stopped = stop.reason
         if budget.exceeded is not None:
             metrics.BUDGET_EXCEEDED.inc()
             raise BudgetStopped(_budget_message(budget, summary))
@@ -263,14 +274,18 @@ async def _ask_all(
     budget: Budget,
     workers: int,
     answer: Answerer,
+    stop: StopSignal,
 ) -> None:
     """Ask every sample; then ask again those whose every attempt failed to connect (the
     endpoint was away: their requests mostly never reached it), round after round while a
-    round brings at least one of them through. The last ones left count as errored."""
+    round brings at least one of them through. The last ones left count as errored. Once
+    `stop` is set nothing new starts, and those left are not asked (they are in no count)."""
     rounds = 0
     while True:
-        parked = await _ask_round(model, judges, work, tally, budget, workers, answer)
+        parked = await _ask_round(model, judges, work, tally, budget, workers, answer, stop)
         rounds += 1
+        if stop.reason is not None:
+            return
         if not parked or budget.exceeded is not None or (rounds > 1 and len(parked) == len(work)):
             break
         log.info("asking again the samples the endpoint could not be reached for", n=len(parked))
@@ -287,14 +302,15 @@ async def _ask_round(
     budget: Budget,
     workers: int,
     answer: Answerer,
+    stop: StopSignal,
 ) -> Parked:
     pending = iter(work)
     parked: Parked = []
 
     async def worker() -> None:
-        # Workers share one iterator, so each sample is taken exactly once.
+        # Workers share one iterator, so each sample is taken exactly once, in work's order.
         for sample, messages in pending:
-            if budget.exceeded is not None:
+            if budget.exceeded is not None or stop.reason is not None:
                 return  # nothing new starts; the requests in flight finish
             try:
                 await _ask(model, judges, sample, messages, tally, parked, answer)

@@ -1,29 +1,56 @@
-"""The pod's tiny HTTP server: GET /progress (the live ShardSummary), /healthz and /metrics.
+"""The pod's tiny HTTP server: GET /progress (the live ShardSummary), /healthz and /metrics, and
+POST /stop (execution.earlyStop).
 
 The operator polls /progress on the pod IP, so runner pods need no Kubernetes credentials.
-Plain asyncio streams rather than a web framework: three GET routes do not justify another
-dependency in the runner image.
+POST /stop ends the shard early (no new sample starts; those in flight finish). Only the
+operator may: the request must carry `Authorization: Bearer <token>`, the run's token, which
+the pod reads from its control Secret (EVAL_STOP_TOKEN) and the operator derives; without a
+token configured there is no /stop. Plain asyncio streams rather than a web framework: four
+routes do not justify another dependency in the runner image.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eval_api.shard import ShardSummary
+from eval_runner.stop import StopSignal
 
 READ_TIMEOUT_SECONDS = 10.0
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+MAX_HEADER_LINES = 64
+MAX_BODY_BYTES = 1024
+_REASONS = {
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+}
 
 
 class ProgressServer:
-    def __init__(self, summary: ShardSummary, host: str | None = None, port: int = 9090) -> None:
+    def __init__(
+        self,
+        summary: ShardSummary,
+        host: str | None = None,
+        port: int = 9090,
+        *,
+        stop: StopSignal | None = None,
+        stop_token: str | None = None,
+    ) -> None:
         # host None: every interface (IPv4 and IPv6), as the operator dials the pod IP.
         self.summary = summary
         self._host = host
         self._port = port
         self._server: asyncio.Server | None = None
+        self._stop = stop
+        self._stop_token = stop_token or None
 
     @property
     def port(self) -> int:
@@ -46,7 +73,11 @@ class ProgressServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
+    def _route(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes]:
+        if path == "/stop" and self._stop is not None and self._stop_token is not None:
+            return self._stop_route(method, headers, body)
         if method != "GET":
             return 405, "text/plain", b"only GET\n"
         if path == "/progress":
@@ -58,15 +89,44 @@ class ProgressServer:
             return 200, CONTENT_TYPE_LATEST, generate_latest()
         return 404, "text/plain", b"not found\n"
 
+    def _stop_route(
+        self, method: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes]:
+        """POST /stop, body {"reason": ...}: the operator's word that the run is decided."""
+        if method != "POST":
+            return 405, "text/plain", b"only POST\n"
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return 401, "text/plain", b"a bearer token is required\n"
+        assert self._stop is not None and self._stop_token is not None
+        if not hmac.compare_digest(given.strip().encode(), self._stop_token.encode()):
+            return 403, "text/plain", b"not the run's token\n"
+        try:
+            reason = str(json.loads(body or b"{}").get("reason") or "Stopped")[:64]
+        except (ValueError, AttributeError):
+            return 400, "text/plain", b"the body is not a JSON object\n"
+        self._stop.set(reason)
+        return 202, "text/plain", b"stopping\n"
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(READ_TIMEOUT_SECONDS):
                 request_line = (await reader.readline()).decode("latin-1").split()
-                while (await reader.readline()).strip():  # headers: not needed
-                    pass
-            if len(request_line) == 3:
+                headers: dict[str, str] = {}
+                for _ in range(MAX_HEADER_LINES):
+                    line = (await reader.readline()).decode("latin-1").strip()
+                    if not line:
+                        break
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                length = headers.get("content-length", "0")
+                size = int(length) if length.isdigit() else -1
+                body = await reader.readexactly(size) if 0 < size <= MAX_BODY_BYTES else b""
+            if len(request_line) == 3 and 0 <= size <= MAX_BODY_BYTES:
                 method, target, _ = request_line
-                status, content_type, body = self._route(method, target.split("?", 1)[0])
+                status, content_type, body = self._route(
+                    method, target.split("?", 1)[0], headers, body
+                )
             else:
                 status, content_type, body = 400, "text/plain", b"bad request\n"
             head = (
@@ -77,7 +137,7 @@ class ProgressServer:
             )
             writer.write(head.encode() + body)
             await writer.drain()
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass  # a client that went away or never finished its request
         finally:
             writer.close()

@@ -155,7 +155,7 @@ def test_a_status_with_results_round_trips(cluster: Cluster) -> None:
     ]
     assert row.split()[:7] == ["quickstart", "Succeeded", "True", "demo", "40/40", "0.95", "True"]
     wide = cluster.kubectl("get", "evals", "-o", "wide").stdout.splitlines()
-    assert wide[0].split()[-4:] == ["REASON", "DATASET", "JOB", "COST"]
+    assert wide[0].split()[-6:] == ["REASON", "DATASET", "TASK", "STOPPED", "JOB", "COST"]
     assert "builtin arithmetic" in wide[1]
 
 

@@ -54,6 +54,7 @@ def test_crd_names_columns_and_subresources(crd):
         "Reason",
         "Dataset",
         "Task",
+        "Stopped",
         "Job",
         "Cost",
     ]
@@ -175,6 +176,37 @@ REJECTED = {
     "zero unreachable bound": (
         with_changes(model__unreachableAfterSeconds=0),
         "greater than or equal to 1",
+    ),
+    "earlyStop Verdict without thresholds": (
+        with_changes(execution__earlyStop={"when": "Verdict"}, thresholds=[]),
+        "execution.earlyStop when Verdict requires thresholds",
+    ),
+    "earlyStop Precision without ciWidth": (
+        with_changes(execution__earlyStop={"when": "Precision"}),
+        "when Precision requires ciWidth",
+    ),
+    "earlyStop ciWidth with Verdict": (
+        with_changes(
+            execution__earlyStop={"when": "Verdict", "ciWidth": "0.05"},
+            thresholds=["exact_match >= 0.8"],
+        ),
+        "ciWidth is used only with when Precision",
+    ),
+    "earlyStop confidence below a half": (
+        with_changes(
+            execution__earlyStop={"when": "Precision", "ciWidth": "0.1", "confidence": "0.4"}
+        ),
+        "should match",
+    ),
+    "earlyStop confidence of 1": (
+        with_changes(
+            execution__earlyStop={"when": "Precision", "ciWidth": "0.1", "confidence": "1"}
+        ),
+        "should match",
+    ),
+    "earlyStop zero width": (
+        with_changes(execution__earlyStop={"when": "Precision", "ciWidth": "0.0"}),
+        "should match",
     ),
     "sha256 not hex": (
         with_changes(

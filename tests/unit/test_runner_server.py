@@ -9,6 +9,7 @@ import httpx
 from eval_api.shard import ShardSummary
 from eval_runner.metrics import SAMPLES
 from eval_runner.server import ProgressServer
+from eval_runner.stop import StopSignal
 
 
 async def test_serves_the_live_summary_health_and_metrics() -> None:
@@ -39,3 +40,41 @@ async def test_a_silent_client_does_not_block_others() -> None:
             response = await http.get(f"http://127.0.0.1:{server.port}/healthz", timeout=2)
         assert response.text == "ok\n"
         writer.close()
+
+
+async def test_stop_is_taken_from_the_token_holder_only() -> None:
+    stop = StopSignal()
+    server = ProgressServer(
+        ShardSummary(), host="127.0.0.1", port=0, stop=stop, stop_token="run-token-1"
+    )
+    async with server, httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+        anonymous = await http.post("/stop", json={"reason": "VerdictKnown"})
+        wrong = await http.post(
+            "/stop", json={"reason": "VerdictKnown"}, headers={"Authorization": "Bearer nope"}
+        )
+        read = await http.get("/stop", headers={"Authorization": "Bearer run-token-1"})
+        assert stop.reason is None
+        bad_body = await http.post(
+            "/stop", content=b"[1]", headers={"Authorization": "Bearer run-token-1"}
+        )
+        taken = await http.post(
+            "/stop",
+            json={"reason": "VerdictKnown"},
+            headers={"Authorization": "Bearer run-token-1"},
+        )
+        again = await http.post(
+            "/stop", json={"reason": "Other"}, headers={"Authorization": "Bearer run-token-1"}
+        )
+    assert [r.status_code for r in (anonymous, wrong, read, bad_body)] == [401, 403, 405, 400]
+    assert (taken.status_code, again.status_code) == (202, 202)
+    assert stop.reason == "VerdictKnown"  # the first word stands
+
+
+async def test_without_a_token_there_is_no_stop() -> None:
+    stop = StopSignal()
+    async with ProgressServer(ShardSummary(), host="127.0.0.1", port=0, stop=stop) as server:
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                f"http://127.0.0.1:{server.port}/stop", headers={"Authorization": "Bearer x"}
+            )
+    assert response.status_code == 405 and stop.reason is None

@@ -5,9 +5,9 @@ conditions) and its printer columns.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from eval_api.v1alpha1.common import (
     API_VERSION,
@@ -87,6 +87,13 @@ class EvaluationSpec(ApiModel):
                     "budget.maxCostUSD requires parameters.maxTokens of every openai llm_judge "
                     "scorer's judge (the output bound of a request's worst-case cost)",
                     ".budget.maxCostUSD",
+                ),
+                cel_rule(
+                    "!has(self.execution) || !has(self.execution.earlyStop) || "
+                    "self.execution.earlyStop.when != 'Verdict' || "
+                    "(has(self.thresholds) && size(self.thresholds) > 0)",
+                    "execution.earlyStop when Verdict requires thresholds (the verdict to know)",
+                    ".execution.earlyStop.when",
                 ),
             ]
             + LM_EVAL_RULES
@@ -185,7 +192,55 @@ class ScoreResult(ApiModel):
         ),
         json_schema_extra=NULLABLE,
     )
+    cs_interval: list[float] | None = Field(
+        default=None,
+        alias="csInterval",
+        description=(
+            "With execution.earlyStop: the anytime-valid confidence-sequence interval [low, "
+            "high] of the mean at execution.earlyStop.confidence, valid at the sample count "
+            "the run stopped at (unlike ci95, which is valid only at a size fixed in advance). "
+            "For a threshold's scorer, at its share of 1 - confidence."
+        ),
+    )
     n: int = Field(description="Number of scored samples.")
+
+    @model_serializer(mode="wrap")
+    def _without_absent_cs_interval(self, handler: Any) -> dict[str, Any]:
+        # csInterval exists only with execution.earlyStop: a run without it shows what it
+        # always showed (no null field).
+        dumped = handler(self)
+        for key in ("csInterval", "cs_interval"):
+            if key in dumped and dumped[key] is None:
+                del dumped[key]
+        return dumped
+
+
+class StoppedEarly(ApiModel):
+    """A run execution.earlyStop ended before its last sample."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reason: Literal["VerdictKnown", "PrecisionReached"] = Field(
+        description="VerdictKnown: every threshold decided; PrecisionReached: ciWidth reached."
+    )
+    samples: int = Field(description="Samples scored when the run was decided.")
+    of: int = Field(description="Samples the run would have asked without earlyStop.")
+    saved_requests: int = Field(
+        alias="savedRequests",
+        description=(
+            "Model requests not sent: the samples not asked times the requests per sample "
+            "so far (an estimate)."
+        ),
+    )
+    saved_usd: str | None = Field(
+        default=None,
+        alias="savedUSD",
+        description=(
+            "What those requests would have cost at the cost per sample so far (with "
+            "model.pricing)."
+        ),
+    )
+    message: str = Field(description="The decision, e.g. which side of each threshold.")
 
 
 class JudgeUsage(ApiModel):
@@ -314,6 +369,11 @@ class EvaluationStatus(ApiModel):
         description='Where the current run\'s samples come from, e.g. "builtin arithmetic" (for '
         "display: kubectl get -o wide).",
     )
+    stopped_early: StoppedEarly | None = Field(
+        default=None,
+        alias="stoppedEarly",
+        description="Set when execution.earlyStop stopped the run before its last sample.",
+    )
     task_source: str | None = Field(
         default=None,
         description="For an lm-eval task (task.preset or task.lmEval): which task the current "
@@ -352,6 +412,13 @@ EVALUATION_PRINTER_COLUMNS = [
     },
     {"name": "Dataset", "type": "string", "priority": 1, "jsonPath": ".status.datasetSource"},
     {"name": "Task", "type": "string", "priority": 1, "jsonPath": ".status.taskSource"},
+    {
+        "name": "Stopped",
+        "type": "string",
+        "priority": 1,
+        "description": "Why execution.earlyStop stopped the run early",
+        "jsonPath": ".status.stoppedEarly.reason",
+    },
     {"name": "Job", "type": "string", "priority": 1, "jsonPath": ".status.jobName"},
     {"name": "Cost", "type": "string", "priority": 1, "jsonPath": ".status.usage.costUSD"},
 ]

@@ -1,6 +1,6 @@
 """spec.execution and spec.budget: how a run is spread over pods (shards, retries, deadline,
-resources, placement, image, the errored-sample bound, response-cache reuse) and the spend
-limits that stop it.
+resources, placement, image, the errored-sample bound, response-cache reuse, early stopping)
+and the spend limits that stop it.
 """
 
 from __future__ import annotations
@@ -77,6 +77,87 @@ class ResponseCacheUse(ApiModel):
     )
 
 
+# A confidence in [0.5, 1), e.g. "0.95"; a width in (0, 1), e.g. "0.05".
+CONFIDENCE_PATTERN = r"^0\.(5[0-9]*|[6-9][0-9]*)$"
+WIDTH_PATTERN = r"^0\.[0-9]*[1-9][0-9]*$"
+EARLY_STOP_VERDICT = "Verdict"
+EARLY_STOP_PRECISION = "Precision"
+
+
+class EarlyStopSpec(ApiModel):
+    """Stop the run once its answer is known, paying only for the samples it needs.
+
+    Samples are asked in a seeded random order over the whole dataset, and the operator
+    evaluates an anytime-valid confidence sequence of each scorer's mean (Howard et al. 2021's
+    beta-binomial mixture) on the shards' live sums: unlike an ordinary interval watched as
+    samples arrive, it covers the mean at every sample size at once with probability
+    `confidence`, so stopping the first time it clears a threshold keeps that guarantee."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel_rule(
+                    "self.when != 'Precision' || has(self.ciWidth)",
+                    "when Precision requires ciWidth",
+                    ".ciWidth",
+                ),
+                cel_rule(
+                    "self.when == 'Precision' || !has(self.ciWidth)",
+                    "ciWidth is used only with when Precision",
+                    ".ciWidth",
+                ),
+            ]
+        }
+    )
+
+    when: Literal["Verdict", "Precision"] = Field(
+        description=(
+            "Verdict: stop once every threshold is decided, its scorer's confidence sequence "
+            "wholly above or below it (the thresholds share 1 - confidence, so the whole "
+            "verdict is right with probability confidence; an == threshold is never decided). "
+            "Precision: stop once the first result's confidence sequence is at most ciWidth "
+            "wide."
+        )
+    )
+    ci_width: str | None = Field(
+        default=None,
+        alias="ciWidth",
+        pattern=WIDTH_PATTERN,
+        max_length=32,
+        description=(
+            'With when Precision: the interval width to reach, a decimal in (0, 1), e.g. "0.05".'
+        ),
+    )
+    confidence: str = Field(
+        default="0.95",
+        pattern=CONFIDENCE_PATTERN,
+        max_length=32,
+        description=(
+            "The probability, in [0.5, 1), that the early verdict (or interval) is right "
+            '(default "0.95").'
+        ),
+    )
+    min_samples: int = Field(
+        default=30,
+        ge=1,
+        le=10_000_000,
+        description=(
+            "No stop before this many samples are scored (default 30): the guarantee holds "
+            "without it; it guards against a model whose first answers are not like the rest "
+            "(a cold endpoint)."
+        ),
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description=(
+            "Seed of the random order the samples are asked in (the guarantee needs one; "
+            "each shard asks its own slice of it; task.groupField's groups stay whole)."
+        ),
+    )
+
+
 class ExecutionSpec(ApiModel):
     """How the run is spread over pods."""
 
@@ -141,6 +222,14 @@ class ExecutionSpec(ApiModel):
             '[0, 1] (default "0.05"). Above it the run fails with reason TooManyErrors and is '
             "never Passed, whatever its scores: a score over the few samples that got through "
             "says little about the model. A run that scored no sample fails in any case."
+        ),
+    )
+    early_stop: EarlyStopSpec | None = Field(
+        default=None,
+        alias="earlyStop",
+        description=(
+            "Stop the run once its verdict (or the first result's precision) is known: see "
+            "status.stoppedEarly. Without it every sample is asked."
         ),
     )
     cache: ResponseCacheUse = Field(

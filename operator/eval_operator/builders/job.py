@@ -20,6 +20,7 @@ from eval_operator.builders.meta import (
     owner_reference,
     restricted_container,
 )
+from eval_operator.control import CONTROL_TOKEN_KEY, control_secret_name
 from eval_operator.runplan import (
     RUN_PLAN_ANNOTATION,
     SUSPEND_ANNOTATION,
@@ -80,7 +81,7 @@ def _resources(spec: EvaluationSpec, settings: OperatorSettings) -> dict[str, An
     return {section: {k: str(v) for k, v in values.items()} for section, values in given.items()}
 
 
-def _env(spec: EvaluationSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+def _env(spec: EvaluationSpec, settings: OperatorSettings, run: str) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": environment.DATASET_DIR, "value": DATASET_DIR},
         {"name": environment.PROGRESS_PORT, "value": str(settings.progress_port)},
@@ -120,6 +121,16 @@ def _env(spec: EvaluationSpec, settings: OperatorSettings) -> list[dict[str, Any
             )
     if spec.model.ca_bundle is not None:
         env.append({"name": environment.CA_BUNDLE, "value": f"{CA_DIR}/{CA_FILE}"})
+    if spec.execution.early_stop is not None:
+        # The token the operator's POST /stop carries, from the run's control Secret.
+        env.append(
+            {
+                "name": environment.STOP_TOKEN,
+                "valueFrom": {
+                    "secretKeyRef": {"name": control_secret_name(run), "key": CONTROL_TOKEN_KEY}
+                },
+            }
+        )
     if spec.budget is not None:
         # A retry's share of the budget is what earlier attempts left: it learns how many
         # there were from the Job controller's annotations, and what they spent from the
@@ -253,7 +264,7 @@ def build_job(
         labels[suite_builders.SUITE_LABEL] = suite[0]
     volumes, mounts = _volumes(spec, plan.config_map, run)
     execution = spec.execution
-    env = _env(spec, settings)
+    env = _env(spec, settings, run)
     env_from: list[dict[str, Any]] = []
     if suite is not None:
         suite_env, env_from = _suite_env(evaluation, run, *suite)

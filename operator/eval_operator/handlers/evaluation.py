@@ -30,10 +30,11 @@ from eval_operator.builders import tls
 from eval_operator.builders.job import build_job, build_ledger, build_run_config
 from eval_operator.builders.meta import RUN_LABEL, run_name
 from eval_operator.conditions import condition_of, now_rfc3339
+from eval_operator.control import build_control_secret, process_key, stop_token
 from eval_operator.kube import Conflict, Forbidden, Kube, Rejected
 from eval_operator.ledger import ledger_of
 from eval_operator.platforms import Platforms
-from eval_operator.pods import PodTracker, not_starting_in, stuck
+from eval_operator.pods import PodTracker, not_starting_in, progress_url, stuck
 from eval_operator.runplan import KUEUE_QUEUE_LABEL, SUSPEND_ANNOTATION, RunPlan
 from eval_operator.settings import OperatorSettings
 from eval_operator.status import (
@@ -100,6 +101,9 @@ class Context:
     migrations_pruned: dict[Key, str] = field(default_factory=dict)
     # What Evaluations waiting for each suite last saw of it: (namespace, name) -> a key.
     suite_readiness: dict[Key, Any] = field(default_factory=dict)
+
+    # The key the tokens that stop runs early are derived from (eval_operator.control).
+    control_key: bytes = field(default_factory=lambda: process_key(None), repr=False)
 
     def forget(self, key: Key) -> None:
         self.last_write.pop(key, None)
@@ -323,6 +327,9 @@ async def _step(evaluation: dict[str, Any], ctx: Context) -> Step:
             await _keep_ledger(evaluation, run, obs.pods, ctx)
 
     outcome = desired_status(old, obs)
+    stopped = outcome.status.get("stoppedEarly")
+    if stopped and job is not None and not run_is_finished(outcome.status, run):
+        await _stop_shards(ctx, namespace, run, obs, stopped["reason"])
     if run_is_finished(old, run):
         # The outcome is in status: this run's pods need no more watching.
         for pod in ctx.pods.trusted(namespace, run, (job or {}).get("metadata", {}).get("uid")):
@@ -337,6 +344,34 @@ async def _step(evaluation: dict[str, Any], ctx: Context) -> Step:
         wait = ctx.settings.missing_input_recheck_seconds
         recheck = wait if recheck is None else min(recheck, wait)
     return Step(outcome.status, recheck, actions)
+
+
+async def _stop_shards(
+    ctx: Context, namespace: str, run: str, obs: Observation, reason: str
+) -> None:
+    """Tell every running shard of a decided run to stop (execution.earlyStop), with the
+    run's token; again on every reconcile until each says it stopped (level-based)."""
+    token = stop_token(ctx.control_key, namespace, run)
+    for pod in obs.pods:
+        url = progress_url(pod)
+        live = obs.live.get(pod["name"])
+        if url is None or (live is not None and (live.stopped or live.state != "running")):
+            continue
+        try:
+            async with ctx.http.post(
+                url.removesuffix("/progress") + "/stop",
+                json={"reason": reason},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=aiohttp.ClientTimeout(total=ctx.settings.progress_timeout_seconds),
+            ) as response:
+                if response.status == 403:
+                    log.warning(
+                        "a shard refused the stop: its run was started by another operator "
+                        "process (no shared control key); it asks every sample",
+                        extra={"namespace": namespace, "pod": pod["name"]},
+                    )
+        except (aiohttp.ClientError, TimeoutError):
+            pass  # a pod going away, or busy: the next reconcile tries again
 
 
 async def _keep_ledger(
@@ -396,6 +431,9 @@ async def _start(
         )
     try:
         await ctx.kube.create(build_run_config(evaluation, run, plan, task_file))
+        if spec.execution.early_stop is not None:
+            token = stop_token(ctx.control_key, namespace, run)
+            await ctx.kube.create(build_control_secret(evaluation, run, token))
         job = build_job(evaluation, spec, run, plan, ctx.settings, suite)
         if suite is not None and tls.active(suite[1], ctx.platforms.cert_manager):
             job = tls.with_tls_clients(job, suite[0], suite[1])

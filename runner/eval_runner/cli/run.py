@@ -18,15 +18,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from eval_api import environment
-from eval_api.aggregate import aggregate
+from eval_api.aggregate import Aggregate, aggregate
 from eval_api.checks import spec_problems
+from eval_api.earlystop import evaluate as evaluate_early_stop
+from eval_api.earlystop import rounded, stopped_early
 from eval_api.environment import judge_key_env
 from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT
 from eval_api.shard import ShardSummary
 from eval_api.store import StoreSettings, StoreSettingsError
 from eval_api.tasks import task_plan
 from eval_api.v1alpha1.evalsuite import EvalSuite
-from eval_api.v1alpha1.evaluation import Evaluation
+from eval_api.v1alpha1.evaluation import Evaluation, EvaluationSpec
 from eval_api.verdict import judge_thresholds
 from eval_runner.cache import CacheSettingsError, ResponseCache, redacted_url
 from eval_runner.cli.common import ca_bundle, cache_ttl_seconds, configure_logging, judge_api_keys
@@ -36,6 +38,7 @@ from eval_runner.errors import PermanentError, RetryableError
 from eval_runner.pipeline import run_shard
 from eval_runner.runtime import run as run_async
 from eval_runner.secrets import read_key
+from eval_runner.stop import StopSignal
 from eval_runner.store import (
     RunIdentity,
     SampleStore,
@@ -223,6 +226,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     summary = ShardSummary()
     stopped: PermanentError | RetryableError | None = None
+    # execution.earlyStop: the run decides for itself, as the operator does for a Job.
+    stop = StopSignal()
+    watch = EarlyStopWatch(spec, stop) if spec.execution.early_stop is not None else None
+
+    def progressed(summary: ShardSummary) -> None:
+        show(summary)
+        if watch is not None:
+            watch.update(summary)
 
     async def run() -> None:
         store = await local_store.open(evaluation) if local_store is not None else None
@@ -243,11 +254,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             dataset_file=args.dataset_file,
             ca_bundle=ca_bundle(),
             summary=summary,
-            on_progress=show,
+            on_progress=progressed,
             on_sample=sample_log,
             store=store,
             cache=cache,
             task_file=task_file,
+            stop=stop,
         )
 
     try:
@@ -272,6 +284,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     too_many = result.too_many_errors(spec.execution.max_errored_fraction)
     verdict = judge_thresholds(spec.thresholds, {r.name: r.value for r in result.results})
     passed = verdict.passed if verdict.checks and too_many is None else None
+    stopped_early_report = None
+    if watch is not None:
+        stopped_early_report, decided = watch.finish(result)
+        if stopped_early_report is not None and decided is not None and too_many is None:
+            passed = decided
     if too_many is not None and verdict.checks:
         passed = False
     if summary.cache_unavailable is not None:
@@ -282,6 +299,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             report["store"] = local_store.report(summary)
         if summary.cache_unavailable is not None:
             report["cacheUnavailable"] = summary.cache_unavailable
+        if stopped_early_report is not None:
+            report["stoppedEarly"] = stopped_early_report
         if stopped is not None:
             report["stopped"] = {"reason": stopped.reason, "message": stopped.message}
         elif too_many is not None:
@@ -290,6 +309,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         console = Console(highlight=False, stderr=args.output == "jsonl")
         print_table(console, evaluation, result, verdict, sample_log)
+        if stopped_early_report is not None:
+            console.print(
+                Text(
+                    f"stopped early ({stopped_early_report['reason']}) after "
+                    f"{stopped_early_report['samples']} of {stopped_early_report['of']} samples: "
+                    f"{stopped_early_report['message']}; passed: {passed}"
+                )
+            )
         if local_store is not None and local_store.store is not None:
             store_report = local_store.report(summary)
             console.print(
@@ -308,6 +335,57 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: TooManyErrors: {too_many}", file=sys.stderr)
         return EXIT_PERMANENT
     return EXIT_THRESHOLDS_FAILED if passed is False else EXIT_OK
+
+
+class EarlyStopWatch:
+    """A local run's execution.earlyStop: evaluates the run's own sums as samples finish (at
+    most every 200th of the run, which any stopping rule may do) and stops it once decided."""
+
+    def __init__(self, spec: EvaluationSpec, stop: StopSignal) -> None:
+        assert spec.execution.early_stop is not None
+        self.rule = spec.execution.early_stop
+        self.thresholds = list(spec.thresholds)
+        self.stop = stop
+        self.intervals: dict[str, tuple[float, float]] = {}
+        self.reason: str | None = None
+        self.message: str | None = None
+        self._seen = 0
+
+    def update(self, summary: ShardSummary) -> None:
+        done = summary.completed + summary.failed
+        if self.reason is not None or not summary.total:
+            return
+        if done - self._seen < max(1, summary.total // 200) and done < summary.total:
+            return
+        self._seen = done
+        state = evaluate_early_stop(
+            self.rule, self.thresholds, summary.scores, summary.total, before=self.intervals
+        )
+        self.intervals = state.intervals
+        if state.decision is not None:
+            self.reason, self.message = state.decision, state.message
+            self.stop.set(state.decision)
+
+    def finish(self, result: Aggregate) -> tuple[dict[str, Any] | None, bool | None]:
+        """Every result's csInterval set on `result`; the stoppedEarly report (None when the
+        run asked every sample) and the decided verdict."""
+        state = evaluate_early_stop(
+            self.rule, self.thresholds, result.sums, result.progress.total, before=self.intervals
+        )
+        for score in result.results:
+            interval = state.intervals.get(score.name)
+            if interval is not None and score.n:
+                score.cs_interval = rounded(interval)
+        progress, usage = result.progress, result.usage
+        report = stopped_early(
+            self.reason,
+            self.message,
+            progress.completed + progress.failed,
+            progress.total,
+            usage.requests,
+            usage.cost_usd,
+        )
+        return report, state.passed
 
 
 class LocalStore:

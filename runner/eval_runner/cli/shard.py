@@ -43,6 +43,7 @@ from eval_runner.pipeline import BudgetStopped, run_shard
 from eval_runner.runtime import run as run_async
 from eval_runner.secrets import SECRETS, read_key
 from eval_runner.server import ProgressServer
+from eval_runner.stop import StopSignal
 from eval_runner.store import STORE_CONFIG_INVALID, RunIdentity, SampleStore, WriterSettings
 
 # SIGTERM (eviction, activeDeadlineSeconds, a cancelled run): the shell's 128 + 15. Not a
@@ -62,6 +63,8 @@ environment:
   EVAL_JUDGE_API_KEY    the first llm_judge scorer's judge key (EVAL_JUDGE_API_KEY_1, ... next)
   EVAL_DATASET_DIR      where a configMapRef dataset's key is mounted (default /etc/eval/dataset)
   EVAL_PROGRESS_PORT    port of GET /progress, /healthz, /metrics (default 9090)
+  EVAL_STOP_TOKEN       the run's token POST /stop must carry (execution.earlyStop; from
+                        the run's control Secret): no /stop without it
   EVAL_CA_BUNDLE        PEM file of extra CA certificates for the model endpoint
   HTTP_PROXY, HTTPS_PROXY, NO_PROXY  proxies for the model endpoints and dataset URLs
   EVAL_STORE_URI, or EVAL_STORE_HOST/PORT/DBNAME/USER/PASSWORD  the per-sample store
@@ -260,6 +263,10 @@ async def _serve_shard(
             log.error("no ledger of the earlier attempts", reason=err.reason)
             return EXIT_CRASHED  # retried: the ledger may be there for the next attempt
         budget.on_sent = lambda: termination.write(summary, budget.reserved)
+    stop = StopSignal()
+    stop_token = os.environ.get(environment.STOP_TOKEN) or None
+    if stop_token:
+        SECRETS.add(stop_token)
     run = asyncio.create_task(
         run_shard(
             evaluation,
@@ -274,6 +281,7 @@ async def _serve_shard(
             store=store,
             cache=cache,
             task_file=task_file,
+            stop=stop,
         )
     )
     checkpoints = asyncio.create_task(
@@ -284,7 +292,7 @@ async def _serve_shard(
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, run.cancel)
     try:
-        async with ProgressServer(summary, port=port):
+        async with ProgressServer(summary, port=port, stop=stop, stop_token=stop_token):
             try:
                 await run
             except asyncio.CancelledError:

@@ -1,0 +1,176 @@
+"""execution.earlyStop: whether a run's answer is already known, from the shards' sums.
+
+One implementation for the operator (on the live sums it polls) and `eval-runner run` (on its own
+tally). Each result gets the interval of an anytime-valid confidence sequence
+(eval_api.sequential) — for a threshold's scorer at that threshold's share of 1 - confidence, so
+the whole verdict holds with probability `confidence` — intersected with the one it had before
+(the running intersection of a confidence sequence is one too, so a decided threshold stays
+decided as the last requests in flight are counted). The run is decided:
+
+- when Verdict: once every threshold's interval lies wholly on one side of it;
+- when Precision: once the first result's interval is at most ciWidth wide;
+
+and never before minSamples samples are scored, nor before every shard has reported (the
+sequence is tuned for a tenth of the run, which needs the run's size).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from eval_api.sequential import confidence_sequence
+from eval_api.shard import ScoreSums
+from eval_api.stats import DIGITS
+from eval_api.v1alpha1.execution import EARLY_STOP_VERDICT, EarlyStopSpec
+from eval_api.v1alpha1.task import Threshold, parse_threshold
+
+VERDICT_KNOWN = "VerdictKnown"
+PRECISION_REACHED = "PrecisionReached"
+# The sequence is tightest near this share of the run's samples (at least minSamples).
+TUNED_SHARE = 10
+
+
+def tuned_for(spec: EarlyStopSpec, total: int) -> int:
+    """The sample count the sequence is tightest near: a tenth of the run, at least
+    minSamples. Fixed before any score is seen (it depends on the run's size only)."""
+    return max(spec.min_samples, math.ceil(total / TUNED_SHARE), 1)
+
+
+@dataclass(frozen=True)
+class Side:
+    """Where a threshold stands."""
+
+    threshold: Threshold
+    interval: tuple[float, float]
+
+    @property
+    def side(self) -> str:
+        lower, upper = self.interval
+        value = float(self.threshold.value)
+        if lower > value:
+            return "above"
+        if upper < value:
+            return "below"
+        return "undecided"
+
+    @property
+    def holds(self) -> bool | None:
+        """Whether the threshold holds, once decided (an == threshold never is)."""
+        side = self.side
+        if side == "undecided" or self.threshold.op == "==":
+            return None
+        return (side == "above") == (self.threshold.op in (">=", ">"))
+
+    def describe(self) -> str:
+        lower, upper = self.interval
+        t = self.threshold
+        where = {"above": "above", "below": "below"}.get(self.side, "around")
+        return f"{t.scorer} [{lower:.4g}, {upper:.4g}] {where} {t.value}"
+
+
+@dataclass(frozen=True)
+class EarlyStopState:
+    """What the sums say now: every result's interval, each threshold's side, and the
+    decision (None while the run must go on)."""
+
+    intervals: dict[str, tuple[float, float]]
+    sides: tuple[Side, ...]
+    decision: str | None  # VERDICT_KNOWN or PRECISION_REACHED
+    message: str
+
+    @property
+    def passed(self) -> bool | None:
+        """The decided verdict: every threshold holds (None unless every one is decided)."""
+        holds = [side.holds for side in self.sides]
+        if not holds or any(h is None for h in holds):
+            return None
+        return all(holds)
+
+
+def _intersect(new: tuple[float, float], old: Sequence[float] | None) -> tuple[float, float]:
+    if old is None or len(old) != 2:
+        return new
+    lower, upper = max(new[0], old[0]), min(new[1], old[1])
+    # Empty only if the sequence missed the mean at some time: keep the current one.
+    return (lower, upper) if lower <= upper else new
+
+
+def evaluate(
+    spec: EarlyStopSpec,
+    thresholds: Sequence[str],
+    sums: Mapping[str, ScoreSums],
+    total: int,
+    *,
+    every_shard: bool = True,
+    before: Mapping[str, Sequence[float]] | None = None,
+) -> EarlyStopState:
+    """The state of a run with execution.earlyStop `spec`. `sums`: each result's sums so far,
+    the first being the main score; `total`: the run's samples; `every_shard`: every shard has
+    reported; `before`: each result's interval as last reported (csInterval), for the running
+    intersection."""
+    confidence = float(Decimal(spec.confidence))
+    alpha = 1 - confidence
+    parsed = [parse_threshold(text) for text in thresholds]
+    judged = {t.scorer for t in parsed}
+    t_opt = tuned_for(spec, total)
+    before = before or {}
+    intervals: dict[str, tuple[float, float]] = {}
+    for name, s in sums.items():
+        # A threshold's scorer at its share of alpha (Bonferroni over the thresholds).
+        level = alpha / len(parsed) if name in judged and parsed else alpha
+        intervals[name] = _intersect(
+            confidence_sequence(s.sum, s.n, level, t_opt), before.get(name)
+        )
+    sides = tuple(Side(t, intervals.get(t.scorer, (0.0, 1.0))) for t in parsed)
+    scored = min((sums[t.scorer].n for t in parsed if t.scorer in sums), default=0)
+    main = next(iter(sums), None)
+    decision: str | None = None
+    message = ""
+    if spec.when == EARLY_STOP_VERDICT:
+        message = "; ".join(side.describe() for side in sides)
+        if sides and all(side.holds is not None for side in sides):
+            decision = VERDICT_KNOWN
+    elif main is not None:
+        scored = sums[main].n
+        lower, upper = intervals[main]
+        message = f"{main} [{lower:.4g}, {upper:.4g}], width {upper - lower:.4g}"
+        if upper - lower <= float(Decimal(spec.ci_width or "0")):
+            decision = PRECISION_REACHED
+    if not every_shard or scored < spec.min_samples:
+        decision = None
+    return EarlyStopState(intervals, sides, decision, message)
+
+
+def rounded(interval: tuple[float, float]) -> list[float]:
+    return [round(interval[0], DIGITS), round(interval[1], DIGITS)]
+
+
+def stopped_early(
+    reason: str | None,
+    message: str | None,
+    asked: int,
+    total: int,
+    requests: int,
+    cost_usd: str,
+) -> dict[str, Any] | None:
+    """status.stoppedEarly (and a local run's report): None unless the run was decided
+    (`reason`) before it asked its last sample. What was saved is estimated at the run's own
+    rates so far: requests and cost per asked sample."""
+    if reason is None or asked >= total:
+        return None
+    left = total - asked
+    found: dict[str, Any] = {
+        "reason": reason,
+        "samples": asked,
+        "of": total,
+        "savedRequests": round(requests / asked * left) if asked else 0,
+        "message": message or "",
+    }
+    cost = Decimal(cost_usd)
+    if cost > 0 and asked:
+        found["savedUSD"] = format((cost / asked * left).quantize(Decimal("0.0001")), "f")
+    return found

@@ -1,0 +1,117 @@
+"""Anytime-valid confidence sequences for a mean score in [0, 1] (execution.earlyStop).
+
+An ordinary 95% interval covers the mean at one sample size fixed in advance; watched as samples
+arrive and acted on the first time it clears a threshold, it is wrong far more often than 5%.
+A confidence sequence covers the mean at every sample size at once, with probability at least
+`confidence`, so a run may stop whenever it says the verdict is known.
+
+The sequence here is the two-sided beta-binomial mixture of Howard, Ramdas, McAuliffe and Sekhon
+(2021, "Time-uniform, nonparametric, nonasymptotic confidence sequences", section 3.2 and
+Proposition 7). For a candidate mean p, scores X_i in [0, 1] with conditional mean p make
+Z_i = X_i - p zero-mean in [-p, 1 - p]: sub-Bernoulli with range (g, h) = (p, 1 - p). With
+s = sum Z_i and the intrinsic time v = p (1 - p) n,
+
+    M(p) = B(a + S, b + n - S) / (B(a, b) p^S (1 - p)^(n - S)),   a = r / (1 - p), b = r / p
+
+(S = sum X_i) is a nonnegative supermartingale: a mixture over a Beta prior centred on p of the
+likelihood ratios against p. By Ville's inequality P(some n has M(p) >= 1/alpha) <= alpha, so
+{p : M(p) < 1/alpha} covers the mean at every n with probability at least 1 - alpha. It depends
+on the scores only through n and S: the sums the shards already report. The prior's weight r is
+tuned (as the paper does) so the boundary is tightest near n = t_opt samples.
+
+confseq (the paper's own implementation, `bernoulli_confidence_interval`) is the reference this
+is checked against to 1e-9 (tests/unit/test_sequential.py; `make reference-cs` regenerates its
+values).
+"""
+
+from __future__ import annotations
+
+import math
+
+_BISECTIONS = 200
+# Where the bisection stops: the bounds agree with the reference well within 1e-9.
+_RELATIVE_TOLERANCE = 1e-14
+
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def mixture_weight(p: float, t_opt: float, alpha_opt: float) -> float:
+    """The prior's weight r for candidate mean p: the normal mixture's optimal variance at
+    intrinsic time v_opt = p (1 - p) t_opt, less the Bernoulli variance (at least a 1000th
+    of it)."""
+    variance = p * (1 - p)
+    log_inverse = math.log(1 / alpha_opt)
+    rho = variance * t_opt / (2 * log_inverse + math.log(1 + 2 * log_inverse))
+    return max(rho - variance, 1e-3 * variance)
+
+
+def log_mixture(successes: float, trials: float, p: float, t_opt: float, alpha_opt: float) -> float:
+    """log M(p) after `trials` scores summing to `successes` (the module's docstring)."""
+    r = mixture_weight(p, t_opt, alpha_opt)
+    a, b = r / (1 - p), r / p
+    failures = trials - successes
+    return (
+        _log_beta(a + successes, b + failures)
+        - _log_beta(a, b)
+        - successes * math.log(p)
+        - failures * math.log(1 - p)
+    )
+
+
+def _crossing(inside: float, outside: float, excluded) -> float:  # noqa: ANN001
+    """The point between `inside` (in the sequence) and `outside` (not) where it ends."""
+    for _ in range(_BISECTIONS):
+        middle = (inside + outside) / 2
+        if excluded(middle):
+            outside = middle
+        else:
+            inside = middle
+        if abs(outside - inside) <= _RELATIVE_TOLERANCE * max(abs(inside), abs(outside)):
+            break
+    return (inside + outside) / 2
+
+
+def confidence_sequence(
+    successes: float, trials: int, alpha: float, t_opt: float, alpha_opt: float | None = None
+) -> tuple[float, float]:
+    """The interval, at `trials` scores in [0, 1] summing to `successes`, of a sequence that
+    covers their mean at every sample size at once with probability 1 - alpha. `t_opt`: the
+    sample size it is tightest near; `alpha_opt`: the level it is tuned for (alpha)."""
+    if trials <= 0:
+        return 0.0, 1.0
+    alpha_opt = alpha if alpha_opt is None else alpha_opt
+    threshold = math.log(1 / alpha)
+    mean = successes / trials
+
+    def excluded(p: float) -> bool:
+        if p <= 0 or p >= 1:
+            return True
+        return log_mixture(successes, trials, p, t_opt, alpha_opt) >= threshold
+
+    lower = 0.0 if mean <= 0 else _crossing(mean, 0.0, excluded)
+    upper = 1.0 if mean >= 1 else _crossing(mean, 1.0, excluded)
+    return lower, upper
+
+
+def excludes(successes: float, trials: int, p: float, alpha: float, t_opt: float) -> bool:
+    """Whether the sequence at `trials` scores summing to `successes` leaves out mean `p`: one
+    evaluation of the mixture, where the interval needs a search (the sequence is an
+    interval, so a threshold is decided exactly when it is left out)."""
+    if trials <= 0:
+        return False
+    mean = successes / trials
+    if p >= 1:  # one score below 1 shows the mean is below 1
+        return mean < 1
+    if p <= 0:
+        return mean > 0
+    return log_mixture(successes, trials, p, t_opt, alpha) >= math.log(1 / alpha)
+
+
+def side_of(successes: float, trials: int, value: float, alpha: float, t_opt: float) -> str:
+    """ "above" or "below" once the sequence lies wholly on that side of `value`, else
+    "undecided"."""
+    if trials <= 0 or not excludes(successes, trials, value, alpha, t_opt):
+        return "undecided"
+    return "above" if successes / trials > value else "below"

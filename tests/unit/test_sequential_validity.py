@@ -1,0 +1,83 @@
+"""Validity by simulation (issue 20): at the boundary — true accuracy exactly at the threshold —
+a run watched after every sample and stopped the first time its verdict is known gives a wrong
+verdict (any verdict: neither side is true) at most 1 - confidence of the time with the
+confidence sequence, and far more often when it stops the first time the ordinary 95% Wilson
+interval clears the threshold. Seeded; both rates are printed (pytest -s).
+
+The 10,000 runs ask eval_api.sequential.side_of after every sample (one evaluation of the
+mixture); the operator's eval_api.earlystop.evaluate (intervals by search, intersected over
+time) stops at the very same sample, shown on streams of their own below."""
+
+from __future__ import annotations
+
+import random
+
+from eval_api.earlystop import evaluate, tuned_for
+from eval_api.sequential import side_of
+from eval_api.shard import ScoreSums
+from eval_api.stats import wilson
+from eval_api.v1alpha1.execution import EarlyStopSpec
+
+RUNS = 10_000
+SAMPLES = 400
+THRESHOLD = 0.8
+SPEC = EarlyStopSpec.model_validate({"when": "Verdict"})  # confidence 0.95, minSamples 30
+ALPHA = 0.05
+
+
+def first_decision(stream: list[float]) -> int | None:
+    """The sample count at which the sequence first decides the threshold, or None."""
+    t_opt = tuned_for(SPEC, len(stream))
+    total = 0.0
+    for n, score in enumerate(stream, start=1):
+        total += score
+        if n >= SPEC.min_samples and side_of(total, n, THRESHOLD, ALPHA, t_opt) != "undecided":
+            return n
+    return None
+
+
+def first_peek(stream: list[float]) -> int | None:
+    """The sample count at which the 95% Wilson interval first clears the threshold."""
+    total = 0.0
+    for n, score in enumerate(stream, start=1):
+        total += score
+        if n >= SPEC.min_samples:
+            lower, upper = wilson(total / n, n)
+            if lower > THRESHOLD or upper < THRESHOLD:
+                return n
+    return None
+
+
+def test_at_the_boundary_the_sequence_is_wrong_at_most_alpha_and_peeking_is_not() -> None:
+    rng = random.Random(20)
+    sequential_wrong = naive_wrong = 0
+    for _ in range(RUNS):
+        stream = [1.0 if rng.random() < THRESHOLD else 0.0 for _ in range(SAMPLES)]
+        sequential_wrong += first_decision(stream) is not None
+        naive_wrong += first_peek(stream) is not None
+    sequential_rate, naive_rate = sequential_wrong / RUNS, naive_wrong / RUNS
+    print(
+        f"\nwrong verdicts at the boundary over {RUNS} runs of {SAMPLES}: confidence sequence "
+        f"{sequential_rate:.4f}, peeking at the Wilson interval {naive_rate:.4f}"
+    )
+    assert sequential_wrong / RUNS <= ALPHA
+    assert naive_wrong / RUNS > 3 * ALPHA
+
+
+def test_the_operators_decision_stops_at_the_same_sample() -> None:
+    rng = random.Random(7)
+    decided = 0
+    for p in (0.7, 0.75, 0.8, 0.85, 0.9, 0.95) * 4:
+        stream = [1.0 if rng.random() < p else 0.0 for _ in range(SAMPLES)]
+        sums, before, found = ScoreSums(), None, None
+        for n, score in enumerate(stream, start=1):
+            sums.add(score)
+            state = evaluate(SPEC, [f"acc >= {THRESHOLD}"], {"acc": sums}, SAMPLES, before=before)
+            before = {"acc": state.intervals["acc"]}
+            if state.decision is not None:
+                found = n
+                assert state.passed == (sums.sum / n > THRESHOLD)
+                break
+        assert found == first_decision(stream), p
+        decided += found is not None
+    assert decided >= 8  # the far-from-threshold streams decide
