@@ -105,6 +105,10 @@ bench-operator: $(VENV)/.installed ## Our operator next to a bare kopf floor on 
 bench-datasets: $(VENV)/.installed ## Hub-sized datasets: a 14,042-row MMLU-shaped split loaded and its 5-shot prompts rendered (goal < 2 s); one shard of a 1M-row (~900 MiB) split, its peak RSS.
 	$(PY) bench/datasets.py $(BENCH_ARGS)
 
+.PHONY: bench-early-stop
+bench-early-stop: $(VENV)/.installed ## execution.earlyStop: median share of 5,000 samples asked at accuracy 0.90 vs a 0.80 threshold over 20 seeds (goal <= 15%, every verdict right); at 0.80 every run goes to the end.
+	$(PY) bench/early_stop.py $(BENCH_ARGS)
+
 .PHONY: bench-etcd
 bench-etcd: $(VENV)/.installed ## What a create costs in a real etcd on this machine (the write latency and commit rate bench-operator gives the emulator; needs Debian's etcd-server).
 	$(PY) bench/etcd_write_latency.py $(BENCH_ARGS)

@@ -42,9 +42,10 @@ Roles (watchNamespaces). Every verb is one the operator uses; nothing is a wildc
 - apiGroups: ["evals.io"]
   resources: ["evalsuites/status"]
   verbs: ["patch"]
-# A suite's generated credentials (store and cache): created once, never read, updated or
-# listed. A 409 keeps the password that is there. The operator never reads any Secret: runner,
-# migration and backup pods get credentials by secretKeyRef, from the kubelet.
+# A suite's generated credentials (store and cache), and an early-stopping run's control
+# token (derived from the operator's key, so never read back): created once, never read,
+# updated or listed. A 409 keeps the password that is there. The operator never reads any
+# Secret: runner, migration and backup pods get credentials by secretKeyRef, from the kubelet.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
