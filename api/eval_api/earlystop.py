@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from eval_api.sequential import confidence_sequence
+from eval_api.sequential import confidence_sequence, grouped_sequence
 from eval_api.shard import ScoreSums
 from eval_api.stats import DIGITS
 from eval_api.v1alpha1.execution import EARLY_STOP_VERDICT, EarlyStopSpec
@@ -107,11 +107,13 @@ def evaluate(
     *,
     every_shard: bool = True,
     before: Mapping[str, Sequence[float]] | None = None,
+    max_group: int | None = None,
 ) -> EarlyStopState:
     """The state of a run with execution.earlyStop `spec`. `sums`: each result's sums so far,
     the first being the main score; `total`: the run's samples; `every_shard`: every shard has
     reported; `before`: each result's interval as last reported (csInterval), for the running
-    intersection."""
+    intersection; `max_group`: with task.groupField, the largest group (the sums' closed
+    groups are then the units counted, eval_api.sequential.grouped_sequence)."""
     confidence = float(Decimal(spec.confidence))
     alpha = 1 - confidence
     parsed = [parse_threshold(text) for text in thresholds]
@@ -122,9 +124,21 @@ def evaluate(
     for name, s in sums.items():
         # A threshold's scorer at its share of alpha (Bonferroni over the thresholds).
         level = alpha / len(parsed) if name in judged and parsed else alpha
-        intervals[name] = _intersect(
-            confidence_sequence(s.sum, s.n, level, t_opt), before.get(name)
-        )
+        if s.closed_groups is not None:
+            if not max_group:
+                interval = (0.0, 1.0)  # a shard has not said how large its groups are
+            else:
+                interval = grouped_sequence(
+                    s.closed_sum or 0.0,
+                    s.closed_n or 0,
+                    s.closed_groups,
+                    max_group,
+                    level,
+                    max(1.0, t_opt / max_group),
+                )
+        else:
+            interval = confidence_sequence(s.sum, s.n, level, t_opt)
+        intervals[name] = _intersect(interval, before.get(name))
     sides = tuple(Side(t, intervals.get(t.scorer, (0.0, 1.0))) for t in parsed)
     scored = min((sums[t.scorer].n for t in parsed if t.scorer in sums), default=0)
     main = next(iter(sums), None)

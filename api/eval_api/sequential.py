@@ -27,6 +27,7 @@ values).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 _BISECTIONS = 200
 # Where the bisection stops: the bounds agree with the reference well within 1e-9.
@@ -82,17 +83,84 @@ def confidence_sequence(
     if trials <= 0:
         return 0.0, 1.0
     alpha_opt = alpha if alpha_opt is None else alpha_opt
+    return _interval(
+        successes / trials,
+        lambda p: log_mixture(successes, trials, p, t_opt, alpha_opt),
+        alpha,
+    )
+
+
+def _interval(mean: float, log_m: Callable[[float], float], alpha: float) -> tuple[float, float]:
+    """{p : log_m(p) < log(1/alpha)}, searched outwards from `mean` (inside it)."""
     threshold = math.log(1 / alpha)
-    mean = successes / trials
 
     def excluded(p: float) -> bool:
-        if p <= 0 or p >= 1:
-            return True
-        return log_mixture(successes, trials, p, t_opt, alpha_opt) >= threshold
+        return p <= 0 or p >= 1 or log_m(p) >= threshold
 
     lower = 0.0 if mean <= 0 else _crossing(mean, 0.0, excluded)
     upper = 1.0 if mean >= 1 else _crossing(mean, 1.0, excluded)
     return lower, upper
+
+
+# --- groups (task.groupField) ------------------------------------------------------------------
+#
+# Scores of one group (questions on one passage) are not independent, but whole groups asked in
+# a random order are. For a candidate mean p (of the samples: E[S_g - p n_g] = 0 over groups),
+# a group's (S_g - p n_g) / n_max lies in [-p, 1 - p] when every group has at most n_max
+# samples: sub-Bernoulli with the same range, so the same mixture holds with s the sum of those
+# increments over the G finished groups and v = p (1 - p) G. In the form above that is G
+# "trials" with G p + (S - p n) / n_max "successes" (S, n: the finished groups' sums).
+
+
+def _grouped_successes(
+    closed_sum: float, closed_n: int, groups: int, max_group: int, p: float
+) -> float:
+    return groups * p + (closed_sum - p * closed_n) / max_group
+
+
+def grouped_sequence(
+    closed_sum: float,
+    closed_n: int,
+    groups: int,
+    max_group: int,
+    alpha: float,
+    t_opt: float,
+    alpha_opt: float | None = None,
+) -> tuple[float, float]:
+    """The interval of the samples' mean from the `groups` finished groups (`closed_n` scores
+    summing to `closed_sum`), no group larger than `max_group`; `t_opt` in groups."""
+    if groups <= 0 or closed_n <= 0:
+        return 0.0, 1.0
+    alpha_opt = alpha if alpha_opt is None else alpha_opt
+    return _interval(
+        closed_sum / closed_n,
+        lambda p: log_mixture(
+            _grouped_successes(closed_sum, closed_n, groups, max_group, p), groups, p, t_opt,
+            alpha_opt,
+        ),
+        alpha,
+    )  # fmt: skip
+
+
+def grouped_excludes(
+    closed_sum: float,
+    closed_n: int,
+    groups: int,
+    max_group: int,
+    p: float,
+    alpha: float,
+    t_opt: float,
+) -> bool:
+    """Whether the grouped sequence leaves out mean `p` (one evaluation of the mixture)."""
+    if groups <= 0 or closed_n <= 0:
+        return False
+    mean = closed_sum / closed_n
+    if p >= 1:
+        return mean < 1
+    if p <= 0:
+        return mean > 0
+    successes = _grouped_successes(closed_sum, closed_n, groups, max_group, p)
+    return log_mixture(successes, groups, p, t_opt, alpha) >= math.log(1 / alpha)
 
 
 def excludes(successes: float, trials: int, p: float, alpha: float, t_opt: float) -> bool:

@@ -34,6 +34,11 @@ class ScoreSums(BaseModel):
     group_sumsq: float | None = Field(default=None, alias="groupSumsq")
     group_cross: float | None = Field(default=None, alias="groupCross")
     group_nsq: int | None = Field(default=None, alias="groupNsq")
+    # With execution.earlyStop and task.groupField: the sums over the groups whose every
+    # sample has finished (the unit the confidence sequence counts), and how many.
+    closed_groups: int | None = Field(default=None, alias="closedGroups")
+    closed_n: int | None = Field(default=None, alias="closedN")
+    closed_sum: float | None = Field(default=None, alias="closedSum")
 
     def add(self, value: float, group: list[float] | None = None) -> None:
         """Count one score. `group` is the running [n_g, S_g] of the sample's group in this
@@ -50,11 +55,21 @@ class ScoreSums(BaseModel):
         self.group_nsq = (self.group_nsq or 0) + 2 * int(n_g) + 1
         group[0], group[1] = n_g + 1, s_g + value
 
+    def close_group(self, n_g: int, s_g: float) -> None:
+        """Count a group whose every sample has finished, with its n_g scores summing to s_g."""
+        self.closed_groups = (self.closed_groups or 0) + 1
+        self.closed_n = (self.closed_n or 0) + n_g
+        self.closed_sum = (self.closed_sum or 0.0) + s_g
+
     def merged(self, other: ScoreSums) -> ScoreSums:
         grouped = self.groups is not None or other.groups is not None
+        closed = self.closed_groups is not None or other.closed_groups is not None
 
         def plus(a: float | None, b: float | None) -> float | None:
             return (a or 0) + (b or 0) if grouped else None
+
+        def plus_closed(a: float | None, b: float | None) -> float | None:
+            return (a or 0) + (b or 0) if closed else None
 
         return ScoreSums(
             n=self.n + other.n,
@@ -64,6 +79,9 @@ class ScoreSums(BaseModel):
             group_sumsq=plus(self.group_sumsq, other.group_sumsq),
             group_cross=plus(self.group_cross, other.group_cross),
             group_nsq=plus(self.group_nsq, other.group_nsq),
+            closed_groups=plus_closed(self.closed_groups, other.closed_groups),
+            closed_n=plus_closed(self.closed_n, other.closed_n),
+            closed_sum=plus_closed(self.closed_sum, other.closed_sum),
         )
 
 
@@ -161,6 +179,14 @@ class ShardSummary(BaseModel):
             "With a store: the samples earlier attempts had finished. They are counted in "
             "completed, failed, errors and scores (so the latest attempt's summary is the "
             "whole shard's), but not in usage."
+        ),
+    )
+    max_group: int | None = Field(
+        default=None,
+        alias="maxGroup",
+        description=(
+            "With execution.earlyStop and task.groupField: the most samples a group of the "
+            "shard has (bounds a group's weight in the confidence sequence)."
         ),
     )
     stopped: str | None = Field(

@@ -365,7 +365,10 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
         status["results"] = [r.model_dump(by_alias=True) for r in agg.results]
     early: EarlyStopState | None = None
     if plan is not None and plan.early_stop is not None and summaries:
-        early = _early_stop(status, old if same_run else {}, plan, agg, len(summaries) >= shards)
+        max_group = max((s.max_group or 0 for s in summaries.values()), default=0) or None
+        early = _early_stop(
+            status, old if same_run else {}, plan, agg, len(summaries) >= shards, max_group
+        )
     every_attempt = [s for s in (_summary_of(p, obs.live) for p in obs.pods) if s is not None]
     if every_attempt:
         status["usage"] = _usage(every_attempt)
@@ -465,6 +468,7 @@ def _early_stop(
     plan: RunPlan,
     agg: Aggregate,
     every_shard: bool,
+    max_group: int | None,
 ) -> EarlyStopState:
     """execution.earlyStop: every result's confidence-sequence interval (csInterval, running
     intersection with the last one reported), and status.stoppedEarly once the run is decided
@@ -479,6 +483,7 @@ def _early_stop(
         total,
         every_shard=every_shard,
         before={k: v for k, v in before.items() if v},
+        max_group=max_group,
     )
     for result in status.get("results") or []:
         interval = state.intervals.get(result["name"])

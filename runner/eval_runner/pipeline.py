@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,10 @@ async def run_shard(
         if judged:
             summary.usage.judge = summary.usage.judge or ShardUsage()
         sinks = [sink for sink in (on_sample, store and store.record) if sink is not None]
-        tally = _Tally(summary, scorers, on_progress, _each(sinks))
+        group_sizes = None
+        if early_stop is not None and spec.task.group_field is not None:
+            group_sizes = Counter(sample.group or "" for sample, _ in work)
+        tally = _Tally(summary, scorers, on_progress, _each(sinks), group_sizes)
         if store is not None:
             work = tally.resume(work, await store.open(evaluation, shard, shards, work, plan))
         tally.notify()
@@ -433,6 +437,7 @@ class _Tally:
         scorers: dict[str, Scorer],
         on_progress: ProgressCallback | None,
         on_sample: SampleCallback | None,
+        group_sizes: Mapping[str, int] | None = None,
     ) -> None:
         self.summary = summary
         self.scorers = [(name, scorer) for name, scorer in scorers.items()]
@@ -440,6 +445,13 @@ class _Tally:
         self.on_sample = on_sample
         # [n, sum] of each group's scores per scorer, for the clustered sums (task.groupField).
         self.groups: dict[str, dict[str, list[float]]] = {name: {} for name in summary.scores}
+        # With execution.earlyStop and groups: samples not yet finished in each group; a group
+        # is added to the scorers' closed sums once it has none left.
+        self.unfinished = dict(group_sizes) if group_sizes is not None else None
+        if group_sizes:
+            summary.max_group = max(group_sizes.values())
+            for sums in summary.scores.values():
+                sums.closed_groups, sums.closed_n, sums.closed_sum = 0, 0, 0.0
         self._scored = metrics.SAMPLES.labels("scored")
 
     def resume(self, work: Work, stored: Mapping[int, StoredSample]) -> Work:
@@ -456,11 +468,23 @@ class _Tally:
             elif row.error_class is None:
                 self._add_scores(sample, row.scores)
                 summary.completed += 1
+                self._finished(sample)
             else:
                 summary.failed += 1
                 summary.errors[row.error_class] = summary.errors.get(row.error_class, 0) + 1
+                self._finished(sample)
         summary.resumed = ResumedSamples(samples=len(stored), usage=carried_usage(stored.values()))
         return left
+
+    def _finished(self, sample: Sample) -> None:
+        """One more sample of its group done; a group done whole joins the closed sums."""
+        if self.unfinished is None or sample.group is None:
+            return
+        left = self.unfinished[sample.group] = self.unfinished[sample.group] - 1
+        if left == 0:
+            for name, sums in self.summary.scores.items():
+                n_g, s_g = self.groups[name].get(sample.group, (0, 0.0))
+                sums.close_group(int(n_g), s_g)
 
     def _add_scores(self, sample: Sample, scores: dict[str, float]) -> None:
         for name, value in scores.items():
@@ -482,6 +506,7 @@ class _Tally:
         scores.update(judged)
         self._add_scores(sample, scores)
         summary.completed += 1
+        self._finished(sample)
         self._scored.inc()
         if self.on_sample is not None:
             self.on_sample(SampleResult(sample, messages, completion, scores, details=details))
@@ -496,6 +521,7 @@ class _Tally:
         summary = self.summary
         summary.failed += 1
         summary.errors[error_class] = summary.errors.get(error_class, 0) + 1
+        self._finished(result.sample)
         metrics.ERRORS.labels(error_class).inc()
         metrics.SAMPLES.labels("errored").inc()
         if self.on_sample is not None:

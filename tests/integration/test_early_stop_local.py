@@ -27,9 +27,12 @@ def server() -> Iterator[ModelServer]:
         yield running
 
 
-def run(tmp_path: Path, server: ModelServer, **spec: Any) -> tuple[int, dict[str, Any]]:
+def run(
+    tmp_path: Path, server: ModelServer, grouped: bool = False, **spec: Any
+) -> tuple[int, dict[str, Any]]:
     data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    rows = [{**r, "passage": f"p{i // 3}"} if grouped else r for i, r in enumerate(RECORDS)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     manifest = {
         "apiVersion": "evals.io/v1alpha1",
         "kind": "Evaluation",
@@ -90,3 +93,36 @@ def test_without_early_stop_every_sample_is_asked_as_before(
     assert code == 0 and "stoppedEarly" not in report
     (result,) = report["results"]
     assert "csInterval" not in result and result["n"] == SAMPLES
+
+
+def test_groups_are_asked_whole_and_counted_once_finished(
+    server: ModelServer, tmp_path: Path
+) -> None:
+    before = len(server.requests)
+    code, report = run(
+        tmp_path,
+        server,
+        task={
+            "promptTemplate": "{{ input }}",
+            "scorers": [{"type": "exact_match"}],
+            "groupField": "passage",
+        },
+        execution={"earlyStop": {"when": "Verdict", "seed": 3}},
+        thresholds=["exact_match >= 0.5"],
+        grouped=True,
+    )
+    asked = [r.body["messages"][-1]["content"] for r in server.requests[before:]]
+    stopped = report["stoppedEarly"]
+    assert code == 0 and stopped["reason"] == "VerdictKnown" and report["passed"] is True
+    assert stopped["samples"] == len(asked) < SAMPLES // 2
+    # Groups (three consecutive records each) are asked whole, in a random order of groups:
+    # only those in flight when the run stopped (at most maxConcurrency) are partly asked.
+    positions = [int(text.split()[2]) for text in asked]
+    members: dict[int, int] = {}
+    for position in positions:
+        members[position // 3] = members.get(position // 3, 0) + 1
+    partial = [g for g, count in members.items() if count < 3]
+    assert len(partial) <= 4, partial
+    assert sorted(members) != list(range(len(members)))  # not the file's order
+    (result,) = report["results"]
+    assert 0.5 < result["csInterval"][0]

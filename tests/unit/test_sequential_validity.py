@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 
 from eval_api.earlystop import evaluate, tuned_for
-from eval_api.sequential import side_of
+from eval_api.sequential import grouped_excludes, grouped_sequence, side_of
 from eval_api.shard import ScoreSums
 from eval_api.stats import wilson
 from eval_api.v1alpha1.execution import EarlyStopSpec
@@ -81,3 +81,50 @@ def test_the_operators_decision_stops_at_the_same_sample() -> None:
         assert found == first_decision(stream), p
         decided += found is not None
     assert decided >= 8  # the far-from-threshold streams decide
+
+
+GROUP_RUNS = 2000
+GROUPS = 150
+
+
+def test_with_groups_asked_whole_the_grouped_sequence_stays_valid() -> None:
+    """task.groupField: groups of 1 to 5 samples whose accuracies differ a lot (each group's
+    own, Beta-distributed around the threshold), asked whole in random order; the sequence
+    counts finished groups (eval_api.sequential.grouped_excludes, checked after each one)."""
+    rng = random.Random(21)
+    max_group = 5
+    t_opt = max(1.0, tuned_for(SPEC, GROUPS * 3) / max_group)
+    wrong = 0
+    for _ in range(GROUP_RUNS):
+        closed_n, closed_sum = 0, 0.0
+        for g in range(1, GROUPS + 1):
+            size = rng.randint(1, max_group)
+            accuracy = rng.betavariate(1.6, 0.4)  # mean 0.8, spread wide
+            closed_sum += sum(rng.random() < accuracy for _ in range(size))
+            closed_n += size
+            if closed_n >= SPEC.min_samples and grouped_excludes(
+                closed_sum, closed_n, g, max_group, THRESHOLD, ALPHA, t_opt
+            ):
+                wrong += 1
+                break
+    print(
+        f"\nwrong verdicts at the boundary over {GROUP_RUNS} grouped runs: {wrong / GROUP_RUNS:.4f}"
+    )
+    assert wrong / GROUP_RUNS <= ALPHA
+
+
+def test_a_grouped_threshold_is_left_out_exactly_when_its_interval_leaves_it_out() -> None:
+    rng = random.Random(5)
+    for _ in range(300):
+        groups = rng.randint(1, 400)
+        max_group = rng.randint(1, 6)
+        closed_n = rng.randint(groups, groups * max_group)
+        closed_sum = round(rng.random() * closed_n, 1)
+        value = rng.choice([0.0, 0.5, 0.8, 1.0, rng.random()])
+        lower, upper = grouped_sequence(closed_sum, closed_n, groups, max_group, 0.05, 30)
+        if min(abs(value - lower), abs(value - upper)) < 1e-9:
+            continue
+        outside = value < lower or value > upper
+        assert grouped_excludes(closed_sum, closed_n, groups, max_group, value, 0.05, 30) == (
+            outside
+        ), (closed_sum, closed_n, groups, max_group, value)

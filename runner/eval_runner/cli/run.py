@@ -349,6 +349,7 @@ class EarlyStopWatch:
         self.intervals: dict[str, tuple[float, float]] = {}
         self.reason: str | None = None
         self.message: str | None = None
+        self.max_group: int | None = None
         self._seen = 0
 
     def update(self, summary: ShardSummary) -> None:
@@ -359,8 +360,14 @@ class EarlyStopWatch:
             return
         self._seen = done
         state = evaluate_early_stop(
-            self.rule, self.thresholds, summary.scores, summary.total, before=self.intervals
+            self.rule,
+            self.thresholds,
+            summary.scores,
+            summary.total,
+            before=self.intervals,
+            max_group=summary.max_group,
         )
+        self.max_group = summary.max_group
         self.intervals = state.intervals
         if state.decision is not None:
             self.reason, self.message = state.decision, state.message
@@ -370,7 +377,12 @@ class EarlyStopWatch:
         """Every result's csInterval set on `result`; the stoppedEarly report (None when the
         run asked every sample) and the decided verdict."""
         state = evaluate_early_stop(
-            self.rule, self.thresholds, result.sums, result.progress.total, before=self.intervals
+            self.rule,
+            self.thresholds,
+            result.sums,
+            result.progress.total,
+            before=self.intervals,
+            max_group=self.max_group,
         )
         for score in result.results:
             interval = state.intervals.get(score.name)
