@@ -135,7 +135,9 @@ def test_a_chat_model_runs_a_multiple_choice_presets_generative_variant(tmp_path
     (result,) = report["results"]
     assert result["name"] == "exact_match_get_response"
     assert result["n"] == 4 and result["value"] == pytest.approx(0.75)
-    assert [line["details"]["answers"]["get_response"] for line in lines[:3]] == ["A"] * 3
+    # Lines come in the order samples finish: read them by id.
+    answers = {line["id"]: line["details"]["answers"]["get_response"] for line in lines}
+    assert [answers[i] for i in range(3)] == ["A"] * 3
     body = sent[0].body
     assert body["stop"] == ["</s>", "\n"] and body["max_tokens"] == 256
     assert body["temperature"] == 0
