@@ -10,8 +10,8 @@ decided as the last requests in flight are counted). The run is decided:
 - when Verdict: once every threshold's interval lies wholly on one side of it;
 - when Precision: once the first result's interval is at most ciWidth wide;
 
-and never before minSamples samples are scored, nor before every shard has reported (the
-sequence is tuned for a tenth of the run, which needs the run's size).
+and never before minSamples samples are scored, nor before the run's size is known (the
+sequence is tuned for a tenth of the run).
 """
 
 from __future__ import annotations
@@ -110,10 +110,11 @@ def evaluate(
     max_group: int | None = None,
 ) -> EarlyStopState:
     """The state of a run with execution.earlyStop `spec`. `sums`: each result's sums so far,
-    the first being the main score; `total`: the run's samples; `every_shard`: every shard has
-    reported; `before`: each result's interval as last reported (csInterval), for the running
-    intersection; `max_group`: with task.groupField, the largest group (the sums' closed
-    groups are then the units counted, eval_api.sequential.grouped_sequence)."""
+    the first being the main score; `total`: the run's samples; `every_shard`: the run's size
+    is known (a shard has said it); `before`: each result's interval as last reported
+    (csInterval), for the running intersection; `max_group`: with task.groupField, the
+    largest group (the sums' closed groups are then the units counted,
+    eval_api.sequential.grouped_sequence)."""
     confidence = float(Decimal(spec.confidence))
     alpha = 1 - confidence
     parsed = [parse_threshold(text) for text in thresholds]

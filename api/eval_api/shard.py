@@ -181,6 +181,14 @@ class ShardSummary(BaseModel):
             "whole shard's), but not in usage."
         ),
     )
+    run_total: int | None = Field(
+        default=None,
+        alias="runTotal",
+        description=(
+            "With execution.earlyStop: the samples of the whole run (every shard's), known to "
+            "each shard from the dataset."
+        ),
+    )
     max_group: int | None = Field(
         default=None,
         alias="maxGroup",

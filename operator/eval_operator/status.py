@@ -366,9 +366,10 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
     early: EarlyStopState | None = None
     if plan is not None and plan.early_stop is not None and summaries:
         max_group = max((s.max_group or 0 for s in summaries.values()), default=0) or None
-        early = _early_stop(
-            status, old if same_run else {}, plan, agg, len(summaries) >= shards, max_group
-        )
+        # The run's size, as every shard knows it from the dataset: a decision needs no wait
+        # for shards not started yet (execution.parallelism), which stop as soon as they start.
+        run_total = max((s.run_total or 0 for s in summaries.values()), default=0)
+        early = _early_stop(status, old if same_run else {}, plan, agg, run_total, max_group)
     every_attempt = [s for s in (_summary_of(p, obs.live) for p in obs.pods) if s is not None]
     if every_attempt:
         status["usage"] = _usage(every_attempt)
@@ -467,7 +468,7 @@ def _early_stop(
     old: dict[str, Any],
     plan: RunPlan,
     agg: Aggregate,
-    every_shard: bool,
+    run_total: int,
     max_group: int | None,
 ) -> EarlyStopState:
     """execution.earlyStop: every result's confidence-sequence interval (csInterval, running
@@ -475,13 +476,13 @@ def _early_stop(
     (kept from then on; dropped if the run asked every sample anyway)."""
     assert plan.early_stop is not None
     before = {r["name"]: r.get("csInterval") for r in old.get("results") or []}
-    total = agg.progress.total
+    total = run_total or agg.progress.total
     state = evaluate_early_stop(
         plan.early_stop,
         plan.thresholds,
         agg.sums,
         total,
-        every_shard=every_shard,
+        every_shard=run_total > 0,
         before={k: v for k, v in before.items() if v},
         max_group=max_group,
     )

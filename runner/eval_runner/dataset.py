@@ -53,6 +53,15 @@ class Sample:
     group: str | None = None  # the value of task.groupField, when set
 
 
+class ShardSamples(list[Sample]):
+    """A shard's samples, and how many the whole run has (every shard's: what early stopping
+    tunes its confidence sequence for)."""
+
+    def __init__(self, samples: list[Sample], run_total: int) -> None:
+        super().__init__(samples)
+        self.run_total = run_total
+
+
 class DatasetUnavailable(Exception):
     """The dataset URL could not be fetched this time (network, 5xx): the pod is retried."""
 
@@ -69,7 +78,7 @@ async def load_samples(
     shards: int = 1,
     raw: bool = False,
     ask_seed: int | None = None,
-) -> list[Sample]:
+) -> ShardSamples:
     """The samples of shard `shard` of `shards`: loaded, mapped to input/target, shuffled,
     limited, then sharded (shard_samples). With `raw` (an lm-eval task's docs) records are
     kept as they are, input and target left empty: the task file says what they are. With
@@ -110,8 +119,9 @@ async def load_samples(
     ]
     if ask_seed is not None:
         groups = None if group_field is None else [sample.group or "" for sample in samples]
-        return [samples[p] for p in asking_order(len(samples), shard, shards, ask_seed, groups)]
-    return shard_samples(samples, shard, shards)
+        mine = asking_order(len(samples), shard, shards, ask_seed, groups)
+        return ShardSamples([samples[p] for p in mine], len(samples))
+    return ShardSamples(shard_samples(samples, shard, shards), len(samples))
 
 
 def _hub_samples(
@@ -122,7 +132,7 @@ def _hub_samples(
     shards: int,
     raw: bool = False,
     ask_seed: int | None = None,
-) -> list[Sample]:
+) -> ShardSamples:
     """This shard's samples of files too large to hold whole: the same samples, ids and order
     as load_samples gives a list of records, with only this shard's records ever kept.
 
@@ -186,7 +196,7 @@ def _hub_samples(
                 asked_at[position] = asked
             index += 1
     found.sort(key=lambda sample: asked_at[sample.id])
-    return found
+    return ShardSamples(found, kept)
 
 
 def _group(record: dict[str, Any], position: int, field: str) -> str:

@@ -144,6 +144,8 @@ async def run_shard(
             # sample 900 fails the shard now, not after paying for 899 answers.
             work = [(sample, prompts.build(sample)) for sample in samples]
         summary.total = len(work)
+        if early_stop is not None:
+            summary.run_total = samples.run_total
         summary.scores = {name: ScoreSums() for name in plan.names}
         if judged:
             summary.usage.judge = summary.usage.judge or ShardUsage()

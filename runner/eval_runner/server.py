@@ -106,6 +106,8 @@ class ProgressServer:
         except (ValueError, AttributeError):
             return 400, "text/plain", b"the body is not a JSON object\n"
         self._stop.set(reason)
+        # /progress says so at once: the operator stops asking this shard.
+        self.summary.stopped = self._stop.reason
         return 202, "text/plain", b"stopping\n"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -65,9 +65,11 @@ async def test_stop_is_taken_from_the_token_holder_only() -> None:
         again = await http.post(
             "/stop", json={"reason": "Other"}, headers={"Authorization": "Bearer run-token-1"}
         )
+        progress = ShardSummary.model_validate((await http.get("/progress")).json())
     assert [r.status_code for r in (anonymous, wrong, read, bad_body)] == [401, 403, 405, 400]
     assert (taken.status_code, again.status_code) == (202, 202)
     assert stop.reason == "VerdictKnown"  # the first word stands
+    assert progress.stopped == "VerdictKnown"  # and /progress says so at once
 
 
 async def test_without_a_token_there_is_no_stop() -> None:

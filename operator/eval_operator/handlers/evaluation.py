@@ -329,7 +329,10 @@ async def _step(evaluation: dict[str, Any], ctx: Context) -> Step:
     outcome = desired_status(old, obs)
     stopped = outcome.status.get("stoppedEarly")
     if stopped and job is not None and not run_is_finished(outcome.status, run):
-        await _stop_shards(ctx, namespace, run, obs, stopped["reason"])
+        if await _stop_shards(ctx, namespace, run, obs, stopped["reason"]):
+            # A pod not told yet (its server not up, or it has not said so since): again soon.
+            wait = ctx.settings.progress_interval_seconds
+            extra_recheck = wait if extra_recheck is None else min(extra_recheck, wait)
     if run_is_finished(old, run):
         # The outcome is in status: this run's pods need no more watching.
         for pod in ctx.pods.trusted(namespace, run, (job or {}).get("metadata", {}).get("uid")):
@@ -348,15 +351,22 @@ async def _step(evaluation: dict[str, Any], ctx: Context) -> Step:
 
 async def _stop_shards(
     ctx: Context, namespace: str, run: str, obs: Observation, reason: str
-) -> None:
+) -> bool:
     """Tell every running shard of a decided run to stop (execution.earlyStop), with the
-    run's token; again on every reconcile until each says it stopped (level-based)."""
+    run's token; again on every reconcile until each says it stopped (level-based). Returns
+    whether a pod is left that has not said so (one starting, or not polled since)."""
     token = stop_token(ctx.control_key, namespace, run)
+    left = False
     for pod in obs.pods:
-        url = progress_url(pod)
         live = obs.live.get(pod["name"])
-        if url is None or (live is not None and (live.stopped or live.state != "running")):
+        if live is not None and (live.stopped or live.state != "running"):
             continue
+        if pod.get("phase") in ("Succeeded", "Failed"):
+            continue
+        left = True
+        url = progress_url(pod)
+        if url is None:
+            continue  # not running yet: told once it is
         try:
             async with ctx.http.post(
                 url.removesuffix("/progress") + "/stop",
@@ -371,7 +381,8 @@ async def _stop_shards(
                         extra={"namespace": namespace, "pod": pod["name"]},
                     )
         except (aiohttp.ClientError, TimeoutError):
-            pass  # a pod going away, or busy: the next reconcile tries again
+            pass  # a pod going away, or its server not up yet: tried again
+    return left
 
 
 async def _keep_ledger(
