@@ -119,6 +119,48 @@ def test_sharded_example_with_a_key_and_prices(cluster: Cluster, ns: str) -> Non
     }
 
 
+def test_early_stop_stops_a_run_whose_verdict_is_known(cluster: Cluster, ns: str) -> None:
+    """execution.earlyStop on a real cluster: 2,000 questions to the sloppy demo model (three
+    in four right) against `exact_match >= 0.5`; the operator decides on the shards' live sums
+    and stops both shards long before the end."""
+    samples = 2000
+    lines = "".join(
+        json.dumps({"input": f"What is {i} + {i + 1}?", "target": str(2 * i + 1)}) + "\n"
+        for i in range(samples)
+    )
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "early-stop-data", "namespace": ns},
+        "data": {"data.jsonl": lines},
+    }
+    evaluation = {
+        "apiVersion": "evals.io/v1alpha1",
+        "kind": "Evaluation",
+        "metadata": {"name": "early-stop", "namespace": ns},
+        "spec": {
+            "model": {"name": "demo-sloppy", "baseURL": model_base_url(ns), "maxConcurrency": 2},
+            "dataset": {"configMapRef": {"name": "early-stop-data", "key": "data.jsonl"}},
+            "task": {"promptTemplate": "{{ input }}", "scorers": [{"type": "exact_match"}]},
+            "execution": {"shards": 2, "earlyStop": {"when": "Verdict"}},
+            "thresholds": ["exact_match >= 0.5"],
+        },
+    }
+    cluster.apply([config_map, evaluation])
+    ev = cluster.wait_finished("early-stop", ns)
+    status = ev["status"]
+    assert status["phase"] == "Succeeded", status
+    stopped = status["stoppedEarly"]
+    assert stopped["reason"] == "VerdictKnown" and stopped["of"] == samples, stopped
+    assert stopped["samples"] < samples // 2, stopped
+    result = status["results"][0]
+    assert 0.5 < result["csInterval"][0] <= result["value"], result
+    assert condition(ev, "Passed")["status"] == "True"
+    assert cluster.get("secret", f"{status['jobName']}-control", ns) is not None
+    wide = cluster.kubectl("get", "evl", "early-stop", "-n", ns, "-o", "wide").stdout
+    assert "VerdictKnown" in wide
+
+
 def test_rerun_annotation_runs_again(cluster: Cluster, ns: str, quickstart: dict) -> None:
     first_job = quickstart["status"]["jobName"]
     cluster.kubectl("annotate", "evaluation", "quickstart", "-n", ns, "evals.io/rerun=e2e-1")
