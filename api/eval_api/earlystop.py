@@ -3,15 +3,14 @@
 One implementation for the operator (on the live sums it polls) and `eval-runner run` (on its own
 tally). Each result gets the interval of an anytime-valid confidence sequence
 (eval_api.sequential) — for a threshold's scorer at that threshold's share of 1 - confidence, so
-the whole verdict holds with probability `confidence` — intersected with the one it had before
-(the running intersection of a confidence sequence is one too, so a decided threshold stays
-decided as the last requests in flight are counted). The run is decided:
+the whole verdict holds with probability `confidence`. The run is decided:
 
 - when Verdict: once every threshold's interval lies wholly on one side of it;
 - when Precision: once the first result's interval is at most ciWidth wide;
 
-and never before minSamples samples are scored, nor before the run's size is known (the
-sequence is tuned for a tenth of the run).
+and never before minSamples samples are counted, nor before the run's size is known (the
+sequence is tuned for a tenth of the run). The first decision is the run's: the caller keeps it
+(status.stoppedEarly), whatever later sums say.
 """
 
 from __future__ import annotations
@@ -91,12 +90,9 @@ class EarlyStopState:
         return all(holds)
 
 
-def _intersect(new: tuple[float, float], old: Sequence[float] | None) -> tuple[float, float]:
-    if old is None or len(old) != 2:
-        return new
-    lower, upper = max(new[0], old[0]), min(new[1], old[1])
-    # Empty only if the sequence missed the mean at some time: keep the current one.
-    return (lower, upper) if lower <= upper else new
+def _counted(sums: ScoreSums) -> int:
+    """The scores the sequence has counted."""
+    return sums.seq_n if sums.seq_n is not None else sums.n
 
 
 def evaluate(
@@ -106,42 +102,38 @@ def evaluate(
     total: int,
     *,
     every_shard: bool = True,
-    before: Mapping[str, Sequence[float]] | None = None,
     max_group: int | None = None,
 ) -> EarlyStopState:
     """The state of a run with execution.earlyStop `spec`. `sums`: each result's sums so far,
     the first being the main score; `total`: the run's samples; `every_shard`: the run's size
-    is known (a shard has said it); `before`: each result's interval as last reported
-    (csInterval), for the running intersection; `max_group`: with task.groupField, the
-    largest group (the sums' closed groups are then the units counted,
+    is known (a shard has said it); `max_group`: with task.groupField, the
+    largest group (the sums' whole groups are then the units counted,
     eval_api.sequential.grouped_sequence)."""
     confidence = float(Decimal(spec.confidence))
     alpha = 1 - confidence
     parsed = [parse_threshold(text) for text in thresholds]
     judged = {t.scorer for t in parsed}
     t_opt = tuned_for(spec, total)
-    before = before or {}
     intervals: dict[str, tuple[float, float]] = {}
     for name, s in sums.items():
         # A threshold's scorer at its share of alpha (Bonferroni over the thresholds).
         level = alpha / len(parsed) if name in judged and parsed else alpha
-        if s.closed_groups is not None:
+        # The sequential sums (the shards' finished prefixes of their asking order); all the
+        # sums from a summary without them (a runner older than earlyStop's sums).
+        n = s.seq_n if s.seq_n is not None else s.n
+        total_score = s.seq_sum if s.seq_sum is not None else s.sum
+        if s.seq_groups is not None:
             if not max_group:
-                interval = (0.0, 1.0)  # a shard has not said how large its groups are
+                interval = (0.0, 1.0)  # no shard has said how large the run's groups are
             else:
                 interval = grouped_sequence(
-                    s.closed_sum or 0.0,
-                    s.closed_n or 0,
-                    s.closed_groups,
-                    max_group,
-                    level,
-                    max(1.0, t_opt / max_group),
+                    total_score, n, s.seq_groups, max_group, level, max(1.0, t_opt / max_group)
                 )
         else:
-            interval = confidence_sequence(s.sum, s.n, level, t_opt)
-        intervals[name] = _intersect(interval, before.get(name))
+            interval = confidence_sequence(total_score, n, level, t_opt)
+        intervals[name] = interval
     sides = tuple(Side(t, intervals.get(t.scorer, (0.0, 1.0))) for t in parsed)
-    scored = min((sums[t.scorer].n for t in parsed if t.scorer in sums), default=0)
+    scored = min((_counted(sums[t.scorer]) for t in parsed if t.scorer in sums), default=0)
     main = next(iter(sums), None)
     decision: str | None = None
     message = ""
@@ -150,7 +142,7 @@ def evaluate(
         if sides and all(side.holds is not None for side in sides):
             decision = VERDICT_KNOWN
     elif main is not None:
-        scored = sums[main].n
+        scored = _counted(sums[main])
         lower, upper = intervals[main]
         message = f"{main} [{lower:.4g}, {upper:.4g}], width {upper - lower:.4g}"
         if upper - lower <= float(Decimal(spec.ci_width or "0")):
@@ -167,6 +159,7 @@ def rounded(interval: tuple[float, float]) -> list[float]:
 def stopped_early(
     reason: str | None,
     message: str | None,
+    passed: bool | None,
     asked: int,
     total: int,
     requests: int,
@@ -185,6 +178,8 @@ def stopped_early(
         "savedRequests": round(requests / asked * left) if asked else 0,
         "message": message or "",
     }
+    if passed is not None:
+        found["passed"] = passed
     cost = Decimal(cost_usd)
     if cost > 0 and asked:
         found["savedUSD"] = format((cost / asked * left).quantize(Decimal("0.0001")), "f")

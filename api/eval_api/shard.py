@@ -34,11 +34,13 @@ class ScoreSums(BaseModel):
     group_sumsq: float | None = Field(default=None, alias="groupSumsq")
     group_cross: float | None = Field(default=None, alias="groupCross")
     group_nsq: int | None = Field(default=None, alias="groupNsq")
-    # With execution.earlyStop and task.groupField: the sums over the groups whose every
-    # sample has finished (the unit the confidence sequence counts), and how many.
-    closed_groups: int | None = Field(default=None, alias="closedGroups")
-    closed_n: int | None = Field(default=None, alias="closedN")
-    closed_sum: float | None = Field(default=None, alias="closedSum")
+    # With execution.earlyStop: what the confidence sequence counts, the scores of the samples
+    # in the shard's finished prefix of its asking order (a sample counts once every one asked
+    # before it has finished: the order of finishing can depend on the answers, the order of
+    # asking cannot); with task.groupField only whole groups of that prefix, and how many.
+    seq_n: int | None = Field(default=None, alias="seqN")
+    seq_sum: float | None = Field(default=None, alias="seqSum")
+    seq_groups: int | None = Field(default=None, alias="seqGroups")
 
     def add(self, value: float, group: list[float] | None = None) -> None:
         """Count one score. `group` is the running [n_g, S_g] of the sample's group in this
@@ -55,21 +57,22 @@ class ScoreSums(BaseModel):
         self.group_nsq = (self.group_nsq or 0) + 2 * int(n_g) + 1
         group[0], group[1] = n_g + 1, s_g + value
 
-    def close_group(self, n_g: int, s_g: float) -> None:
-        """Count a group whose every sample has finished, with its n_g scores summing to s_g."""
-        self.closed_groups = (self.closed_groups or 0) + 1
-        self.closed_n = (self.closed_n or 0) + n_g
-        self.closed_sum = (self.closed_sum or 0.0) + s_g
+    def add_sequential(self, n: int, total: float, groups: int | None = None) -> None:
+        """Count `n` scores summing to `total` (and `groups` whole groups) into the sums the
+        confidence sequence reads."""
+        self.seq_n = (self.seq_n or 0) + n
+        self.seq_sum = (self.seq_sum or 0.0) + total
+        if groups is not None:
+            self.seq_groups = (self.seq_groups or 0) + groups
 
     def merged(self, other: ScoreSums) -> ScoreSums:
         grouped = self.groups is not None or other.groups is not None
-        closed = self.closed_groups is not None or other.closed_groups is not None
 
         def plus(a: float | None, b: float | None) -> float | None:
             return (a or 0) + (b or 0) if grouped else None
 
-        def plus_closed(a: float | None, b: float | None) -> float | None:
-            return (a or 0) + (b or 0) if closed else None
+        def plus_any(a: float | None, b: float | None) -> float | None:
+            return None if a is None and b is None else (a or 0) + (b or 0)
 
         return ScoreSums(
             n=self.n + other.n,
@@ -79,9 +82,9 @@ class ScoreSums(BaseModel):
             group_sumsq=plus(self.group_sumsq, other.group_sumsq),
             group_cross=plus(self.group_cross, other.group_cross),
             group_nsq=plus(self.group_nsq, other.group_nsq),
-            closed_groups=plus_closed(self.closed_groups, other.closed_groups),
-            closed_n=plus_closed(self.closed_n, other.closed_n),
-            closed_sum=plus_closed(self.closed_sum, other.closed_sum),
+            seq_n=plus_any(self.seq_n, other.seq_n),
+            seq_sum=plus_any(self.seq_sum, other.seq_sum),
+            seq_groups=plus_any(self.seq_groups, other.seq_groups),
         )
 
 
@@ -194,7 +197,8 @@ class ShardSummary(BaseModel):
         alias="maxGroup",
         description=(
             "With execution.earlyStop and task.groupField: the most samples a group of the "
-            "shard has (bounds a group's weight in the confidence sequence)."
+            "whole run has (bounds a group's weight in the confidence sequence; the same in "
+            "every shard)."
         ),
     )
     stopped: str | None = Field(

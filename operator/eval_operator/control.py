@@ -4,9 +4,10 @@ A runner pod takes POST /stop only with its run's token (eval_runner.server). Th
 derives the token from a key of its own and the run — HMAC-SHA256(key, "namespace/run") — so it
 never reads a Secret (it holds no `get` on Secrets): it puts the token in the run's control
 Secret when it starts the run, and the kubelet gives it to the pods (EVAL_STOP_TOKEN). The key
-is EVAL_OPERATOR_CONTROL_KEY (the chart's earlyStop.controlKeySecret), or, without one, random
-for the operator's process: a run started before a restart then cannot be stopped early by the
-new process (its pods answer 403) and asks every sample, as a run without earlyStop does.
+is EVAL_OPERATOR_CONTROL_KEY, from the kubelet too (the chart's key Secret, made once and kept,
+or earlyStop.controlKeySecret); without one (a development run), random for the process: a run
+started before a restart then cannot be stopped early by the new process (its pods answer 403)
+and asks every sample, as a run without earlyStop does.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from eval_api.aggregate import Aggregate, aggregate, progress_summary
-from eval_api.earlystop import EarlyStopState, rounded, stopped_early
 from eval_api.earlystop import evaluate as evaluate_early_stop
+from eval_api.earlystop import rounded, stopped_early
 from eval_api.shard import ShardSummary, ShardUsage
 from eval_api.v1alpha1.common import RERUN_ANNOTATION
 from eval_api.v1alpha1.evaluation import Usage
@@ -363,13 +363,12 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
             )
         status["progress"] = progress
         status["results"] = [r.model_dump(by_alias=True) for r in agg.results]
-    early: EarlyStopState | None = None
     if plan is not None and plan.early_stop is not None and summaries:
         max_group = max((s.max_group or 0 for s in summaries.values()), default=0) or None
         # The run's size, as every shard knows it from the dataset: a decision needs no wait
         # for shards not started yet (execution.parallelism), which stop as soon as they start.
         run_total = max((s.run_total or 0 for s in summaries.values()), default=0)
-        early = _early_stop(status, old if same_run else {}, plan, agg, run_total, max_group)
+        _early_stop(status, old if same_run else {}, plan, agg, run_total, max_group)
     every_attempt = [s for s in (_summary_of(p, obs.live) for p in obs.pods) if s is not None]
     if every_attempt:
         status["usage"] = _usage(every_attempt)
@@ -420,11 +419,13 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
                 plan.thresholds if plan is not None else [],
                 {r["name"]: r["value"] for r in results if r.get("value") is not None},
             )
-            stopped = status.get("stoppedEarly")
-            if stopped and early is not None and early.passed is not None:
+            stopped = status.get("stoppedEarly") or {}
+            if stopped.get("passed") is not None:
                 # Stopped once the verdict was known: that verdict, not the point estimates.
-                reason = "ThresholdsMet" if early.passed else "ThresholdsNotMet"
-                set_("Passed", str(early.passed), reason, "decided early: " + early.message)
+                reason = "ThresholdsMet" if stopped["passed"] else "ThresholdsNotMet"
+                set_(
+                    "Passed", str(stopped["passed"]), reason, "decided early: " + stopped["message"]
+                )
             else:
                 set_(
                     "Passed", "True" if verdict.passed else "False", verdict.reason, verdict.message
@@ -470,12 +471,11 @@ def _early_stop(
     agg: Aggregate,
     run_total: int,
     max_group: int | None,
-) -> EarlyStopState:
-    """execution.earlyStop: every result's confidence-sequence interval (csInterval, running
-    intersection with the last one reported), and status.stoppedEarly once the run is decided
-    (kept from then on; dropped if the run asked every sample anyway)."""
+) -> None:
+    """execution.earlyStop: every result's confidence-sequence interval (csInterval) on the
+    sums now, and status.stoppedEarly once the run is decided: the first decision is kept (its
+    reason, message and verdict) from then on; dropped if the run asked every sample anyway."""
     assert plan.early_stop is not None
-    before = {r["name"]: r.get("csInterval") for r in old.get("results") or []}
     total = run_total or agg.progress.total
     state = evaluate_early_stop(
         plan.early_stop,
@@ -483,7 +483,6 @@ def _early_stop(
         agg.sums,
         total,
         every_shard=run_total > 0,
-        before={k: v for k, v in before.items() if v},
         max_group=max_group,
     )
     for result in status.get("results") or []:
@@ -491,18 +490,23 @@ def _early_stop(
         if interval is not None and result.get("n"):
             result["csInterval"] = rounded(interval)
     decided = old.get("stoppedEarly") or {}
-    reason, message = decided.get("reason"), decided.get("message")
+    reason, message, passed = decided.get("reason"), decided.get("message"), decided.get("passed")
     if reason is None and state.decision is not None:
-        reason, message = state.decision, state.message
+        reason, message, passed = state.decision, state.message, state.passed
     progress, usage = agg.progress, agg.usage
     stopped = stopped_early(
-        reason, message, progress.completed + progress.failed, total, usage.requests, usage.cost_usd
+        reason,
+        message,
+        passed,
+        progress.completed + progress.failed,
+        total,
+        usage.requests,
+        usage.cost_usd,
     )
     if stopped is None:
         status.pop("stoppedEarly", None)
     else:
         status["stoppedEarly"] = stopped
-    return state
 
 
 def _progressing(set_: _Conditions, reason: str, ready_message: str, message: str) -> None:

@@ -54,12 +54,13 @@ class Sample:
 
 
 class ShardSamples(list[Sample]):
-    """A shard's samples, and how many the whole run has (every shard's: what early stopping
-    tunes its confidence sequence for)."""
+    """A shard's samples, and what early stopping needs of the whole run (every shard's): how
+    many samples it has, and its largest group."""
 
-    def __init__(self, samples: list[Sample], run_total: int) -> None:
+    def __init__(self, samples: list[Sample], run_total: int, max_group: int | None = None) -> None:
         super().__init__(samples)
         self.run_total = run_total
+        self.max_group = max_group  # task.groupField: the largest group of the whole run
 
 
 class DatasetUnavailable(Exception):
@@ -120,7 +121,7 @@ async def load_samples(
     if ask_seed is not None:
         groups = None if group_field is None else [sample.group or "" for sample in samples]
         mine = asking_order(len(samples), shard, shards, ask_seed, groups)
-        return ShardSamples([samples[p] for p in mine], len(samples))
+        return ShardSamples([samples[p] for p in mine], len(samples), _largest(groups))
     return ShardSamples(shard_samples(samples, shard, shards), len(samples))
 
 
@@ -163,6 +164,7 @@ def _hub_samples(
                 )
             position_groups.append(value)
         del groups
+    largest = _largest(position_groups)
     if ask_seed is not None:
         mine = asking_order(kept, shard, shards, ask_seed, position_groups)
     elif position_groups is None:
@@ -196,7 +198,7 @@ def _hub_samples(
                 asked_at[position] = asked
             index += 1
     found.sort(key=lambda sample: asked_at[sample.id])
-    return ShardSamples(found, kept)
+    return ShardSamples(found, kept, largest)
 
 
 def _group(record: dict[str, Any], position: int, field: str) -> str:
@@ -205,6 +207,16 @@ def _group(record: dict[str, Any], position: int, field: str) -> str:
             "DatasetInvalid", f"sample {position} has no field {field!r} (task.groupField)"
         )
     return _as_text(record[field])
+
+
+def _largest(groups: Sequence[str] | None) -> int | None:
+    """The most samples one group has, or None without groups."""
+    if not groups:
+        return None
+    sizes: dict[str, int] = {}
+    for value in groups:
+        sizes[value] = sizes.get(value, 0) + 1
+    return max(sizes.values())
 
 
 def asking_order(

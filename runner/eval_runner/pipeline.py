@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -150,10 +149,13 @@ async def run_shard(
         if judged:
             summary.usage.judge = summary.usage.judge or ShardUsage()
         sinks = [sink for sink in (on_sample, store and store.record) if sink is not None]
-        group_sizes = None
-        if early_stop is not None and spec.task.group_field is not None:
-            group_sizes = Counter(sample.group or "" for sample, _ in work)
-        tally = _Tally(summary, scorers, on_progress, _each(sinks), group_sizes)
+        sequential = None
+        if early_stop is not None:
+            summary.max_group = samples.max_group
+            sequential = _Sequential(
+                summary, [sample for sample, _ in work], spec.task.group_field is not None
+            )
+        tally = _Tally(summary, scorers, on_progress, _each(sinks), sequential)
         if store is not None:
             work = tally.resume(work, await store.open(evaluation, shard, shards, work, plan))
         tally.notify()
@@ -429,6 +431,52 @@ async def _fewshot_pool(plan: TaskPlan, download_dir: Path) -> list[dict[str, An
     return await load_split_records(plan.dataset, split, download_dir)
 
 
+class _Sequential:
+    """execution.earlyStop: the shard's finished prefix of its asking order, counted into the
+    scorers' sequential sums (ScoreSums.seq_*). A sample joins once every sample asked before it
+    has finished (scored, or errored and counted as no score), so which samples the sequence
+    has seen never depends on how fast, or how, they were answered. With task.groupField the
+    samples of a group are asked one after another and the group joins whole, once its last
+    sample is in the prefix."""
+
+    def __init__(self, summary: ShardSummary, order: list[Sample], grouped: bool) -> None:
+        self.summary = summary
+        self.order = order
+        self.position = {sample.id: index for index, sample in enumerate(order)}
+        self.grouped = grouped
+        self.done: dict[int, Mapping[str, float] | None] = {}
+        self.next = 0  # the first position of the asking order not yet counted
+        self.group: dict[str, list[float]] = {}  # the open group's [n, sum] per scorer
+        for sums in summary.scores.values():
+            sums.seq_n, sums.seq_sum = 0, 0.0
+            if grouped:
+                sums.seq_groups = 0
+
+    def finished(self, sample: Sample, scores: Mapping[str, float] | None) -> None:
+        position = self.position.get(sample.id)
+        if position is None:
+            return
+        self.done[position] = scores
+        while self.next in self.done:
+            scores = self.done.pop(self.next)
+            current = self.order[self.next]
+            self.next += 1
+            if not self.grouped:
+                for name, value in (scores or {}).items():
+                    if name in self.summary.scores:
+                        self.summary.scores[name].add_sequential(1, value)
+                continue
+            for name, value in (scores or {}).items():
+                running = self.group.setdefault(name, [0, 0.0])
+                running[0], running[1] = running[0] + 1, running[1] + value
+            following = self.order[self.next] if self.next < len(self.order) else None
+            if following is None or following.group != current.group:
+                for name, sums in self.summary.scores.items():
+                    n_g, s_g = self.group.get(name, (0, 0.0))
+                    sums.add_sequential(int(n_g), s_g, 1)
+                self.group = {}
+
+
 class _Tally:
     """Adds finished samples to the summary. Each update runs without an await in between, so a
     reader on the same event loop never sees a half-updated summary."""
@@ -439,7 +487,7 @@ class _Tally:
         scorers: dict[str, Scorer],
         on_progress: ProgressCallback | None,
         on_sample: SampleCallback | None,
-        group_sizes: Mapping[str, int] | None = None,
+        sequential: _Sequential | None = None,
     ) -> None:
         self.summary = summary
         self.scorers = [(name, scorer) for name, scorer in scorers.items()]
@@ -447,13 +495,7 @@ class _Tally:
         self.on_sample = on_sample
         # [n, sum] of each group's scores per scorer, for the clustered sums (task.groupField).
         self.groups: dict[str, dict[str, list[float]]] = {name: {} for name in summary.scores}
-        # With execution.earlyStop and groups: samples not yet finished in each group; a group
-        # is added to the scorers' closed sums once it has none left.
-        self.unfinished = dict(group_sizes) if group_sizes is not None else None
-        if group_sizes:
-            summary.max_group = max(group_sizes.values())
-            for sums in summary.scores.values():
-                sums.closed_groups, sums.closed_n, sums.closed_sum = 0, 0, 0.0
+        self.sequential = sequential
         self._scored = metrics.SAMPLES.labels("scored")
 
     def resume(self, work: Work, stored: Mapping[int, StoredSample]) -> Work:
@@ -470,23 +512,17 @@ class _Tally:
             elif row.error_class is None:
                 self._add_scores(sample, row.scores)
                 summary.completed += 1
-                self._finished(sample)
+                self._finished(sample, row.scores)
             else:
                 summary.failed += 1
                 summary.errors[row.error_class] = summary.errors.get(row.error_class, 0) + 1
-                self._finished(sample)
+                self._finished(sample, None)
         summary.resumed = ResumedSamples(samples=len(stored), usage=carried_usage(stored.values()))
         return left
 
-    def _finished(self, sample: Sample) -> None:
-        """One more sample of its group done; a group done whole joins the closed sums."""
-        if self.unfinished is None or sample.group is None:
-            return
-        left = self.unfinished[sample.group] = self.unfinished[sample.group] - 1
-        if left == 0:
-            for name, sums in self.summary.scores.items():
-                n_g, s_g = self.groups[name].get(sample.group, (0, 0.0))
-                sums.close_group(int(n_g), s_g)
+    def _finished(self, sample: Sample, scores: Mapping[str, float] | None) -> None:
+        if self.sequential is not None:
+            self.sequential.finished(sample, scores)
 
     def _add_scores(self, sample: Sample, scores: dict[str, float]) -> None:
         for name, value in scores.items():
@@ -508,7 +544,7 @@ class _Tally:
         scores.update(judged)
         self._add_scores(sample, scores)
         summary.completed += 1
-        self._finished(sample)
+        self._finished(sample, scores)
         self._scored.inc()
         if self.on_sample is not None:
             self.on_sample(SampleResult(sample, messages, completion, scores, details=details))
@@ -523,7 +559,7 @@ class _Tally:
         summary = self.summary
         summary.failed += 1
         summary.errors[error_class] = summary.errors.get(error_class, 0) + 1
-        self._finished(result.sample)
+        self._finished(result.sample, None)
         metrics.ERRORS.labels(error_class).inc()
         metrics.SAMPLES.labels("errored").inc()
         if self.on_sample is not None:

@@ -22,6 +22,7 @@ from eval_runner.stop import StopSignal
 
 READ_TIMEOUT_SECONDS = 10.0
 MAX_HEADER_LINES = 64
+MAX_LINE_BYTES = 8192
 MAX_BODY_BYTES = 1024
 _REASONS = {
     200: "OK",
@@ -59,7 +60,10 @@ class ProgressServer:
         return self._server.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        # A line longer than MAX_LINE_BYTES ends the request: headers never hold much memory.
+        self._server = await asyncio.start_server(
+            self._handle, self._host, self._port, limit=MAX_LINE_BYTES
+        )
 
     async def close(self) -> None:
         if self._server is not None:
@@ -121,11 +125,16 @@ class ProgressServer:
                         break
                     name, _, value = line.partition(":")
                     headers[name.strip().lower()] = value.strip()
-                length = headers.get("content-length", "0")
-                size = int(length) if length.isdigit() else -1
-                body = await reader.readexactly(size) if 0 < size <= MAX_BODY_BYTES else b""
+                method = request_line[0] if request_line else ""
+                size, body = 0, b""
+                if method == "POST":  # only /stop reads a body
+                    length = headers.get("content-length", "0")
+                    ascii_digits = length.isascii() and length.isdigit()
+                    size = int(length) if ascii_digits else -1
+                    if 0 < size <= MAX_BODY_BYTES:
+                        body = await reader.readexactly(size)
             if len(request_line) == 3 and 0 <= size <= MAX_BODY_BYTES:
-                method, target, _ = request_line
+                _, target, _ = request_line
                 status, content_type, body = self._route(
                     method, target.split("?", 1)[0], headers, body
                 )
@@ -139,7 +148,7 @@ class ProgressServer:
             )
             writer.write(head.encode() + body)
             await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass  # a client that went away or never finished its request
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass  # a client that went away, never finished its request, or sent a huge line
         finally:
             writer.close()

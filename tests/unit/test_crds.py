@@ -204,6 +204,16 @@ REJECTED = {
         ),
         "should match",
     ),
+    "earlyStop confidence that rounds to 1": (
+        with_changes(
+            execution__earlyStop={
+                "when": "Precision",
+                "ciWidth": "0.1",
+                "confidence": "0.99999999999999999",
+            }
+        ),
+        "should match",
+    ),
     "earlyStop zero width": (
         with_changes(execution__earlyStop={"when": "Precision", "ciWidth": "0.0"}),
         "should match",

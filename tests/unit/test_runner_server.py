@@ -80,3 +80,27 @@ async def test_without_a_token_there_is_no_stop() -> None:
                 f"http://127.0.0.1:{server.port}/stop", headers={"Authorization": "Bearer x"}
             )
     assert response.status_code == 405 and stop.reason is None
+
+
+async def test_odd_requests_get_an_answer_or_a_closed_connection() -> None:
+    stop = StopSignal()
+    server = ProgressServer(ShardSummary(), host="127.0.0.1", port=0, stop=stop, stop_token="t")
+    async with server:
+
+        async def raw(request: bytes) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(request)
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+            return answer
+
+        odd_length = await raw(
+            "POST /stop HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: ²\r\n\r\n".encode()
+        )
+        huge_header = await raw(b"GET /progress HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n")
+        get_with_body = await raw(b"GET /healthz HTTP/1.1\r\nContent-Length: 5000\r\n\r\n")
+    assert odd_length.startswith(b"HTTP/1.1 400")
+    assert huge_header == b""  # closed: the line is longer than a header may be
+    assert get_with_body.startswith(b"HTTP/1.1 200")
+    assert stop.reason is None

@@ -223,7 +223,12 @@ class StoppedEarly(ApiModel):
     reason: Literal["VerdictKnown", "PrecisionReached"] = Field(
         description="VerdictKnown: every threshold decided; PrecisionReached: ciWidth reached."
     )
-    samples: int = Field(description="Samples scored when the run was decided.")
+    samples: int = Field(
+        description=(
+            "Samples the run finished (scored or errored): those counted when it was decided "
+            "and those in flight then, which finished and are counted too."
+        )
+    )
     of: int = Field(description="Samples the run would have asked without earlyStop.")
     saved_requests: int = Field(
         alias="savedRequests",
@@ -240,7 +245,16 @@ class StoppedEarly(ApiModel):
             "model.pricing)."
         ),
     )
-    message: str = Field(description="The decision, e.g. which side of each threshold.")
+    message: str = Field(
+        description="The decision: each threshold's interval and side when it was decided."
+    )
+    passed: bool | None = Field(
+        default=None,
+        description=(
+            "With when Verdict: whether every threshold holds, as decided (what condition "
+            "Passed says once the run has finished)."
+        ),
+    )
 
 
 class JudgeUsage(ApiModel):

@@ -77,9 +77,13 @@ class ResponseCacheUse(ApiModel):
     )
 
 
-# A confidence in [0.5, 1), e.g. "0.95"; a width in (0, 1), e.g. "0.05".
-CONFIDENCE_PATTERN = r"^0\.(5[0-9]*|[6-9][0-9]*)$"
-WIDTH_PATTERN = r"^0\.[0-9]*[1-9][0-9]*$"
+# A confidence in [0.5, 1), e.g. "0.95"; a width in (0, 1), e.g. "0.05"; at most 6 decimals
+# (a confidence of 0.99999999999999999 would be 1 as a float: no interval is that sure).
+CONFIDENCE_PATTERN = r"^0\.(5[0-9]{0,5}|[6-9][0-9]{0,5})$"
+WIDTH_PATTERN = (
+    r"^0\.([1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}"
+    r"|0000[1-9][0-9]?|00000[1-9])$"
+)
 EARLY_STOP_VERDICT = "Verdict"
 EARLY_STOP_PRECISION = "Precision"
 

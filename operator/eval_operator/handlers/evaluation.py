@@ -8,6 +8,7 @@ it differs — progress at most every few seconds, anything else at once.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import time
@@ -35,6 +36,7 @@ from eval_operator.kube import Conflict, Forbidden, Kube, Rejected
 from eval_operator.ledger import ledger_of
 from eval_operator.platforms import Platforms
 from eval_operator.pods import PodTracker, not_starting_in, progress_url, stuck
+from eval_operator.progress import MAX_PARALLEL_POLLS
 from eval_operator.runplan import KUEUE_QUEUE_LABEL, SUSPEND_ANNOTATION, RunPlan
 from eval_operator.settings import OperatorSettings
 from eval_operator.status import (
@@ -104,6 +106,8 @@ class Context:
 
     # The key the tokens that stop runs early are derived from (eval_operator.control).
     control_key: bytes = field(default_factory=lambda: process_key(None), repr=False)
+    # Runs whose shards refused this process's stop (said once in the log).
+    stop_refused: set[Key] = field(default_factory=set)
 
     def forget(self, key: Key) -> None:
         self.last_write.pop(key, None)
@@ -327,7 +331,10 @@ async def _step(evaluation: dict[str, Any], ctx: Context) -> Step:
             await _keep_ledger(evaluation, run, obs.pods, ctx)
 
     outcome = desired_status(old, obs)
-    stopped = outcome.status.get("stoppedEarly")
+    # Told only once the decision is in the stored status (the write that announces it comes
+    # first): a decision the operator may lose with an unwritten status never stops a shard.
+    stored = old.get("stoppedEarly") if old.get("jobName") == run else None
+    stopped = outcome.status.get("stoppedEarly") if stored else None
     if stopped and job is not None and not run_is_finished(outcome.status, run):
         if await _stop_shards(ctx, namespace, run, obs, stopped["reason"]):
             # A pod not told yet (its server not up, or it has not said so since): again soon.
@@ -353,10 +360,12 @@ async def _stop_shards(
     ctx: Context, namespace: str, run: str, obs: Observation, reason: str
 ) -> bool:
     """Tell every running shard of a decided run to stop (execution.earlyStop), with the
-    run's token; again on every reconcile until each says it stopped (level-based). Returns
-    whether a pod is left that has not said so (one starting, or not polled since)."""
+    run's token, all at once; again on every reconcile until each says it stopped
+    (level-based). Returns whether a pod is left that has not said so (one starting, or not
+    polled since)."""
     token = stop_token(ctx.control_key, namespace, run)
     left = False
+    targets = []
     for pod in obs.pods:
         live = obs.live.get(pod["name"])
         if live is not None and (live.stopped or live.state != "running"):
@@ -365,23 +374,31 @@ async def _stop_shards(
             continue
         left = True
         url = progress_url(pod)
-        if url is None:
-            continue  # not running yet: told once it is
-        try:
-            async with ctx.http.post(
-                url.removesuffix("/progress") + "/stop",
-                json={"reason": reason},
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=aiohttp.ClientTimeout(total=ctx.settings.progress_timeout_seconds),
-            ) as response:
-                if response.status == 403:
-                    log.warning(
-                        "a shard refused the stop: its run was started by another operator "
-                        "process (no shared control key); it asks every sample",
-                        extra={"namespace": namespace, "pod": pod["name"]},
-                    )
-        except (aiohttp.ClientError, TimeoutError):
-            pass  # a pod going away, or its server not up yet: tried again
+        if url is not None:  # not running yet: told once it is
+            targets.append(url.removesuffix("/progress") + "/stop")
+    gate = asyncio.Semaphore(MAX_PARALLEL_POLLS)
+
+    async def tell(url: str) -> int | None:
+        async with gate:
+            try:
+                async with ctx.http.post(
+                    url,
+                    json={"reason": reason},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=aiohttp.ClientTimeout(total=ctx.settings.progress_timeout_seconds),
+                ) as response:
+                    return response.status
+            except (aiohttp.ClientError, TimeoutError):
+                return None  # a pod going away, or its server not up yet: tried again
+
+    answers = await asyncio.gather(*map(tell, targets))
+    if 403 in answers and (namespace, run) not in ctx.stop_refused:
+        ctx.stop_refused.add((namespace, run))
+        log.warning(
+            "shards refused the stop: the run was started by another operator process (no "
+            "shared control key, chart earlyStop.controlKeySecret); it asks every sample",
+            extra={"namespace": namespace, "run": run},
+        )
     return left
 
 

@@ -346,9 +346,9 @@ class EarlyStopWatch:
         self.rule = spec.execution.early_stop
         self.thresholds = list(spec.thresholds)
         self.stop = stop
-        self.intervals: dict[str, tuple[float, float]] = {}
         self.reason: str | None = None
         self.message: str | None = None
+        self.passed: bool | None = None
         self.max_group: int | None = None
         self._seen = 0
 
@@ -364,13 +364,11 @@ class EarlyStopWatch:
             self.thresholds,
             summary.scores,
             summary.total,
-            before=self.intervals,
             max_group=summary.max_group,
         )
         self.max_group = summary.max_group
-        self.intervals = state.intervals
         if state.decision is not None:
-            self.reason, self.message = state.decision, state.message
+            self.reason, self.message, self.passed = state.decision, state.message, state.passed
             self.stop.set(state.decision)
 
     def finish(self, result: Aggregate) -> tuple[dict[str, Any] | None, bool | None]:
@@ -381,7 +379,6 @@ class EarlyStopWatch:
             self.thresholds,
             result.sums,
             result.progress.total,
-            before=self.intervals,
             max_group=self.max_group,
         )
         for score in result.results:
@@ -392,12 +389,13 @@ class EarlyStopWatch:
         report = stopped_early(
             self.reason,
             self.message,
+            self.passed,
             progress.completed + progress.failed,
             progress.total,
             usage.requests,
             usage.cost_usd,
         )
-        return report, state.passed
+        return report, None if report is None else report.get("passed")
 
 
 class LocalStore:
