@@ -118,11 +118,11 @@ async def load_samples(
         )
         for position, record in enumerate(mapped)
     ]
+    groups = None if group_field is None else [sample.group or "" for sample in samples]
     if ask_seed is not None:
-        groups = None if group_field is None else [sample.group or "" for sample in samples]
         mine = asking_order(len(samples), shard, shards, ask_seed, groups)
         return ShardSamples([samples[p] for p in mine], len(samples), _largest(groups))
-    return ShardSamples(shard_samples(samples, shard, shards), len(samples))
+    return ShardSamples(shard_samples(samples, shard, shards), len(samples), _largest(groups))
 
 
 def _hub_samples(
@@ -177,17 +177,14 @@ def _hub_samples(
             if rank.setdefault(value, len(rank)) % shards == shard
         ]
     del position_groups
-    # Record number -> (where the shard asks it, its position).
-    wanted = {order[position]: (asked, position) for asked, position in enumerate(mine)}
+    wanted = {order[position]: position for position in mine}  # record number -> position
     found: list[Sample] = []
     index = 0
     mapper = _raw_record if raw else _map_record
-    asked_at: dict[int, int] = {}
     for path in files:
         for record in hub.iter_records(path):
-            where = wanted.get(index)
-            if where is not None:
-                asked, position = where
+            position = wanted.get(index)
+            if position is not None:
                 mapped = mapper(record, index, spec)
                 group = None if group_field is None else _group(mapped, position, group_field)
                 found.append(
@@ -195,9 +192,13 @@ def _hub_samples(
                         position, mapped.get("input", ""), mapped.get("target", ""), mapped, group
                     )
                 )
-                asked_at[position] = asked
             index += 1
-    found.sort(key=lambda sample: asked_at[sample.id])
+    del wanted
+    if ask_seed is None:
+        found.sort(key=lambda sample: sample.id)
+    else:  # the order the shard asks them in
+        asked_at = {position: asked for asked, position in enumerate(mine)}
+        found.sort(key=lambda sample: asked_at[sample.id])
     return ShardSamples(found, kept, largest)
 
 

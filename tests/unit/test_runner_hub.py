@@ -113,21 +113,39 @@ def test_without_configs_the_hubs_layouts_are_read() -> None:
     ids=["plain", "shuffled", "shuffled-limited", "limited"],
 )
 @pytest.mark.parametrize("group_field", [None, "passage"])
+@pytest.mark.parametrize("ask_seed", [None, 5], ids=["in-order", "early-stop-order"])
 async def test_files_give_the_samples_the_same_records_give(
-    tmp_path: Path, shards: int, options: dict[str, Any], group_field: str | None
+    tmp_path: Path,
+    shards: int,
+    options: dict[str, Any],
+    group_field: str | None,
+    ask_seed: int | None,
 ) -> None:
     first, second = tmp_path / "a.parquet", tmp_path / "b.jsonl"
     first.write_bytes(parquet(ROWS[:30]))
     second.write_bytes(jsonl(ROWS[30:]))
+    every: list[int] = []
     for shard in range(shards):
         from_records = await load_samples(
-            spec(inline=ROWS, **options), group_field=group_field, shard=shard, shards=shards
+            spec(inline=ROWS, **options),
+            group_field=group_field,
+            shard=shard,
+            shards=shards,
+            ask_seed=ask_seed,
         )
         from_files = _hub_samples(
-            (first, second), spec(huggingface=hf(), **options), group_field, shard, shards
-        )
+            (first, second), spec(huggingface=hf(), **options), group_field, shard, shards,
+            ask_seed=ask_seed,
+        )  # fmt: skip
         assert view(from_files) == view(from_records)
         assert [s.record for s in from_files] == [s.record for s in from_records]
+        assert (from_files.run_total, from_files.max_group) == (
+            from_records.run_total,
+            from_records.max_group,
+        )
+        every += [s.id for s in from_files]
+    # Together the shards ask every sample once, in whatever order.
+    assert sorted(every) == list(range(from_files.run_total))
 
 
 # --- over HTTP, from the real client --------------------------------------------------------------
