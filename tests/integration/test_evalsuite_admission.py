@@ -204,6 +204,11 @@ REJECTED: dict[str, tuple[dict[str, Any], str]] = {
          "regression": {"maxDrop": "1.5"}},
         "spec.regression.maxDrop",
     ),
+    "cells that stop at a verdict of a task with no thresholds": (
+        {"models": [MODEL], "tasks": [{**TASK, "thresholds": []}],
+         "defaults": {"execution": {"earlyStop": {"when": "Verdict"}}}},
+        "defaults.execution.earlyStop when Verdict requires thresholds on every task",
+    ),
     "a schedule that is no cron": (
         {"models": [MODEL], "tasks": [TASK], "schedule": {"cron": "nightly"}},
         "spec.schedule.cron",

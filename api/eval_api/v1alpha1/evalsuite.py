@@ -81,6 +81,15 @@ class EvalSuiteSpec(ApiModel):
                     "regression needs a baseline to compare with",
                     ".regression",
                 ),
+                cel_rule(
+                    "!has(self.defaults) || !has(self.defaults.execution) || "
+                    "!has(self.defaults.execution.earlyStop) || "
+                    "self.defaults.execution.earlyStop.when != 'Verdict' || !has(self.tasks) || "
+                    "self.tasks.all(t, has(t.thresholds) && size(t.thresholds) > 0)",
+                    "defaults.execution.earlyStop when Verdict requires thresholds on every task "
+                    "(the verdict each cell stops at)",
+                    ".defaults.execution.earlyStop.when",
+                ),
             ]
         }
     )
