@@ -10,6 +10,7 @@ only metrics the code exports.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from functools import cache
@@ -377,10 +378,25 @@ def test_environment_is_valid_operator_settings(values_file: str) -> None:
     env = {e["name"]: e["value"] for e in entries if "value" in e}
     # From the Downward API: the pod's namespace.
     from_pod = {
-        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in entries if "valueFrom" in e
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in entries
+        if "fieldRef" in e.get("valueFrom", {})
     }
     assert from_pod == {"EVAL_OPERATOR_NAMESPACE": "metadata.namespace"}
     env["EVAL_OPERATOR_NAMESPACE"] = NAMESPACE
+    # From a Secret, by the kubelet: the key of the tokens that stop runs early, in the
+    # Secret the chart makes (and keeps) unless earlyStop.controlKeySecret names one.
+    from_secret = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in entries
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    (secret,) = [d for d in find(docs, "Secret") if d["metadata"]["name"].endswith("-control-key")]
+    assert from_secret == {
+        "EVAL_OPERATOR_CONTROL_KEY": {"name": secret["metadata"]["name"], "key": "key"}
+    }
+    assert len(base64.b64decode(secret["data"]["key"])) == 48
+    env["EVAL_OPERATOR_CONTROL_KEY"] = base64.b64decode(secret["data"]["key"]).decode()
     known = {ENV_PREFIX + name.upper() for name in OperatorSettings.model_fields}
     assert set(env) <= known, set(env) - known
     settings = OperatorSettings.from_env(env)
@@ -558,3 +574,11 @@ def test_grafana_dashboard_configmap_for_the_sidecar() -> None:
             expr = target["expr"].replace("$namespace", ".*")
             used = set(selectors(promql_parser.parse(expr)))
             assert used and used <= exported, (panel["title"], used - exported)
+
+
+def test_a_control_key_secret_of_ones_own_replaces_the_charts() -> None:
+    docs = render("default-values.yaml", "--set", "earlyStop.controlKeySecret=my-control-key")
+    assert not [d for d in find(docs, "Secret") if d["metadata"]["name"].endswith("-control-key")]
+    entries = operator_container(docs)["env"]
+    (key,) = [e for e in entries if e["name"] == "EVAL_OPERATOR_CONTROL_KEY"]
+    assert key["valueFrom"]["secretKeyRef"] == {"name": "my-control-key", "key": "key"}
