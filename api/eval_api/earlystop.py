@@ -116,8 +116,10 @@ def evaluate(
     t_opt = tuned_for(spec, total)
     intervals: dict[str, tuple[float, float]] = {}
     for name, s in sums.items():
-        # A threshold's scorer at its share of alpha (Bonferroni over the thresholds).
-        level = alpha / len(parsed) if name in judged and parsed else alpha
+        # Deciding thresholds: a threshold's scorer at its share of alpha (Bonferroni over the
+        # thresholds). Precision decides on the first result alone, at alpha.
+        verdict = spec.when == EARLY_STOP_VERDICT
+        level = alpha / len(parsed) if verdict and name in judged and parsed else alpha
         # The sequential sums (the shards' finished prefixes of their asking order); all the
         # sums from a summary without them (a runner older than earlyStop's sums).
         n = s.seq_n if s.seq_n is not None else s.n

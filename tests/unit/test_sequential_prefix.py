@@ -55,3 +55,20 @@ def test_the_sums_add_up_over_shards() -> None:
     merged = one.merged(two)
     assert (merged.seq_n, merged.seq_sum, merged.seq_groups) == (5, 3.0, 2)
     assert ScoreSums().merged(ScoreSums()).seq_n is None  # none without earlyStop
+
+
+def test_precision_decides_on_the_first_result_at_the_whole_confidence() -> None:
+    from eval_api.earlystop import evaluate
+    from eval_api.sequential import confidence_sequence
+    from eval_api.v1alpha1.execution import EarlyStopSpec
+
+    sums = ScoreSums()
+    for i in range(400):
+        sums.add(1.0 if i % 10 else 0.0)
+    precision = EarlyStopSpec.model_validate({"when": "Precision", "ciWidth": "0.2"})
+    verdict = EarlyStopSpec.model_validate({"when": "Verdict"})
+    thresholds = ["acc >= 0.5", "acc <= 0.99"]
+    both = confidence_sequence(sums.sum, sums.n, 0.05, 40)
+    shared = confidence_sequence(sums.sum, sums.n, 0.025, 40)
+    assert evaluate(precision, thresholds, {"acc": sums}, 400).intervals["acc"] == both
+    assert evaluate(verdict, thresholds, {"acc": sums}, 400).intervals["acc"] == shared

@@ -199,7 +199,7 @@ class ScoreResult(ApiModel):
             "With execution.earlyStop: the anytime-valid confidence-sequence interval [low, "
             "high] of the mean at execution.earlyStop.confidence, valid at the sample count "
             "the run stopped at (unlike ci95, which is valid only at a size fixed in advance). "
-            "For a threshold's scorer, at its share of 1 - confidence."
+            "With when Verdict, a threshold's scorer's is at its share of 1 - confidence."
         ),
     )
     n: int = Field(description="Number of scored samples.")
