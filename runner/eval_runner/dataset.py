@@ -60,7 +60,9 @@ class ShardSamples(list[Sample]):
     def __init__(self, samples: list[Sample], run_total: int, max_group: int | None = None) -> None:
         super().__init__(samples)
         self.run_total = run_total
-        self.max_group = max_group  # task.groupField: the largest group of the whole run
+        # With an asking order (execution.earlyStop) and task.groupField: the largest group of
+        # the whole run.
+        self.max_group = max_group
 
 
 class DatasetUnavailable(Exception):
@@ -118,11 +120,11 @@ async def load_samples(
         )
         for position, record in enumerate(mapped)
     ]
+    if ask_seed is None:
+        return ShardSamples(shard_samples(samples, shard, shards), len(samples))
     groups = None if group_field is None else [sample.group or "" for sample in samples]
-    if ask_seed is not None:
-        mine = asking_order(len(samples), shard, shards, ask_seed, groups)
-        return ShardSamples([samples[p] for p in mine], len(samples), _largest(groups))
-    return ShardSamples(shard_samples(samples, shard, shards), len(samples), _largest(groups))
+    mine = asking_order(len(samples), shard, shards, ask_seed, groups)
+    return ShardSamples([samples[p] for p in mine], len(samples), _largest(groups))
 
 
 def _hub_samples(
@@ -164,7 +166,7 @@ def _hub_samples(
                 )
             position_groups.append(value)
         del groups
-    largest = _largest(position_groups)
+    largest = _largest(position_groups) if ask_seed is not None else None
     if ask_seed is not None:
         mine = asking_order(kept, shard, shards, ask_seed, position_groups)
     elif position_groups is None:

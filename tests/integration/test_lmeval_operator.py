@@ -6,19 +6,16 @@ frozen with the run. A preset runs from the operator's Hub mirror."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from eval_api.lmeval import LM_EVAL_VERSION
 from eval_api.lmeval.presets import PRESETS
 from tests.support.completions_server import CompletionsServer
-from tests.support.hfhub import StandInHub
+from tests.support.hfhub import StandInHub, parquet
 from tests.support.operator_cluster import NS, RECORDS, condition, manifest, running_cluster
 
 pytestmark = pytest.mark.integration
@@ -39,12 +36,6 @@ TASK = {
     ],
     "metric_list": [{"metric": "exact_match"}],
 }  # fmt: skip
-
-
-def parquet(rows: list[dict[str, Any]]) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows), buffer)
-    return buffer.getvalue()
 
 
 def task_config_map(task: dict[str, Any]) -> dict[str, Any]:

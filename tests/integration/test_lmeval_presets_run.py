@@ -5,7 +5,6 @@ generative variant."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -13,24 +12,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from eval_api.lmeval.presets import PRESETS
 from tests.support.completions_server import CompletionsServer
-from tests.support.hfhub import StandInHub
+from tests.support.hfhub import StandInHub, parquet
 from tests.support.model_server import ModelServer
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def parquet(rows: list[dict[str, Any]]) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows), buffer)
-    return buffer.getvalue()
 
 
 def mmlu_rows(split: str) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ means."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import subprocess
@@ -18,8 +17,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -29,7 +26,7 @@ from eval_api.v1alpha1.evaluation import Evaluation
 from eval_runner.pipeline import run_shard
 from eval_runner.results import SampleResult
 from tests.support.completions_server import CompletionsServer
-from tests.support.hfhub import StandInHub
+from tests.support.hfhub import StandInHub, parquet
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,9 +42,7 @@ def publish(hub: StandInHub, name: str) -> str:
     for path in sorted((PARITY / "data").glob(f"{stem}_*.jsonl")):
         split = path.stem.removeprefix(f"{stem}_")
         rows = [json.loads(line) for line in path.read_text().splitlines()]
-        buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows), buffer)
-        files[f"default/{split}/0000.parquet"] = buffer.getvalue()
+        files[f"default/{split}/0000.parquet"] = parquet(rows)
     hub.repo(f"parity/{stem}").add_commit(files, refs=("main", "v1"))
     return f"parity/{stem}"
 

@@ -18,12 +18,23 @@ with another token. Every request is recorded (method, path, the token it carrie
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from aiohttp import web
 
 from tests.support.background import LoopbackServer
+
+
+def parquet(rows: list[dict[str, Any]]) -> bytes:
+    """`rows` as a parquet file's bytes, as the Hub serves a split."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    return buffer.getvalue()
 
 
 @dataclass
