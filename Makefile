@@ -135,7 +135,7 @@ CONFSEQ_VENV := .confseq/venv
 $(CONFSEQ_VENV)/.installed: hack/reference_cs.py
 	@test -d /usr/include/boost || { echo "confseq builds against Boost's headers: apt-get install libboost-dev"; exit 2; }
 	$(PYTHON) -m venv $(CONFSEQ_VENV)
-	$(CONFSEQ_VENV)/bin/pip install --quiet "pybind11>=2.11" scikit-build cmake ninja setuptools wheel numpy
+	$(CONFSEQ_VENV)/bin/pip install --quiet "pybind11>=2.11" scikit-build cmake ninja setuptools wheel "numpy<2" multiprocess scipy matplotlib
 	$(CONFSEQ_VENV)/bin/pip install --quiet --no-build-isolation --no-deps "confseq==$$(sed -n 's/^CONFSEQ_VERSION = "\(.*\)"/\1/p' hack/reference_cs.py)"
 	touch $@
 

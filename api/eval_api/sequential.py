@@ -183,3 +183,152 @@ def side_of(successes: float, trials: int, value: float, alpha: float, t_opt: fl
     if trials <= 0 or not excludes(successes, trials, value, alpha, t_opt):
         return "undecided"
     return "above" if successes / trials > value else "below"
+
+
+# --- empirical Bernstein (the suite's regression gate) -------------------------------------------
+#
+# The beta-binomial mixture assumes the worst variance a [0, 1] mean allows, p (1 - p). Paired
+# differences of 0/1 scores, (candidate - baseline + 1) / 2, are mostly 1/2 (both runs right or
+# both wrong): their variance is a tenth of that, and a sequence that ignores it decides almost
+# nothing. Howard et al. (2021, Theorem 4) make the variance part of the sequence: for X_i in
+# [0, 1] with mean mu and a predictable estimate m_{i-1} in [0, 1] of it (here the running mean,
+# 1/2 before any value), S_t = sum (X_i - mu) is sub-exponential with scale 1 and variance process
+# V_t = sum (X_i - m_{i-1})^2, and so is -S_t (apply it to 1 - X_i: the same V_t). Their
+# gamma-exponential mixture (Proposition 9) turns that into a boundary u(V_t) with
+# P(some t has S_t >= u(V_t)) <= alpha: the mean lies in [mean_t - u/t, mean_t + u/t] at every t,
+# each side with probability 1 - alpha. V_t adds up over shards (each shard's running mean is
+# predictable in the joint order the operator sees), so shards report (n, sum, V).
+#
+# The boundary needs the regularized lower incomplete gamma function P(a, x), computed below by
+# its power series (x < a + 1) and its continued fraction (otherwise), as every numerical library
+# does; tests/unit/test_sequential_bernstein.py holds it to scipy's gammainc on adversarial
+# inputs (scipy is not in the operator's image).
+
+_GAMMA_ITERATIONS = 100_000
+_GAMMA_EPSILON = 1e-16
+_TINY = 1e-300
+_STIRLING_FROM = 15.0
+
+
+def _log_gamma_prefix(a: float, x: float) -> float:
+    """log(x^a e^-x / Gamma(a)). For large a through Stirling's series, whose terms keep the
+    cancellation of a log x against log Gamma(a) out of the arithmetic (to 1e-15, not 1e-11)."""
+    if a < _STIRLING_FROM:
+        return -x + a * math.log(x) - math.lgamma(a)
+    t = (x - a) / a
+    inverse = 1 / a
+    inverse_sq = inverse * inverse
+    # log Gamma(a) - ((a - 1/2) log a - a + log(2 pi) / 2), its error below 1/(1188 a^9)
+    stirling_error = inverse * (
+        1 / 12 - inverse_sq * (1 / 360 - inverse_sq * (1 / 1260 - inverse_sq / 1680))
+    )
+    return (
+        a * (math.log1p(t) - t) + 0.5 * math.log(a) - 0.5 * math.log(2 * math.pi) - stirling_error
+    )
+
+
+def _log_gamma_p_parts(a: float, x: float) -> tuple[float, float]:
+    """log P(a, x) as (log(x^a e^-x / Gamma(a)), the rest), for a > 0, x > 0: the mixture
+    needs the rest alone, free of the cancellation in the first part."""
+    log_prefix = _log_gamma_prefix(a, x)
+    if x < a + 1:
+        # P(a, x) = x^a e^-x / Gamma(a + 1) * sum_k x^k / ((a + 1) ... (a + k))
+        term = total = 1 / a
+        denominator = a
+        for _ in range(_GAMMA_ITERATIONS):
+            denominator += 1
+            term *= x / denominator
+            total += term
+            if abs(term) < abs(total) * _GAMMA_EPSILON:
+                return log_prefix, math.log(total)
+        raise ArithmeticError(f"P({a}, {x}): the series did not converge")
+    # Q(a, x) = 1 - P(a, x) by Legendre's continued fraction, evaluated by Lentz's method.
+    b = x + 1 - a
+    c = 1 / _TINY
+    d = 1 / b
+    fraction = d
+    for i in range(1, _GAMMA_ITERATIONS):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = _TINY if abs(d) < _TINY else d
+        c = b + an / c
+        c = _TINY if abs(c) < _TINY else c
+        d = 1 / d
+        step = d * c
+        fraction *= step
+        if abs(step - 1) < _GAMMA_EPSILON:
+            return log_prefix, math.log1p(-math.exp(log_prefix) * fraction) - log_prefix
+    raise ArithmeticError(f"P({a}, {x}): the continued fraction did not converge")
+
+
+def log_gamma_p(a: float, x: float) -> float:
+    """log P(a, x), the regularized lower incomplete gamma function, for a > 0, x >= 0."""
+    if a <= 0:
+        raise ValueError(f"log_gamma_p needs a > 0, got {a}")
+    if x <= 0:
+        return -math.inf
+    prefix, rest = _log_gamma_p_parts(a, x)
+    return prefix + rest
+
+
+def normal_mixture_rho(v_opt: float, alpha_opt: float) -> float:
+    """The one-sided normal mixture's variance optimal at intrinsic time v_opt, which the
+    gamma-exponential mixture borrows (Howard et al. 2021, eq. (14))."""
+    log_inverse = math.log(1 / (2 * alpha_opt))
+    return v_opt / (2 * log_inverse + math.log(1 + 2 * log_inverse))
+
+
+def gamma_exponential_log_mixture(
+    s: float, v: float, v_opt: float, c: float = 1.0, alpha_opt: float = 0.05
+) -> float:
+    """log of the gamma-exponential mixture at S_t = s, V_t = v (scale c, tuned for v_opt)."""
+    rho = normal_mixture_rho(v_opt, alpha_opt)
+    c_sq = c * c
+    rho_c = rho / c_sq
+    leading = rho_c * math.log(rho_c) - math.lgamma(rho_c) - log_gamma_p(rho_c, rho_c)
+    # lgamma(shape) + log P(shape, point) - shape log(point) + (c s + v) / c^2: the first
+    # part of log P cancels the rest but for -rho / c^2.
+    shape = (v + rho) / c_sq
+    point = (c * s + v) / c_sq + rho_c
+    return leading - rho_c + _log_gamma_p_parts(shape, point)[1]
+
+
+def gamma_exponential_bound(
+    v: float, alpha: float, v_opt: float, c: float = 1.0, alpha_opt: float | None = None
+) -> float:
+    """u(v): S_t stays below u(V_t) at every t with probability 1 - alpha."""
+    alpha_opt = alpha if alpha_opt is None else alpha_opt
+    threshold = math.log(1 / alpha)
+
+    def beyond(s: float) -> bool:
+        return gamma_exponential_log_mixture(s, v, v_opt, c, alpha_opt) >= threshold
+
+    outside = v if v > 0 else c
+    for _ in range(64):
+        if beyond(outside):
+            break
+        outside *= 2
+    else:
+        raise ArithmeticError(f"no bound found for v={v}")
+    return _crossing(0.0, outside, beyond)
+
+
+def variance_increment(n: int, total: float, value: float) -> float:
+    """What `value` adds to the variance process after `n` values summing to `total`: its
+    squared distance from their running mean (1/2 before any), known before it arrived."""
+    estimate = 0.5 if n == 0 else total / n
+    return (value - estimate) ** 2
+
+
+def bernstein_sequence(
+    n: int, total: float, variance: float, alpha: float, v_opt: float
+) -> tuple[float, float]:
+    """The interval of the mean of `n` values in [0, 1] summing to `total`, with variance
+    process `variance` (sum of (X_i - m_{i-1})^2): each side holds at every n with probability
+    1 - alpha."""
+    if n <= 0:
+        return 0.0, 1.0
+    half = gamma_exponential_bound(variance, alpha, v_opt) / n
+    mean = total / n
+    return max(0.0, mean - half), min(1.0, mean + half)
