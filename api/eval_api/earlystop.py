@@ -11,6 +11,15 @@ the whole verdict holds with probability `confidence`. The run is decided:
 and never before minSamples samples are counted, nor before the run's size is known (the
 sequence is tuned for a tenth of the run). The first decision is the run's: the caller keeps it
 (status.stoppedEarly), whatever later sums say.
+
+An EvalSuite cell with a baseline also has a regression gate: the run is decided only once the
+gate is too, from the shards' paired sums (eval_api.shard.BaselineSums): for each scorer an
+empirical-Bernstein sequence (eval_api.sequential.bernstein_sequence) of the mean paired
+difference, candidate minus baseline, at the regression's alpha shared among the scorers. The
+gate is decided when some scorer is shown worse by more than maxDrop (Regressed), or every
+scorer is shown not to be (NotRegressed). Only one of the two can be wrong whatever the truth,
+so each side of a scorer's sequence is at the scorer's whole share of alpha. A cell whose
+baseline has no run yet has no gate (the cell report says NoBaseline).
 """
 
 from __future__ import annotations
@@ -21,14 +30,19 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from eval_api.sequential import confidence_sequence, grouped_sequence
-from eval_api.shard import ScoreSums
+from eval_api.sequential import bernstein_sequence, confidence_sequence, grouped_sequence
+from eval_api.shard import BaselineSums, ScoreSums
 from eval_api.stats import DIGITS
 from eval_api.v1alpha1.execution import EARLY_STOP_VERDICT, EarlyStopSpec
 from eval_api.v1alpha1.task import Threshold, parse_threshold
 
 VERDICT_KNOWN = "VerdictKnown"
 PRECISION_REACHED = "PrecisionReached"
+REGRESSED = "Regressed"
+NOT_REGRESSED = "NotRegressed"
+# The variance of a paired value (candidate - baseline + 1) / 2 the gate's sequence is tuned
+# for: 0/1 scores with a tenth of the pairs discordant (each such pair is 1/4 from 1/2).
+PAIRED_VARIANCE = 0.025
 # The sequence is tightest near this share of the run's samples (at least minSamples).
 TUNED_SHARE = 10
 
@@ -72,6 +86,71 @@ class Side:
 
 
 @dataclass(frozen=True)
+class RegressionGate:
+    """The suite's regression settings, as a cell's run was started with."""
+
+    max_drop: float
+    alpha: float
+
+
+@dataclass(frozen=True)
+class GateState:
+    """Where the regression gate stands: each scorer's interval of the mean paired difference
+    (candidate minus baseline), the decision (REGRESSED, NOT_REGRESSED or None) and why."""
+
+    baseline_run: str
+    differences: dict[str, tuple[float, float]]
+    pairs: int
+    decision: str | None
+    message: str
+
+
+def gate_state(
+    gate: RegressionGate, sums: BaselineSums, scorers: Sequence[str], t_opt: int, min_pairs: int
+) -> GateState:
+    """The gate on the shards' paired sums (`sums.run` set). `scorers`: every result of the
+    run, fixed before any score (alpha is shared among them)."""
+    assert sums.run is not None
+    level = gate.alpha / max(1, len(scorers))
+    differences: dict[str, tuple[float, float]] = {}
+    shown: list[str] = []
+    ruled_out = 0
+    described = []
+    for name in scorers:
+        paired = sums.paired.get(name)
+        if paired is None or paired.n == 0:
+            described.append(f"{name} no pairs yet")
+            continue
+        lower, upper = bernstein_sequence(
+            paired.n, paired.sum, paired.variance, level, t_opt * PAIRED_VARIANCE
+        )
+        difference = (2 * lower - 1, 2 * upper - 1)
+        differences[name] = difference
+        decided = paired.n >= min_pairs
+        if decided and difference[1] < -gate.max_drop:
+            shown.append(name)
+            where = "worse"
+        elif decided and difference[0] > -gate.max_drop:
+            ruled_out += 1
+            where = "not worse"
+        else:
+            where = "undecided"
+        described.append(
+            f"{name} difference [{difference[0]:.4g}, {difference[1]:.4g}] over {paired.n} "
+            f"pairs: {where}"
+        )
+    pairs = max((p.n for p in sums.paired.values()), default=0)
+    decision = REGRESSED if shown else NOT_REGRESSED if ruled_out == len(scorers) else None
+    head = {
+        REGRESSED: f"worse than baseline run {sums.run} by more than maxDrop {gate.max_drop:g}",
+        NOT_REGRESSED: f"not worse than baseline run {sums.run} by more than maxDrop "
+        f"{gate.max_drop:g}",
+        None: f"against baseline run {sums.run}",
+    }[decision]
+    return GateState(sums.run, differences, pairs, decision, f"{head}: " + "; ".join(described))
+
+
+@dataclass(frozen=True)
 class EarlyStopState:
     """What the sums say now: every result's interval, each threshold's side, and the
     decision (None while the run must go on)."""
@@ -80,6 +159,7 @@ class EarlyStopState:
     sides: tuple[Side, ...]
     decision: str | None  # VERDICT_KNOWN or PRECISION_REACHED
     message: str
+    regression: GateState | None = None
 
     @property
     def passed(self) -> bool | None:
@@ -103,12 +183,16 @@ def evaluate(
     *,
     every_shard: bool = True,
     max_group: int | None = None,
+    gate: RegressionGate | None = None,
+    baseline: BaselineSums | None = None,
 ) -> EarlyStopState:
     """The state of a run with execution.earlyStop `spec`. `sums`: each result's sums so far,
     the first being the main score; `total`: the run's samples; `every_shard`: the run's size
     is known (a shard has said it); `max_group`: with task.groupField, the
     largest group (the sums' whole groups are then the units counted,
-    eval_api.sequential.grouped_sequence)."""
+    eval_api.sequential.grouped_sequence). `gate`: a suite cell's regression gate, decided on
+    the shards' merged `baseline` sums (None: not known yet, or the shards paired with
+    different runs: never decided; its run None: the cell has no baseline run, no gate)."""
     confidence = float(Decimal(spec.confidence))
     alpha = 1 - confidence
     parsed = [parse_threshold(text) for text in thresholds]
@@ -149,9 +233,19 @@ def evaluate(
         message = f"{main} [{lower:.4g}, {upper:.4g}], width {upper - lower:.4g}"
         if upper - lower <= float(Decimal(spec.ci_width or "0")):
             decision = PRECISION_REACHED
+    regression: GateState | None = None
+    if gate is not None:
+        if baseline is None:
+            decision = None
+            message += "; regression: waiting for the shards' pairs with the baseline"
+        elif baseline.run is not None:
+            regression = gate_state(gate, baseline, list(sums), t_opt, spec.min_samples)
+            message += f"; regression: {regression.message}"
+            if regression.decision is None:
+                decision = None
     if not every_shard or scored < spec.min_samples:
         decision = None
-    return EarlyStopState(intervals, sides, decision, message)
+    return EarlyStopState(intervals, sides, decision, message.removeprefix("; "), regression)
 
 
 def rounded(interval: tuple[float, float]) -> list[float]:
@@ -166,10 +260,12 @@ def stopped_early(
     total: int,
     requests: int,
     cost_usd: str,
+    regression: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """status.stoppedEarly (and a local run's report): None unless the run was decided
     (`reason`) before it asked its last sample. What was saved is estimated at the run's own
-    rates so far: requests and cost per asked sample."""
+    rates so far: requests and cost per asked sample. `regression`: the gate's decision
+    (regression_decision)."""
     if reason is None or asked >= total:
         return None
     left = total - asked
@@ -182,7 +278,22 @@ def stopped_early(
     }
     if passed is not None:
         found["passed"] = passed
+    if regression is not None:
+        found["regression"] = regression
     cost = Decimal(cost_usd)
     if cost > 0 and asked:
         found["savedUSD"] = format((cost / asked * left).quantize(Decimal("0.0001")), "f")
     return found
+
+
+def regression_decision(state: GateState | None) -> dict[str, Any] | None:
+    """status.stoppedEarly.regression of a decided gate."""
+    if state is None or state.decision is None:
+        return None
+    return {
+        "decision": state.decision,
+        "baselineRun": state.baseline_run,
+        "pairs": state.pairs,
+        "differences": {name: rounded(d) for name, d in state.differences.items()},
+        "message": state.message,
+    }

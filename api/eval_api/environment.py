@@ -27,6 +27,10 @@ EVALUATION_NAME = "EVAL_EVALUATION_NAME"
 EVALUATION_NAMESPACE = "EVAL_EVALUATION_NAMESPACE"
 SUITE = "EVAL_SUITE"
 RUN = "EVAL_RUN"  # the run's name (the Job's): rows are keyed by (evaluation uid, run, sample id)
+# A suite cell's run with execution.earlyStop and a suite baseline: its cell (<model>/<task>) and
+# the baseline its regression gate pairs with ("previous" or "suite-run:<id>").
+CELL = "EVAL_CELL"
+BASELINE = "EVAL_BASELINE"
 # The store (PostgreSQL): either a whole connection URI, or its parts, as the keys of a
 # CloudNativePG app Secret (uri, or host/port/dbname/username/password). The URI and the
 # password come only from Secrets, by secretKeyRef; host, port, dbname and user may be plain.

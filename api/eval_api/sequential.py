@@ -332,3 +332,19 @@ def bernstein_sequence(
     half = gamma_exponential_bound(variance, alpha, v_opt) / n
     mean = total / n
     return max(0.0, mean - half), min(1.0, mean + half)
+
+
+def bernstein_side(
+    n: int, total: float, variance: float, value: float, alpha: float, v_opt: float
+) -> str:
+    """ "above" or "below" once bernstein_sequence lies wholly on that side of `value`, else
+    "undecided": one evaluation of the mixture (the boundary is increasing in s)."""
+    if n <= 0:
+        return "undecided"
+    threshold = math.log(1 / alpha)
+    below = n * value - total  # how far the sum is below n * value
+    if below > 0 and gamma_exponential_log_mixture(below, variance, v_opt, 1.0, alpha) > threshold:
+        return "below"
+    if below < 0 and gamma_exponential_log_mixture(-below, variance, v_opt, 1.0, alpha) > threshold:
+        return "above"
+    return "undecided"

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from eval_api.sequential import variance_increment
+
 # The kubelet keeps at most this many bytes of a container's termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
 
@@ -85,6 +87,65 @@ class ScoreSums(BaseModel):
             seq_n=plus_any(self.seq_n, other.seq_n),
             seq_sum=plus_any(self.seq_sum, other.seq_sum),
             seq_groups=plus_any(self.seq_groups, other.seq_groups),
+        )
+
+
+class PairedSums(BaseModel):
+    """The regression gate's sequence for one scorer (an EvalSuite cell with a baseline and
+    execution.earlyStop): over the shard's finished prefix of its asking order, the samples
+    both runs scored, each as (candidate - baseline + 1) / 2 in [0, 1]: their count, sum and
+    variance process (sum of squared distances from the running mean before each,
+    eval_api.sequential.bernstein_sequence). All three add up over shards."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    n: int = 0
+    sum: float = 0.0
+    variance: float = 0.0
+
+    def add(self, candidate: float, baseline: float) -> None:
+        value = min(1.0, max(0.0, (candidate - baseline + 1) / 2))
+        self.variance += variance_increment(self.n, self.sum, value)
+        self.n += 1
+        self.sum += value
+
+    def merged(self, other: PairedSums) -> PairedSums:
+        return PairedSums(
+            n=self.n + other.n, sum=self.sum + other.sum, variance=self.variance + other.variance
+        )
+
+
+class BaselineSums(BaseModel):
+    """What a suite cell's shard paired with its baseline run (the suite's spec.baseline, found
+    in the store as the cell report finds it) for the regression gate to decide early."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    run: str | None = Field(
+        default=None, description="The baseline run (its Job name); None: the cell has none."
+    )
+    suite_run: str | None = Field(default=None, alias="suiteRun")
+    paired: dict[str, PairedSums] = Field(default_factory=dict)
+    unpaired: int = Field(
+        default=0,
+        description=(
+            "Samples of the prefix left out of the pairs: the baseline did not score their "
+            "record exactly once, or this run could not score them."
+        ),
+    )
+
+    def merged(self, other: BaselineSums) -> BaselineSums | None:
+        """Both shards' sums; None when they paired with different runs (never decided)."""
+        if (self.run, self.suite_run) != (other.run, other.suite_run):
+            return None
+        paired = dict(self.paired)
+        for name, sums in other.paired.items():
+            paired[name] = paired[name].merged(sums) if name in paired else sums
+        return BaselineSums(
+            run=self.run,
+            suite_run=self.suite_run,
+            paired=paired,
+            unpaired=self.unpaired + other.unpaired,
         )
 
 
@@ -207,6 +268,13 @@ class ShardSummary(BaseModel):
             "Set when the operator (execution.earlyStop) stopped the shard before its last "
             "sample: the reason. The requests in flight finished and are counted; the samples "
             "never asked are in total only."
+        ),
+    )
+    baseline: BaselineSums | None = Field(
+        default=None,
+        description=(
+            "A suite cell with execution.earlyStop and a baseline: the paired sums the "
+            "regression gate decides on."
         ),
     )
     cache_unavailable: str | None = Field(

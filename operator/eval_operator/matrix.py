@@ -29,11 +29,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from eval_api.cellreport import CACHED_ANSWERS, REPORT_BATCH_CELLS, REPORT_FAILED, CellReport
+from eval_api.cellreport import (
+    BASELINE_NONE,
+    CACHED_ANSWERS,
+    REPORT_BATCH_CELLS,
+    REPORT_FAILED,
+    CellReport,
+)
 from eval_api.exitcodes import EXIT_PERMANENT
 from eval_api.matrix import (
     Cell,
     baseline_selector,
+    cell_id,
     cell_problems,
     cells_of,
     regression_of,
@@ -56,6 +63,7 @@ from eval_operator.builders.suite import (
     store_env,
 )
 from eval_operator.conditions import condition_of
+from eval_operator.runplan import GatePlan
 from eval_operator.settings import OperatorSettings
 
 MODEL_LABEL = "evals.io/model"
@@ -103,6 +111,35 @@ def build_cell(suite: Mapping[str, Any], cell: Cell, token: str, suspend: bool) 
     return body
 
 
+def gate_of(
+    evaluation: Mapping[str, Any], suite: EvalSuiteSpec, accepted: str | None
+) -> GatePlan | None:
+    """The regression gate of a run of `evaluation` when it is one of `suite`'s cells with
+    execution.earlyStop and the suite compares with a baseline (None otherwise, and with
+    task.groupField, whose gate is not sequential: the cell report decides it at the end).
+    `accepted`: the suite's accept-run annotation."""
+    meta = evaluation.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    spec = evaluation.get("spec") or {}
+    execution = spec.get("execution") or {}
+    if execution.get("earlyStop") is None or (spec.get("task") or {}).get("groupField"):
+        return None
+    model, task = labels.get(MODEL_LABEL), labels.get(TASK_LABEL)
+    token = (meta.get("annotations") or {}).get(RERUN_ANNOTATION)
+    if not model or not task or not token:
+        return None  # not a cell of the matrix (an Evaluation of its own in the suite's stack)
+    selector, _ = baseline_selector(suite, accepted, token)
+    if selector == BASELINE_NONE:
+        return None
+    regression = regression_of(suite)
+    return GatePlan(
+        cell=cell_id(model, task),
+        baseline=selector,
+        max_drop=regression.max_drop,
+        alpha=regression.alpha,
+    )
+
+
 def cell_view(body: Mapping[str, Any]) -> dict[str, Any]:
     """What the suite needs of one of its cells (the kopf index keeps only this)."""
     meta = body["metadata"]
@@ -129,6 +166,8 @@ def cell_view(body: Mapping[str, Any]) -> dict[str, Any]:
         "cost": format(cost, "f") if usage else None,
         "cacheHits": usage.get("cacheHits") if usage else None,
         "passed": condition_of(status, "Passed").get("status"),
+        # The regression gate's decision when the run stopped early (execution.earlyStop).
+        "regressionDecision": (status.get("stoppedEarly") or {}).get("regression"),
         "reason": condition_of(status, "Ready").get("reason"),
         "message": condition_of(status, "Ready").get("message"),
     }
@@ -614,6 +653,9 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
                     members.append((cell, view))
                 else:
                     awaiting.setdefault(prefix, []).append((cell, view, token_of_cell, selector))
+            decided = view.get("regressionDecision") if view is not None else None
+            if decided and "comparison" in entry:
+                entry["comparison"] = _decided_early(entry["comparison"], decided)
             comparison = entry.get("comparison") or {}
             if comparison.get("regressed"):
                 regressed.append(cell.id)
@@ -812,6 +854,29 @@ def _bounded_comparison(comparison: dict[str, Any]) -> dict[str, Any]:
     if len(bounded.get("message") or "") > COMPARISON_MESSAGE_LIMIT:
         bounded["message"] = bounded["message"][: COMPARISON_MESSAGE_LIMIT - 1] + "…"
     return bounded
+
+
+def _decided_early(comparison: dict[str, Any], decided: Mapping[str, Any]) -> dict[str, Any]:
+    """A cell report's comparison of a run its regression gate decided early: whether it
+    regressed is the gate's decision (an anytime-valid sequential test), not the fixed-sample
+    tests', which do not hold on samples a run stopped asking once it knew the answer. Left as
+    it is when the report compared with another run than the gate did."""
+    if comparison.get("reason") not in ("Compared", CACHED_ANSWERS) or comparison.get(
+        "baselineRun"
+    ) != decided.get("baselineRun"):
+        return comparison
+    message = f"decided early by the regression gate: {decided.get('message', '')}"
+    if comparison.get("reason") == CACHED_ANSWERS and comparison.get("message"):
+        message = f"{comparison['message']}; {message}"
+    if len(message) > COMPARISON_MESSAGE_LIMIT:
+        message = message[: COMPARISON_MESSAGE_LIMIT - 1] + "…"
+    return {
+        **comparison,
+        "decidedEarly": True,
+        "regressed": decided.get("decision") == "Regressed",
+        "underpowered": False,
+        "message": message,
+    }
 
 
 def _report_fields(

@@ -32,6 +32,19 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class GatePlan(BaseModel):
+    """A suite cell's regression gate, as its run was started with (execution.earlyStop and
+    the suite's baseline): which cell, which baseline the shards pair with, and when the gate
+    says regressed."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    cell: str  # <model>/<task>, the cell's identity in the store
+    baseline: str  # "previous" or "suite-run:<id>" (eval_api.cellreport)
+    max_drop: str = Field(alias="maxDrop")
+    alpha: str
+
+
 class RunPlan(BaseModel):
     """The parts of a run's frozen spec the operator judges it by."""
 
@@ -51,6 +64,7 @@ class RunPlan(BaseModel):
     cached: bool = False  # the suite has a response cache: status says whether it served
     # execution.earlyStop as the run was started with: how the operator decides to stop it.
     early_stop: EarlyStopSpec | None = Field(default=None, alias="earlyStop")
+    regression: GatePlan | None = None
 
     @classmethod
     def of(

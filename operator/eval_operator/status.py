@@ -13,6 +13,7 @@ shard over); usage and cost from every attempt, because every attempt was paid f
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -21,9 +22,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from eval_api.aggregate import Aggregate, aggregate, progress_summary
+from eval_api.earlystop import RegressionGate, regression_decision, rounded, stopped_early
 from eval_api.earlystop import evaluate as evaluate_early_stop
-from eval_api.earlystop import rounded, stopped_early
-from eval_api.shard import ShardSummary, ShardUsage
+from eval_api.shard import BaselineSums, ShardSummary, ShardUsage
 from eval_api.v1alpha1.common import RERUN_ANNOTATION
 from eval_api.v1alpha1.evaluation import Usage
 from eval_api.verdict import judge_thresholds
@@ -368,7 +369,7 @@ def _desired_status(old: dict[str, Any], obs: Observation) -> Outcome:
         # The run's size, as every shard knows it from the dataset: a decision needs no wait
         # for shards not started yet (execution.parallelism), which stop as soon as they start.
         run_total = max((s.run_total or 0 for s in summaries.values()), default=0)
-        _early_stop(status, old if same_run else {}, plan, agg, run_total, max_group)
+        _early_stop(status, old if same_run else {}, plan, agg, summaries, run_total, max_group)
     every_attempt = [s for s in (_summary_of(p, obs.live) for p in obs.pods) if s is not None]
     if every_attempt:
         status["usage"] = _usage(every_attempt)
@@ -469,6 +470,7 @@ def _early_stop(
     old: dict[str, Any],
     plan: RunPlan,
     agg: Aggregate,
+    summaries: Mapping[int, ShardSummary],
     run_total: int,
     max_group: int | None,
 ) -> None:
@@ -477,6 +479,10 @@ def _early_stop(
     reason, message and verdict) from then on; dropped if the run asked every sample anyway."""
     assert plan.early_stop is not None
     total = run_total or agg.progress.total
+    gate = baseline = None
+    if plan.regression is not None:
+        gate = RegressionGate(float(plan.regression.max_drop), float(plan.regression.alpha))
+        baseline = _paired(summaries)
     state = evaluate_early_stop(
         plan.early_stop,
         plan.thresholds,
@@ -484,6 +490,8 @@ def _early_stop(
         total,
         every_shard=run_total > 0,
         max_group=max_group,
+        gate=gate,
+        baseline=baseline,
     )
     for result in status.get("results") or []:
         interval = state.intervals.get(result["name"])
@@ -491,8 +499,10 @@ def _early_stop(
             result["csInterval"] = rounded(interval)
     decided = old.get("stoppedEarly") or {}
     reason, message, passed = decided.get("reason"), decided.get("message"), decided.get("passed")
+    regression = decided.get("regression")
     if reason is None and state.decision is not None:
         reason, message, passed = state.decision, state.message, state.passed
+        regression = regression_decision(state.regression)
     progress, usage = agg.progress, agg.usage
     stopped = stopped_early(
         reason,
@@ -502,11 +512,24 @@ def _early_stop(
         total,
         usage.requests,
         usage.cost_usd,
+        regression,
     )
     if stopped is None:
         status.pop("stoppedEarly", None)
     else:
         status["stoppedEarly"] = stopped
+
+
+def _paired(summaries: Mapping[int, ShardSummary]) -> BaselineSums | None:
+    """The shards' pairs with the cell's baseline, merged: None until a shard has said which
+    run it paired with, or when two shards paired with different runs."""
+    reported = [s.baseline for s in summaries.values() if s.baseline is not None]
+    if not reported:
+        return None
+    merged: BaselineSums | None = reported[0]
+    for sums in reported[1:]:
+        merged = merged.merged(sums) if merged is not None else None
+    return merged
 
 
 def _progressing(set_: _Conditions, reason: str, ready_message: str, message: str) -> None:

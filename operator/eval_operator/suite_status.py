@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from eval_api.stackcheck import StackReport
 from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
+from eval_api.v1alpha1.matrix import ACCEPT_RUN_ANNOTATION
 from eval_operator.builders import dashboard as dashboards
 from eval_operator.builders import suite as builders
 from eval_operator.builders import tls
@@ -388,6 +389,9 @@ def suite_view(body: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "uid": body["metadata"].get("uid"),
         "spec": dict(body.get("spec") or {}),
+        # The suite run accepted as the baseline (kubectl evals accept): a cell's gate pairs
+        # with it.
+        "accepted": (body["metadata"].get("annotations") or {}).get(ACCEPT_RUN_ANNOTATION),
         "storeReady": store.get("status") == "True"
         and status.get("observedGeneration") == body["metadata"].get("generation"),
         "storeReason": store.get("reason") or "StoreProvisioning",

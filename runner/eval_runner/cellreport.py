@@ -57,6 +57,7 @@ from eval_api.v1alpha1.matrix import CellComparison, ScorerComparison
 from eval_runner.compare import compare_paired
 from eval_runner.secrets import SECRETS
 from eval_runner.stackcheck import register_secrets
+from eval_runner.store import PREVIOUS_RUN, RUN_OF_SUITE_RUN
 
 EXIT_RETRY = 1
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -71,18 +72,6 @@ SELECT percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY latency_ms)
 FROM samples
 WHERE evaluation_uid = $1 AND run = $2 AND latency_ms IS NOT NULL AND NOT cache_hit
   AND error_class IS NULL
-"""
-PREVIOUS_RUN = """
-SELECT evaluation_uid, run, suite_run FROM runs
-WHERE namespace = $1 AND suite = $2 AND cell = $3 AND succeeded_at IS NOT NULL
-  AND started_at < $4 AND NOT (evaluation_uid = $5 AND run = $6)
-ORDER BY started_at DESC LIMIT 1
-"""
-RUN_OF_SUITE_RUN = """
-SELECT evaluation_uid, run, suite_run FROM runs
-WHERE namespace = $1 AND suite = $2 AND cell = $3 AND succeeded_at IS NOT NULL
-  AND suite_run = $4
-ORDER BY started_at DESC LIMIT 1
 """
 SCORES = """
 SELECT sample_id, input_hash, scores, response, cache_hit FROM samples

@@ -9,7 +9,14 @@ from typing import Any
 
 import structlog
 
-from eval_api.shard import ResumedSamples, ScoreSums, ShardSummary, ShardUsage
+from eval_api.shard import (
+    BaselineSums,
+    PairedSums,
+    ResumedSamples,
+    ScoreSums,
+    ShardSummary,
+    ShardUsage,
+)
 from eval_api.tasks import TaskFileError, TaskFileMissing, TaskPlan, task_plan
 from eval_api.v1alpha1.evaluation import Evaluation, EvaluationSpec
 from eval_runner import metrics
@@ -37,7 +44,7 @@ from eval_runner.scorers import (
 )
 from eval_runner.secrets import SECRETS
 from eval_runner.stop import StopSignal
-from eval_runner.store import SampleStore, StoredSample, carried_usage
+from eval_runner.store import Baseline, SampleStore, StoredSample, carried_usage, input_hash
 from eval_runner.transport import open_transport
 
 log = structlog.get_logger()
@@ -157,7 +164,13 @@ async def run_shard(
             )
         tally = _Tally(summary, scorers, on_progress, _each(sinks), sequential)
         if store is not None:
-            work = tally.resume(work, await store.open(evaluation, shard, shards, work, plan))
+            stored = await store.open(evaluation, shard, shards, work, plan)
+            if sequential is not None and not sequential.grouped:
+                hashes = {sample.id: input_hash(sample) for sample, _ in work}
+                baseline = await store.baseline(hashes.values())
+                if baseline is not None:
+                    sequential.pair_with(baseline, hashes)
+            work = tally.resume(work, stored)
         tally.notify()
         log.info(
             "shard started",
@@ -447,6 +460,8 @@ class _Sequential:
         self.done: dict[int, Mapping[str, float] | None] = {}
         self.next = 0  # the first position of the asking order not yet counted
         self.group: dict[str, list[float]] = {}  # the open group's [n, sum] per scorer
+        # The regression gate: each sample's baseline scores (None: not paired), by sample id.
+        self.baseline: dict[int, Mapping[str, float] | None] | None = None
         for sums in summary.scores.values():
             sums.seq_n, sums.seq_sum = 0, 0.0
             if grouped:
@@ -465,6 +480,8 @@ class _Sequential:
                 for name, value in (scores or {}).items():
                     if name in self.summary.scores:
                         self.summary.scores[name].add_sequential(1, value)
+                if self.baseline is not None:
+                    self._pair(current, scores)
                 continue
             for name, value in (scores or {}).items():
                 running = self.group.setdefault(name, [0, 0.0])
@@ -475,6 +492,24 @@ class _Sequential:
                     n_g, s_g = self.group.get(name, (0, 0.0))
                     sums.add_sequential(int(n_g), s_g, 1)
                 self.group = {}
+
+    def pair_with(self, baseline: Baseline, hashes: Mapping[int, str]) -> None:
+        """Pair the prefix with `baseline` (the regression gate): each sample with the
+        baseline's scores of its record (`hashes`: each sample's input_hash)."""
+        self.summary.baseline = BaselineSums(run=baseline.run, suite_run=baseline.suite_run)
+        if baseline.run is not None:
+            self.baseline = {sid: baseline.scores.get(key) for sid, key in hashes.items()}
+
+    def _pair(self, sample: Sample, scores: Mapping[str, float] | None) -> None:
+        sums = self.summary.baseline
+        assert sums is not None and self.baseline is not None
+        base = self.baseline.get(sample.id)
+        if base is None or scores is None:
+            sums.unpaired += 1
+            return
+        for name in self.summary.scores:
+            if name in scores and name in base:
+                sums.paired.setdefault(name, PairedSums()).add(scores[name], base[name])
 
 
 class _Tally:

@@ -51,6 +51,7 @@ import asyncpg
 import structlog
 
 from eval_api import environment
+from eval_api.cellreport import BASELINE_PREVIOUS, BASELINE_SUITE_RUN_PREFIX
 from eval_api.shard import ShardUsage
 from eval_api.store import MigrationError, StoreSettings, migrate
 from eval_api.tasks import TaskPlan, task_plan
@@ -126,6 +127,28 @@ INSERT_STAGED = (
     f"SELECT {', '.join(COLUMNS)}, created_at FROM {STAGING} "
     "ON CONFLICT (evaluation_uid, run, sample_id) DO NOTHING"
 )
+# A cell's baseline run (what `eval-runner cell-report` compares with, and the regression gate
+# pairs with): `previous`, the cell's newest succeeded run started before this one; a suite run,
+# the cell's succeeded run in it.
+PREVIOUS_RUN = """
+SELECT evaluation_uid, run, suite_run FROM runs
+WHERE namespace = $1 AND suite = $2 AND cell = $3 AND succeeded_at IS NOT NULL
+  AND started_at < $4 AND NOT (evaluation_uid = $5 AND run = $6)
+ORDER BY started_at DESC LIMIT 1
+"""
+RUN_OF_SUITE_RUN = """
+SELECT evaluation_uid, run, suite_run FROM runs
+WHERE namespace = $1 AND suite = $2 AND cell = $3 AND succeeded_at IS NOT NULL
+  AND suite_run = $4
+ORDER BY started_at DESC LIMIT 1
+"""
+STARTED_AT = "SELECT started_at FROM runs WHERE evaluation_uid = $1 AND run = $2"
+# Every baseline row of these records, errored or not: a record the baseline holds more than
+# once pairs with none of them.
+BASELINE_ROWS = """
+SELECT input_hash, scores, error_class FROM samples
+WHERE evaluation_uid = $1 AND run = $2 AND input_hash = ANY($3::text[])
+"""
 REGISTER_RUN = """
 INSERT INTO runs (evaluation_uid, run, namespace, evaluation_name, suite, provider, model,
                   dataset_source, spec_hash, shards, scorers)
@@ -164,13 +187,17 @@ class StoreUnavailable(RetryableError):
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """Whose rows these are: the Evaluation (by uid) and its run (the Job's name)."""
+    """Whose rows these are: the Evaluation (by uid) and its run (the Job's name). A suite
+    cell's run with execution.earlyStop and a baseline also knows its cell (<model>/<task>) and
+    the baseline (BASELINE_PREVIOUS or BASELINE_SUITE_RUN_PREFIX + id) its gate pairs with."""
 
     evaluation_uid: str
     run: str
     namespace: str
     evaluation_name: str
     suite: str | None = None
+    cell: str | None = None
+    baseline: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], evaluation: Evaluation) -> RunIdentity:
@@ -190,7 +217,19 @@ class RunIdentity:
             or "default",
             evaluation_name=env.get(environment.EVALUATION_NAME) or evaluation.metadata.name,
             suite=env.get(environment.SUITE) or None,
+            cell=env.get(environment.CELL) or None,
+            baseline=env.get(environment.BASELINE) or None,
         )
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The run a suite cell's regression gate pairs with: which, and the scores it gave each
+    record it scored exactly once (by input_hash)."""
+
+    run: str | None
+    suite_run: str | None
+    scores: dict[str, dict[str, float]]
 
 
 def canonical_hash(value: Any) -> str:
@@ -710,6 +749,59 @@ class SampleStore:
             )
         records = await conn.fetch(SELECT_STORED, identity.evaluation_uid, identity.run, shard)
         return {r["sample_id"]: StoredSample.from_record(r) for r in records}
+
+    async def baseline(self, hashes: Iterable[str]) -> Baseline | None:
+        """The baseline of the regression gate (identity.baseline), as the cell report finds it,
+        with its scores of the records `hashes`; None without a gate; Baseline(run=None) when
+        the cell has no such run yet."""
+        identity = self.identity
+        if not (identity.baseline and identity.cell and identity.suite):
+            return None
+        wanted = sorted(set(hashes))
+        return await self.outage.call(
+            lambda: self._baseline(wanted), "reading the baseline run", self._drop
+        )
+
+    async def _baseline(self, hashes: list[str]) -> Baseline:
+        conn = await self._connection()
+        identity = self.identity
+        selector = identity.baseline or ""
+        if selector == BASELINE_PREVIOUS:
+            started = await conn.fetchval(STARTED_AT, identity.evaluation_uid, identity.run)
+            found = await conn.fetchrow(
+                PREVIOUS_RUN,
+                identity.namespace,
+                identity.suite,
+                identity.cell,
+                started,
+                identity.evaluation_uid,
+                identity.run,
+            )
+        elif selector.startswith(BASELINE_SUITE_RUN_PREFIX):
+            found = await conn.fetchrow(
+                RUN_OF_SUITE_RUN,
+                identity.namespace,
+                identity.suite,
+                identity.cell,
+                selector.removeprefix(BASELINE_SUITE_RUN_PREFIX),
+            )
+        else:
+            raise PermanentError(STORE_CONFIG_INVALID, f"baseline {selector!r} is not understood")
+        if found is None:
+            return Baseline(run=None, suite_run=None, scores={})
+        rows = await conn.fetch(BASELINE_ROWS, found["evaluation_uid"], found["run"], hashes)
+        seen: dict[str, int] = {}
+        scored: dict[str, dict[str, float]] = {}
+        for row in rows:
+            seen[row["input_hash"]] = seen.get(row["input_hash"], 0) + 1
+            if row["error_class"] is None:
+                values = row["scores"]
+                if isinstance(values, str):
+                    values = json.loads(values)
+                scored[row["input_hash"]] = {k: float(v) for k, v in values.items()}
+        once = {key: value for key, value in scored.items() if seen[key] == 1}
+        log.info("baseline found", baseline=found["run"], records=len(once))
+        return Baseline(run=found["run"], suite_run=found["suite_run"], scores=once)
 
     async def _next_attempt(self, resumed: int) -> int:
         conn = await self._connection()

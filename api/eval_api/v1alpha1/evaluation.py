@@ -215,13 +215,40 @@ class ScoreResult(ApiModel):
         return dumped
 
 
+class RegressionDecision(ApiModel):
+    """What a suite cell's regression gate decided before the run's last sample."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    decision: Literal["Regressed", "NotRegressed"] = Field(
+        description=(
+            "Regressed: some scorer is worse than the baseline by more than maxDrop; "
+            "NotRegressed: no scorer is (each decided by an anytime-valid sequential test at "
+            "the suite's regression.alpha shared among the scorers)."
+        )
+    )
+    baseline_run: str = Field(description="The baseline run the samples were paired with.")
+    pairs: int = Field(description="Samples paired when it was decided (the most of a scorer).")
+    differences: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description=(
+            "Per scorer, the sequence's interval of the mean paired difference (candidate "
+            "minus baseline) when it was decided."
+        ),
+    )
+    message: str = Field(description="Each scorer's interval and side.")
+
+
 class StoppedEarly(ApiModel):
     """A run execution.earlyStop ended before its last sample."""
 
     model_config = ConfigDict(extra="ignore")
 
     reason: Literal["VerdictKnown", "PrecisionReached"] = Field(
-        description="VerdictKnown: every threshold decided; PrecisionReached: ciWidth reached."
+        description=(
+            "VerdictKnown: every threshold decided; PrecisionReached: ciWidth reached (in a "
+            "suite cell with a baseline run, and its regression gate decided)."
+        )
     )
     samples: int = Field(
         description=(
@@ -253,6 +280,14 @@ class StoppedEarly(ApiModel):
         description=(
             "With when Verdict: whether every threshold holds, as decided (what condition "
             "Passed says once the run has finished)."
+        ),
+    )
+    regression: RegressionDecision | None = Field(
+        default=None,
+        description=(
+            "A suite cell with a baseline run: its regression gate's decision (the run is "
+            "decided only once the gate is too). The cell report then takes it instead of its "
+            "fixed-sample tests, which do not hold after stopping early."
         ),
     )
 

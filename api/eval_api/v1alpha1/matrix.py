@@ -217,6 +217,15 @@ class CellComparison(ApiModel):
     baseline_run: str | None = Field(default=None, description="The baseline run (its Job name).")
     alpha: str | None = Field(default=None, description="The alpha the test was run at.")
     regressed: bool = Field(default=False, description="Some scorer regressed.")
+    decided_early: bool | None = Field(
+        default=None,
+        description=(
+            "The run stopped early (execution.earlyStop) once its regression gate was decided: "
+            "regressed is the gate's decision, an anytime-valid sequential test (the message "
+            "says each scorer's interval); the scorers' p-values are over the samples asked "
+            "and do not hold after stopping early."
+        ),
+    )
     underpowered: bool = Field(
         default=False,
         description=(

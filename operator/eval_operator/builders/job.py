@@ -269,6 +269,12 @@ def build_job(
     if suite is not None:
         suite_env, env_from = _suite_env(evaluation, run, *suite)
         env += suite_env
+        if plan.regression is not None:
+            # The regression gate: the shards pair their samples with this cell's baseline.
+            env += [
+                {"name": environment.CELL, "value": plan.regression.cell},
+                {"name": environment.BASELINE, "value": plan.regression.baseline},
+            ]
         store_ca = suite_builders.store_ca_volume(suite[1].store)
         if store_ca is not None:
             volumes.append(store_ca[0])

@@ -34,6 +34,7 @@ from eval_operator.conditions import condition_of, now_rfc3339
 from eval_operator.control import build_control_secret, process_key, stop_token
 from eval_operator.kube import Conflict, Forbidden, Kube, Rejected
 from eval_operator.ledger import ledger_of
+from eval_operator.matrix import gate_of
 from eval_operator.platforms import Platforms
 from eval_operator.pods import PodTracker, not_starting_in, progress_url, stuck
 from eval_operator.progress import MAX_PARALLEL_POLLS
@@ -454,8 +455,13 @@ async def _start(
             return None
     plan = RunPlan.of(spec, raw_spec, generation, run, task_file)
     if suite is not None:
+        view = next(iter(ctx.suites.get((namespace, suite[0]), [])), {})
         plan = plan.model_copy(
-            update={"suite": suite[0], "cached": suite[1].cache.mode != "Disabled"}
+            update={
+                "suite": suite[0],
+                "cached": suite[1].cache.mode != "Disabled",
+                "regression": gate_of(evaluation, suite[1], view.get("accepted")),
+            }
         )
     try:
         await ctx.kube.create(build_run_config(evaluation, run, plan, task_file))
