@@ -76,6 +76,32 @@ def comparison_message(comparison: CellComparison) -> str:
     return comparison.message
 
 
+def decided_early(
+    comparison: dict[str, Any], decided: Mapping[str, Any], limit: int | None = None
+) -> dict[str, Any]:
+    """A cell report's comparison (as JSON) of a run whose regression gate decided it early
+    (status.stoppedEarly.regression, `decided`): whether it regressed is the gate's decision,
+    an anytime-valid sequential test, not the fixed-sample tests', which do not hold on the
+    samples of a run that stopped asking once it knew the answer. Left as it is when the report
+    compared with another run than the gate did. `limit`: the message's length at most."""
+    if comparison.get("reason") not in (COMPARED, CACHED_ANSWERS) or comparison.get(
+        "baselineRun"
+    ) != decided.get("baselineRun"):
+        return comparison
+    message = f"decided early by the regression gate: {decided.get('message', '')}"
+    if comparison.get("reason") == CACHED_ANSWERS and comparison.get("message"):
+        message = f"{comparison['message']}; {message}"
+    if limit is not None and len(message) > limit:
+        message = message[: limit - 1] + "…"
+    return {
+        **comparison,
+        "decidedEarly": True,
+        "regressed": decided.get("decision") == "Regressed",
+        "underpowered": False,
+        "message": message,
+    }
+
+
 class CellReport(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 

@@ -35,6 +35,7 @@ from eval_api.cellreport import (
     REPORT_BATCH_CELLS,
     REPORT_FAILED,
     CellReport,
+    decided_early,
 )
 from eval_api.exitcodes import EXIT_PERMANENT
 from eval_api.matrix import (
@@ -655,7 +656,9 @@ def plan(inp: MatrixInput, settings: OperatorSettings) -> MatrixPlan:
                     awaiting.setdefault(prefix, []).append((cell, view, token_of_cell, selector))
             decided = view.get("regressionDecision") if view is not None else None
             if decided and "comparison" in entry:
-                entry["comparison"] = _decided_early(entry["comparison"], decided)
+                entry["comparison"] = decided_early(
+                    entry["comparison"], decided, COMPARISON_MESSAGE_LIMIT
+                )
             comparison = entry.get("comparison") or {}
             if comparison.get("regressed"):
                 regressed.append(cell.id)
@@ -854,29 +857,6 @@ def _bounded_comparison(comparison: dict[str, Any]) -> dict[str, Any]:
     if len(bounded.get("message") or "") > COMPARISON_MESSAGE_LIMIT:
         bounded["message"] = bounded["message"][: COMPARISON_MESSAGE_LIMIT - 1] + "…"
     return bounded
-
-
-def _decided_early(comparison: dict[str, Any], decided: Mapping[str, Any]) -> dict[str, Any]:
-    """A cell report's comparison of a run its regression gate decided early: whether it
-    regressed is the gate's decision (an anytime-valid sequential test), not the fixed-sample
-    tests', which do not hold on samples a run stopped asking once it knew the answer. Left as
-    it is when the report compared with another run than the gate did."""
-    if comparison.get("reason") not in ("Compared", CACHED_ANSWERS) or comparison.get(
-        "baselineRun"
-    ) != decided.get("baselineRun"):
-        return comparison
-    message = f"decided early by the regression gate: {decided.get('message', '')}"
-    if comparison.get("reason") == CACHED_ANSWERS and comparison.get("message"):
-        message = f"{comparison['message']}; {message}"
-    if len(message) > COMPARISON_MESSAGE_LIMIT:
-        message = message[: COMPARISON_MESSAGE_LIMIT - 1] + "…"
-    return {
-        **comparison,
-        "decidedEarly": True,
-        "regressed": decided.get("decision") == "Regressed",
-        "underpowered": False,
-        "message": message,
-    }
 
 
 def _report_fields(

@@ -22,7 +22,8 @@ from rich.table import Table
 from rich.text import Text
 
 from eval_api.aggregate import aggregate
-from eval_api.cellreport import BASELINE_NONE, CellReport, comparison_columns
+from eval_api.cellreport import BASELINE_NONE, CellReport, comparison_columns, decided_early
+from eval_api.earlystop import RegressionGate
 from eval_api.matrix import baseline_selector, cells_of, regression_of
 from eval_api.shard import ShardSummary
 from eval_api.store.migrate import migrate
@@ -37,6 +38,7 @@ from eval_runner.cellreport import CellRun, report_cell
 from eval_runner.errors import PermanentError, RetryableError
 from eval_runner.pipeline import run_shard
 from eval_runner.results import SampleResult
+from eval_runner.stop import EarlyStopWatch, StopSignal
 from eval_runner.store import (
     RunIdentity,
     SampleStore,
@@ -63,6 +65,7 @@ class CellOutcome:
     latencies: list[float] = field(default_factory=list)
     error: str | None = None
     report: CellReport | None = None
+    stopped_early: dict[str, Any] | None = None  # execution.earlyStop decided the cell
 
 
 def suite_run_id(now: datetime) -> str:
@@ -74,12 +77,19 @@ async def run_cell(
     api_key: str | None,
     judge_keys: list[str | None],
     store: SampleStore | None,
+    gate: RegressionGate | None = None,
 ) -> CellOutcome:
+    """One cell as one local shard. With execution.earlyStop it stops once decided, as the
+    operator would stop it (`gate`: its regression gate, with a store and a baseline)."""
     spec = evaluation.spec
     model = evaluation.metadata.labels["evals.io/model"]
     task = evaluation.metadata.labels["evals.io/task"]
     outcome = CellOutcome(model=model, task=task)
     summary = ShardSummary()
+    stop = StopSignal()
+    watch = None
+    if spec.execution.early_stop is not None:
+        watch = EarlyStopWatch(spec, stop, gate)
 
     def keep(result: SampleResult) -> None:
         completion = result.completion
@@ -95,7 +105,9 @@ async def run_cell(
             judge_api_keys=judge_keys,
             summary=summary,
             on_sample=keep,
+            on_progress=watch.update if watch is not None else None,
             store=store,
+            stop=stop,
         )
     except (PermanentError, RetryableError) as err:
         outcome.error = f"{err.reason}: {err.message}"
@@ -117,6 +129,10 @@ async def run_cell(
         outcome.phase = "Succeeded"
         verdict = judge_thresholds(spec.thresholds, {r.name: r.value for r in result.results})
         outcome.passed = verdict.passed if verdict.checks else True
+        if watch is not None:
+            outcome.stopped_early, decided = watch.finish(result)
+            if outcome.stopped_early is not None and decided is not None:
+                outcome.passed = decided
     else:
         outcome.passed = False
     return outcome
@@ -160,19 +176,37 @@ async def run_suite(
         console.print(Text(f"cell {cell.id}: running {spec_dataset(evaluation.spec).source()}"))
         store = None
         identity = None
+        gate = None
+        selector, no_compare = baseline_selector(spec, accepted, run_id)
         if store_settings is not None:
+            gated = (
+                selector != BASELINE_NONE
+                and evaluation.spec.execution.early_stop is not None
+                and evaluation.spec.task.group_field is None
+            )
             identity = RunIdentity(
                 local_evaluation_uid(namespace, cell.name),
                 new_local_run(spec_hash(evaluation.spec)),
                 namespace,
                 cell.name,
                 suite=meta.name,
+                cell=cell.id if gated else None,
+                baseline=selector if gated else None,
             )
             store = SampleStore(store_settings, identity, WriterSettings())
+            if gated:
+                gate = RegressionGate(float(regression.max_drop), float(regression.alpha))
         api_key = api_keys.get(evaluation.spec.model.provider)
-        outcome = await run_cell(evaluation, api_key, judge_keys_of(evaluation), store)
+        outcome = await run_cell(evaluation, api_key, judge_keys_of(evaluation), store, gate)
+        if outcome.stopped_early is not None:
+            console.print(
+                Text(
+                    f"cell {cell.id}: stopped early ({outcome.stopped_early['reason']}) after "
+                    f"{outcome.stopped_early['samples']} of {outcome.stopped_early['of']} "
+                    f"samples: {outcome.stopped_early['message']}"
+                )
+            )
         if store_settings is not None and identity is not None and outcome.phase == "Succeeded":
-            selector, no_compare = baseline_selector(spec, accepted, run_id)
             conn = await asyncpg.connect(**store_settings.connect_kwargs(), timeout=10)
             try:
                 outcome.report = await report_cell(
@@ -188,6 +222,16 @@ async def run_suite(
             if no_compare is not None and spec.baseline is not None:
                 outcome.report.comparison = CellComparison(
                     reason=no_compare[0], message=no_compare[1]
+                )
+            decided = (outcome.stopped_early or {}).get("regression")
+            if decided and outcome.report.comparison is not None:
+                outcome.report.comparison = CellComparison.model_validate(
+                    decided_early(
+                        outcome.report.comparison.model_dump(
+                            mode="json", by_alias=True, exclude_none=True
+                        ),
+                        decided,
+                    )
                 )
         outcomes.append(outcome)
     print_leaderboard(suite, run_id, outcomes, console)

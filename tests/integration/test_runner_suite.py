@@ -127,3 +127,61 @@ def test_a_matrix_whose_cells_would_share_a_name_is_refused(tmp_path: Path) -> N
     assert (
         f"cells llama/3-gsm and llama-3/gsm would all be the Evaluation {name}-llama-3-gsm"
     ) in done.stderr
+
+
+GATE_SAMPLES = 400
+GATE_RECORDS = [
+    {"question": f"What is {i} + {i + 2}?", "answer": str(2 * i + 2)} for i in range(GATE_SAMPLES)
+]
+
+
+def test_with_a_store_and_early_stop_a_cell_stops_once_its_regression_is_decided(
+    model: ModelServer, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """The cluster's regression gate, in one process: the second run pairs each finished sample
+    with the first run's stored score and stops once 'worse by more than maxDrop' is shown."""
+    dsn = asyncio.run(create_database(postgres))
+    suite = {
+        "apiVersion": "evals.io/v1alpha1",
+        "kind": "EvalSuite",
+        "metadata": {"name": "gate"},
+        "spec": {
+            "models": [{"name": "m", "model": {"name": "m", "baseURL": model.base_url}}],
+            "tasks": [
+                {
+                    "name": "sums",
+                    "dataset": {
+                        "inline": GATE_RECORDS, "inputField": "question", "targetField": "answer"
+                    },
+                    "task": {"scorers": [{"type": "exact_match"}]},
+                    "thresholds": ["exact_match >= 0.5"],
+                }
+            ],
+            "baseline": "previous",
+            "regression": {"maxDrop": "0.05"},
+        },
+    }  # fmt: skip
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    first = eval_runner("run", str(path), "--store", dsn)
+    assert first.returncode == 0, first.stderr + first.stdout
+    asked_before = model.count
+    # Run two: earlyStop on, one question in four answered wrong.
+    suite["spec"]["defaults"] = {
+        "execution": {"earlyStop": {"when": "Verdict", "minSamples": 30, "seed": 3}}
+    }
+    path.write_text(yaml.safe_dump(suite))
+    model.wrong = [r["question"] for i, r in enumerate(GATE_RECORDS) if i % 4 == 0]
+    try:
+        second = eval_runner("run", str(path), "--store", dsn)
+    finally:
+        model.wrong = []
+    assert second.returncode == 1, second.stderr + second.stdout
+    asked = model.count - asked_before
+    assert 30 < asked < GATE_SAMPLES / 2, asked
+    out = " ".join(second.stdout.split())  # the console wraps long lines
+    assert "cell m/sums: stopped early (VerdictKnown)" in out, out
+    assert "regression: worse than baseline run" in out and "regressed: m/sums" in out
+    assert row(second.stdout, "sums", "m")[-1] == "yes"
+    stored = fetch_now(dsn, "SELECT count(*) AS n FROM samples")[0]["n"]
+    assert stored == GATE_SAMPLES + asked  # the baseline's every sample, this run's asked ones

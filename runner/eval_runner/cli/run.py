@@ -18,17 +18,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from eval_api import environment
-from eval_api.aggregate import Aggregate, aggregate
+from eval_api.aggregate import aggregate
 from eval_api.checks import spec_problems
-from eval_api.earlystop import evaluate as evaluate_early_stop
-from eval_api.earlystop import rounded, stopped_early
 from eval_api.environment import judge_key_env
 from eval_api.exitcodes import EXIT_OK, EXIT_PERMANENT
 from eval_api.shard import ShardSummary
 from eval_api.store import StoreSettings, StoreSettingsError
 from eval_api.tasks import task_plan
 from eval_api.v1alpha1.evalsuite import EvalSuite
-from eval_api.v1alpha1.evaluation import Evaluation, EvaluationSpec
+from eval_api.v1alpha1.evaluation import Evaluation
 from eval_api.verdict import judge_thresholds
 from eval_runner.cache import CacheSettingsError, ResponseCache, redacted_url
 from eval_runner.cli.common import ca_bundle, cache_ttl_seconds, configure_logging, judge_api_keys
@@ -38,7 +36,7 @@ from eval_runner.errors import PermanentError, RetryableError
 from eval_runner.pipeline import run_shard
 from eval_runner.runtime import run as run_async
 from eval_runner.secrets import read_key
-from eval_runner.stop import StopSignal
+from eval_runner.stop import EarlyStopWatch, StopSignal
 from eval_runner.store import (
     RunIdentity,
     SampleStore,
@@ -335,67 +333,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: TooManyErrors: {too_many}", file=sys.stderr)
         return EXIT_PERMANENT
     return EXIT_THRESHOLDS_FAILED if passed is False else EXIT_OK
-
-
-class EarlyStopWatch:
-    """A local run's execution.earlyStop: evaluates the run's own sums as samples finish (at
-    most every 200th of the run, which any stopping rule may do) and stops it once decided."""
-
-    def __init__(self, spec: EvaluationSpec, stop: StopSignal) -> None:
-        assert spec.execution.early_stop is not None
-        self.rule = spec.execution.early_stop
-        self.thresholds = list(spec.thresholds)
-        self.stop = stop
-        self.reason: str | None = None
-        self.message: str | None = None
-        self.passed: bool | None = None
-        self.max_group: int | None = None
-        self._seen = 0
-
-    def update(self, summary: ShardSummary) -> None:
-        done = summary.completed + summary.failed
-        if self.reason is not None or not summary.total:
-            return
-        if done - self._seen < max(1, summary.total // 200) and done < summary.total:
-            return
-        self._seen = done
-        state = evaluate_early_stop(
-            self.rule,
-            self.thresholds,
-            summary.scores,
-            summary.total,
-            max_group=summary.max_group,
-        )
-        self.max_group = summary.max_group
-        if state.decision is not None:
-            self.reason, self.message, self.passed = state.decision, state.message, state.passed
-            self.stop.set(state.decision)
-
-    def finish(self, result: Aggregate) -> tuple[dict[str, Any] | None, bool | None]:
-        """Every result's csInterval set on `result`; the stoppedEarly report (None when the
-        run asked every sample) and the decided verdict."""
-        state = evaluate_early_stop(
-            self.rule,
-            self.thresholds,
-            result.sums,
-            result.progress.total,
-            max_group=self.max_group,
-        )
-        for score in result.results:
-            interval = state.intervals.get(score.name)
-            if interval is not None and score.n:
-                score.cs_interval = rounded(interval)
-        progress, usage = result.progress, result.usage
-        report = stopped_early(
-            self.reason,
-            self.message,
-            self.passed,
-            progress.completed + progress.failed,
-            progress.total,
-            usage.requests,
-            usage.cost_usd,
-        )
-        return report, None if report is None else report.get("passed")
 
 
 class LocalStore:
