@@ -322,6 +322,87 @@ def test_an_evalsuite_matrix_runs_every_cell_and_ranks_the_models(
     cluster.kubectl("delete", "evalsuites.evals.io", "nightly", "-n", ns, "--wait=true")
 
 
+def test_an_evalsuite_cell_stops_once_its_regression_is_decided(cluster: Cluster, ns: str) -> None:
+    """The regression gate deciding early on a real cluster: a cell's first run (the exact demo
+    model) answers all 2,000 questions; the suite then turns earlyStop on and the cell's model
+    becomes the sloppy one (wrong on a quarter). The second run's shards pair their samples
+    with the first run's stored scores and the operator stops them once the drop is shown."""
+    samples = 2000
+    lines = "".join(
+        json.dumps({"input": f"What is {i} + {i + 3}?", "target": str(2 * i + 3)}) + "\n"
+        for i in range(samples)
+    )
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "gate-data", "namespace": ns},
+        "data": {"data.jsonl": lines},
+    }
+
+    def spec(model: str, early_stop: bool) -> dict[str, Any]:
+        execution: dict[str, Any] = {"shards": 2}
+        if early_stop:
+            execution["earlyStop"] = {"when": "Verdict"}
+        return {
+            "store": {
+                "managed": {"size": "1Gi", "retainOnDelete": False, "backup": {"enabled": False}}
+            },
+            "cache": {"mode": "Disabled"},
+            "models": [
+                {"name": "m", "model": {
+                    "name": model, "baseURL": model_base_url(ns), "maxConcurrency": 2
+                }}
+            ],
+            "tasks": [
+                {
+                    "name": "sums",
+                    "dataset": {"configMapRef": {"name": "gate-data", "key": "data.jsonl"}},
+                    "task": {"promptTemplate": "{{ input }}", "scorers": [{"type": "exact_match"}]},
+                    "thresholds": ["exact_match >= 0.5"],
+                }
+            ],
+            "defaults": {"execution": execution},
+            "baseline": "previous",
+            "regression": {"maxDrop": "0.05"},
+        }  # fmt: skip
+
+    suite = {
+        "apiVersion": "evals.io/v1alpha1",
+        "kind": "EvalSuite",
+        "metadata": {"name": "e2e-gate", "namespace": ns},
+        "spec": spec("demo", early_stop=False),
+    }
+    cluster.apply([config_map, suite])
+
+    def finished_after(run_id: str | None):
+        def check() -> dict[str, Any] | None:
+            found = cluster.get("evalsuites.evals.io", "e2e-gate", ns)
+            current = ((found or {}).get("status") or {}).get("currentRun") or {}
+            done = current.get("completionTime") and current.get("id") != run_id
+            return found if done else None
+
+        return check
+
+    first = cluster.wait_for("the baseline run", finished_after(None), timeout=1200)
+    first_id = first["status"]["currentRun"]["id"]
+    baseline_run = cluster.get("evaluations.evals.io", "e2e-gate-m-sums", ns)["status"]["jobName"]
+    suite["metadata"]["annotations"] = {"evals.io/rerun": "gate-2"}
+    suite["spec"] = spec("demo-sloppy", early_stop=True)
+    cluster.apply([suite])
+    second = cluster.wait_for("the gated run", finished_after(first_id), timeout=1200)
+    cell = cluster.get("evaluations.evals.io", "e2e-gate-m-sums", ns)
+    stopped = cell["status"]["stoppedEarly"]
+    assert stopped["reason"] == "VerdictKnown" and stopped["samples"] < samples // 2, stopped
+    regression = stopped["regression"]
+    assert regression["decision"] == "Regressed" and regression["baselineRun"] == baseline_run
+    assert regression["differences"]["exact_match"][1] < -0.05, regression
+    entry = second["status"]["leaderboard"][0]["entries"][0]
+    comparison = entry["comparison"]
+    assert comparison["decidedEarly"] is True and comparison["regressed"] is True, comparison
+    assert condition(second, "Regressed")["status"] == "True"
+    cluster.kubectl("delete", "evalsuites.evals.io", "e2e-gate", "-n", ns, "--wait=true")
+
+
 def test_an_evalsuite_with_tls_and_monitoring_says_what_the_cluster_has(
     cluster: Cluster, ns: str
 ) -> None:

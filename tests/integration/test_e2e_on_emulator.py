@@ -85,7 +85,7 @@ def test_the_e2e_suite_passes_against_the_emulator_as_an_existing_cluster(tmp_pa
         model.terminate()
         model.wait(timeout=10)
     assert done.returncode == 0, done.stdout[:12000] + done.stderr[-3000:]
-    assert "10 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
+    assert "11 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
 
 
 def run_e2e(kubeconfig: Path, model_port: int, home: Path) -> subprocess.CompletedProcess[str]:
