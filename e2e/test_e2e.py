@@ -119,21 +119,26 @@ def test_sharded_example_with_a_key_and_prices(cluster: Cluster, ns: str) -> Non
     }
 
 
+def sums_config_map(name: str, ns: str, samples: int, step: int) -> dict[str, Any]:
+    """A ConfigMap of `samples` questions "What is i + (i + step)?" in data.jsonl."""
+    lines = "".join(
+        json.dumps({"input": f"What is {i} + {i + step}?", "target": str(2 * i + step)}) + "\n"
+        for i in range(samples)
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns},
+        "data": {"data.jsonl": lines},
+    }
+
+
 def test_early_stop_stops_a_run_whose_verdict_is_known(cluster: Cluster, ns: str) -> None:
     """execution.earlyStop on a real cluster: 2,000 questions to the sloppy demo model (three
     in four right) against `exact_match >= 0.5`; the operator decides on the shards' live sums
     and stops both shards long before the end."""
     samples = 2000
-    lines = "".join(
-        json.dumps({"input": f"What is {i} + {i + 1}?", "target": str(2 * i + 1)}) + "\n"
-        for i in range(samples)
-    )
-    config_map = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "early-stop-data", "namespace": ns},
-        "data": {"data.jsonl": lines},
-    }
+    config_map = sums_config_map("early-stop-data", ns, samples, step=1)
     evaluation = {
         "apiVersion": "evals.io/v1alpha1",
         "kind": "Evaluation",
@@ -328,16 +333,7 @@ def test_an_evalsuite_cell_stops_once_its_regression_is_decided(cluster: Cluster
     becomes the sloppy one (wrong on a quarter). The second run's shards pair their samples
     with the first run's stored scores and the operator stops them once the drop is shown."""
     samples = 2000
-    lines = "".join(
-        json.dumps({"input": f"What is {i} + {i + 3}?", "target": str(2 * i + 3)}) + "\n"
-        for i in range(samples)
-    )
-    config_map = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "gate-data", "namespace": ns},
-        "data": {"data.jsonl": lines},
-    }
+    config_map = sums_config_map("gate-data", ns, samples, step=3)
 
     def spec(model: str, early_stop: bool) -> dict[str, Any]:
         execution: dict[str, Any] = {"shards": 2}

@@ -21,6 +21,7 @@ import pytest
 
 from eval_api.shard import ShardSummary
 from tests.integration.test_early_stop_operator import shard_summaries
+from tests.integration.test_evalsuite_matrix import run_finished
 from tests.support.model_server import Faults, ModelServer
 from tests.support.operator_cluster import GROUP, NS, VERSION, Cluster, condition, running_cluster
 from tests.support.suites import store_rows, suite_manifest
@@ -78,17 +79,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield cluster
 
 
-def finished_after(run_id: str | None):
-    def check(suite: dict[str, Any]) -> bool:
-        current = (suite.get("status") or {}).get("currentRun") or {}
-        return current.get("id") != run_id and bool(current.get("completionTime"))
-
-    return check
-
-
 def test_a_cells_regression_is_decided_early_against_its_baseline(cluster: Cluster) -> None:
     cluster.apply(suite_manifest(SUITE, spec(cluster.model, early_stop=False))).raise_for_status()
-    first = cluster.wait_suite(SUITE, finished_after(None), timeout=240)
+    first = cluster.wait_suite(SUITE, run_finished(), timeout=240)
     first_id = first["status"]["currentRun"]["id"]
     baseline_run = cluster.evaluation(CELL)["status"]["jobName"]
     assert cluster.evaluation(CELL)["status"]["progress"]["completed"] == SAMPLES
@@ -111,7 +104,7 @@ def test_a_cells_regression_is_decided_early_against_its_baseline(cluster: Clust
     (stopping,) = cluster.wait_event(CELL, ("StoppingEarly",), timeout=180)
     assert "VerdictKnown" in stopping["message"], stopping
     cluster.model.hold_after = None  # what the shards hold in flight finishes, and is counted
-    second = cluster.wait_suite(SUITE, finished_after(first_id), timeout=240)
+    second = cluster.wait_suite(SUITE, run_finished(first_id), timeout=240)
     cell = cluster.evaluation(CELL)
     status = cell["status"]
     run = status["jobName"]
