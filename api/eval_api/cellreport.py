@@ -137,10 +137,13 @@ class CellReport(BaseModel):
 def comparison_columns(comparison: CellComparison | None) -> tuple[str, str, str]:
     """The main scorer's difference and p-value, and the verdict (yes, no, or why there is
     none), as the leaderboards of `kubectl evals suite` and `eval-runner run suite.yaml` show
-    them."""
+    them. A verdict the regression gate decided early shows "early" for its p-value: the
+    fixed-sample test's does not hold on a run that stopped once it knew."""
     main = comparison.scorers[0] if comparison and comparison.scorers else None
     delta = "-" if main is None or main.difference is None else f"{main.difference:+.4f}"
     p_value = "-" if main is None or main.p_value is None else f"{main.p_value:.4g}"
+    if comparison is not None and comparison.decided_early:
+        p_value = "early"
     if comparison is None:
         verdict = "-"
     elif comparison.regressed:

@@ -182,6 +182,6 @@ def test_with_a_store_and_early_stop_a_cell_stops_once_its_regression_is_decided
     out = " ".join(second.stdout.split())  # the console wraps long lines
     assert "cell m/sums: stopped early (VerdictKnown)" in out, out
     assert "regression: worse than baseline run" in out and "regressed: m/sums" in out
-    assert row(second.stdout, "sums", "m")[-1] == "yes"
+    assert row(second.stdout, "sums", "m")[-2:] == ["early", "yes"]
     stored = fetch_now(dsn, "SELECT count(*) AS n FROM samples")[0]["n"]
     assert stored == GATE_SAMPLES + asked  # the baseline's every sample, this run's asked ones

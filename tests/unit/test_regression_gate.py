@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from eval_api import environment
+from eval_api.cellreport import comparison_columns
 from eval_api.shard import BaselineSums, PairedSums, ScoreSums, ShardSummary
 from eval_api.v1alpha1 import EvalSuiteSpec, EvaluationSpec
 from eval_api.v1alpha1.execution import EarlyStopSpec
@@ -198,3 +199,9 @@ def test_the_suite_takes_the_gates_decision_over_the_fixed_sample_tests() -> Non
     entry = m.status["leaderboard"][0]["entries"][0]
     assert "decidedEarly" not in entry["comparison"]
     assert entry["comparison"]["regressed"] is True
+
+
+def test_the_leaderboards_show_a_verdict_decided_early_without_its_fixed_sample_p_value() -> None:
+    decided = compared(True).model_copy(update={"decided_early": True})
+    assert comparison_columns(decided) == ("-0.2000", "early", "yes")
+    assert comparison_columns(compared(True)) == ("-0.2000", "0.001", "yes")
