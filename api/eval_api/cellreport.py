@@ -84,9 +84,11 @@ def decided_early(
     an anytime-valid sequential test, not the fixed-sample tests', which do not hold on the
     samples of a run that stopped asking once it knew the answer. Left as it is when the report
     compared with another run than the gate did. `limit`: the message's length at most."""
-    if comparison.get("reason") not in (COMPARED, CACHED_ANSWERS) or comparison.get(
-        "baselineRun"
-    ) != decided.get("baselineRun"):
+    if (
+        comparison.get("decidedEarly")  # taken already (a status kept from the last pass)
+        or comparison.get("reason") not in (COMPARED, CACHED_ANSWERS)
+        or comparison.get("baselineRun") != decided.get("baselineRun")
+    ):
         return comparison
     message = f"decided early by the regression gate: {decided.get('message', '')}"
     if comparison.get("reason") == CACHED_ANSWERS and comparison.get("message"):

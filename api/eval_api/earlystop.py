@@ -19,7 +19,8 @@ difference, candidate minus baseline, at the regression's alpha shared among the
 gate is decided when some scorer is shown worse by more than maxDrop (Regressed), or every
 scorer is shown not to be (NotRegressed). Only one of the two can be wrong whatever the truth,
 so each side of a scorer's sequence is at the scorer's whole share of alpha. A cell whose
-baseline has no run yet has no gate (the cell report says NoBaseline).
+baseline has no run yet has no gate (the cell report says NoBaseline, or BaselineNotFound for a
+named suite run).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ PRECISION_REACHED = "PrecisionReached"
 REGRESSED = "Regressed"
 NOT_REGRESSED = "NotRegressed"
 # The variance of a paired value (candidate - baseline + 1) / 2 the gate's sequence is tuned
-# for: 0/1 scores with a tenth of the pairs discordant (each such pair is 1/4 from 1/2).
+# for: 0/1 scores with a tenth of the pairs discordant (each such pair is 0 or 1, its squared
+# distance from 1/2 a quarter).
 PAIRED_VARIANCE = 0.025
 # The sequence is tightest near this share of the run's samples (at least minSamples).
 TUNED_SHARE = 10
@@ -109,8 +111,11 @@ def gate_state(
     gate: RegressionGate, sums: BaselineSums, scorers: Sequence[str], t_opt: int, min_pairs: int
 ) -> GateState:
     """The gate on the shards' paired sums (`sums.run` set). `scorers`: every result of the
-    run, fixed before any score (alpha is shared among them)."""
+    run, fixed before any score (alpha is shared among them); the gate decides on those the
+    baseline run has too (sums.scorers, known before any pair)."""
     assert sums.run is not None
+    if sums.scorers is not None:
+        scorers = [name for name in scorers if name in sums.scorers]
     level = gate.alpha / max(1, len(scorers))
     differences: dict[str, tuple[float, float]] = {}
     shown: list[str] = []
@@ -185,6 +190,7 @@ def evaluate(
     max_group: int | None = None,
     gate: RegressionGate | None = None,
     baseline: BaselineSums | None = None,
+    baseline_note: str = "waiting for the shards' pairs with the baseline",
 ) -> EarlyStopState:
     """The state of a run with execution.earlyStop `spec`. `sums`: each result's sums so far,
     the first being the main score; `total`: the run's samples; `every_shard`: the run's size
@@ -192,7 +198,8 @@ def evaluate(
     largest group (the sums' whole groups are then the units counted,
     eval_api.sequential.grouped_sequence). `gate`: a suite cell's regression gate, decided on
     the shards' merged `baseline` sums (None: not known yet, or the shards paired with
-    different runs: never decided; its run None: the cell has no baseline run, no gate)."""
+    different runs: never decided, `baseline_note` says which; its run None, or no result in
+    common with it: the cell has no baseline to gate on, no gate)."""
     confidence = float(Decimal(spec.confidence))
     alpha = 1 - confidence
     parsed = [parse_threshold(text) for text in thresholds]
@@ -237,8 +244,8 @@ def evaluate(
     if gate is not None:
         if baseline is None:
             decision = None
-            message += "; regression: waiting for the shards' pairs with the baseline"
-        elif baseline.run is not None:
+            message += f"; regression: {baseline_note}"
+        elif baseline.run is not None and baseline.scorers != []:
             regression = gate_state(gate, baseline, list(sums), t_opt, spec.min_samples)
             message += f"; regression: {regression.message}"
             if regression.decision is None:

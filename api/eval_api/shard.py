@@ -125,6 +125,13 @@ class BaselineSums(BaseModel):
         default=None, description="The baseline run (its Job name); None: the cell has none."
     )
     suite_run: str | None = Field(default=None, alias="suiteRun")
+    scorers: list[str] | None = Field(
+        default=None,
+        description=(
+            "The results both runs have, known before any pair: the ones the gate decides on "
+            "(None: every result of this run)."
+        ),
+    )
     paired: dict[str, PairedSums] = Field(default_factory=dict)
     unpaired: int = Field(
         default=0,
@@ -136,7 +143,7 @@ class BaselineSums(BaseModel):
 
     def merged(self, other: BaselineSums) -> BaselineSums | None:
         """Both shards' sums; None when they paired with different runs (never decided)."""
-        if (self.run, self.suite_run) != (other.run, other.suite_run):
+        if (self.run, self.suite_run, self.scorers) != (other.run, other.suite_run, other.scorers):
             return None
         paired = dict(self.paired)
         for name, sums in other.paired.items():
@@ -144,6 +151,7 @@ class BaselineSums(BaseModel):
         return BaselineSums(
             run=self.run,
             suite_run=self.suite_run,
+            scorers=self.scorers,
             paired=paired,
             unpaired=self.unpaired + other.unpaired,
         )
@@ -295,8 +303,9 @@ class ShardSummary(BaseModel):
 
     def to_message(self) -> str:
         """Compact JSON for the termination message, at most TERMINATION_MESSAGE_LIMIT bytes:
-        when too long, the error message is cut first, then the rarest error classes are
-        folded into "other" (their counts kept), so scores and usage always arrive whole."""
+        when too long, the error message is cut first, then the regression gate's pairs are
+        left out, then the rarest error classes are folded into "other" (their counts kept),
+        so scores and usage always arrive whole."""
         text = self.model_dump_json(by_alias=True, exclude_none=True)
         summary = self
         if len(text.encode()) > TERMINATION_MESSAGE_LIMIT and summary.message:
@@ -304,6 +313,11 @@ class ShardSummary(BaseModel):
             summary = summary.model_copy(
                 update={"message": summary.message[: max(room, 0)] + "..."}
             )
+            text = summary.model_dump_json(by_alias=True, exclude_none=True)
+        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT and summary.baseline is not None:
+            # The regression gate's pairs go next: the operator decides on the live ones, and a
+            # run decided before this shard ended keeps its decision.
+            summary = summary.model_copy(update={"baseline": None})
             text = summary.model_dump_json(by_alias=True, exclude_none=True)
         ranked = sorted(summary.errors.items(), key=lambda item: (-item[1], item[0]))
         keep = len(ranked)

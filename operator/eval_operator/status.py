@@ -480,9 +480,10 @@ def _early_stop(
     assert plan.early_stop is not None
     total = run_total or agg.progress.total
     gate = baseline = None
+    note = ""
     if plan.regression is not None:
         gate = RegressionGate(float(plan.regression.max_drop), float(plan.regression.alpha))
-        baseline = _paired(summaries)
+        baseline, note = _paired(summaries)
     state = evaluate_early_stop(
         plan.early_stop,
         plan.thresholds,
@@ -492,6 +493,7 @@ def _early_stop(
         max_group=max_group,
         gate=gate,
         baseline=baseline,
+        baseline_note=note,
     )
     for result in status.get("results") or []:
         interval = state.intervals.get(result["name"])
@@ -520,16 +522,20 @@ def _early_stop(
         status["stoppedEarly"] = stopped
 
 
-def _paired(summaries: Mapping[int, ShardSummary]) -> BaselineSums | None:
-    """The shards' pairs with the cell's baseline, merged: None until a shard has said which
-    run it paired with, or when two shards paired with different runs."""
+def _paired(summaries: Mapping[int, ShardSummary]) -> tuple[BaselineSums | None, str]:
+    """The shards' pairs with the cell's baseline, merged; None (and why) until a shard has
+    said which run it paired with, or when two shards paired with different runs (a baseline
+    recorded between their starts: the gate cannot decide, the run goes on)."""
     reported = [s.baseline for s in summaries.values() if s.baseline is not None]
     if not reported:
-        return None
+        return None, "waiting for the shards' pairs with the baseline"
     merged: BaselineSums | None = reported[0]
     for sums in reported[1:]:
         merged = merged.merged(sums) if merged is not None else None
-    return merged
+    if merged is None:
+        runs = ", ".join(sorted({str(s.run) for s in reported}))
+        return None, f"the shards paired with different baseline runs ({runs}): not decided"
+    return merged, ""
 
 
 def _progressing(set_: _Conditions, reason: str, ready_message: str, message: str) -> None:

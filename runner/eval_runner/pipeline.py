@@ -496,7 +496,12 @@ class _Sequential:
     def pair_with(self, baseline: Baseline, hashes: Mapping[int, str]) -> None:
         """Pair the prefix with `baseline` (the regression gate): each sample with the
         baseline's scores of its record (`hashes`: each sample's input_hash)."""
-        self.summary.baseline = BaselineSums(run=baseline.run, suite_run=baseline.suite_run)
+        self.summary.baseline = BaselineSums(
+            run=baseline.run,
+            suite_run=baseline.suite_run,
+            # The results both runs have: a scorer added since the baseline has no pairs.
+            scorers=[name for name in self.summary.scores if name in baseline.scorers],
+        )
         if baseline.run is not None:
             self.baseline = {sid: baseline.scores.get(key) for sid, key in hashes.items()}
 

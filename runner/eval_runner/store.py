@@ -131,13 +131,13 @@ INSERT_STAGED = (
 # pairs with): `previous`, the cell's newest succeeded run started before this one; a suite run,
 # the cell's succeeded run in it.
 PREVIOUS_RUN = """
-SELECT evaluation_uid, run, suite_run FROM runs
+SELECT evaluation_uid, run, suite_run, scorers FROM runs
 WHERE namespace = $1 AND suite = $2 AND cell = $3 AND succeeded_at IS NOT NULL
   AND started_at < $4 AND NOT (evaluation_uid = $5 AND run = $6)
 ORDER BY started_at DESC LIMIT 1
 """
 RUN_OF_SUITE_RUN = """
-SELECT evaluation_uid, run, suite_run FROM runs
+SELECT evaluation_uid, run, suite_run, scorers FROM runs
 WHERE namespace = $1 AND suite = $2 AND cell = $3 AND succeeded_at IS NOT NULL
   AND suite_run = $4
 ORDER BY started_at DESC LIMIT 1
@@ -224,12 +224,13 @@ class RunIdentity:
 
 @dataclass(frozen=True)
 class Baseline:
-    """The run a suite cell's regression gate pairs with: which, and the scores it gave each
-    record it scored exactly once (by input_hash)."""
+    """The run a suite cell's regression gate pairs with: which, its results, and the scores
+    it gave each record it holds exactly once (by input_hash)."""
 
     run: str | None
     suite_run: str | None
     scores: dict[str, dict[str, float]]
+    scorers: tuple[str, ...] = ()
 
 
 def canonical_hash(value: Any) -> str:
@@ -789,6 +790,7 @@ class SampleStore:
             raise PermanentError(STORE_CONFIG_INVALID, f"baseline {selector!r} is not understood")
         if found is None:
             return Baseline(run=None, suite_run=None, scores={})
+        scorers = tuple(found["scorers"] or ())
         rows = await conn.fetch(BASELINE_ROWS, found["evaluation_uid"], found["run"], hashes)
         seen: dict[str, int] = {}
         scored: dict[str, dict[str, float]] = {}
@@ -801,7 +803,9 @@ class SampleStore:
                 scored[row["input_hash"]] = {k: float(v) for k, v in values.items()}
         once = {key: value for key, value in scored.items() if seen[key] == 1}
         log.info("baseline found", baseline=found["run"], records=len(once))
-        return Baseline(run=found["run"], suite_run=found["suite_run"], scores=once)
+        return Baseline(
+            run=found["run"], suite_run=found["suite_run"], scores=once, scorers=scorers
+        )
 
     async def _next_attempt(self, resumed: int) -> int:
         conn = await self._connection()

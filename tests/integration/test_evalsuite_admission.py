@@ -209,6 +209,17 @@ REJECTED: dict[str, tuple[dict[str, Any], str]] = {
          "defaults": {"execution": {"earlyStop": {"when": "Verdict"}}}},
         "defaults.execution.earlyStop when Verdict requires thresholds on every task",
     ),
+    "cells that stop early against a baseline at maxDrop 0": (
+        {"models": [MODEL], "tasks": [TASK], "baseline": "previous",
+         "defaults": {"execution": {"earlyStop": {"when": "Verdict"}}}},
+        "defaults.execution.earlyStop with a baseline requires regression.maxDrop above 0",
+    ),
+    "cells that stop early against a baseline at maxDrop 0.00": (
+        {"models": [MODEL], "tasks": [TASK], "baseline": "accepted",
+         "regression": {"maxDrop": "0.00"},
+         "defaults": {"execution": {"earlyStop": {"when": "Verdict"}}}},
+        "defaults.execution.earlyStop with a baseline requires regression.maxDrop above 0",
+    ),
     "a schedule that is no cron": (
         {"models": [MODEL], "tasks": [TASK], "schedule": {"cron": "nightly"}},
         "spec.schedule.cron",

@@ -5,7 +5,14 @@ from __future__ import annotations
 import random
 
 from eval_api.aggregate import aggregate
-from eval_api.shard import TERMINATION_MESSAGE_LIMIT, ScoreSums, ShardSummary, ShardUsage
+from eval_api.shard import (
+    TERMINATION_MESSAGE_LIMIT,
+    BaselineSums,
+    PairedSums,
+    ScoreSums,
+    ShardSummary,
+    ShardUsage,
+)
 
 
 def shard(completed: int, failed: int, **fields: object) -> ShardSummary:
@@ -122,3 +129,36 @@ def test_the_termination_message_fits_with_clustered_sums_and_every_usage_field(
     back = ShardSummary.model_validate_json(message)
     assert back.scores == scores and back.usage == usage  # sums and usage arrive whole
     assert sum(back.errors.values()) == sum(summary.errors.values())
+
+
+def test_the_regression_gates_pairs_are_left_out_of_a_termination_message_too_long() -> None:
+    """16 long-named scorers with the sequential sums and their pairs with the baseline: the
+    pairs go (the operator decided on the live ones), scores and usage arrive whole; a shard
+    of a few scorers keeps them."""
+    rng = random.Random(2)
+
+    def shard(scorers: int) -> ShardSummary:
+        scores, paired = {}, {}
+        for index in range(scorers):
+            sums, pairs = ScoreSums(), PairedSums()
+            for _ in range(3000):
+                value = rng.random()
+                sums.add(value)
+                pairs.add(value, rng.random())
+            sums.add_sequential(sums.n, sums.sum)
+            name = f"a_scorer_with_quite_a_long_name_{index:02d}"
+            scores[name], paired[name] = sums, pairs
+        return ShardSummary(
+            shard=3, shards=8, state="done", total=3000, completed=3000, scores=scores,
+            run_total=24000, baseline=BaselineSums(
+                run="nightly-model-with-a-long-name-task-with-a-long-name-abcdef",
+                suite_run="20261206-020000", paired=paired, unpaired=12,
+            ),
+        )  # fmt: skip
+
+    large = shard(16)
+    assert len(large.model_dump_json(by_alias=True, exclude_none=True)) > TERMINATION_MESSAGE_LIMIT
+    back = ShardSummary.model_validate_json(large.to_message())
+    assert back.baseline is None and back.scores == large.scores
+    small = shard(2)
+    assert ShardSummary.model_validate_json(small.to_message()).baseline == small.baseline

@@ -9,19 +9,22 @@ from typing import Any
 import pytest
 
 from eval_api import environment
-from eval_api.cellreport import comparison_columns
+from eval_api.cellreport import comparison_columns, decided_early
+from eval_api.earlystop import RegressionGate, evaluate, gate_state
 from eval_api.shard import BaselineSums, PairedSums, ScoreSums, ShardSummary
 from eval_api.v1alpha1 import EvalSuiteSpec, EvaluationSpec
 from eval_api.v1alpha1.execution import EarlyStopSpec
 from eval_operator import matrix
 from eval_operator.builders.job import build_job
 from eval_operator.runplan import GatePlan, RunPlan
+from eval_operator.status import _paired
 from tests.support.factories import evaluation, job, plan, pod
 from tests.unit.test_matrix import Matrix, compared, grid
 from tests.unit.test_status import RUN, observe, status_of
 from tests.unit.test_suite_builders import SETTINGS
 
 EARLY_STOP = {"when": "Verdict"}
+PREVIOUS = "nightly-m0-t0-prev"
 
 
 def cell(
@@ -96,9 +99,7 @@ def test_the_cells_pods_are_told_their_cell_and_baseline() -> None:
     assert environment.CELL not in names and environment.BASELINE not in names
 
 
-def shard(
-    index: int, paired: PairedSums | None, run: str | None = "nightly-m0-t0-prev"
-) -> ShardSummary:
+def shard(index: int, paired: PairedSums | None, run: str | None = PREVIOUS) -> ShardSummary:
     """A running shard of 1,000 whose prefix of 300 scored 290 right, paired as given."""
     sums = ScoreSums(n=300, sum=290.0, sumsq=290.0, seq_n=300, seq_sum=290.0)
     baseline = None
@@ -205,3 +206,45 @@ def test_the_leaderboards_show_a_verdict_decided_early_without_its_fixed_sample_
     decided = compared(True).model_copy(update={"decided_early": True})
     assert comparison_columns(decided) == ("-0.2000", "early", "yes")
     assert comparison_columns(compared(True)) == ("-0.2000", "0.001", "yes")
+
+
+def test_the_gate_decides_on_the_results_the_baseline_has() -> None:
+    """A scorer added since the baseline run has no pairs: it neither blocks NotRegressed nor
+    takes a share of alpha."""
+    same = PairedSums(n=600, sum=300.0, variance=0.0)
+    sums = BaselineSums(run=PREVIOUS, scorers=["exact_match"], paired={"exact_match": same})
+    state = gate_state(RegressionGate(0.02, 0.05), sums, ["exact_match", "numeric"], 100, 30)
+    assert state.decision == "NotRegressed" and list(state.differences) == ["exact_match"]
+    # Nothing in common with the baseline: no gate, the thresholds decide.
+    spec = EarlyStopSpec.model_validate(EARLY_STOP)
+    scores = ScoreSums(n=300, sum=290.0, sumsq=290.0, seq_n=300, seq_sum=290.0)
+    none_shared = BaselineSums(run=PREVIOUS, scorers=[])
+    state = evaluate(
+        spec, ["exact_match >= 0.8"], {"exact_match": scores}, 1000,
+        gate=RegressionGate(0.02, 0.05), baseline=none_shared,
+    )  # fmt: skip
+    assert state.decision == "VerdictKnown" and state.regression is None
+
+
+def test_shards_paired_with_different_runs_say_so() -> None:
+    pairs = PairedSums(n=300, sum=150.0)
+    status = gated_status(shard(0, pairs), shard(1, pairs, run="nightly-m0-t0-older"))
+    assert "stoppedEarly" not in status
+    baseline, note = _paired({0: shard(0, pairs), 1: shard(1, pairs, run="nightly-m0-t0-older")})
+    assert baseline is None
+    assert note == (
+        "the shards paired with different baseline runs (nightly-m0-t0-older, "
+        "nightly-m0-t0-prev): not decided"
+    )
+    assert _paired({})[1] == "waiting for the shards' pairs with the baseline"
+
+
+def test_taking_the_gates_decision_twice_changes_nothing() -> None:
+    cached = compared(False).model_dump(mode="json", by_alias=True, exclude_none=True)
+    cached.update(reason="CachedAnswers", message="most answers came from the cache")
+    decided = {"decision": "Regressed", "baselineRun": cached["baselineRun"], "message": "worse"}
+    once = decided_early(cached, decided, 200)
+    assert once["regressed"] is True and once["message"].endswith(
+        "; decided early by the regression gate: worse"
+    )
+    assert decided_early(once, decided, 200) == once

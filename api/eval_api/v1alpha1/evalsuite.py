@@ -90,6 +90,17 @@ class EvalSuiteSpec(ApiModel):
                     "(the verdict each cell stops at)",
                     ".defaults.execution.earlyStop.when",
                 ),
+                cel_rule(
+                    "!has(self.defaults) || !has(self.defaults.execution) || "
+                    "!has(self.defaults.execution.earlyStop) || !has(self.baseline) || "
+                    "(has(self.regression) && has(self.regression.maxDrop) && "
+                    "!self.regression.maxDrop.matches('^0(\\\\.0+)?$'))",
+                    "defaults.execution.earlyStop with a baseline requires regression.maxDrop "
+                    "above 0: samples can show a cell no worse than its baseline within a margin, "
+                    "never exactly as good, so at maxDrop 0 the regression gate could never rule "
+                    "a regression out and every unchanged cell would ask every sample",
+                    ".regression",
+                ),
             ]
         }
     )

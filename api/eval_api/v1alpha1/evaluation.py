@@ -246,8 +246,9 @@ class StoppedEarly(ApiModel):
 
     reason: Literal["VerdictKnown", "PrecisionReached"] = Field(
         description=(
-            "VerdictKnown: every threshold decided; PrecisionReached: ciWidth reached (in a "
-            "suite cell with a baseline run, and its regression gate decided)."
+            "VerdictKnown: every threshold decided; PrecisionReached: ciWidth reached. In a "
+            "suite cell with a baseline run, either one only once its regression gate is "
+            "decided too."
         )
     )
     samples: int = Field(
