@@ -185,3 +185,12 @@ def test_with_a_store_and_early_stop_a_cell_stops_once_its_regression_is_decided
     assert row(second.stdout, "sums", "m")[-2:] == ["early", "yes"]
     stored = fetch_now(dsn, "SELECT count(*) AS n FROM samples")[0]["n"]
     assert stored == GATE_SAMPLES + asked  # the baseline's every sample, this run's asked ones
+    # Run three: every answer right again, against run two (its baseline now): shown not worse
+    # by more than maxDrop, and stopped there.
+    asked_before = model.count
+    third = eval_runner("run", str(path), "--store", dsn)
+    assert third.returncode == 0, third.stderr + third.stdout
+    assert 30 < model.count - asked_before < GATE_SAMPLES / 2
+    out = " ".join(third.stdout.split())
+    assert "regression: not worse than baseline run" in out, out
+    assert row(third.stdout, "sums", "m")[-2:] == ["early", "no"]
