@@ -20,7 +20,10 @@ from typing import Any
 import pytest
 
 from eval_api.shard import ShardSummary
-from tests.integration.test_early_stop_operator import shard_summaries
+from tests.integration.test_early_stop_operator import (
+    shard_summaries,
+    wait_until_every_shard_stopped,
+)
 from tests.integration.test_evalsuite_matrix import run_finished
 from tests.support.model_server import Faults, ModelServer
 from tests.support.operator_cluster import GROUP, NS, VERSION, Cluster, condition, running_cluster
@@ -103,7 +106,10 @@ def test_a_cells_regression_is_decided_early_against_its_baseline(cluster: Clust
     )
     (stopping,) = cluster.wait_event(CELL, ("StoppingEarly",), timeout=180)
     assert "VerdictKnown" in stopping["message"], stopping
-    cluster.model.hold_after = None  # what the shards hold in flight finishes, and is counted
+    # Both shards are told (the event comes first), then what they hold in flight is answered,
+    # finishes and is counted.
+    wait_until_every_shard_stopped(cluster, shards=2)
+    cluster.model.hold_after = None
     second = cluster.wait_suite(SUITE, run_finished(first_id), timeout=240)
     cell = cluster.evaluation(CELL)
     status = cell["status"]
