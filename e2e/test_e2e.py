@@ -335,7 +335,7 @@ def test_an_evalsuite_cell_stops_once_its_regression_is_decided(cluster: Cluster
     samples = 2000
     config_map = sums_config_map("gate-data", ns, samples, step=3)
 
-    def spec(model: str, early_stop: bool) -> dict[str, Any]:
+    def spec(model: str, early_stop: bool, concurrency: int) -> dict[str, Any]:
         execution: dict[str, Any] = {"shards": 2}
         if early_stop:
             execution["earlyStop"] = {"when": "Verdict"}
@@ -346,7 +346,7 @@ def test_an_evalsuite_cell_stops_once_its_regression_is_decided(cluster: Cluster
             "cache": {"mode": "Disabled"},
             "models": [
                 {"name": "m", "model": {
-                    "name": model, "baseURL": model_base_url(ns), "maxConcurrency": 2
+                    "name": model, "baseURL": model_base_url(ns), "maxConcurrency": concurrency
                 }}
             ],
             "tasks": [
@@ -366,7 +366,7 @@ def test_an_evalsuite_cell_stops_once_its_regression_is_decided(cluster: Cluster
         "apiVersion": "evals.io/v1alpha1",
         "kind": "EvalSuite",
         "metadata": {"name": "e2e-gate", "namespace": ns},
-        "spec": spec("demo", early_stop=False),
+        "spec": spec("demo", early_stop=False, concurrency=2),
     }
     cluster.apply([config_map, suite])
 
@@ -383,7 +383,9 @@ def test_an_evalsuite_cell_stops_once_its_regression_is_decided(cluster: Cluster
     first_id = first["status"]["currentRun"]["id"]
     baseline_run = cluster.get("evaluations.evals.io", "e2e-gate-m-sums", ns)["status"]["jobName"]
     suite["metadata"]["annotations"] = {"evals.io/rerun": "gate-2"}
-    suite["spec"] = spec("demo-sloppy", early_stop=True)
+    # One request at a time per shard: half the run takes long enough for the operator to
+    # decide and stop it on a slow or busy cluster.
+    suite["spec"] = spec("demo-sloppy", early_stop=True, concurrency=1)
     cluster.apply([suite])
     second = cluster.wait_for("the gated run", finished_after(first_id), timeout=1200)
     cell = cluster.get("evaluations.evals.io", "e2e-gate-m-sums", ns)
