@@ -41,6 +41,11 @@ VERDICT_KNOWN = "VerdictKnown"
 PRECISION_REACHED = "PrecisionReached"
 REGRESSED = "Regressed"
 NOT_REGRESSED = "NotRegressed"
+# Why a suite cell of a task with groupField asks every sample when its suite has a baseline.
+GROUPED_GATE = (
+    "regression: task.groupField, whose paired samples are not independent, is compared with "
+    "its baseline by the cell report once every sample is asked"
+)
 # The variance of a paired value (candidate - baseline + 1) / 2 the gate's sequence is tuned
 # for: 0/1 scores with a tenth of the pairs discordant (each such pair is 0 or 1, its squared
 # distance from 1/2 a quarter).
@@ -191,6 +196,7 @@ def evaluate(
     gate: RegressionGate | None = None,
     baseline: BaselineSums | None = None,
     baseline_note: str = "waiting for the shards' pairs with the baseline",
+    hold: str | None = None,
 ) -> EarlyStopState:
     """The state of a run with execution.earlyStop `spec`. `sums`: each result's sums so far,
     the first being the main score; `total`: the run's samples; `every_shard`: the run's size
@@ -199,7 +205,8 @@ def evaluate(
     eval_api.sequential.grouped_sequence). `gate`: a suite cell's regression gate, decided on
     the shards' merged `baseline` sums (None: not known yet, or the shards paired with
     different runs: never decided, `baseline_note` says which; its run None, or no result in
-    common with it: the cell has no baseline to gate on, no gate)."""
+    common with it: the cell has no baseline to gate on, no gate). `hold`: why the run must ask
+    every sample whatever the sums say (GROUPED_GATE)."""
     confidence = float(Decimal(spec.confidence))
     alpha = 1 - confidence
     parsed = [parse_threshold(text) for text in thresholds]
@@ -250,6 +257,9 @@ def evaluate(
             message += f"; regression: {regression.message}"
             if regression.decision is None:
                 decision = None
+    if hold is not None:
+        decision = None
+        message += f"; {hold}"
     if not every_shard or scored < spec.min_samples:
         decision = None
     return EarlyStopState(intervals, sides, decision, message.removeprefix("; "), regression)

@@ -116,14 +116,15 @@ def gate_of(
     evaluation: Mapping[str, Any], suite: EvalSuiteSpec, accepted: str | None
 ) -> GatePlan | None:
     """The regression gate of a run of `evaluation` when it is one of `suite`'s cells with
-    execution.earlyStop and the suite compares with a baseline (None otherwise, and with
-    task.groupField, whose gate is not sequential: the cell report decides it at the end).
+    execution.earlyStop and the suite compares with a baseline (None otherwise). With
+    task.groupField the gate is not sequential (pairs within a group are not independent): the
+    run then asks every sample and the cell report decides the regression at the end.
     `accepted`: the suite's accept-run annotation."""
     meta = evaluation.get("metadata") or {}
     labels = meta.get("labels") or {}
     spec = evaluation.get("spec") or {}
     execution = spec.get("execution") or {}
-    if execution.get("earlyStop") is None or (spec.get("task") or {}).get("groupField"):
+    if execution.get("earlyStop") is None:
         return None
     model, task = labels.get(MODEL_LABEL), labels.get(TASK_LABEL)
     token = (meta.get("annotations") or {}).get(RERUN_ANNOTATION)
@@ -138,6 +139,7 @@ def gate_of(
         baseline=selector,
         max_drop=regression.max_drop,
         alpha=regression.alpha,
+        sequential=not (spec.get("task") or {}).get("groupField"),
     )
 
 

@@ -43,6 +43,10 @@ class GatePlan(BaseModel):
     baseline: str  # "previous" or "suite-run:<id>" (eval_api.cellreport)
     max_drop: str = Field(alias="maxDrop")
     alpha: str
+    # False with task.groupField: no sequential test of grouped pairs, so the run asks every
+    # sample (stopping on the thresholds would leave the cell report's tests on a sample the
+    # stop chose).
+    sequential: bool = True
 
 
 class RunPlan(BaseModel):

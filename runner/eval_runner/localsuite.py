@@ -23,7 +23,7 @@ from rich.text import Text
 
 from eval_api.aggregate import aggregate
 from eval_api.cellreport import BASELINE_NONE, CellReport, comparison_columns, decided_early
-from eval_api.earlystop import RegressionGate
+from eval_api.earlystop import GROUPED_GATE, RegressionGate
 from eval_api.matrix import baseline_selector, cells_of, regression_of
 from eval_api.shard import ShardSummary
 from eval_api.store.migrate import migrate
@@ -78,6 +78,7 @@ async def run_cell(
     judge_keys: list[str | None],
     store: SampleStore | None,
     gate: RegressionGate | None = None,
+    hold: str | None = None,
 ) -> CellOutcome:
     """One cell as one local shard. With execution.earlyStop it stops once decided, as the
     operator would stop it (`gate`: its regression gate, with a store and a baseline)."""
@@ -89,7 +90,7 @@ async def run_cell(
     stop = StopSignal()
     watch = None
     if spec.execution.early_stop is not None:
-        watch = EarlyStopWatch(spec, stop, gate)
+        watch = EarlyStopWatch(spec, stop, gate, hold)
 
     def keep(result: SampleResult) -> None:
         completion = result.completion
@@ -176,14 +177,15 @@ async def run_suite(
         console.print(Text(f"cell {cell.id}: running {spec_dataset(evaluation.spec).source()}"))
         store = None
         identity = None
-        gate = None
+        gate = hold = None
         selector, no_compare = baseline_selector(spec, accepted, run_id)
         if store_settings is not None:
-            gated = (
-                selector != BASELINE_NONE
-                and evaluation.spec.execution.early_stop is not None
-                and evaluation.spec.task.group_field is None
+            compared = (
+                selector != BASELINE_NONE and evaluation.spec.execution.early_stop is not None
             )
+            gated = compared and evaluation.spec.task.group_field is None
+            if compared and not gated:
+                hold = GROUPED_GATE
             identity = RunIdentity(
                 local_evaluation_uid(namespace, cell.name),
                 new_local_run(spec_hash(evaluation.spec)),
@@ -197,7 +199,7 @@ async def run_suite(
             if gated:
                 gate = RegressionGate(float(regression.max_drop), float(regression.alpha))
         api_key = api_keys.get(evaluation.spec.model.provider)
-        outcome = await run_cell(evaluation, api_key, judge_keys_of(evaluation), store, gate)
+        outcome = await run_cell(evaluation, api_key, judge_keys_of(evaluation), store, gate, hold)
         if outcome.stopped_early is not None:
             console.print(
                 Text(

@@ -32,7 +32,11 @@ class EarlyStopWatch:
     most every 200th of the run, which any stopping rule may do) and stops it once decided."""
 
     def __init__(
-        self, spec: EvaluationSpec, stop: StopSignal, gate: RegressionGate | None = None
+        self,
+        spec: EvaluationSpec,
+        stop: StopSignal,
+        gate: RegressionGate | None = None,
+        hold: str | None = None,
     ) -> None:
         assert spec.execution.early_stop is not None
         self.rule = spec.execution.early_stop
@@ -41,6 +45,7 @@ class EarlyStopWatch:
         # A suite cell run with --store and a baseline: its regression gate, on the pairs the
         # shard makes with the baseline's stored scores (summary.baseline).
         self.gate = gate
+        self.hold = hold  # why the run asks every sample (eval_api.earlystop.GROUPED_GATE)
         self.reason: str | None = None
         self.message: str | None = None
         self.passed: bool | None = None
@@ -63,6 +68,7 @@ class EarlyStopWatch:
             max_group=summary.max_group,
             gate=self.gate,
             baseline=summary.baseline,
+            hold=self.hold,
         )
         self.max_group = summary.max_group
         if state.decision is not None:

@@ -10,7 +10,7 @@ import pytest
 
 from eval_api import environment
 from eval_api.cellreport import comparison_columns, decided_early
-from eval_api.earlystop import RegressionGate, evaluate, gate_state
+from eval_api.earlystop import GROUPED_GATE, RegressionGate, evaluate, gate_state
 from eval_api.shard import BaselineSums, PairedSums, ScoreSums, ShardSummary
 from eval_api.v1alpha1 import EvalSuiteSpec, EvaluationSpec
 from eval_api.v1alpha1.execution import EarlyStopSpec
@@ -61,7 +61,6 @@ def test_a_cell_with_early_stop_and_a_baseline_gets_a_gate() -> None:
     [
         (cell(), suite(), None),  # no baseline: nothing to compare with
         (cell(early_stop=False), suite(baseline="previous"), None),  # runs to the end anyway
-        (cell(group_field="passage"), suite(baseline="previous"), None),  # decided at the end
         (cell(), suite(baseline="accepted"), None),  # no run accepted yet
         (cell(token="20261205-020000"), suite(baseline="accepted"), "20261205-020000"),
         (evaluation(), suite(baseline="previous"), None),  # not a cell of the matrix
@@ -115,15 +114,18 @@ def shard(index: int, paired: PairedSums | None, run: str | None = PREVIOUS) -> 
     )  # fmt: skip
 
 
-def gated_status(*summaries: ShardSummary, old: dict[str, Any] | None = None) -> dict[str, Any]:
+def gated_status(
+    *summaries: ShardSummary, old: dict[str, Any] | None = None, sequential: bool = True
+) -> dict[str, Any]:
     run_plan = plan(RUN, shards=2).model_copy(
         update={
             "early_stop": EarlyStopSpec.model_validate(EARLY_STOP),
             "regression": GatePlan(
-                cell="m0/t0", baseline="previous", max_drop="0.02", alpha="0.05"
+                cell="m0/t0", baseline="previous", max_drop="0.02", alpha="0.05",
+                sequential=sequential,
             ),
         }
-    )
+    )  # fmt: skip
     pods = [pod(RUN, 0), pod(RUN, 1)]
     obs = observe(
         job=job(RUN, run_plan=run_plan, active=2),
@@ -248,3 +250,29 @@ def test_taking_the_gates_decision_twice_changes_nothing() -> None:
         "; decided early by the regression gate: worse"
     )
     assert decided_early(once, decided, 200) == once
+
+
+def test_a_grouped_cell_of_a_gated_suite_asks_every_sample() -> None:
+    """task.groupField: its pairs are not independent, so no sequential gate; stopping on the
+    thresholds would leave the cell report's tests on a sample the stop chose."""
+    ev = cell(group_field="passage")
+    suite_spec = suite(baseline="previous", regression={"maxDrop": "0.02"})
+    gate = matrix.gate_of(ev, suite_spec, None)
+    assert gate is not None and gate.sequential is False
+    spec = EvaluationSpec.model_validate(ev["spec"])
+    run_plan = RunPlan.of(spec, ev["spec"], 1, "run-1").model_copy(update={"regression": gate})
+    built = build_job(ev, spec, "run-1", run_plan, SETTINGS, ("nightly", suite_spec))
+    names = {e["name"] for e in built["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert environment.CELL not in names  # its shards pair nothing
+    decided = evaluate(
+        EarlyStopSpec.model_validate(EARLY_STOP),
+        ["exact_match >= 0.8"],
+        {"exact_match": ScoreSums(n=300, sum=290.0, sumsq=290.0, seq_n=300, seq_sum=290.0)},
+        1000,
+        hold=GROUPED_GATE,
+    )
+    assert decided.decision is None and decided.message.endswith(GROUPED_GATE)
+    # The operator holds it whatever the shards report.
+    grouped = shard(0, None, run=None), shard(1, None, run=None)
+    assert "stoppedEarly" not in gated_status(*grouped, sequential=False)
+    assert gated_status(*grouped)["stoppedEarly"]["reason"] == "VerdictKnown"

@@ -178,7 +178,11 @@ class EvalSuiteSpec(ApiModel):
         default=None,
         description=(
             'When a cell counts as regressed (default maxDrop "0", alpha "0.05" when a '
-            "baseline is set)."
+            "baseline is set). With defaults.execution.earlyStop (maxDrop above 0) a cell's run "
+            "is decided only once its regression is too, by a sequential test of its pairs "
+            "(status.stoppedEarly.regression of the cell); a cell of a task with groupField "
+            "then asks every sample (its pairs are not independent) and its cell report "
+            "decides at the end."
         ),
     )
     schedule: SuiteScheduleSpec | None = Field(

@@ -94,7 +94,10 @@ class CellDefaults(ApiModel):
 
 
 class RegressionSpec(ApiModel):
-    """When a cell counts as regressed against its baseline."""
+    """When a cell counts as regressed against its baseline. With defaults.execution.earlyStop
+    a cell's run is decided only once its regression is too (a sequential test of the pairs,
+    status.stoppedEarly.regression); a cell of a task with groupField then asks every sample
+    (its pairs are not independent) and the cell report decides at the end."""
 
     max_drop: str = Field(
         default="0",

@@ -269,7 +269,7 @@ def build_job(
     if suite is not None:
         suite_env, env_from = _suite_env(evaluation, run, *suite)
         env += suite_env
-        if plan.regression is not None:
+        if plan.regression is not None and plan.regression.sequential:
             # The regression gate: the shards pair their samples with this cell's baseline.
             env += [
                 {"name": environment.CELL, "value": plan.regression.cell},
