@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from eval_api.sequential import bernstein_sequence, confidence_sequence, grouped_sequence
 from eval_api.shard import BaselineSums, ScoreSums
 from eval_api.stats import DIGITS
@@ -98,6 +100,35 @@ class RegressionGate:
 
     max_drop: float
     alpha: float
+
+
+class GatePlan(BaseModel):
+    """A suite cell's regression gate, as its run was started with (execution.earlyStop and
+    the suite's baseline, eval_api.matrix.gate_plan): which cell, which baseline the shards
+    pair with, and when the gate says regressed."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    cell: str  # <model>/<task>, the cell's identity in the store
+    baseline: str  # "previous" or "suite-run:<id>" (eval_api.cellreport)
+    max_drop: str = Field(alias="maxDrop")
+    alpha: str
+    # False with task.groupField: no sequential test of grouped pairs, so the run asks every
+    # sample (stopping on the thresholds would leave the cell report's tests on a sample the
+    # stop chose).
+    sequential: bool = True
+
+    @property
+    def gate(self) -> RegressionGate | None:
+        """What evaluate decides the gate by (None when it is not sequential)."""
+        if not self.sequential:
+            return None
+        return RegressionGate(float(self.max_drop), float(self.alpha))
+
+    @property
+    def hold(self) -> str | None:
+        """Why the run asks every sample (evaluate's `hold`), when it must."""
+        return None if self.sequential else GROUPED_GATE
 
 
 @dataclass(frozen=True)
@@ -213,14 +244,14 @@ def evaluate(
     judged = {t.scorer for t in parsed}
     t_opt = tuned_for(spec, total)
     intervals: dict[str, tuple[float, float]] = {}
+    # Deciding thresholds: a threshold's scorer at its share of alpha (Bonferroni over the
+    # thresholds). Precision decides on the first result alone, at alpha.
+    verdict = spec.when == EARLY_STOP_VERDICT
     for name, s in sums.items():
-        # Deciding thresholds: a threshold's scorer at its share of alpha (Bonferroni over the
-        # thresholds). Precision decides on the first result alone, at alpha.
-        verdict = spec.when == EARLY_STOP_VERDICT
         level = alpha / len(parsed) if verdict and name in judged and parsed else alpha
         # The sequential sums (the shards' finished prefixes of their asking order); all the
         # sums from a summary without them (a runner older than earlyStop's sums).
-        n = s.seq_n if s.seq_n is not None else s.n
+        n = _counted(s)
         total_score = s.seq_sum if s.seq_sum is not None else s.sum
         if s.seq_groups is not None:
             if not max_group:
@@ -237,7 +268,7 @@ def evaluate(
     main = next(iter(sums), None)
     decision: str | None = None
     message = ""
-    if spec.when == EARLY_STOP_VERDICT:
+    if verdict:
         message = "; ".join(side.describe() for side in sides)
         if sides and all(side.holds is not None for side in sides):
             decision = VERDICT_KNOWN

@@ -28,6 +28,7 @@ from eval_api.cellreport import (
     NO_BASELINE,
 )
 from eval_api.checks import spec_problems
+from eval_api.earlystop import GatePlan
 from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
 from eval_api.v1alpha1.evaluation import EvaluationSpec
 from eval_api.v1alpha1.matrix import ACCEPT_RUN_ANNOTATION, RegressionSpec, SuiteModel, SuiteTask
@@ -140,3 +141,30 @@ def baseline_selector(
     if wanted == suite_run:
         return BASELINE_NONE, (IS_BASELINE, f"suite run {suite_run} is the baseline")
     return BASELINE_SUITE_RUN_PREFIX + wanted, None
+
+
+def gate_plan(
+    spec: EvalSuiteSpec,
+    cell: str,
+    cell_spec: EvaluationSpec,
+    accepted: str | None,
+    suite_run: str,
+) -> GatePlan | None:
+    """The regression gate of a run of cell `cell` (<model>/<task>) in suite run `suite_run`:
+    when the cell has execution.earlyStop and the suite compares it with a baseline (None
+    otherwise). With task.groupField the gate is not sequential (pairs within a group are not
+    independent): the run then asks every sample and the cell report decides the regression at
+    the end. `accepted`: the suite's accept-run annotation."""
+    if cell_spec.execution.early_stop is None:
+        return None
+    selector, _ = baseline_selector(spec, accepted, suite_run)
+    if selector == BASELINE_NONE:
+        return None
+    regression = regression_of(spec)
+    return GatePlan(
+        cell=cell,
+        baseline=selector,
+        max_drop=regression.max_drop,
+        alpha=regression.alpha,
+        sequential=cell_spec.task.group_field is None,
+    )

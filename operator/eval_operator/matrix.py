@@ -29,14 +29,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from eval_api import cel
 from eval_api.cellreport import (
-    BASELINE_NONE,
     CACHED_ANSWERS,
     REPORT_BATCH_CELLS,
     REPORT_FAILED,
     CellReport,
     decided_early,
 )
+from eval_api.earlystop import GatePlan
 from eval_api.exitcodes import EXIT_PERMANENT
 from eval_api.matrix import (
     Cell,
@@ -44,10 +45,12 @@ from eval_api.matrix import (
     cell_id,
     cell_problems,
     cells_of,
+    gate_plan,
     regression_of,
 )
 from eval_api.v1alpha1.common import API_VERSION, RERUN_ANNOTATION
 from eval_api.v1alpha1.evalsuite import EvalSuiteSpec
+from eval_api.v1alpha1.evaluation import EvaluationSpec
 from eval_api.v1alpha1.matrix import ACCEPT_RUN_ANNOTATION, RegressionSpec
 from eval_operator import clock, schedule
 from eval_operator.builders.meta import (
@@ -64,7 +67,6 @@ from eval_operator.builders.suite import (
     store_env,
 )
 from eval_operator.conditions import condition_of
-from eval_operator.runplan import GatePlan
 from eval_operator.settings import OperatorSettings
 
 MODEL_LABEL = "evals.io/model"
@@ -115,32 +117,17 @@ def build_cell(suite: Mapping[str, Any], cell: Cell, token: str, suspend: bool) 
 def gate_of(
     evaluation: Mapping[str, Any], suite: EvalSuiteSpec, accepted: str | None
 ) -> GatePlan | None:
-    """The regression gate of a run of `evaluation` when it is one of `suite`'s cells with
-    execution.earlyStop and the suite compares with a baseline (None otherwise). With
-    task.groupField the gate is not sequential (pairs within a group are not independent): the
-    run then asks every sample and the cell report decides the regression at the end.
+    """The regression gate of a run of `evaluation` when it is one of `suite`'s cells
+    (eval_api.matrix.gate_plan; None for an Evaluation of its own in the suite's stack).
     `accepted`: the suite's accept-run annotation."""
     meta = evaluation.get("metadata") or {}
     labels = meta.get("labels") or {}
-    spec = evaluation.get("spec") or {}
-    execution = spec.get("execution") or {}
-    if execution.get("earlyStop") is None:
-        return None
     model, task = labels.get(MODEL_LABEL), labels.get(TASK_LABEL)
     token = (meta.get("annotations") or {}).get(RERUN_ANNOTATION)
     if not model or not task or not token:
-        return None  # not a cell of the matrix (an Evaluation of its own in the suite's stack)
-    selector, _ = baseline_selector(suite, accepted, token)
-    if selector == BASELINE_NONE:
         return None
-    regression = regression_of(suite)
-    return GatePlan(
-        cell=cell_id(model, task),
-        baseline=selector,
-        max_drop=regression.max_drop,
-        alpha=regression.alpha,
-        sequential=not (spec.get("task") or {}).get("groupField"),
-    )
+    spec = EvaluationSpec.model_validate(evaluation["spec"], context=cel.ADMITTED)
+    return gate_plan(suite, cell_id(model, task), spec, accepted, token)
 
 
 def cell_view(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,10 +15,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from eval_api.earlystop import GatePlan
 from eval_api.tasks import task_plan
 from eval_api.v1alpha1.common import GROUP
 from eval_api.v1alpha1.evaluation import EvaluationSpec
 from eval_api.v1alpha1.execution import EarlyStopSpec
+
+__all__ = ["GatePlan", "RunPlan"]  # GatePlan: the plan's regression gate, from eval_api
 
 RUN_PLAN_ANNOTATION = f"{GROUP}/run-plan"
 # The spec.suspend the operator last applied to the Job: it acts only when spec.suspend changes,
@@ -30,23 +33,6 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 def spec_hash(spec: Mapping[str, Any]) -> str:
     canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-class GatePlan(BaseModel):
-    """A suite cell's regression gate, as its run was started with (execution.earlyStop and
-    the suite's baseline): which cell, which baseline the shards pair with, and when the gate
-    says regressed."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-    cell: str  # <model>/<task>, the cell's identity in the store
-    baseline: str  # "previous" or "suite-run:<id>" (eval_api.cellreport)
-    max_drop: str = Field(alias="maxDrop")
-    alpha: str
-    # False with task.groupField: no sequential test of grouped pairs, so the run asks every
-    # sample (stopping on the thresholds would leave the cell report's tests on a sample the
-    # stop chose).
-    sequential: bool = True
 
 
 class RunPlan(BaseModel):

@@ -22,14 +22,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from eval_api.aggregate import Aggregate, aggregate, progress_summary
-from eval_api.earlystop import (
-    GROUPED_GATE,
-    RegressionGate,
-    regression_decision,
-    rounded,
-    stopped_early,
-)
 from eval_api.earlystop import evaluate as evaluate_early_stop
+from eval_api.earlystop import regression_decision, rounded, stopped_early
 from eval_api.shard import BaselineSums, ShardSummary, ShardUsage
 from eval_api.v1alpha1.common import RERUN_ANNOTATION
 from eval_api.v1alpha1.evaluation import Usage
@@ -485,13 +479,12 @@ def _early_stop(
     reason, message and verdict) from then on; dropped if the run asked every sample anyway."""
     assert plan.early_stop is not None
     total = run_total or agg.progress.total
-    gate = baseline = hold = None
+    gate = hold = baseline = None
     note = ""
-    if plan.regression is not None and not plan.regression.sequential:
-        hold = GROUPED_GATE
-    elif plan.regression is not None:
-        gate = RegressionGate(float(plan.regression.max_drop), float(plan.regression.alpha))
-        baseline, note = _paired(summaries)
+    if plan.regression is not None:
+        gate, hold = plan.regression.gate, plan.regression.hold
+        if gate is not None:
+            baseline, note = _paired(summaries)
     state = evaluate_early_stop(
         plan.early_stop,
         plan.thresholds,

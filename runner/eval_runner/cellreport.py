@@ -57,7 +57,7 @@ from eval_api.v1alpha1.matrix import CellComparison, ScorerComparison
 from eval_runner.compare import compare_paired
 from eval_runner.secrets import SECRETS
 from eval_runner.stackcheck import register_secrets
-from eval_runner.store import PREVIOUS_RUN, RUN_OF_SUITE_RUN
+from eval_runner.store import find_baseline_run
 
 EXIT_RETRY = 1
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -201,36 +201,35 @@ async def report_cell(
     report = CellReport(state="done", latency_p50_ms=p50, latency_p95_ms=p95)
     if baseline == BASELINE_NONE:
         return report
-    if baseline == BASELINE_PREVIOUS:
-        found = await conn.fetchrow(
-            PREVIOUS_RUN,
-            cell.namespace,
-            cell.suite,
-            cell.cell,
-            row["started_at"],
-            cell.evaluation_uid,
-            cell.run,
+    try:
+        found = await find_baseline_run(
+            conn,
+            baseline,
+            namespace=cell.namespace,
+            suite=cell.suite,
+            cell=cell.cell,
+            started_at=row["started_at"],
+            evaluation_uid=cell.evaluation_uid,
+            run=cell.run,
         )
-        if found is None:
-            report.comparison = CellComparison(
-                reason=NO_BASELINE,
-                message=no_baseline_message(),
-                alpha=str(alpha),
-            )
-            return report
-    elif baseline.startswith(BASELINE_SUITE_RUN_PREFIX):
+    except ValueError as err:
+        raise _Failed("InvalidBaseline", str(err), EXIT_PERMANENT) from None
+    if found is None and baseline == BASELINE_PREVIOUS:
+        report.comparison = CellComparison(
+            reason=NO_BASELINE,
+            message=no_baseline_message(),
+            alpha=str(alpha),
+        )
+        return report
+    if found is None:
         wanted = baseline.removeprefix(BASELINE_SUITE_RUN_PREFIX)
-        found = await conn.fetchrow(RUN_OF_SUITE_RUN, cell.namespace, cell.suite, cell.cell, wanted)
-        if found is None:
-            report.comparison = CellComparison(
-                reason=BASELINE_NOT_FOUND,
-                message=baseline_not_found_message(wanted),
-                baseline=wanted,
-                alpha=str(alpha),
-            )
-            return report
-    else:
-        raise _Failed("InvalidBaseline", f"baseline {baseline!r} is not understood", EXIT_PERMANENT)
+        report.comparison = CellComparison(
+            reason=BASELINE_NOT_FOUND,
+            message=baseline_not_found_message(wanted),
+            baseline=wanted,
+            alpha=str(alpha),
+        )
+        return report
     baseline_rows = await conn.fetch(SCORES, found["evaluation_uid"], found["run"])
     candidate_rows = await conn.fetch(SCORES, cell.evaluation_uid, cell.run)
     compared = compare_runs(baseline_rows, candidate_rows, scorers, max_drop=max_drop, alpha=alpha)

@@ -23,8 +23,8 @@ from rich.text import Text
 
 from eval_api.aggregate import aggregate
 from eval_api.cellreport import BASELINE_NONE, CellReport, comparison_columns, decided_early
-from eval_api.earlystop import GROUPED_GATE, RegressionGate
-from eval_api.matrix import baseline_selector, cells_of, regression_of
+from eval_api.earlystop import GatePlan
+from eval_api.matrix import baseline_selector, cells_of, gate_plan, regression_of
 from eval_api.shard import ShardSummary
 from eval_api.store.migrate import migrate
 from eval_api.store.settings import StoreSettings
@@ -77,8 +77,7 @@ async def run_cell(
     api_key: str | None,
     judge_keys: list[str | None],
     store: SampleStore | None,
-    gate: RegressionGate | None = None,
-    hold: str | None = None,
+    gate: GatePlan | None = None,
 ) -> CellOutcome:
     """One cell as one local shard. With execution.earlyStop it stops once decided, as the
     operator would stop it (`gate`: its regression gate, with a store and a baseline)."""
@@ -90,7 +89,7 @@ async def run_cell(
     stop = StopSignal()
     watch = None
     if spec.execution.early_stop is not None:
-        watch = EarlyStopWatch(spec, stop, gate, hold)
+        watch = EarlyStopWatch(spec, stop, gate)
 
     def keep(result: SampleResult) -> None:
         completion = result.completion
@@ -177,29 +176,23 @@ async def run_suite(
         console.print(Text(f"cell {cell.id}: running {spec_dataset(evaluation.spec).source()}"))
         store = None
         identity = None
-        gate = hold = None
+        gate = None
         selector, no_compare = baseline_selector(spec, accepted, run_id)
         if store_settings is not None:
-            compared = (
-                selector != BASELINE_NONE and evaluation.spec.execution.early_stop is not None
-            )
-            gated = compared and evaluation.spec.task.group_field is None
-            if compared and not gated:
-                hold = GROUPED_GATE
+            gate = gate_plan(spec, cell.id, evaluation.spec, accepted, run_id)
+            paired = gate is not None and gate.sequential  # the shard pairs with the baseline
             identity = RunIdentity(
                 local_evaluation_uid(namespace, cell.name),
                 new_local_run(spec_hash(evaluation.spec)),
                 namespace,
                 cell.name,
                 suite=meta.name,
-                cell=cell.id if gated else None,
-                baseline=selector if gated else None,
+                cell=cell.id if paired else None,
+                baseline=gate.baseline if gate is not None and paired else None,
             )
             store = SampleStore(store_settings, identity, WriterSettings())
-            if gated:
-                gate = RegressionGate(float(regression.max_drop), float(regression.alpha))
         api_key = api_keys.get(evaluation.spec.model.provider)
-        outcome = await run_cell(evaluation, api_key, judge_keys_of(evaluation), store, gate, hold)
+        outcome = await run_cell(evaluation, api_key, judge_keys_of(evaluation), store, gate)
         if outcome.stopped_early is not None:
             console.print(
                 Text(

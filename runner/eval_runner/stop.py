@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 
 from eval_api.aggregate import Aggregate
-from eval_api.earlystop import RegressionGate, regression_decision, rounded, stopped_early
+from eval_api.earlystop import GatePlan, regression_decision, rounded, stopped_early
 from eval_api.earlystop import evaluate as evaluate_early_stop
 from eval_api.shard import ShardSummary
 from eval_api.v1alpha1.evaluation import EvaluationSpec
@@ -32,11 +32,7 @@ class EarlyStopWatch:
     most every 200th of the run, which any stopping rule may do) and stops it once decided."""
 
     def __init__(
-        self,
-        spec: EvaluationSpec,
-        stop: StopSignal,
-        gate: RegressionGate | None = None,
-        hold: str | None = None,
+        self, spec: EvaluationSpec, stop: StopSignal, gate: GatePlan | None = None
     ) -> None:
         assert spec.execution.early_stop is not None
         self.rule = spec.execution.early_stop
@@ -44,8 +40,7 @@ class EarlyStopWatch:
         self.stop = stop
         # A suite cell run with --store and a baseline: its regression gate, on the pairs the
         # shard makes with the baseline's stored scores (summary.baseline).
-        self.gate = gate
-        self.hold = hold  # why the run asks every sample (eval_api.earlystop.GROUPED_GATE)
+        self.gate_plan = gate
         self.reason: str | None = None
         self.message: str | None = None
         self.passed: bool | None = None
@@ -66,9 +61,9 @@ class EarlyStopWatch:
             summary.scores,
             summary.total,
             max_group=summary.max_group,
-            gate=self.gate,
+            gate=self.gate_plan.gate if self.gate_plan is not None else None,
             baseline=summary.baseline,
-            hold=self.hold,
+            hold=self.gate_plan.hold if self.gate_plan is not None else None,
         )
         self.max_group = summary.max_group
         if state.decision is not None:

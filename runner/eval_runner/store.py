@@ -233,6 +233,32 @@ class Baseline:
     scorers: tuple[str, ...] = ()
 
 
+async def find_baseline_run(
+    conn: Any,
+    selector: str,
+    *,
+    namespace: str,
+    suite: str,
+    cell: str,
+    started_at: Any,
+    evaluation_uid: str,
+    run: str,
+) -> Any:
+    """The row (evaluation_uid, run, suite_run, scorers) of cell `cell`'s baseline run for run
+    `run` (started at `started_at`): BASELINE_PREVIOUS, the cell's newest succeeded run started
+    before it; BASELINE_SUITE_RUN_PREFIX + id, the cell's succeeded run in that suite run. None
+    when there is none; ValueError for a selector that is neither. The cell report and the
+    regression gate's shards both find it here."""
+    if selector == BASELINE_PREVIOUS:
+        return await conn.fetchrow(
+            PREVIOUS_RUN, namespace, suite, cell, started_at, evaluation_uid, run
+        )
+    if selector.startswith(BASELINE_SUITE_RUN_PREFIX):
+        wanted = selector.removeprefix(BASELINE_SUITE_RUN_PREFIX)
+        return await conn.fetchrow(RUN_OF_SUITE_RUN, namespace, suite, cell, wanted)
+    raise ValueError(f"baseline {selector!r} is not understood")
+
+
 def canonical_hash(value: Any) -> str:
     """sha256 of `value` as canonical JSON (sorted keys, no spaces, UTF-8)."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -766,28 +792,21 @@ class SampleStore:
     async def _baseline(self, hashes: list[str]) -> Baseline:
         conn = await self._connection()
         identity = self.identity
-        selector = identity.baseline or ""
-        if selector == BASELINE_PREVIOUS:
-            started = await conn.fetchval(STARTED_AT, identity.evaluation_uid, identity.run)
-            found = await conn.fetchrow(
-                PREVIOUS_RUN,
-                identity.namespace,
-                identity.suite,
-                identity.cell,
-                started,
-                identity.evaluation_uid,
-                identity.run,
+        assert identity.suite is not None and identity.cell is not None
+        started = await conn.fetchval(STARTED_AT, identity.evaluation_uid, identity.run)
+        try:
+            found = await find_baseline_run(
+                conn,
+                identity.baseline or "",
+                namespace=identity.namespace,
+                suite=identity.suite,
+                cell=identity.cell,
+                started_at=started,
+                evaluation_uid=identity.evaluation_uid,
+                run=identity.run,
             )
-        elif selector.startswith(BASELINE_SUITE_RUN_PREFIX):
-            found = await conn.fetchrow(
-                RUN_OF_SUITE_RUN,
-                identity.namespace,
-                identity.suite,
-                identity.cell,
-                selector.removeprefix(BASELINE_SUITE_RUN_PREFIX),
-            )
-        else:
-            raise PermanentError(STORE_CONFIG_INVALID, f"baseline {selector!r} is not understood")
+        except ValueError as err:
+            raise PermanentError(STORE_CONFIG_INVALID, str(err)) from None
         if found is None:
             return Baseline(run=None, suite_run=None, scores={})
         scorers = tuple(found["scorers"] or ())
